@@ -1,0 +1,49 @@
+# liveboard — the contract's commands (CONTRACT §1). Everything installs from the lock files.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: venv run test test-unit lint typecheck lock clean
+
+# Shared set-up: the virtualenv, the locked runtime dependencies and liveboard itself.
+$(BIN)/.runtime: requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --require-hashes -r requirements.lock
+	$(PIP) install --no-deps -e .
+	@touch $@
+
+# Test extras on top of the runtime set-up.
+$(BIN)/.test: $(BIN)/.runtime requirements-test.lock
+	$(PIP) install --require-hashes -r requirements-test.lock
+	@touch $@
+
+venv: $(BIN)/.runtime
+
+run: venv
+	$(BIN)/liveboard serve --dev --host $(HOST) --port $(PORT)
+
+test: $(BIN)/.test
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(BIN)/.test
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(BIN)/.test
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+# Regenerate the lock files after editing pyproject.toml (needs uv: pip install uv).
+lock:
+	uv lock
+	uv export --frozen --no-dev --no-emit-project --format requirements-txt > requirements.lock
+	uv export --frozen --no-dev --extra test --no-emit-project --format requirements-txt > requirements-test.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

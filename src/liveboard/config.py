@@ -1,0 +1,151 @@
+"""Settings: the only module that reads the environment.
+
+``load_settings`` turns ``LIVEBOARD_*`` variables (CONTRACT §1) into a frozen ``Settings``;
+command-line flags are passed as overrides and win over their variable. Invalid values raise
+``ConfigError`` naming the variable, so ``serve`` can exit 2 with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from liveboard.errors import ConfigError
+
+DEV_JWT_SECRET = "liveboard-development-secret-do-not-use-in-production"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a liveboard process is configured with. Immutable once loaded."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = "sqlite:///./liveboard.db"
+    redis_url: str | None = None
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    # None: only requests without Origin and same-host origins; ("*",): any origin.
+    allowed_origins: tuple[str, ...] | None = None
+    # Timeouts (seconds)
+    heartbeat_interval: float = 25.0
+    heartbeat_timeout: float = 10.0
+    # Limits
+    max_message_bytes: int = 65536
+    max_subscriptions: int = 100
+    max_connections_per_user: int = 50
+    max_body_bytes: int = 1 << 20
+    slow_consumer_bytes: int = 1 << 20
+    history_size: int = 1000
+    # Mode
+    dev: bool = False
+    log_format: str = "text"
+    instance_id: str = field(default_factory=lambda: os.urandom(6).hex())
+
+    @property
+    def jwt_configured(self) -> bool:
+        """True when some key to verify tokens is configured."""
+        return bool(self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url)
+
+    def with_dev_defaults(self) -> Settings:
+        """In --dev mode a missing JWT key falls back to the development secret."""
+        if self.dev and not self.jwt_configured:
+            return replace(self, jwt_secret=DEV_JWT_SECRET)
+        return self
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value >= minimum:  # also rejects NaN
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _str(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    return raw if raw else None
+
+
+def _origins(raw: str | None) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    items = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    return items or None
+
+
+def _check_database_url(url: str) -> str:
+    if url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        return url
+    raise ConfigError(
+        "LIVEBOARD_DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST[:PORT]/DB, "
+        f"got {url!r}"
+    )
+
+
+def _check_redis_url(url: str | None) -> str | None:
+    if url is None or url.startswith(("redis://", "rediss://", "unix://")):
+        return url
+    raise ConfigError(f"LIVEBOARD_REDIS_URL must be redis://HOST:PORT/DB, got {url!r}")
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read the environment (``os.environ`` by default); keyword overrides win (CLI flags).
+
+    Overrides whose value is ``None`` are ignored, so an absent flag keeps the variable's value.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {
+        "host": env.get("LIVEBOARD_HOST") or "127.0.0.1",
+        "port": _int(env, "LIVEBOARD_PORT", 8000, minimum=0),
+        "database_url": _check_database_url(
+            env.get("LIVEBOARD_DATABASE_URL") or "sqlite:///./liveboard.db"
+        ),
+        "redis_url": _check_redis_url(_str(env, "LIVEBOARD_REDIS_URL")),
+        "jwt_secret": _str(env, "LIVEBOARD_JWT_SECRET"),
+        "jwt_public_key": _str(env, "LIVEBOARD_JWT_PUBLIC_KEY"),
+        "jwt_jwks_url": _str(env, "LIVEBOARD_JWT_JWKS_URL"),
+        "jwt_audience": _str(env, "LIVEBOARD_JWT_AUDIENCE"),
+        "jwt_issuer": _str(env, "LIVEBOARD_JWT_ISSUER"),
+        "allowed_origins": _origins(_str(env, "LIVEBOARD_ALLOWED_ORIGINS")),
+        "heartbeat_interval": _float(env, "LIVEBOARD_HEARTBEAT_INTERVAL", 25.0, minimum=0.05),
+        "heartbeat_timeout": _float(env, "LIVEBOARD_HEARTBEAT_TIMEOUT", 10.0, minimum=0.05),
+        "max_message_bytes": _int(env, "LIVEBOARD_MAX_MESSAGE_BYTES", 65536, minimum=64),
+        "max_subscriptions": _int(env, "LIVEBOARD_MAX_SUBSCRIPTIONS", 100, minimum=1),
+        "max_connections_per_user": _int(
+            env, "LIVEBOARD_MAX_CONNECTIONS_PER_USER", 50, minimum=1
+        ),
+        "slow_consumer_bytes": _int(env, "LIVEBOARD_SLOW_CONSUMER_BYTES", 1 << 20, minimum=1024),
+        "log_format": env.get("LIVEBOARD_LOG_FORMAT") or "text",
+    }
+    if values["log_format"] not in ("text", "json"):
+        raise ConfigError(f"LIVEBOARD_LOG_FORMAT must be text or json, got {values['log_format']!r}")
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = value
+    if "database_url" in overrides and overrides["database_url"] is not None:
+        _check_database_url(values["database_url"])
+    return Settings(**values)

@@ -1,0 +1,74 @@
+"""The root of liveboard's exceptions.
+
+Every error a user can see is data: a ``code`` from the contract's closed list and a human
+``message``. The tree::
+
+    LiveboardError
+    ├── ConfigError             bad or missing configuration (serve exits 2)
+    ├── AuthError               a token that is missing, malformed, expired or not trusted (401)
+    └── ApiError                a REST error with its HTTP status (400/403/404/409/413/422/429)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LiveboardError(Exception):
+    """Base class of every error liveboard raises on purpose."""
+
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(LiveboardError):
+    """The configuration is unusable; the message names the variable."""
+
+    code = "config_error"
+
+
+class AuthError(LiveboardError):
+    """A token could not be trusted. The message says why, without echoing the token."""
+
+    code = "unauthorized"
+
+
+class ApiError(LiveboardError):
+    """A REST error: HTTP status, contract code, message and optional details."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.details = details
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def forbidden(message: str) -> ApiError:
+    return ApiError(403, "forbidden", message)
+
+
+def not_found(message: str = "not found") -> ApiError:
+    return ApiError(404, "not_found", message)
+
+
+def conflict(message: str, *, details: dict[str, Any] | None = None) -> ApiError:
+    return ApiError(409, "conflict", message, details=details)
+
+
+def validation_error(field: str, message: str) -> ApiError:
+    return ApiError(422, "validation_error", f"{field}: {message}", details={"field": field})

@@ -1,0 +1,72 @@
+"""The event envelope shared by the event log, the brokers and the WebSocket layer.
+
+An ``Event`` is exactly the server → client message of CONTRACT §4::
+
+    {"type": "task:moved", "room": "project:p1", "offset": 7, "epoch": "…", "ts": 1764120000000,
+     "userId": "alice", "origin": "c-…", "data": {...}}
+
+``origin`` is omitted when the change did not come from a known connection. ``offset`` is the
+room's position in its event log (1, 2, 3… with no gap); ``epoch`` names the log's lineage, so a
+client can tell a restarted history from a continued one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+TASK_CREATED: Final = "task:created"
+TASK_UPDATED: Final = "task:updated"
+TASK_MOVED: Final = "task:moved"
+TASK_DELETED: Final = "task:deleted"
+PROJECT_CREATED: Final = "project:created"
+MEMBER_ADDED: Final = "member:added"
+MEMBER_REMOVED: Final = "member:removed"
+
+EVENT_TYPES: Final = frozenset(
+    {
+        TASK_CREATED,
+        TASK_UPDATED,
+        TASK_MOVED,
+        TASK_DELETED,
+        PROJECT_CREATED,
+        MEMBER_ADDED,
+        MEMBER_REMOVED,
+    }
+)
+
+
+class Event(msgspec.Struct, frozen=True, omit_defaults=True, rename={"user_id": "userId"}):
+    """One committed change, as stored in the log and as sent to subscribers."""
+
+    type: str
+    room: str
+    offset: int
+    epoch: str
+    ts: int
+    user_id: str
+    data: dict[str, Any]
+    origin: str | None = None
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+
+
+def encode_event(event: Event) -> bytes:
+    """The event's wire JSON (UTF-8). Done once per event, whatever the number of sockets."""
+    return _encoder.encode(event)
+
+
+def decode_event(raw: bytes | str) -> Event:
+    """Parse an event produced by ``encode_event`` (e.g. from a broker)."""
+    return _decoder.decode(raw)
+
+
+def project_room(project_id: str) -> str:
+    return f"project:{project_id}"
+
+
+def workspace_room(workspace_id: str) -> str:
+    return f"workspace:{workspace_id}"
