@@ -135,14 +135,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "heartbeat_timeout": _float(env, "LIVEBOARD_HEARTBEAT_TIMEOUT", 10.0, minimum=0.05),
         "max_message_bytes": _int(env, "LIVEBOARD_MAX_MESSAGE_BYTES", 65536, minimum=64),
         "max_subscriptions": _int(env, "LIVEBOARD_MAX_SUBSCRIPTIONS", 100, minimum=1),
-        "max_connections_per_user": _int(
-            env, "LIVEBOARD_MAX_CONNECTIONS_PER_USER", 50, minimum=1
-        ),
+        "max_connections_per_user": _int(env, "LIVEBOARD_MAX_CONNECTIONS_PER_USER", 50, minimum=1),
         "slow_consumer_bytes": _int(env, "LIVEBOARD_SLOW_CONSUMER_BYTES", 1 << 20, minimum=1024),
         "log_format": env.get("LIVEBOARD_LOG_FORMAT") or "text",
     }
     if values["log_format"] not in ("text", "json"):
-        raise ConfigError(f"LIVEBOARD_LOG_FORMAT must be text or json, got {values['log_format']!r}")
+        raise ConfigError(
+            f"LIVEBOARD_LOG_FORMAT must be text or json, got {values['log_format']!r}"
+        )
     for key, value in overrides.items():
         if value is not None:
             values[key] = value

@@ -12,7 +12,8 @@ client can tell a restarted history from a continued one.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -70,3 +71,31 @@ def project_room(project_id: str) -> str:
 
 def workspace_room(workspace_id: str) -> str:
     return f"workspace:{workspace_id}"
+
+
+class EventPublisher(Protocol):
+    """Where the task service hands committed events, in commit order, after each commit.
+
+    Called once per committed transaction with that transaction's events. Implementations must
+    not raise for a broker outage: the event log already holds the events, and recovery reads
+    them from there. The real-time node implements this; tests may use ``RecordingPublisher``.
+    """
+
+    async def publish(self, events: Sequence[Event]) -> None: ...
+
+
+class RecordingPublisher:
+    """An in-process publisher that keeps every event it is given, for tests and tools."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        self.events.extend(events)
+
+
+class NullPublisher:
+    """Discards events: for a service used without a real-time layer (e.g. tools, migrations)."""
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        return None

@@ -1,0 +1,159 @@
+"""The ``liveboard`` command: ``serve``, ``token`` and ``migrate`` (CONTRACT §1).
+
+Exit codes: 0 success (including a graceful stop on SIGTERM/SIGINT), 1 runtime failure,
+2 bad usage or configuration (one clear line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from liveboard import __version__
+from liveboard.app import build_app
+from liveboard.auth import issue_token
+from liveboard.config import DEV_JWT_SECRET, Settings, load_settings
+from liveboard.errors import ConfigError
+from liveboard.logs import AccessLogger, configure_logging
+from liveboard.store.database import Database
+from liveboard.store.migrations import migrate
+
+log = logging.getLogger("liveboard")
+
+#: How long a graceful stop may take before the rest is cancelled (CONTRACT §5.7: exit within 10 s).
+SHUTDOWN_TIMEOUT = 8.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="liveboard", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"liveboard {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run one server process (REST + WebSocket)")
+    serve.add_argument("--host", help="listen address (LIVEBOARD_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (LIVEBOARD_PORT, default 8000)")
+    serve.add_argument(
+        "--dev", action="store_true", help="development mode: demo data, dev tokens, demo board"
+    )
+    serve.add_argument(
+        "--log-format", choices=("text", "json"), help="log format (LIVEBOARD_LOG_FORMAT)"
+    )
+
+    token = commands.add_parser("token", help="print an HS256 JWT signed with LIVEBOARD_JWT_SECRET")
+    token.add_argument("--sub", required=True, help="the user id")
+    token.add_argument("--name", help="the display name")
+    token.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds (3600)")
+    token.add_argument("--dev", action="store_true", help="sign with the development secret")
+
+    commands.add_parser("migrate", help="apply pending database migrations and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            settings = load_settings(
+                host=args.host,
+                port=args.port,
+                dev=args.dev or None,
+                log_format=args.log_format,
+            ).with_dev_defaults()
+            if not settings.jwt_configured:
+                raise ConfigError(
+                    "no JWT key configured: set LIVEBOARD_JWT_SECRET (or LIVEBOARD_JWT_PUBLIC_KEY"
+                    " / LIVEBOARD_JWT_JWKS_URL), or run with --dev"
+                )
+            configure_logging(settings.log_format)
+            return _run(serve(settings))
+        if args.command == "token":
+            settings = load_settings()
+            secret = DEV_JWT_SECRET if args.dev else settings.jwt_secret
+            if secret is None:
+                raise ConfigError("LIVEBOARD_JWT_SECRET is not set (or pass --dev)")
+            if args.ttl <= 0:
+                raise ConfigError("--ttl must be positive")
+            print(issue_token(secret, args.sub, name=args.name, ttl=args.ttl))
+            return 0
+        settings = load_settings()
+        configure_logging(settings.log_format)
+        return _run(run_migrations(settings))
+    except ConfigError as exc:
+        print(f"liveboard: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+async def run_migrations(settings: Settings) -> int:
+    db = Database(settings.database_url)
+    try:
+        applied = await migrate(db)
+    finally:
+        await db.aclose()
+    print(f"applied migrations: {applied}" if applied else "database is up to date")
+    return 0
+
+
+async def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT, then stop gracefully: refuse new connections, close sockets."""
+    app = build_app(settings)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log_class=AccessLogger,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror)
+            return 1
+        port = _bound_port(runner, settings.port)
+        log.info(
+            "liveboard %s listening on http://%s:%s%s",
+            __version__,
+            settings.host,
+            port,
+            " (dev mode)" if settings.dev else "",
+            extra={"port": port, "instance": settings.instance_id},
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        try:
+            await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT + 1.0)
+        except TimeoutError:
+            log.warning("shutdown took too long; exiting anyway")
+    return 0
+
+
+def _bound_port(runner: web.AppRunner, default: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return default
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

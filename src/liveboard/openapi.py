@@ -1,0 +1,101 @@
+"""The OpenAPI 3.1 document, generated from the route table and the msgspec models."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, get_args, get_origin
+
+import msgspec
+
+from liveboard import __version__
+from liveboard.tasks.api import ROUTES
+from liveboard.tasks.schemas import DevToken, ErrorResponse
+
+_REF = "#/components/schemas/{name}"
+_ERRORS = {
+    "400": "bad_request",
+    "401": "unauthorized",
+    "403": "forbidden",
+    "404": "not_found",
+    "409": "conflict",
+    "413": "payload_too_large",
+    "422": "validation_error",
+    "429": "rate_limited",
+}
+
+
+def build_document(*, dev: bool = False) -> dict[str, Any]:
+    """The API's OpenAPI document; ``dev`` adds ``/api/dev/token``."""
+    models: list[Any] = [ErrorResponse, DevToken]
+    for route in ROUTES:
+        models += [m for m in (route.body, route.answer) if m is not None]
+    schemas, components = msgspec.json.schema_components(models, ref_template=_REF)
+    refs = dict(zip(map(_key, models), schemas, strict=True))
+    error_ref = refs[_key(ErrorResponse)]
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": route.handler.__name__,
+            "security": [{"bearer": []}],
+            "responses": {},
+        }
+        params = re.findall(r"\{(\w+)\}", route.path)
+        if params:
+            operation["parameters"] = [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in params
+            ]
+        if route.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": refs[_key(route.body)]}},
+            }
+        ok: dict[str, Any] = {"description": "success"}
+        if route.answer is not None:
+            ok["content"] = {"application/json": {"schema": refs[_key(route.answer)]}}
+        operation["responses"][str(route.status)] = ok
+        for status, code in _ERRORS.items():
+            operation["responses"][status] = {
+                "description": code,
+                "content": {"application/json": {"schema": error_ref}},
+            }
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    if dev:
+        paths["/api/dev/token"] = {
+            "get": {
+                "summary": "A token for a demo user (--dev only)",
+                "operationId": "dev_token",
+                "parameters": [
+                    {"name": "user", "in": "query", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "success",
+                        "content": {"application/json": {"schema": refs[_key(DevToken)]}},
+                    },
+                    "422": {
+                        "description": "validation_error",
+                        "content": {"application/json": {"schema": error_ref}},
+                    },
+                },
+            }
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "liveboard", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }
+
+
+def _key(model: Any) -> str:
+    origin = get_origin(model)
+    if origin is list:
+        return f"list[{_key(get_args(model)[0])}]"
+    return str(getattr(model, "__qualname__", model))

@@ -1,0 +1,161 @@
+"""REST plumbing shared by every route: JSON bodies, the error shape, authentication, limits.
+
+Every error leaves as ``{"error": {"code", "message", "details"?}}`` with the contract's status
+(CONTRACT §3); an unexpected exception is logged and answered 500 ``internal_error`` without
+internals. Query strings never reach the logs (they may hold tokens).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from liveboard import errors
+from liveboard.auth import Principal, TokenVerifier, bearer_token
+from liveboard.ratelimit import TokenBucket
+from liveboard.tasks.service import Actor
+
+log = logging.getLogger("liveboard.rest")
+
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+PRINCIPAL_KEY: Final = web.RequestKey("principal", Principal)
+VERIFIER_KEY: Final = web.AppKey("verifier", TokenVerifier)
+
+_encoder = msgspec.json.Encoder()
+_FIELD_AT = re.compile(r"at `\$\.?([^`]*)`")
+_FIELD_MISSING = re.compile(r"missing required field `([^`]+)`")
+_CONNECTION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# Paths under /api/ that need no token.
+_PUBLIC_API_PATHS = frozenset({"/api/dev/token"})
+
+
+def json_response(
+    value: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A JSON response; ``value`` may be a msgspec Struct, a list of them or builtins."""
+    return web.Response(
+        body=_encoder.encode(value),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> web.Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return json_response({"error": body}, status=status, headers=headers)
+
+
+async def read_body(request: web.Request, model: type[T]) -> T:
+    """Decode and validate a JSON body into ``model``: 400 if it is not JSON, 422 if invalid."""
+    raw = await request.read()
+    if not raw:
+        raise errors.bad_request("a JSON body is required")
+    try:
+        return msgspec.json.decode(raw, type=model)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        field = _field_of(message)
+        if field is None:
+            raise errors.bad_request(f"the body must be a JSON object ({message})") from None
+        reason = message.split(" - at ", 1)[0]
+        raise errors.validation_error(field, reason) from None
+    except msgspec.DecodeError:
+        raise errors.bad_request("the body is not valid JSON") from None
+
+
+def _field_of(message: str) -> str | None:
+    match = _FIELD_AT.search(message) or _FIELD_MISSING.search(message)
+    return match.group(1) if match else None
+
+
+def principal(request: web.Request) -> Principal:
+    try:
+        return request[PRINCIPAL_KEY]
+    except KeyError:  # only reachable through a routing mistake
+        raise errors.ApiError(401, "unauthorized", "authentication required") from None
+
+
+def actor(request: web.Request) -> Actor:
+    """The caller and, from ``X-Connection-Id``, the WebSocket connection the change comes from."""
+    origin = request.headers.get("X-Connection-Id")
+    if origin is not None and not _CONNECTION_ID.match(origin):
+        raise errors.bad_request("X-Connection-Id must be a connection id from `connected`")
+    return Actor(user_id=principal(request).user_id, origin=origin)
+
+
+class RateLimiter:
+    """Per-user token buckets for REST calls; idle buckets are forgotten on the way."""
+
+    def __init__(self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+        self._next_sweep = clock() + 60.0
+
+    def allow(self, key: str) -> bool:
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._buckets = {k: b for k, b in self._buckets.items() if not b.full(now)}
+            self._next_sweep = now + 60.0
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
+        return bucket.take(now)
+
+
+RATE_LIMITER_KEY: Final = web.AppKey("rest_rate_limiter", RateLimiter)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into the contract's error body."""
+    try:
+        return await handler(request)
+    except errors.ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    except errors.AuthError as exc:
+        return error_response(401, "unauthorized", exc.message)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, "payload_too_large", "the request body is too large")
+    except web.HTTPNotFound:
+        return error_response(404, "not_found", "no such resource")
+    except web.HTTPMethodNotAllowed as exc:
+        return error_response(405, "bad_request", f"method {exc.method} is not allowed here")
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            code = "unauthorized" if exc.status == 401 else "bad_request"
+            return error_response(exc.status, code, exc.reason)
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal server error")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate every call under /api/ (but /api/dev/token) and apply the rate limit."""
+    if request.path.startswith("/api/") and request.path not in _PUBLIC_API_PATHS:
+        token = bearer_token(request.headers.get("Authorization"))
+        if token is None:
+            raise errors.AuthError("missing bearer token")
+        who = await request.app[VERIFIER_KEY].verify(token)
+        request[PRINCIPAL_KEY] = who
+        limiter = request.app.get(RATE_LIMITER_KEY)
+        if limiter is not None and not limiter.allow(who.user_id):
+            raise errors.ApiError(429, "rate_limited", "too many requests; slow down")
+    return await handler(request)

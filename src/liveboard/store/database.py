@@ -1,0 +1,100 @@
+"""The database engine: one async code path for SQLite and PostgreSQL.
+
+``Database.write()`` opens a transaction that may change data; ``Database.read()`` opens a
+read-only snapshot. Guarantees:
+
+* A write transaction commits entirely or not at all. On SQLite it starts with ``BEGIN IMMEDIATE``
+  (the write lock is taken up front, so two writers never deadlock on a lock upgrade) and writers
+  of this process queue on an ``asyncio.Lock`` instead of polling SQLite's busy handler; other
+  processes sharing the file wait up to ``busy_timeout``.
+* A read snapshot sees one committed state: ``REPEATABLE READ`` on PostgreSQL, a deferred
+  transaction in WAL mode on SQLite. That is what makes ``GET /api/projects/{pid}/tasks``
+  consistent with the offset it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from liveboard.errors import ConfigError
+
+
+def async_url(database_url: str) -> str:
+    """Map the contract's URL (``sqlite:///PATH``, ``postgresql://…``) to an async driver URL."""
+    if database_url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + database_url.removeprefix("sqlite:///")
+    for prefix in ("postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql+asyncpg://" + database_url.removeprefix(prefix)
+    raise ConfigError(f"unsupported database URL {database_url!r}")
+
+
+class Database:
+    """An engine plus the transaction discipline above. Start with ``connect``; ``aclose`` ends."""
+
+    def __init__(self, database_url: str, *, echo: bool = False) -> None:
+        self.url = database_url
+        url = make_url(async_url(database_url))
+        self.is_sqlite = url.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"echo": echo}
+        if not self.is_sqlite:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        if self.is_sqlite:
+            _install_sqlite_hooks(self.engine)
+        self._closed = False
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that may write; committed when the block exits without an exception."""
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.connect() as conn:
+            await conn.execution_options(liveboard_write=True)
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A consistent read-only snapshot."""
+        async with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                yield conn
+
+    async def aclose(self) -> None:
+        """Dispose of the pool. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            await self.engine.dispose()
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN is ours (SQLAlchemy's recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        write = conn.get_execution_options().get("liveboard_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -1,0 +1,135 @@
+"""The event log: the durable truth behind every real-time guarantee.
+
+Each room (``project:{id}``, ``workspace:{id}``) has a head row in ``rooms`` and its events in
+``events``. ``append_event`` must run inside the write transaction that makes the change it
+describes; it increments the room's ``last_offset`` with ``UPDATE … RETURNING``, which takes the
+row's write lock, so concurrent writers of one room are serialised and the offsets they commit are
+exactly previous + 1, with no gap and no duplicate, on SQLite and PostgreSQL alike. A transaction
+that rolls back takes its offset with it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import msgspec
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from liveboard.events import Event
+from liveboard.store.schema import events, rooms
+
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+class RoomPosition(msgspec.Struct, frozen=True):
+    """The head of a room's log: the last committed offset and the log's epoch."""
+
+    offset: int
+    epoch: str
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(4)
+
+
+async def create_room(conn: AsyncConnection, room: str) -> RoomPosition:
+    """Create a room's log head at offset 0 with a fresh epoch."""
+    position = RoomPosition(offset=0, epoch=new_epoch())
+    await conn.execute(rooms.insert().values(room=room, epoch=position.epoch, last_offset=0))
+    return position
+
+
+async def append_event(
+    conn: AsyncConnection,
+    *,
+    room: str,
+    type: str,
+    user_id: str,
+    data: dict[str, Any],
+    ts: int,
+    origin: str | None = None,
+) -> Event:
+    """Append one event to ``room`` inside the caller's write transaction and return it."""
+    head = (
+        await conn.execute(
+            rooms.update()
+            .where(rooms.c.room == room)
+            .values(last_offset=rooms.c.last_offset + 1)
+            .returning(rooms.c.last_offset, rooms.c.epoch)
+        )
+    ).one()
+    event = Event(
+        type=type,
+        room=room,
+        offset=int(head.last_offset),
+        epoch=str(head.epoch),
+        ts=ts,
+        user_id=user_id,
+        data=data,
+        origin=origin,
+    )
+    await conn.execute(
+        events.insert().values(
+            room=room,
+            offset=event.offset,
+            epoch=event.epoch,
+            type=type,
+            ts=ts,
+            user_id=user_id,
+            origin=origin,
+            data=_json_encode(data).decode(),
+        )
+    )
+    return event
+
+
+async def room_position(conn: AsyncConnection, room: str) -> RoomPosition | None:
+    """The room's head, or None when the room does not exist."""
+    row = (
+        await conn.execute(select(rooms.c.last_offset, rooms.c.epoch).where(rooms.c.room == room))
+    ).first()
+    return None if row is None else RoomPosition(offset=int(row.last_offset), epoch=str(row.epoch))
+
+
+async def room_positions(conn: AsyncConnection, names: list[str]) -> dict[str, RoomPosition]:
+    """Heads of several rooms at once (rooms that do not exist are absent from the result)."""
+    if not names:
+        return {}
+    result = await conn.execute(
+        select(rooms.c.room, rooms.c.last_offset, rooms.c.epoch).where(rooms.c.room.in_(names))
+    )
+    return {
+        str(r.room): RoomPosition(offset=int(r.last_offset), epoch=str(r.epoch)) for r in result
+    }
+
+
+async def read_events(
+    conn: AsyncConnection, room: str, *, after: int, limit: int, up_to: int | None = None
+) -> list[Event]:
+    """Events of ``room`` with offset > ``after`` (and ≤ ``up_to``), in offset order."""
+    query = select(events).where(events.c.room == room, events.c.offset > after)
+    if up_to is not None:
+        query = query.where(events.c.offset <= up_to)
+    result = await conn.execute(query.order_by(events.c.offset).limit(limit))
+    return [
+        Event(
+            type=str(r.type),
+            room=str(r.room),
+            offset=int(r.offset),
+            epoch=str(r.epoch),
+            ts=int(r.ts),
+            user_id=str(r.user_id),
+            data=_json_decode(r.data),
+            origin=r.origin,
+        )
+        for r in result
+    ]
+
+
+async def oldest_offset(conn: AsyncConnection, room: str) -> int | None:
+    """The smallest offset still kept for ``room``, or None when its log is empty."""
+    value = await conn.scalar(select(func.min(events.c.offset)).where(events.c.room == room))
+    return None if value is None else int(value)

@@ -1,0 +1,60 @@
+"""Schema migrations, applied in order by ``liveboard serve`` and ``liveboard migrate``.
+
+Each migration is a numbered function run in one write transaction together with the row that
+records it, so a migration is applied completely or not at all, and applying twice is a no-op.
+Several instances starting at once are safe: PostgreSQL serialises them on an advisory lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import inspect, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from liveboard.store import schema
+from liveboard.store.database import Database
+
+Migration = Callable[[AsyncConnection], Awaitable[None]]
+
+_ADVISORY_LOCK_KEY = 0x11FEB0A4D
+
+
+async def _initial_schema(conn: AsyncConnection) -> None:
+    tables = [t for t in schema.metadata.sorted_tables if t is not schema.schema_migrations]
+    await conn.run_sync(lambda sync: schema.metadata.create_all(sync, tables=tables))
+
+
+MIGRATIONS: list[tuple[int, str, Migration]] = [
+    (1, "initial schema", _initial_schema),
+]
+
+
+async def migrate(db: Database) -> list[int]:
+    """Apply every pending migration; return the versions applied now (empty when up to date)."""
+    applied_now: list[int] = []
+    async with db.write() as conn:
+        if not db.is_sqlite:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
+        has_table = await conn.run_sync(
+            lambda sync: inspect(sync).has_table(schema.schema_migrations.name)
+        )
+        if not has_table:
+            await conn.run_sync(
+                lambda sync: schema.metadata.create_all(sync, tables=[schema.schema_migrations])
+            )
+        done = set((await conn.execute(select(schema.schema_migrations.c.version))).scalars())
+        for version, name, apply in MIGRATIONS:
+            if version in done:
+                continue
+            await apply(conn)
+            await conn.execute(
+                schema.schema_migrations.insert().values(
+                    version=version,
+                    name=name,
+                    applied_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                )
+            )
+            applied_now.append(version)
+    return applied_now

@@ -1,0 +1,207 @@
+"""Queries for workspaces, members, projects and tasks. No rules here: the service decides."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import msgspec
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from liveboard.store.schema import members, projects, tasks, workspaces
+from liveboard.tasks.models import Member, Project, Role, Task, Workspace
+
+_encode_statuses = msgspec.json.Encoder().encode
+_decode_statuses = msgspec.json.Decoder(list[str]).decode
+
+
+def _workspace(row: Row[Any]) -> Workspace:
+    return Workspace(id=row.id, name=row.name, created_at=row.created_at)
+
+
+def _project(row: Row[Any]) -> Project:
+    return Project(
+        id=row.id,
+        workspace_id=row.workspace_id,
+        name=row.name,
+        statuses=_decode_statuses(row.statuses),
+        created_at=row.created_at,
+    )
+
+
+def _task(row: Row[Any]) -> Task:
+    return Task(
+        id=row.id,
+        project_id=row.project_id,
+        title=row.title,
+        description=row.description,
+        status=row.status,
+        order=float(row.sort_order),
+        assignee_id=row.assignee_id,
+        created_by_id=row.created_by_id,
+        version=int(row.version),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+# Workspaces and members
+
+
+async def insert_workspace(conn: AsyncConnection, ws: Workspace, created_by: str) -> None:
+    await conn.execute(
+        insert(workspaces).values(
+            id=ws.id, name=ws.name, created_by=created_by, created_at=ws.created_at
+        )
+    )
+
+
+async def workspaces_of(conn: AsyncConnection, user_id: str) -> list[Workspace]:
+    rows = await conn.execute(
+        select(workspaces)
+        .join(members, members.c.workspace_id == workspaces.c.id)
+        .where(members.c.user_id == user_id)
+        .order_by(workspaces.c.created_at, workspaces.c.id)
+    )
+    return [_workspace(r) for r in rows]
+
+
+async def role_of(conn: AsyncConnection, workspace_id: str, user_id: str) -> Role | None:
+    role = await conn.scalar(
+        select(members.c.role).where(
+            members.c.workspace_id == workspace_id, members.c.user_id == user_id
+        )
+    )
+    return cast("Role | None", role)
+
+
+async def insert_member(
+    conn: AsyncConnection, workspace_id: str, user_id: str, role: Role, created_at: str
+) -> None:
+    await conn.execute(
+        insert(members).values(
+            workspace_id=workspace_id, user_id=user_id, role=role, created_at=created_at
+        )
+    )
+
+
+async def delete_member(conn: AsyncConnection, workspace_id: str, user_id: str) -> bool:
+    result = await conn.execute(
+        delete(members).where(members.c.workspace_id == workspace_id, members.c.user_id == user_id)
+    )
+    return bool(result.rowcount)
+
+
+async def members_of(conn: AsyncConnection, workspace_id: str) -> list[Member]:
+    rows = await conn.execute(
+        select(members.c.user_id, members.c.role)
+        .where(members.c.workspace_id == workspace_id)
+        .order_by(members.c.created_at, members.c.user_id)
+    )
+    return [Member(user_id=r.user_id, role=r.role) for r in rows]
+
+
+# Projects
+
+
+async def insert_project(conn: AsyncConnection, project: Project) -> None:
+    await conn.execute(
+        insert(projects).values(
+            id=project.id,
+            workspace_id=project.workspace_id,
+            name=project.name,
+            statuses=_encode_statuses(project.statuses).decode(),
+            created_at=project.created_at,
+        )
+    )
+
+
+async def get_project(conn: AsyncConnection, project_id: str) -> Project | None:
+    row = (await conn.execute(select(projects).where(projects.c.id == project_id))).first()
+    return None if row is None else _project(row)
+
+
+async def projects_of(conn: AsyncConnection, workspace_id: str) -> list[Project]:
+    rows = await conn.execute(
+        select(projects)
+        .where(projects.c.workspace_id == workspace_id)
+        .order_by(projects.c.created_at, projects.c.id)
+    )
+    return [_project(r) for r in rows]
+
+
+# Tasks
+
+
+async def insert_task(conn: AsyncConnection, task: Task) -> None:
+    await conn.execute(
+        insert(tasks).values(
+            id=task.id,
+            project_id=task.project_id,
+            title=task.title,
+            description=task.description,
+            status=task.status,
+            sort_order=task.order,
+            assignee_id=task.assignee_id,
+            created_by_id=task.created_by_id,
+            version=task.version,
+            created_at=task.created_at,
+            updated_at=task.updated_at,
+        )
+    )
+
+
+async def get_task(conn: AsyncConnection, task_id: str, *, for_update: bool = False) -> Task | None:
+    query = select(tasks).where(tasks.c.id == task_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    return None if row is None else _task(row)
+
+
+async def tasks_of(conn: AsyncConnection, project_id: str) -> list[Task]:
+    rows = await conn.execute(
+        select(tasks)
+        .where(tasks.c.project_id == project_id)
+        .order_by(tasks.c.status, tasks.c.sort_order, tasks.c.created_at, tasks.c.id)
+    )
+    return [_task(r) for r in rows]
+
+
+async def last_order(
+    conn: AsyncConnection, project_id: str, status: str, *, excluding: str | None = None
+) -> float | None:
+    """The largest ``order`` in a column, or None when it is empty."""
+    query = select(func.max(tasks.c.sort_order)).where(
+        tasks.c.project_id == project_id, tasks.c.status == status
+    )
+    if excluding is not None:
+        query = query.where(tasks.c.id != excluding)
+    value = await conn.scalar(query)
+    return None if value is None else float(value)
+
+
+async def save_task(conn: AsyncConnection, task: Task, changed: Sequence[str]) -> None:
+    """Write the named fields (wire names) of ``task`` plus version and updated_at."""
+    columns = {
+        "title": "title",
+        "description": "description",
+        "assigneeId": "assignee_id",
+        "status": "status",
+        "order": "sort_order",
+    }
+    source = {
+        "title": task.title,
+        "description": task.description,
+        "assigneeId": task.assignee_id,
+        "status": task.status,
+        "order": task.order,
+    }
+    values: dict[str, Any] = {columns[f]: source[f] for f in changed}
+    values.update(version=task.version, updated_at=task.updated_at)
+    await conn.execute(update(tasks).where(tasks.c.id == task.id).values(**values))
+
+
+async def delete_task(conn: AsyncConnection, task_id: str) -> None:
+    await conn.execute(delete(tasks).where(tasks.c.id == task_id))

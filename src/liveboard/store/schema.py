@@ -1,0 +1,104 @@
+"""The relational schema, one definition for SQLite and PostgreSQL.
+
+Timestamps are stored as ISO 8601 UTC text with millisecond precision
+(``2026-11-26T03:09:08.123Z``): they sort correctly as text and read back the same on both
+databases. Event times (``ts``) are unix milliseconds, as sent on the wire.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False),
+    Column("applied_at", String(32), nullable=False),
+)
+
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
+members = Table(
+    "members",
+    metadata,
+    Column("workspace_id", String(64), ForeignKey("workspaces.id"), nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", String(32), nullable=False),
+    PrimaryKeyConstraint("workspace_id", "user_id"),
+    Index("ix_members_user", "user_id"),
+)
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workspace_id", String(64), ForeignKey("workspaces.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("statuses", Text, nullable=False),  # JSON array of strings
+    Column("created_at", String(32), nullable=False),
+    Index("ix_projects_workspace", "workspace_id"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("project_id", String(64), ForeignKey("projects.id"), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("status", String(64), nullable=False),
+    Column("sort_order", Float, nullable=False),
+    Column("assignee_id", String(255), nullable=True),
+    Column("created_by_id", String(255), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Index("ix_tasks_project_status_order", "project_id", "status", "sort_order"),
+)
+
+# One row per room: the head of its event log. Incrementing last_offset in the same transaction
+# as the change is what makes offsets gap-free: the row lock serialises writers of one room.
+rooms = Table(
+    "rooms",
+    metadata,
+    Column("room", String(160), primary_key=True),
+    Column("epoch", String(32), nullable=False),
+    Column("last_offset", BigInteger, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("room", String(160), nullable=False),
+    Column("offset", BigInteger, nullable=False, autoincrement=False),
+    Column("epoch", String(32), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("origin", String(128), nullable=True),
+    Column("data", Text, nullable=False),  # JSON object, the envelope's `data`
+    PrimaryKeyConstraint("room", "offset"),
+)

@@ -1,0 +1,279 @@
+"""REST routes of the task service (CONTRACT §3), declared once for the router and OpenAPI.
+
+Each route is a ``Route``: method, path, handler and the models of its body and answer, from which
+``openapi.build_document`` writes the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+from msgspec import UNSET
+
+from liveboard import errors
+from liveboard.rest import actor, json_response, read_body
+from liveboard.tasks import schemas
+from liveboard.tasks.models import Member, Project, Task, TaskSnapshot, Workspace
+from liveboard.tasks.service import TaskService
+
+SERVICE_KEY: Final = web.AppKey("task_service", TaskService)
+RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: RouteHandler
+    summary: str
+    status: int = 200
+    body: type[Any] | None = None
+    answer: Any = None  # a model type, list[model], or None for an empty answer
+
+
+def _service(request: web.Request) -> TaskService:
+    return request.app[SERVICE_KEY]
+
+
+def _expected_version(request: web.Request, body_version: int | None) -> int | None:
+    """``version`` from the body, else from ``If-Match`` (``3``, ``"3"`` or ``W/"3"``)."""
+    if body_version is not None:
+        return body_version
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    tag = header.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise errors.bad_request('If-Match must carry the task\'s version, e.g. If-Match: "3"')
+    return int(tag)
+
+
+def _task_response(task: Task, status: int = 200) -> web.Response:
+    return json_response(task, status=status, headers={"ETag": f'"{task.version}"'})
+
+
+# Workspaces and members
+
+
+async def create_workspace(request: web.Request) -> web.StreamResponse:
+    body = await read_body(request, schemas.CreateWorkspace)
+    ws = await _service(request).create_workspace(actor(request), body.name)
+    return json_response(ws, status=201)
+
+
+async def list_workspaces(request: web.Request) -> web.StreamResponse:
+    return json_response(await _service(request).list_workspaces(actor(request)))
+
+
+async def add_member(request: web.Request) -> web.StreamResponse:
+    body = await read_body(request, schemas.AddMember)
+    member = await _service(request).add_member(
+        actor(request), request.match_info["wid"], body.user_id, body.role
+    )
+    return json_response(member, status=201)
+
+
+async def list_members(request: web.Request) -> web.StreamResponse:
+    members = await _service(request).list_members(actor(request), request.match_info["wid"])
+    return json_response(members)
+
+
+async def remove_member(request: web.Request) -> web.StreamResponse:
+    await _service(request).remove_member(
+        actor(request), request.match_info["wid"], request.match_info["uid"]
+    )
+    return web.Response(status=204)
+
+
+# Projects
+
+
+async def create_project(request: web.Request) -> web.StreamResponse:
+    body = await read_body(request, schemas.CreateProject)
+    if body.statuses is not None and len(set(body.statuses)) != len(body.statuses):
+        raise errors.validation_error("statuses", "must not repeat a status")
+    project = await _service(request).create_project(
+        actor(request), request.match_info["wid"], body.name, body.statuses
+    )
+    return json_response(project, status=201)
+
+
+async def list_projects(request: web.Request) -> web.StreamResponse:
+    projects = await _service(request).list_projects(actor(request), request.match_info["wid"])
+    return json_response(projects)
+
+
+async def get_project(request: web.Request) -> web.StreamResponse:
+    project = await _service(request).get_project(actor(request), request.match_info["pid"])
+    return json_response(project)
+
+
+async def list_tasks(request: web.Request) -> web.StreamResponse:
+    snapshot = await _service(request).snapshot(actor(request), request.match_info["pid"])
+    return json_response(snapshot)
+
+
+# Tasks
+
+
+async def create_task(request: web.Request) -> web.StreamResponse:
+    body = await read_body(request, schemas.CreateTask)
+    task = await _service(request).create_task(
+        actor(request),
+        request.match_info["pid"],
+        title=body.title,
+        description=body.description,
+        status=body.status,
+        assignee_id=body.assignee_id,
+        order=body.order,
+    )
+    return _task_response(task, status=201)
+
+
+async def get_task(request: web.Request) -> web.StreamResponse:
+    task = await _service(request).get_task(actor(request), request.match_info["tid"])
+    return _task_response(task)
+
+
+async def update_task(request: web.Request) -> web.StreamResponse:
+    body = await read_body(request, schemas.UpdateTask)
+    for field in ("status", "order"):
+        if getattr(body, field) is not UNSET:
+            raise errors.validation_error(
+                field, f"{field} cannot be changed here; use POST /api/tasks/{{tid}}/move"
+            )
+    changes: dict[str, Any] = {}
+    if body.title is not UNSET:
+        changes["title"] = body.title
+    if body.description is not UNSET:
+        changes["description"] = body.description
+    if body.assignee_id is not UNSET:
+        changes["assigneeId"] = body.assignee_id
+    version = _expected_version(request, None if body.version is UNSET else body.version)
+    task = await _service(request).update_task(
+        actor(request), request.match_info["tid"], changes, expected_version=version
+    )
+    return _task_response(task)
+
+
+async def move_task(request: web.Request) -> web.StreamResponse:
+    body = await read_body(request, schemas.MoveTask)
+    task = await _service(request).move_task(
+        actor(request),
+        request.match_info["tid"],
+        body.to_status,
+        order=body.order,
+        expected_version=_expected_version(request, body.version),
+    )
+    return _task_response(task)
+
+
+async def delete_task(request: web.Request) -> web.StreamResponse:
+    await _service(request).delete_task(
+        actor(request),
+        request.match_info["tid"],
+        expected_version=_expected_version(request, None),
+    )
+    return web.Response(status=204)
+
+
+ROUTES: Final[tuple[Route, ...]] = (
+    Route(
+        "POST",
+        "/api/workspaces",
+        create_workspace,
+        "Create a workspace; the caller becomes its owner",
+        201,
+        schemas.CreateWorkspace,
+        Workspace,
+    ),
+    Route(
+        "GET",
+        "/api/workspaces",
+        list_workspaces,
+        "Workspaces the caller belongs to",
+        answer=list[Workspace],
+    ),
+    Route(
+        "POST",
+        "/api/workspaces/{wid}/members",
+        add_member,
+        "Add a member (owner or admin only)",
+        201,
+        schemas.AddMember,
+        Member,
+    ),
+    Route(
+        "GET",
+        "/api/workspaces/{wid}/members",
+        list_members,
+        "Members of a workspace",
+        answer=list[Member],
+    ),
+    Route(
+        "DELETE",
+        "/api/workspaces/{wid}/members/{uid}",
+        remove_member,
+        "Remove a member; their live subscriptions end at once",
+        204,
+    ),
+    Route(
+        "POST",
+        "/api/workspaces/{wid}/projects",
+        create_project,
+        "Create a project",
+        201,
+        schemas.CreateProject,
+        Project,
+    ),
+    Route(
+        "GET",
+        "/api/workspaces/{wid}/projects",
+        list_projects,
+        "Projects of a workspace",
+        answer=list[Project],
+    ),
+    Route("GET", "/api/projects/{pid}", get_project, "A project", answer=Project),
+    Route(
+        "GET",
+        "/api/projects/{pid}/tasks",
+        list_tasks,
+        "Snapshot of the tasks with the offset and epoch it reflects",
+        answer=TaskSnapshot,
+    ),
+    Route(
+        "POST",
+        "/api/projects/{pid}/tasks",
+        create_task,
+        "Create a task",
+        201,
+        schemas.CreateTask,
+        Task,
+    ),
+    Route("GET", "/api/tasks/{tid}", get_task, "A task", answer=Task),
+    Route(
+        "PATCH",
+        "/api/tasks/{tid}",
+        update_task,
+        "Edit a task's title, description or assignee",
+        body=schemas.UpdateTask,
+        answer=Task,
+    ),
+    Route(
+        "POST",
+        "/api/tasks/{tid}/move",
+        move_task,
+        "Move a task to a column and position",
+        body=schemas.MoveTask,
+        answer=Task,
+    ),
+    Route("DELETE", "/api/tasks/{tid}", delete_task, "Delete a task", 204),
+)
+
+
+def add_routes(app: web.Application) -> None:
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)

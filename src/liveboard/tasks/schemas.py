@@ -1,0 +1,72 @@
+"""Request bodies of the REST API, validated by msgspec (which also produces their JSON Schema).
+
+Unknown fields are ignored, so clients may send more than a call needs; a field of the wrong type
+or out of range is a 422 ``validation_error`` that names the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Title = Annotated[str, Meta(min_length=1, max_length=200)]
+Description = Annotated[str, Meta(max_length=20_000)]
+UserId = Annotated[str, Meta(min_length=1, max_length=255)]
+Status = Annotated[str, Meta(min_length=1, max_length=64)]
+Order = Annotated[float, Meta(ge=-1e15, le=1e15)]  # finite, and precise enough to insert between
+Version = Annotated[int, Meta(ge=1)]
+
+
+class CreateWorkspace(msgspec.Struct, frozen=True):
+    name: Name
+
+
+class AddMember(msgspec.Struct, frozen=True, rename="camel"):
+    user_id: UserId
+    role: Literal["member", "admin"] = "member"
+
+
+class CreateProject(msgspec.Struct, frozen=True):
+    name: Name
+    statuses: Annotated[list[Status], Meta(min_length=1, max_length=50)] | None = None
+
+
+class CreateTask(msgspec.Struct, frozen=True, rename="camel"):
+    title: Title
+    description: Description = ""
+    status: Status | None = None
+    assignee_id: UserId | None = None
+    order: Order | None = None
+
+
+class UpdateTask(msgspec.Struct, frozen=True, rename="camel"):
+    title: Title | UnsetType = UNSET
+    description: Description | UnsetType = UNSET
+    assignee_id: UserId | UnsetType | None = UNSET
+    version: Version | UnsetType = UNSET
+    # Present only to be refused with a clear message: status and order change through move.
+    status: Any = UNSET
+    order: Any = UNSET
+
+
+class MoveTask(msgspec.Struct, frozen=True, rename="camel"):
+    to_status: Status
+    order: Order | None = None
+    version: Version | None = None
+
+
+class DevToken(msgspec.Struct, frozen=True):
+    token: str
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorResponse(msgspec.Struct, frozen=True):
+    error: ErrorBody

@@ -1,0 +1,431 @@
+"""The task service: the rules of workspaces, members, projects and tasks.
+
+Guarantees:
+
+* Every mutation runs in one write transaction that also appends its event to the room's log
+  (``store.eventlog``); the event exists if and only if the change committed (CONTRACT §5.1).
+* Committed events are handed to the ``EventPublisher`` after the commit, in commit order.
+* Anything in a workspace the caller is not a member of is reported as not found: existence is
+  not leaked. A member lacking the role gets ``forbidden``.
+* ``version`` starts at 1 and grows by exactly 1 on every change of a task; a stale expected
+  version is a ``conflict`` and changes nothing. A change that changes nothing emits nothing.
+
+Permissions: any member may read, create projects and create, edit, move and delete tasks;
+owners and admins manage members; the owner cannot be removed; a member may remove themself.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from liveboard import errors
+from liveboard.events import (
+    MEMBER_ADDED,
+    MEMBER_REMOVED,
+    PROJECT_CREATED,
+    TASK_CREATED,
+    TASK_DELETED,
+    TASK_MOVED,
+    TASK_UPDATED,
+    Event,
+    EventPublisher,
+    project_room,
+    workspace_room,
+)
+from liveboard.store import eventlog, records
+from liveboard.store.database import Database
+from liveboard.tasks.models import (
+    DEFAULT_STATUSES,
+    Member,
+    Project,
+    Role,
+    Task,
+    TaskSnapshot,
+    Workspace,
+    to_builtins,
+)
+
+MANAGER_ROLES: frozenset[Role] = frozenset({"owner", "admin"})
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who makes a request: the user, and the WebSocket connection it came from, if known."""
+
+    user_id: str
+    origin: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """One reading of the wall clock, as the API's ISO text and as event milliseconds."""
+
+    iso: str
+    ms: int
+
+    @staticmethod
+    def now() -> Clock:
+        ms = time.time_ns() // 1_000_000
+        moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+        return Clock(iso=moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z", ms=ms)
+
+
+def new_id(prefix: str) -> str:
+    """An opaque id: a short prefix and 96 random bits (URL- and room-name-safe)."""
+    return f"{prefix}_{secrets.token_urlsafe(12)}"
+
+
+class TaskService:
+    """The application's rules. One instance per process, shared by every request."""
+
+    def __init__(
+        self,
+        db: Database,
+        publisher: EventPublisher,
+        *,
+        clock: Callable[[], Clock] = Clock.now,
+    ) -> None:
+        self.db = db
+        self.publisher = publisher
+        self._clock = clock
+
+    # Workspaces and members
+
+    async def create_workspace(self, actor: Actor, name: str) -> Workspace:
+        now = self._clock()
+        ws = Workspace(id=new_id("ws"), name=name, created_at=now.iso)
+        async with self.db.write() as conn:
+            await records.insert_workspace(conn, ws, actor.user_id)
+            await records.insert_member(conn, ws.id, actor.user_id, "owner", now.iso)
+            await eventlog.create_room(conn, workspace_room(ws.id))
+        return ws
+
+    async def list_workspaces(self, actor: Actor) -> list[Workspace]:
+        async with self.db.read() as conn:
+            return await records.workspaces_of(conn, actor.user_id)
+
+    async def add_member(self, actor: Actor, workspace_id: str, user_id: str, role: Role) -> Member:
+        now = self._clock()
+        async with self.db.write() as conn:
+            await self._require_role(conn, workspace_id, actor, MANAGER_ROLES)
+            if await records.role_of(conn, workspace_id, user_id) is not None:
+                raise errors.conflict(f"{user_id} is already a member of this workspace")
+            await records.insert_member(conn, workspace_id, user_id, role, now.iso)
+            member = Member(user_id=user_id, role=role)
+            event = await self._append(
+                conn, workspace_room(workspace_id), MEMBER_ADDED, actor, now, to_builtins(member)
+            )
+        await self.publisher.publish([event])
+        return member
+
+    async def list_members(self, actor: Actor, workspace_id: str) -> list[Member]:
+        async with self.db.read() as conn:
+            await self._require_member(conn, workspace_id, actor)
+            return await records.members_of(conn, workspace_id)
+
+    async def remove_member(self, actor: Actor, workspace_id: str, user_id: str) -> None:
+        now = self._clock()
+        async with self.db.write() as conn:
+            actor_role = await self._require_member(conn, workspace_id, actor)
+            if user_id != actor.user_id and actor_role not in MANAGER_ROLES:
+                raise errors.forbidden("only the workspace owner or an admin can remove members")
+            target_role = await records.role_of(conn, workspace_id, user_id)
+            if target_role is None:
+                raise errors.not_found(f"{user_id} is not a member of this workspace")
+            if target_role == "owner":
+                raise errors.conflict("the workspace owner cannot be removed")
+            await records.delete_member(conn, workspace_id, user_id)
+            event = await self._append(
+                conn, workspace_room(workspace_id), MEMBER_REMOVED, actor, now, {"userId": user_id}
+            )
+        await self.publisher.publish([event])
+
+    # Projects
+
+    async def create_project(
+        self, actor: Actor, workspace_id: str, name: str, statuses: Sequence[str] | None
+    ) -> Project:
+        now = self._clock()
+        project = Project(
+            id=new_id("prj"),
+            workspace_id=workspace_id,
+            name=name,
+            statuses=list(statuses if statuses is not None else DEFAULT_STATUSES),
+            created_at=now.iso,
+        )
+        async with self.db.write() as conn:
+            await self._require_member(conn, workspace_id, actor)
+            await records.insert_project(conn, project)
+            await eventlog.create_room(conn, project_room(project.id))
+            event = await self._append(
+                conn,
+                workspace_room(workspace_id),
+                PROJECT_CREATED,
+                actor,
+                now,
+                {"project": to_builtins(project)},
+            )
+        await self.publisher.publish([event])
+        return project
+
+    async def list_projects(self, actor: Actor, workspace_id: str) -> list[Project]:
+        async with self.db.read() as conn:
+            await self._require_member(conn, workspace_id, actor)
+            return await records.projects_of(conn, workspace_id)
+
+    async def get_project(self, actor: Actor, project_id: str) -> Project:
+        async with self.db.read() as conn:
+            return await self._visible_project(conn, project_id, actor)
+
+    async def snapshot(self, actor: Actor, project_id: str) -> TaskSnapshot:
+        """All tasks of a project with the offset and epoch they reflect, read in one snapshot."""
+        async with self.db.read() as conn:
+            await self._visible_project(conn, project_id, actor)
+            position = await eventlog.room_position(conn, project_room(project_id))
+            if position is None:  # cannot happen: the room is created with the project
+                raise errors.not_found("project not found")
+            tasks = await records.tasks_of(conn, project_id)
+        return TaskSnapshot(tasks=tasks, offset=position.offset, epoch=position.epoch)
+
+    # Tasks
+
+    async def create_task(
+        self,
+        actor: Actor,
+        project_id: str,
+        *,
+        title: str,
+        description: str = "",
+        status: str | None = None,
+        assignee_id: str | None = None,
+        order: float | None = None,
+    ) -> Task:
+        now = self._clock()
+        async with self.db.write() as conn:
+            project = await self._visible_project(conn, project_id, actor)
+            status = project.statuses[0] if status is None else status
+            _check_status(project, status, "status")
+            if assignee_id is not None:
+                await self._check_assignee(conn, project.workspace_id, assignee_id)
+            if order is None:
+                order = _after(await records.last_order(conn, project_id, status))
+            task = Task(
+                id=new_id("tsk"),
+                project_id=project_id,
+                title=title,
+                description=description,
+                status=status,
+                order=order,
+                assignee_id=assignee_id,
+                created_by_id=actor.user_id,
+                version=1,
+                created_at=now.iso,
+                updated_at=now.iso,
+            )
+            await records.insert_task(conn, task)
+            event = await self._append(
+                conn,
+                project_room(project_id),
+                TASK_CREATED,
+                actor,
+                now,
+                {"task": to_builtins(task)},
+            )
+        await self.publisher.publish([event])
+        return task
+
+    async def get_task(self, actor: Actor, task_id: str) -> Task:
+        async with self.db.read() as conn:
+            task = await records.get_task(conn, task_id)
+            if task is None:
+                raise errors.not_found("task not found")
+            await self._visible_project(conn, task.project_id, actor)
+            return task
+
+    async def update_task(
+        self,
+        actor: Actor,
+        task_id: str,
+        changes: dict[str, Any],
+        *,
+        expected_version: int | None = None,
+    ) -> Task:
+        """Apply ``changes`` (wire names: title, description, assigneeId) to a task."""
+        now = self._clock()
+        async with self.db.write() as conn:
+            task, project = await self._task_for_change(conn, task_id, actor, expected_version)
+            if "assigneeId" in changes and changes["assigneeId"] is not None:
+                await self._check_assignee(conn, project.workspace_id, changes["assigneeId"])
+            current = to_builtins(task)
+            diff = {
+                field: {"from": current[field], "to": value}
+                for field, value in changes.items()
+                if current[field] != value
+            }
+            if not diff:
+                return task
+            updated = _replace(task, now, **{f: c["to"] for f, c in diff.items()})
+            await records.save_task(conn, updated, list(diff))
+            event = await self._append(
+                conn,
+                project_room(task.project_id),
+                TASK_UPDATED,
+                actor,
+                now,
+                {"task": to_builtins(updated), "changes": diff},
+            )
+        await self.publisher.publish([event])
+        return updated
+
+    async def move_task(
+        self,
+        actor: Actor,
+        task_id: str,
+        to_status: str,
+        *,
+        order: float | None = None,
+        expected_version: int | None = None,
+    ) -> Task:
+        """Move a task to ``to_status`` at ``order`` (default: the end of that column)."""
+        now = self._clock()
+        async with self.db.write() as conn:
+            task, project = await self._task_for_change(conn, task_id, actor, expected_version)
+            _check_status(project, to_status, "toStatus")
+            if order is None:
+                last = await records.last_order(conn, task.project_id, to_status, excluding=task.id)
+                if to_status == task.status and (last is None or task.order > last):
+                    order = task.order  # already the last of its column
+                else:
+                    order = _after(last)
+            if to_status == task.status and order == task.order:
+                return task
+            moved = _replace(task, now, status=to_status, order=order)
+            await records.save_task(conn, moved, ["status", "order"])
+            event = await self._append(
+                conn,
+                project_room(task.project_id),
+                TASK_MOVED,
+                actor,
+                now,
+                {
+                    "taskId": task.id,
+                    "fromStatus": task.status,
+                    "toStatus": to_status,
+                    "order": order,
+                },
+            )
+        await self.publisher.publish([event])
+        return moved
+
+    async def delete_task(
+        self, actor: Actor, task_id: str, *, expected_version: int | None = None
+    ) -> None:
+        now = self._clock()
+        async with self.db.write() as conn:
+            task, _ = await self._task_for_change(conn, task_id, actor, expected_version)
+            await records.delete_task(conn, task.id)
+            event = await self._append(
+                conn, project_room(task.project_id), TASK_DELETED, actor, now, {"taskId": task.id}
+            )
+        await self.publisher.publish([event])
+
+    # Membership, used by the real-time layer as well
+
+    async def role(self, workspace_id: str, user_id: str) -> Role | None:
+        async with self.db.read() as conn:
+            return await records.role_of(conn, workspace_id, user_id)
+
+    # Helpers
+
+    async def _append(
+        self,
+        conn: AsyncConnection,
+        room: str,
+        type_: str,
+        actor: Actor,
+        now: Clock,
+        data: dict[str, Any],
+    ) -> Event:
+        return await eventlog.append_event(
+            conn,
+            room=room,
+            type=type_,
+            user_id=actor.user_id,
+            data=data,
+            ts=now.ms,
+            origin=actor.origin,
+        )
+
+    async def _require_member(self, conn: AsyncConnection, workspace_id: str, actor: Actor) -> Role:
+        role = await records.role_of(conn, workspace_id, actor.user_id)
+        if role is None:
+            raise errors.not_found("workspace not found")
+        return role
+
+    async def _require_role(
+        self, conn: AsyncConnection, workspace_id: str, actor: Actor, allowed: frozenset[Role]
+    ) -> Role:
+        role = await self._require_member(conn, workspace_id, actor)
+        if role not in allowed:
+            raise errors.forbidden("only the workspace owner or an admin can do this")
+        return role
+
+    async def _visible_project(
+        self, conn: AsyncConnection, project_id: str, actor: Actor
+    ) -> Project:
+        project = await records.get_project(conn, project_id)
+        if (
+            project is None
+            or await records.role_of(conn, project.workspace_id, actor.user_id) is None
+        ):
+            raise errors.not_found("project not found")
+        return project
+
+    async def _task_for_change(
+        self, conn: AsyncConnection, task_id: str, actor: Actor, expected_version: int | None
+    ) -> tuple[Task, Project]:
+        task = await records.get_task(conn, task_id, for_update=True)
+        if task is None:
+            raise errors.not_found("task not found")
+        try:
+            project = await self._visible_project(conn, task.project_id, actor)
+        except errors.ApiError:
+            raise errors.not_found("task not found") from None
+        if expected_version is not None and expected_version != task.version:
+            raise errors.conflict(
+                f"task is at version {task.version}, not {expected_version}",
+                details={"currentVersion": task.version},
+            )
+        return task, project
+
+    async def _check_assignee(self, conn: AsyncConnection, workspace_id: str, user_id: str) -> None:
+        if await records.role_of(conn, workspace_id, user_id) is None:
+            raise errors.validation_error("assigneeId", "must be a member of the workspace")
+
+
+def _check_status(project: Project, status: str, field: str) -> None:
+    if status not in project.statuses:
+        allowed = ", ".join(project.statuses)
+        raise errors.validation_error(field, f"must be one of the project's statuses ({allowed})")
+
+
+def _after(last: float | None) -> float:
+    """The order that puts a task after ``last`` (the end of a column)."""
+    if last is None:
+        return 1.0
+    return math.floor(last) + 1.0
+
+
+def _replace(task: Task, now: Clock, **wire_fields: Any) -> Task:
+    """``task`` with the given fields (wire names) changed, its version bumped and time set."""
+    fields = {("assignee_id" if k == "assigneeId" else k): v for k, v in wire_fields.items()}
+    return msgspec.structs.replace(task, **fields, version=task.version + 1, updated_at=now.iso)
