@@ -1,12 +1,14 @@
 """Builds the server: REST and WebSocket on one aiohttp application, and its start/stop order.
 
-Start: open the database and apply migrations → (``--dev``) seed the demo → serve.
-Stop (``cli.serve`` on SIGTERM): stop accepting → close sockets → close the database.
+Start: open the database and apply migrations → start the node (broker) → (``--dev``) seed the
+demo → serve. Stop (``cli.serve`` on SIGTERM): the listening socket closes (new connections are
+refused) → the node closes every WebSocket with 1012, spread over ``node.SHUTDOWN_SPREAD``
+seconds, and flushes the broker → the database closes.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -15,8 +17,16 @@ from aiohttp import web
 from liveboard import dev, rest
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
-from liveboard.events import EventPublisher, NullPublisher
+from liveboard.events import Event, EventPublisher
 from liveboard.openapi import build_document
+from liveboard.realtime.endpoint import (
+    NODE_KEY,
+    WS_SETTINGS_KEY,
+    WS_VERIFIER_KEY,
+    websocket_handler,
+)
+from liveboard.realtime.metrics import Metrics
+from liveboard.realtime.node import Node
 from liveboard.rest import json_response
 from liveboard.store.database import Database
 from liveboard.store.migrations import migrate
@@ -25,23 +35,46 @@ from liveboard.tasks.service import TaskService
 
 SETTINGS_KEY: Final = web.AppKey("settings", Settings)
 DATABASE_KEY: Final = web.AppKey("database", Database)
+METRICS_KEY: Final = web.AppKey("metrics", Metrics)
 WEB_DIR: Final = Path(__file__).parent / "web"
 
 
+class _Tee:
+    """Publishes to the node, then to an extra observer (tests and tools)."""
+
+    def __init__(self, *publishers: EventPublisher) -> None:
+        self._publishers = publishers
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        for publisher in self._publishers:
+            await publisher.publish(events)
+
+
 def build_app(settings: Settings, *, publisher: EventPublisher | None = None) -> web.Application:
-    """The whole server for ``settings`` (which must have a JWT key; see ``with_dev_defaults``)."""
+    """The whole server for ``settings`` (which must have a JWT key; see ``with_dev_defaults``).
+
+    ``publisher``, when given, also receives every committed event (after the node).
+    """
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[rest.error_middleware, rest.auth_middleware],
     )
+    verifier = TokenVerifier(settings)
     app[SETTINGS_KEY] = settings
-    app[rest.VERIFIER_KEY] = TokenVerifier(settings)
+    app[WS_SETTINGS_KEY] = settings
+    app[rest.VERIFIER_KEY] = verifier
+    app[WS_VERIFIER_KEY] = verifier
     app[rest.RATE_LIMITER_KEY] = rest.RateLimiter(rate=50.0, burst=200.0)
-    app.cleanup_ctx.append(_storage(publisher or NullPublisher()))
+    app[METRICS_KEY] = Metrics()
+    app.cleanup_ctx.append(_components(publisher))
+    app.on_shutdown.append(_close_sockets)
 
     api.add_routes(app)
+    app.router.add_get("/ws/connect", websocket_handler)
+    app.router.add_get("/ws", websocket_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
     if settings.dev:
         assert settings.jwt_secret is not None  # with_dev_defaults guarantees a secret
@@ -49,23 +82,38 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
     return app
 
 
-def _storage(publisher: EventPublisher) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def storage(app: web.Application) -> AsyncIterator[None]:
+def _components(
+    observer: EventPublisher | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def components(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
         db = Database(settings.database_url)
+        node: Node | None = None
         try:
             await migrate(db)
+            node = Node(settings, db, app[METRICS_KEY])
+            await node.start()
+            publisher: EventPublisher = node if observer is None else _Tee(node, observer)
             service = TaskService(db, publisher)
             app[DATABASE_KEY] = db
+            app[NODE_KEY] = node
             app[api.SERVICE_KEY] = service
             if settings.dev:
                 await dev.seed_demo(service)
             yield
         finally:
+            if node is not None:
+                await node.shutdown()
             await db.aclose()
             await app[rest.VERIFIER_KEY].aclose()
 
-    return storage
+    return components
+
+
+async def _close_sockets(app: web.Application) -> None:
+    node = app.get(NODE_KEY)
+    if node is not None:
+        await node.shutdown()
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -73,7 +121,17 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 
 async def readyz(request: web.Request) -> web.StreamResponse:
-    return json_response({"status": "ready", "broker": "memory", "degraded": False})
+    broker = request.app[NODE_KEY].broker
+    degraded = not broker.up
+    return json_response(
+        {"status": "ready", "broker": broker.name, "degraded": degraded},
+    )
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    return web.Response(
+        text=request.app[METRICS_KEY].render(), content_type="text/plain", charset="utf-8"
+    )
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:

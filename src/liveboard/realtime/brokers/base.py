@@ -1,0 +1,58 @@
+"""The broker interface: how committed events travel to every instance's hub.
+
+A broker is a fast path, never the truth: the event log is. The delivery guarantee a broker
+gives is deliberately weak — events of a room arrive at most once per publish, usually in
+order, and may be lost while the broker is down — because the node restores order and fills
+every gap from the log (``ordering.RoomSequencer``), and after an outage catches up each active
+room (``BrokerHandler.on_broker_restored``).
+
+Brokers never touch the hub; they call the ``BrokerHandler`` the node implements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from liveboard.events import Event
+
+
+class BrokerHandler(Protocol):
+    """Implemented by the node; called by the broker on the event loop."""
+
+    def on_events(self, events: Sequence[Event]) -> None:
+        """Events from the broker (one read's worth), possibly for several rooms."""
+        ...
+
+    def on_broker_restored(self) -> None:
+        """The broker came back after an outage: anything may have been missed meanwhile."""
+        ...
+
+
+class Broker(Protocol):
+    """Publish events; receive those of the rooms this instance subscribes to."""
+
+    name: str
+
+    @property
+    def up(self) -> bool:
+        """Whether the broker is reachable now (``/readyz`` reports ``degraded`` when not)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Hand events to every instance. Never raises for an outage: the log has them."""
+        ...
+
+    async def subscribe(self, room: str) -> None:
+        """Start receiving ``room``'s events (idempotent)."""
+        ...
+
+    async def unsubscribe(self, room: str) -> None:
+        """Stop receiving ``room``'s events (idempotent)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Flush pending publishes and stop. Idempotent."""
+        ...

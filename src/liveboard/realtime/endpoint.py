@@ -1,0 +1,147 @@
+"""``GET /ws/connect`` (alias ``/ws``): the upgrade checks and the per-connection message loop.
+
+Before the upgrade: a bad token is HTTP 401, a forbidden ``Origin`` 403, too many connections of
+one user 429, a server shutting down 503 — each with the REST error body. After it: the session
+sends ``connected``, then handles one message at a time until the socket closes, and the node
+forgets it (subscriptions and presence end with it).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Final
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, web
+
+from liveboard import errors
+from liveboard.auth import TokenVerifier, bearer_token
+from liveboard.config import Settings
+from liveboard.errors import AuthError
+from liveboard.realtime import protocol
+from liveboard.realtime.node import Node
+from liveboard.realtime.protocol import ProtocolError
+from liveboard.realtime.session import (
+    CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    CLOSE_UNSUPPORTED,
+    Session,
+)
+
+log = logging.getLogger("liveboard.ws")
+
+NODE_KEY: Final = web.AppKey("node", Node)
+WS_SETTINGS_KEY: Final = web.AppKey("ws_settings", Settings)
+WS_VERIFIER_KEY: Final = web.AppKey("ws_verifier", TokenVerifier)
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...] | None) -> bool:
+    """CONTRACT §1 ``LIVEBOARD_ALLOWED_ORIGINS``: unset → no Origin or same host; ``*`` → any."""
+    if allowed is not None and "*" in allowed:
+        return True
+    if origin is None:
+        return True
+    if allowed is None:
+        return host is not None and urlsplit(origin).netloc.lower() == host.lower()
+    return origin.rstrip("/") in allowed
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    settings = request.app[WS_SETTINGS_KEY]
+    if not node.accepting:
+        raise errors.ApiError(503, "unavailable", "server is restarting; reconnect shortly")
+    if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
+        node.metrics.connections_rejected += 1
+        raise errors.forbidden("origin not allowed")
+    token = bearer_token(request.headers.get("Authorization")) or request.query.get("token")
+    if not token:
+        node.metrics.connections_rejected += 1
+        raise AuthError("missing token: send Authorization: Bearer <jwt> or ?token=<jwt>")
+    try:
+        principal = await request.app[WS_VERIFIER_KEY].verify(token)
+    except AuthError:
+        node.metrics.connections_rejected += 1
+        raise
+    if node.connections_of(principal.user_id) >= settings.max_connections_per_user:
+        node.metrics.connections_rejected += 1
+        raise errors.ApiError(429, "rate_limited", "too many connections for this user")
+
+    ws = web.WebSocketResponse(
+        autoping=False,
+        compress=False,  # frames are pre-encoded once for every socket; see docs/protocol.md
+        max_msg_size=settings.max_message_bytes,
+    )
+    await ws.prepare(request)
+    transport = request.transport
+    if transport is None:  # the peer left during the handshake
+        return ws
+    session = Session(ws, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings)
+    node.register(session)
+    session.send(protocol.encode_connected(session.connection_id, principal.user_id))
+    session.start_timers()
+    try:
+        await _message_loop(request, node, session)
+    except Exception:
+        log.exception("connection %s failed", session.connection_id)
+        session.close(CLOSE_INTERNAL, "internal error")
+    finally:
+        await node.disconnect(session)
+        await session.wait_closed()
+        session.abort_timers()
+    return ws
+
+
+async def _message_loop(request: web.Request, node: Node, session: Session) -> None:
+    ws = session.ws
+    while not session.closing:
+        message = await ws.receive()
+        session.touch()
+        kind = message.type
+        if kind is WSMsgType.TEXT:
+            await _handle_text(request, node, session, message.data)
+        elif kind is WSMsgType.PING:
+            await ws.pong(message.data)
+        elif kind is WSMsgType.PONG:
+            continue
+        elif kind is WSMsgType.BINARY:
+            session.close(CLOSE_UNSUPPORTED, "binary frames are not supported")
+        else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has answered 1009 / 1002 itself)
+            return
+
+
+async def _handle_text(request: web.Request, node: Node, session: Session, data: str) -> None:
+    if not session.allow_message():
+        session.send(protocol.encode_error("rate_limited", "too many messages; slow down"))
+        if not session.strike():
+            session.close(CLOSE_POLICY, "too many messages")
+        return
+    try:
+        message = protocol.parse_client_message(data)
+        if isinstance(message, protocol.Subscribe):
+            await node.subscribe(session, message)
+        elif isinstance(message, protocol.Unsubscribe):
+            await node.unsubscribe(session, message)
+        elif isinstance(message, protocol.Presence):
+            await node.presence_action(session, message)
+        elif isinstance(message, protocol.Ping):
+            session.send(protocol.encode_pong(message.id))
+        else:
+            await _refresh(request, session, message)
+    except ProtocolError as exc:
+        session.send(protocol.encode_error(exc.code, exc.message, exc.id))
+        if not session.strike():
+            session.close(CLOSE_POLICY, "too many invalid messages")
+
+
+async def _refresh(request: web.Request, session: Session, message: protocol.Refresh) -> None:
+    try:
+        principal = await request.app[WS_VERIFIER_KEY].verify(message.token)
+    except AuthError as exc:
+        raise ProtocolError("unauthorized", exc.message, message.id) from None
+    if principal.user_id != session.user_id:
+        raise ProtocolError("unauthorized", "the token is for another user", message.id)
+    session.principal = principal
+    session.set_expiry(principal.expires_at)
+    session.send(protocol.encode_refreshed(int(principal.expires_at), message.id))

@@ -1,0 +1,35 @@
+"""WebSocket frames as bytes (RFC 6455 §5.2), built once and written to many sockets.
+
+Server frames are never masked, so one encoded frame is valid on every connection; an
+uncompressed frame (RSV1 clear) is valid even where permessage-deflate was negotiated.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_OP_TEXT = 0x1
+_OP_CLOSE = 0x8
+_OP_PING = 0x9
+_FIN = 0x80
+
+PING_FRAME = bytes((_FIN | _OP_PING, 0))
+
+
+def _header(opcode: int, length: int) -> bytes:
+    if length < 126:
+        return bytes((_FIN | opcode, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", _FIN | opcode, 126, length)
+    return struct.pack("!BBQ", _FIN | opcode, 127, length)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete text frame carrying ``payload`` (UTF-8 JSON)."""
+    return _header(_OP_TEXT, len(payload)) + payload
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    """A close frame with ``code`` and a reason (truncated to fit a control frame)."""
+    body = struct.pack("!H", code) + reason.encode()[:123]
+    return _header(_OP_CLOSE, len(body)) + body

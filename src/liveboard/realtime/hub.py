@@ -1,0 +1,274 @@
+"""The hub: this instance's rooms, their subscribers, and ordered, pre-encoded fan-out.
+
+Guarantees:
+
+* Each room's events are released in offset order, each once, with no gap (``RoomSequencer``);
+  a hole is reported to the node (``on_gap``), which waits briefly and fills it from the log.
+* Per released event: one JSON encode and one frame encode; the same bytes are appended to every
+  live subscriber's outlet. No per-socket task, await or encode.
+* Frames that become ready for one socket during one ``deliver`` call (one broker read) leave in
+  one ``transport.write`` at its end, without waiting for anything else.
+* A socket whose unsent bytes pass the bound is handed to ``on_slow_consumer`` (closed with 4008)
+  and gets nothing more; memory per socket stays bounded.
+* A subscriber that is joining (its snapshot or history is being read) is not written to: the
+  events released meanwhile are held for it, and the node merges them with what it read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+from liveboard.events import Event, encode_event
+from liveboard.realtime.frames import text_frame
+from liveboard.realtime.metrics import Metrics
+from liveboard.realtime.ordering import OfferResult, RoomSequencer
+
+#: Events held for a room before its position is known (first subscriber still reading).
+MAX_PREBUFFER = 10_000
+
+
+class Transport(Protocol):
+    """The part of ``asyncio.Transport`` the hub uses."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+    def is_closing(self) -> bool: ...
+
+
+class Outlet:
+    """One connection's writing end: frames queued during a delivery, written in one call."""
+
+    __slots__ = ("closed", "connection_id", "pending", "transport", "user_id")
+
+    def __init__(self, transport: Transport, connection_id: str, user_id: str) -> None:
+        self.transport = transport
+        self.connection_id = connection_id
+        self.user_id = user_id
+        self.pending: list[bytes] = []
+        self.closed = False
+
+    def flush(self) -> int:
+        """Write what is queued; return the number of bytes still unsent in the transport."""
+        frames = self.pending
+        if frames and not self.closed and not self.transport.is_closing():
+            self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        frames.clear()
+        return self.transport.get_write_buffer_size()
+
+
+class Joiner:
+    """A subscriber whose first events are being read from the log.
+
+    While ``ready_at`` is None, released events are held in ``held`` for the node to merge
+    with what it reads. Once the node has sent everything up to ``ready_at``, released events
+    above it are written directly; the joiner becomes live as soon as the room's sequencer has
+    released ``ready_at`` itself (the log can run ahead of the broker).
+    """
+
+    __slots__ = ("held", "ready_at")
+
+    def __init__(self) -> None:
+        self.held: list[Event] = []
+        self.ready_at: int | None = None
+
+
+class Room:
+    """One room on this instance: its sequencer and its local subscribers."""
+
+    __slots__ = ("joining", "live", "name", "prebuffer", "sequencer", "workspace_id")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.workspace_id: str | None = None  # known once the first subscriber is admitted
+        self.sequencer: RoomSequencer | None = None  # None until the log's position is known
+        self.prebuffer: list[Event] = []
+        self.live: dict[Outlet, None] = {}  # an ordered set
+        self.joining: dict[Outlet, Joiner] = {}
+
+    @property
+    def empty(self) -> bool:
+        return not self.live and not self.joining
+
+    @property
+    def released(self) -> int:
+        """The last offset released to subscribers (-1 while the position is unknown)."""
+        return -1 if self.sequencer is None else self.sequencer.next_offset - 1
+
+
+class Hub:
+    """Rooms of this instance. Synchronous: every method runs to completion on the loop."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        slow_consumer_bytes: int,
+        on_slow_consumer: Callable[[Outlet], None],
+        on_gap: Callable[[Room], None],
+        on_resync: Callable[[Room], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rooms: dict[str, Room] = {}
+        self._metrics = metrics
+        self._limit = slow_consumer_bytes
+        self._on_slow_consumer = on_slow_consumer
+        self._on_gap = on_gap
+        self._on_resync = on_resync
+        self._clock = clock
+
+    # Membership of rooms
+
+    def join(self, name: str, outlet: Outlet) -> Room:
+        """Register a joining subscriber: events released from now on are held for it."""
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room(name)
+        room.live.pop(outlet, None)
+        room.joining[outlet] = Joiner()
+        return room
+
+    def take_held(self, room: Room, outlet: Outlet) -> list[Event]:
+        """The events held for a joining subscriber since the last call."""
+        joiner = room.joining.get(outlet)
+        if joiner is None:
+            return []
+        held, joiner.held = joiner.held, []
+        return held
+
+    def complete_join(self, room: Room, outlet: Outlet, sent_up_to: int) -> None:
+        """The node has sent the joiner every event up to ``sent_up_to``: go live from there."""
+        joiner = room.joining.get(outlet)
+        if joiner is None:
+            return
+        joiner.ready_at = sent_up_to
+        if room.released >= sent_up_to:
+            del room.joining[outlet]
+            room.live[outlet] = None
+
+    def leave(self, name: str, outlet: Outlet) -> bool:
+        """Remove a subscriber; True when the room has no subscriber left (and is dropped)."""
+        room = self.rooms.get(name)
+        if room is None:
+            return False
+        room.live.pop(outlet, None)
+        room.joining.pop(outlet, None)
+        if room.empty:
+            del self.rooms[name]
+            return True
+        return False
+
+    def start_sequence(self, room: Room, epoch: str, last_offset: int) -> None:
+        """Set a new room's position from the log; release what arrived meanwhile, in order."""
+        if room.sequencer is not None:
+            return
+        room.sequencer = RoomSequencer(epoch, last_offset + 1)
+        early, room.prebuffer = room.prebuffer, []
+        if early:
+            self._release(room, room.sequencer.fill(early, now=self._clock()))
+            self._flush_all(room)
+
+    # Delivery
+
+    def deliver(self, events: Sequence[Event]) -> None:
+        """Events from the broker (any rooms, any order): release each room's in order."""
+        dirty: list[Outlet] = []
+        released: list[Event] = []
+        now = self._clock()
+        for event in events:
+            room = self.rooms.get(event.room)
+            if room is None:
+                continue
+            if room.sequencer is None:
+                if len(room.prebuffer) < MAX_PREBUFFER:
+                    room.prebuffer.append(event)
+                continue
+            result = room.sequencer.offer(event, now=now)
+            released += self._fan_out(room, result, dirty)
+        self._flush(dirty, released)
+
+    def fill(self, room: Room, events: Iterable[Event]) -> None:
+        """Events read from the log to close a hole of ``room``."""
+        if room.sequencer is None or self.rooms.get(room.name) is not room:
+            return
+        dirty: list[Outlet] = []
+        result = room.sequencer.fill(events, now=self._clock())
+        self._flush(dirty, self._fan_out(room, result, dirty))
+
+    def send_to_room(self, name: str, payload: bytes) -> None:
+        """One server message (e.g. ``presence:update``) to every live subscriber of a room."""
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        frame = text_frame(payload)
+        dirty = list(room.live)
+        for outlet in dirty:
+            outlet.pending.append(frame)
+        self._flush(dirty, [])
+
+    def _release(self, room: Room, result: OfferResult) -> None:
+        dirty: list[Outlet] = []
+        self._flush(dirty, self._fan_out(room, result, dirty))
+
+    def _fan_out(self, room: Room, result: OfferResult, dirty: list[Outlet]) -> list[Event]:
+        for event in result.deliver:
+            frame = text_frame(encode_event(event))
+            for outlet in room.live:
+                pending = outlet.pending
+                if not pending:
+                    dirty.append(outlet)
+                pending.append(frame)
+            for outlet, joiner in room.joining.items():
+                if joiner.ready_at is None:
+                    joiner.held.append(event)
+                elif event.offset > joiner.ready_at:
+                    if not outlet.pending:
+                        dirty.append(outlet)
+                    outlet.pending.append(frame)
+        if room.joining and result.deliver:
+            self._promote(room)
+        sequencer = room.sequencer
+        if result.resync:
+            self._metrics.resyncs += 1
+            self._on_resync(room)
+        elif sequencer is not None and sequencer.missing is not None:
+            self._on_gap(room)
+        return result.deliver
+
+    def _promote(self, room: Room) -> None:
+        released = room.released
+        ready = [
+            o for o, j in room.joining.items() if j.ready_at is not None and j.ready_at <= released
+        ]
+        for outlet in ready:
+            del room.joining[outlet]
+            room.live[outlet] = None
+
+    def _flush(self, dirty: list[Outlet], released: list[Event]) -> None:
+        sent = 0
+        for outlet in dirty:
+            sent += len(outlet.pending)
+            if outlet.closed:
+                outlet.pending.clear()
+                continue
+            if outlet.flush() > self._limit:
+                self._metrics.slow_consumer_closes += 1
+                self._on_slow_consumer(outlet)
+        metrics = self._metrics
+        metrics.messages_sent += sent
+        metrics.deliveries += sent
+        if released:
+            now_ms = time.time() * 1000.0
+            for event in released:
+                metrics.delivery_latency.observe(max(0.0, now_ms - event.ts) / 1000.0)
+
+    def _flush_all(self, room: Room) -> None:
+        self._flush([o for o in room.live if o.pending], [])
+
+    # Introspection
+
+    def subscription_count(self) -> int:
+        return sum(len(r.live) + len(r.joining) for r in self.rooms.values())

@@ -1,0 +1,437 @@
+"""The node: ties the hub, the broker, presence and the event log. What the app calls.
+
+The node is the task service's ``EventPublisher`` (committed events go to the broker), the
+broker's ``BrokerHandler`` (events from the broker go to the hub), the presence listener, and the
+WebSocket sessions' way into rooms. Guarantees, on top of the hub's:
+
+* Subscribing: the subscriber is registered in the hub *before* the log is read, and the read
+  (membership, position, history) is one snapshot, so no event committed after the snapshot can
+  be missed and none before it is sent twice. With ``since``, every event after ``since.offset``
+  is sent, in order, once, then live events (CONTRACT §5.3), for the last
+  ``settings.history_size`` events; beyond that the reply says ``recovered: false``.
+* A hole in a room's stream is filled from the log after ``GAP_WAIT`` seconds; if the log cannot
+  fill it the room's subscribers are sent ``resync``.
+* Removing a member ends that user's subscriptions to the workspace's rooms on every session of
+  this instance (``unsubscribed`` with reason ``forbidden``), right after the ``member:removed``
+  event is delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from liveboard.config import Settings
+from liveboard.events import MEMBER_REMOVED, Event, encode_event, workspace_room
+from liveboard.realtime import protocol
+from liveboard.realtime.brokers import Broker, create_broker
+from liveboard.realtime.hub import Hub, Outlet, Room
+from liveboard.realtime.metrics import Metrics
+from liveboard.realtime.ordering import RecoveryBuffer, is_recovered
+from liveboard.realtime.presence import MemoryPresence, PresenceDiff, PresenceManager
+from liveboard.realtime.protocol import ProtocolError, StreamPosition
+from liveboard.realtime.session import CLOSE_RESTARTING, CLOSE_SLOW_CONSUMER, Session
+from liveboard.store import eventlog, records
+from liveboard.store.database import Database
+
+log = logging.getLogger("liveboard.node")
+
+#: How long a hole may stay open before it is read from the log (events of one room published
+#: by concurrent requests or instances can arrive slightly out of order).
+GAP_WAIT = 0.05
+#: How many log reads a hole gets before the room is told to resync.
+GAP_ATTEMPTS = 5
+#: Events read from the log per query while recovering a subscriber.
+READ_BATCH = 1000
+#: How long a graceful shutdown spreads its 1012 closes over, so clients do not return at once.
+SHUTDOWN_SPREAD = 2.0
+
+
+class Node:
+    """This instance's real-time layer."""
+
+    def __init__(self, settings: Settings, db: Database, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.metrics = metrics or Metrics()
+        self.hub = Hub(
+            self.metrics,
+            slow_consumer_bytes=settings.slow_consumer_bytes,
+            on_slow_consumer=self._slow_consumer,
+            on_gap=self._schedule_gap_fill,
+            on_resync=self._resync_room,
+        )
+        self.broker: Broker = create_broker(
+            settings.redis_url, self, instance_id=settings.instance_id
+        )
+        self.presence: PresenceManager = MemoryPresence(self)
+        self.sessions: dict[str, Session] = {}
+        self.by_user: dict[str, dict[Session, None]] = {}
+        self.accepting = True
+        self._interest: Counter[str] = Counter()
+        self._gap_timers: dict[str, asyncio.TimerHandle] = {}
+        self._gap_attempts: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._register_gauges()
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        await self.broker.start()
+
+    async def shutdown(self) -> None:
+        """Refuse new connections, close every socket with 1012 (spread out), stop the broker.
+
+        Idempotent."""
+        if not self.accepting:
+            return
+        self.accepting = False
+        sessions = list(self.sessions.values())
+        if sessions:
+            step = SHUTDOWN_SPREAD / len(sessions)
+            for index, session in enumerate(sessions):
+                session.close(CLOSE_RESTARTING, "server restarting")
+                if step >= 0.001 and index % 50 == 49:
+                    await asyncio.sleep(step * 50)
+            await asyncio.sleep(0.2)
+        for timer in self._gap_timers.values():
+            timer.cancel()
+        await self.broker.aclose()
+        await self.presence.aclose()
+
+    # EventPublisher: the task service hands committed events here
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        self.metrics.events_published += len(events)
+        await self.broker.publish(events)
+
+    # BrokerHandler
+
+    def on_events(self, events: Sequence[Event]) -> None:
+        self.hub.deliver(events)
+        for event in events:
+            if event.type == MEMBER_REMOVED:
+                self._revoke(event)
+
+    def on_broker_restored(self) -> None:
+        """After a broker outage, read every active room's missed events from the log."""
+        self.metrics.broker_reconnects += 1
+        for room in list(self.hub.rooms.values()):
+            self.metrics.catch_ups += 1
+            self._spawn(self._catch_up(room))
+
+    # PresenceListener
+
+    def presence_changed(self, diff: PresenceDiff) -> None:
+        self.hub.send_to_room(
+            diff.room,
+            protocol.encode_presence_update(diff.room, diff.users, diff.joined, diff.left),
+        )
+
+    # Sessions
+
+    def register(self, session: Session) -> None:
+        self.sessions[session.connection_id] = session
+        self.by_user.setdefault(session.user_id, {})[session] = None
+        self.metrics.connections_opened += 1
+
+    def connections_of(self, user_id: str) -> int:
+        return len(self.by_user.get(user_id, ()))
+
+    async def disconnect(self, session: Session) -> None:
+        """Forget a closed session: leave its rooms and its presence."""
+        self.sessions.pop(session.connection_id, None)
+        mine = self.by_user.get(session.user_id)
+        if mine is not None:
+            mine.pop(session, None)
+            if not mine:
+                del self.by_user[session.user_id]
+        session.outlet.closed = True
+        rooms = list(session.subscriptions.items())
+        session.subscriptions.clear()
+        for room, workspace_id in rooms:
+            self._leave_room(room, workspace_id, session.outlet)
+        present, session.present_in = session.present_in, set()
+        await self.presence.leave_rooms(present, session.connection_id)
+
+    # Subscriptions
+
+    async def subscribe(self, session: Session, message: protocol.Subscribe) -> None:
+        """Answer a ``subscribe``: ``subscribed``, then history if asked, then live events."""
+        name = message.room
+        kind, rid = protocol.parse_room(name)
+        again = name in session.subscriptions
+        if not again and len(session.subscriptions) >= self.settings.max_subscriptions:
+            raise ProtocolError(
+                "too_many_subscriptions",
+                f"at most {self.settings.max_subscriptions} rooms per connection",
+                message.id,
+            )
+        outlet = session.outlet
+        room = self.hub.join(name, outlet)
+        if not again:
+            await self._want(name)
+        try:
+            admitted = await self._admit(session, room, kind, rid, message)
+        except BaseException:
+            if not again:
+                self._leave_room(name, None, outlet)
+            raise
+        if not admitted:
+            if again:
+                workspace_id = session.subscriptions.pop(name)
+                self._leave_room(name, workspace_id, outlet)
+                await self._leave_presence(session, name)
+            else:
+                self._leave_room(name, None, outlet)
+            raise ProtocolError("forbidden", f"you may not subscribe to {name}", message.id)
+
+    async def _admit(
+        self,
+        session: Session,
+        room: Room,
+        kind: str,
+        rid: str,
+        message: protocol.Subscribe,
+    ) -> bool:
+        """Check membership, read the position (and history) and start the stream."""
+        since = message.since
+        async with self.db.read() as conn:
+            if kind == "project":
+                project = await records.get_project(conn, rid)
+                workspace_id = None if project is None else project.workspace_id
+            else:
+                workspace_id = rid
+            if workspace_id is None:
+                return False
+            if await records.role_of(conn, workspace_id, session.user_id) is None:
+                return False
+            position = await eventlog.room_position(conn, room.name)
+            if position is None:
+                return False
+            recovered: bool | None = None
+            history: list[Event] = []
+            after = position.offset
+            if since is not None:
+                oldest = await eventlog.oldest_offset(conn, room.name)
+                recovered = (
+                    is_recovered(
+                        since,
+                        position.epoch,
+                        position.offset,
+                        position.offset + 1 if oldest is None else oldest,
+                    )
+                    and position.offset - since.offset <= self.settings.history_size
+                )
+                if recovered:
+                    after = since.offset
+                    history = await eventlog.read_events(
+                        conn, room.name, after=after, up_to=position.offset, limit=READ_BATCH
+                    )
+        if session.closing:
+            return True
+        if self.hub.rooms.get(room.name) is not room or session.outlet not in room.joining:
+            return True  # unsubscribed or revoked meanwhile
+        if room.workspace_id is None:
+            room.workspace_id = workspace_id
+        first = room.name not in session.subscriptions
+        session.subscriptions[room.name] = workspace_id
+        if first and kind == "project":
+            await self._want(workspace_room(workspace_id))
+        self.hub.start_sequence(room, position.epoch, position.offset)
+        session.send(
+            protocol.encode_subscribed(
+                room.name, position.offset, position.epoch, id=message.id, recovered=recovered
+            )
+        )
+        await self._stream_from(
+            session, room, StreamPosition(offset=after, epoch=position.epoch), history
+        )
+        return True
+
+    async def _stream_from(
+        self, session: Session, room: Room, start: StreamPosition, history: list[Event]
+    ) -> None:
+        """Send ``history`` and the events held meanwhile, merged; then make the subscriber live."""
+        outlet = session.outlet
+        merger = RecoveryBuffer(start)
+        pending = history
+        while True:
+            for event in self.hub.take_held(room, outlet):
+                merger.add_live(event)
+            result = merger.merge(pending)
+            session.send_many([encode_event(e) for e in result.deliver])
+            if result.resync:
+                self._end_subscription(session, room.name, None)
+                session.send(protocol.encode_resync(room.name, "epoch_changed"))
+                return
+            if result.missing is None:
+                break
+            low, high = result.missing
+            async with self.db.read() as conn:
+                pending = await eventlog.read_events(
+                    conn, room.name, after=low - 1, up_to=high, limit=READ_BATCH
+                )
+            if not pending:  # the log no longer has it
+                self._end_subscription(session, room.name, None)
+                session.send(protocol.encode_resync(room.name, "history_unavailable"))
+                return
+            if session.closing or outlet not in room.joining:
+                return
+        self.hub.complete_join(room, outlet, merger.position.offset)
+
+    async def unsubscribe(self, session: Session, message: protocol.Unsubscribe) -> None:
+        if message.room not in session.subscriptions:
+            raise ProtocolError("not_subscribed", f"not subscribed to {message.room}", message.id)
+        self._end_subscription(session, message.room, None)
+        await self._leave_presence(session, message.room)
+        session.send(protocol.encode_unsubscribed(message.room, id=message.id))
+
+    def _end_subscription(self, session: Session, room: str, reason: str | None) -> None:
+        workspace_id = session.subscriptions.pop(room, None)
+        self._leave_room(room, workspace_id, session.outlet)
+        if reason is not None:
+            session.send(protocol.encode_unsubscribed(room, reason=reason))
+        if room in session.present_in:
+            self._spawn(self._leave_presence(session, room))
+
+    def _leave_room(self, room: str, workspace_id: str | None, outlet: Outlet) -> None:
+        self.hub.leave(room, outlet)
+        self._spawn(self._unwant(room))
+        if workspace_id is not None and room.startswith("project:"):
+            self._spawn(self._unwant(workspace_room(workspace_id)))
+
+    # Presence
+
+    async def presence_action(self, session: Session, message: protocol.Presence) -> None:
+        room = message.room
+        if room not in session.subscriptions:
+            raise ProtocolError("not_subscribed", f"subscribe to {room} first", message.id)
+        if message.action == "leave":
+            await self._leave_presence(session, room)
+            return
+        session.present_in.add(room)
+        users, changed = await self.presence.join(
+            room, session.connection_id, session.user_id, session.principal.name
+        )
+        if not changed:
+            session.send(protocol.encode_presence_update(room, users, [], []))
+
+    async def _leave_presence(self, session: Session, room: str) -> None:
+        if room in session.present_in:
+            session.present_in.discard(room)
+            await self.presence.leave(room, session.connection_id)
+
+    # Revocation
+
+    def _revoke(self, event: Event) -> None:
+        user_id = event.data.get("userId")
+        if not isinstance(user_id, str):
+            return
+        workspace_id = event.room.removeprefix("workspace:")
+        for session in list(self.by_user.get(user_id, ())):
+            for room, ws in list(session.subscriptions.items()):
+                if ws == workspace_id:
+                    self._end_subscription(session, room, "forbidden")
+
+    # Broker interest: rooms with local subscribers, plus their workspaces (for revocations)
+
+    async def _want(self, room: str) -> None:
+        self._interest[room] += 1
+        if self._interest[room] == 1:
+            await self.broker.subscribe(room)
+
+    async def _unwant(self, room: str) -> None:
+        self._interest[room] -= 1
+        if self._interest[room] <= 0:
+            del self._interest[room]
+            await self.broker.unsubscribe(room)
+
+    # Gaps, resyncs, slow consumers
+
+    def _schedule_gap_fill(self, room: Room) -> None:
+        if room.name in self._gap_timers:
+            return
+        loop = asyncio.get_running_loop()
+        delay = GAP_WAIT * (1 + self._gap_attempts[room.name])
+        self._gap_timers[room.name] = loop.call_later(
+            delay, lambda: self._spawn(self._fill_gap(room))
+        )
+
+    async def _fill_gap(self, room: Room) -> None:
+        self._gap_timers.pop(room.name, None)
+        sequencer = room.sequencer
+        if sequencer is None or self.hub.rooms.get(room.name) is not room:
+            return
+        missing = sequencer.missing
+        if missing is None:
+            self._gap_attempts.pop(room.name, None)
+            return
+        low, high = missing
+        async with self.db.read() as conn:
+            events = await eventlog.read_events(
+                conn, room.name, after=low - 1, up_to=high, limit=READ_BATCH
+            )
+        self.metrics.gap_fills += 1
+        self.hub.fill(room, events)
+        if room.sequencer is not None and room.sequencer.missing is not None:
+            self._gap_attempts[room.name] += 1
+            if self._gap_attempts[room.name] >= GAP_ATTEMPTS:
+                self._gap_attempts.pop(room.name, None)
+                self._resync_room(room)
+            else:
+                self._schedule_gap_fill(room)
+        else:
+            self._gap_attempts.pop(room.name, None)
+
+    async def _catch_up(self, room: Room) -> None:
+        """Read everything after what the room has released, from the log (after an outage)."""
+        while room.sequencer is not None and self.hub.rooms.get(room.name) is room:
+            async with self.db.read() as conn:
+                events = await eventlog.read_events(
+                    conn, room.name, after=room.released, limit=READ_BATCH
+                )
+            if not events:
+                return
+            self.hub.fill(room, events)
+            if len(events) < READ_BATCH:
+                return
+
+    def _resync_room(self, room: Room) -> None:
+        """Continuity of ``room`` is lost here: tell its subscribers and end their subscriptions."""
+        payload = protocol.encode_resync(room.name, "continuity_lost")
+        outlets = [*room.live, *room.joining]
+        for outlet in outlets:
+            session = self.sessions.get(outlet.connection_id)
+            if session is not None and room.name in session.subscriptions:
+                self._end_subscription(session, room.name, None)
+                session.send(payload)
+
+    def _slow_consumer(self, outlet: Outlet) -> None:
+        session = self.sessions.get(outlet.connection_id)
+        if session is not None:
+            log.info("closing slow consumer %s", outlet.connection_id)
+            session.close_now(CLOSE_SLOW_CONSUMER, "slow consumer")
+
+    # Housekeeping
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    def _register_gauges(self) -> None:
+        m = self.metrics
+        m.gauge("liveboard_connections", "Open WebSocket connections.", lambda: len(self.sessions))
+        m.gauge("liveboard_subscriptions", "Room subscriptions.", self.hub.subscription_count)
+        m.gauge("liveboard_rooms", "Rooms with local subscribers.", lambda: len(self.hub.rooms))
+        m.gauge("liveboard_presence_rooms", "Rooms with presence.", self.presence.room_count)
+        m.gauge("liveboard_broker_up", "1 when the broker is reachable.", lambda: self.broker.up)

@@ -1,0 +1,210 @@
+"""One WebSocket connection: its identity, subscriptions, limits, heartbeat and token expiry.
+
+A ``Session`` never awaits on the hot path: replies and events are appended to its ``Outlet``
+and written at once. What it guarantees:
+
+* Messages of one connection are handled one at a time, in arrival order; each direct reply
+  echoes the message's ``id``.
+* A connection that sends more than ``RATE`` messages per second (bursts of ``BURST``) gets
+  ``rate_limited`` errors; one that keeps on (``ABUSE_BURST`` refused or invalid messages faster
+  than ``ABUSE_RATE`` per second) is closed with 1008.
+* Heartbeat: a ping frame every ``heartbeat_interval``; a peer silent for ``heartbeat_timeout``
+  after a ping is dropped (its presence leaves with it).
+* Expiry: the socket is closed with 4001 at the token's ``exp`` (within the loop's timer
+  precision) unless a ``refresh`` with a later token arrived first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from liveboard.auth import Principal
+from liveboard.ratelimit import TokenBucket
+from liveboard.realtime.frames import PING_FRAME, close_frame, text_frame
+from liveboard.realtime.hub import Outlet
+
+if TYPE_CHECKING:
+    from liveboard.config import Settings
+
+log = logging.getLogger("liveboard.session")
+
+# Limits
+RATE = 50.0
+BURST = 200.0
+ABUSE_RATE = 1.0
+ABUSE_BURST = 30.0
+
+# Close codes (CONTRACT §4)
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED = 1003
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_RESTARTING = 1012
+CLOSE_TOKEN_EXPIRED = 4001
+CLOSE_SLOW_CONSUMER = 4008
+
+
+class Session:
+    """State of one connection. Created by the endpoint after a successful upgrade."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        connection_id: str,
+        principal: Principal,
+        settings: Settings,
+    ) -> None:
+        self.ws = ws
+        self.connection_id = connection_id
+        self.principal = principal
+        self.outlet = Outlet(transport, connection_id, principal.user_id)
+        # room → workspace id, for revocation when a member is removed
+        self.subscriptions: dict[str, str] = {}
+        self.present_in: set[str] = set()
+        self.closing = False
+        self._transport = transport
+        self._settings = settings
+        now = time.monotonic()
+        self._bucket = TokenBucket(RATE, BURST, now)
+        self._abuse = TokenBucket(ABUSE_RATE, ABUSE_BURST, now)
+        self._loop = asyncio.get_running_loop()
+        self._last_seen = self._loop.time()
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._close_task: asyncio.Task[None] | None = None
+
+    @property
+    def user_id(self) -> str:
+        return self.principal.user_id
+
+    # Sending
+
+    def send(self, payload: bytes) -> None:
+        """Write one server message now (after anything already queued for this socket)."""
+        if self.closing:
+            return
+        self.outlet.pending.append(text_frame(payload))
+        self.outlet.flush()
+
+    def send_many(self, payloads: list[bytes]) -> None:
+        """Write several messages in one system call."""
+        if self.closing or not payloads:
+            return
+        self.outlet.pending.extend(text_frame(p) for p in payloads)
+        self.outlet.flush()
+
+    # Limits
+
+    def allow_message(self) -> bool:
+        """Spend one token of the message rate; False when over the limit."""
+        return self._bucket.take(time.monotonic())
+
+    def strike(self) -> bool:
+        """Count a refused or invalid message; False when abuse is persistent (close 1008)."""
+        return self._abuse.take(time.monotonic())
+
+    # Timers: heartbeat and expiry
+
+    def start_timers(self) -> None:
+        self.touch()
+        self._schedule_ping()
+        self.set_expiry(self.principal.expires_at)
+
+    def touch(self) -> None:
+        """Anything arrived from the peer: it is alive."""
+        self._last_seen = self._loop.time()
+
+    def _schedule_ping(self) -> None:
+        self._ping_timer = self._loop.call_later(self._settings.heartbeat_interval, self._ping)
+
+    def _ping(self) -> None:
+        if self.closing:
+            return
+        sent_at = self._loop.time()
+        self.outlet.pending.append(PING_FRAME)
+        self.outlet.flush()
+        self._ping_timer = self._loop.call_later(
+            self._settings.heartbeat_timeout, self._check_pong, sent_at
+        )
+
+    def _check_pong(self, sent_at: float) -> None:
+        if self.closing:
+            return
+        if self._last_seen >= sent_at:
+            delay = max(0.0, self._settings.heartbeat_interval - (self._loop.time() - sent_at))
+            self._ping_timer = self._loop.call_later(delay, self._ping)
+            return
+        log.info("dropping %s: no answer to ping", self.connection_id)
+        self.abort()
+
+    def set_expiry(self, expires_at: float) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        delay = max(0.0, expires_at - time.time())
+        self._expiry_timer = self._loop.call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        self.close(CLOSE_TOKEN_EXPIRED, "token expired")
+
+    # Closing
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Start a close handshake with ``code``; a peer that does not answer is cut off."""
+        if self.closing:
+            return
+        self.closing = True
+        self.outlet.closed = True
+        self._cancel_timers()
+        self._close_task = asyncio.ensure_future(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), 3.0)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        finally:
+            if not self._transport.is_closing():
+                self._transport.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait for a close handshake started by ``close`` to finish (bounded by its timeout)."""
+        if self._close_task is not None:
+            await asyncio.shield(self._close_task)
+
+    def close_now(self, code: int, reason: str = "") -> None:
+        """Write the close frame after whatever is queued, then cut the connection (4008)."""
+        if self.closing:
+            return
+        self.closing = True
+        self.outlet.closed = True
+        self._cancel_timers()
+        if not self._transport.is_closing():
+            self._transport.write(close_frame(code, reason))
+            # The peer may never read what is queued: give it a moment, then let go.
+            self._loop.call_later(2.0, self.abort)
+
+    def abort(self) -> None:
+        """Drop the connection without a handshake (dead peer)."""
+        self.closing = True
+        self.outlet.closed = True
+        self._cancel_timers()
+        if not self._transport.is_closing():
+            self._transport.abort()
+
+    def abort_timers(self) -> None:
+        """The connection is over: no more pings or expiry."""
+        self.closing = True
+        self.outlet.closed = True
+        self._cancel_timers()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._ping_timer, self._expiry_timer):
+            if timer is not None:
+                timer.cancel()
