@@ -11,7 +11,6 @@ Timeouts in tests scale with ``LIVEBOARD_TEST_TIMEOUT_FACTOR`` (default 1) for s
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -22,29 +21,26 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from liveboard.app import build_app
-from liveboard.auth import issue_token
 from liveboard.config import Settings
-
-TEST_SECRET = "liveboard-test-secret-0123456789abcdef"
-TIMEOUT_FACTOR = float(os.environ.get("LIVEBOARD_TEST_TIMEOUT_FACTOR", "1"))
-POSTGRES_ADMIN_URL = os.environ.get(
-    "LIVEBOARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+from tests.servers import server_factory
+from tests.support import (
+    POSTGRES_ADMIN_URL,
+    REQUIRE_POSTGRES,
+    TEST_SECRET,
+    TIMEOUT_FACTOR,
+    auth,
+    make_token,
+    timeout,
 )
-REQUIRE_POSTGRES = os.environ.get("LIVEBOARD_REQUIRE_POSTGRES") == "1"
 
-
-def timeout(seconds: float) -> float:
-    """A test timeout scaled for the machine."""
-    return seconds * TIMEOUT_FACTOR
-
-
-def make_token(user: str, *, name: str | None = None, ttl: float = 3600.0) -> str:
-    return issue_token(TEST_SECRET, user, name=name, ttl=ttl)
-
-
-def auth(user: str) -> dict[str, str]:
-    """Headers carrying a valid token for ``user``."""
-    return {"Authorization": f"Bearer {make_token(user)}"}
+__all__ = [
+    "TEST_SECRET",
+    "TIMEOUT_FACTOR",
+    "auth",
+    "make_token",
+    "server_factory",
+    "timeout",
+]
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +114,5 @@ async def app_client_factory() -> AsyncIterator[AppClientFactory]:
 
 
 @pytest.fixture
-async def client(
-    settings: Settings, app_client_factory: AppClientFactory
-) -> TestClient[Any, Any]:
+async def client(settings: Settings, app_client_factory: AppClientFactory) -> TestClient[Any, Any]:
     return await app_client_factory(settings)

@@ -1,0 +1,1 @@
+"""The WebSocket layer: protocol, ordering and recovery, hub, node, presence, brokers."""

@@ -1,0 +1,28 @@
+"""Constants and helpers shared by the test modules (tokens, timeouts, PostgreSQL location)."""
+
+from __future__ import annotations
+
+import os
+
+from liveboard.auth import issue_token
+
+TEST_SECRET = "liveboard-test-secret-0123456789abcdef"
+TIMEOUT_FACTOR = float(os.environ.get("LIVEBOARD_TEST_TIMEOUT_FACTOR", "1"))
+POSTGRES_ADMIN_URL = os.environ.get(
+    "LIVEBOARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REQUIRE_POSTGRES = os.environ.get("LIVEBOARD_REQUIRE_POSTGRES") == "1"
+
+
+def timeout(seconds: float) -> float:
+    """A test timeout scaled for the machine."""
+    return seconds * TIMEOUT_FACTOR
+
+
+def make_token(user: str, *, name: str | None = None, ttl: float = 3600.0) -> str:
+    return issue_token(TEST_SECRET, user, name=name, ttl=ttl)
+
+
+def auth(user: str) -> dict[str, str]:
+    """Headers carrying a valid token for ``user``."""
+    return {"Authorization": f"Bearer {make_token(user)}"}
