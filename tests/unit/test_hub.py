@@ -1,0 +1,215 @@
+"""The hub without sockets: ordering, joins, batching of writes and slow consumers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from liveboard.events import Event
+from liveboard.realtime.hub import Hub, Outlet, Room
+from liveboard.realtime.metrics import Metrics
+
+
+class FakeTransport:
+    """Records each write; ``backlog`` simulates bytes the peer has not read."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.backlog = 0
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.backlog
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def messages(self) -> list[dict[str, object]]:
+        """Decode the unmasked text frames written so far."""
+        out: list[dict[str, object]] = []
+        data = b"".join(self.writes)
+        while data:
+            assert data[0] == 0x81, "a final text frame"
+            length = data[1]
+            start = 2
+            if length == 126:
+                length, start = int.from_bytes(data[2:4], "big"), 4
+            elif length == 127:
+                length, start = int.from_bytes(data[2:10], "big"), 10
+            out.append(json.loads(data[start : start + length]))
+            data = data[start + length :]
+        return out
+
+    def offsets(self) -> list[object]:
+        return [m["offset"] for m in self.messages()]
+
+
+def ev(offset: int, room: str = "project:p1", epoch: str = "e1") -> Event:
+    return Event(
+        type="task:deleted",
+        room=room,
+        offset=offset,
+        epoch=epoch,
+        ts=0,
+        user_id="u",
+        data={"taskId": f"t{offset}"},
+    )
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.gaps: list[str] = []
+        self.resyncs: list[str] = []
+        self.slow: list[str] = []
+
+    def gap(self, room: Room) -> None:
+        self.gaps.append(room.name)
+
+    def resync(self, room: Room) -> None:
+        self.resyncs.append(room.name)
+
+    def slow_consumer(self, outlet: Outlet) -> None:
+        outlet.closed = True
+        self.slow.append(outlet.connection_id)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def hub(recorder: Recorder) -> Hub:
+    return Hub(
+        Metrics(),
+        slow_consumer_bytes=1000,
+        on_slow_consumer=recorder.slow_consumer,
+        on_gap=recorder.gap,
+        on_resync=recorder.resync,
+    )
+
+
+def live_subscriber(hub: Hub, name: str, room: str = "project:p1", at: int = 0) -> FakeTransport:
+    transport = FakeTransport()
+    outlet = Outlet(transport, name, "u")
+    joined = hub.join(room, outlet)
+    hub.start_sequence(joined, "e1", at)
+    assert hub.take_held(joined, outlet) == []
+    hub.complete_join(joined, outlet, at)
+    assert outlet in joined.live
+    return transport
+
+
+def test_events_reach_every_subscriber_in_order_once(hub: Hub) -> None:
+    a, b = live_subscriber(hub, "a"), live_subscriber(hub, "b")
+    hub.deliver([ev(1), ev(2)])
+    hub.deliver([ev(2), ev(3)])  # a duplicate from the broker
+    assert a.offsets() == b.offsets() == [1, 2, 3]
+
+
+def test_one_write_per_socket_per_delivery(hub: Hub) -> None:
+    a = live_subscriber(hub, "a")
+    hub.deliver([ev(1), ev(2), ev(3)])
+    assert len(a.writes) == 1
+    assert a.offsets() == [1, 2, 3]
+
+
+def test_the_same_frame_bytes_go_to_every_socket(hub: Hub) -> None:
+    transports = [live_subscriber(hub, f"s{i}") for i in range(5)]
+    hub.deliver([ev(1)])
+    frames = {t.writes[0] for t in transports}
+    assert len(frames) == 1
+    first = transports[0].writes[0]
+    assert all(t.writes[0] is first for t in transports)  # one encode, shared
+
+
+def test_a_gap_is_reported_and_filled(hub: Hub, recorder: Recorder) -> None:
+    a = live_subscriber(hub, "a")
+    hub.deliver([ev(1), ev(3)])
+    assert a.offsets() == [1]
+    assert recorder.gaps == ["project:p1"]
+    room = hub.rooms["project:p1"]
+    assert room.sequencer is not None
+    assert room.sequencer.missing == (2, 2)
+    hub.fill(room, [ev(2)])
+    assert a.offsets() == [1, 2, 3]
+
+
+def test_other_rooms_are_ignored(hub: Hub) -> None:
+    a = live_subscriber(hub, "a")
+    hub.deliver([ev(1, room="project:other"), ev(1)])
+    assert a.offsets() == [1]
+
+
+def test_events_before_the_position_is_known_are_held_then_released(hub: Hub) -> None:
+    transport = FakeTransport()
+    outlet = Outlet(transport, "a", "u")
+    room = hub.join("project:p1", outlet)
+    hub.deliver([ev(5), ev(6)])  # arrive while the log is being read
+    hub.start_sequence(room, "e1", 5)  # the log said: last offset 5
+    assert [e.offset for e in hub.take_held(room, outlet)] == [6]
+    hub.complete_join(room, outlet, 6)
+    hub.deliver([ev(7)])
+    assert transport.offsets() == [7]
+
+
+def test_a_joiner_ahead_of_the_room_skips_what_it_was_sent(hub: Hub) -> None:
+    live = live_subscriber(hub, "live", at=3)
+    transport = FakeTransport()
+    outlet = Outlet(transport, "joiner", "u")
+    room = hub.join("project:p1", outlet)
+    # The joiner's history read reached offset 5 while the broker has delivered only 3.
+    hub.complete_join(room, outlet, 5)
+    assert outlet in room.joining
+    hub.deliver([ev(4), ev(5), ev(6)])
+    assert live.offsets() == [4, 5, 6]
+    assert transport.offsets() == [6]
+    assert outlet in room.live
+
+
+def test_slow_consumer_is_reported_and_gets_nothing_more(hub: Hub, recorder: Recorder) -> None:
+    slow, fast = live_subscriber(hub, "slow"), live_subscriber(hub, "fast")
+    slow.backlog = 5000
+    hub.deliver([ev(1)])
+    assert recorder.slow == ["slow"]
+    hub.deliver([ev(2)])
+    assert slow.offsets() == [1]
+    assert fast.offsets() == [1, 2]
+
+
+def test_epoch_change_asks_for_resync(hub: Hub, recorder: Recorder) -> None:
+    live_subscriber(hub, "a")
+    hub.deliver([ev(1), ev(1, epoch="e2")])
+    assert recorder.resyncs == ["project:p1"]
+
+
+def test_leave_drops_the_empty_room(hub: Hub) -> None:
+    transport = FakeTransport()
+    outlet = Outlet(transport, "a", "u")
+    hub.join("project:p1", outlet)
+    assert hub.subscription_count() == 1
+    assert hub.leave("project:p1", outlet) is True
+    assert hub.rooms == {}
+    assert hub.leave("project:p1", outlet) is False
+
+
+def test_send_to_room_reaches_live_subscribers_only(hub: Hub) -> None:
+    live = live_subscriber(hub, "a")
+    joining = FakeTransport()
+    hub.join("project:p1", Outlet(joining, "b", "u"))
+    hub.send_to_room("project:p1", b'{"type":"presence:update"}')
+    assert live.messages() == [{"type": "presence:update"}]
+    assert joining.writes == []
+
+
+def test_metrics_count_deliveries_and_latency(hub: Hub) -> None:
+    live_subscriber(hub, "a")
+    live_subscriber(hub, "b")
+    hub.deliver([ev(1), ev(2)])
+    metrics = hub._metrics
+    assert metrics.messages_sent == 4
+    assert metrics.delivery_latency.count == 2
