@@ -46,6 +46,11 @@ GAP_WAIT = 0.05
 GAP_ATTEMPTS = 5
 #: Events read from the log per query while recovering a subscriber.
 READ_BATCH = 1000
+#: How often the node compares each active room's released offset with the log's head. This
+#: is what delivers an event whose publisher died between commit and publish (CONTRACT §5.5),
+#: and what catches up rooms whose broker messages were lost: one indexed query per period
+#: for all active rooms of the instance.
+AUDIT_INTERVAL = 1.0
 #: How long a graceful shutdown spreads its 1012 closes over, so clients do not return at once.
 SHUTDOWN_SPREAD = 2.0
 
@@ -75,12 +80,14 @@ class Node:
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
         self._gap_attempts: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._audit_task: asyncio.Task[None] | None = None
         self._register_gauges()
 
     # Lifecycle
 
     async def start(self) -> None:
         await self.broker.start()
+        self._audit_task = asyncio.ensure_future(self._audit_forever())
 
     async def shutdown(self) -> None:
         """Refuse new connections, close every socket with 1012 (spread out), stop the broker.
@@ -99,6 +106,8 @@ class Node:
             await asyncio.sleep(0.2)
         for timer in self._gap_timers.values():
             timer.cancel()
+        if self._audit_task is not None:
+            self._audit_task.cancel()
         await self.broker.aclose()
         await self.presence.aclose()
 
@@ -399,6 +408,31 @@ class Node:
             self.hub.fill(room, events)
             if len(events) < READ_BATCH:
                 return
+
+    async def _audit_forever(self) -> None:
+        while True:
+            await asyncio.sleep(AUDIT_INTERVAL)
+            try:
+                await self.audit()
+            except Exception:  # the database may be briefly unavailable; try again next period
+                log.warning("room audit failed", exc_info=True)
+
+    async def audit(self) -> None:
+        """Deliver from the log whatever an active room has not released yet."""
+        rooms = [r for r in self.hub.rooms.values() if r.sequencer is not None]
+        if not rooms:
+            return
+        async with self.db.read() as conn:
+            heads = await eventlog.room_positions(conn, [r.name for r in rooms])
+        for room in rooms:
+            head = heads.get(room.name)
+            if (
+                head is not None
+                and head.offset > room.released
+                and room.name not in self._gap_timers
+            ):
+                self.metrics.catch_ups += 1
+                await self._catch_up(room)
 
     def _resync_room(self, room: Room) -> None:
         """Continuity of ``room`` is lost here: tell its subscribers and end their subscriptions."""
