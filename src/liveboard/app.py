@@ -36,7 +36,7 @@ from liveboard.tasks.service import TaskService
 SETTINGS_KEY: Final = web.AppKey("settings", Settings)
 DATABASE_KEY: Final = web.AppKey("database", Database)
 METRICS_KEY: Final = web.AppKey("metrics", Metrics)
-WEB_DIR: Final = Path(__file__).parent / "web"
+STATIC_DIR: Final = Path(__file__).parent / "web" / "static"
 
 
 class _Tee:
@@ -76,9 +76,11 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_static("/static/", STATIC_DIR, append_version=False)
     if settings.dev:
         assert settings.jwt_secret is not None  # with_dev_defaults guarantees a secret
         app.router.add_get("/api/dev/token", dev.dev_token_handler(settings.jwt_secret))
+        app.router.add_get("/", demo_board)
     return app
 
 
@@ -114,6 +116,11 @@ async def _close_sockets(app: web.Application) -> None:
     node = app.get(NODE_KEY)
     if node is not None:
         await node.shutdown()
+
+
+async def demo_board(request: web.Request) -> web.StreamResponse:
+    """The demo board (``--dev`` only)."""
+    return web.FileResponse(STATIC_DIR / "index.html")
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
