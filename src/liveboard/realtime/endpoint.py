@@ -8,8 +8,11 @@ forgets it (subscriptions and presence end with it).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
+import socket
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -30,6 +33,9 @@ from liveboard.realtime.session import (
 )
 
 log = logging.getLogger("liveboard.ws")
+
+#: Kernel send buffer per WebSocket (Linux doubles it): enough for bursts at full speed.
+KERNEL_SEND_BUFFER = 256 * 1024
 
 NODE_KEY: Final = web.AppKey("node", Node)
 WS_SETTINGS_KEY: Final = web.AppKey("ws_settings", Settings)
@@ -77,6 +83,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None:  # the peer left during the handshake
         return ws
+    _bound_kernel_buffer(transport)
     session = Session(ws, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings)
     node.register(session)
     session.send(protocol.encode_connected(session.connection_id, principal.user_id))
@@ -91,6 +98,18 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         await session.wait_closed()
         session.abort_timers()
     return ws
+
+
+def _bound_kernel_buffer(transport: asyncio.Transport) -> None:
+    """Cap the kernel's send buffer so that the slow-consumer bound means what it says.
+
+    The hub closes a socket whose unsent bytes in user space pass ``slow_consumer_bytes``; Linux
+    would otherwise let the kernel's own buffer autotune up to several MiB on top of that.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
 
 
 async def _message_loop(request: web.Request, node: Node, session: Session) -> None:

@@ -88,7 +88,8 @@ class Metrics:
         )
         counter("liveboard_catch_ups_total", "Rooms caught up from the event log.", self.catch_ups)
         for name, (help_text, read) in sorted(self._gauges.items()):
-            lines.extend((f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {read()}"))
+            value = float(read())
+            lines.extend((f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"))
         h = self.delivery_latency
         name = "liveboard_delivery_latency_seconds"
         lines.append(f"# HELP {name} Commit time to frame written, per event fanned out.")
