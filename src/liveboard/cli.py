@@ -12,18 +12,17 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from liveboard import __version__
-from liveboard.app import build_app
-from liveboard.auth import issue_token
 from liveboard.config import DEV_JWT_SECRET, Settings, load_settings
 from liveboard.errors import ConfigError
-from liveboard.logs import AccessLogger, configure_logging
-from liveboard.store.database import Database
-from liveboard.store.migrations import migrate
+from liveboard.logs import configure_logging
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+# The server stack is imported inside the commands that need it: `liveboard token` stays fast.
 
 log = logging.getLogger("liveboard")
 
@@ -80,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError("LIVEBOARD_JWT_SECRET is not set (or pass --dev)")
             if args.ttl <= 0:
                 raise ConfigError("--ttl must be positive")
+            from liveboard.auth import issue_token
+
             print(issue_token(secret, args.sub, name=args.name, ttl=args.ttl))
             return 0
         settings = load_settings()
@@ -99,6 +100,9 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 async def run_migrations(settings: Settings) -> int:
+    from liveboard.store.database import Database
+    from liveboard.store.migrations import migrate
+
     db = Database(settings.database_url)
     try:
         applied = await migrate(db)
@@ -110,6 +114,11 @@ async def run_migrations(settings: Settings) -> int:
 
 async def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT, then stop gracefully: refuse new connections, close sockets."""
+    from aiohttp import web
+
+    from liveboard.app import build_app
+    from liveboard.logs import AccessLogger
+
     app = build_app(settings)
     runner = web.AppRunner(
         app,

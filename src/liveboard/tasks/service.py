@@ -248,7 +248,10 @@ class TaskService:
             task = await records.get_task(conn, task_id)
             if task is None:
                 raise errors.not_found("task not found")
-            await self._visible_project(conn, task.project_id, actor)
+            try:
+                await self._visible_project(conn, task.project_id, actor)
+            except errors.ApiError:
+                raise errors.not_found("task not found") from None
             return task
 
     async def update_task(
