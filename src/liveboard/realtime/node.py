@@ -72,7 +72,7 @@ class Node:
         self.broker: Broker = create_broker(
             settings.redis_url, self, instance_id=settings.instance_id
         )
-        self.presence: PresenceManager = MemoryPresence(self)
+        self.presence: PresenceManager = self._presence_manager(settings)
         self.sessions: dict[str, Session] = {}
         self.by_user: dict[str, dict[Session, None]] = {}
         self.accepting = True
@@ -83,10 +83,25 @@ class Node:
         self._audit_task: asyncio.Task[None] | None = None
         self._register_gauges()
 
+    def _presence_manager(self, settings: Settings) -> PresenceManager:
+        if settings.redis_url is None:
+            return MemoryPresence(self)
+        from liveboard.realtime.presence_redis import RedisPresence
+
+        return RedisPresence(
+            settings.redis_url,
+            self,
+            instance_id=settings.instance_id,
+            active_rooms=lambda: self.hub.rooms.keys(),
+            signal=self.broker.publish_presence,
+            available=lambda: self.broker.up,
+        )
+
     # Lifecycle
 
     async def start(self) -> None:
         await self.broker.start()
+        await self.presence.start()
         self._audit_task = asyncio.ensure_future(self._audit_forever())
 
     async def shutdown(self) -> None:
@@ -108,8 +123,8 @@ class Node:
             timer.cancel()
         if self._audit_task is not None:
             self._audit_task.cancel()
+        await self.presence.aclose()  # before the broker: it signals the other instances
         await self.broker.aclose()
-        await self.presence.aclose()
 
     # EventPublisher: the task service hands committed events here
 
@@ -131,6 +146,9 @@ class Node:
         for room in list(self.hub.rooms.values()):
             self.metrics.catch_ups += 1
             self._spawn(self._catch_up(room))
+
+    def on_presence_signal(self, room: str) -> None:
+        self.presence.on_signal(room)
 
     # PresenceListener
 

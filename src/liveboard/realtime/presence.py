@@ -104,6 +104,12 @@ class PresenceManager(Protocol):
 
     async def leave(self, room: str, connection_id: str) -> None: ...
 
+    async def start(self) -> None: ...
+
+    def on_signal(self, room: str) -> None:
+        """Another instance changed ``room``'s presence."""
+        ...
+
     async def leave_rooms(self, rooms: Iterable[str], connection_id: str) -> None:
         """Remove a connection from several rooms (on disconnect)."""
         ...
@@ -150,6 +156,12 @@ class MemoryPresence:
     async def leave_rooms(self, rooms: Iterable[str], connection_id: str) -> None:
         for room in list(rooms):
             await self.leave(room, connection_id)
+
+    async def start(self) -> None:
+        return None
+
+    def on_signal(self, room: str) -> None:
+        return None  # one instance: nobody else changes presence
 
     def users(self, room: str) -> list[User]:
         presence = self._rooms.get(room)

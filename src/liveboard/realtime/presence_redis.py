@@ -66,6 +66,7 @@ class RedisPresence:
         instance_id: str,
         active_rooms: Callable[[], Iterable[str]],
         signal: Callable[[str], Awaitable[None]],
+        available: Callable[[], bool] = lambda: True,
     ) -> None:
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             redis_url, socket_connect_timeout=1.0, socket_timeout=2.0
@@ -74,12 +75,18 @@ class RedisPresence:
         self._instance = instance_id
         self._active_rooms = active_rooms
         self._signal = signal
+        # While the broker knows Redis is down, skip Redis here instead of waiting on timeouts;
+        # the heartbeat re-asserts every local entry once Redis is back.
+        self._available = available
         # room → connection id → (user id, name): this instance's entries, the authority for them
         self._local: dict[str, dict[str, tuple[str, str]]] = {}
         # room → user id → name: the merged view this instance last showed its subscribers
         self._views: dict[str, dict[str, str]] = {}
         # room → remote users as last read, kept while Redis is unreachable
         self._remote: dict[str, dict[str, str]] = {}
+        # Writes Redis missed (it was down): re-done by the next successful heartbeat.
+        self._dirty = False
+        self._stale: dict[str, set[str]] = {}  # room → our fields to delete
         self._pending: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -94,13 +101,16 @@ class RedisPresence:
         self, room: str, connection_id: str, user_id: str, name: str
     ) -> tuple[list[User], bool]:
         self._local.setdefault(room, {})[connection_id] = (user_id, name)
+        field = f"{self._instance}:{connection_id}"
+        self._stale.get(room, set()).discard(field)
+        if not self._available():
+            self._dirty = True
+            changed = await self.refresh(room)
+            return sorted(self._views.get(room, {}).items()), changed
         try:
-            await self._redis.hset(
-                KEY_PREFIX + room,
-                f"{self._instance}:{connection_id}",
-                _encode(_Entry(user_id, name)),
-            )
+            await self._redis.hset(KEY_PREFIX + room, field, _encode(_Entry(user_id, name)))
         except (RedisError, OSError):
+            self._dirty = True
             log.debug("presence join not written to Redis", exc_info=True)
         changed = await self.refresh(room)
         await self._notify(room)
@@ -113,9 +123,17 @@ class RedisPresence:
         del entries[connection_id]
         if not entries:
             del self._local[room]
+        field = f"{self._instance}:{connection_id}"
+        if not self._available():
+            self._stale.setdefault(room, set()).add(field)
+            self._dirty = True
+            await self.refresh(room)
+            return
         try:
-            await self._redis.hdel(KEY_PREFIX + room, f"{self._instance}:{connection_id}")
+            await self._redis.hdel(KEY_PREFIX + room, field)
         except (RedisError, OSError):
+            self._stale.setdefault(room, set()).add(field)
+            self._dirty = True
             log.debug("presence leave not written to Redis", exc_info=True)
         await self.refresh(room)
         await self._notify(room)
@@ -196,6 +214,8 @@ class RedisPresence:
 
     async def _read_remote(self, room: str) -> dict[str, str]:
         now = time.time()
+        if not self._available():
+            return self._remote.get(room, {})
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(KEY_PREFIX + room)
@@ -246,21 +266,33 @@ class RedisPresence:
             pipe.zadd(INSTANCES_KEY, {self._instance: time.time()})
             pipe.set(MARKER_PREFIX + self._instance, b"1", ex=int(INSTANCE_TTL * 3), get=True)
             _, previous = await pipe.execute()
-        if previous is None:
+        if previous is None or self._dirty:
             await self._reassert()
 
     async def _reassert(self) -> None:
-        """Write every local entry again (first start, or Redis restarted empty)."""
-        if not self._local:
+        """Make Redis hold exactly our local entries again (first start, Redis restarted empty,
+        or writes missed while it was unreachable)."""
+        self._dirty = False
+        stale, self._stale = self._stale, {}
+        if not self._local and not stale:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for room, entries in self._local.items():
-                mapping = {
-                    f"{self._instance}:{c}": _encode(_Entry(u, n)) for c, (u, n) in entries.items()
-                }
-                pipe.hset(KEY_PREFIX + room, mapping=cast(Any, mapping))
-            await pipe.execute()
-        for room in list(self._local):
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for room, fields in stale.items():
+                    pipe.hdel(KEY_PREFIX + room, *fields)
+                for room, entries in self._local.items():
+                    mapping = {
+                        f"{self._instance}:{c}": _encode(_Entry(u, n))
+                        for c, (u, n) in entries.items()
+                    }
+                    pipe.hset(KEY_PREFIX + room, mapping=cast(Any, mapping))
+                await pipe.execute()
+        except BaseException:
+            self._dirty = True
+            for room, fields in stale.items():
+                self._stale.setdefault(room, set()).update(fields)
+            raise
+        for room in set(self._local) | set(stale):
             await self._notify(room)
 
 

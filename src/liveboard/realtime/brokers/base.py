@@ -28,6 +28,10 @@ class BrokerHandler(Protocol):
         """The broker came back after an outage: anything may have been missed meanwhile."""
         ...
 
+    def on_presence_signal(self, room: str) -> None:
+        """Another instance changed the presence of ``room`` (re-read it)."""
+        ...
+
 
 class Broker(Protocol):
     """Publish events; receive those of the rooms this instance subscribes to."""
@@ -42,11 +46,27 @@ class Broker(Protocol):
     async def start(self) -> None: ...
 
     async def publish(self, events: Sequence[Event]) -> None:
-        """Hand events to every instance. Never raises for an outage: the log has them."""
+        """Hand events to every instance. Never raises for an outage: the log has them.
+
+        The events reach this instance's handler before ``publish`` returns, whatever the
+        broker's state (CONTRACT §5.4: local subscribers never wait for Redis).
+        """
+        ...
+
+    async def publish_presence(self, room: str) -> None:
+        """Tell the other instances subscribed to ``room`` that its presence changed here.
+
+        Best effort: a lost signal is repaired by the presence manager's periodic refresh.
+        """
         ...
 
     async def subscribe(self, room: str) -> None:
-        """Start receiving ``room``'s events (idempotent)."""
+        """Start receiving ``room``'s events (idempotent).
+
+        Returns once the subscription is active, so an event published after it returns is
+        received. If the broker is down it returns at once; ``on_broker_restored`` follows
+        once the subscription is active again.
+        """
         ...
 
     async def unsubscribe(self, room: str) -> None:

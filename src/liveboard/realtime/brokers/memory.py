@@ -28,6 +28,9 @@ class MemoryBroker:
         if not self._closed and events:
             self._handler.on_events(events)
 
+    async def publish_presence(self, room: str) -> None:
+        return None  # one instance: there is nobody else to tell
+
     async def subscribe(self, room: str) -> None:
         return None  # every event reaches the node anyway
 

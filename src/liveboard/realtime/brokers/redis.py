@@ -1,0 +1,450 @@
+"""The Redis broker: events travel between instances over Redis pub/sub, one channel per room.
+
+Each room ``R`` is the channel ``liveboard:room:R``; a message is one event's ``encode_event``
+bytes. Guarantees, on top of those of ``base.Broker``:
+
+* ``publish`` first hands the events to the local handler, so subscribers on this instance get
+  them whatever the state of Redis (CONTRACT §5.4), then PUBLISHes them in one round trip. It
+  never raises for an outage and waits at most ``PUBLISH_TIMEOUT`` for Redis: on failure the
+  events are dropped (the log has them) and the broker is marked down. The instance also gets its
+  own events back from Redis; the node drops those duplicates by offset.
+* The last dropped event of each room is published again once Redis answers, so that other
+  instances see the hole and fill it from the log even if their own connection never broke.
+* ``subscribe`` returns once Redis has confirmed the SUBSCRIBE, so an event published after it
+  returns is received. While the subscriber connection is down it returns at once: the room is
+  remembered, subscribed again on reconnection, and ``on_broker_restored`` follows.
+* The subscriber connection is re-established forever, with jittered exponential backoff from
+  ``BACKOFF_MIN`` to ``BACKOFF_MAX`` seconds. Once every wanted channel is subscribed again the
+  broker is ``up`` and calls ``handler.on_broker_restored()``, after which the node reads what it
+  missed from the log. An idle connection is PINGed, so a silent network failure is noticed too.
+* Messages already received are delivered in one ``on_events`` call per read (at most
+  ``MAX_BATCH`` events), without waiting for more. Malformed payloads are logged and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection, parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from liveboard.events import Event, decode_event, encode_event
+from liveboard.realtime.brokers.base import BrokerHandler
+
+log = logging.getLogger("liveboard.broker.redis")
+
+#: Channel of room ``R``: ``liveboard:room:R``.
+CHANNEL_PREFIX: Final = "liveboard:room:"
+#: Payloads on a room's channel that start with this are presence signals, not events (events
+#: are JSON objects and start with ``{``); the instance id follows.
+PRESENCE_SIGNAL: Final = b"presence:"
+
+# Timeouts (seconds)
+CONNECT_TIMEOUT: Final = 1.0
+SOCKET_TIMEOUT: Final = 2.0
+#: Longest a ``publish`` waits for Redis (a REST request is waiting on it).
+PUBLISH_TIMEOUT: Final = 1.0
+#: Longest a SUBSCRIBE/UNSUBSCRIBE waits for its confirmation before the link is deemed broken.
+CONFIRM_TIMEOUT: Final = 2.0
+#: An idle subscriber connection, and a publisher known to be down, are PINGed this often.
+PING_INTERVAL: Final = 1.0
+PING_TIMEOUT: Final = 2.0
+#: ``start`` waits this long for the first connection (it never fails: Redis may come later).
+START_TIMEOUT: Final = 1.0
+#: ``aclose`` waits this long for publishes in progress.
+CLOSE_TIMEOUT: Final = 2.0
+BACKOFF_MIN: Final = 0.1
+BACKOFF_MAX: Final = 2.0
+
+# Limits
+MAX_BATCH: Final = 1000
+MAX_UNSENT_ROOMS: Final = 10_000
+
+#: What an unreachable or misbehaving Redis raises (``asyncio.TimeoutError`` is ``TimeoutError``).
+_REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
+
+
+def channel_of(room: str) -> bytes:
+    """The pub/sub channel that carries ``room``'s events."""
+    return (CHANNEL_PREFIX + room).encode()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class RedisBroker:
+    """Carries events between instances through Redis pub/sub; see the module docstring."""
+
+    name = "redis"
+
+    def __init__(self, redis_url: str, handler: BrokerHandler, *, instance_id: str) -> None:
+        self._handler = handler
+        self._presence_payload = PRESENCE_SIGNAL + instance_id.encode()
+        url_options = parse_url(redis_url)
+
+        def pool(retries: int, role: str) -> ConnectionPool:
+            # The URL may tune timeouts; the protocol and retries are what this code relies on.
+            options: dict[str, Any] = {
+                "socket_connect_timeout": CONNECT_TIMEOUT,
+                "socket_timeout": SOCKET_TIMEOUT,
+                "client_name": f"liveboard:{instance_id}:{role}",
+                **url_options,
+                "protocol": 2,  # the reader parses RESP2 pub/sub replies
+                "retry": Retry(NoBackoff(), retries),
+            }
+            return ConnectionPool(**options)
+
+        # One retry on a fresh connection: a pooled connection may be stale after a restart.
+        self._publisher = Redis(connection_pool=pool(1, "pub"))
+        # No hidden retries on the subscriber side: every reconnect goes through the supervisor,
+        # which re-subscribes and calls ``on_broker_restored``.
+        self._subscriber_pool = pool(0, "sub")
+        #: Times the subscriber connection was re-established after being up.
+        self.reconnects = 0
+        #: ``publish`` calls (and re-sends) whose PUBLISH failed.
+        self.publish_failures = 0
+        #: Messages on a room channel that were not a valid event.
+        self.malformed_messages = 0
+
+        self._closed = False
+        self._closing = False
+        self._wanted: set[bytes] = set()
+        self._conn: AbstractConnection | None = None  # the subscriber connection, once open
+        self._command_lock = asyncio.Lock()  # one SUBSCRIBE/UNSUBSCRIBE in flight at a time
+        self._waiter: tuple[bytes, bytes, asyncio.Future[None]] | None = None
+        self._subscriber_up = False
+        self._session_was_up = False
+        self._ever_up = False
+        self._started = asyncio.Event()
+        self._publisher_down = False
+        self._unsent: dict[str, Event] = {}  # room → last event whose PUBLISH failed
+        self._reported_up: bool | None = None
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def up(self) -> bool:
+        """True when both the subscriber connection and the last publish (or PING) succeeded."""
+        return self._subscriber_up and not self._publisher_down and not self._closed
+
+    async def start(self) -> None:
+        """Start the subscriber and health tasks; wait up to ``START_TIMEOUT`` to be ``up``."""
+        if self._supervisor is not None or self._closed:
+            return
+        self._supervisor = asyncio.create_task(self._supervise(), name="redis-broker-supervisor")
+        self._watcher = asyncio.create_task(self._watch_publisher(), name="redis-broker-watcher")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(START_TIMEOUT):
+                await self._started.wait()
+
+    # Publishing
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Deliver locally at once, then PUBLISH; never raises for an outage (see module doc)."""
+        if self._closed or not events:
+            return
+        self._deliver(events)
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            await self._send(events)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+
+    async def publish_presence(self, room: str) -> None:
+        """Signal a presence change of ``room`` to the other instances (best effort)."""
+        if self._closed:
+            return
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await self._publisher.publish(channel_of(room), self._presence_payload)
+        except _REDIS_ERRORS:
+            pass  # the presence manager's periodic refresh repairs it
+
+    async def flush(self, timeout: float) -> None:  # noqa: ASYNC109 (bounded by design)
+        """Wait (at most ``timeout`` s) for publishes in progress and re-send dropped events."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+                if self._unsent and not self._publisher_down:
+                    await self._send_unsent()
+
+    async def _send(self, events: Sequence[Event]) -> bool:
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                if len(events) == 1:
+                    await self._publisher.publish(
+                        channel_of(events[0].room), encode_event(events[0])
+                    )
+                else:
+                    pipe = self._publisher.pipeline(transaction=False)
+                    for event in events:
+                        pipe.publish(channel_of(event.room), encode_event(event))
+                    await pipe.execute()
+        except _REDIS_ERRORS as exc:
+            self.publish_failures += 1
+            for event in events:
+                self._remember_unsent(event)
+            if not self._publisher_down:
+                self._publisher_down = True
+                self._report(f"publish failed: {_describe(exc)}")
+            return False
+        if self._publisher_down:
+            self._publisher_down = False
+            self._report()
+        return True
+
+    def _remember_unsent(self, event: Event) -> None:
+        previous = self._unsent.pop(event.room, None)
+        if previous is not None and previous.offset > event.offset:
+            event = previous
+        elif previous is None and len(self._unsent) >= MAX_UNSENT_ROOMS:
+            del self._unsent[next(iter(self._unsent))]
+        self._unsent[event.room] = event
+
+    async def _send_unsent(self) -> None:
+        unsent, self._unsent = self._unsent, {}
+        sent = False
+        try:
+            sent = await self._send(list(unsent.values()))
+        finally:
+            if not sent:  # failed or cancelled: keep them, unless a newer one came meanwhile
+                for room, event in unsent.items():
+                    self._unsent.setdefault(room, event)
+
+    async def _watch_publisher(self) -> None:
+        """While publishing is known to fail, PING so that ``up`` comes back without traffic."""
+        while not self._closed:
+            await asyncio.sleep(PING_INTERVAL)
+            try:
+                if self._publisher_down:
+                    async with asyncio.timeout(PUBLISH_TIMEOUT):
+                        await self._publisher.ping()
+                    self._publisher_down = False
+                    self._report()
+                if self._unsent and not self._publisher_down:
+                    await self._send_unsent()
+            except _REDIS_ERRORS:
+                continue
+            except Exception:
+                log.exception("Redis publisher health check failed")
+
+    # Subscribing
+
+    async def subscribe(self, room: str) -> None:
+        """Returns once Redis confirmed the SUBSCRIBE, or at once while disconnected."""
+        if self._closed:
+            return
+        channel = channel_of(room)
+        self._wanted.add(channel)
+        # Shielded: a caller cancelled mid-command must not break the shared connection.
+        await asyncio.shield(self._command(b"subscribe", channel))
+
+    async def unsubscribe(self, room: str) -> None:
+        """Returns once Redis confirmed the UNSUBSCRIBE, or at once while disconnected."""
+        if self._closed:
+            return
+        channel = channel_of(room)
+        self._wanted.discard(channel)
+        await asyncio.shield(self._command(b"unsubscribe", channel))
+
+    async def _command(self, kind: bytes, channel: bytes) -> None:
+        # Serialised, so the next confirmation read for ``channel`` is this command's.
+        async with self._command_lock:
+            if (kind == b"subscribe") != (channel in self._wanted):
+                return  # overtaken by a later call for the same room, queued behind this one
+            conn = self._conn
+            if conn is None or not conn.is_connected:
+                return  # the next session subscribes every wanted channel
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiter = (kind, channel, future)
+            try:
+                await conn.send_command(kind.upper(), channel)
+                await asyncio.wait_for(future, CONFIRM_TIMEOUT)
+            except Exception:
+                # Not sent (the reader may even have closed the connection meanwhile) or not
+                # confirmed: the link is broken. End the session: a reconnect and a catch-up follow.
+                if self._conn is conn and self._reader is not None:
+                    self._reader.cancel()
+            finally:
+                self._waiter = None
+
+    async def _supervise(self) -> None:
+        """Run subscriber sessions forever, restarting a dead one after a jittered backoff."""
+        delay = BACKOFF_MIN
+        while not self._closed:
+            reader = asyncio.create_task(self._session(), name="redis-broker-reader")
+            self._reader = reader
+            try:
+                await asyncio.wait({reader})
+            except asyncio.CancelledError:
+                reader.cancel()
+                raise
+            if self._closed:
+                return
+            error = None if reader.cancelled() else reader.exception()
+            if error is not None and not isinstance(error, _REDIS_ERRORS):
+                log.error("Redis subscriber failed unexpectedly", exc_info=error)
+            if self._session_was_up:
+                delay = BACKOFF_MIN
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _session(self) -> None:
+        """One subscriber connection: subscribe every wanted channel, read until it breaks."""
+        self._session_was_up = False
+        pool = self._subscriber_pool
+        conn: AbstractConnection = pool.make_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+            async with self._command_lock:
+                # Snapshot and publication of ``_conn`` together: a later subscribe sends its own.
+                channels = sorted(self._wanted)
+                self._conn = conn
+                if channels:
+                    await conn.send_command("SUBSCRIBE", *channels)
+            await self._read(conn, set(channels), restore=self._ever_up or bool(channels))
+        except _REDIS_ERRORS as exc:
+            self._end_session(conn, _describe(exc))
+            raise
+        finally:
+            self._end_session(conn, "subscriber connection closed")
+            with contextlib.suppress(*_REDIS_ERRORS):
+                await conn.disconnect(nowait=True)
+
+    async def _read(self, conn: AbstractConnection, pending: set[bytes], *, restore: bool) -> None:
+        pinged = False
+        if not pending:
+            self._session_up(restore)
+        while not self._closed:
+            reply = await conn.read_response(timeout=PING_TIMEOUT if pinged else PING_INTERVAL)
+            if reply is None:  # idle: make sure the link is alive
+                if pinged:
+                    raise RedisConnectionError("Redis did not answer PING")
+                pinged = True
+                await conn.send_command("PING")
+                continue
+            pinged = False  # anything received proves the link alive
+            events: list[Event] = []
+            try:
+                self._on_reply(reply, events, pending)
+                # Whatever has already arrived goes out in the same batch; never wait for more.
+                while len(events) < MAX_BATCH:
+                    reply = await conn.read_response(timeout=0)
+                    if reply is None:
+                        break
+                    self._on_reply(reply, events, pending)
+            finally:
+                if events:
+                    self._deliver(events)
+            if not self._subscriber_up and not pending:
+                self._session_up(restore)
+
+    def _on_reply(self, reply: object, events: list[Event], pending: set[bytes]) -> None:
+        if not isinstance(reply, list) or len(reply) != 3:
+            return  # PONG
+        kind, channel, payload = reply
+        if kind == b"message":
+            if channel not in self._wanted:
+                return  # arrived before our UNSUBSCRIBE took effect
+            if isinstance(payload, bytes) and payload.startswith(PRESENCE_SIGNAL):
+                if payload != self._presence_payload:
+                    room = channel.decode(errors="replace").removeprefix(CHANNEL_PREFIX)
+                    try:
+                        self._handler.on_presence_signal(room)
+                    except Exception:
+                        log.exception("on_presence_signal failed")
+                return
+            try:
+                event = decode_event(payload)
+                if channel_of(event.room) != channel:
+                    raise ValueError(f"an event of room {event.room!r}")
+            except (msgspec.DecodeError, TypeError, ValueError) as exc:
+                self.malformed_messages += 1
+                log.warning("ignored a malformed message on %r: %s", channel, exc)
+            else:
+                events.append(event)
+            return
+        if kind == b"subscribe":
+            pending.discard(channel)
+        waiter = self._waiter
+        if waiter is not None and waiter[:2] == (kind, channel) and not waiter[2].done():
+            waiter[2].set_result(None)
+
+    def _session_up(self, restore: bool) -> None:
+        if self._ever_up:
+            self.reconnects += 1
+        self._ever_up = self._session_was_up = self._subscriber_up = True
+        self._started.set()
+        self._report()
+        if restore:
+            try:
+                self._handler.on_broker_restored()
+            except Exception:
+                log.exception("on_broker_restored failed")
+
+    def _end_session(self, conn: AbstractConnection, reason: str) -> None:
+        if self._conn is conn:
+            self._conn = None
+            waiter = self._waiter
+            if waiter is not None and not waiter[2].done():
+                waiter[2].set_result(None)  # released: the room is subscribed on reconnection
+        self._subscriber_up = False
+        self._report(reason)
+
+    # Shared
+
+    def _deliver(self, events: Sequence[Event]) -> None:
+        try:
+            self._handler.on_events(events)
+        except Exception:
+            log.exception("the broker handler failed on %d events", len(events))
+
+    def _report(self, reason: str = "") -> None:
+        """Log each change of ``up`` once: one warning per outage, one line when it ends."""
+        up = self.up
+        if self._closed or up == self._reported_up:
+            return
+        if up:
+            log.info("Redis reachable: %d rooms subscribed", len(self._wanted))
+        else:
+            log.warning("Redis unreachable (%s); events are delivered locally only", reason)
+        self._reported_up = up
+
+    async def aclose(self) -> None:
+        """Flush publishes in progress (at most ``CLOSE_TIMEOUT`` s), stop, close. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        await self.flush(CLOSE_TIMEOUT)
+        self._closed = True
+        tasks = {t for t in (self._supervisor, self._watcher, self._reader) if t is not None}
+        pending = {t for t in tasks if not t.done()}
+        while pending:
+            # Repeated: a cancellation can be swallowed by a library call that completes at the
+            # same moment (``asyncio.wait_for`` on Python 3.11 does that).
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
+        for task in tasks:
+            if not task.cancelled():
+                task.exception()  # retrieved: the supervisor may not have done it
+        await self._publisher.aclose(close_connection_pool=True)
+        await self._subscriber_pool.disconnect()

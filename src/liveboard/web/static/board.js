@@ -1,0 +1,747 @@
+// The demo board served at / by `liveboard serve --dev`: a small app built on liveboard.js.
+//
+// URL parameters: ?user=alice (who you are; the picker sets it), &project=ID (default: the first
+// project of the first workspace), &maxDelay=MS (cap of the reconnect backoff, default 10000).
+
+import { Board, LiveboardClient } from "/static/liveboard.js";
+
+/** @typedef {import("/static/liveboard.js").Task} Task */
+
+const DEMO_USERS = [
+  { id: "alice", name: "Alice Martin", role: "Owner" },
+  { id: "bob", name: "Bob Okafor", role: "Admin" },
+  { id: "carol", name: "Carol Chen", role: "Member" },
+];
+const STATUS_LABELS = { todo: "To do", in_progress: "In progress", done: "Done" };
+const STATE_LABELS = {
+  idle: "Not connected",
+  connecting: "Connecting…",
+  connected: "Connected",
+  reconnecting: "Reconnecting…",
+  offline: "Offline",
+  closed: "Disconnected",
+};
+
+const ICONS = {
+  left: '<svg viewBox="0 0 20 20" aria-hidden="true"><path d="M12.5 4.5 7 10l5.5 5.5" /></svg>',
+  right: '<svg viewBox="0 0 20 20" aria-hidden="true"><path d="M7.5 4.5 13 10l-5.5 5.5" /></svg>',
+  edit: '<svg viewBox="0 0 20 20" aria-hidden="true"><path d="M4 16h3L15.5 7.5a2.1 2.1 0 0 0-3-3L4 13v3Z" /><path d="m11.5 5.5 3 3" /></svg>',
+  delete:
+    '<svg viewBox="0 0 20 20" aria-hidden="true"><path d="M4.5 6h11M8 6V4.5h4V6M6 6l.7 9.5h6.6L14 6" /></svg>',
+  plus: '<svg viewBox="0 0 20 20" aria-hidden="true"><path d="M10 4.5v11M4.5 10h11" /></svg>',
+};
+
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const params = new URLSearchParams(location.search);
+
+/** @type {LiveboardClient|null} */
+let client = null;
+/** @type {Board|null} */
+let board = null;
+let me = "";
+/** Names we know, from the demo list and from presence. */
+const names = new Map(DEMO_USERS.map((u) => [u.id, u.name]));
+
+// ---- small helpers ------------------------------------------------------------------------------
+
+/** @param {string} tag @param {Record<string, any>} [attrs] @param {(Node|string)[]} [children] */
+function h(tag, attrs = {}, children = []) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key === "html") el.innerHTML = value;
+    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children) el.append(child);
+  return el;
+}
+
+const nameOf = (/** @type {string|null|undefined} */ id) => (id ? (names.get(id) ?? id) : "");
+const statusLabel = (/** @type {string} */ s) =>
+  STATUS_LABELS[s] ?? s.replace(/[_-]+/g, " ").replace(/^./, (c) => c.toUpperCase());
+
+/** Avatar colours (white text reads well on each); a user id always gets the same one. */
+const PALETTE = [
+  "hsl(235 60% 52%)", "hsl(199 80% 38%)", "hsl(24 80% 48%)", "hsl(346 65% 48%)",
+  "hsl(262 55% 52%)", "hsl(152 55% 34%)", "hsl(292 45% 45%)", "hsl(42 85% 38%)",
+  "hsl(214 65% 48%)", "hsl(172 70% 30%)",
+];
+
+function colourOf(/** @type {string} */ id) {
+  let hash = 2166136261; // FNV-1a
+  for (const ch of id) hash = Math.imul(hash ^ /** @type {number} */ (ch.codePointAt(0)), 16777619);
+  return PALETTE[(hash >>> 0) % PALETTE.length];
+}
+
+function initials(/** @type {string} */ name) {
+  const parts = name.trim().split(/\s+/).filter(Boolean);
+  if (parts.length === 0) return "?";
+  const first = [...parts[0]][0] ?? "";
+  const last = parts.length > 1 ? ([...parts[parts.length - 1]][0] ?? "") : ([...parts[0]][1] ?? "");
+  return (first + last).toUpperCase();
+}
+
+/** @param {string} userId @param {string} [name] @param {string} [extraClass] */
+function avatar(userId, name = nameOf(userId), extraClass = "") {
+  const el = h("span", {
+    class: `avatar ${extraClass}`.trim(),
+    title: name,
+    "data-user-id": userId,
+  });
+  el.textContent = initials(name);
+  el.style.setProperty("--avatar-bg", colourOf(userId));
+  return el;
+}
+
+/** @param {string} text @param {"info"|"error"} [kind] */
+function toast(text, kind = "info") {
+  const el = h("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" });
+  el.textContent = text;
+  $("toasts").append(el);
+  setTimeout(() => el.classList.add("toast-out"), 4000);
+  setTimeout(() => el.remove(), 4400);
+}
+
+function showMessage(/** @type {string} */ text) {
+  $("message-text").textContent = text;
+  $("message").hidden = false;
+}
+
+// ---- user picker ----------------------------------------------------------------------------------
+
+function showPicker() {
+  document.body.classList.add("is-picking");
+  $("picker").hidden = false;
+  const list = $("picker-users");
+  list.replaceChildren(
+    ...DEMO_USERS.map((u) =>
+      h(
+        "button",
+        {
+          type: "button",
+          class: "picker-user",
+          "data-testid": `pick-user-${u.id}`,
+          onclick: () => {
+            const next = new URLSearchParams(location.search);
+            next.set("user", u.id);
+            location.search = next.toString();
+          },
+        },
+        [
+          avatar(u.id, u.name, "avatar-lg"),
+          h("span", { class: "picker-user-text" }, [
+            h("strong", {}, [u.name]),
+            h("span", {}, [`${u.id} · ${u.role}`]),
+          ]),
+        ],
+      ),
+    ),
+  );
+  list.querySelector("button")?.focus();
+}
+
+// ---- connection indicator and presence ------------------------------------------------------------
+
+function renderConnection(/** @type {any} */ info) {
+  const el = $("connection");
+  el.dataset.state = info.state;
+  $("connection-label").textContent = STATE_LABELS[info.state] ?? info.state;
+  let title = "";
+  if (info.state === "reconnecting" || info.state === "offline") {
+    title =
+      typeof info.retryIn === "number"
+        ? `Connection lost; next attempt in ${Math.ceil(info.retryIn / 1000)} s`
+        : "Connection lost; waiting for the network";
+  } else if (info.state === "connected") {
+    title = "Changes by others appear live";
+  }
+  el.title = title;
+  document.body.classList.toggle("is-live", info.state === "connected");
+}
+
+function renderPresence(/** @type {{userId: string, name: string}[]} */ users) {
+  for (const u of users) names.set(u.userId, u.name);
+  const stack = $("presence-avatars");
+  stack.replaceChildren(
+    ...users.map((u) => {
+      const el = avatar(u.userId, u.name, u.userId === me ? "is-me" : "");
+      el.dataset.testid = "presence-avatar";
+      el.title = u.userId === me ? `${u.name} (you)` : u.name;
+      return el;
+    }),
+  );
+  const others = users.filter((u) => u.userId !== me).length;
+  $("presence-label").textContent =
+    others === 0 ? "Only you" : `${users.length} viewing`;
+  $("presence").hidden = false;
+  $("presence").setAttribute(
+    "aria-label",
+    `Viewing now: ${users.map((u) => (u.userId === me ? `${u.name} (you)` : u.name)).join(", ")}`,
+  );
+}
+
+// ---- the board ------------------------------------------------------------------------------------
+
+/** status → {section, list, count} */
+const columns = new Map();
+/** task id → card element */
+const cards = new Map();
+/** id of the card whose title is being edited */
+let editing = null;
+/** true while render moves elements (a focused input would blur and save) */
+let rendering = false;
+/** the dragged card's id */
+let dragId = null;
+
+function buildColumns() {
+  const root = $("board");
+  root.replaceChildren();
+  columns.clear();
+  cards.clear();
+  board.statuses.forEach((status, i) => {
+    const count = h("span", { class: "column-count", "data-testid": "column-count" });
+    const list = h("div", {
+      class: "card-list",
+      "data-testid": "card-list",
+      role: "list",
+      "aria-label": statusLabel(status),
+    });
+    const input = h("input", {
+      class: "new-task-input",
+      "data-testid": "new-task-input",
+      name: "title",
+      placeholder: "Add a task…",
+      maxlength: 200,
+      autocomplete: "off",
+      "aria-label": `New task in ${statusLabel(status)}`,
+    });
+    const form = h(
+      "form",
+      { class: "new-task", "data-testid": "new-task-form", "data-status": status },
+      [
+        input,
+        h("button", {
+          type: "submit",
+          class: "icon-btn add-btn",
+          "data-testid": "new-task-submit",
+          "aria-label": `Add to ${statusLabel(status)}`,
+          title: "Add",
+          html: ICONS.plus,
+        }),
+      ],
+    );
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const title = /** @type {HTMLInputElement} */ (input).value.trim();
+      if (!title) return;
+      /** @type {HTMLInputElement} */ (input).value = "";
+      board.createTask({ title, status }).catch(() => {
+        /** @type {HTMLInputElement} */ (input).value ||= title;
+      });
+    });
+    const section = h(
+      "section",
+      {
+        class: "column",
+        "data-testid": "column",
+        "data-status": status,
+        style: `--accent-hue: ${[220, 35, 150, 275, 195, 340][i % 6]}`,
+      },
+      [
+        h("header", { class: "column-header" }, [
+          h("span", { class: "column-dot", "aria-hidden": "true" }),
+          h("h2", { class: "column-title" }, [statusLabel(status)]),
+          count,
+        ]),
+        list,
+        form,
+      ],
+    );
+    section.addEventListener("dragover", (e) => onDragOver(e, status));
+    section.addEventListener("dragleave", (e) => {
+      if (!section.contains(/** @type {Node} */ (e.relatedTarget))) clearDropMarks();
+    });
+    section.addEventListener("drop", (e) => onDrop(e, status));
+    root.append(section);
+    columns.set(status, { section, list, count });
+  });
+}
+
+/** @param {Task} task */
+function createCard(task) {
+  const title = h("p", { class: "card-title", "data-testid": "task-title" });
+  const button = (/** @type {string} */ action, /** @type {string} */ label) =>
+    h("button", {
+      type: "button",
+      class: "icon-btn",
+      "data-action": action,
+      "data-testid": action === "left" || action === "right" ? `move-${action}` : `${action}-task`,
+      "aria-label": label,
+      title: label,
+      html: ICONS[action],
+    });
+  const card = h(
+    "article",
+    {
+      class: "card",
+      "data-testid": "task-card",
+      "data-task-id": task.id,
+      tabindex: 0,
+      draggable: "true",
+      role: "listitem",
+    },
+    [
+      title,
+      h("footer", { class: "card-footer" }, [
+        h("span", { class: "card-assignee" }),
+        h("div", { class: "card-actions" }, [
+          button("left", "Move left"),
+          button("right", "Move right"),
+          button("edit", "Edit title"),
+          button("delete", "Delete"),
+        ]),
+      ]),
+    ],
+  );
+  card.addEventListener("dragstart", (e) => {
+    if (editing === task.id) return e.preventDefault();
+    dragId = task.id;
+    e.dataTransfer?.setData("text/plain", task.id);
+    if (e.dataTransfer) e.dataTransfer.effectAllowed = "move";
+    requestAnimationFrame(() => card.classList.add("dragging"));
+  });
+  card.addEventListener("dragend", () => {
+    dragId = null;
+    card.classList.remove("dragging");
+    clearDropMarks();
+  });
+  cards.set(task.id, card);
+  return card;
+}
+
+/** @param {HTMLElement} card @param {Task} task @param {number} col */
+function updateCard(card, task, col) {
+  card.dataset.status = task.status;
+  card.dataset.version = String(task.version);
+  card.setAttribute("aria-label", task.title);
+  if (editing !== task.id) {
+    const title = /** @type {HTMLElement} */ (card.querySelector(".card-title"));
+    if (title.textContent !== task.title) title.textContent = task.title;
+  }
+  const slot = /** @type {HTMLElement} */ (card.querySelector(".card-assignee"));
+  if ((slot.dataset.assignee ?? "") !== (task.assigneeId ?? "")) {
+    slot.dataset.assignee = task.assigneeId ?? "";
+    slot.replaceChildren();
+    if (task.assigneeId) {
+      const a = avatar(task.assigneeId, nameOf(task.assigneeId), "avatar-sm");
+      a.title = `Assigned to ${nameOf(task.assigneeId)}`;
+      slot.append(a, h("span", { class: "assignee-name" }, [nameOf(task.assigneeId).split(" ")[0]]));
+    }
+  }
+  const statuses = board.statuses;
+  const left = /** @type {HTMLButtonElement} */ (card.querySelector('[data-action="left"]'));
+  const right = /** @type {HTMLButtonElement} */ (card.querySelector('[data-action="right"]'));
+  left.disabled = col === 0;
+  right.disabled = col === statuses.length - 1;
+  left.title = left.disabled ? "" : `Move to ${statusLabel(statuses[col - 1])}`;
+  right.title = right.disabled ? "" : `Move to ${statusLabel(statuses[col + 1])}`;
+  left.setAttribute("aria-label", left.title || "Move left");
+  right.setAttribute("aria-label", right.title || "Move right");
+}
+
+/** The next card element after `node` (or the first of `list`), skipping leaving cards. */
+function nextCard(/** @type {Element} */ list, /** @type {Element|null} */ node) {
+  let el = node ? node.nextElementSibling : list.firstElementChild;
+  while (el && el.classList.contains("leaving")) el = el.nextElementSibling;
+  return el;
+}
+
+function render() {
+  if (!board) return;
+  rendering = true;
+  const focused = document.activeElement;
+  const focusedCard = focused instanceof HTMLElement ? focused.closest(".card") : null;
+  let refocus = null;
+  const seen = new Set();
+  board.columns().forEach((column, col) => {
+    const entry = columns.get(column.status);
+    if (!entry) return;
+    entry.count.textContent = String(column.tasks.length);
+    let prev = null;
+    for (const task of column.tasks) {
+      seen.add(task.id);
+      const card = cards.get(task.id) ?? createCard(task);
+      updateCard(card, task, col);
+      const expected = nextCard(entry.list, prev);
+      if (card !== expected) {
+        if (focusedCard === card) refocus = focused;
+        entry.list.insertBefore(card, expected);
+      }
+      prev = card;
+    }
+  });
+  for (const [id, card] of cards) {
+    if (!seen.has(id)) {
+      cards.delete(id);
+      if (editing === id) editing = null;
+      card.remove();
+    }
+  }
+  if (refocus instanceof HTMLElement && refocus.isConnected) refocus.focus({ preventScroll: false });
+  rendering = false;
+}
+
+function flash(/** @type {string} */ id) {
+  const card = cards.get(id);
+  if (!card) return;
+  card.classList.remove("flash");
+  void card.offsetWidth; // restart the animation
+  card.classList.add("flash");
+  card.addEventListener("animationend", () => card.classList.remove("flash"), { once: true });
+}
+
+/** A remote delete: fade the card out before it goes. */
+function leave(/** @type {string} */ id) {
+  const card = cards.get(id);
+  if (!card) return;
+  cards.delete(id);
+  card.classList.add("leaving");
+  setTimeout(() => card.remove(), 350);
+}
+
+// ---- editing, moving, deleting ------------------------------------------------------------------
+
+function startEdit(/** @type {string} */ id) {
+  const card = cards.get(id);
+  const task = board.task(id);
+  if (!card || !task || editing) return;
+  editing = id;
+  card.classList.add("editing");
+  card.draggable = false;
+  const title = /** @type {HTMLElement} */ (card.querySelector(".card-title"));
+  const input = /** @type {HTMLTextAreaElement} */ (
+    h("textarea", {
+      class: "card-title-input",
+      "data-testid": "task-title-input",
+      maxlength: 200,
+      rows: 2,
+      "aria-label": "Task title",
+    })
+  );
+  input.value = task.title;
+  title.replaceChildren(input);
+  input.focus();
+  input.select();
+  let done = false;
+  const finish = (/** @type {boolean} */ save) => {
+    if (done) return;
+    done = true;
+    const value = input.value.trim().replace(/\s+/g, " ");
+    editing = null;
+    card.classList.remove("editing");
+    card.draggable = true;
+    title.textContent = task.title;
+    if (save && value && value !== board.task(id)?.title) {
+      board.rename(id, value).catch(() => {});
+    }
+    render();
+    cards.get(id)?.focus();
+  };
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey) {
+      e.preventDefault();
+      finish(true);
+    } else if (e.key === "Escape") {
+      e.preventDefault();
+      finish(false);
+    }
+    e.stopPropagation();
+  });
+  input.addEventListener("blur", () => {
+    if (!rendering) finish(true);
+    else requestAnimationFrame(() => input.isConnected && input.focus());
+  });
+}
+
+/** Move a card one column left (-1) or right (+1), to the end of that column. */
+function moveBy(/** @type {string} */ id, /** @type {number} */ delta) {
+  const task = board.task(id);
+  if (!task) return;
+  const statuses = board.statuses;
+  const to = statuses[statuses.indexOf(task.status) + delta];
+  if (!to) return;
+  board.move(id, to).catch(() => {});
+}
+
+/** Move a card up (-1) or down (+1) within its column. */
+function reorder(/** @type {string} */ id, /** @type {number} */ delta) {
+  const task = board.task(id);
+  if (!task) return;
+  const column = board.columns().find((c) => c.status === task.status);
+  const index = column.tasks.findIndex((t) => t.id === id);
+  const target = index + delta;
+  if (target < 0 || target >= column.tasks.length) return;
+  board.move(id, task.status, target).catch(() => {});
+}
+
+function remove(/** @type {string} */ id) {
+  const task = board.task(id);
+  const card = cards.get(id);
+  // Keep keyboard users in the column: focus a neighbour first.
+  const neighbour = card?.nextElementSibling ?? card?.previousElementSibling;
+  board
+    .remove(id)
+    .then(() => task && toast(`Deleted “${task.title}”`))
+    .catch(() => {});
+  if (neighbour instanceof HTMLElement) neighbour.focus();
+}
+
+function onBoardClick(/** @type {MouseEvent} */ e) {
+  const target = /** @type {HTMLElement} */ (e.target);
+  const button = target.closest("button[data-action]");
+  const card = target.closest(".card");
+  if (!card) return;
+  const id = /** @type {HTMLElement} */ (card).dataset.taskId;
+  if (button) {
+    const action = /** @type {HTMLElement} */ (button).dataset.action;
+    if (action === "left") moveBy(id, -1);
+    else if (action === "right") moveBy(id, +1);
+    else if (action === "edit") startEdit(id);
+    else if (action === "delete") remove(id);
+  } else if (target.closest(".card-title") && !editing) {
+    startEdit(id);
+  }
+}
+
+function onBoardKey(/** @type {KeyboardEvent} */ e) {
+  const target = /** @type {HTMLElement} */ (e.target);
+  if (!target.classList.contains("card")) return;
+  const id = target.dataset.taskId;
+  const moves = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+  if (e.altKey && e.key in moves) {
+    e.preventDefault();
+    const [dx, dy] = moves[e.key];
+    if (dx) moveBy(id, dx);
+    else reorder(id, dy);
+  } else if (!e.altKey && (e.key === "ArrowUp" || e.key === "ArrowDown")) {
+    e.preventDefault(); // walk the column
+    const sibling = e.key === "ArrowUp" ? target.previousElementSibling : target.nextElementSibling;
+    if (sibling instanceof HTMLElement) sibling.focus();
+  } else if (e.key === "Enter" || e.key === "F2") {
+    e.preventDefault();
+    startEdit(id);
+  } else if (e.key === "Delete") {
+    e.preventDefault();
+    remove(id);
+  }
+}
+
+// ---- drag and drop ----------------------------------------------------------------------------
+
+function clearDropMarks() {
+  for (const el of document.querySelectorAll(".drop-before, .drop-end")) {
+    el.classList.remove("drop-before", "drop-end");
+  }
+}
+
+/** Where a drop at clientY would land in column `status`: index among the other cards. */
+function dropIndex(/** @type {string} */ status, /** @type {number} */ y) {
+  const list = columns.get(status).list;
+  const others = [...list.children].filter(
+    (el) => el instanceof HTMLElement && el.dataset.taskId !== dragId && !el.classList.contains("leaving"),
+  );
+  let index = others.findIndex((el) => {
+    const r = el.getBoundingClientRect();
+    return y < r.top + r.height / 2;
+  });
+  if (index < 0) index = others.length;
+  return { index, before: others[index] ?? null, list };
+}
+
+function onDragOver(/** @type {DragEvent} */ e, /** @type {string} */ status) {
+  if (!dragId) return;
+  e.preventDefault();
+  if (e.dataTransfer) e.dataTransfer.dropEffect = "move";
+  const { before, list } = dropIndex(status, e.clientY);
+  clearDropMarks();
+  if (before) before.classList.add("drop-before");
+  else list.classList.add("drop-end");
+}
+
+function onDrop(/** @type {DragEvent} */ e, /** @type {string} */ status) {
+  const id = dragId ?? e.dataTransfer?.getData("text/plain");
+  if (!id) return;
+  e.preventDefault();
+  const { index } = dropIndex(status, e.clientY);
+  clearDropMarks();
+  dragId = null;
+  const task = board.task(id);
+  if (!task) return;
+  const column = board.columns().find((c) => c.status === status);
+  // Dropped where it already is: nothing to do.
+  if (task.status === status && column.tasks.findIndex((t) => t.id === id) === index) return;
+  board.move(id, status, index).catch(() => {});
+}
+
+// ---- activity -----------------------------------------------------------------------------------
+
+function describe(/** @type {any} */ change) {
+  const { event, task, previous } = change;
+  const title = (task ?? previous)?.title ?? "a task";
+  switch (event.type) {
+    case "task:created":
+      return ["added", title, `to ${statusLabel(task.status)}`];
+    case "task:moved":
+      if (event.data.fromStatus === event.data.toStatus) {
+        return ["reordered", title, `in ${statusLabel(event.data.toStatus)}`];
+      }
+      return ["moved", title, `to ${statusLabel(event.data.toStatus)}`];
+    case "task:deleted":
+      return ["deleted", title, ""];
+    case "task:updated": {
+      const c = event.data.changes ?? {};
+      if (c.title) return ["renamed", c.title.from, `to “${c.title.to}”`];
+      if (c.assigneeId) {
+        const to = c.assigneeId.to;
+        return ["assigned", title, to ? `to ${nameOf(to)}` : "to nobody"];
+      }
+      return ["edited", title, ""];
+    }
+    default:
+      return null;
+  }
+}
+
+function addActivity(/** @type {any} */ change) {
+  const words = describe(change);
+  if (!words) return;
+  const [verb, title, rest] = words;
+  const { event, own } = change;
+  const who = event.userId === me ? "You" : nameOf(event.userId);
+  const time = new Date(event.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const item = h("li", { class: `activity-item${own ? "" : " is-remote"}`, "data-testid": "activity-item" }, [
+    avatar(event.userId, nameOf(event.userId), "avatar-sm"),
+    h("div", { class: "activity-text" }, [
+      h("p", {}, [h("strong", {}, [who]), ` ${verb} `, h("em", {}, [`“${title}”`]), rest ? ` ${rest}` : ""]),
+      h("time", { datetime: new Date(event.ts).toISOString() }, [time]),
+    ]),
+  ]);
+  const list = $("activity-list");
+  list.prepend(item);
+  while (list.children.length > 30) list.lastElementChild?.remove();
+  $("activity-empty").hidden = true;
+}
+
+// ---- start --------------------------------------------------------------------------------------
+
+async function devToken(/** @type {string} */ user) {
+  const response = await fetch(`/api/dev/token?user=${encodeURIComponent(user)}`);
+  if (!response.ok) throw new Error(`dev token: HTTP ${response.status}`);
+  return (await response.json()).token;
+}
+
+/** Retry `fn` until it succeeds (the server may be starting). */
+async function patiently(/** @type {() => Promise<any>} */ fn) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err?.status && err.status !== 0 && err.status < 500) throw err;
+      if (attempt === 1) showMessage("Cannot reach the server. Retrying…");
+      await new Promise((r) => setTimeout(r, Math.min(5000, 500 * 2 ** attempt)));
+    }
+  }
+}
+
+async function start(/** @type {string} */ user) {
+  me = user;
+  $("me").hidden = false;
+  $("me-avatar").replaceWith(Object.assign(avatar(user), { id: "me-avatar" }));
+  $("me-name").textContent = nameOf(user);
+  $("switch-user").addEventListener("click", () => {
+    location.search = "";
+  });
+
+  const maxDelay = Number(params.get("maxDelay")) || 10000;
+  client = new LiveboardClient({ token: () => devToken(user), backoffMax: maxDelay });
+  client.on("state", renderConnection);
+  renderConnection({ state: client.state });
+
+  const workspaces = await patiently(() => client.listWorkspaces());
+  if (workspaces.length === 0) {
+    showMessage(`${nameOf(user)} is not a member of any workspace.`);
+    return;
+  }
+  const wanted = params.get("project");
+  let workspace = workspaces[0];
+  let projects = [];
+  for (const ws of workspaces) {
+    const list = await patiently(() => client.listProjects(ws.id));
+    if (wanted ? list.some((p) => p.id === wanted) : list.length > 0) {
+      workspace = ws;
+      projects = list;
+      break;
+    }
+  }
+  if (projects.length === 0) {
+    showMessage(`No project in “${workspace.name}” yet.`);
+    return;
+  }
+  const project = projects.find((p) => p.id === wanted) ?? projects[0];
+  $("workspace-name").textContent = workspace.name;
+  $("project-name").textContent = project.name;
+  if (projects.length > 1) {
+    const select = /** @type {HTMLSelectElement} */ ($("project-select"));
+    select.replaceChildren(...projects.map((p) => h("option", { value: p.id }, [p.name])));
+    select.value = project.id;
+    select.hidden = false;
+    $("project-name").classList.add("visually-hidden");
+    select.addEventListener("change", () => {
+      const next = new URLSearchParams(location.search);
+      next.set("project", select.value);
+      location.search = next.toString();
+    });
+  }
+  document.title = `${project.name} · liveboard`;
+
+  board = new Board(client, project.id);
+  board.on("reset", () => render());
+  board.on("change", (change) => {
+    if (change.type === "task:deleted" && !change.own) leave(change.taskId);
+    render();
+    if (change.event) {
+      addActivity(change);
+      if (!change.own && change.type !== "task:deleted") flash(change.taskId);
+    }
+  });
+  board.on("presence", (p) => renderPresence(p.users));
+  board.on("resync", () => toast("Catching up: the board was reloaded from the server."));
+  board.on("revoked", () => showMessage("You no longer have access to this project."));
+  board.on("error", (e) => {
+    if (e.code === "conflict") toast("Someone changed this task meanwhile; showing their version.", "error");
+    else if (e.code === "not_found") toast("That task no longer exists.", "error");
+    else toast(e.message, "error");
+  });
+  await patiently(() => board.start());
+  $("message").hidden = true;
+  buildColumns();
+  render();
+  $("workspace").hidden = false;
+  const boardEl = $("board");
+  boardEl.addEventListener("click", onBoardClick);
+  boardEl.addEventListener("keydown", onBoardKey);
+  // For debugging in the console.
+  Object.assign(window, { liveboard: { client, board } });
+}
+
+const user = params.get("user");
+if (user) {
+  start(user).catch((err) => {
+    console.error(err);
+    showMessage(`Could not open the board: ${err?.message ?? err}`);
+  });
+} else {
+  showPicker();
+}

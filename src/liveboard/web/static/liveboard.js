@@ -1,0 +1,1127 @@
+// liveboard.js: the browser client for liveboard (REST + WebSocket), one plain ES module.
+//
+//   import { LiveboardClient, Board } from "/static/liveboard.js";
+//
+// No build step and no dependencies: copy this file next to your app or import it from a
+// liveboard server. It implements the client side of the protocol (docs/protocol.md):
+//
+// - a token, or an async token provider called again on reconnect and before the token's `exp`
+//   (the open socket is kept alive with the `refresh` message);
+// - connection states: connecting, connected, reconnecting, offline (navigator.onLine is false,
+//   or several attempts in a row failed) and closed (close() was called, or the server refused
+//   the client for good: close codes 1003, 1008, 1009);
+// - reconnect with exponential backoff and full jitter (capped), an extra random delay after
+//   1012 (server restarting), none after 1003/1008/1009;
+// - an application-level heartbeat: {"type":"ping"} every 15 s; no frame at all within 5 s
+//   after it means the link is dead, and the client reconnects at once;
+// - per-room {offset, epoch}: resubscribe with `since` after a reconnect; an event is never
+//   delivered twice or out of order (offsets at or below the last applied one are dropped);
+// - `recovered: false` and `resync` surface as one `resync` event; a room given a `snapshot`
+//   loader is refetched and resubscribed by the client itself;
+// - `unsubscribed` with a reason (membership revoked) surfaces as `revoked`;
+// - presence join/leave, joined again after every reconnect;
+// - REST with the Bearer token and `X-Connection-Id`, so a tab recognises the echo of its own
+//   changes (`client.isOwn(event)`).
+//
+// `Board` builds on it: snapshot (`GET /api/projects/{pid}/tasks`), then the stream, applied to
+// a local model of the project's tasks, with optimistic local changes.
+
+/**
+ * @typedef {"idle"|"connecting"|"connected"|"reconnecting"|"offline"|"closed"} ConnectionState
+ *
+ * @typedef {string | (() => string | Promise<string>)} TokenOption
+ *   A JWT, or a function returning one (called again on reconnect and before expiry).
+ *
+ * @typedef {object} ClientOptions
+ * @property {TokenOption} token
+ * @property {string} [baseUrl]        REST base URL; default: this page's origin.
+ * @property {string} [wsUrl]          WebSocket URL; default: baseUrl's host + "/ws/connect".
+ * @property {number} [heartbeatInterval=15000]  ms between app-level pings.
+ * @property {number} [heartbeatTimeout=5000]    ms without any frame after a ping: link dead.
+ * @property {number} [connectTimeout=10000]     ms for an attempt to get `connected`.
+ * @property {number} [backoffBase=500]   ms; attempt n waits random(0, min(max, base * 2^n)).
+ * @property {number} [backoffMax=15000]  ms; the cap of that delay.
+ * @property {number} [offlineAfter=5]    failed attempts in a row before the state is `offline`
+ *                                        (the client keeps trying, at the capped delay).
+ * @property {[number, number]} [restartDelay=[1000, 5000]]  ms range of the extra random delay
+ *                                        after close code 1012 (server restarting).
+ * @property {number} [stableAfter=5000]  ms a connection must last to reset the backoff.
+ * @property {boolean} [autoConnect=true] connect in the constructor.
+ *
+ * @typedef {{offset: number, epoch: string}} Position  A room's stream position.
+ *
+ * @typedef {object} ServerEvent  An event of a room (task:*, project:created, member:*).
+ * @property {string} type
+ * @property {string} room
+ * @property {number} offset
+ * @property {string} epoch
+ * @property {number} ts       Commit time, unix ms.
+ * @property {string} userId   Who made the change.
+ * @property {string} [origin] Connection id given in X-Connection-Id by the author.
+ * @property {any} data
+ *
+ * @typedef {{userId: string, name: string}} PresentUser
+ *
+ * @typedef {object} Task
+ * @property {string} id
+ * @property {string} projectId
+ * @property {string} title
+ * @property {string} description
+ * @property {string} status
+ * @property {number} order
+ * @property {string|null} assigneeId
+ * @property {string} createdById
+ * @property {number} version
+ * @property {string} createdAt
+ * @property {string} updatedAt
+ *
+ * @typedef {{id: string, workspaceId: string, name: string, statuses: string[], createdAt: string}} Project
+ * @typedef {{id: string, name: string, createdAt: string}} Workspace
+ */
+
+const FATAL_CLOSE_CODES = new Set([1003, 1008, 1009]);
+const CLOSE_RESTARTING = 1012;
+const CLOSE_TOKEN_EXPIRED = 4001;
+const CLOSE_DEAD_LINK = 4900; // our own: heartbeat or connect timeout (never sent by the server)
+
+/** Decode a JWT's payload (no verification). @param {string} token @returns {any|null} */
+export function decodeJwt(token) {
+  try {
+    const part = token.split(".")[1];
+    const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
+    const padded = b64 + "=".repeat((4 - (b64.length % 4)) % 4);
+    const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return null;
+  }
+}
+
+/** Full-jitter exponential backoff. @param {number} attempt 0-based */
+export function backoffDelay(attempt, base = 500, max = 15000, random = Math.random) {
+  const ceiling = Math.min(max, base * 2 ** Math.min(attempt, 30));
+  return Math.round(random() * ceiling);
+}
+
+/** A tiny event emitter: `on` returns a function that removes the listener. */
+export class Emitter {
+  constructor() {
+    /** @type {Map<string, Set<Function>>} */
+    this._listeners = new Map();
+  }
+
+  /** @param {string} type @param {(payload: any) => void} fn @returns {() => void} */
+  on(type, fn) {
+    let set = this._listeners.get(type);
+    if (!set) this._listeners.set(type, (set = new Set()));
+    set.add(fn);
+    return () => set.delete(fn);
+  }
+
+  /** @param {string} type @param {(payload: any) => void} fn */
+  off(type, fn) {
+    this._listeners.get(type)?.delete(fn);
+  }
+
+  /** @param {string} type @param {any} [payload] */
+  emit(type, payload) {
+    for (const fn of [...(this._listeners.get(type) ?? [])]) {
+      try {
+        fn(payload);
+      } catch (err) {
+        console.error(`liveboard: a "${type}" listener threw`, err);
+      }
+    }
+  }
+}
+
+/** An error answered by the REST API (or a network failure: status 0, code "network_error"). */
+export class LiveboardError extends Error {
+  /** @param {number} status @param {string} code @param {string} message @param {any} [details] */
+  constructor(status, code, message, details) {
+    super(message);
+    this.name = "LiveboardError";
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** Holds the current token; calls the provider when needed. */
+class TokenSource {
+  /** @param {TokenOption} option */
+  constructor(option) {
+    this.set(option);
+  }
+
+  /** @param {TokenOption} option */
+  set(option) {
+    this._provider = typeof option === "function" ? option : null;
+    /** @type {string|null} */
+    this._token = typeof option === "function" ? null : option;
+    /** @type {Promise<string>|null} */
+    this._inflight = null;
+  }
+
+  get canRefresh() {
+    return this._provider !== null;
+  }
+
+  /** Seconds since the epoch at which the current token expires, or null. */
+  get expiresAt() {
+    const exp = this._token ? decodeJwt(this._token)?.exp : null;
+    return typeof exp === "number" ? exp : null;
+  }
+
+  /** Seconds the current token is valid for in total (exp - iat), or null. */
+  get lifetime() {
+    const payload = this._token ? decodeJwt(this._token) : null;
+    return payload && typeof payload.exp === "number" && typeof payload.iat === "number"
+      ? payload.exp - payload.iat
+      : null;
+  }
+
+  /** The token, asking the provider for a new one when `fresh`, missing or about to expire. */
+  async get(fresh = false) {
+    const exp = this.expiresAt;
+    const stale = exp !== null && exp - Date.now() / 1000 < 5;
+    if (this._token && !fresh && !stale) return this._token;
+    if (!this._provider) {
+      if (!this._token) throw new LiveboardError(0, "unauthorized", "no token");
+      if (stale) throw new LiveboardError(401, "unauthorized", "the token has expired");
+      return this._token;
+    }
+    if (!this._inflight) {
+      this._inflight = Promise.resolve()
+        .then(() => /** @type {Function} */ (this._provider)())
+        .then((token) => {
+          if (typeof token !== "string" || !token) throw new Error("token provider gave no token");
+          this._token = token;
+          return token;
+        })
+        .finally(() => {
+          this._inflight = null;
+        });
+    }
+    return this._inflight;
+  }
+}
+
+/**
+ * One room of a client: its stream position, its events and its presence.
+ *
+ * Events: `event` (ServerEvent, each once, in offset order), `subscribed` ({offset, epoch,
+ * recovered}), `resync` ({room, reason}: refetch your snapshot), `revoked` ({room, reason}),
+ * `presence` ({users, joined, left}), `error` ({code, message}).
+ */
+export class Subscription extends Emitter {
+  /**
+   * @param {LiveboardClient} client
+   * @param {string} room
+   * @param {{since?: Position|null, snapshot?: (() => Promise<Position>)|null, presence?: boolean}} options
+   */
+  constructor(client, room, options) {
+    super();
+    this.client = client;
+    this.room = room;
+    /** @type {Position|null} the last applied event's position (null: none yet) */
+    this.position = options.since ? { ...options.since } : null;
+    /** @type {PresentUser[]} */
+    this.presence = [];
+    this.wantPresence = Boolean(options.presence);
+    this.snapshot = options.snapshot ?? null;
+    /** true while events of this room are applied (between `subscribed` and a disconnect) */
+    this.active = false;
+    this.closed = false;
+    this._pendingId = null;
+    this._pendingSince = null;
+    this._loading = false;
+  }
+
+  /** Show this user as present in the room (again after every reconnect). */
+  join() {
+    this.wantPresence = true;
+    if (this.active) this.client._send({ type: "presence", action: "join", room: this.room });
+  }
+
+  /** Stop showing this user as present. */
+  leave() {
+    this.wantPresence = false;
+    if (this.active) this.client._send({ type: "presence", action: "leave", room: this.room });
+  }
+
+  /** Continue from a snapshot's position (after `resync`, when you loaded it yourself). */
+  resume(/** @type {Position} */ position) {
+    this.position = { ...position };
+    this._subscribe();
+  }
+
+  /** End the subscription. */
+  unsubscribe() {
+    if (this.closed) return;
+    this.closed = true;
+    this.active = false;
+    this.client._rooms.delete(this.room);
+    this.client._send({ type: "unsubscribe", room: this.room });
+  }
+
+  _subscribe() {
+    if (this.closed) return;
+    this.active = false;
+    const id = this.client._nextId();
+    this._pendingId = id;
+    this._pendingSince = this.position;
+    /** @type {any} */
+    const message = { type: "subscribe", room: this.room, id };
+    if (this.position) message.since = { offset: this.position.offset, epoch: this.position.epoch };
+    this.client._send(message);
+  }
+
+  _onDisconnect() {
+    this.active = false;
+    this._pendingId = null;
+  }
+
+  /** @param {any} msg */
+  _onSubscribed(msg) {
+    if (msg.id !== this._pendingId) return; // a reply to an earlier subscribe; a newer one is due
+    this._pendingId = null;
+    const since = this._pendingSince;
+    if (since && msg.recovered === false) {
+      this._resync(msg.epoch !== since.epoch ? "epoch_changed" : "history_unavailable");
+      return;
+    }
+    if (!since) this.position = { offset: msg.offset, epoch: msg.epoch };
+    this.active = true;
+    if (this.wantPresence) this.client._send({ type: "presence", action: "join", room: this.room });
+    this.emit("subscribed", {
+      room: this.room,
+      offset: msg.offset,
+      epoch: msg.epoch,
+      recovered: since ? msg.recovered !== false : undefined,
+    });
+  }
+
+  /** @param {ServerEvent} event */
+  _onEvent(event) {
+    if (!this.active || !this.position) return;
+    if (event.epoch !== this.position.epoch) {
+      this._resync("epoch_changed");
+      return;
+    }
+    if (event.offset <= this.position.offset) return; // already applied
+    if (event.offset !== this.position.offset + 1) {
+      // A gap (the server never sends one without resync): ask for what is missing.
+      this._subscribe();
+      return;
+    }
+    this.position = { offset: event.offset, epoch: event.epoch };
+    this.emit("event", event);
+  }
+
+  /** The stream cannot continue from our position: tell the app once, then recover. */
+  _resync(/** @type {string} */ reason) {
+    this.active = false;
+    this._pendingId = null;
+    this.emit("resync", { room: this.room, reason });
+    if (this.snapshot) {
+      this._reload();
+    } else {
+      // No loader: carry on live from the room's head; the app refetches on `resync`.
+      this.position = null;
+      this._subscribe();
+    }
+  }
+
+  async _reload() {
+    if (this._loading || this.closed) return;
+    this._loading = true;
+    try {
+      const position = await /** @type {() => Promise<Position>} */ (this.snapshot)();
+      this._loading = false;
+      if (!this.closed) this.resume(position);
+    } catch (err) {
+      this._loading = false;
+      this.emit("error", { code: "snapshot_failed", message: String(err?.message ?? err) });
+      // Try again after a while (or on the next reconnect, whichever comes first).
+      setTimeout(() => {
+        if (!this.active && !this.closed && this.client.state === "connected") this._reload();
+      }, 2000);
+    }
+  }
+
+  /** @param {string} reason */
+  _onRevoked(reason) {
+    this.closed = true;
+    this.active = false;
+    this.presence = [];
+    this.client._rooms.delete(this.room);
+    this.emit("revoked", { room: this.room, reason });
+  }
+}
+
+/**
+ * A connection to a liveboard server (REST + WebSocket).
+ *
+ * Events: `state` ({state, previous, attempt, retryIn, code}), `connected` ({connectionId,
+ * userId}), `disconnected` ({code, reason}), `error` ({code, message}), `message` (every server
+ * message, for debugging).
+ */
+export class LiveboardClient extends Emitter {
+  /** @param {ClientOptions} options */
+  constructor(options) {
+    super();
+    const origin = globalThis.location ? globalThis.location.origin : "http://localhost:8000";
+    this.baseUrl = (options.baseUrl ?? origin).replace(/\/$/, "");
+    this.wsUrl = options.wsUrl ?? this.baseUrl.replace(/^http/, "ws") + "/ws/connect";
+    this.options = {
+      heartbeatInterval: 15000,
+      heartbeatTimeout: 5000,
+      connectTimeout: 10000,
+      backoffBase: 500,
+      backoffMax: 15000,
+      offlineAfter: 5,
+      restartDelay: /** @type {[number, number]} */ ([1000, 5000]),
+      stableAfter: 5000,
+      ...options,
+    };
+    this._tokens = new TokenSource(options.token);
+    /** @type {ConnectionState} */
+    this.state = "idle";
+    /** @type {string|null} this connection's id (sent as X-Connection-Id) */
+    this.connectionId = null;
+    /** @type {string|null} */
+    this.userId = null;
+    /** @type {Map<string, Subscription>} */
+    this._rooms = new Map();
+    /** every connection id this client ever had: echoes of its changes carry one of them */
+    this._ownIds = new Set();
+    /** @type {WebSocket|null} */
+    this._ws = null;
+    this._attempt = 0;
+    this._freshToken = false;
+    this._msgId = 0;
+    this._connectedAt = 0;
+    this._lastFrameAt = 0;
+    this._timers = /** @type {Record<string, any>} */ ({});
+    this._pendingRefresh = null;
+    this._opening = false;
+    this._stopped = true;
+    this._onOnline = () => this._wake();
+    this._onOffline = () => this._wentOffline();
+    this._onVisible = () => {
+      if (globalThis.document?.visibilityState === "visible") this._wake();
+    };
+    if (this.options.autoConnect !== false) this.connect();
+  }
+
+  // ---- connection ----------------------------------------------------------------------------
+
+  /** Start (or restart) connecting. */
+  connect() {
+    if (!this._stopped) return;
+    this._stopped = false;
+    this._attempt = 0;
+    globalThis.addEventListener?.("online", this._onOnline);
+    globalThis.addEventListener?.("offline", this._onOffline);
+    globalThis.document?.addEventListener?.("visibilitychange", this._onVisible);
+    this._setState("connecting");
+    void this._open();
+  }
+
+  /** Close the connection for good (until `connect()`). */
+  close() {
+    this._stopped = true;
+    this._clearTimer("retry");
+    globalThis.removeEventListener?.("online", this._onOnline);
+    globalThis.removeEventListener?.("offline", this._onOffline);
+    globalThis.document?.removeEventListener?.("visibilitychange", this._onVisible);
+    this._clearTimers();
+    const ws = this._ws;
+    if (ws) {
+      this._detach(ws);
+      ws.close(1000, "client closed");
+      this._afterClose(1000, "client closed");
+    }
+    this._setState("closed");
+  }
+
+  /** Replace the token (or provider); used from the next connection attempt or refresh on. */
+  setToken(/** @type {TokenOption} */ token) {
+    this._tokens.set(token);
+  }
+
+  /** The current token (calls the provider if needed). */
+  token() {
+    return this._tokens.get();
+  }
+
+  /** True when an event was caused by a request of this client (its X-Connection-Id). */
+  isOwn(/** @type {{origin?: string}} */ event) {
+    return Boolean(event.origin && this._ownIds.has(event.origin));
+  }
+
+  /**
+   * Subscribe to a room. Subscribing again to the same room returns the same Subscription.
+   * @param {string} room  `project:{pid}` or `workspace:{wid}`
+   * @param {{since?: Position|null, snapshot?: () => Promise<Position>, presence?: boolean}} [options]
+   *   since: the position of a snapshot you already hold; snapshot: a loader the client calls
+   *   after a resync (it must return the new snapshot's position); presence: join at once.
+   */
+  subscribe(room, options = {}) {
+    const existing = this._rooms.get(room);
+    if (existing) return existing;
+    const sub = new Subscription(this, room, options);
+    this._rooms.set(room, sub);
+    if (this.state === "connected") sub._subscribe();
+    return sub;
+  }
+
+  async _open() {
+    if (this._stopped || this._opening || this._ws) return;
+    this._clearTimer("retry");
+    if (globalThis.navigator && globalThis.navigator.onLine === false) {
+      this._setState("offline");
+      return; // the "online" event wakes us
+    }
+    let token;
+    this._opening = true;
+    try {
+      token = await this._tokens.get(this._freshToken);
+    } catch (err) {
+      this._opening = false;
+      if (this._stopped) return;
+      if (!this._tokens.canRefresh) {
+        // A static token that expired: nothing to retry with until setToken() + connect().
+        this.emit("error", { code: "token_expired", message: String(err?.message ?? err) });
+        this.close();
+        return;
+      }
+      this._scheduleRetry(this._backoff(), `token provider failed: ${err?.message ?? err}`);
+      return;
+    }
+    this._opening = false;
+    if (this._stopped) return;
+    const sep = this.wsUrl.includes("?") ? "&" : "?";
+    let ws;
+    try {
+      ws = new WebSocket(`${this.wsUrl}${sep}token=${encodeURIComponent(token)}`);
+    } catch (err) {
+      this._scheduleRetry(this._backoff(), String(err));
+      return;
+    }
+    this._ws = ws;
+    this._connectedAt = 0;
+    ws.onmessage = (e) => this._onFrame(ws, e.data);
+    ws.onclose = (e) => {
+      if (ws !== this._ws) return;
+      this._detach(ws);
+      this._afterClose(e.code, e.reason);
+    };
+    ws.onerror = () => {}; // a close event follows
+    this._setTimer("connect", this.options.connectTimeout, () => {
+      if (ws === this._ws && !this._connectedAt) this._drop(ws, "connect timeout");
+    });
+  }
+
+  /** Forget a socket without waiting for its close handshake (a dead link may never answer). */
+  _drop(/** @type {WebSocket} */ ws, /** @type {string} */ reason) {
+    this._detach(ws);
+    try {
+      ws.close(CLOSE_DEAD_LINK, reason);
+    } catch {
+      /* already closed */
+    }
+    this._afterClose(CLOSE_DEAD_LINK, reason);
+  }
+
+  _detach(/** @type {WebSocket} */ ws) {
+    ws.onmessage = null;
+    ws.onclose = null;
+    ws.onerror = null;
+    if (this._ws === ws) this._ws = null;
+  }
+
+  /** @param {number} code @param {string} reason */
+  _afterClose(code, reason) {
+    const wasConnected = this._connectedAt > 0;
+    const uptime = wasConnected ? Date.now() - this._connectedAt : 0;
+    this._connectedAt = 0;
+    this.connectionId = null;
+    this._clearTimers();
+    for (const sub of this._rooms.values()) sub._onDisconnect();
+    if (wasConnected) this.emit("disconnected", { code, reason });
+    if (this._stopped) return;
+    if (FATAL_CLOSE_CODES.has(code)) {
+      this.emit("error", { code: `closed_${code}`, message: reason || `closed with ${code}` });
+      this.close();
+      return;
+    }
+    if (uptime >= this.options.stableAfter) this._attempt = 0;
+    // A connection refused before `connected` may be an auth failure (browsers hide the 401):
+    // ask the provider for a new token next time. So does 4001.
+    this._freshToken = !wasConnected || code === CLOSE_TOKEN_EXPIRED;
+    let delay = this._backoff();
+    if (code === CLOSE_TOKEN_EXPIRED && this._attempt === 0) delay = 0;
+    if (code === CLOSE_RESTARTING) {
+      const [lo, hi] = this.options.restartDelay;
+      delay += lo + Math.random() * (hi - lo);
+    }
+    this._scheduleRetry(delay, reason, code);
+  }
+
+  /** The delay before the next attempt: full jitter, exponential, capped. */
+  _backoff() {
+    return backoffDelay(this._attempt, this.options.backoffBase, this.options.backoffMax);
+  }
+
+  /** @param {number} delay @param {string} [reason] @param {number} [code] */
+  _scheduleRetry(delay, reason, code) {
+    this._attempt += 1;
+    const offline =
+      (globalThis.navigator && globalThis.navigator.onLine === false) ||
+      this._attempt > this.options.offlineAfter;
+    this._setState(offline ? "offline" : "reconnecting", {
+      retryIn: delay,
+      code,
+      reason,
+    });
+    if (globalThis.navigator && globalThis.navigator.onLine === false) return; // wait for "online"
+    this._setTimer("retry", delay, () => void this._open());
+  }
+
+  /** The network is back or the tab became visible: retry now if we are waiting. */
+  _wake() {
+    if (this._stopped || this._ws || this._opening || this.state === "connected") return;
+    if (!this._timers.retry && this.state !== "offline") return; // an attempt is under way
+    this._attempt = 0;
+    void this._open();
+  }
+
+  _wentOffline() {
+    if (this._stopped) return;
+    if (this.state === "connected") {
+      this._sendPing(); // find out quickly whether the link survived
+    } else {
+      this._clearTimer("retry");
+      this._setState("offline");
+    }
+  }
+
+  /** @param {ConnectionState} state @param {object} [extra] */
+  _setState(state, extra = {}) {
+    const previous = this.state;
+    this.state = state;
+    if (previous !== state || state === "reconnecting" || state === "offline") {
+      this.emit("state", { state, previous, attempt: this._attempt, ...extra });
+    }
+  }
+
+  // ---- frames --------------------------------------------------------------------------------
+
+  _nextId() {
+    this._msgId += 1;
+    return this._msgId;
+  }
+
+  /** @param {any} message @returns {boolean} whether it was sent */
+  _send(message) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN || !this._connectedAt) return false;
+    ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  /** @param {WebSocket} ws @param {any} data */
+  _onFrame(ws, data) {
+    if (ws !== this._ws) return;
+    this._lastFrameAt = Date.now();
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return;
+    }
+    this.emit("message", msg);
+    const room = msg.room ? this._rooms.get(msg.room) : undefined;
+    switch (msg.type) {
+      case "connected":
+        this._onConnected(msg);
+        break;
+      case "subscribed":
+        room?._onSubscribed(msg);
+        break;
+      case "unsubscribed":
+        if (msg.reason && room) room._onRevoked(msg.reason);
+        break;
+      case "resync":
+        if (room) room._resync(msg.reason ?? "continuity_lost");
+        break;
+      case "presence:update":
+        if (room) {
+          room.presence = msg.users;
+          room.emit("presence", { users: msg.users, joined: msg.joined, left: msg.left });
+        }
+        break;
+      case "pong":
+        break;
+      case "refreshed":
+        this._pendingRefresh = null;
+        this._scheduleRefresh();
+        break;
+      case "error":
+        this._onError(msg);
+        break;
+      default:
+        if (typeof msg.offset === "number" && room) room._onEvent(msg);
+    }
+  }
+
+  /** @param {any} msg */
+  _onConnected(msg) {
+    this._clearTimer("connect");
+    this._connectedAt = Date.now();
+    this.connectionId = msg.connectionId;
+    this.userId = msg.userId;
+    this._ownIds.add(msg.connectionId);
+    this._freshToken = false;
+    if (this._attempt > 0 && this.options.stableAfter <= 0) this._attempt = 0;
+    this._setState("connected");
+    this.emit("connected", { connectionId: msg.connectionId, userId: msg.userId });
+    this._startHeartbeat();
+    this._scheduleRefresh();
+    for (const sub of this._rooms.values()) {
+      if (sub._loading) continue; // it subscribes when its snapshot is in
+      if (sub.position === null && sub.snapshot) void sub._reload();
+      else sub._subscribe();
+    }
+  }
+
+  /** @param {any} msg */
+  _onError(msg) {
+    if (msg.id !== undefined && msg.id === this._pendingRefresh) {
+      this._pendingRefresh = null;
+      this.emit("error", { code: "refresh_failed", message: msg.message });
+      return;
+    }
+    for (const sub of this._rooms.values()) {
+      if (msg.id !== undefined && sub._pendingId === msg.id) {
+        sub._pendingId = null;
+        if (msg.code === "forbidden" || msg.code === "invalid_room") sub._onRevoked(msg.code);
+        else sub.emit("error", { code: msg.code, message: msg.message });
+        return;
+      }
+    }
+    this.emit("error", { code: msg.code, message: msg.message });
+  }
+
+  // ---- heartbeat and token refresh -----------------------------------------------------------
+
+  _startHeartbeat() {
+    this._setTimer("heartbeat", this.options.heartbeatInterval, () => {
+      this._sendPing();
+      this._startHeartbeat();
+    });
+  }
+
+  _sendPing() {
+    const ws = this._ws;
+    if (!ws || !this._send({ type: "ping" })) return;
+    const sentAt = Date.now();
+    this._setTimer("pong", this.options.heartbeatTimeout, () => {
+      if (ws === this._ws && this._lastFrameAt < sentAt) this._drop(ws, "heartbeat timeout");
+    });
+  }
+
+  _scheduleRefresh() {
+    this._clearTimer("refresh");
+    const exp = this._tokens.expiresAt;
+    if (!this._tokens.canRefresh || exp === null) return;
+    const lifetime = this._tokens.lifetime ?? 600;
+    const margin = Math.max(10, Math.min(60, lifetime * 0.1));
+    const delay = Math.max(0, (exp - margin) * 1000 - Date.now());
+    this._setTimer("refresh", Math.min(delay, 2 ** 31 - 1), () => void this._refresh());
+  }
+
+  async _refresh() {
+    try {
+      const token = await this._tokens.get(true);
+      const id = this._nextId();
+      if (this._send({ type: "refresh", token, id })) this._pendingRefresh = id;
+    } catch (err) {
+      this.emit("error", { code: "refresh_failed", message: String(err?.message ?? err) });
+      this._setTimer("refresh", 5000, () => void this._refresh());
+    }
+  }
+
+  // ---- timers --------------------------------------------------------------------------------
+
+  /** @param {string} name @param {number} ms @param {() => void} fn */
+  _setTimer(name, ms, fn) {
+    this._clearTimer(name);
+    this._timers[name] = setTimeout(() => {
+      delete this._timers[name];
+      fn();
+    }, ms);
+  }
+
+  /** @param {string} name */
+  _clearTimer(name) {
+    if (this._timers[name] !== undefined) {
+      clearTimeout(this._timers[name]);
+      delete this._timers[name];
+    }
+  }
+
+  _clearTimers() {
+    for (const name of Object.keys(this._timers)) if (name !== "retry") this._clearTimer(name);
+  }
+
+  // ---- REST ----------------------------------------------------------------------------------
+
+  /**
+   * A REST call with the Bearer token and X-Connection-Id. Resolves to the parsed JSON (or null
+   * for 204); rejects with a LiveboardError.
+   * @param {string} method @param {string} path @param {any} [body]
+   * @param {{headers?: Record<string, string>, signal?: AbortSignal}} [init]
+   */
+  async request(method, path, body, init = {}) {
+    for (let retry = 0; ; retry++) {
+      const token = await this._tokens.get(retry > 0);
+      /** @type {Record<string, string>} */
+      const headers = { Authorization: `Bearer ${token}`, ...(init.headers ?? {}) };
+      if (this.connectionId) headers["X-Connection-Id"] = this.connectionId;
+      if (body !== undefined) headers["Content-Type"] = "application/json";
+      let response;
+      try {
+        response = await fetch(this.baseUrl + path, {
+          method,
+          headers,
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: init.signal,
+        });
+      } catch (err) {
+        throw new LiveboardError(0, "network_error", `cannot reach the server (${err})`);
+      }
+      if (response.status === 401 && retry === 0 && this._tokens.canRefresh) continue;
+      if (response.status === 204) return null;
+      let payload = null;
+      try {
+        payload = await response.json();
+      } catch {
+        /* not JSON */
+      }
+      if (!response.ok) {
+        const error = payload?.error ?? {};
+        throw new LiveboardError(
+          response.status,
+          error.code ?? "http_error",
+          error.message ?? `${method} ${path}: HTTP ${response.status}`,
+          error.details,
+        );
+      }
+      return payload;
+    }
+  }
+
+  /** @returns {Promise<Workspace[]>} */
+  listWorkspaces() {
+    return this.request("GET", "/api/workspaces");
+  }
+  /** @param {string} wid @returns {Promise<Project[]>} */
+  listProjects(wid) {
+    return this.request("GET", `/api/workspaces/${encodeURIComponent(wid)}/projects`);
+  }
+  /** @param {string} pid @returns {Promise<Project>} */
+  getProject(pid) {
+    return this.request("GET", `/api/projects/${encodeURIComponent(pid)}`);
+  }
+  /** @param {string} pid @returns {Promise<{tasks: Task[], offset: number, epoch: string}>} */
+  listTasks(pid) {
+    return this.request("GET", `/api/projects/${encodeURIComponent(pid)}/tasks`);
+  }
+  /**
+   * @param {string} pid
+   * @param {{title: string, description?: string, status?: string, assigneeId?: string|null, order?: number}} task
+   * @returns {Promise<Task>}
+   */
+  createTask(pid, task) {
+    return this.request("POST", `/api/projects/${encodeURIComponent(pid)}/tasks`, task);
+  }
+  /**
+   * @param {string} tid
+   * @param {{title?: string, description?: string, assigneeId?: string|null, version?: number}} patch
+   * @returns {Promise<Task>}
+   */
+  updateTask(tid, patch) {
+    return this.request("PATCH", `/api/tasks/${encodeURIComponent(tid)}`, patch);
+  }
+  /**
+   * @param {string} tid @param {{toStatus: string, order?: number, version?: number}} move
+   * @returns {Promise<Task>}
+   */
+  moveTask(tid, move) {
+    return this.request("POST", `/api/tasks/${encodeURIComponent(tid)}/move`, move);
+  }
+  /** @param {string} tid @returns {Promise<null>} */
+  deleteTask(tid) {
+    return this.request("DELETE", `/api/tasks/${encodeURIComponent(tid)}`);
+  }
+}
+
+/**
+ * The live tasks of one project: snapshot, then the stream, applied to a local model.
+ *
+ * Events: `reset` (the snapshot was (re)loaded), `change` ({type, taskId, task, previous, event,
+ * own}), `presence` ({users, joined, left}), `resync` ({reason}), `revoked` ({reason}), `error`
+ * ({code, message}). `columns()` gives what to draw: local changes not yet confirmed by the
+ * stream are shown optimistically, and rolled back if the server refuses them.
+ */
+export class Board extends Emitter {
+  /**
+   * @param {LiveboardClient} client @param {string} projectId
+   * @param {{presence?: boolean}} [options]
+   */
+  constructor(client, projectId, options = {}) {
+    super();
+    this.client = client;
+    this.projectId = projectId;
+    this.options = { presence: true, ...options };
+    /** @type {Project|null} */
+    this.project = null;
+    /** @type {Map<string, Task>} the tasks as of `position` */
+    this.tasks = new Map();
+    /** @type {Position|null} */
+    this.position = null;
+    /** @type {PresentUser[]} */
+    this.presence = [];
+    /** @type {Subscription|null} */
+    this.subscription = null;
+    /** optimistic changes: task id → {kind, patch, task, version, timer} */
+    this._pending = new Map();
+  }
+
+  get statuses() {
+    return this.project?.statuses ?? [];
+  }
+
+  /** Load the project and its snapshot, then follow its room. */
+  async start() {
+    this.project = await this.client.getProject(this.projectId);
+    const position = await this._load();
+    this.subscription = this.client.subscribe(`project:${this.projectId}`, {
+      since: position,
+      snapshot: () => this._load(),
+      presence: this.options.presence,
+    });
+    const sub = this.subscription;
+    sub.on("event", (event) => this._apply(event));
+    sub.on("presence", (p) => {
+      this.presence = p.users;
+      this.emit("presence", p);
+    });
+    sub.on("resync", (r) => this.emit("resync", r));
+    sub.on("revoked", (r) => this.emit("revoked", r));
+    sub.on("error", (e) => this.emit("error", e));
+    return this;
+  }
+
+  /** Stop following the project. */
+  stop() {
+    this.subscription?.unsubscribe();
+    this.subscription = null;
+  }
+
+  /** @returns {Promise<Position>} */
+  async _load() {
+    const snapshot = await this.client.listTasks(this.projectId);
+    this.tasks = new Map(snapshot.tasks.map((t) => [t.id, t]));
+    this.position = { offset: snapshot.offset, epoch: snapshot.epoch };
+    this._settle();
+    this.emit("reset", { tasks: [...this.tasks.values()] });
+    return this.position;
+  }
+
+  /** @param {ServerEvent} event */
+  _apply(event) {
+    const data = event.data ?? {};
+    const own = this.client.isOwn(event);
+    let taskId = data.task?.id ?? data.taskId;
+    const previous = taskId ? this.tasks.get(taskId) : undefined;
+    let task;
+    switch (event.type) {
+      case "task:created":
+      case "task:updated":
+        task = data.task;
+        this.tasks.set(task.id, task);
+        break;
+      case "task:moved":
+        if (previous) {
+          task = {
+            ...previous,
+            status: data.toStatus,
+            order: data.order,
+            version: previous.version + 1,
+            updatedAt: new Date(event.ts).toISOString(),
+          };
+          this.tasks.set(taskId, task);
+        }
+        break;
+      case "task:deleted":
+        this.tasks.delete(taskId);
+        break;
+      default:
+        return;
+    }
+    this.position = { offset: event.offset, epoch: event.epoch };
+    this._settle();
+    this.emit("change", { type: event.type, taskId, task, previous, event, own });
+  }
+
+  // ---- what to draw --------------------------------------------------------------------------
+
+  /** The tasks as the user should see them (model + optimistic changes). @returns {Task[]} */
+  view() {
+    /** @type {Map<string, Task>} */
+    const out = new Map();
+    for (const [id, task] of this.tasks) {
+      const p = this._pending.get(id);
+      if (p?.kind === "delete") continue;
+      out.set(id, p?.patch ? { ...task, ...p.patch } : task);
+    }
+    for (const [id, p] of this._pending) {
+      if (p.kind === "create" && p.task && !out.has(id)) out.set(id, p.task);
+    }
+    return [...out.values()];
+  }
+
+  /** Columns in the project's order, each with its tasks sorted by `order`. */
+  columns() {
+    const view = this.view();
+    return this.statuses.map((status) => ({
+      status,
+      tasks: view
+        .filter((t) => t.status === status)
+        .sort((a, b) => a.order - b.order || a.createdAt.localeCompare(b.createdAt)),
+    }));
+  }
+
+  /** @param {string} id @returns {Task|undefined} */
+  task(id) {
+    return this.view().find((t) => t.id === id);
+  }
+
+  // ---- changes (optimistic) ------------------------------------------------------------------
+
+  /** @param {{title: string, status?: string, description?: string, assigneeId?: string|null, order?: number}} fields */
+  async createTask(fields) {
+    const task = await this._mutate(null, "create", null, () =>
+      this.client.createTask(this.projectId, fields),
+    );
+    return task;
+  }
+
+  /** @param {string} taskId @param {string} title */
+  rename(taskId, title) {
+    const current = this.task(taskId);
+    return this._mutate(taskId, "patch", { title }, () =>
+      this.client.updateTask(taskId, { title, version: current?.version }),
+    );
+  }
+
+  /**
+   * Move a task to `toStatus` at `index` among that column's other tasks (default: the end).
+   * @param {string} taskId @param {string} toStatus @param {number} [index]
+   */
+  move(taskId, toStatus, index) {
+    const order = this.orderAt(toStatus, index, taskId);
+    return this._mutate(taskId, "patch", { status: toStatus, order }, () =>
+      this.client.moveTask(taskId, { toStatus, order }),
+    );
+  }
+
+  /** @param {string} taskId */
+  remove(taskId) {
+    return this._mutate(taskId, "delete", null, () => this.client.deleteTask(taskId));
+  }
+
+  /**
+   * The `order` that puts a task at `index` of column `status` (not counting `exceptId`):
+   * halfway between its neighbours, or one past the end.
+   * @param {string} status @param {number} [index] @param {string} [exceptId]
+   */
+  orderAt(status, index, exceptId) {
+    const tasks = (this.columns().find((c) => c.status === status)?.tasks ?? []).filter(
+      (t) => t.id !== exceptId,
+    );
+    const at = index === undefined ? tasks.length : Math.max(0, Math.min(index, tasks.length));
+    const before = tasks[at - 1];
+    const after = tasks[at];
+    if (before && after) return (before.order + after.order) / 2;
+    if (before) return Math.floor(before.order) + 1;
+    if (after) return after.order - 1;
+    return 1;
+  }
+
+  /**
+   * @param {string|null} taskId @param {"create"|"patch"|"delete"} kind @param {any} patch
+   * @param {() => Promise<any>} call
+   */
+  async _mutate(taskId, kind, patch, call) {
+    const token = {};
+    if (taskId) {
+      const prior = this._pending.get(taskId);
+      const merged = kind === "patch" ? { ...(prior?.patch ?? {}), ...patch } : null;
+      this._setPending(taskId, { kind, patch: merged, version: null, token });
+    }
+    let result;
+    try {
+      result = await call();
+    } catch (err) {
+      if (taskId && this._pending.get(taskId)?.token === token) this._clearPending(taskId);
+      this.emit("change", { type: "rollback", taskId, own: true });
+      this.emit("error", { code: err?.code ?? "error", message: String(err?.message ?? err), err });
+      throw err;
+    }
+    if (kind === "create" && result && !this.tasks.has(result.id)) {
+      this._setPending(result.id, { kind, task: result, version: result.version, token });
+    } else if (taskId && this._pending.get(taskId)?.token === token) {
+      const p = this._pending.get(taskId);
+      p.version = result?.version ?? null;
+    }
+    this._settle();
+    this.emit("change", { type: "local", taskId: taskId ?? result?.id, own: true });
+    return result;
+  }
+
+  _setPending(id, entry) {
+    this._clearPending(id);
+    // Whatever happens, the stream is the truth after a while.
+    entry.timer = setTimeout(() => {
+      if (this._pending.get(id) === entry) {
+        this._pending.delete(id);
+        this.emit("change", { type: "local", taskId: id, own: true });
+      }
+    }, 15000);
+    this._pending.set(id, entry);
+  }
+
+  _clearPending(id) {
+    const p = this._pending.get(id);
+    if (p) clearTimeout(p.timer);
+    this._pending.delete(id);
+  }
+
+  /** Drop optimistic changes that the model now reflects. */
+  _settle() {
+    for (const [id, p] of [...this._pending]) {
+      const task = this.tasks.get(id);
+      const done =
+        (p.kind === "create" && task) ||
+        (p.kind === "delete" && !task) ||
+        (p.kind === "patch" && task && p.version !== null && task.version >= p.version) ||
+        (p.kind === "patch" && !task && p.version !== null);
+      if (done) this._clearPending(id);
+    }
+  }
+}

@@ -1,0 +1,445 @@
+"""The broker contract, run against every broker; then what only the Redis broker promises.
+
+Common contract (``MemoryBroker`` and ``RedisBroker`` on a private ``redis-server``): every
+published event reaches the local handler, in publish order; ``up`` once started;
+``unsubscribe`` and ``aclose`` are idempotent. Redis only: delivery between two instances for
+subscribed rooms only, ``subscribe`` returning once active, outages (server stopped and
+restarted, subscriber connection killed) survived with ``on_broker_restored``, malformed
+payloads skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import pytest
+from redis.asyncio import Redis
+
+from liveboard.events import Event, encode_event
+from liveboard.realtime.brokers import Broker, create_broker
+from liveboard.realtime.brokers.redis import RedisBroker, channel_of
+from tests.conftest import timeout
+from tests.redis_server import RedisServer, redis_server  # noqa: F401
+
+ROOM = "project:p1"
+OTHER = "project:p2"
+
+
+class Recorder:
+    """A ``BrokerHandler`` that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Event]] = []
+        self.restored = 0
+
+    def on_events(self, events: Sequence[Event]) -> None:
+        assert events, "on_events called with no event"
+        self.batches.append(list(events))
+
+    def on_broker_restored(self) -> None:
+        self.restored += 1
+
+    def events(self, room: str) -> list[Event]:
+        return [event for batch in self.batches for event in batch if event.room == room]
+
+    def offsets(self, room: str) -> list[int]:
+        return [event.offset for event in self.events(room)]
+
+    def first_offsets(self, room: str) -> list[int]:
+        """Offsets in order of first arrival (a Redis instance also gets its own echo)."""
+        return list(dict.fromkeys(self.offsets(room)))
+
+
+def event(offset: int, room: str = ROOM) -> Event:
+    return Event(
+        type="task:updated",
+        room=room,
+        offset=offset,
+        epoch="e1",
+        ts=1_764_120_000_000 + offset,
+        user_id="alice",
+        data={"taskId": "t1", "n": offset},
+    )
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 5.0, what: str = "") -> None:
+    """Poll ``predicate`` until true; fail after ``within`` seconds (scaled)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout(within)
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"not true within {within} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+BrokerFactory = Callable[[Recorder], Awaitable[Broker]]
+RedisFactory = Callable[[Recorder], Awaitable[RedisBroker]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def broker_url(request: pytest.FixtureRequest) -> str | None:
+    if request.param == "memory":
+        return None
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url
+
+
+@pytest.fixture
+async def make_broker(broker_url: str | None) -> AsyncIterator[BrokerFactory]:
+    """Started brokers of the parametrised kind, built like the app does; closed at the end."""
+    brokers: list[Broker] = []
+
+    async def make(handler: Recorder) -> Broker:
+        broker = create_broker(broker_url, handler, instance_id=f"test{len(brokers)}")
+        brokers.append(broker)
+        await broker.start()
+        return broker
+
+    yield make
+    for broker in brokers:
+        await broker.aclose()
+
+
+@pytest.fixture
+async def make_redis(redis_server: RedisServer) -> AsyncIterator[RedisFactory]:  # noqa: F811
+    """Started Redis brokers ("instances") on the test's private server; closed at the end."""
+    brokers: list[RedisBroker] = []
+
+    async def make(handler: Recorder) -> RedisBroker:
+        broker = RedisBroker(redis_server.url, handler, instance_id=f"test{len(brokers)}")
+        brokers.append(broker)
+        await broker.start()
+        return broker
+
+    yield make
+    for broker in brokers:
+        await broker.aclose()
+
+
+@pytest.fixture
+async def admin(redis_server: RedisServer) -> AsyncIterator[Redis]:  # noqa: F811
+    """A plain client of the test's server, for raw commands."""
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+# The contract of every broker
+
+
+async def test_up_once_started(make_broker: BrokerFactory) -> None:
+    broker = await make_broker(Recorder())
+    assert broker.up
+    assert broker.name in {"memory", "redis"}
+
+
+async def test_events_arrive_in_publish_order(make_broker: BrokerFactory) -> None:
+    handler = Recorder()
+    broker = await make_broker(handler)
+    await broker.subscribe(ROOM)
+    for offset in range(1, 4):
+        await broker.publish([event(offset)])
+    await broker.publish([event(offset) for offset in range(4, 9)])
+
+    await eventually(lambda: len(handler.first_offsets(ROOM)) == 8, what="8 events")
+    assert handler.first_offsets(ROOM) == list(range(1, 9))
+
+
+async def test_one_publish_of_many_events_keeps_their_order(make_broker: BrokerFactory) -> None:
+    handler = Recorder()
+    broker = await make_broker(handler)
+    await broker.subscribe(ROOM)
+    await broker.subscribe(OTHER)
+    events = [event(n // 2 + 1, ROOM if n % 2 == 0 else OTHER) for n in range(100)]
+    await broker.publish(events)
+
+    def complete() -> bool:
+        return len(handler.first_offsets(ROOM)) == len(handler.first_offsets(OTHER)) == 50
+
+    await eventually(complete, what="50 events in each room")
+    assert handler.first_offsets(ROOM) == list(range(1, 51))
+    assert handler.first_offsets(OTHER) == list(range(1, 51))
+    # However the broker splits them into batches, concatenated they are the publish order.
+    assert [e for batch in handler.batches for e in batch][:100] == events
+
+
+async def test_local_handler_gets_events_without_a_subscription(
+    make_broker: BrokerFactory,
+) -> None:
+    handler = Recorder()
+    broker = await make_broker(handler)
+    await broker.publish([event(1)])
+    assert handler.offsets(ROOM) == [1]  # at once, before publish returns
+
+
+async def test_unsubscribe_is_idempotent(make_broker: BrokerFactory) -> None:
+    broker = await make_broker(Recorder())
+    await broker.unsubscribe(ROOM)  # never subscribed
+    await broker.subscribe(ROOM)
+    await broker.subscribe(ROOM)
+    await broker.unsubscribe(ROOM)
+    await broker.unsubscribe(ROOM)
+    assert broker.up
+
+
+async def test_aclose_is_idempotent_and_publish_after_it_is_harmless(
+    make_broker: BrokerFactory,
+) -> None:
+    handler = Recorder()
+    broker = await make_broker(handler)
+    await broker.subscribe(ROOM)
+    await broker.aclose()
+    await broker.aclose()
+    await broker.publish([event(1)])
+    await broker.subscribe(OTHER)
+    await broker.unsubscribe(ROOM)
+
+
+# Redis: several instances
+
+
+async def test_other_instance_gets_events_of_the_rooms_it_subscribed_only(
+    make_redis: RedisFactory,
+) -> None:
+    a, b = Recorder(), Recorder()
+    broker_a = await make_redis(a)
+    broker_b = await make_redis(b)
+    await broker_b.subscribe(ROOM)
+
+    await broker_a.publish([event(1, OTHER)])  # B did not subscribe to OTHER
+    await broker_a.publish([event(1), event(2)])
+    await broker_a.publish([event(3)])
+
+    await eventually(lambda: len(b.offsets(ROOM)) == 3, what="B gets ROOM's events")
+    assert b.offsets(ROOM) == [1, 2, 3]  # once each, in order
+    # OTHER's event was published first on the same connection: it would have come first.
+    assert b.events(OTHER) == []
+    assert b.restored == 0
+    # A delivered its own events locally at once, and gets no echo for rooms it did not want.
+    assert a.offsets(ROOM) == [1, 2, 3]
+
+
+async def test_own_events_come_back_through_redis(make_redis: RedisFactory) -> None:
+    handler = Recorder()
+    broker = await make_redis(handler)
+    await broker.subscribe(ROOM)
+    await broker.publish([event(1), event(2)])
+    await eventually(lambda: len(handler.offsets(ROOM)) == 4, what="local delivery and echo")
+    assert handler.offsets(ROOM) == [1, 2, 1, 2]
+
+
+async def test_publish_right_after_subscribe_returns_is_received(
+    make_redis: RedisFactory,
+) -> None:
+    b = Recorder()
+    broker_a = await make_redis(Recorder())
+    broker_b = await make_redis(b)
+    rooms = [f"project:r{n}" for n in range(20)]
+    for room in rooms:
+        await broker_b.subscribe(room)
+        await broker_a.publish([event(1, room)])
+    await eventually(lambda: all(b.offsets(room) == [1] for room in rooms), what="every room")
+
+
+async def test_unsubscribed_room_stops_arriving(make_redis: RedisFactory) -> None:
+    b = Recorder()
+    broker_a = await make_redis(Recorder())
+    broker_b = await make_redis(b)
+    await broker_b.subscribe(ROOM)
+    await broker_b.subscribe(OTHER)
+    await broker_a.publish([event(1)])
+    await eventually(lambda: b.offsets(ROOM) == [1], what="first event")
+
+    await broker_b.unsubscribe(ROOM)
+    await broker_a.publish([event(2)])
+    await broker_a.publish([event(1, OTHER)])  # a marker behind it, on a room still wanted
+    await eventually(lambda: b.offsets(OTHER) == [1], what="marker")
+    assert b.offsets(ROOM) == [1]
+
+
+async def test_redis_stopped_then_restarted(
+    make_redis: RedisFactory,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    a, b = Recorder(), Recorder()
+    broker_a = await make_redis(a)
+    broker_b = await make_redis(b)
+    await broker_a.subscribe(ROOM)
+    await broker_b.subscribe(ROOM)
+    await broker_a.publish([event(1)])
+    await eventually(lambda: b.offsets(ROOM) == [1], what="before the outage")
+
+    await asyncio.to_thread(redis_server.stop)
+    await eventually(lambda: not broker_a.up and not broker_b.up, what="both down")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await broker_a.publish([event(2)])  # does not raise
+    await broker_a.publish([event(3)])
+    assert loop.time() - started < timeout(1.5) * 2
+    assert a.first_offsets(ROOM) == [1, 2, 3]  # local subscribers still get everything
+    assert broker_a.publish_failures == 2
+    assert not broker_a.up
+
+    await asyncio.to_thread(redis_server.start)
+    await eventually(lambda: broker_a.up and broker_b.up, what="both up again")
+    assert b.restored >= 1
+    assert a.restored >= 1
+    assert broker_b.reconnects >= 1
+
+    await broker_a.publish([event(4)])
+    await eventually(lambda: 4 in b.offsets(ROOM), what="new events flow again")
+    # The last event A could not publish is sent again, so B notices the hole (and reads the
+    # log); the one before it (2) is for B's catch-up, not for Redis.
+    await eventually(lambda: 3 in b.offsets(ROOM), what="re-sent dropped event")
+    assert 2 not in b.offsets(ROOM)
+
+
+async def test_publish_during_outage_returns_quickly(
+    make_redis: RedisFactory,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    handler = Recorder()
+    broker = await make_redis(handler)
+    await asyncio.to_thread(redis_server.stop)
+    loop = asyncio.get_running_loop()
+    for offset in range(1, 6):
+        started = loop.time()
+        await broker.publish([event(offset), event(offset + 100)])
+        assert loop.time() - started < timeout(1.5)
+    assert handler.offsets(ROOM) == [1, 101, 2, 102, 3, 103, 4, 104, 5, 105]
+    assert not broker.up
+
+
+async def test_subscribe_while_down_takes_effect_on_reconnection(
+    make_redis: RedisFactory,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    b = Recorder()
+    broker_a = await make_redis(Recorder())
+    broker_b = await make_redis(b)
+    await asyncio.to_thread(redis_server.stop)
+    await eventually(lambda: not broker_b.up, what="B down")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await broker_b.subscribe(ROOM)
+    assert loop.time() - started < timeout(0.5)
+
+    await asyncio.to_thread(redis_server.start)
+    await eventually(lambda: broker_a.up and broker_b.up and b.restored == 1, what="restored")
+    await broker_a.publish([event(1)])
+    await eventually(lambda: b.offsets(ROOM) == [1], what="event after reconnection")
+
+
+async def test_start_while_redis_is_down(
+    make_redis: RedisFactory,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    await asyncio.to_thread(redis_server.stop)
+    handler = Recorder()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    broker = await make_redis(handler)
+    assert loop.time() - started < timeout(2.0)
+    assert not broker.up
+    await broker.subscribe(ROOM)
+    await broker.publish([event(1)])
+    assert handler.offsets(ROOM) == [1]
+
+    await asyncio.to_thread(redis_server.start)
+    await eventually(lambda: broker.up, what="up once Redis runs")
+    await eventually(lambda: handler.restored == 1, what="rooms wanted meanwhile: catch-up")
+
+
+async def test_killed_subscriber_connection_is_recovered(
+    make_redis: RedisFactory,
+    admin: Redis,
+) -> None:
+    b = Recorder()
+    broker_a = await make_redis(Recorder())
+    broker_b = await make_redis(b)
+    await broker_b.subscribe(ROOM)
+    await broker_a.publish([event(1)])
+    await eventually(lambda: b.offsets(ROOM) == [1], what="before the kill")
+
+    killed = await admin.client_kill_filter(_type="pubsub")
+    assert killed >= 1
+    await eventually(lambda: b.restored == 1 and broker_b.up, what="B restored")
+    assert broker_b.reconnects == 1
+
+    await broker_a.publish([event(2)])
+    await eventually(lambda: b.offsets(ROOM) == [1, 2], what="events flow again")
+
+
+async def test_malformed_payloads_are_skipped(make_redis: RedisFactory, admin: Redis) -> None:
+    b = Recorder()
+    broker_a = await make_redis(Recorder())
+    broker_b = await make_redis(b)
+    await broker_b.subscribe(ROOM)
+    await admin.publish(channel_of(ROOM), b"not json")
+    await admin.publish(channel_of(ROOM), b'{"type": 1}')
+    await admin.publish(channel_of(ROOM), encode_event(event(1)))
+    await broker_a.publish([event(2)])
+
+    await eventually(lambda: b.offsets(ROOM) == [1, 2], what="valid events after bad ones")
+    assert broker_b.malformed_messages == 2
+    assert broker_b.up
+    assert b.restored == 0
+
+
+async def test_many_events_arrive_in_order_across_instances(make_redis: RedisFactory) -> None:
+    b = Recorder()
+    broker_a = await make_redis(Recorder())
+    broker_b = await make_redis(b)
+    await broker_b.subscribe(ROOM)
+    for start in range(1, 1001, 10):
+        await broker_a.publish([event(offset) for offset in range(start, start + 10)])
+    await eventually(lambda: len(b.offsets(ROOM)) == 1000, what="1000 events")
+    assert b.offsets(ROOM) == list(range(1, 1001))
+    assert len(b.batches) <= 1000
+
+
+@pytest.mark.slow
+async def test_frozen_redis_is_detected_and_survived(
+    make_redis: RedisFactory,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """A Redis that answers nothing (no connection reset) is noticed by timeouts and PINGs."""
+    a, b = Recorder(), Recorder()
+    broker_a = await make_redis(a)
+    broker_b = await make_redis(b)
+    await broker_b.subscribe(ROOM)
+    await broker_a.publish([event(1)])
+    await eventually(lambda: b.offsets(ROOM) == [1], what="before the freeze")
+
+    await asyncio.to_thread(redis_server.pause)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await broker_a.publish([event(2)])
+        assert loop.time() - started < timeout(1.5)
+        assert a.offsets(ROOM) == [1, 2]
+        await eventually(lambda: not broker_a.up and not broker_b.up, what="both down")
+    finally:
+        await asyncio.to_thread(redis_server.resume)
+
+    await eventually(lambda: broker_a.up and broker_b.up and b.restored == 1, what="restored")
+    await broker_a.publish([event(3)])
+    await eventually(lambda: {2, 3} <= set(b.offsets(ROOM)), what="events flow again")
+
+
+async def test_cancelled_subscribe_leaves_the_connection_alone(make_redis: RedisFactory) -> None:
+    b = Recorder()
+    broker_a = await make_redis(Recorder())
+    broker_b = await make_redis(b)
+    await broker_b.subscribe(ROOM)
+    for n in range(20):
+        task = asyncio.create_task(broker_b.subscribe(f"project:c{n}"))
+        for _ in range(n % 5):  # cancelled at various points of the command
+            await asyncio.sleep(0)
+        task.cancel()
+    await broker_b.subscribe(OTHER)
+    await broker_a.publish([event(1), event(1, OTHER)])
+    await eventually(lambda: b.offsets(ROOM) == b.offsets(OTHER) == [1], what="both rooms")
+    assert broker_b.reconnects == 0
+    assert b.restored == 0
