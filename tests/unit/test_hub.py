@@ -213,3 +213,23 @@ def test_metrics_count_deliveries_and_latency(hub: Hub) -> None:
     metrics = hub._metrics
     assert metrics.messages_sent == 4
     assert metrics.delivery_latency.count == 2
+
+
+def test_a_watched_workspace_room_is_sequenced_and_reported(recorder: Recorder) -> None:
+    seen: list[list[int]] = []
+    hub = Hub(
+        Metrics(),
+        slow_consumer_bytes=1000,
+        on_slow_consumer=recorder.slow_consumer,
+        on_gap=recorder.gap,
+        on_resync=recorder.resync,
+        on_workspace_events=lambda room, events: seen.append([e.offset for e in events]),
+    )
+    room = hub.watch("workspace:w1")
+    hub.start_sequence(room, "e1", 0)
+    hub.deliver(
+        [ev(2, room="workspace:w1"), ev(1, room="workspace:w1"), ev(1, room="workspace:w1")]
+    )
+    assert seen == [[1, 2]]  # in order, once, although it arrived out of order and twice
+    hub.unwatch("workspace:w1")
+    assert hub.rooms == {}

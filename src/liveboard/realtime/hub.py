@@ -79,10 +79,23 @@ class Joiner:
 class Room:
     """One room on this instance: its sequencer and its local subscribers."""
 
-    __slots__ = ("joining", "live", "name", "prebuffer", "sequencer", "workspace_id")
+    __slots__ = (
+        "is_workspace",
+        "joining",
+        "live",
+        "name",
+        "prebuffer",
+        "sequencer",
+        "watchers",
+        "workspace_id",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.is_workspace = name.startswith("workspace:")
+        # References held by the node on a workspace room whose project rooms have subscribers
+        # here: it is sequenced and audited like any room, so no member:removed is missed.
+        self.watchers = 0
         self.workspace_id: str | None = None  # known once the first subscriber is admitted
         self.sequencer: RoomSequencer | None = None  # None until the log's position is known
         self.prebuffer: list[Event] = []
@@ -91,7 +104,7 @@ class Room:
 
     @property
     def empty(self) -> bool:
-        return not self.live and not self.joining
+        return not self.live and not self.joining and not self.watchers
 
     @property
     def released(self) -> int:
@@ -110,6 +123,7 @@ class Hub:
         on_slow_consumer: Callable[[Outlet], None],
         on_gap: Callable[[Room], None],
         on_resync: Callable[[Room], None],
+        on_workspace_events: Callable[[Room, list[Event]], None] = lambda room, events: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rooms: dict[str, Room] = {}
@@ -118,6 +132,7 @@ class Hub:
         self._on_slow_consumer = on_slow_consumer
         self._on_gap = on_gap
         self._on_resync = on_resync
+        self._on_workspace_events = on_workspace_events
         self._clock = clock
 
     # Membership of rooms
@@ -148,6 +163,22 @@ class Hub:
         if room.released >= sent_up_to:
             del room.joining[outlet]
             room.live[outlet] = None
+
+    def watch(self, name: str) -> Room:
+        """Keep a room sequenced without a subscriber here (see ``Room.watchers``)."""
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room(name)
+        room.watchers += 1
+        return room
+
+    def unwatch(self, name: str) -> None:
+        room = self.rooms.get(name)
+        if room is None:
+            return
+        room.watchers = max(0, room.watchers - 1)
+        if room.empty:
+            del self.rooms[name]
 
     def leave(self, name: str, outlet: Outlet) -> bool:
         """Remove a subscriber; True when the room has no subscriber left (and is dropped)."""
@@ -230,6 +261,8 @@ class Hub:
                     outlet.pending.append(frame)
         if room.joining and result.deliver:
             self._promote(room)
+        if room.is_workspace and result.deliver:
+            self._on_workspace_events(room, result.deliver)
         sequencer = room.sequencer
         if result.resync:
             self._metrics.resyncs += 1

@@ -68,6 +68,7 @@ class Node:
             on_slow_consumer=self._slow_consumer,
             on_gap=self._schedule_gap_fill,
             on_resync=self._resync_room,
+            on_workspace_events=self._on_workspace_events,
         )
         self.broker: Broker = create_broker(
             settings.redis_url, self, instance_id=settings.instance_id
@@ -136,9 +137,6 @@ class Node:
 
     def on_events(self, events: Sequence[Event]) -> None:
         self.hub.deliver(events)
-        for event in events:
-            if event.type == MEMBER_REMOVED:
-                self._revoke(event)
 
     def on_broker_restored(self) -> None:
         """After a broker outage, read every active room's missed events from the log."""
@@ -239,6 +237,14 @@ class Node:
             position = await eventlog.room_position(conn, room.name)
             if position is None:
                 return False
+            workspace_name = workspace_room(workspace_id)
+            workspace_head = (
+                position
+                if kind == "workspace"
+                else await eventlog.room_position(conn, workspace_name)
+            )
+            if workspace_head is None:
+                return False
             recovered: bool | None = None
             history: list[Event] = []
             after = position.offset
@@ -261,19 +267,28 @@ class Node:
         if session.closing:
             return True
         if self.hub.rooms.get(room.name) is not room or session.outlet not in room.joining:
-            return True  # unsubscribed or revoked meanwhile
-        if room.workspace_id is None:
-            room.workspace_id = workspace_id
+            # The room was reset while we read (resync): the client must start over.
+            session.send(protocol.encode_resync(room.name, "continuity_lost"))
+            return True
+        if session.revoked.get(workspace_id, 0) > workspace_head.offset:
+            return False  # removed from the workspace after our snapshot was taken
+        # From here to the first await, nothing else runs: a revocation released later finds
+        # the subscription in session.subscriptions.
         first = room.name not in session.subscriptions
         session.subscriptions[room.name] = workspace_id
+        if room.workspace_id is None:
+            room.workspace_id = workspace_id
         if first and kind == "project":
-            await self._want(workspace_room(workspace_id))
+            watched = self.hub.watch(workspace_name)
+            self.hub.start_sequence(watched, workspace_head.epoch, workspace_head.offset)
         self.hub.start_sequence(room, position.epoch, position.offset)
         session.send(
             protocol.encode_subscribed(
                 room.name, position.offset, position.epoch, id=message.id, recovered=recovered
             )
         )
+        if first and kind == "project":
+            await self._want(workspace_name)
         await self._stream_from(
             session, room, StreamPosition(offset=after, epoch=position.epoch), history
         )
@@ -329,6 +344,7 @@ class Node:
         self.hub.leave(room, outlet)
         self._spawn(self._unwant(room))
         if workspace_id is not None and room.startswith("project:"):
+            self.hub.unwatch(workspace_room(workspace_id))
             self._spawn(self._unwant(workspace_room(workspace_id)))
 
     # Presence
@@ -354,12 +370,20 @@ class Node:
 
     # Revocation
 
+    def _on_workspace_events(self, room: Room, events: list[Event]) -> None:
+        """Released events of a workspace room (in order, once): apply revocations."""
+        for event in events:
+            if event.type == MEMBER_REMOVED:
+                self._revoke(event)
+
     def _revoke(self, event: Event) -> None:
         user_id = event.data.get("userId")
         if not isinstance(user_id, str):
             return
         workspace_id = event.room.removeprefix("workspace:")
         for session in list(self.by_user.get(user_id, ())):
+            # Remembered so that a subscription being admitted from an older snapshot is refused.
+            session.revoked[workspace_id] = max(session.revoked.get(workspace_id, 0), event.offset)
             for room, ws in list(session.subscriptions.items()):
                 if ws == workspace_id:
                     self._end_subscription(session, room, "forbidden")

@@ -68,6 +68,8 @@ class Session:
         # room → workspace id, for revocation when a member is removed
         self.subscriptions: dict[str, str] = {}
         self.present_in: set[str] = set()
+        # workspace id → offset of the latest member:removed of this user seen in its room
+        self.revoked: dict[str, int] = {}
         self.closing = False
         self._transport = transport
         self._settings = settings
