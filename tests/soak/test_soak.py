@@ -20,8 +20,9 @@ async def test_short_soak(tmp_path: Path) -> None:
     assert report.churn_connections > 0
     assert report.stream_problems == []
     for gauges in report.gauges_after:
-        # Only the three steady subscribers of each instance are left.
+        # Every client has gone: nothing may be left behind (connections, rooms, presence).
         assert gauges["liveboard_connections"] == 0.0
+        assert gauges["liveboard_subscriptions"] == 0.0
         assert gauges["liveboard_presence_rooms"] == 0.0
     rss = [sample.rss_kb for sample in report.samples]
     warm = rss[len(rss) // 4]
