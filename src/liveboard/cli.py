@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--dev", action="store_true", help="sign with the development secret")
 
     commands.add_parser("migrate", help="apply pending database migrations and exit")
+
+    from liveboard.client import tail
+
+    tail.add_arguments(commands.add_parser("tail", help="print a room's live events"))
     return parser
 
 
@@ -83,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(issue_token(secret, args.sub, name=args.name, ttl=args.ttl))
             return 0
+        if args.command == "tail":
+            from liveboard.client import tail
+
+            return _run(tail.run(args))
         settings = load_settings()
         configure_logging(settings.log_format)
         return _run(run_migrations(settings))

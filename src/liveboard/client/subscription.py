@@ -1,0 +1,295 @@
+"""One room's stream on the client: ordering, de-duplication, resync, presence, delivery.
+
+Guarantees of a ``Subscription`` (across any number of reconnects):
+
+* Events are delivered in offset order, each at most once: an event whose offset is at or below
+  the last one delivered is dropped; one above ``last + 1`` (a gap, which the server never sends
+  without ``resync``) or from another epoch is not delivered and starts the resync path.
+* No event is lost silently: after a reconnect the SDK resubscribes with ``since`` = the last
+  delivered position, and the server replays what was missed. When it cannot (``recovered:
+  false``), or sends ``resync``, or the SDK saw a gap, exactly one ``Resync`` item is delivered
+  *before* any event of the new stream: refetch the snapshot then.
+* ``Revoked`` is the last item of a subscription the server ended for good (membership revoked,
+  or the resubscribe after a reconnect was refused). ``async for`` stops after it.
+* Items go, in the same order, to ``async for`` (unless ``buffer=False``) and to the callbacks.
+  A callback may be a plain function (run at once, so it must not block) or return an awaitable
+  (awaited in order, one at a time, on a task of this subscription). A failing callback is
+  logged and does not affect the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+from liveboard.client.errors import ClientClosedError
+from liveboard.client.messages import (
+    PresenceUpdate,
+    PresenceUser,
+    Resync,
+    Revoked,
+    Subscribed,
+    SubscriptionItem,
+)
+from liveboard.events import Event
+from liveboard.realtime.protocol import MessageId, StreamPosition
+
+log = logging.getLogger("liveboard.client")
+
+T = TypeVar("T")
+Callback = Callable[[T], object]
+
+
+class SubscriptionOwner(Protocol):
+    """What a subscription needs from its client (implemented by ``LiveboardClient``)."""
+
+    def _request_resubscribe(self, sub: Subscription) -> None: ...
+
+    async def _unsubscribe(self, sub: Subscription) -> None: ...
+
+    async def _join_presence(self, sub: Subscription) -> None: ...
+
+    async def _leave_presence(self, sub: Subscription) -> None: ...
+
+
+class Subscription:
+    """A subscription to ``room``: ``async for item in sub`` and/or ``sub.on_event(cb)``.
+
+    ``position`` is the last delivered ``{offset, epoch}`` (what a reconnect resumes from).
+    ``presence`` is the latest list of users viewing the room (kept current while subscribed;
+    ``join_presence`` adds you to it). ``closed`` is True once the stream has ended.
+    """
+
+    def __init__(
+        self,
+        owner: SubscriptionOwner,
+        room: str,
+        since: StreamPosition | None = None,
+        *,
+        buffer: bool = True,
+    ) -> None:
+        self.room = room
+        self.position: StreamPosition | None = since
+        self.presence: list[PresenceUser] = []
+        self.present = False
+        self.closed = False
+        self.revoked: Revoked | None = None
+        self._owner = owner
+        self._queue: deque[SubscriptionItem] | None = deque() if buffer else None
+        self._wakeup = asyncio.Event()
+        self._error: BaseException | None = None
+        self._event_callbacks: list[Callback[Event]] = []
+        self._resync_callbacks: list[Callback[Resync]] = []
+        self._presence_callbacks: list[Callback[PresenceUpdate]] = []
+        self._revoked_callbacks: list[Callback[Revoked]] = []
+        self._pending_calls: deque[Awaitable[object]] = deque()
+        self._call_task: asyncio.Task[None] | None = None
+        # Stream control, driven by the client on the event loop.
+        self._awaiting = True  # events are not ours until the `subscribed` reply
+        self._request_id: MessageId = None
+        self._since_sent: StreamPosition | None = None
+        self._resync_reason: str | None = None
+        self._synced_gen = -1
+        self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._presence_waiters: list[asyncio.Future[None]] = []
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.room} at {self.position} closed={self.closed}>"
+
+    # ------------------------------------------------------------------ public API
+
+    def on_event(self, callback: Callback[Event]) -> None:
+        """Call ``callback(event)`` for each event, in order."""
+        self._event_callbacks.append(callback)
+
+    def on_resync(self, callback: Callback[Resync]) -> None:
+        """Call ``callback(resync)`` when the snapshot must be refetched."""
+        self._resync_callbacks.append(callback)
+
+    def on_presence(self, callback: Callback[PresenceUpdate]) -> None:
+        """Call ``callback(update)`` when the room's present users change."""
+        self._presence_callbacks.append(callback)
+
+    def on_revoked(self, callback: Callback[Revoked]) -> None:
+        """Call ``callback(revoked)`` when the server ends the subscription for good."""
+        self._revoked_callbacks.append(callback)
+
+    async def unsubscribe(self) -> None:
+        """End the subscription (presence leaves with it); ``async for`` stops."""
+        await self._owner._unsubscribe(self)
+
+    async def join_presence(self) -> list[PresenceUser]:
+        """Appear in the room's presence, now and after every reconnect; return who is there.
+
+        Waits for the server's ``presence:update`` when connected; when not, returns at once
+        (the SDK joins as soon as it is subscribed again).
+        """
+        self.present = True
+        await self._owner._join_presence(self)
+        return list(self.presence)
+
+    async def leave_presence(self) -> None:
+        """Stop appearing in the room's presence (the subscription goes on)."""
+        self.present = False
+        await self._owner._leave_presence(self)
+
+    async def get(self) -> SubscriptionItem:
+        """The next item (one step of ``async for``); ``StopAsyncIteration`` at the end.
+
+        Bound the wait with ``asyncio.timeout`` if need be."""
+        return await self.__anext__()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> SubscriptionItem:
+        if self._queue is None:
+            raise RuntimeError("this subscription was made with buffer=False: use callbacks")
+        while not self._queue:
+            if self.closed:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._queue.popleft()
+
+    # ------------------------------------------------------------------ driven by the client
+
+    def _begin(self, request_id: MessageId, since: StreamPosition | None, gen: int) -> None:
+        """A ``subscribe`` is being sent on connection ``gen``: ignore events until its reply."""
+        self._awaiting = True
+        self._request_id = request_id
+        self._since_sent = since
+        self._synced_gen = gen
+
+    def _on_subscribed(self, reply: Subscribed) -> None:
+        self._awaiting = False
+        since, reason = self._since_sent, self._resync_reason
+        self._resync_reason = None
+        if since is not None and reply.recovered is True and since.epoch == reply.epoch:
+            self.position = since  # the events after `since` follow, once, in order
+        else:
+            if since is not None and reason is None:
+                reason = "not_recovered"
+            self.position = StreamPosition(offset=reply.offset, epoch=reply.epoch)
+            if reason is not None:
+                self._emit(Resync(self.room, reason, reply.offset, reply.epoch))
+        if not self._ready.done():
+            self._ready.set_result(None)
+
+    def _on_event(self, event: Event) -> None:
+        if self._awaiting or self.closed:
+            return
+        position = self.position
+        assert position is not None  # set by the `subscribed` reply
+        if event.epoch != position.epoch:
+            self._lost_continuity("epoch_mismatch")
+            return
+        if event.offset <= position.offset:
+            return  # already delivered
+        if event.offset != position.offset + 1:
+            self._lost_continuity("gap")
+            return
+        self.position = StreamPosition(offset=event.offset, epoch=event.epoch)
+        self._emit(event)
+
+    def _on_resync_notice(self, reason: str) -> None:
+        """The server ended the subscription with ``resync``: subscribe afresh."""
+        if self.closed:
+            return
+        self._lost_continuity(reason)
+
+    def _lost_continuity(self, reason: str) -> None:
+        log.info("%s: continuity lost (%s); resubscribing", self.room, reason)
+        self._awaiting = True
+        self._resync_reason = reason
+        self._owner._request_resubscribe(self)
+
+    @property
+    def _needs_fresh(self) -> bool:
+        """True when the next subscribe must be sent without ``since`` (a resync is due)."""
+        return self._resync_reason is not None
+
+    def _on_presence(self, update: PresenceUpdate) -> None:
+        if self.closed:
+            return
+        self.presence = list(update.users)
+        for waiter in self._presence_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._presence_waiters.clear()
+        self._emit(update)
+
+    def _presence_waiter(self) -> asyncio.Future[None]:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._presence_waiters.append(waiter)
+        return waiter
+
+    def _revoke(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.revoked = Revoked(self.room, reason)
+        self._emit(self.revoked)
+        self._finish()
+
+    def _finish(self, error: BaseException | None = None) -> None:
+        """End the stream (``async for`` stops, or raises ``error``)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._error = error
+        self._wakeup.set()
+        if not self._ready.done():
+            self._ready.set_exception(error or ClientClosedError("the subscription has ended"))
+            self._ready.exception()  # retrieved: no "never retrieved" warning if unawaited
+        for waiter in self._presence_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._presence_waiters.clear()
+
+    # ------------------------------------------------------------------ delivery
+
+    def _emit(self, item: SubscriptionItem) -> None:
+        if self._queue is not None:
+            self._queue.append(item)
+            self._wakeup.set()
+        callbacks: list[Callback[Any]]
+        if isinstance(item, Event):
+            callbacks = list(self._event_callbacks)
+        elif isinstance(item, Resync):
+            callbacks = list(self._resync_callbacks)
+        elif isinstance(item, PresenceUpdate):
+            callbacks = list(self._presence_callbacks)
+        else:
+            callbacks = list(self._revoked_callbacks)
+        for callback in callbacks:
+            try:
+                result = callback(item)
+            except Exception:
+                log.exception("%s: callback %r failed", self.room, callback)
+                continue
+            if inspect.isawaitable(result):
+                self._pending_calls.append(result)
+                if self._call_task is None or self._call_task.done():
+                    self._call_task = asyncio.ensure_future(self._run_calls())
+
+    async def _run_calls(self) -> None:
+        while self._pending_calls:
+            awaitable = self._pending_calls.popleft()
+            try:
+                await awaitable
+            except Exception:
+                log.exception("%s: async callback failed", self.room)
+
+    async def _drain_callbacks(self) -> None:
+        """Wait for the async callbacks already queued (used when closing)."""
+        task = self._call_task
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await task
