@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -48,6 +48,8 @@ CHANNEL_PREFIX: Final = "liveboard:room:"
 #: Payloads on a room's channel that start with this are presence signals, not events (events
 #: are JSON objects and start with ``{``); the instance id follows.
 PRESENCE_SIGNAL: Final = b"presence:"
+#: Connections the publisher may open at once (concurrent requests share them).
+PUBLISH_CONNECTIONS: Final = 16
 
 # Timeouts (seconds)
 CONNECT_TIMEOUT: Final = 1.0
@@ -103,7 +105,11 @@ class RedisBroker:
                 "protocol": 2,  # the reader parses RESP2 pub/sub replies
                 "retry": Retry(NoBackoff(), retries),
             }
-            return ConnectionPool(**options)
+            # Blocking: a burst of publishes waits for a free connection (bounded by the
+            # publish timeout) instead of failing when the pool is exhausted.
+            return BlockingConnectionPool(
+                max_connections=PUBLISH_CONNECTIONS, timeout=PUBLISH_TIMEOUT, **options
+            )
 
         # One retry on a fresh connection: a pooled connection may be stale after a restart.
         self._publisher = Redis(connection_pool=pool(1, "pub"))
