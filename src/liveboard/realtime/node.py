@@ -452,12 +452,19 @@ class Node:
                 return
 
     async def _audit_forever(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(AUDIT_INTERVAL)
             try:
                 await self.audit()
-            except Exception:  # the database may be briefly unavailable; try again next period
-                log.warning("room audit failed", exc_info=True)
+            except Exception:  # the database may be unavailable; try again next period
+                if not failing:
+                    log.warning("room audit failed", exc_info=True)
+                failing = True
+            else:
+                if failing:
+                    log.info("room audit works again")
+                failing = False
 
     async def audit(self) -> None:
         """Deliver from the log whatever an active room has not released yet."""
