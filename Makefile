@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv run test test-unit lint typecheck lock clean
+.PHONY: venv run test test-unit lint lock clean bench bench-quick soak fuzz
 
 # Shared set-up: the virtualenv, the locked runtime dependencies and liveboard itself.
 $(BIN)/.runtime: requirements.lock pyproject.toml
@@ -18,6 +18,11 @@ $(BIN)/.runtime: requirements.lock pyproject.toml
 # Test extras on top of the runtime set-up.
 $(BIN)/.test: $(BIN)/.runtime requirements-test.lock
 	$(PIP) install --require-hashes -r requirements-test.lock
+	@touch $@
+
+# Benchmark extras (load generator, the python-socketio peer, plots, profiler).
+$(BIN)/.bench: $(BIN)/.runtime requirements-bench.lock
+	$(PIP) install --require-hashes -r requirements-bench.lock
 	@touch $@
 
 venv: $(BIN)/.runtime
@@ -39,11 +44,25 @@ lint: $(BIN)/.test
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# The benchmark suite against python-socketio (≤ 10 min; needs redis-server and PostgreSQL):
+# results in bench/results/, the table and plot in docs/benchmarks.md.
+bench: $(BIN)/.bench
+	$(BIN)/python -m bench.run --profile --update-docs
+
+# A ≤ 1 minute smoke run of every scenario, so the suite cannot rot.
+bench-quick: $(BIN)/.bench
+	$(BIN)/python -m bench.run --quick
+
+# The long soak: 10 minutes of churn, mutations and a Redis restart on two instances.
+soak: $(BIN)/.test
+	$(BIN)/python -m tests.soak.runner --duration 600
+
 # Regenerate the lock files after editing pyproject.toml (needs uv: pip install uv).
 lock:
 	uv lock
 	uv export --frozen --no-dev --no-emit-project --format requirements-txt > requirements.lock
 	uv export --frozen --no-dev --extra test --no-emit-project --format requirements-txt > requirements-test.lock
+	uv export --frozen --no-dev --extra bench --no-emit-project --format requirements-txt > requirements-bench.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

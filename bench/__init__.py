@@ -1,0 +1,1 @@
+"""The liveboard benchmark suite: see docs/benchmarks.md and ``python -m bench.run --help``."""

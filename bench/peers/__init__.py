@@ -1,0 +1,1 @@
+"""Equivalent servers built on the alternatives liveboard is compared with."""

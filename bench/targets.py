@@ -1,0 +1,461 @@
+"""The two servers under test, each with the same operations for the scenarios.
+
+* ``LiveboardTarget``: ``liveboard serve`` instances on PostgreSQL and the private Redis.
+  Events for scenarios A/B/D take the *direct path*: the harness appends the event rows to the
+  event log (``events`` rows plus ``rooms.last_offset``, in one transaction, as the task service
+  does) and then PUBLISHes the event JSON on the room's channel ``liveboard:room:{room}``, exactly
+  what an instance's broker does after a commit; every liveboard instance subscribed to the
+  room fans it out. ``ts`` is stamped after the commit, just before the PUBLISH, so the measured
+  latency is publish → receipt (the database write is not in it). Scenario C goes through the
+  REST API instead (``PATCH /api/tasks/{id}``), ``ts`` being the service's commit time.
+* ``SocketioTarget``: ``bench/peers/socketio_server.py`` instances. Events are emitted the
+  Socket.IO way, ``emit(type, envelope, room=room)`` on a write-only ``AsyncRedisManager``
+  (its messages are collected and PUBLISHed in one pipeline per batch), so they travel over the
+  same Redis to every instance, which emits to its local room members. The envelope is the same
+  JSON as liveboard's. Scenario C: ``POST /api/tasks/{id}`` on the peer (same database work).
+
+Both keep ``heads``: the last offset published to each room, which is what every subscriber of
+that room must end up having received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import msgspec
+import socketio
+from redis.asyncio import Redis
+
+from bench.infra import PYTHON, Postgres, Process, RedisServer, free_port, wait_http
+
+SECRET = "bench-secret-not-for-production"
+OWNER = "owner"
+
+
+def iso_now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
+def task_dict(task_id: str, project_id: str, title: str, version: int) -> dict[str, Any]:
+    """A realistic task body, like the API's (the event payload is ~0.6 kB, as in real use)."""
+    return {
+        "id": task_id,
+        "projectId": project_id,
+        "title": title,
+        "description": "A task the benchmark updates; its event carries the whole task.",
+        "status": "in_progress",
+        "order": 3.0,
+        "assigneeId": "u1",
+        "createdById": OWNER,
+        "version": version,
+        "createdAt": "2026-11-26T03:09:08.123Z",
+        "updatedAt": iso_now(),
+    }
+
+
+class Room:
+    """One project room the benchmark uses: its name, task and log position."""
+
+    __slots__ = ("epoch", "head", "name", "project_id", "task_id")
+
+    def __init__(self, project_id: str, task_id: str, epoch: str, head: int) -> None:
+        self.project_id = project_id
+        self.name = f"project:{project_id}"
+        self.task_id = task_id
+        self.epoch = epoch
+        self.head = head
+
+
+class Target:
+    """What both servers offer to the scenarios."""
+
+    name = ""
+    proto = ""
+    instances: list[Process]
+
+    def __init__(self, workdir: Path, redis: RedisServer, postgres: Postgres) -> None:
+        self.workdir = workdir
+        self.redis = redis
+        self.postgres = postgres
+        self.instances = []
+        self.ports: list[int] = []
+        self.rooms: list[Room] = []
+        self.database_url: str | None = None
+        self._redis: Redis | None = None
+
+    async def create_database(self, name: str) -> None:
+        """Use a fresh PostgreSQL database from now on (for the next start)."""
+        self.database_url = await self.postgres.create(name)
+
+    def url(self, index: int = 0) -> str:
+        return f"ws://127.0.0.1:{self.ports[index]}"
+
+    def http(self, index: int = 0) -> str:
+        return f"http://127.0.0.1:{self.ports[index]}"
+
+    @property
+    def heads(self) -> dict[str, int]:
+        return {room.name: room.head for room in self.rooms}
+
+    def cpu(self, index: int = 0) -> float:
+        return self.instances[index].cpu()
+
+    def cpu_system(self, index: int = 0) -> float:
+        return self.instances[index].cpu_system()
+
+    def rss_kb(self, index: int = 0) -> int:
+        return self.instances[index].rss_kb()
+
+    @property
+    def pid(self) -> int:
+        return self.instances[0].pid
+
+    def redis_client(self) -> Redis:
+        if self._redis is None:
+            self._redis = Redis.from_url(self.redis.url)
+        return self._redis
+
+    async def counters(self, index: int = 0) -> dict[str, float]:
+        """The server's own counters (liveboard: /metrics), to explain a phase."""
+        return {}
+
+    async def start(self, count: int = 1) -> None:
+        raise NotImplementedError
+
+    async def _ready(
+        self, started: list[tuple[int, Process]], path: str, *, register: bool = True
+    ) -> None:
+        """Wait for every started instance to answer; on failure none is left running."""
+        try:
+            for port, process in started:
+                await wait_http(f"http://127.0.0.1:{port}{path}", 30, process)
+        except BaseException:
+            for _port, process in started:
+                process.stop(kill=True)
+            raise
+        if register:
+            for port, process in started:
+                self.ports.append(port)
+                self.instances.append(process)
+
+    async def setup(self, projects: int, users: int) -> None:
+        raise NotImplementedError
+
+    async def publish(self, rooms: list[Room]) -> None:
+        """One event to each of ``rooms`` (a room may appear several times), in order."""
+        raise NotImplementedError
+
+    async def mutate(self, http: aiohttp.ClientSession, room: Room, title: str) -> bool:
+        raise NotImplementedError
+
+    async def stop(self, *, kill: bool = False) -> None:
+        for process in self.instances:
+            process.stop(kill=kill)
+        self.instances = []
+        self.ports = []
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
+            self._redis = None
+
+    async def restart(self, count: int = 1) -> None:
+        """Kill and start again (e.g. after an overload left a backlog); rooms are kept."""
+        await self.stop(kill=True)
+        await self.start(count)
+
+
+class LiveboardTarget(Target):
+    name = "liveboard"
+    proto = "lb"
+
+    def __init__(self, workdir: Path, redis: RedisServer, postgres: Postgres) -> None:
+        super().__init__(workdir, redis, postgres)
+        self.owner_token = ""
+        self.workspace_id = ""
+        self._db: asyncpg.Connection | None = None
+        self._encode = msgspec.json.Encoder().encode
+
+    async def start(self, count: int = 1) -> None:
+        from liveboard.auth import issue_token
+
+        assert self.database_url is not None, "create_database first"
+        self.owner_token = issue_token(SECRET, OWNER, name="Owner", ttl=7200)
+        env = {
+            "LIVEBOARD_DATABASE_URL": self.database_url,
+            "LIVEBOARD_JWT_SECRET": SECRET,
+            "LIVEBOARD_REDIS_URL": self.redis.url,
+            "LIVEBOARD_LOG_FORMAT": "text",
+        }
+        started = []
+        for index in range(count):
+            port = free_port()
+            argv = [PYTHON, "-m", "liveboard", "serve", "--port", str(port)]
+            log = self.workdir / f"liveboard-{len(self.instances) + index}.log"
+            started.append((port, Process(f"liveboard:{port}", argv, log, env)))
+            if index == 0 and count > 1:  # let the first one apply the migrations alone
+                await self._ready(started, "/healthz", register=False)
+        await self._ready(started, "/readyz")
+
+    async def counters(self, index: int = 0) -> dict[str, float]:
+        wanted = ("gap_fills", "catch_ups", "resyncs", "slow_consumer", "broker_reconnects")
+        out: dict[str, float] = {}
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{self.http(index)}/metrics") as r,
+            ):
+                text = await r.text()
+        except (aiohttp.ClientError, OSError):
+            return out
+        for line in text.splitlines():
+            if line.startswith("liveboard_") and any(w in line for w in wanted):
+                name, _, value = line.partition(" ")
+                with contextlib.suppress(ValueError):
+                    out[name] = float(value)
+        return out
+
+    async def db(self) -> asyncpg.Connection:
+        if self._db is None:
+            self._db = await asyncpg.connect(self.database_url)
+        return self._db
+
+    async def setup(self, projects: int, users: int) -> None:
+        """A workspace (owner ``owner``), ``projects`` projects with one task each, and users
+        ``u0``… as members (inserted in bulk: adding 20k members through the API is not what
+        is measured)."""
+        headers = {"Authorization": f"Bearer {self.owner_token}"}
+        async with aiohttp.ClientSession(self.http(), headers=headers) as http:
+            if not self.workspace_id:
+                async with http.post("/api/workspaces", json={"name": "bench"}) as r:
+                    r.raise_for_status()
+                    self.workspace_id = (await r.json())["id"]
+            while len(self.rooms) < projects:
+                name = f"bench {len(self.rooms)}"
+                async with http.post(
+                    f"/api/workspaces/{self.workspace_id}/projects", json={"name": name}
+                ) as r:
+                    r.raise_for_status()
+                    pid = (await r.json())["id"]
+                async with http.post(f"/api/projects/{pid}/tasks", json={"title": "bench"}) as r:
+                    r.raise_for_status()
+                    tid = (await r.json())["id"]
+                async with http.get(f"/api/projects/{pid}/tasks") as r:
+                    r.raise_for_status()
+                    snapshot = await r.json()
+                self.rooms.append(Room(pid, tid, snapshot["epoch"], snapshot["offset"]))
+        db = await self.db()
+        present = await db.fetchval(
+            "SELECT count(*) FROM members WHERE workspace_id = $1", self.workspace_id
+        )
+        if present < users + 1:
+            now = iso_now()
+            await db.execute(
+                "DELETE FROM members WHERE workspace_id = $1 AND user_id LIKE 'u%'",
+                self.workspace_id,
+            )
+            await db.copy_records_to_table(
+                "members",
+                records=[(self.workspace_id, f"u{i}", "member", now) for i in range(users)],
+                columns=["workspace_id", "user_id", "role", "created_at"],
+            )
+
+    async def publish(self, rooms: list[Room]) -> None:
+        db = await self.db()
+        rows = []
+        before = int(time.time() * 1000)
+        for room in rooms:
+            room.head += 1
+            title = f"Benchmark task, revision {room.head}"
+            data = {
+                "task": task_dict(room.task_id, room.project_id, title, room.head),
+                "changes": {"title": {"from": "previous title", "to": title}},
+            }
+            rows.append((room, room.head, data))
+        names = [r.name for r, _o, _d in rows]
+        offsets = [o for _r, o, _d in rows]
+        async with db.transaction():
+            await db.execute(
+                'INSERT INTO events (room, "offset", epoch, type, ts, user_id, origin, data)'
+                " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[],"
+                " $5::bigint[], $6::text[], $7::text[], $8::text[])",
+                names,
+                offsets,
+                [r.epoch for r, _o, _d in rows],
+                ["task:updated"] * len(rows),
+                [before] * len(rows),
+                [OWNER] * len(rows),
+                [None] * len(rows),
+                [self._encode(d).decode() for _r, _o, d in rows],
+            )
+            last = {r.name: r.head for r, _o, _d in rows}
+            await db.execute(
+                "UPDATE rooms SET last_offset = v.o FROM unnest($1::text[], $2::bigint[])"
+                " AS v(r, o) WHERE rooms.room = v.r",
+                list(last),
+                list(last.values()),
+            )
+        ts = int(time.time() * 1000)
+        pipe = self.redis_client().pipeline(transaction=False)
+        for room, offset, data in rows:
+            event = {
+                "type": "task:updated",
+                "room": room.name,
+                "offset": offset,
+                "epoch": room.epoch,
+                "ts": ts,
+                "userId": OWNER,
+                "data": data,
+            }
+            pipe.publish(b"liveboard:room:" + room.name.encode(), self._encode(event))
+        await pipe.execute()
+
+    async def mutate(self, http: aiohttp.ClientSession, room: Room, title: str) -> bool:
+        async with http.patch(
+            f"{self.http()}/api/tasks/{room.task_id}",
+            json={"title": title},
+            headers={"Authorization": f"Bearer {self.owner_token}"},
+        ) as r:
+            await r.read()
+            if r.status == 200:
+                room.head += 1
+                return True
+            return False
+
+    async def stop(self, *, kill: bool = False) -> None:
+        if self._db is not None:
+            with contextlib.suppress(Exception):
+                await self._db.close()
+            self._db = None
+        await super().stop(kill=kill)
+
+
+class _CollectingManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+    """A write-only AsyncRedisManager whose messages are collected, then pipelined."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, write_only=True)
+        self.outbox: list[str] = []
+
+    async def _publish(self, data: Any) -> None:
+        self.outbox.append(self.json.dumps(data))
+
+
+class SocketioTarget(Target):
+    name = "python-socketio"
+    proto = "sio"
+
+    def __init__(self, workdir: Path, redis: RedisServer, postgres: Postgres) -> None:
+        super().__init__(workdir, redis, postgres)
+        self._manager = _CollectingManager(redis.url)
+        self._epoch = os.urandom(4).hex()
+        self._token = ""
+
+    async def start(self, count: int = 1) -> None:
+        started = []
+        for index in range(count):
+            port = free_port()
+            argv = [PYTHON, "-m", "bench.peers.socketio_server", "--port", str(port)]
+            argv += ["--redis-url", self.redis.url, "--jwt-secret", SECRET]
+            if self.database_url is not None:
+                argv += ["--database-url", self.database_url]
+            log = self.workdir / f"socketio-{len(self.instances) + index}.log"
+            started.append((port, Process(f"socketio:{port}", argv, log)))
+            if index == 0 and count > 1:  # let the first one create the tables alone
+                await self._ready(started, "/healthz", register=False)
+        await self._ready(started, "/healthz")
+
+    async def setup(self, projects: int, users: int) -> None:
+        """Rooms need no set-up on the peer (no membership); with a database, the C tables."""
+        while len(self.rooms) < projects:
+            index = len(self.rooms)
+            self.rooms.append(Room(f"sio{index}", f"t_sio{index}", self._epoch, 0))
+        if self.database_url is not None:
+            db = await asyncpg.connect(self.database_url)
+            try:
+                for room in self.rooms:
+                    await db.execute(
+                        "INSERT INTO peer_tasks VALUES ($1, $2, 'bench', '', 'todo', 1.0, NULL,"
+                        " $3, 1, $4, $4) ON CONFLICT DO NOTHING",
+                        room.task_id,
+                        room.project_id,
+                        OWNER,
+                        iso_now(),
+                    )
+                    await db.execute(
+                        "INSERT INTO peer_rooms VALUES ($1, $2, $3) ON CONFLICT (room) DO UPDATE"
+                        " SET last_offset = peer_rooms.last_offset",
+                        room.name,
+                        room.epoch,
+                        room.head,
+                    )
+                    room.head = await db.fetchval(
+                        "SELECT last_offset FROM peer_rooms WHERE room = $1", room.name
+                    )
+            finally:
+                await db.close()
+
+    async def publish(self, rooms: list[Room]) -> None:
+        ts = int(time.time() * 1000)
+        manager = self._manager
+        for room in rooms:
+            room.head += 1
+            title = f"Benchmark task, revision {room.head}"
+            event = {
+                "type": "task:updated",
+                "room": room.name,
+                "offset": room.head,
+                "epoch": room.epoch,
+                "ts": ts,
+                "userId": OWNER,
+                "data": {
+                    "task": task_dict(room.task_id, room.project_id, title, room.head),
+                    "changes": {"title": {"from": "previous title", "to": title}},
+                },
+            }
+            await manager.emit("task:updated", event, room=room.name)
+        outbox, manager.outbox = manager.outbox, []
+        pipe = self.redis_client().pipeline(transaction=False)
+        for message in outbox:
+            pipe.publish(manager.channel, message)
+        await pipe.execute()
+
+    async def mutate(self, http: aiohttp.ClientSession, room: Room, title: str) -> bool:
+        from liveboard.auth import issue_token
+
+        if not self._token:
+            self._token = issue_token(SECRET, OWNER, ttl=7200)
+        token = self._token
+        async with http.post(
+            f"{self.http()}/api/tasks/{room.task_id}",
+            json={"title": title},
+            headers={"Authorization": f"Bearer {token}"},
+        ) as r:
+            await r.read()
+            if r.status == 200:
+                room.head += 1
+                return True
+            return False
+
+
+def write_tokens(path: Path, users: int) -> None:
+    """JWTs for users ``u0``…``u{users-1}`` (names ``User i``), valid for two hours."""
+    from liveboard.auth import issue_token
+
+    now = time.time()
+    tokens = [
+        issue_token(SECRET, f"u{i}", name=f"User {i}", ttl=7200, now=now) for i in range(users)
+    ]
+    path.write_text(json.dumps(tokens))
+
+
+async def settle(seconds: float) -> None:
+    await asyncio.sleep(seconds)
