@@ -53,6 +53,13 @@ bench: $(BIN)/.bench
 bench-quick: $(BIN)/.bench
 	$(BIN)/python -m bench.run --quick
 
+# The attack and hostile-client suites at full counts (docs/reliability.md), ~15 min on 2 cores.
+fuzz: $(BIN)/.test
+	LIVEBOARD_FUZZ_COUNT=60000 LIVEBOARD_PROPERTY_EXAMPLES=3000 \
+	LIVEBOARD_SCHEMATHESIS_EXAMPLES=400 LIVEBOARD_CHURN_CONNECTIONS=20000 \
+	$(BIN)/python -m pytest tests/fuzz tests/integration/test_hostile_clients.py \
+	    tests/integration/test_authz_matrix.py -s $(PYTEST_ARGS)
+
 # The long soak: 10 minutes of churn, mutations and a Redis restart on two instances.
 soak: $(BIN)/.test
 	$(BIN)/python -m tests.soak.runner --duration 600

@@ -7,6 +7,7 @@ token there), the status and the duration: tokens never reach the logs.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
@@ -15,13 +16,34 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 _encode = msgspec.json.Encoder().encode
+# A token may reach a log line through a library that quotes a request line (a malformed or
+# oversized request): query strings (``?…`` after a path) and anything shaped like a JWT (even
+# truncated) are replaced before a line is written.
+_SECRETS = re.compile(r"(?<=[\w/])\?[^\s'\"\\]+|eyJ[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*){0,2}")
+
+
+def redact(text: str) -> str:
+    """``text`` with query strings and tokens replaced by ``[redacted]``."""
+    return _SECRETS.sub("[redacted]", text)
+
+
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+
+
+class TextFormatter(logging.Formatter):
+    """The plain format, with tokens redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message and any ``extra`` fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        return redact(self._format(record))
+
+    def _format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
@@ -41,7 +63,7 @@ def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

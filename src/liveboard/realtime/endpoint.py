@@ -22,12 +22,13 @@ from liveboard import errors
 from liveboard.auth import TokenVerifier, bearer_token
 from liveboard.config import Settings
 from liveboard.errors import AuthError
-from liveboard.realtime import protocol
+from liveboard.realtime import protocol, wire
 from liveboard.realtime.node import Node
 from liveboard.realtime.protocol import ProtocolError
 from liveboard.realtime.session import (
     CLOSE_INTERNAL,
     CLOSE_POLICY,
+    CLOSE_PROTOCOL_ERROR,
     CLOSE_UNSUPPORTED,
     Session,
 )
@@ -77,14 +78,23 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         autoping=False,
         compress=False,  # frames are pre-encoded once for every socket; see docs/protocol.md
-        max_msg_size=settings.max_message_bytes,
+        # aiohttp refuses a message of max_msg_size bytes; the contract accepts that size.
+        max_msg_size=settings.max_message_bytes + 1,
     )
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except ConnectionError:  # the peer left during the handshake: nothing to answer
+        return web.Response(status=499)
     transport = request.transport
-    if transport is None:  # the peer left during the handshake
+    if transport is None:
         return ws
     _bound_kernel_buffer(transport)
     session = Session(ws, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings)
+    wire.install(
+        request.protocol,
+        on_activity=session.touch,
+        on_violation=lambda: session.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked"),
+    )
     node.register(session)
     session.send(protocol.encode_connected(session.connection_id, principal.user_id))
     session.start_timers()
@@ -119,7 +129,11 @@ async def _message_loop(request: web.Request, node: Node, session: Session) -> N
         session.touch()
         kind = message.type
         if kind is WSMsgType.TEXT:
-            await _handle_text(request, node, session, message.data)
+            session.busy = True  # a slow handler (a stalled database) is not a dead peer
+            try:
+                await _handle_text(request, node, session, message.data)
+            finally:
+                session.busy = False
         elif kind is WSMsgType.PING:
             await ws.pong(message.data)
         elif kind is WSMsgType.PONG:

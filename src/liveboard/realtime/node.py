@@ -265,6 +265,10 @@ class Node:
                         conn, room.name, after=after, up_to=position.offset, limit=READ_BATCH
                     )
         if session.closing:
+            # Closed while we read: the session will not be told, and disconnect() only knows
+            # the rooms in session.subscriptions, so leave this one here.
+            if room.name not in session.subscriptions:
+                self._leave_room(room.name, None, session.outlet)
             return True
         if self.hub.rooms.get(room.name) is not room or session.outlet not in room.joining:
             # The room was reset while we read (resync): the client must start over.

@@ -41,6 +41,7 @@ ABUSE_BURST = 30.0
 
 # Close codes (CONTRACT §4)
 CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED = 1003
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
@@ -71,6 +72,7 @@ class Session:
         # workspace id → offset of the latest member:removed of this user seen in its room
         self.revoked: dict[str, int] = {}
         self.closing = False
+        self.busy = False  # handling a message: pongs wait in aiohttp's queue meanwhile
         self._transport = transport
         self._settings = settings
         now = time.monotonic()
@@ -139,7 +141,7 @@ class Session:
     def _check_pong(self, sent_at: float) -> None:
         if self.closing:
             return
-        if self._last_seen >= sent_at:
+        if self._last_seen >= sent_at or self.busy:
             delay = max(0.0, self._settings.heartbeat_interval - (self._loop.time() - sent_at))
             self._ping_timer = self._loop.call_later(delay, self._ping)
             return
