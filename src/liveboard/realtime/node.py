@@ -522,6 +522,11 @@ class Node:
         m.gauge("liveboard_rooms", "Rooms with local subscribers.", lambda: len(self.hub.rooms))
         m.gauge("liveboard_presence_rooms", "Rooms with presence.", self.presence.room_count)
         m.gauge(
+            "liveboard_presence_users",
+            "Present users summed over rooms, as this instance sees them.",
+            self.presence.user_count,
+        )
+        m.gauge(
             "liveboard_broker_up",
             "1 when the broker is reachable.",
             lambda: 1.0 if self.broker.up else 0.0,

@@ -118,6 +118,10 @@ class PresenceManager(Protocol):
 
     def room_count(self) -> int: ...
 
+    def user_count(self) -> int:
+        """Present users summed over rooms (a user in two rooms counts twice)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -169,6 +173,9 @@ class MemoryPresence:
 
     def room_count(self) -> int:
         return len(self._rooms)
+
+    def user_count(self) -> int:
+        return sum(len(presence) for presence in self._rooms.values())
 
     async def aclose(self) -> None:
         self._rooms.clear()

@@ -148,6 +148,9 @@ class RedisPresence:
     def room_count(self) -> int:
         return len(self._views)
 
+    def user_count(self) -> int:
+        return sum(len(view) for view in self._views.values())
+
     async def aclose(self) -> None:
         """Remove this instance's entries and stop. Idempotent."""
         if self._closed:
