@@ -20,6 +20,7 @@ that room must end up having received.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -75,7 +76,7 @@ class Room:
         self.head = head
 
 
-class Target:
+class Target(abc.ABC):
     """What both servers offer to the scenarios."""
 
     name = ""
@@ -128,8 +129,9 @@ class Target:
         """The server's own counters (liveboard: /metrics), to explain a phase."""
         return {}
 
+    @abc.abstractmethod
     async def start(self, count: int = 1) -> None:
-        raise NotImplementedError
+        """Implemented by each server under test."""
 
     async def _ready(
         self, started: list[tuple[int, Process]], path: str, *, register: bool = True
@@ -147,15 +149,17 @@ class Target:
                 self.ports.append(port)
                 self.instances.append(process)
 
+    @abc.abstractmethod
     async def setup(self, projects: int, users: int) -> None:
-        raise NotImplementedError
+        """Implemented by each server under test."""
 
+    @abc.abstractmethod
     async def publish(self, rooms: list[Room]) -> None:
         """One event to each of ``rooms`` (a room may appear several times), in order."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def mutate(self, http: aiohttp.ClientSession, room: Room, title: str) -> bool:
-        raise NotImplementedError
+        """Implemented by each server under test."""
 
     async def stop(self, *, kill: bool = False) -> None:
         for process in self.instances:
