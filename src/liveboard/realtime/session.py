@@ -54,6 +54,28 @@ CLOSE_SLOW_CONSUMER = 4008
 class Session:
     """State of one connection. Created by the endpoint after a successful upgrade."""
 
+    # Slots: thousands of these live at once (a few hundred bytes each saved).
+    __slots__ = (
+        "_abuse",
+        "_bucket",
+        "_close_task",
+        "_expiry_timer",
+        "_last_seen",
+        "_loop",
+        "_ping_timer",
+        "_settings",
+        "_transport",
+        "busy",
+        "closing",
+        "connection_id",
+        "outlet",
+        "present_in",
+        "principal",
+        "revoked",
+        "subscriptions",
+        "ws",
+    )
+
     def __init__(
         self,
         ws: web.WebSocketResponse,
