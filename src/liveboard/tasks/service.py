@@ -358,16 +358,13 @@ class TaskService:
         now: Clock,
         data: dict[str, Any],
     ) -> Event:
-        # ``ts`` is the commit time (CONTRACT §4): read the clock again here, right before the
-        # event row and the COMMIT, not when the request started (it may have waited for the
-        # room's lock behind other writers meanwhile).
         return await eventlog.append_event(
             conn,
             room=room,
             type=type_,
             user_id=actor.user_id,
             data=data,
-            ts=max(now.ms, self._clock().ms),
+            ts=now.ms,
             origin=actor.origin,
         )
 
