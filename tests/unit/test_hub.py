@@ -127,6 +127,27 @@ def test_the_same_frame_bytes_go_to_every_socket(hub: Hub) -> None:
     assert all(t.writes[0] is first for t in transports)  # one encode, shared
 
 
+def test_a_broker_read_is_joined_once_for_every_socket(hub: Hub) -> None:
+    transports = [live_subscriber(hub, f"s{i}") for i in range(3)]
+    hub.deliver([ev(1), ev(2), ev(3)])
+    first = transports[0].writes[0]
+    assert all(t.writes == [first] and t.writes[0] is first for t in transports)
+    assert transports[2].offsets() == [1, 2, 3]
+
+
+def test_a_joiner_promoted_during_a_read_gets_each_event_once_in_order(hub: Hub) -> None:
+    live = live_subscriber(hub, "live", at=4)
+    transport = FakeTransport()
+    outlet = Outlet(transport, "joiner", "u")
+    room = hub.join("project:p1", outlet)
+    hub.complete_join(room, outlet, 5)  # its history read reached 5; the room released 4
+    # 6 waits for 5; 5 releases both (6 is the joiner's first), then it goes live for 7.
+    hub.deliver([ev(6), ev(5), ev(7)])
+    assert live.offsets() == [5, 6, 7]
+    assert transport.offsets() == [6, 7]
+    assert outlet in room.live
+
+
 def test_a_gap_is_reported_and_filled(hub: Hub, recorder: Recorder) -> None:
     a = live_subscriber(hub, "a")
     hub.deliver([ev(1), ev(3)])

@@ -4,10 +4,13 @@ Guarantees:
 
 * Each room's events are released in offset order, each once, with no gap (``RoomSequencer``);
   a hole is reported to the node (``on_gap``), which waits briefly and fills it from the log.
-* Per released event: one JSON encode and one frame encode; the same bytes are appended to every
-  live subscriber's outlet. No per-socket task, await or encode.
-* Frames that become ready for one socket during one ``deliver`` call (one broker read) leave in
-  one ``transport.write`` at its end, without waiting for anything else.
+* Per released event: one JSON encode and one frame encode. No per-socket task, await or encode.
+* The frames a room releases during one ``deliver`` call (one broker read) are joined once into
+  one buffer, and that buffer is written to each live subscriber in one ``transport.write``, at
+  the end of the call, without waiting for anything else: the cost per socket is one write per
+  broker read, however many events it carried.
+* Each subscriber gets a room's events in offset order: frames queued for a joiner before it goes
+  live are written before the room's buffer.
 * A socket whose unsent bytes pass the bound is handed to ``on_slow_consumer`` (closed with 4008)
   and gets nothing more; memory per socket stays bounded.
 * A subscriber that is joining (its snapshot or history is being read) is not written to: the
@@ -200,12 +203,12 @@ class Hub:
         early, room.prebuffer = room.prebuffer, []
         if early:
             self._release(room, room.sequencer.fill(early, now=self._clock()))
-            self._flush_all(room)
 
     # Delivery
 
     def deliver(self, events: Sequence[Event]) -> None:
         """Events from the broker (any rooms, any order): release each room's in order."""
+        batch: dict[Room, list[bytes]] = {}
         dirty: list[Outlet] = []
         released: list[Event] = []
         now = self._clock()
@@ -218,40 +221,41 @@ class Hub:
                     room.prebuffer.append(event)
                 continue
             result = room.sequencer.offer(event, now=now)
-            released += self._fan_out(room, result, dirty)
-        self._flush(dirty, released)
+            released += self._fan_out(room, result, batch, dirty)
+        self._flush(batch, dirty, released)
 
     def fill(self, room: Room, events: Iterable[Event]) -> None:
         """Events read from the log to close a hole of ``room``."""
         if room.sequencer is None or self.rooms.get(room.name) is not room:
             return
-        dirty: list[Outlet] = []
-        result = room.sequencer.fill(events, now=self._clock())
-        self._flush(dirty, self._fan_out(room, result, dirty))
+        self._release(room, room.sequencer.fill(events, now=self._clock()))
 
     def send_to_room(self, name: str, payload: bytes) -> None:
         """One server message (e.g. ``presence:update``) to every live subscriber of a room."""
         room = self.rooms.get(name)
         if room is None:
             return
-        frame = text_frame(payload)
-        dirty = list(room.live)
-        for outlet in dirty:
-            outlet.pending.append(frame)
-        self._flush(dirty, [])
+        sent = self._write_room(room, [text_frame(payload)])
+        self._metrics.messages_sent += sent
+        self._metrics.deliveries += sent
 
     def _release(self, room: Room, result: OfferResult) -> None:
+        batch: dict[Room, list[bytes]] = {}
         dirty: list[Outlet] = []
-        self._flush(dirty, self._fan_out(room, result, dirty))
+        self._flush(batch, dirty, self._fan_out(room, result, batch, dirty))
 
-    def _fan_out(self, room: Room, result: OfferResult, dirty: list[Outlet]) -> list[Event]:
+    def _fan_out(
+        self, room: Room, result: OfferResult, batch: dict[Room, list[bytes]], dirty: list[Outlet]
+    ) -> list[Event]:
+        """Queue ``result``'s events: in ``batch`` for the live subscribers, per outlet for
+        joiners that are ready for them."""
+        frames = batch.get(room)
         for event in result.deliver:
             frame = text_frame(encode_event(event))
-            for outlet in room.live:
-                pending = outlet.pending
-                if not pending:
-                    dirty.append(outlet)
-                pending.append(frame)
+            if room.live:
+                if frames is None:
+                    frames = batch[room] = []
+                frames.append(frame)
             for outlet, joiner in room.joining.items():
                 if joiner.ready_at is None:
                     joiner.held.append(event)
@@ -260,6 +264,11 @@ class Hub:
                         dirty.append(outlet)
                     outlet.pending.append(frame)
         if room.joining and result.deliver:
+            # The live set is about to grow: what it had so far goes to the subscribers that
+            # were live when it was released, not to the joiners promoted now (which have it).
+            sent = self._write_room(room, batch.pop(room, []))
+            self._metrics.messages_sent += sent
+            self._metrics.deliveries += sent
             self._promote(room)
         if room.is_workspace and result.deliver:
             self._on_workspace_events(room, result.deliver)
@@ -280,8 +289,34 @@ class Hub:
             del room.joining[outlet]
             room.live[outlet] = None
 
-    def _flush(self, dirty: list[Outlet], released: list[Event]) -> None:
+    def _write_room(self, room: Room, frames: list[bytes]) -> int:
+        """Write ``frames``, joined once, to each live subscriber of ``room``; the number of
+        frames written (frames times sockets)."""
+        if not frames:
+            return 0
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        limit = self._limit
+        written = 0
+        slow: list[Outlet] = []
+        for outlet in room.live:
+            transport = outlet.transport
+            if outlet.closed or transport.is_closing():
+                continue
+            transport.write(data)
+            written += 1
+            if transport.get_write_buffer_size() > limit:
+                slow.append(outlet)
+        for outlet in slow:  # after the loop: closing one may change the room
+            self._metrics.slow_consumer_closes += 1
+            self._on_slow_consumer(outlet)
+        return written * len(frames)
+
+    def _flush(
+        self, batch: dict[Room, list[bytes]], dirty: list[Outlet], released: list[Event]
+    ) -> None:
         sent = 0
+        # Joiners' own frames first: a joiner promoted during this call also gets the room's
+        # buffer below, which holds only events released after its own.
         for outlet in dirty:
             sent += len(outlet.pending)
             if outlet.closed:
@@ -290,6 +325,8 @@ class Hub:
             if outlet.flush() > self._limit:
                 self._metrics.slow_consumer_closes += 1
                 self._on_slow_consumer(outlet)
+        for room, frames in batch.items():
+            sent += self._write_room(room, frames)
         metrics = self._metrics
         metrics.messages_sent += sent
         metrics.deliveries += sent
@@ -297,9 +334,6 @@ class Hub:
             now_ms = time.time() * 1000.0
             for event in released:
                 metrics.delivery_latency.observe(max(0.0, now_ms - event.ts) / 1000.0)
-
-    def _flush_all(self, room: Room) -> None:
-        self._flush([o for o in room.live if o.pending], [])
 
     # Introspection
 
