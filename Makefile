@@ -30,13 +30,13 @@ venv: $(BIN)/.runtime
 run: venv
 	$(BIN)/liveboard serve --dev --host $(HOST) --port $(PORT)
 
-test: $(BIN)/.test
+test: $(BIN)/.test $(BIN)/.bench
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-unit: $(BIN)/.test
+test-unit: $(BIN)/.test $(BIN)/.bench
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(BIN)/.test

@@ -17,7 +17,10 @@ For every event delivered it records the latency (receive time - the event's ``t
 per connection the highest offset seen, the number of new offsets, the offsets skipped (a
 gap), those that arrived after a later one (reordered) and duplicates. A frame is parsed once
 per distinct payload: the same event reaches every socket as the same bytes, so the
-(offset, ts) of a payload already seen is looked up, not parsed again.
+(offset, ts) of a payload already seen is looked up, not parsed again. Going further, a whole
+received chunk already seen on another connection is accounted without parsing at all
+(``bench.chunks``): the client's cost per delivery falls as the server joins frames, so the
+rate ladder measures the server, not the load generator.
 Loss is counted at the end of a phase: each connection should have received every offset of
 its room from the phase's start head to its end head.
 
@@ -44,6 +47,8 @@ from typing import Any
 import msgspec
 import numpy as np
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+from bench.chunks import ChunkTable, scan_frames
 
 EVENT_TYPES = frozenset(
     {
@@ -89,8 +94,65 @@ CACHE: dict[bytes, tuple[int, int, int]] = {}
 #: The harness names the task of mutation i "Mutation i": the tag maps a delivery to its request.
 _TAG = re.compile(rb'"title":"Mutation (\d+)"')
 
+#: Whole chunks seen (see ``ChunkTap``); cleared with the per-frame arrays at each reset.
+CHUNKS = ChunkTable()
+#: ``BENCH_CHUNK_CACHE=0`` turns the chunk cache off (every frame goes through picows).
+USE_CHUNK_CACHE = os.environ.get("BENCH_CHUNK_CACHE", "1") == "1"
+
 _now = time.time
 _lat_append = LAT.append
+
+
+class ChunkTap(asyncio.Protocol):
+    """Sits between uvloop's transport and picows' protocol once a connection is open.
+
+    A chunk that starts at a frame boundary and is a repeat of one remembered in ``CHUNKS`` is
+    accounted at once (``Client.account``). Anything else is fed to picows, which calls
+    ``on_ws_frame`` per frame as before; if the chunk turns out to be whole event frames only,
+    the frames it held are remembered for its next repeat.
+    """
+
+    def __init__(self, inner: asyncio.BufferedProtocol, client: Client) -> None:
+        self.inner = inner
+        self.client = client
+        self.tail = b""  # the start of an unfinished frame, from the previous chunks
+
+    def data_received(self, data: bytes) -> None:
+        if not self.tail:
+            chunk = CHUNKS.chunks.get(data)
+            if chunk is not None:
+                self.client.account(chunk)
+                return
+            self.client.recording = []
+        self._feed(data)
+        recorded, self.client.recording = self.client.recording, None
+        if self.tail:
+            data = self.tail + data
+        frames, partial, text = scan_frames(data)
+        self.tail = data[len(data) - partial :] if partial else b""
+        if recorded is not None and not partial and text and len(recorded) == frames:
+            CHUNKS.remember(data, recorded)
+
+    def _feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            buffer = memoryview(self.inner.get_buffer(len(view)))
+            n = min(len(buffer), len(view))
+            buffer[:n] = view[:n]
+            self.inner.buffer_updated(n)
+            view = view[n:]
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
 
 
 class Client(WSListener):
@@ -112,6 +174,31 @@ class Client(WSListener):
         self.transport: WSTransport | None = None
         self.waiting = "connected"
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        #: While ``ChunkTap`` feeds picows a new chunk: (offset, ts, tag) of its event frames.
+        self.recording: list[tuple[int, int, int]] | None = None
+
+    def tap(self) -> None:
+        """Put a ``ChunkTap`` in front of picows (call between messages: no frame half read)."""
+        assert self.transport is not None
+        underlying = self.transport.underlying_transport
+        inner = underlying.get_protocol()
+        assert isinstance(inner, asyncio.BufferedProtocol)
+        underlying.set_protocol(ChunkTap(inner, self))
+
+    def account(self, chunk: Any) -> None:
+        """A repeat of a remembered chunk: its offsets as if each frame had been read."""
+        if chunk.consecutive and chunk.first == self.last + 1:
+            self.last = chunk.last
+            self.uniq += len(chunk.offsets)
+        else:
+            for offset in chunk.offsets:
+                if offset == self.last + 1:
+                    self.last = offset
+                    self.uniq += 1
+                else:
+                    self._unusual(offset)
+        CHUNKS.hit_index.append(chunk.index)
+        CHUNKS.hit_time.append(_now())
 
     # picows callbacks
 
@@ -135,6 +222,8 @@ class Client(WSListener):
         payload = frame.get_payload_as_bytes()
         hit = CACHE.get(payload)
         if hit is not None:
+            if self.recording is not None:
+                self.recording.append(hit)
             offset = hit[0]
             if offset == self.last + 1:
                 self.last = offset
@@ -173,6 +262,8 @@ class Client(WSListener):
         match = _TAG.search(payload)
         tag = int(match[1]) if match else -1
         CACHE[payload] = (offset, ts, tag)
+        if self.recording is not None:
+            self.recording.append((offset, ts, tag))
         if offset == self.last + 1:
             self.last = offset
             self.uniq += 1
@@ -316,6 +407,8 @@ class Worker:
                 use_aiofastnet=USE_AIOFASTNET,
             )
             await client.future
+            if USE_CHUNK_CACHE:
+                client.tap()
             await client.subscribe()
             if presence:
                 await client.join_presence()
@@ -353,6 +446,7 @@ class Worker:
         del LAT[:]
         del TRACE_TAG[:]
         del TRACE_TIME[:]
+        CHUNKS.clear()
         _STATE["tracing"] = tracing
         for client in self.clients:
             base = heads.get(client.room, client.last)
@@ -383,14 +477,17 @@ class Worker:
             reordered += client.reordered
             closed += client.closed
         # Copies: a live view would stop the arrays from growing (exported buffer).
-        np.savez(
-            path,
-            latency=np.frombuffer(LAT, dtype=np.float32).copy(),
-            trace_tag=np.frombuffer(TRACE_TAG, dtype=np.int64).copy(),
-            trace_time=np.frombuffer(TRACE_TIME, dtype=np.float64).copy(),
-        )
+        latency = np.frombuffer(LAT, dtype=np.float32).copy()
+        trace_tag = np.frombuffer(TRACE_TAG, dtype=np.int64).copy()
+        trace_time = np.frombuffer(TRACE_TIME, dtype=np.float64).copy()
+        repeat_latency, repeat_tag, repeat_time = CHUNKS.expand()
+        latency = np.concatenate([latency, repeat_latency])
+        if _STATE["tracing"]:
+            trace_tag = np.concatenate([trace_tag, repeat_tag])
+            trace_time = np.concatenate([trace_time, repeat_time])
+        np.savez(path, latency=latency, trace_tag=trace_tag, trace_time=trace_time)
         return {
-            "deliveries": len(LAT),
+            "deliveries": len(latency),
             "missing": missing,
             "dups": dups,
             "reordered": reordered,
