@@ -291,3 +291,15 @@ async def test_token_expiry(board: Board) -> None:
         _refused_refresh_keeps_expiry(board),
         _short_refresh_shortens(board),
     )
+
+
+async def test_a_request_that_is_not_an_upgrade_gets_the_error_body(board: Board) -> None:
+    """The WebSocket route answers its own refusals (no REST middleware wraps it)."""
+    token = make_token(board.user("alice"))
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{board.server.url}/ws?token={token}") as response,
+    ):
+        assert response.status == 400
+        body = await response.json()
+        assert body["error"]["code"] == "bad_request"

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
-from liveboard import errors
-from liveboard.auth import TokenVerifier, bearer_token
+from liveboard import errors, rest
+from liveboard.auth import Principal, TokenVerifier, bearer_token
 from liveboard.config import Settings
 from liveboard.errors import AuthError
 from liveboard.realtime import protocol, wire
@@ -55,8 +55,79 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    """Admit, upgrade and serve one connection.
+
+    The REST middlewares pass this route straight through (``rest.LONG_LIVED_PATHS``), so it
+    answers its own refusals with the contract's error body.
+    """
     node = request.app[NODE_KEY]
     settings = request.app[WS_SETTINGS_KEY]
+    try:
+        principal = await _admit(request, node, settings)
+    except errors.ApiError as exc:
+        return rest.error_response(exc.status, exc.code, exc.message, exc.details)
+    except AuthError as exc:
+        return rest.error_response(401, "unauthorized", exc.message)
+    except Exception:
+        log.exception("unhandled error admitting a WebSocket connection")
+        return rest.error_response(500, "internal_error", "internal server error")
+    # Served here rather than in a helper: this frame lives as long as the connection.
+    ws = web.WebSocketResponse(
+        autoping=False,
+        compress=False,  # frames are pre-encoded once for every socket; see docs/protocol.md
+        # aiohttp refuses a message of max_msg_size bytes; the contract accepts that size.
+        max_msg_size=settings.max_message_bytes + 1,
+    )
+    try:
+        await ws.prepare(request)
+    except ConnectionError:  # the peer left during the handshake: nothing to answer
+        return web.Response(status=499)
+    except web.HTTPException as exc:  # not a valid WebSocket upgrade (aiohttp's checks)
+        return rest.error_response(exc.status, "bad_request", exc.reason)
+    transport = request.transport
+    if transport is None:
+        return ws
+    _bound_kernel_buffer(transport)
+    session = Session(ws, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings)
+    wire.install(
+        request.protocol,
+        on_activity=session.touch,
+        on_violation=lambda: session.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked"),
+    )
+    node.register(session)
+    session.send(protocol.encode_connected(session.connection_id, principal.user_id))
+    session.start_timers()
+    try:
+        # The message loop, inline for the same reason: one coroutine frame per connection.
+        ws_receive = ws.receive
+        while not session.closing:
+            message = await ws_receive()
+            session.touch()
+            kind = message.type
+            if kind is WSMsgType.TEXT:
+                session.busy = True  # a slow handler (a stalled database) is not a dead peer
+                try:
+                    await _handle_text(request, node, session, message.data)
+                finally:
+                    session.busy = False
+            elif kind is WSMsgType.PING:
+                await ws.pong(message.data)
+            elif kind is WSMsgType.BINARY:
+                session.close(CLOSE_UNSUPPORTED, "binary frames are not supported")
+            elif kind is not WSMsgType.PONG:
+                break  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has answered 1009 / 1002 itself)
+    except Exception:
+        log.exception("connection %s failed", session.connection_id)
+        session.close(CLOSE_INTERNAL, "internal error")
+    finally:
+        await node.disconnect(session)
+        await session.wait_closed()
+        session.abort_timers()
+    return ws
+
+
+async def _admit(request: web.Request, node: Node, settings: Settings) -> Principal:
+    """The checks before the upgrade; raises ``ApiError`` / ``AuthError`` to refuse."""
     if not node.accepting:
         raise errors.ApiError(503, "unavailable", "server is restarting; reconnect shortly")
     if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
@@ -74,40 +145,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if node.connections_of(principal.user_id) >= settings.max_connections_per_user:
         node.metrics.connections_rejected += 1
         raise errors.ApiError(429, "rate_limited", "too many connections for this user")
-
-    ws = web.WebSocketResponse(
-        autoping=False,
-        compress=False,  # frames are pre-encoded once for every socket; see docs/protocol.md
-        # aiohttp refuses a message of max_msg_size bytes; the contract accepts that size.
-        max_msg_size=settings.max_message_bytes + 1,
-    )
-    try:
-        await ws.prepare(request)
-    except ConnectionError:  # the peer left during the handshake: nothing to answer
-        return web.Response(status=499)
-    transport = request.transport
-    if transport is None:
-        return ws
-    _bound_kernel_buffer(transport)
-    session = Session(ws, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings)
-    wire.install(
-        request.protocol,
-        on_activity=session.touch,
-        on_violation=lambda: session.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked"),
-    )
-    node.register(session)
-    session.send(protocol.encode_connected(session.connection_id, principal.user_id))
-    session.start_timers()
-    try:
-        await _message_loop(request, node, session)
-    except Exception:
-        log.exception("connection %s failed", session.connection_id)
-        session.close(CLOSE_INTERNAL, "internal error")
-    finally:
-        await node.disconnect(session)
-        await session.wait_closed()
-        session.abort_timers()
-    return ws
+    return principal
 
 
 def _bound_kernel_buffer(transport: asyncio.Transport) -> None:
@@ -120,28 +158,6 @@ def _bound_kernel_buffer(transport: asyncio.Transport) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
-
-
-async def _message_loop(request: web.Request, node: Node, session: Session) -> None:
-    ws = session.ws
-    while not session.closing:
-        message = await ws.receive()
-        session.touch()
-        kind = message.type
-        if kind is WSMsgType.TEXT:
-            session.busy = True  # a slow handler (a stalled database) is not a dead peer
-            try:
-                await _handle_text(request, node, session, message.data)
-            finally:
-                session.busy = False
-        elif kind is WSMsgType.PING:
-            await ws.pong(message.data)
-        elif kind is WSMsgType.PONG:
-            continue
-        elif kind is WSMsgType.BINARY:
-            session.close(CLOSE_UNSUPPORTED, "binary frames are not supported")
-        else:  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has answered 1009 / 1002 itself)
-            return
 
 
 async def _handle_text(request: web.Request, node: Node, session: Session, data: str) -> None:
