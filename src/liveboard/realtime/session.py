@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,8 @@ RATE = 50.0
 BURST = 200.0
 ABUSE_RATE = 1.0
 ABUSE_BURST = 30.0
+#: A timer counts as due this much before its time (the loop's clock granularity), seconds.
+TIMER_SLACK = 0.001
 
 # Close codes (CONTRACT §4)
 CLOSE_NORMAL = 1000
@@ -59,11 +62,13 @@ class Session:
         "_abuse",
         "_bucket",
         "_close_task",
-        "_expiry_timer",
+        "_expiry_due",
+        "_heartbeat_due",
         "_last_seen",
         "_loop",
-        "_ping_timer",
+        "_ping_sent_at",
         "_settings",
+        "_timer",
         "_transport",
         "busy",
         "closing",
@@ -102,8 +107,12 @@ class Session:
         self._abuse = TokenBucket(ABUSE_RATE, ABUSE_BURST, now)
         self._loop = asyncio.get_running_loop()
         self._last_seen = self._loop.time()
-        self._ping_timer: asyncio.TimerHandle | None = None
-        self._expiry_timer: asyncio.TimerHandle | None = None
+        # One timer per connection serves both the heartbeat and the expiry (a timer handle is
+        # a few hundred bytes, times 20,000 sockets): it is set for whichever is due first.
+        self._timer: asyncio.TimerHandle | None = None
+        self._heartbeat_due = math.inf  # loop time of the next ping, or of its answer's deadline
+        self._ping_sent_at: float | None = None  # a ping awaiting an answer, sent at
+        self._expiry_due = math.inf  # loop time of the token's expiry
         self._close_task: asyncio.Task[None] | None = None
 
     @property
@@ -140,41 +149,55 @@ class Session:
 
     def start_timers(self) -> None:
         self.touch()
-        self._schedule_ping()
+        self._heartbeat_due = self._loop.time() + self._settings.heartbeat_interval
         self.set_expiry(self.principal.expires_at)
 
     def touch(self) -> None:
         """Anything arrived from the peer: it is alive."""
         self._last_seen = self._loop.time()
 
-    def _schedule_ping(self) -> None:
-        self._ping_timer = self._loop.call_later(self._settings.heartbeat_interval, self._ping)
+    def set_expiry(self, expires_at: float) -> None:
+        """Close with 4001 at ``expires_at`` (unix seconds) instead of any earlier expiry."""
+        self._expiry_due = self._loop.time() + max(0.0, expires_at - time.time())
+        self._arm()
 
-    def _ping(self) -> None:
+    def _arm(self) -> None:
         if self.closing:
             return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(min(self._heartbeat_due, self._expiry_due), self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        if self.closing:
+            return
+        # A timer may fire a little before its time (the loop's clock granularity).
+        now = self._loop.time() + TIMER_SLACK
+        if now >= self._expiry_due:
+            self._expired()
+            return
+        if now >= self._heartbeat_due:
+            sent_at = self._ping_sent_at
+            if sent_at is None:
+                self._ping()
+            elif self._last_seen >= sent_at or self.busy:
+                self._ping_sent_at = None
+                self._heartbeat_due = sent_at + self._settings.heartbeat_interval
+                if now >= self._heartbeat_due:
+                    self._ping()
+            else:
+                log.info("dropping %s: no answer to ping", self.connection_id)
+                self.abort()
+                return
+        self._arm()
+
+    def _ping(self) -> None:
         sent_at = self._loop.time()
         self.outlet.pending.append(PING_FRAME)
         self.outlet.flush()
-        self._ping_timer = self._loop.call_later(
-            self._settings.heartbeat_timeout, self._check_pong, sent_at
-        )
-
-    def _check_pong(self, sent_at: float) -> None:
-        if self.closing:
-            return
-        if self._last_seen >= sent_at or self.busy:
-            delay = max(0.0, self._settings.heartbeat_interval - (self._loop.time() - sent_at))
-            self._ping_timer = self._loop.call_later(delay, self._ping)
-            return
-        log.info("dropping %s: no answer to ping", self.connection_id)
-        self.abort()
-
-    def set_expiry(self, expires_at: float) -> None:
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-        delay = max(0.0, expires_at - time.time())
-        self._expiry_timer = self._loop.call_later(delay, self._expired)
+        self._ping_sent_at = sent_at
+        self._heartbeat_due = sent_at + self._settings.heartbeat_timeout
 
     def _expired(self) -> None:
         self.close(CLOSE_TOKEN_EXPIRED, "token expired")
@@ -231,6 +254,6 @@ class Session:
         self._cancel_timers()
 
     def _cancel_timers(self) -> None:
-        for timer in (self._ping_timer, self._expiry_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
