@@ -148,6 +148,36 @@ def test_a_joiner_promoted_during_a_read_gets_each_event_once_in_order(hub: Hub)
     assert outlet in room.live
 
 
+def test_joiners_promoted_one_after_the_other_keep_their_order(hub: Hub) -> None:
+    live = live_subscriber(hub, "live", at=3)
+    first, second = FakeTransport(), FakeTransport()
+    x, y = Outlet(first, "x", "u"), Outlet(second, "y", "u")
+    room = hub.join("project:p1", x)
+    hub.complete_join(room, x, 5)  # x read its history up to 5; the room released 3
+    hub.join("project:p1", y)  # y is still reading its own
+    hub.deliver([ev(6), ev(4), ev(5), ev(7)])
+    assert live.offsets() == [4, 5, 6, 7]
+    assert first.offsets() == [6, 7]
+    assert [e.offset for e in hub.take_held(room, y)] == [4, 5, 6, 7]
+
+
+def test_a_failing_callback_does_not_lose_what_was_released(recorder: Recorder) -> None:
+    def failing_gap(room: Room) -> None:
+        raise RuntimeError("gap handler failed")
+
+    hub = Hub(
+        Metrics(),
+        slow_consumer_bytes=1000,
+        on_slow_consumer=recorder.slow_consumer,
+        on_gap=failing_gap,
+        on_resync=recorder.resync,
+    )
+    a = live_subscriber(hub, "a")
+    with pytest.raises(RuntimeError):
+        hub.deliver([ev(1), ev(3)])  # 1 is released, then the hole before 3 is reported
+    assert a.offsets() == [1]
+
+
 def test_a_gap_is_reported_and_filled(hub: Hub, recorder: Recorder) -> None:
     a = live_subscriber(hub, "a")
     hub.deliver([ev(1), ev(3)])

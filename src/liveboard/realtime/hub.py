@@ -212,17 +212,20 @@ class Hub:
         dirty: list[Outlet] = []
         released: list[Event] = []
         now = self._clock()
-        for event in events:
-            room = self.rooms.get(event.room)
-            if room is None:
-                continue
-            if room.sequencer is None:
-                if len(room.prebuffer) < MAX_PREBUFFER:
-                    room.prebuffer.append(event)
-                continue
-            result = room.sequencer.offer(event, now=now)
-            released += self._fan_out(room, result, batch, dirty)
-        self._flush(batch, dirty, released)
+        try:
+            for event in events:
+                room = self.rooms.get(event.room)
+                if room is None:
+                    continue
+                if room.sequencer is None:
+                    if len(room.prebuffer) < MAX_PREBUFFER:
+                        room.prebuffer.append(event)
+                    continue
+                result = room.sequencer.offer(event, now=now)
+                released += self._fan_out(room, result, batch, dirty)
+        finally:
+            # Even if a callback raised: the sequencer has moved past what is queued here.
+            self._flush(batch, dirty, released)
 
     def fill(self, room: Room, events: Iterable[Event]) -> None:
         """Events read from the log to close a hole of ``room``."""
@@ -242,7 +245,10 @@ class Hub:
     def _release(self, room: Room, result: OfferResult) -> None:
         batch: dict[Room, list[bytes]] = {}
         dirty: list[Outlet] = []
-        self._flush(batch, dirty, self._fan_out(room, result, batch, dirty))
+        try:
+            self._fan_out(room, result, batch, dirty)
+        finally:
+            self._flush(batch, dirty, result.deliver)
 
     def _fan_out(
         self, room: Room, result: OfferResult, batch: dict[Room, list[bytes]], dirty: list[Outlet]
@@ -286,6 +292,16 @@ class Hub:
             o for o, j in room.joining.items() if j.ready_at is not None and j.ready_at <= released
         ]
         for outlet in ready:
+            # What was queued for it as a joiner leaves first: from now on it gets the room's
+            # buffer, which may be written before this call ends (another joiner's promotion).
+            sent = len(outlet.pending)
+            if sent and not outlet.closed:
+                self._metrics.messages_sent += sent
+                self._metrics.deliveries += sent
+                if outlet.flush() > self._limit:
+                    self._metrics.slow_consumer_closes += 1
+                    self._on_slow_consumer(outlet)
+            outlet.pending.clear()
             del room.joining[outlet]
             room.live[outlet] = None
 
