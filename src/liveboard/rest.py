@@ -130,7 +130,7 @@ LONG_LIVED_PATHS: Final = frozenset({"/ws", "/ws/connect"})
 @web.middleware
 def error_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """Turn every failure into the contract's error body."""
-    if request.path in LONG_LIVED_PATHS:
+    if request.method == "GET" and request.path in LONG_LIVED_PATHS:
         return handler(request)
     return _with_error_body(request, handler)
 

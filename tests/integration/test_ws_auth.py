@@ -303,3 +303,9 @@ async def test_a_request_that_is_not_an_upgrade_gets_the_error_body(board: Board
         assert response.status == 400
         body = await response.json()
         assert body["error"]["code"] == "bad_request"
+
+
+async def test_another_method_on_the_websocket_route_gets_the_error_body(board: Board) -> None:
+    async with aiohttp.ClientSession() as http, http.post(f"{board.server.url}/ws") as response:
+        assert response.status == 405
+        assert (await response.json())["error"]["code"] == "bad_request"
