@@ -263,9 +263,9 @@ class TaskService:
         expected_version: int | None = None,
     ) -> Task:
         """Apply ``changes`` (wire names: title, description, assigneeId) to a task."""
-        now = self._clock()
         async with self.db.write() as conn:
             task, project = await self._task_for_change(conn, task_id, actor, expected_version)
+            now = self._clock()  # after the task's row lock: see _task_for_change
             if "assigneeId" in changes and changes["assigneeId"] is not None:
                 await self._check_assignee(conn, project.workspace_id, changes["assigneeId"])
             current = to_builtins(task)
@@ -299,9 +299,9 @@ class TaskService:
         expected_version: int | None = None,
     ) -> Task:
         """Move a task to ``to_status`` at ``order`` (default: the end of that column)."""
-        now = self._clock()
         async with self.db.write() as conn:
             task, project = await self._task_for_change(conn, task_id, actor, expected_version)
+            now = self._clock()  # after the task's row lock: see _task_for_change
             _check_status(project, to_status, "toStatus")
             if order is None:
                 last = await records.last_order(conn, task.project_id, to_status, excluding=task.id)
@@ -332,9 +332,9 @@ class TaskService:
     async def delete_task(
         self, actor: Actor, task_id: str, *, expected_version: int | None = None
     ) -> None:
-        now = self._clock()
         async with self.db.write() as conn:
             task, _ = await self._task_for_change(conn, task_id, actor, expected_version)
+            now = self._clock()  # after the task's row lock: see _task_for_change
             await records.delete_task(conn, task.id)
             event = await self._append(
                 conn, project_room(task.project_id), TASK_DELETED, actor, now, {"taskId": task.id}
@@ -396,6 +396,12 @@ class TaskService:
     async def _task_for_change(
         self, conn: AsyncConnection, task_id: str, actor: Actor, expected_version: int | None
     ) -> tuple[Task, Project]:
+        """The task, locked for this transaction, and its project (404 unless visible).
+
+        Concurrent changes of one task queue on this row lock, so the caller reads the clock
+        after it: the task's ``updatedAt`` and its event's ``ts`` are then close to the commit
+        (CONTRACT: ``ts`` is the commit time), not the time the request began waiting.
+        """
         task = await records.get_task(conn, task_id, for_update=True)
         if task is None:
             raise errors.not_found("task not found")
