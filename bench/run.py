@@ -44,6 +44,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from bench.floor import send_floor
 from bench.infra import ROOT, Postgres, RedisServer, Workers, raise_fd_limit
 from bench.targets import LiveboardTarget, Room, SocketioTarget, Target, write_tokens
 
@@ -505,6 +506,7 @@ class Bench:
             counter = itertools.count()
             failures = 0
             sent_at: dict[int, float] = {}
+            answered_ms: list[float] = []  # request → HTTP response, the REST part alone
             in_flight: set[asyncio.Task[None]] = set()
             async with aiohttp.ClientSession() as http:
 
@@ -516,6 +518,8 @@ class Bench:
                     except (aiohttp.ClientError, OSError):
                         ok = False
                     failures += not ok
+                    if ok:
+                        answered_ms.append((time.time() - sent_at[number]) * 1000.0)
 
                 async def action(count: int) -> None:
                     # Each request at its due time, without waiting for the previous answer:
@@ -535,6 +539,7 @@ class Bench:
                 await asyncio.sleep(0.5)
                 failures = 0
                 sent_at.clear()
+                answered_ms.clear()
                 r = await self.phase(
                     target,
                     f"C {cfg.c_rate:g} mutations/s",
@@ -547,6 +552,8 @@ class Bench:
                     max_batch=1,
                 )
             r["mutation_failures"] = failures
+            for k, v in percentiles(np.array(answered_ms), 0).items():
+                r[f"response_{k}_ms"] = v
             out["phase"] = r
             await self.disconnect()
             await target.stop()
@@ -694,6 +701,9 @@ class Bench:
         write_tokens(self.workdir / "tokens.json", self.users)
         await self.workers.start()
         self.results["meta"] = environment(cfg, self.redis.port)
+        if "A" in self.only:
+            # Before any server runs: the kernel's price of one write, for reading A against.
+            self.results["meta"]["send_floor_s"] = send_floor()
         lb = LiveboardTarget(self.workdir, self.redis, self.postgres)
         sio = SocketioTarget(self.workdir, self.redis, self.postgres)
         await lb.create_database(f"bench_lb_{self.stamp}")
@@ -912,6 +922,20 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])} | {fmt(s.get('cpu_per_100k'))} | "
                 f"{fmt_ms(s.get('p50_ms'))} / {fmt_ms(s.get('p99_ms'))} | {ratio(r['cpu_per_100k'], s.get('cpu_per_100k'))} | {'; '.join(notes)} |"
             )
+        floor = meta.get("send_floor_s")
+        if floor:
+            at_50 = next((r for r in a_lb.get("fixed", []) if r["offered_rate"] == 50.0), None)
+            versus = (
+                f"; liveboard at 50 ev/s costs {at_50['cpu_per_100k'] / (floor * 1e5):.2f}× that"
+                if at_50 and at_50.get("cpu_per_100k")
+                else ""
+            )
+            lines += [
+                "",
+                f"Floor on this machine (`bench/floor.py`, same run): one `send()` of a 600-byte frame"
+                f" to each of 1,000 loopback sockets costs {floor * 1e6:.2f} µs of CPU, i.e."
+                f" {floor * 1e5:.2f} s per 100k deliveries when each delivery is its own write{versus}.",
+            ]
         lines += [
             "",
             "| highest rate with p99 ≤ 50 ms, nothing lost | liveboard | python-socketio | ratio |",
@@ -963,7 +987,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| mutations/s achieved | {c_lb.get('achieved_rate', 0):.1f} | {c_sio.get('achieved_rate', 0):.1f} | |",
             f"| mutation → event p50 | {fmt_ms(c_lb.get('mutation_p50_ms'))} | {fmt_ms(c_sio.get('mutation_p50_ms'))} | {ratio(c_lb.get('mutation_p50_ms'), c_sio.get('mutation_p50_ms'))} |",
             f"| mutation → event p99 | {fmt_ms(c_lb.get('mutation_p99_ms'))} | {fmt_ms(c_sio.get('mutation_p99_ms'))} | {ratio(c_lb.get('mutation_p99_ms'), c_sio.get('mutation_p99_ms'))} |",
-            f"| commit (`ts`) → event p50 / p99 | {fmt_ms(c_lb.get('p50_ms'))} / {fmt_ms(c_lb.get('p99_ms'))} | {fmt_ms(c_sio.get('p50_ms'))} / {fmt_ms(c_sio.get('p99_ms'))} | |",
+            f"| REST response alone p50 / p99 (instance 1) | {fmt_ms(c_lb.get('response_p50_ms'))} / {fmt_ms(c_lb.get('response_p99_ms'))} | {fmt_ms(c_sio.get('response_p50_ms'))} / {fmt_ms(c_sio.get('response_p99_ms'))} | |",
+            f"| event `ts` → receipt p50 / p99 | {fmt_ms(c_lb.get('p50_ms'))} / {fmt_ms(c_lb.get('p99_ms'))} | {fmt_ms(c_sio.get('p50_ms'))} / {fmt_ms(c_sio.get('p99_ms'))} | |",
             f"| CPU s per 100k deliveries (both instances) | {fmt(c_lb.get('cpu_per_100k'))} | {fmt(c_sio.get('cpu_per_100k'))} | {ratio(c_lb.get('cpu_per_100k'), c_sio.get('cpu_per_100k'))} |",
             f"| lost / duplicated / reordered | {c_lb.get('missing', '–')} / {c_lb.get('dups', '–')} / {c_lb.get('reordered', '–')} | {c_sio.get('missing', '–')} / {c_sio.get('dups', '–')} / {c_sio.get('reordered', '–')} | |",
             "",
