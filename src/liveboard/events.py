@@ -69,8 +69,12 @@ def project_room(project_id: str) -> str:
     return f"project:{project_id}"
 
 
+#: A workspace's room is this prefix followed by its id.
+WORKSPACE_ROOM_PREFIX: Final = "workspace:"
+
+
 def workspace_room(workspace_id: str) -> str:
-    return f"workspace:{workspace_id}"
+    return WORKSPACE_ROOM_PREFIX + workspace_id
 
 
 class EventPublisher(Protocol):

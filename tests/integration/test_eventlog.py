@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from liveboard.events import Event, RecordingPublisher, encode_event
+from liveboard.events import Event, RecordingPublisher, encode_event, project_room, workspace_room
+from liveboard.store.admission import admit_project, admit_workspace
 from liveboard.store.database import Database
-from liveboard.store.eventlog import read_events
+from liveboard.store.eventlog import read_events, room_position
 from tests.conftest import AppClientFactory, auth, make_settings
 from tests.integration.test_rest_support import (
     DATABASE_PARAMS,
@@ -254,3 +255,33 @@ async def test_two_instances_share_one_gap_free_log(
     assert snapshots[0] == snapshots[1]
     assert snapshots[0]["offset"] == 50
     assert without_updated_at(snapshots[0]["tasks"]) == replay(wire(stored), 50)
+
+
+async def test_admission_reads_membership_and_both_heads_in_one_query(
+    database_url: str, app_client_factory: AppClientFactory
+) -> None:
+    client = await app_client_factory(make_settings(database_url))
+    wid, pid = await make_project(client, ["bob"])
+    await request(client, "POST", f"/api/projects/{pid}/tasks", "bob", {"title": "t"})
+    db = Database(database_url)
+    try:
+        async with db.read() as conn:
+            project = await admit_project(conn, pid, project_room(pid), "bob")
+            workspace = await admit_workspace(conn, wid, workspace_room(wid), "bob")
+            stranger = await admit_project(conn, pid, project_room(pid), "mallory")
+            missing = await admit_project(conn, "p_missing", project_room("p_missing"), "bob")
+            outsider = await admit_workspace(conn, wid, workspace_room(wid), "mallory")
+            heads = {
+                name: await room_position(conn, name)
+                for name in (project_room(pid), workspace_room(wid))
+            }
+    finally:
+        await db.aclose()
+    assert project is not None
+    assert workspace is not None
+    assert project.workspace_id == workspace.workspace_id == wid
+    assert project.position == heads[project_room(pid)]
+    assert project.position.offset == 1  # the task's task:created
+    assert project.workspace_head == workspace.position == heads[workspace_room(wid)]
+    assert workspace.workspace_head == workspace.position
+    assert (stranger, missing, outsider) == (None, None, None)

@@ -34,7 +34,8 @@ from liveboard.realtime.ordering import RecoveryBuffer, is_recovered
 from liveboard.realtime.presence import MemoryPresence, PresenceDiff, PresenceManager
 from liveboard.realtime.protocol import ProtocolError, StreamPosition
 from liveboard.realtime.session import CLOSE_RESTARTING, CLOSE_SLOW_CONSUMER, Session
-from liveboard.store import eventlog, records
+from liveboard.store import eventlog
+from liveboard.store.admission import admit_project, admit_workspace
 from liveboard.store.database import Database
 
 log = logging.getLogger("liveboard.node")
@@ -225,26 +226,13 @@ class Node:
         """Check membership, read the position (and history) and start the stream."""
         since = message.since
         async with self.db.read() as conn:
-            if kind == "project":
-                project = await records.get_project(conn, rid)
-                workspace_id = None if project is None else project.workspace_id
-            else:
-                workspace_id = rid
-            if workspace_id is None:
+            admit = admit_project if kind == "project" else admit_workspace
+            admission = await admit(conn, rid, room.name, session.user_id)
+            if admission is None:
                 return False
-            if await records.role_of(conn, workspace_id, session.user_id) is None:
-                return False
-            position = await eventlog.room_position(conn, room.name)
-            if position is None:
-                return False
+            workspace_id, position = admission.workspace_id, admission.position
+            workspace_head = admission.workspace_head
             workspace_name = workspace_room(workspace_id)
-            workspace_head = (
-                position
-                if kind == "workspace"
-                else await eventlog.room_position(conn, workspace_name)
-            )
-            if workspace_head is None:
-                return False
             recovered: bool | None = None
             history: list[Event] = []
             after = position.offset
