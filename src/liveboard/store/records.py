@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, and_, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard.store.schema import members, projects, tasks, workspaces
@@ -152,12 +152,51 @@ async def insert_task(conn: AsyncConnection, task: Task) -> None:
     )
 
 
-async def get_task(conn: AsyncConnection, task_id: str, *, for_update: bool = False) -> Task | None:
-    query = select(tasks).where(tasks.c.id == task_id)
-    if for_update:
-        query = query.with_for_update()
-    row = (await conn.execute(query)).first()
+async def get_task(conn: AsyncConnection, task_id: str) -> Task | None:
+    row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
     return None if row is None else _task(row)
+
+
+async def lock_task_for_change(
+    conn: AsyncConnection, task_id: str, user_id: str
+) -> tuple[Task, Project, Role | None] | None:
+    """The task (its row locked for the transaction), its project and ``user_id``'s role in
+    the project's workspace (None: not a member), in one round trip; None if no such task.
+
+    One query because concurrent changes of a task queue on this lock: every round trip made
+    while it is held is waited for by the next writer.
+    """
+    query = (
+        select(
+            tasks,
+            projects.c.workspace_id.label("project_workspace_id"),
+            projects.c.name.label("project_name"),
+            projects.c.statuses.label("project_statuses"),
+            projects.c.created_at.label("project_created_at"),
+            members.c.role.label("member_role"),
+        )
+        .select_from(
+            tasks.join(projects, projects.c.id == tasks.c.project_id).outerjoin(
+                members,
+                and_(
+                    members.c.workspace_id == projects.c.workspace_id, members.c.user_id == user_id
+                ),
+            )
+        )
+        .where(tasks.c.id == task_id)
+        .with_for_update(of=tasks)  # only the task: not the project's or the membership's row
+    )
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    project = Project(
+        id=row.project_id,
+        workspace_id=row.project_workspace_id,
+        name=row.project_name,
+        statuses=_decode_statuses(row.project_statuses),
+        created_at=row.project_created_at,
+    )
+    return _task(row), project, cast("Role | None", row.member_role)
 
 
 async def tasks_of(conn: AsyncConnection, project_id: str) -> list[Task]:

@@ -402,13 +402,10 @@ class TaskService:
         after it: the task's ``updatedAt`` and its event's ``ts`` are then close to the commit
         (CONTRACT: ``ts`` is the commit time), not the time the request began waiting.
         """
-        task = await records.get_task(conn, task_id, for_update=True)
-        if task is None:
+        found = await records.lock_task_for_change(conn, task_id, actor.user_id)
+        if found is None or found[2] is None:  # no such task, or not a member: the same 404
             raise errors.not_found("task not found")
-        try:
-            project = await self._visible_project(conn, task.project_id, actor)
-        except errors.ApiError:
-            raise errors.not_found("task not found") from None
+        task, project, _role = found
         if expected_version is not None and expected_version != task.version:
             raise errors.conflict(
                 f"task is at version {task.version}, not {expected_version}",
