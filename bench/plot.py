@@ -2,9 +2,10 @@
 
     python -m bench.plot bench/results/<timestamp>.json [docs/bench-latency.png]
 
-Every phase of scenario A (fixed rates and ladder) is one point per percentile; the x axis is
-the offered load in deliveries per second (events/s times subscribers). A phase whose events were
-not all delivered within the drain window is drawn at the top edge with an open marker.
+Every phase of scenario A (fixed rates, ladder and the limit probe) is one point per
+percentile; the x axis is the offered load in deliveries per second (events/s times
+subscribers). A phase whose events were not all delivered within the drain window is drawn at
+the top edge with an open marker.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def plot(results_path: Path, out: Path) -> None:
     for name, data in scenario.items():
         subs = data.get("subscribers", 1)
         by_rate: dict[float, tuple[float, float | None, float | None]] = {}
-        for phase in data.get("fixed", []) + data.get("ladder", []):
+        for phase in data.get("fixed", []) + data.get("ladder", []) + data.get("limit", []):
             offered = phase["offered_rate"] * subs
             # A step run again (its p99 missed once) is drawn with its last attempt.
             by_rate[offered] = (offered, _value(phase.get("p50_ms")), _value(phase.get("p99_ms")))
