@@ -33,7 +33,7 @@ from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import RecoveryBuffer, is_recovered
 from liveboard.realtime.presence import MemoryPresence, PresenceDiff, PresenceManager
 from liveboard.realtime.protocol import ProtocolError, StreamPosition
-from liveboard.realtime.session import CLOSE_RESTARTING, CLOSE_SLOW_CONSUMER, Session
+from liveboard.realtime.session import CLOSE_RESTARTING, CLOSE_SLOW_CONSUMER, NOWHERE, Session
 from liveboard.store import eventlog
 from liveboard.store.admission import admit_project, admit_workspace
 from liveboard.store.database import Database
@@ -76,7 +76,8 @@ class Node:
         )
         self.presence: PresenceManager = self._presence_manager(settings)
         self.sessions: dict[str, Session] = {}
-        self.by_user: dict[str, dict[Session, None]] = {}
+        # user → their sessions: a list, since most users have one (a dict of one is 224 bytes)
+        self.by_user: dict[str, list[Session]] = {}
         self.accepting = True
         self._interest: Counter[str] = Counter()
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
@@ -161,7 +162,11 @@ class Node:
 
     def register(self, session: Session) -> None:
         self.sessions[session.connection_id] = session
-        self.by_user.setdefault(session.user_id, {})[session] = None
+        mine = self.by_user.get(session.user_id)
+        if mine is None:
+            self.by_user[session.user_id] = [session]  # exactly one slot
+        else:
+            mine.append(session)
         self.metrics.connections_opened += 1
 
     def connections_of(self, user_id: str) -> int:
@@ -171,8 +176,8 @@ class Node:
         """Forget a closed session: leave its rooms and its presence."""
         self.sessions.pop(session.connection_id, None)
         mine = self.by_user.get(session.user_id)
-        if mine is not None:
-            mine.pop(session, None)
+        if mine is not None and session in mine:
+            mine.remove(session)  # at most max_connections_per_user entries
             if not mine:
                 del self.by_user[session.user_id]
         session.outlet.closed = True
@@ -180,7 +185,7 @@ class Node:
         session.subscriptions.clear()
         for room, workspace_id in rooms:
             self._leave_room(room, workspace_id, session.outlet)
-        present, session.present_in = session.present_in, set()
+        present, session.present_in = session.present_in, NOWHERE
         await self.presence.leave_rooms(present, session.connection_id)
 
     # Subscriptions
@@ -348,7 +353,7 @@ class Node:
         if message.action == "leave":
             await self._leave_presence(session, room)
             return
-        session.present_in.add(room)
+        session.present_in |= {room}
         users, changed = await self.presence.join(
             room, session.connection_id, session.user_id, session.principal.name
         )
@@ -357,7 +362,7 @@ class Node:
 
     async def _leave_presence(self, session: Session, room: str) -> None:
         if room in session.present_in:
-            session.present_in.discard(room)
+            session.present_in -= {room}
             await self.presence.leave(room, session.connection_id)
 
     # Revocation

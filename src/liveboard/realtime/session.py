@@ -39,6 +39,8 @@ RATE = 50.0
 BURST = 200.0
 ABUSE_RATE = 1.0
 ABUSE_BURST = 30.0
+#: The ``present_in`` of a connection present nowhere (shared by all of them).
+NOWHERE: frozenset[str] = frozenset()
 #: A timer counts as due this much before its time (the loop's clock granularity), seconds.
 TIMER_SLACK = 0.001
 
@@ -95,7 +97,9 @@ class Session:
         self.outlet = Outlet(transport, connection_id, principal.user_id)
         # room → workspace id, for revocation when a member is removed
         self.subscriptions: dict[str, str] = {}
-        self.present_in: set[str] = set()
+        # Rooms where this connection is present. Immutable, so that the many connections never
+        # in presence share one empty value (an empty set or frozenset is 216 bytes each).
+        self.present_in: frozenset[str] = NOWHERE
         # workspace id → offset of the latest member:removed of this user seen in its room
         self.revoked: dict[str, int] = {}
         self.closing = False
