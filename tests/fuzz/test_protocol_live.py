@@ -853,6 +853,35 @@ async def test_message_over_the_limit_closes_1009(
         ws.abort()
 
 
+async def test_a_peer_still_sending_its_oversized_message_gets_the_1009(
+    server: LiveboardProcess,
+) -> None:
+    """The server answers an over-the-limit frame at its header; the peer is still sending the
+    payload. The close frame must not be lost to the reset a close with unread input causes."""
+    ws = await _fresh(server)
+    chunk = b"x" * 65536
+
+    async def keep_sending() -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            for _ in range(200):  # up to 13 MB over about 2 s
+                if not ws.send_raw(chunk):
+                    return
+                await ws.drain()
+                await asyncio.sleep(0.01)
+
+    try:
+        ws.send_raw(encode_frame(OP_TEXT, b"", length=8 << 20))  # the header alone: 8 MiB
+        sender = asyncio.create_task(keep_sending())
+        message = await ws.next_message(timeout(5))
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+        assert isinstance(message, Closed), message
+        assert message.code == 1009, message
+    finally:
+        ws.abort()
+
+
 async def test_legal_framing_is_understood(server: LiveboardProcess) -> None:
     """Fragments with control frames between them, non-minimal lengths, a zero mask key, empty
     fragments: all legal, all one message each; ping frames are answered with their payload."""

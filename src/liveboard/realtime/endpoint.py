@@ -37,6 +37,9 @@ log = logging.getLogger("liveboard.ws")
 
 #: Kernel send buffer per WebSocket (Linux doubles it): enough for bursts at full speed.
 KERNEL_SEND_BUFFER = 256 * 1024
+#: After a protocol violation, how long the rest of the peer's input is read and discarded so
+#: that the close frame is not lost to a reset (see ``_linger``).
+LINGER_SECONDS = 1.0
 
 NODE_KEY: Final = web.AppKey("node", Node)
 WS_SETTINGS_KEY: Final = web.AppKey("ws_settings", Settings)
@@ -114,8 +117,11 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 await ws.pong(message.data)
             elif kind is WSMsgType.BINARY:
                 session.close(CLOSE_UNSUPPORTED, "binary frames are not supported")
+            elif kind is WSMsgType.ERROR:  # aiohttp has sent the close frame (1009 / 1002)
+                await _linger(transport)
+                break
             elif kind is not WSMsgType.PONG:
-                break  # CLOSE, CLOSING, CLOSED, ERROR (aiohttp has answered 1009 / 1002 itself)
+                break  # CLOSE, CLOSING, CLOSED
     except Exception:
         log.exception("connection %s failed", session.connection_id)
         session.close(CLOSE_INTERNAL, "internal error")
@@ -146,6 +152,26 @@ async def _admit(request: web.Request, node: Node, settings: Settings) -> Princi
         node.metrics.connections_rejected += 1
         raise errors.ApiError(429, "rate_limited", "too many connections for this user")
     return principal
+
+
+async def _linger(transport: asyncio.Transport) -> None:
+    """Let a close frame reach a peer that is still sending (an oversized message, say).
+
+    Closing a socket with unread input makes the kernel send a reset, and a reset makes the peer
+    drop what it had not read yet: the close frame and its code. So the write side is shut
+    (FIN after the close frame) and what still arrives is read and discarded (aiohttp's failed
+    reader ignores it) until the peer closes or ``LINGER_SECONDS`` have passed.
+    """
+    if transport.is_closing():
+        return
+    if transport.can_write_eof():
+        with contextlib.suppress(OSError, RuntimeError):
+            transport.write_eof()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LINGER_SECONDS
+    # Polled: past the upgrade, aiohttp offers no event for the peer's end of input.
+    while not transport.is_closing() and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
 
 
 def _bound_kernel_buffer(transport: asyncio.Transport) -> None:
