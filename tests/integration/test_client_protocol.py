@@ -231,6 +231,28 @@ async def test_an_event_of_another_epoch_starts_the_resync_path(fake: FakeServer
         assert await _items(sub, 1) == [Resync(ROOM, "epoch_mismatch", 4, EPOCH)]
 
 
+async def test_join_presence_is_answered_by_an_update_that_lists_this_user(
+    fake: FakeServer,
+) -> None:
+    """Another user's join, broadcast before ours took effect, is not the answer to ours."""
+    fake.script = _idle
+    async with _client(fake) as client:
+        conn = await fake.next_connection()
+        sub, _ = await _subscribe(client, conn)
+        join = asyncio.ensure_future(sub.join_presence())
+        assert (await conn.recv("presence"))["action"] == "join"
+        alice = {"userId": "alice", "name": "Alice"}
+        someone_else = {"users": [alice], "joined": ["alice"], "left": []}
+        await conn.send({"type": "presence:update", "room": ROOM, **someone_else})
+        await asyncio.sleep(0.1)
+        assert not join.done()
+        both = [alice, {"userId": "u", "name": "U"}]
+        await conn.send(
+            {"type": "presence:update", "room": ROOM, "users": both, "joined": ["u"], "left": []}
+        )
+        assert [u.user_id for u in await asyncio.wait_for(join, timeout(5))] == ["alice", "u"]
+
+
 async def test_a_server_resync_resubscribes_and_rejoins_presence(fake: FakeServer) -> None:
     fake.script = _idle
     async with _client(fake) as client:

@@ -746,7 +746,9 @@ class LiveboardClient(RestHelpers):
         link = self._link
         if link is None or sub.closed:
             return  # joined after the next (re)subscribe
-        waiter = sub._presence_waiter()
+        # Resolved by an update that lists us: one already on its way (another user's join)
+        # must not pass for the answer to ours.
+        waiter = sub._presence_waiter(until_present=link.user_id)
         if sub._awaiting or sub._synced_gen != link.gen:
             # A subscribe is in flight; `_sync` joins once it is answered.
             await waiter

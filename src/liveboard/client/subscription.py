@@ -96,7 +96,8 @@ class Subscription:
         self._resync_reason: str | None = None
         self._synced_gen = -1
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._presence_waiters: list[asyncio.Future[None]] = []
+        # (future, user that must be present for it to be resolved, or None for any update)
+        self._presence_waiters: list[tuple[asyncio.Future[None], str | None]] = []
 
     def __repr__(self) -> str:
         return f"<Subscription {self.room} at {self.position} closed={self.closed}>"
@@ -220,15 +221,22 @@ class Subscription:
         if self.closed:
             return
         self.presence = list(update.users)
-        for waiter in self._presence_waiters:
-            if not waiter.done():
+        present = {u.user_id for u in update.users}
+        waiting: list[tuple[asyncio.Future[None], str | None]] = []
+        for waiter, user_id in self._presence_waiters:
+            if waiter.done():
+                continue
+            if user_id is None or user_id in present:
                 waiter.set_result(None)
-        self._presence_waiters.clear()
+            else:  # an update sent before our join took effect (someone else's join, say)
+                waiting.append((waiter, user_id))
+        self._presence_waiters = waiting
         self._emit(update)
 
-    def _presence_waiter(self) -> asyncio.Future[None]:
+    def _presence_waiter(self, until_present: str | None = None) -> asyncio.Future[None]:
+        """A future resolved by the next ``presence:update`` (that lists ``until_present``)."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._presence_waiters.append(waiter)
+        self._presence_waiters.append((waiter, until_present))
         return waiter
 
     def _revoke(self, reason: str) -> None:
@@ -248,7 +256,7 @@ class Subscription:
         if not self._ready.done():
             self._ready.set_exception(error or ClientClosedError("the subscription has ended"))
             self._ready.exception()  # retrieved: no "never retrieved" warning if unawaited
-        for waiter in self._presence_waiters:
+        for waiter, _user_id in self._presence_waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self._presence_waiters.clear()
