@@ -25,7 +25,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -40,23 +40,8 @@ from tests.wsclient import (
     Board,
     WsClient,
     project_room,
-    start_server,
     workspace_room,
 )
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveboardProcess]:
-    process = start_server(tmp_path_factory, "authz-matrix")
-    yield process
-    process.kill()
-
-
-@pytest.fixture
-async def board(server: LiveboardProcess) -> AsyncIterator[Board]:
-    async with Board(server) as b:
-        yield b
-
 
 MISSING = {"wid": "ws_doesNotExist0", "pid": "prj_doesNotExist0", "tid": "tsk_doesNotExist0"}
 

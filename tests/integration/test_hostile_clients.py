@@ -26,7 +26,7 @@ import statistics
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -47,7 +47,7 @@ from tests.fuzz.rawws import (
 )
 from tests.servers import LiveboardProcess
 from tests.support import make_token, timeout
-from tests.wsclient import Board, WsClient, offsets, project_room, start_server, workspace_room
+from tests.wsclient import Board, WsClient, offsets, project_room, workspace_room
 
 CHURN = int(os.environ.get("LIVEBOARD_CHURN_CONNECTIONS", "1000"))
 GAUGES = (
@@ -58,19 +58,6 @@ GAUGES = (
 )
 
 pytestmark = pytest.mark.timeout(900)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveboardProcess]:
-    process = start_server(tmp_path_factory, "hostile")
-    yield process
-    process.kill()
-
-
-@pytest.fixture
-async def board(server: LiveboardProcess) -> AsyncIterator[Board]:
-    async with Board(server) as b:
-        yield b
 
 
 async def _metrics(server: LiveboardProcess) -> dict[str, float]:

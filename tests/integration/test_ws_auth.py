@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -19,20 +19,7 @@ import pytest
 
 from tests.servers import LiveboardProcess
 from tests.support import TEST_SECRET, make_token, timeout
-from tests.wsclient import Board, WsClient, start_server
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveboardProcess]:
-    process = start_server(tmp_path_factory, "ws-auth")
-    yield process
-    process.kill()
-
-
-@pytest.fixture
-async def board(server: LiveboardProcess) -> AsyncIterator[Board]:
-    async with Board(server) as b:
-        yield b
+from tests.wsclient import Board, WsClient
 
 
 def _claims(sub: str | None = "mallory", **extra: Any) -> dict[str, Any]:

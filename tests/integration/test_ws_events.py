@@ -11,28 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import pytest
-
-from tests.servers import LiveboardProcess
-from tests.wsclient import Board, WsClient, offsets, project_room, start_server, workspace_room
+from tests.wsclient import Board, WsClient, offsets, project_room, workspace_room
 
 ENVELOPE = {"type", "room", "offset", "epoch", "ts", "userId", "data"}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveboardProcess]:
-    process = start_server(tmp_path_factory, "ws-events")
-    yield process
-    process.kill()
-
-
-@pytest.fixture
-async def board(server: LiveboardProcess) -> AsyncIterator[Board]:
-    async with Board(server) as b:
-        yield b
 
 
 def now_ms() -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -25,24 +25,9 @@ from tests.wsclient import (
     offsets,
     project_room,
     small_receive_buffer,
-    start_server,
     wait_until,
     workspace_room,
 )
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveboardProcess]:
-    process = start_server(tmp_path_factory, "ws-lifecycle")
-    yield process
-    process.kill()
-
-
-@pytest.fixture
-async def board(server: LiveboardProcess) -> AsyncIterator[Board]:
-    async with Board(server) as b:
-        yield b
-
 
 # slow consumer
 

@@ -10,27 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.servers import LiveboardProcess
 from tests.support import timeout
-from tests.wsclient import Board, WsClient, project_room, start_server, workspace_room
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveboardProcess]:
-    process = start_server(tmp_path_factory, "ws-presence")
-    yield process
-    process.kill()
-
-
-@pytest.fixture
-async def board(server: LiveboardProcess) -> AsyncIterator[Board]:
-    async with Board(server) as b:
-        yield b
+from tests.wsclient import Board, WsClient, project_room, workspace_room
 
 
 def update(

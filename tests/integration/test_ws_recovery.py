@@ -11,28 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tests.servers import LiveboardProcess
-from tests.wsclient import Board, offsets, project_room, start_server, workspace_room
+from tests.wsclient import Board, offsets, project_room, workspace_room
 
 HISTORY = 1000
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveboardProcess]:
-    process = start_server(tmp_path_factory, "ws-recovery")
-    yield process
-    process.kill()
-
-
-@pytest.fixture
-async def board(server: LiveboardProcess) -> AsyncIterator[Board]:
-    async with Board(server) as b:
-        yield b
 
 
 def since(snapshot: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,31 @@
+"""Fixtures shared by the WebSocket integration modules.
+
+``server`` is one real liveboard process per module (its own SQLite file), ``board`` the
+per-test helpers bound to it. A module that needs other settings defines its own ``server``
+(``board`` then uses it); modules with fixtures of the same names for other purposes (the
+REST and CLI modules) keep theirs, which take precedence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.servers import LiveboardProcess
+from tests.wsclient import Board, start_server
+
+
+@pytest.fixture(scope="module")
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveboardProcess]:
+    process = start_server(tmp_path_factory, request.module.__name__.rsplit(".", 1)[-1])
+    yield process
+    process.kill()
+
+
+@pytest.fixture
+async def board(server: LiveboardProcess) -> AsyncIterator[Board]:
+    async with Board(server) as b:
+        yield b
