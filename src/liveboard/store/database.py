@@ -15,11 +15,12 @@ read-only snapshot. Guarantees:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -36,6 +37,10 @@ def async_url(database_url: str) -> str:
     raise ConfigError(f"unsupported database URL {database_url!r}")
 
 
+IDLE_PING_SECONDS = 30.0
+"""A pooled PostgreSQL connection idle for longer than this is pinged before it is used."""
+
+
 class Database:
     """An engine plus the transaction discipline above. Start with ``connect``; ``aclose`` ends."""
 
@@ -45,11 +50,13 @@ class Database:
         self.is_sqlite = url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
         if not self.is_sqlite:
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+            kwargs.update(pool_size=10, max_overflow=10)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             _install_sqlite_hooks(self.engine)
+        else:
+            _install_postgres_checkout_check(self.engine)
         self._closed = False
 
     @asynccontextmanager
@@ -78,6 +85,34 @@ class Database:
         if not self._closed:
             self._closed = True
             await self.engine.dispose()
+
+
+def _install_postgres_checkout_check(engine: AsyncEngine) -> None:
+    """Hand out only connections that are still open.
+
+    Not ``pool_pre_ping``: on asyncpg its ping is BEGIN, a query and ROLLBACK, three round
+    trips on every checkout, which measured 1.8 ms of CPU and 2.5 ms of latency on a 7.5 ms
+    ``PATCH``. asyncpg keeps reading an idle pooled connection's socket, so a connection the
+    server closed (a restart, ``pg_terminate_backend``, an idle timeout) is already marked
+    closed when it is checked out, for free. A connection idle for longer than
+    ``IDLE_PING_SECONDS`` is pinged as well, for the middleboxes that drop a connection
+    without closing it. A connection found dead is replaced: the pool retries the checkout.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if dbapi_connection.driver_connection.is_closed():
+            raise exc.DisconnectionError("the database closed this connection")
+        idle_since = record.info.get("idle_since")
+        if idle_since is not None and time.monotonic() - idle_since > IDLE_PING_SECONDS:
+            try:
+                dbapi_connection.ping()
+            except Exception as error:
+                raise exc.DisconnectionError("the database did not answer a ping") from error
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
