@@ -14,7 +14,7 @@ import secrets
 from typing import Any
 
 import msgspec
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, String, Text, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard.events import Event
@@ -42,6 +42,34 @@ async def create_room(conn: AsyncConnection, room: str) -> RoomPosition:
     return position
 
 
+# Built once (they run on every change). The room's head moves with ``UPDATE … RETURNING``:
+# its row lock serialises the room's writers, so each commits previous + 1.
+_NEXT_OFFSET = (
+    rooms.update()
+    .where(rooms.c.room == bindparam("head_room"))
+    .values(last_offset=rooms.c.last_offset + 1)
+    .returning(rooms.c.last_offset, rooms.c.epoch)
+)
+_INSERT_EVENT = events.insert()
+_EVENT_COLUMNS = ["room", "offset", "epoch", "type", "ts", "user_id", "origin", "data"]
+# PostgreSQL: both in one statement, so one round trip instead of two while the writer holds
+# the room's (and its task's) row lock. SQLite has no data-modifying CTE, and no round trip.
+_head = _NEXT_OFFSET.cte("head")
+_APPEND_POSTGRES = _INSERT_EVENT.from_select(
+    _EVENT_COLUMNS,
+    select(
+        bindparam("head_room", type_=String),
+        _head.c.last_offset,
+        _head.c.epoch,
+        bindparam("event_type", type_=String),
+        bindparam("event_ts", type_=BigInteger),
+        bindparam("event_user_id", type_=String),
+        bindparam("event_origin", type_=String),
+        bindparam("event_data", type_=Text),
+    ),
+).returning(events.c.offset, events.c.epoch)
+
+
 async def append_event(
     conn: AsyncConnection,
     *,
@@ -52,38 +80,38 @@ async def append_event(
     ts: int,
     origin: str | None = None,
 ) -> Event:
-    """Append one event to ``room`` inside the caller's write transaction and return it."""
-    head = (
+    """Append one event to ``room`` inside the caller's write transaction and return it.
+
+    Raises ``sqlalchemy.exc.NoResultFound`` when the room does not exist.
+    """
+    # (Parameter names differ from the column names: SQLAlchemy reserves those for VALUES.)
+    values = {
+        "type": type,
+        "ts": ts,
+        "user_id": user_id,
+        "origin": origin,
+        "data": _json_encode(data).decode(),
+    }
+    if conn.dialect.name == "postgresql":
+        params = {f"event_{key}": value for key, value in values.items()}
+        appended = (await conn.execute(_APPEND_POSTGRES, {"head_room": room, **params})).one()
+        offset, epoch = int(appended.offset), str(appended.epoch)
+    else:
+        head = (await conn.execute(_NEXT_OFFSET, {"head_room": room})).one()
+        offset, epoch = int(head.last_offset), str(head.epoch)
         await conn.execute(
-            rooms.update()
-            .where(rooms.c.room == room)
-            .values(last_offset=rooms.c.last_offset + 1)
-            .returning(rooms.c.last_offset, rooms.c.epoch)
+            _INSERT_EVENT, {"room": room, "offset": offset, "epoch": epoch, **values}
         )
-    ).one()
-    event = Event(
+    return Event(
         type=type,
         room=room,
-        offset=int(head.last_offset),
-        epoch=str(head.epoch),
+        offset=offset,
+        epoch=epoch,
         ts=ts,
         user_id=user_id,
         data=data,
         origin=origin,
     )
-    await conn.execute(
-        events.insert().values(
-            room=room,
-            offset=event.offset,
-            epoch=event.epoch,
-            type=type,
-            ts=ts,
-            user_id=user_id,
-            origin=origin,
-            data=_json_encode(data).decode(),
-        )
-    )
-    return event
 
 
 async def room_position(conn: AsyncConnection, room: str) -> RoomPosition | None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Row, and_, delete, func, insert, select, update
+from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard.store.schema import members, projects, tasks, workspaces
@@ -157,6 +157,32 @@ async def get_task(conn: AsyncConnection, task_id: str) -> Task | None:
     return None if row is None else _task(row)
 
 
+# Built once: these run on every change of a task, and building a statement (and its cache
+# key) per call cost more CPU than executing it.
+_LOCK_TASK_FOR_CHANGE = (
+    select(
+        tasks,
+        projects.c.workspace_id.label("project_workspace_id"),
+        projects.c.name.label("project_name"),
+        projects.c.statuses.label("project_statuses"),
+        projects.c.created_at.label("project_created_at"),
+        members.c.role.label("member_role"),
+    )
+    .select_from(
+        tasks.join(projects, projects.c.id == tasks.c.project_id).outerjoin(
+            members,
+            and_(
+                members.c.workspace_id == projects.c.workspace_id,
+                members.c.user_id == bindparam("user_id"),
+            ),
+        )
+    )
+    .where(tasks.c.id == bindparam("task_id"))
+    .with_for_update(of=tasks)  # only the task: not the project's or the membership's row
+)
+_SAVE_TASK = update(tasks).where(tasks.c.id == bindparam("task_id"))  # SET: the values passed
+
+
 async def lock_task_for_change(
     conn: AsyncConnection, task_id: str, user_id: str
 ) -> tuple[Task, Project, Role | None] | None:
@@ -166,27 +192,9 @@ async def lock_task_for_change(
     One query because concurrent changes of a task queue on this lock: every round trip made
     while it is held is waited for by the next writer.
     """
-    query = (
-        select(
-            tasks,
-            projects.c.workspace_id.label("project_workspace_id"),
-            projects.c.name.label("project_name"),
-            projects.c.statuses.label("project_statuses"),
-            projects.c.created_at.label("project_created_at"),
-            members.c.role.label("member_role"),
-        )
-        .select_from(
-            tasks.join(projects, projects.c.id == tasks.c.project_id).outerjoin(
-                members,
-                and_(
-                    members.c.workspace_id == projects.c.workspace_id, members.c.user_id == user_id
-                ),
-            )
-        )
-        .where(tasks.c.id == task_id)
-        .with_for_update(of=tasks)  # only the task: not the project's or the membership's row
-    )
-    row = (await conn.execute(query)).first()
+    row = (
+        await conn.execute(_LOCK_TASK_FOR_CHANGE, {"task_id": task_id, "user_id": user_id})
+    ).first()
     if row is None:
         return None
     project = Project(
@@ -238,8 +246,8 @@ async def save_task(conn: AsyncConnection, task: Task, changed: Sequence[str]) -
         "order": task.order,
     }
     values: dict[str, Any] = {columns[f]: source[f] for f in changed}
-    values.update(version=task.version, updated_at=task.updated_at)
-    await conn.execute(update(tasks).where(tasks.c.id == task.id).values(**values))
+    values.update(task_id=task.id, version=task.version, updated_at=task.updated_at)
+    await conn.execute(_SAVE_TASK, values)
 
 
 async def delete_task(conn: AsyncConnection, task_id: str) -> None:
