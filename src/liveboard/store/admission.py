@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, literal, select
+from sqlalchemy import and_, bindparam, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard.events import WORKSPACE_ROOM_PREFIX
@@ -26,34 +26,50 @@ class Admission:
     workspace_head: RoomPosition  # its workspace room's head (the same for a workspace room)
 
 
+# Built once: a subscribe runs one of these, and building the statement (and its cache key)
+# per call cost more CPU than running it.
+_workspace_rooms = rooms.alias("workspace_rooms")
+_ADMIT_PROJECT = (
+    select(
+        projects.c.workspace_id,
+        rooms.c.last_offset,
+        rooms.c.epoch,
+        _workspace_rooms.c.last_offset,
+        _workspace_rooms.c.epoch,
+    )
+    .select_from(
+        projects.join(
+            members,
+            and_(
+                members.c.workspace_id == projects.c.workspace_id,
+                members.c.user_id == bindparam("user_id"),
+            ),
+        )
+        .join(rooms, rooms.c.room == bindparam("room_name"))
+        .join(
+            _workspace_rooms,
+            _workspace_rooms.c.room == literal(WORKSPACE_ROOM_PREFIX) + projects.c.workspace_id,
+        )
+    )
+    .where(projects.c.id == bindparam("project_id"))
+)
+_ADMIT_WORKSPACE = (
+    select(rooms.c.last_offset, rooms.c.epoch)
+    .select_from(members.join(rooms, rooms.c.room == bindparam("room_name")))
+    .where(
+        members.c.workspace_id == bindparam("workspace_id"),
+        members.c.user_id == bindparam("user_id"),
+    )
+)
+
+
 async def admit_project(
     conn: AsyncConnection, project_id: str, room: str, user_id: str
 ) -> Admission | None:
     """None unless project ``project_id`` exists, ``user_id`` is a member of its workspace, and
     both ``room`` and the workspace's room exist."""
-    workspace_rooms = rooms.alias("workspace_rooms")
-    workspace_id = projects.c.workspace_id
-    query = (
-        select(
-            workspace_id,
-            rooms.c.last_offset,
-            rooms.c.epoch,
-            workspace_rooms.c.last_offset,
-            workspace_rooms.c.epoch,
-        )
-        .select_from(
-            projects.join(
-                members, and_(members.c.workspace_id == workspace_id, members.c.user_id == user_id)
-            )
-            .join(rooms, rooms.c.room == room)
-            .join(
-                workspace_rooms,
-                workspace_rooms.c.room == literal(WORKSPACE_ROOM_PREFIX) + workspace_id,
-            )
-        )
-        .where(projects.c.id == project_id)
-    )
-    row = (await conn.execute(query)).first()
+    params = {"project_id": project_id, "room_name": room, "user_id": user_id}
+    row = (await conn.execute(_ADMIT_PROJECT, params)).first()
     if row is None:
         return None
     return Admission(
@@ -67,12 +83,8 @@ async def admit_workspace(
     conn: AsyncConnection, workspace_id: str, room: str, user_id: str
 ) -> Admission | None:
     """None unless ``user_id`` is a member of ``workspace_id`` and ``room`` exists."""
-    query = (
-        select(rooms.c.last_offset, rooms.c.epoch)
-        .select_from(members.join(rooms, rooms.c.room == room))
-        .where(members.c.workspace_id == workspace_id, members.c.user_id == user_id)
-    )
-    row = (await conn.execute(query)).first()
+    params = {"workspace_id": workspace_id, "room_name": room, "user_id": user_id}
+    row = (await conn.execute(_ADMIT_WORKSPACE, params)).first()
     if row is None:
         return None
     position = RoomPosition(offset=int(row[0]), epoch=str(row[1]))
