@@ -241,10 +241,11 @@ class LiveboardTarget(Target):
 
             async def call(method: str, path: str, body: Any = None) -> Any:
                 # The owner makes hundreds of calls here: past the per-user REST rate limit
-                # (CONTRACT: 429 rate_limited), a client waits and tries again.
+                # (CONTRACT: 429 rate_limited), a client waits and tries again (for a while).
+                deadline = time.monotonic() + 30.0
                 while True:
                     async with http.request(method, path, json=body) as r:
-                        if r.status != 429:
+                        if r.status != 429 or time.monotonic() > deadline:
                             r.raise_for_status()
                             return await r.json()
                     await asyncio.sleep(0.25)

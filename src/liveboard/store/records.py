@@ -180,7 +180,9 @@ _LOCK_TASK_FOR_CHANGE = (
     .where(tasks.c.id == bindparam("task_id"))
     .with_for_update(of=tasks)  # only the task: not the project's or the membership's row
 )
-_SAVE_TASK = update(tasks).where(tasks.c.id == bindparam("task_id"))  # SET: the values passed
+# No .values(): the SET clause is made of the columns named by the parameters passed, so
+# save_task passes only the mapped task columns (plus version and updated_at).
+_SAVE_TASK = update(tasks).where(tasks.c.id == bindparam("task_id"))
 
 
 async def lock_task_for_change(
