@@ -922,7 +922,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Run {meta['started']} ({meta['mode']} mode), commit {meta['commit']}"
         + (" + uncommitted changes in src/" if meta.get("worktree_dirty") else "")
-        + f"; {meta['cores']} × {meta['cpu']}; load average at start {meta['loadavg_at_start'][0]:.2f}.",
+        + f"; {meta['cores']} × {meta['cpu']}; load average at start {meta['loadavg_at_start'][0]:.2f}"
+        + f"; {meta['config']['workers']} load generator process(es).",
         "",
     ]
     lb, sio = "liveboard", "python-socketio"

@@ -1,5 +1,5 @@
-"""The WebSocket endpoint reads ``?token=`` from the raw request target (endpoint.query_token),
-decoding it exactly as aiohttp's ``request.query`` would."""
+"""The WebSocket endpoint reads ``?token=`` from the raw query string (endpoint.query_token)
+instead of ``request.query``, decoding it exactly as ``request.query`` would."""
 
 from __future__ import annotations
 
@@ -17,14 +17,22 @@ from liveboard.realtime.endpoint import query_token
         ("/ws?token=eyJ.abc.def", "eyJ.abc.def"),
         ("/ws?a=1&token=t1&token=t2", "t1"),  # the first, as request.query.get gives
         ("/ws?token=", ""),  # present but empty: refused as a missing token by the caller
+        ("/ws?token", ""),
         ("/ws?tokens=x", None),
         ("/ws", None),
         ("/ws?", None),
         ("/ws?token=a%2Bb+c", "a+b c"),
+        ("/ws?token=a;b", "a;b"),  # ';' is not a separator
+        ("/ws?token=a%zz", "a%zz"),  # an invalid escape is kept as it is
+        ("/ws?%74oken=x", "x"),  # an encoded name
+        ("/ws?token=JWT#fragment", "JWT"),  # the fragment is not part of the query
+        ("http://example.com:8000/ws?token=JWT", "JWT"),  # an absolute-form request target
     ],
 )
-def test_query_token(target: str, expected: str | None) -> None:
-    assert query_token(target) == expected
+def test_query_token_decodes_as_request_query(target: str, expected: str | None) -> None:
+    url = URL(target)
+    assert query_token(url.raw_query_string) == expected
+    assert url.query.get("token") == expected
 
 
 @given(
@@ -34,5 +42,5 @@ def test_query_token(target: str, expected: str | None) -> None:
     )
 )
 def test_query_token_agrees_with_request_query(pairs: list[tuple[str, str]]) -> None:
-    target = str(URL("/ws").with_query(pairs))
-    assert query_token(target) == URL(target).query.get("token")
+    url = URL("/ws").with_query(pairs)
+    assert query_token(url.raw_query_string) == url.query.get("token")

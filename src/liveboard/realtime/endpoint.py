@@ -139,7 +139,9 @@ async def _admit(request: web.Request, node: Node, settings: Settings) -> Princi
     if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
         node.metrics.connections_rejected += 1
         raise errors.forbidden("origin not allowed")
-    token = bearer_token(request.headers.get("Authorization")) or query_token(request.raw_path)
+    token = bearer_token(request.headers.get("Authorization")) or query_token(
+        request.rel_url.raw_query_string
+    )
     if not token:
         node.metrics.connections_rejected += 1
         raise AuthError("missing token: send Authorization: Bearer <jwt> or ?token=<jwt>")
@@ -154,17 +156,15 @@ async def _admit(request: web.Request, node: Node, settings: Settings) -> Princi
     return principal
 
 
-def query_token(raw_path: str) -> str | None:
-    """The first ``token`` parameter of a raw request target (``/ws?token=…``), or None.
+def query_token(raw_query: str) -> str | None:
+    """The first ``token`` parameter of a raw query string (``token=…&…``), or None.
 
-    Read from the raw target rather than ``request.query``, which parses the whole query and
-    caches it, token included, on the request's URL: that object lives as long as the
-    connection, about 0.6 KB each. Decoded as ``request.query`` would (``%XX``, ``+``).
+    Given ``request.rel_url.raw_query_string`` rather than read from ``request.query``, which
+    parses the whole query and caches it, token included, on the request's URL: that object
+    lives as long as the connection, about 0.6 KB each. Decoded as ``request.query`` would
+    (``%XX``, ``+``; ``;`` is not a separator).
     """
-    _path, _, query = raw_path.partition("?")
-    if not query:
-        return None
-    for name, value in parse_qsl(query, keep_blank_values=True):
+    for name, value in parse_qsl(raw_query, keep_blank_values=True):
         if name == "token":
             return value
     return None
