@@ -55,10 +55,9 @@ P99_LIMIT_MS = 50.0
 @dataclass
 class Config:
     quick: bool
-    #: Load generator processes. One by default: on a 2-core machine the server gets one core
-    #: and the client the other; two clients made three busy processes on two cores, and that
-    #: contention, not either server, set the tail latency (see docs/benchmarks.md).
-    workers: int = 1
+    #: Load generator processes. Two: one process or two made no consistent difference on
+    #: this 2-core machine; run-to-run variance is larger (see docs/benchmarks.md, Method).
+    workers: int = 2
     subs: int = 1000
     a_rates: list[float] = field(default_factory=lambda: [10.0, 50.0, 200.0])
     a_phase: float = 8.0
@@ -83,7 +82,7 @@ class Config:
     settle: float = 1.0  # seconds between connecting and reading RSS (D)
 
     @classmethod
-    def make(cls, quick: bool, workers: int = 1) -> Config:
+    def make(cls, quick: bool, workers: int = 2) -> Config:
         if not quick:
             return cls(quick=False, workers=workers)
         return cls(
@@ -1112,7 +1111,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="liveboard vs python-socketio benchmark suite")
     parser.add_argument("--quick", action="store_true", help="smoke version (≤ 1 minute)")
     parser.add_argument("--only", default="ABCDE", help="scenarios to run, e.g. A,C")
-    parser.add_argument("--workers", type=int, default=1, help="load generator processes")
+    parser.add_argument("--workers", type=int, default=2, help="load generator processes")
     parser.add_argument("--profile", action="store_true", help="py-spy the liveboard server in A")
     parser.add_argument(
         "--update-docs", action="store_true", help="rewrite docs/benchmarks.md's table"
