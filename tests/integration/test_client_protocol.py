@@ -183,6 +183,18 @@ async def _subscribe(
     return await asyncio.wait_for(task, timeout(5)), request
 
 
+@contextlib.asynccontextmanager
+async def _subscribed(
+    fake: FakeServer, offset: int = 0, **kwargs: Any
+) -> AsyncIterator[tuple[LiveboardClient, FakeConnection, Subscription]]:
+    """An idle fake server, a client connected to it and one subscription to ``ROOM``."""
+    fake.script = _idle
+    async with _client(fake) as client:
+        conn = await fake.next_connection()
+        sub, _ = await _subscribe(client, conn, offset, **kwargs)
+        yield client, conn, sub
+
+
 async def _items(sub: Subscription, count: int, wait: float = 5.0) -> list[SubscriptionItem]:
     return [await asyncio.wait_for(sub.get(), timeout(wait)) for _ in range(count)]
 
@@ -199,10 +211,7 @@ def _offsets(items: list[SubscriptionItem]) -> list[int]:
 async def test_duplicates_are_dropped_and_a_gap_starts_a_fresh_subscription(
     fake: FakeServer,
 ) -> None:
-    fake.script = _idle
-    async with _client(fake) as client:
-        conn = await fake.next_connection()
-        sub, _ = await _subscribe(client, conn)
+    async with _subscribed(fake) as (_, conn, sub):
         for offset in (1, 2, 2, 1, 3):
             await conn.event(offset)
         assert _offsets(await _items(sub, 3)) == [1, 2, 3]
@@ -220,10 +229,7 @@ async def test_duplicates_are_dropped_and_a_gap_starts_a_fresh_subscription(
 
 
 async def test_an_event_of_another_epoch_starts_the_resync_path(fake: FakeServer) -> None:
-    fake.script = _idle
-    async with _client(fake) as client:
-        conn = await fake.next_connection()
-        sub, _ = await _subscribe(client, conn, offset=3)
+    async with _subscribed(fake, offset=3) as (_, conn, sub):
         await conn.event(4, epoch="other")
         again = await conn.recv("subscribe")
         assert "since" not in again
@@ -235,10 +241,7 @@ async def test_join_presence_is_answered_by_an_update_that_lists_this_user(
     fake: FakeServer,
 ) -> None:
     """Another user's join, broadcast before ours took effect, is not the answer to ours."""
-    fake.script = _idle
-    async with _client(fake) as client:
-        conn = await fake.next_connection()
-        sub, _ = await _subscribe(client, conn)
+    async with _subscribed(fake) as (_, conn, sub):
         join = asyncio.ensure_future(sub.join_presence())
         assert (await conn.recv("presence"))["action"] == "join"
         alice = {"userId": "alice", "name": "Alice"}
@@ -254,10 +257,7 @@ async def test_join_presence_is_answered_by_an_update_that_lists_this_user(
 
 
 async def test_a_server_resync_resubscribes_and_rejoins_presence(fake: FakeServer) -> None:
-    fake.script = _idle
-    async with _client(fake) as client:
-        conn = await fake.next_connection()
-        sub, _ = await _subscribe(client, conn)
+    async with _subscribed(fake) as (_, conn, sub):
         join = asyncio.ensure_future(sub.join_presence())
         assert (await conn.recv("presence"))["action"] == "join"
         users = [{"userId": "u", "name": "U"}]
@@ -279,10 +279,7 @@ async def test_a_server_resync_resubscribes_and_rejoins_presence(fake: FakeServe
 
 
 async def test_resubscribes_with_since_after_a_drop_and_replays_once(fake: FakeServer) -> None:
-    fake.script = _idle
-    async with _client(fake) as client:
-        conn = await fake.next_connection()
-        sub, _ = await _subscribe(client, conn)
+    async with _subscribed(fake) as (client, conn, sub):
         await conn.event(1)
         await conn.event(2)
         assert _offsets(await _items(sub, 2)) == [1, 2]
@@ -298,10 +295,7 @@ async def test_resubscribes_with_since_after_a_drop_and_replays_once(fake: FakeS
 
 
 async def test_recovered_false_surfaces_one_resync(fake: FakeServer) -> None:
-    fake.script = _idle
-    async with _client(fake) as client:
-        conn = await fake.next_connection()
-        sub, _ = await _subscribe(client, conn)
+    async with _subscribed(fake) as (_, conn, sub):
         await conn.close(4008)
         conn2 = await fake.next_connection()
         request = await conn2.recv("subscribe")
@@ -431,10 +425,7 @@ async def test_error_replies_raise_typed_errors(fake: FakeServer) -> None:
 
 
 async def test_server_side_unsubscribe_is_a_terminal_revoked(fake: FakeServer) -> None:
-    fake.script = _idle
-    async with _client(fake) as client:
-        conn = await fake.next_connection()
-        sub, _ = await _subscribe(client, conn)
+    async with _subscribed(fake) as (client, conn, sub):
         revoked: list[Revoked] = []
         sub.on_revoked(revoked.append)
         await conn.event(1)
@@ -447,10 +438,7 @@ async def test_server_side_unsubscribe_is_a_terminal_revoked(fake: FakeServer) -
 
 
 async def test_a_refused_resubscribe_after_reconnect_is_revoked(fake: FakeServer) -> None:
-    fake.script = _idle
-    async with _client(fake) as client:
-        conn = await fake.next_connection()
-        sub, _ = await _subscribe(client, conn)
+    async with _subscribed(fake) as (_, conn, sub):
         await conn.close(1011)
         conn2 = await fake.next_connection()
         request = await conn2.recv("subscribe")
@@ -462,10 +450,7 @@ async def test_a_refused_resubscribe_after_reconnect_is_revoked(fake: FakeServer
 
 
 async def test_callbacks_sync_and_async_run_in_order(fake: FakeServer) -> None:
-    fake.script = _idle
-    async with _client(fake) as client:
-        conn = await fake.next_connection()
-        sub, _ = await _subscribe(client, conn, buffer=False)
+    async with _subscribed(fake, buffer=False) as (_, conn, sub):
         seen: list[tuple[str, int]] = []
         done = asyncio.Event()
 
