@@ -11,6 +11,7 @@ import struct
 _OP_TEXT = 0x1
 _OP_CLOSE = 0x8
 _OP_PING = 0x9
+_OP_PONG = 0xA
 _FIN = 0x80
 
 PING_FRAME = bytes((_FIN | _OP_PING, 0))
@@ -31,5 +32,12 @@ def text_frame(payload: bytes) -> bytes:
 
 def close_frame(code: int, reason: str = "") -> bytes:
     """A close frame with ``code`` and a reason (truncated to fit a control frame)."""
-    body = struct.pack("!H", code) + reason.encode()[:123]
+    # Cut to 123 bytes without splitting a character: the reason must stay valid UTF-8.
+    cut = reason.encode()[:123].decode("utf-8", "ignore").encode()
+    body = struct.pack("!H", code) + cut
     return _header(_OP_CLOSE, len(body)) + body
+
+
+def pong_frame(payload: bytes) -> bytes:
+    """The answer to a ping carrying ``payload`` (at most 125 bytes, as the ping's was)."""
+    return _header(_OP_PONG, len(payload)) + payload

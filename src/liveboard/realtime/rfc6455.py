@@ -1,0 +1,184 @@
+"""Reading the frames a client sends (RFC 6455 §5), as a pure state machine.
+
+``FrameReader.feed`` takes the bytes as they arrive and returns the whole messages and control
+frames they complete; a frame that breaks the protocol raises ``FrameError`` with the close
+code to send. What it enforces (the server side of the RFC, no extensions negotiated):
+
+* every frame is masked (§5.1), no RSV bit is set and the opcode is defined (§5.2): 1002;
+* control frames are at most 125 bytes and never fragmented; a continuation needs a message to
+  continue and a new message may not start inside one (§5.4, §5.5): 1002;
+* a message (all its fragments) is at most ``limit`` bytes, checked against the declared length
+  before the payload arrives: 1009;
+* text is valid UTF-8 (§8.1): 1007; a close frame has no body or a valid code (§7.4) and a UTF-8
+  reason: 1002 / 1007.
+
+It never buffers more than one frame header plus ``limit`` bytes, whatever the peer sends.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+OP_CONTINUATION: Final = 0x0
+OP_TEXT: Final = 0x1
+OP_BINARY: Final = 0x2
+OP_CLOSE: Final = 0x8
+OP_PING: Final = 0x9
+OP_PONG: Final = 0xA
+
+#: The close code a close frame without a body stands for (§7.1.5); never sent.
+NO_STATUS: Final = 1005
+_DEFINED_CLOSE_CODES: Final = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+
+
+class FrameError(Exception):
+    """The peer broke the protocol: close with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Frame(NamedTuple):
+    """A whole message (text as ``str``, binary as ``bytes``) or a control frame.
+
+    For a close frame ``data`` is the reason and ``code`` the close code (``NO_STATUS`` when the
+    frame had no body); for the others ``code`` is 0.
+    """
+
+    opcode: int
+    data: str | bytes
+    code: int = 0
+
+
+def valid_close_code(code: int) -> bool:
+    """A code a peer may send in a close frame (§7.4.1, §7.4.2)."""
+    return code in _DEFINED_CLOSE_CODES or 3000 <= code <= 4999
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR ``payload`` with the 4-byte ``mask`` repeated (§5.3), in C via big integers."""
+    size = len(payload)
+    if not size:
+        return b""
+    key = (mask * (size // 4 + 1))[:size]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+
+
+class FrameReader:
+    """Incremental parser of one client's frames; see the module docstring for its rules."""
+
+    __slots__ = ("_buffer", "_fragment_opcode", "_fragment_size", "_fragments", "_limit")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._buffer = b""
+        self._fragments: list[bytes] = []
+        self._fragment_opcode = 0  # opcode of the message being continued, 0 when none
+        self._fragment_size = 0
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """The messages and control frames completed by ``data``; raises ``FrameError``."""
+        buffer = self._buffer + data if self._buffer else data
+        size = len(buffer)
+        position = 0
+        frames: list[Frame] = []
+        while size - position >= 2:
+            first, second = buffer[position], buffer[position + 1]
+            if first & 0x70:
+                raise FrameError(1002, "reserved bits set without an extension")
+            if not second & 0x80:
+                raise FrameError(1002, "client frames must be masked")
+            opcode, final = first & 0x0F, first & 0x80
+            length = second & 0x7F
+            header = 2
+            if length == 126:
+                if size - position < 4:
+                    break
+                length = int.from_bytes(buffer[position + 2 : position + 4], "big")
+                header = 4
+            elif length == 127:
+                if size - position < 10:
+                    break
+                length = int.from_bytes(buffer[position + 2 : position + 10], "big")
+                header = 10
+            self._check(opcode, final, length)
+            end = position + header + 4 + length
+            if end > size:
+                break
+            mask = buffer[position + header : position + header + 4]
+            payload = unmask(buffer[position + header + 4 : end], mask)
+            position = end
+            frame = self._complete(opcode, final, payload)
+            if frame is not None:
+                frames.append(frame)
+                if opcode == OP_CLOSE:
+                    position = size  # nothing after a close frame is read (§5.5.1)
+                    break
+        self._buffer = buffer[position:]
+        return frames
+
+    def _check(self, opcode: int, final: int, length: int) -> None:
+        """Refuse a frame from its header alone, before waiting for its payload."""
+        if opcode >= OP_CLOSE:
+            if opcode > OP_PONG:
+                raise FrameError(1002, f"reserved opcode {opcode:#x}")
+            if not final:
+                raise FrameError(1002, "fragmented control frame")
+            if length > 125:
+                raise FrameError(1002, "control frame longer than 125 bytes")
+            return
+        if opcode > OP_BINARY:
+            raise FrameError(1002, f"reserved opcode {opcode:#x}")
+        if opcode == OP_CONTINUATION:
+            if not self._fragment_opcode:
+                raise FrameError(1002, "continuation frame without a message to continue")
+            if self._fragment_size + length > self._limit:
+                raise FrameError(1009, "message too big")
+            return
+        if self._fragment_opcode:
+            raise FrameError(1002, "new message inside a fragmented message")
+        if length > self._limit:
+            raise FrameError(1009, "message too big")
+
+    def _complete(self, opcode: int, final: int, payload: bytes) -> Frame | None:
+        if opcode >= OP_CLOSE:
+            if opcode == OP_CLOSE:
+                return _close_frame(payload)
+            return Frame(opcode, payload)
+        if opcode == OP_CONTINUATION:
+            self._fragments.append(payload)
+            self._fragment_size += len(payload)
+            if not final:
+                return None
+            opcode = self._fragment_opcode
+            payload = b"".join(self._fragments)
+            self._fragments = []
+            self._fragment_opcode = self._fragment_size = 0
+        elif not final:
+            self._fragments = [payload]
+            self._fragment_opcode = opcode
+            self._fragment_size = len(payload)
+            return None
+        if opcode == OP_BINARY:
+            return Frame(OP_BINARY, payload)
+        try:
+            return Frame(OP_TEXT, payload.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise FrameError(1007, "text message is not valid UTF-8") from None
+
+
+def _close_frame(payload: bytes) -> Frame:
+    if not payload:
+        return Frame(OP_CLOSE, "", NO_STATUS)
+    if len(payload) == 1:
+        raise FrameError(1002, "close frame body of one byte")
+    code = int.from_bytes(payload[:2], "big")
+    if not valid_close_code(code):
+        raise FrameError(1002, f"invalid close code {code}")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError(1007, "close reason is not valid UTF-8") from None
+    return Frame(OP_CLOSE, reason, code)
