@@ -8,6 +8,7 @@ seconds, and flushes the broker → the database closes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Final
@@ -23,10 +24,12 @@ from liveboard.realtime.endpoint import (
     NODE_KEY,
     WS_SETTINGS_KEY,
     WS_VERIFIER_KEY,
+    UpgradeAcceptor,
     websocket_handler,
 )
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.node import Node
+from liveboard.realtime.router import ConnectionRouter
 from liveboard.rest import json_response
 from liveboard.store.database import Database
 from liveboard.store.migrations import migrate
@@ -82,6 +85,24 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
         app.router.add_get("/api/dev/token", dev.dev_token_handler(settings.jwt_secret))
         app.router.add_get("/", demo_board)
     return app
+
+
+async def listen(
+    runner: web.AppRunner, host: str, port: int, backlog: int = 1024
+) -> asyncio.Server:
+    """Accept connections for ``runner``'s application (set up) on ``host``:``port``.
+
+    Each connection starts with a ``ConnectionRouter``: a WebSocket upgrade is served by
+    ``UpgradeAcceptor`` without aiohttp, everything else by aiohttp's server (``runner.server``).
+    Closing the returned server stops accepting; ``runner.cleanup()`` then closes the rest.
+    """
+    http = runner.server
+    assert http is not None, "runner.setup() first"
+    acceptor = UpgradeAcceptor(runner.app)
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: ConnectionRouter(http, acceptor), host, port, backlog=backlog, reuse_address=True
+    )
 
 
 def _components(

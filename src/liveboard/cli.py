@@ -20,7 +20,7 @@ from liveboard.errors import ConfigError
 from liveboard.logs import configure_logging
 
 if TYPE_CHECKING:
-    from aiohttp import web
+    pass
 
 # The server stack is imported inside the commands that need it: `liveboard token` stays fast.
 
@@ -124,7 +124,7 @@ async def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT, then stop gracefully: refuse new connections, close sockets."""
     from aiohttp import web
 
-    from liveboard.app import build_app
+    from liveboard.app import build_app, listen
     from liveboard.logs import AccessLogger
 
     app = build_app(settings)
@@ -135,14 +135,14 @@ async def serve(settings: Settings) -> int:
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
+    server: asyncio.Server | None = None
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=1024)
         try:
-            await site.start()
+            server = await listen(runner, settings.host, settings.port)
         except OSError as exc:
             log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror)
             return 1
-        port = _bound_port(runner, settings.port)
+        port = _bound_port(server, settings.port)
         log.info(
             "liveboard %s listening on http://%s:%s%s",
             __version__,
@@ -158,6 +158,8 @@ async def serve(settings: Settings) -> int:
         await stop.wait()
         log.info("shutting down")
     finally:
+        if server is not None:
+            server.close()  # new connections are refused from here on
         try:
             await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT + 1.0)
         except TimeoutError:
@@ -165,8 +167,9 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
-def _bound_port(runner: web.AppRunner, default: int) -> int:
-    for address in runner.addresses:
+def _bound_port(server: asyncio.Server, default: int) -> int:
+    for sock in server.sockets:
+        address = sock.getsockname()
         if isinstance(address, tuple) and len(address) >= 2:
             return int(address[1])
     return default

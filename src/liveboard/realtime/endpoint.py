@@ -13,7 +13,8 @@ import contextlib
 import logging
 import secrets
 import socket
-from typing import Final
+from collections.abc import Coroutine
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import WSMsgType, web
@@ -22,7 +23,8 @@ from liveboard import errors, rest
 from liveboard.auth import Principal, TokenVerifier, bearer_token
 from liveboard.config import Settings
 from liveboard.errors import AuthError
-from liveboard.realtime import protocol, wire
+from liveboard.realtime import handshake, protocol, wire
+from liveboard.realtime.connection import WebSocketConnection
 from liveboard.realtime.node import Node
 from liveboard.realtime.protocol import ProtocolError
 from liveboard.realtime.session import (
@@ -34,6 +36,8 @@ from liveboard.realtime.session import (
 )
 
 log = logging.getLogger("liveboard.ws")
+#: The logger aiohttp writes its access log to, so that both paths log alike.
+access_log = logging.getLogger("aiohttp.access")
 
 #: Kernel send buffer per WebSocket (Linux doubles it): enough for bursts at full speed.
 KERNEL_SEND_BUFFER = 256 * 1024
@@ -58,15 +62,27 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    """Admit, upgrade and serve one connection.
+    """Admit, upgrade and serve one connection that reached aiohttp.
 
-    The REST middlewares pass this route straight through (``rest.LONG_LIVED_PATHS``), so it
-    answers its own refusals with the contract's error body.
+    Most upgrades never get here: ``router`` hands a connection whose first request is a
+    well-formed upgrade to ``UpgradeAcceptor`` instead. This path serves the rest (an upgrade
+    on a keep-alive connection that carried other requests first, or a server built with
+    ``build_app`` alone, as in tests). The REST middlewares pass this route straight through
+    (``rest.LONG_LIVED_PATHS``), so it answers its own refusals with the contract's error body.
     """
     node = request.app[NODE_KEY]
     settings = request.app[WS_SETTINGS_KEY]
+    verifier = request.app[WS_VERIFIER_KEY]
     try:
-        principal = await _admit(request, node, settings)
+        principal = await admit(
+            node,
+            settings,
+            verifier,
+            origin=request.headers.get("Origin"),
+            host=request.host,
+            authorization=request.headers.get("Authorization"),
+            raw_query=request.rel_url.raw_query_string,
+        )
     except errors.ApiError as exc:
         return rest.error_response(exc.status, exc.code, exc.message, exc.details)
     except AuthError as exc:
@@ -74,7 +90,6 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error admitting a WebSocket connection")
         return rest.error_response(500, "internal_error", "internal server error")
-    # Served here rather than in a helper: this frame lives as long as the connection.
     ws = web.WebSocketResponse(
         autoping=False,
         compress=False,  # frames are pre-encoded once for every socket; see docs/protocol.md
@@ -97,11 +112,34 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         on_activity=session.touch,
         on_violation=lambda: session.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked"),
     )
+    await serve(node, verifier, session, ws, transport)
+    return ws
+
+
+class MessageSource(Protocol):
+    """The receiving side of a WebSocket: aiohttp's ``WebSocketResponse`` or ours."""
+
+    async def receive(self) -> Any: ...
+
+    async def pong(self, message: bytes) -> None: ...
+
+
+async def serve(
+    node: Node,
+    verifier: TokenVerifier,
+    session: Session,
+    ws: MessageSource,
+    transport: asyncio.Transport,
+) -> None:
+    """The message loop of one admitted, upgraded connection, until it closes.
+
+    Registers the session, sends ``connected``, then handles one message at a time in arrival
+    order; at the end the node forgets the session (its subscriptions and presence end).
+    """
     node.register(session)
-    session.send(protocol.encode_connected(session.connection_id, principal.user_id))
+    session.send(protocol.encode_connected(session.connection_id, session.user_id))
     session.start_timers()
     try:
-        # The message loop, inline for the same reason: one coroutine frame per connection.
         ws_receive = ws.receive
         while not session.closing:
             message = await ws_receive()
@@ -110,14 +148,15 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             if kind is WSMsgType.TEXT:
                 session.busy = True  # a slow handler (a stalled database) is not a dead peer
                 try:
-                    await _handle_text(request, node, session, message.data)
+                    await _handle_text(verifier, node, session, message.data)
                 finally:
                     session.busy = False
             elif kind is WSMsgType.PING:
                 await ws.pong(message.data)
             elif kind is WSMsgType.BINARY:
                 session.close(CLOSE_UNSUPPORTED, "binary frames are not supported")
-            elif kind is WSMsgType.ERROR:  # aiohttp has sent the close frame (1009 / 1002)
+            elif kind is WSMsgType.ERROR:  # the close frame (1009 / 1002 / 1007) is sent
+                session.abort_timers()  # nothing may be written after it
                 await _linger(transport)
                 break
             elif kind is not WSMsgType.PONG:
@@ -129,24 +168,30 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         await node.disconnect(session)
         await session.wait_closed()
         session.abort_timers()
-    return ws
 
 
-async def _admit(request: web.Request, node: Node, settings: Settings) -> Principal:
+async def admit(
+    node: Node,
+    settings: Settings,
+    verifier: TokenVerifier,
+    *,
+    origin: str | None,
+    host: str | None,
+    authorization: str | None,
+    raw_query: str,
+) -> Principal:
     """The checks before the upgrade; raises ``ApiError`` / ``AuthError`` to refuse."""
     if not node.accepting:
         raise errors.ApiError(503, "unavailable", "server is restarting; reconnect shortly")
-    if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
+    if not origin_allowed(origin, host, settings.allowed_origins):
         node.metrics.connections_rejected += 1
         raise errors.forbidden("origin not allowed")
-    token = bearer_token(request.headers.get("Authorization")) or query_token(
-        request.rel_url.raw_query_string
-    )
+    token = bearer_token(authorization) or query_token(raw_query)
     if not token:
         node.metrics.connections_rejected += 1
         raise AuthError("missing token: send Authorization: Bearer <jwt> or ?token=<jwt>")
     try:
-        principal = await request.app[WS_VERIFIER_KEY].verify(token)
+        principal = await verifier.verify(token)
     except AuthError:
         node.metrics.connections_rejected += 1
         raise
@@ -154,6 +199,142 @@ async def _admit(request: web.Request, node: Node, settings: Settings) -> Princi
         node.metrics.connections_rejected += 1
         raise errors.ApiError(429, "rate_limited", "too many connections for this user")
     return principal
+
+
+class UpgradeAcceptor:
+    """Serves the upgrades that ``router`` took before aiohttp saw them (the usual path).
+
+    Called with the transport (reading paused), the parsed request and any bytes that followed
+    its head. Admission runs in a short task that holds the request; a refusal is answered with
+    the contract's error body and the connection closed. An admitted connection gets the 101,
+    becomes a ``WebSocketConnection`` and is served by ``serve`` in a task of its own, which holds
+    neither the request nor aiohttp's per-request state: about 10 KB less per connection.
+    """
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self._tasks: set[asyncio.Task[None]] = set()  # asyncio keeps only weak references
+
+    def __call__(
+        self, transport: asyncio.Transport, upgrade: handshake.Upgrade, tail: bytes
+    ) -> None:
+        self._spawn(self._admit(transport, upgrade, tail))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _admit(
+        self, transport: asyncio.Transport, upgrade: handshake.Upgrade, tail: bytes
+    ) -> None:
+        app = self._app
+        node, settings, verifier = app[NODE_KEY], app[WS_SETTINGS_KEY], app[WS_VERIFIER_KEY]
+        started = asyncio.get_running_loop().time()
+        remote = _peer_host(transport)
+        try:
+            principal = await admit(
+                node,
+                settings,
+                verifier,
+                origin=upgrade.origin,
+                host=upgrade.host,
+                authorization=upgrade.authorization,
+                raw_query=upgrade.raw_query,
+            )
+        except errors.ApiError as exc:
+            refusal = handshake.error_response(exc.status, exc.code, exc.message, exc.details)
+            _refuse(transport, refusal, exc.status, upgrade.path, remote, started)
+            return
+        except AuthError as exc:
+            refusal = handshake.error_response(401, "unauthorized", exc.message)
+            _refuse(transport, refusal, 401, upgrade.path, remote, started)
+            return
+        except Exception:
+            log.exception("unhandled error admitting a WebSocket connection")
+            refusal = handshake.error_response(500, "internal_error", "internal server error")
+            _refuse(transport, refusal, 500, upgrade.path, remote, started)
+            return
+        if transport.is_closing():
+            return  # the peer left while it was being admitted
+        _bound_kernel_buffer(transport)
+        connection = WebSocketConnection(transport, settings.max_message_bytes)
+        transport.set_protocol(connection)
+        transport.write(handshake.switching_protocols(upgrade.key))
+        session = Session(
+            connection, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings
+        )
+        connection.on_activity = session.touch
+        connection.on_closing = session.abort_timers
+        if tail:
+            connection.data_received(tail)
+        transport.resume_reading()
+        self._spawn(
+            _serve_upgraded(node, verifier, session, connection, upgrade.path, remote, started)
+        )
+
+
+async def _serve_upgraded(
+    node: Node,
+    verifier: TokenVerifier,
+    session: Session,
+    connection: WebSocketConnection,
+    path: str,
+    remote: str | None,
+    started: float,
+) -> None:
+    transport = connection.transport
+    try:
+        await serve(node, verifier, session, connection, transport)
+    except Exception:  # serve handles its own failures; this is for a bug in the cleanup
+        log.exception("connection %s failed", session.connection_id)
+    finally:
+        if not transport.is_closing():
+            transport.close()
+        _access(path, remote, 101, started)
+
+
+def _refuse(
+    transport: asyncio.Transport,
+    response: bytes,
+    status: int,
+    path: str,
+    remote: str | None,
+    started: float,
+) -> None:
+    if not transport.is_closing():
+        transport.write(response)
+        transport.close()
+    _access(path, remote, status, started)
+
+
+def _peer_host(transport: asyncio.Transport) -> str | None:
+    try:
+        peer = transport.get_extra_info("peername")
+    except (AttributeError, OSError):  # uvloop raises AttributeError once the socket is gone
+        return None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else None
+
+
+def _access(path: str, remote: str | None, status: int, started: float) -> None:
+    """The access log line aiohttp writes for the requests it serves (see ``logs``)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    ms = (asyncio.get_running_loop().time() - started) * 1000
+    access_log.info(
+        "%s %s %d %.1fms",
+        "GET",
+        path,
+        status,
+        ms,
+        extra={
+            "method": "GET",
+            "path": path,
+            "status": status,
+            "ms": round(ms, 2),
+            "remote": remote,
+        },
+    )
 
 
 def query_token(raw_query: str) -> str | None:
@@ -196,13 +377,14 @@ def _bound_kernel_buffer(transport: asyncio.Transport) -> None:
     The hub closes a socket whose unsent bytes in user space pass ``slow_consumer_bytes``; Linux
     would otherwise let the kernel's own buffer autotune up to several MiB on top of that.
     """
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
+    # uvloop raises AttributeError or ValueError for a socket that is already gone.
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
 
 
-async def _handle_text(request: web.Request, node: Node, session: Session, data: str) -> None:
+async def _handle_text(verifier: TokenVerifier, node: Node, session: Session, data: str) -> None:
     if not session.allow_message():
         session.send(protocol.encode_error("rate_limited", "too many messages; slow down"))
         if not session.strike():
@@ -219,16 +401,16 @@ async def _handle_text(request: web.Request, node: Node, session: Session, data:
         elif isinstance(message, protocol.Ping):
             session.send(protocol.encode_pong(message.id))
         else:
-            await _refresh(request, session, message)
+            await _refresh(verifier, session, message)
     except ProtocolError as exc:
         session.send(protocol.encode_error(exc.code, exc.message, exc.id))
         if not session.strike():
             session.close(CLOSE_POLICY, "too many invalid messages")
 
 
-async def _refresh(request: web.Request, session: Session, message: protocol.Refresh) -> None:
+async def _refresh(verifier: TokenVerifier, session: Session, message: protocol.Refresh) -> None:
     try:
-        principal = await request.app[WS_VERIFIER_KEY].verify(message.token)
+        principal = await verifier.verify(message.token)
     except AuthError as exc:
         raise ProtocolError("unauthorized", exc.message, message.id) from None
     if principal.user_id != session.user_id:

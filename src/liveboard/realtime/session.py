@@ -20,9 +20,7 @@ import asyncio
 import logging
 import math
 import time
-from typing import TYPE_CHECKING
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Protocol
 
 from liveboard.auth import Principal
 from liveboard.ratelimit import TokenBucket
@@ -56,6 +54,12 @@ CLOSE_TOKEN_EXPIRED = 4001
 CLOSE_SLOW_CONSUMER = 4008
 
 
+class Closable(Protocol):
+    """The closing side of a WebSocket: aiohttp's ``WebSocketResponse`` or ours."""
+
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
+
+
 class Session:
     """State of one connection. Created by the endpoint after a successful upgrade."""
 
@@ -85,7 +89,7 @@ class Session:
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        ws: Closable,
         transport: asyncio.Transport,
         connection_id: str,
         principal: Principal,
@@ -252,7 +256,7 @@ class Session:
             self._transport.abort()
 
     def abort_timers(self) -> None:
-        """The connection is over: no more pings or expiry."""
+        """The connection is over or closing on its own: no more frames, pings or expiry."""
         self.closing = True
         self.outlet.closed = True
         self._cancel_timers()

@@ -1,0 +1,154 @@
+"""Which server answers what on one port: the connection router (``realtime.router``).
+
+A connection whose first request is a well-formed upgrade is served by liveboard's own
+WebSocket layer; every other connection goes to aiohttp, including an upgrade that follows other
+requests on a keep-alive connection. Both must behave the same for the client. Raw sockets here,
+so that the bytes on the wire are exactly the test's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from tests.fuzz.rawws import OP_TEXT, encode_frame
+from tests.servers import LiveboardProcess
+from tests.support import make_token, timeout
+
+
+def _upgrade_head(token: str, *, version: str = "13", path: str = "/ws/connect") -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path}?token={token} HTTP/1.1\r\n"
+        "Host: 127.0.0.1\r\n"
+        "Upgrade: websocket\r\n"
+        "Connection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: {version}\r\n\r\n"
+    ).encode()
+
+
+@contextlib.asynccontextmanager
+async def _connection(
+    server: LiveboardProcess,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    address = urlsplit(server.url)
+    assert address.hostname is not None
+    assert address.port is not None
+    reader, writer = await asyncio.open_connection(address.hostname, address.port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout(5))
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in lines[1:] if line)
+    }
+    length = int(headers.get("content-length", "0"))
+    body = await asyncio.wait_for(reader.readexactly(length), timeout(5)) if length else b""
+    return status, headers, body
+
+
+async def _message(reader: asyncio.StreamReader) -> dict[str, Any]:
+    first, second = await asyncio.wait_for(reader.readexactly(2), timeout(5))
+    assert first == 0x81, f"expected a final text frame, got {first:#x}"
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    message: dict[str, Any] = json.loads(await reader.readexactly(length))
+    return message
+
+
+async def _assert_served(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """``connected`` arrives first and a ``ping`` is answered with its id."""
+    assert (await _message(reader))["type"] == "connected"
+    writer.write(encode_frame(OP_TEXT, b'{"type":"ping","id":"r1"}'))
+    assert await _message(reader) == {"type": "pong", "id": "r1"}
+
+
+async def test_an_upgrade_as_first_request_is_served(server: LiveboardProcess) -> None:
+    async with _connection(server) as (reader, writer):
+        writer.write(_upgrade_head(make_token("router-1")))
+        status, headers, _ = await _response(reader)
+        assert status == 101
+        assert headers["upgrade"].lower() == "websocket"
+        await _assert_served(reader, writer)
+
+
+async def test_a_head_that_arrives_in_pieces_is_read_whole(server: LiveboardProcess) -> None:
+    async with _connection(server) as (reader, writer):
+        head = _upgrade_head(make_token("router-2"))
+        for start in range(0, len(head), 7):
+            writer.write(head[start : start + 7])
+            await writer.drain()
+            await asyncio.sleep(0.002)
+        status, _, _ = await _response(reader)
+        assert status == 101
+        await _assert_served(reader, writer)
+
+
+async def test_an_upgrade_after_other_requests_on_one_connection_is_served(
+    server: LiveboardProcess,
+) -> None:
+    async with _connection(server) as (reader, writer):
+        # Two pipelined requests first: both are answered, in order, by the HTTP server.
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        for _ in range(2):
+            status, _, body = await _response(reader)
+            assert (status, json.loads(body)) == (200, {"status": "ok"})
+        writer.write(_upgrade_head(make_token("router-3"), path="/ws"))
+        status, _, _ = await _response(reader)
+        assert status == 101
+        await _assert_served(reader, writer)
+
+
+async def test_a_refusal_has_the_error_body_on_both_paths(server: LiveboardProcess) -> None:
+    for prefix in (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"):
+        async with _connection(server) as (reader, writer):
+            writer.write(prefix + _upgrade_head("not-a-jwt"))
+            if prefix:
+                assert (await _response(reader))[0] == 200
+            status, headers, body = await _response(reader)
+            assert status == 401
+            assert headers["www-authenticate"] == "Bearer"
+            assert json.loads(body)["error"]["code"] == "unauthorized"
+
+
+async def test_an_upgrade_the_router_does_not_take_gets_the_http_servers_answer(
+    server: LiveboardProcess,
+) -> None:
+    async with _connection(server) as (reader, writer):
+        # Versions 7 and 8 (drafts) are left to aiohttp, which accepts them; 12 it refuses.
+        writer.write(_upgrade_head(make_token("router-4"), version="12"))
+        status, _, body = await _response(reader)
+        assert status == 400
+        assert json.loads(body)["error"]["code"] == "bad_request"
+
+
+async def test_a_peer_that_leaves_mid_head_costs_nothing(server: LiveboardProcess) -> None:
+    for partial in (b"GET /ws/connect?token=x HTTP/1.1\r\nHost: 1", b"GE", b""):
+        async with _connection(server) as (reader, writer):
+            writer.write(partial)
+            await writer.drain()
+            writer.write_eof()
+            # The connection ends (an answer, if any, is the HTTP server's 400).
+            rest = await asyncio.wait_for(reader.read(), timeout(5))
+            assert rest == b"" or rest.startswith(b"HTTP/1.1 400")
+    async with _connection(server) as (reader, writer):
+        writer.write(_upgrade_head(make_token("router-5")))
+        assert (await _response(reader))[0] == 101
