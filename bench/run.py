@@ -44,7 +44,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from bench.floor import send_floor
+from bench.floor import minimal_fanout_async, send_floor
 from bench.infra import ROOT, Postgres, RedisServer, Workers, raise_fd_limit
 from bench.targets import LiveboardTarget, Room, SocketioTarget, Target, write_tokens
 
@@ -730,8 +730,12 @@ class Bench:
         await self.workers.start()
         self.results["meta"] = environment(cfg, self.redis.port)
         if "A" in self.only:
-            # Before any server runs: the kernel's price of one write, for reading A against.
+            # Before any server runs: the kernel's price of one write, and of the bare design
+            # (one transport.write per socket, a live receiver), for reading A against.
             self.results["meta"]["send_floor_s"] = send_floor()
+            self.results["meta"]["minimal_fanout_s"] = await minimal_fanout_async(
+                rounds=50 if cfg.quick else 150
+            )
         lb = LiveboardTarget(self.workdir, self.redis, self.postgres)
         sio = SocketioTarget(self.workdir, self.redis, self.postgres)
         await lb.create_database(f"bench_lb_{self.stamp}")
@@ -972,6 +976,18 @@ def markdown(results: dict[str, Any]) -> str:
                 f" to each of 1,000 loopback sockets costs {floor * 1e6:.2f} µs of CPU, i.e."
                 f" {floor * 1e5:.2f} s per 100k deliveries when each delivery is its own write{versus}.",
             ]
+            bare = meta.get("minimal_fanout_s")
+            if bare:
+                versus = (
+                    f"; liveboard at 50 ev/s costs {at_50['cpu_per_100k'] / (bare * 1e5):.2f}× that"
+                    if at_50 and at_50.get("cpu_per_100k")
+                    else ""
+                )
+                lines[-1] += (
+                    f" The bare design (`transport.write` of that frame to 1,000 uvloop transports,"
+                    f" 50 times a second, their peers read by another process) costs"
+                    f" {bare * 1e5:.2f} s per 100k deliveries{versus}."
+                )
         lines += [
             "",
             "| highest rate with p99 ≤ 50 ms, nothing lost | liveboard | python-socketio | ratio |",
