@@ -87,22 +87,58 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
     return app
 
 
-async def listen(
-    runner: web.AppRunner, host: str, port: int, backlog: int = 1024
-) -> asyncio.Server:
-    """Accept connections for ``runner``'s application (set up) on ``host``:``port``.
+class Listener:
+    """The listening socket of ``serve`` and what it must close at shutdown.
 
     Each connection starts with a ``ConnectionRouter``: a WebSocket upgrade is served by
     ``UpgradeAcceptor`` without aiohttp, everything else by aiohttp's server (``runner.server``).
-    Closing the returned server stops accepting; ``runner.cleanup()`` then closes the rest.
     """
+
+    def __init__(
+        self, server: asyncio.Server, acceptor: UpgradeAcceptor, routers: set[ConnectionRouter]
+    ) -> None:
+        self.server = server
+        self._acceptor = acceptor
+        self._routers = routers
+
+    @property
+    def port(self) -> int | None:
+        for sock in self.server.sockets:
+            address = sock.getsockname()
+            if isinstance(address, tuple) and len(address) >= 2:
+                return int(address[1])
+        return None
+
+    async def shutdown(self, app: web.Application, grace: float) -> None:
+        """Stop accepting, drop connections that sent no request yet, close every WebSocket
+        with 1012 (``Node.shutdown``) and wait up to ``grace`` seconds for them to end.
+
+        Then ``runner.cleanup()`` closes what aiohttp serves and the application's components,
+        which no WebSocket served here uses any longer."""
+        self.server.close()
+        for router in list(self._routers):
+            router.abort()
+        node = app.get(NODE_KEY)
+        if node is not None:
+            await node.shutdown()
+        await self._acceptor.wait_closed(grace)
+
+
+async def listen(runner: web.AppRunner, host: str, port: int, backlog: int = 1024) -> Listener:
+    """Accept connections for ``runner``'s application (set up) on ``host``:``port``."""
     http = runner.server
     assert http is not None, "runner.setup() first"
     acceptor = UpgradeAcceptor(runner.app)
+    routers: set[ConnectionRouter] = set()
     loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        lambda: ConnectionRouter(http, acceptor), host, port, backlog=backlog, reuse_address=True
+    server = await loop.create_server(
+        lambda: ConnectionRouter(http, acceptor, routers),
+        host,
+        port,
+        backlog=backlog,
+        reuse_address=True,
     )
+    return Listener(server, acceptor, routers)
 
 
 def _components(

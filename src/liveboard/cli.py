@@ -12,15 +12,12 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from liveboard import __version__
 from liveboard.config import DEV_JWT_SECRET, Settings, load_settings
 from liveboard.errors import ConfigError
 from liveboard.logs import configure_logging
-
-if TYPE_CHECKING:
-    pass
 
 # The server stack is imported inside the commands that need it: `liveboard token` stays fast.
 
@@ -124,7 +121,7 @@ async def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT, then stop gracefully: refuse new connections, close sockets."""
     from aiohttp import web
 
-    from liveboard.app import build_app, listen
+    from liveboard.app import Listener, build_app, listen
     from liveboard.logs import AccessLogger
 
     app = build_app(settings)
@@ -135,14 +132,14 @@ async def serve(settings: Settings) -> int:
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
-    server: asyncio.Server | None = None
+    listener: Listener | None = None
     try:
         try:
-            server = await listen(runner, settings.host, settings.port)
+            listener = await listen(runner, settings.host, settings.port)
         except OSError as exc:
             log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror)
             return 1
-        port = _bound_port(server, settings.port)
+        port = listener.port or settings.port
         log.info(
             "liveboard %s listening on http://%s:%s%s",
             __version__,
@@ -158,21 +155,13 @@ async def serve(settings: Settings) -> int:
         await stop.wait()
         log.info("shutting down")
     finally:
-        if server is not None:
-            server.close()  # new connections are refused from here on
+        if listener is not None:  # new connections are refused from here on
+            await listener.shutdown(app, SHUTDOWN_TIMEOUT)
         try:
             await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT + 1.0)
         except TimeoutError:
             log.warning("shutdown took too long; exiting anyway")
     return 0
-
-
-def _bound_port(server: asyncio.Server, default: int) -> int:
-    for sock in server.sockets:
-        address = sock.getsockname()
-        if isinstance(address, tuple) and len(address) >= 2:
-            return int(address[1])
-    return default
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -96,6 +96,8 @@ NOT_OURS = {
     "a space before the colon": [*GOOD, "X-Thing : 1"],
     "non-ASCII": [*GOOD, "X-Name: café"],
     "a control character": [*GOOD, "X-Name: a\x01b"],
+    "a line over 8190 bytes": [*GOOD, "X-Long: " + "a" * 8190],
+    "over 128 headers": GOOD + [f"X-{i}: 1" for i in range(130)],
 }
 
 

@@ -28,11 +28,19 @@ LIMIT = 1000
 SERVER_LIMIT = 65536  # the default LIVEBOARD_MAX_MESSAGE_BYTES, which RFC_CASES assume
 
 
+def drain(reader: FrameReader) -> list[Frame]:
+    frames: list[Frame] = []
+    while (frame := reader.next_frame()) is not None:
+        frames.append(frame)
+    return frames
+
+
 def read(*chunks: bytes, limit: int = LIMIT) -> list[Frame]:
     reader = FrameReader(limit)
     frames: list[Frame] = []
     for chunk in chunks:
-        frames.extend(reader.feed(chunk))
+        reader.feed(chunk)
+        frames.extend(drain(reader))
     return frames
 
 
@@ -102,11 +110,31 @@ def test_close_frames() -> None:
 
 def test_nothing_after_a_close_frame_is_read() -> None:
     reader = FrameReader(LIMIT)
-    frames = reader.feed(
-        encode_frame(OP_CLOSE, close_payload(1000)) + encode_frame(OP_TEXT, b"late")
+    reader.feed(encode_frame(OP_CLOSE, close_payload(1000)) + encode_frame(OP_TEXT, b"late"))
+    assert drain(reader) == [Frame(OP_CLOSE, "", 1000)]
+    reader.feed(encode_frame(OP_TEXT, b"later"))
+    assert reader.next_frame() is None
+
+
+def test_frames_are_taken_one_at_a_time_and_those_before_a_violation_come_first() -> None:
+    reader = FrameReader(LIMIT)
+    reader.feed(
+        encode_frame(OP_TEXT, b"one")
+        + encode_frame(OP_TEXT, b"two")
+        + encode_frame(OP_TEXT, b"\xff")
     )
-    assert frames == [Frame(OP_CLOSE, "", 1000)]
-    assert reader.feed(b"") == []
+    assert reader.next_frame() == Frame(OP_TEXT, "one")
+    assert reader.next_frame() == Frame(OP_TEXT, "two")
+    with pytest.raises(FrameError) as caught:
+        reader.next_frame()
+    assert caught.value.code == 1007
+
+
+def test_a_large_frame_in_small_pieces() -> None:
+    payload = os.urandom(200_000)
+    stream = encode_frame(OP_BINARY, payload)
+    pieces = [stream[i : i + 1448] for i in range(0, len(stream), 1448)]
+    assert read(*pieces, limit=1 << 20) == [Frame(OP_BINARY, payload)]
 
 
 # The cases a live server is checked against, without the ones for the message loop (binary

@@ -4,15 +4,19 @@ It reads frames with ``rfc6455.FrameReader`` and hands whole messages to one con
 ``receive()``, with the same message types as aiohttp's ``WebSocketResponse`` so that one message
 loop (``endpoint.serve``) serves both. What it guarantees:
 
-* Messages reach ``receive()`` in arrival order; reading from the socket pauses while
-  ``INBOX_HIGH`` of them wait, so a flooding peer is held back by TCP, not by memory.
+* Messages reach ``receive()`` in arrival order. At most ``INBOX_HIGH`` of them wait: past that,
+  what is buffered stays unparsed and reading from the socket pauses, so a flooding peer is
+  held back by TCP. Reading also pauses while more than ``write_limit`` bytes wait to be sent
+  to the peer (a client that sends pings and reads nothing), until they drain.
 * A frame that breaks the protocol gets a close frame with the violation's code (1002, 1007,
-  1009), the write side is shut and the rest of the peer's input is discarded; ``receive()``
-  returns ``ERROR``.
+  1009); what was parsed before it is still delivered. The write side is then shut and the
+  peer's remaining input read and dropped until it leaves or ``LINGER_SECONDS`` pass, so that
+  the close frame is not lost to a reset; ``receive()`` returns ``ERROR``.
 * A close frame from the peer is answered with 1000 (or completes the close this side began),
   then the socket closes; ``receive()`` returns ``CLOSE``, then ``CLOSED`` for good.
-* ``close(code, message)`` sends one close frame and returns when the peer's answer arrives or
-  the socket is gone; the caller bounds the wait.
+* ``close(code, message)`` sends one close frame, stops delivering messages and reads on until
+  the peer's close frame arrives or the socket is gone (the caller bounds the wait); then the
+  socket closes. No frame is written after a close frame.
 
 An idle connection holds this object, a frame reader and an empty list: no task, no buffers.
 """
@@ -30,14 +34,18 @@ from liveboard.realtime.rfc6455 import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
+    OP_PONG,
     OP_TEXT,
+    Frame,
     FrameError,
     FrameReader,
 )
 
-#: Messages waiting for the consumer before reading from the socket pauses, and resumes.
+#: Messages waiting for the consumer before parsing and reading stop, and resume.
 INBOX_HIGH = 64
 INBOX_LOW = 16
+#: After a violation, how long the rest of the peer's input is read and dropped.
+LINGER_SECONDS = 1.0
 
 
 class Message(NamedTuple):
@@ -49,7 +57,12 @@ class Message(NamedTuple):
 
 
 CLOSED_MESSAGE = Message(WSMsgType.CLOSED, None)
-_TYPES = {OP_TEXT: WSMsgType.TEXT, OP_BINARY: WSMsgType.BINARY, OP_PING: WSMsgType.PING}
+_TYPES = {
+    OP_TEXT: WSMsgType.TEXT,
+    OP_BINARY: WSMsgType.BINARY,
+    OP_PING: WSMsgType.PING,
+    OP_PONG: WSMsgType.PONG,
+}
 
 
 def _nothing() -> None:
@@ -64,25 +77,33 @@ class WebSocketConnection(asyncio.Protocol):
         "_close_sent",
         "_done",
         "_inbox",
+        "_lingering",
         "_loop",
-        "_paused",
         "_reader",
+        "_reading_paused",
         "_transport",
         "_waiter",
+        "_writes_blocked",
         "on_activity",
         "on_closing",
     )
 
-    def __init__(self, transport: asyncio.Transport, max_message_bytes: int) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, max_message_bytes: int, write_limit: int
+    ) -> None:
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self._reader = FrameReader(max_message_bytes)
         self._inbox: list[Message] = []
         self._waiter: asyncio.Future[None] | None = None
-        self._paused = False
+        self._reading_paused = True  # the router paused it until ``start``
+        self._writes_blocked = False
         self._close_sent = False
         self._close_done: asyncio.Future[None] | None = None
-        self._done = False  # no more input is read: closing, failed or gone
+        self._done = False  # no more messages: closing, failed or gone
+        self._lingering = False
+        # pause_writing() comes when more than ``write_limit`` bytes wait to be sent.
+        transport.set_write_buffer_limits(high=write_limit)
         #: Called for every chunk received, so that a peer busy sending is never taken for dead.
         self.on_activity: Callable[[], None] = _nothing
         #: Called when this side closes on its own (a violation, or the answer to the peer's
@@ -93,25 +114,32 @@ class WebSocketConnection(asyncio.Protocol):
     def transport(self) -> asyncio.Transport:
         return self._transport
 
+    @property
+    def queued(self) -> int:
+        """Messages parsed and waiting for ``receive()``."""
+        return len(self._inbox)
+
+    def start(self, tail: bytes) -> None:
+        """Become the socket's protocol, read ``tail`` (bytes after the handshake), go on."""
+        self._transport.set_protocol(self)
+        if tail:
+            self.data_received(tail)
+        else:
+            self._update_reading()
+
+    def finish(self) -> None:
+        """The consumer is done: close the socket, unless a violation's linger still runs."""
+        if not self._lingering and not self._transport.is_closing():
+            self._transport.close()
+
     # asyncio.Protocol
 
     def data_received(self, data: bytes) -> None:
         if self._done:
-            return  # after a close or a violation: discarded (see ``_fail``)
+            return  # after a close or a violation: dropped
         self.on_activity()
-        try:
-            frames = self._reader.feed(data)
-        except FrameError as exc:
-            self._fail(exc.code, exc.reason)
-            return
-        for frame in frames:
-            if frame.opcode == OP_CLOSE:
-                self._peer_closed(frame.code)
-                return
-            if frame.opcode == OP_PING or frame.opcode <= OP_BINARY:
-                self._deliver(Message(_TYPES[frame.opcode], frame.data))
-            else:
-                self._deliver(Message(WSMsgType.PONG, frame.data))
+        self._reader.feed(data)
+        self._parse()
 
     def eof_received(self) -> bool:
         return False  # the peer will send nothing more: let the transport close
@@ -122,10 +150,12 @@ class WebSocketConnection(asyncio.Protocol):
         self._deliver(CLOSED_MESSAGE)
 
     def pause_writing(self) -> None:
-        pass  # the hub watches each socket's write buffer itself (slow consumers)
+        self._writes_blocked = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        pass
+        self._writes_blocked = False
+        self._update_reading()
 
     # For the message loop
 
@@ -140,9 +170,8 @@ class WebSocketConnection(asyncio.Protocol):
             finally:
                 self._waiter = None
         message = self._inbox.pop(0)
-        if self._paused and len(self._inbox) <= INBOX_LOW:
-            self._paused = False
-            self._transport.resume_reading()
+        if len(self._inbox) <= INBOX_LOW and self._reading_paused:
+            self._parse()  # what is buffered first, then the socket
         return message
 
     async def pong(self, data: bytes) -> None:
@@ -150,18 +179,64 @@ class WebSocketConnection(asyncio.Protocol):
             self._transport.write(pong_frame(data))
 
     async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
-        """Send a close frame and wait for the peer's (bounded by the caller), then close."""
-        if self._close_sent or self._transport.is_closing():
+        """Send a close frame, then wait for the peer's (bounded by the caller) and close."""
+        if not self._write_close(code, message.decode("utf-8", "replace")):
             return False
-        self._close_sent = True
-        self._transport.write(close_frame(code, message.decode("utf-8", "replace")))
         if not self._done:
             self._close_done = self._loop.create_future()
             await self._close_done
         self._transport.close()
         return True
 
+    def close_now(self, code: int, reason: str) -> bool:
+        """Write a close frame after whatever is queued, without waiting; False if one was."""
+        return self._write_close(code, reason)
+
     # Internals
+
+    def _write_close(self, code: int, reason: str) -> bool:
+        if self._close_sent or self._transport.is_closing():
+            return False
+        self._close_sent = True
+        self._transport.write(close_frame(code, reason))
+        # From here only the peer's close frame matters: read on until it comes.
+        self._inbox.clear()
+        self._parse()
+        return True
+
+    def _parse(self) -> None:
+        inbox = self._inbox
+        reader = self._reader
+        try:
+            while len(inbox) < INBOX_HIGH and not self._done:
+                frame = reader.next_frame()
+                if frame is None:
+                    break
+                self._dispatch(frame)
+        except FrameError as exc:
+            self._fail(exc.code, exc.reason)
+        self._update_reading()
+
+    def _dispatch(self, frame: Frame) -> None:
+        if frame.opcode == OP_CLOSE:
+            self._peer_closed(frame.code)
+        elif not self._close_sent:  # closing: messages are no longer delivered
+            self._deliver(Message(_TYPES[frame.opcode], frame.data))
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport.is_closing():
+            return
+        # Once closing (or failed), read on: the peer's close frame, or input to drop.
+        pause = not (self._done or self._close_sent) and (
+            len(self._inbox) >= INBOX_HIGH or self._writes_blocked
+        )
+        if pause and not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        elif not pause and self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
 
     def _deliver(self, message: Message) -> None:
         inbox = self._inbox
@@ -171,9 +246,6 @@ class WebSocketConnection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if len(inbox) >= INBOX_HIGH and not self._paused and not self._transport.is_closing():
-            self._paused = True
-            self._transport.pause_reading()
 
     def _peer_closed(self, code: int) -> None:
         self._done = True
@@ -185,22 +257,25 @@ class WebSocketConnection(asyncio.Protocol):
         self._transport.close()
         self._deliver(Message(WSMsgType.CLOSE, code))
 
+    def _settle_close(self) -> None:
+        done = self._close_done
+        if done is not None and not done.done():
+            done.set_result(None)
+
     def _fail(self, code: int, reason: str) -> None:
         """Close with ``code``; the peer's remaining input is read and dropped until it leaves.
 
         Closing at once with unread input would make the kernel send a reset, and a reset makes
-        the peer drop the close frame and its code. The message loop bounds the wait.
+        the peer drop the close frame and its code.
         """
         self._done = True
         if not self._close_sent:
             self.on_closing()
             self._close_sent = True
             self._transport.write(close_frame(code, reason))
+        self._settle_close()
         if self._transport.can_write_eof():
             self._transport.write_eof()
+        self._lingering = True
+        self._loop.call_later(LINGER_SECONDS, self._transport.close)
         self._deliver(Message(WSMsgType.ERROR, FrameError(code, reason)))
-
-    def _settle_close(self) -> None:
-        done = self._close_done
-        if done is not None and not done.done():
-            done.set_result(None)

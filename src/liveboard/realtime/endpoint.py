@@ -31,6 +31,7 @@ from liveboard.realtime.session import (
     CLOSE_INTERNAL,
     CLOSE_POLICY,
     CLOSE_PROTOCOL_ERROR,
+    CLOSE_RESTARTING,
     CLOSE_UNSUPPORTED,
     Session,
 )
@@ -44,6 +45,7 @@ KERNEL_SEND_BUFFER = 256 * 1024
 #: After a protocol violation, how long the rest of the peer's input is read and discarded so
 #: that the close frame is not lost to a reset (see ``_linger``).
 LINGER_SECONDS = 1.0
+RESTARTING_MESSAGE = "server is restarting; reconnect shortly"
 
 NODE_KEY: Final = web.AppKey("node", Node)
 WS_SETTINGS_KEY: Final = web.AppKey("ws_settings", Settings)
@@ -105,7 +107,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is None:
         return ws
-    _bound_kernel_buffer(transport)
+    _tune_socket(transport)
     session = Session(ws, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings)
     wire.install(
         request.protocol,
@@ -139,6 +141,8 @@ async def serve(
     node.register(session)
     session.send(protocol.encode_connected(session.connection_id, session.user_id))
     session.start_timers()
+    if not node.accepting:  # registered after the shutdown took its list of sessions
+        session.close(CLOSE_RESTARTING, "server restarting")
     try:
         ws_receive = ws.receive
         while not session.closing:
@@ -182,7 +186,7 @@ async def admit(
 ) -> Principal:
     """The checks before the upgrade; raises ``ApiError`` / ``AuthError`` to refuse."""
     if not node.accepting:
-        raise errors.ApiError(503, "unavailable", "server is restarting; reconnect shortly")
+        raise errors.ApiError(503, "unavailable", RESTARTING_MESSAGE)
     if not origin_allowed(origin, host, settings.allowed_origins):
         node.metrics.connections_rejected += 1
         raise errors.forbidden("origin not allowed")
@@ -219,6 +223,17 @@ class UpgradeAcceptor:
         self, transport: asyncio.Transport, upgrade: handshake.Upgrade, tail: bytes
     ) -> None:
         self._spawn(self._admit(transport, upgrade, tail))
+
+    async def wait_closed(self, grace: float) -> None:
+        """Wait for every connection it serves to end (the node closes them at shutdown);
+        after ``grace`` seconds, cancel what is left."""
+        tasks = set(self._tasks)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -257,18 +272,21 @@ class UpgradeAcceptor:
             return
         if transport.is_closing():
             return  # the peer left while it was being admitted
-        _bound_kernel_buffer(transport)
-        connection = WebSocketConnection(transport, settings.max_message_bytes)
-        transport.set_protocol(connection)
+        if not node.accepting:  # shutdown began while the token was verified
+            refusal = handshake.error_response(503, "unavailable", RESTARTING_MESSAGE)
+            _refuse(transport, refusal, 503, upgrade.path, remote, started)
+            return
+        _tune_socket(transport, keepalive=True)  # aiohttp sets SO_KEEPALIVE on its own
+        connection = WebSocketConnection(
+            transport, settings.max_message_bytes, settings.slow_consumer_bytes
+        )
         transport.write(handshake.switching_protocols(upgrade.key))
         session = Session(
             connection, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings
         )
         connection.on_activity = session.touch
         connection.on_closing = session.abort_timers
-        if tail:
-            connection.data_received(tail)
-        transport.resume_reading()
+        connection.start(tail)
         self._spawn(
             _serve_upgraded(node, verifier, session, connection, upgrade.path, remote, started)
         )
@@ -283,14 +301,12 @@ async def _serve_upgraded(
     remote: str | None,
     started: float,
 ) -> None:
-    transport = connection.transport
     try:
-        await serve(node, verifier, session, connection, transport)
+        await serve(node, verifier, session, connection, connection.transport)
     except Exception:  # serve handles its own failures; this is for a bug in the cleanup
         log.exception("connection %s failed", session.connection_id)
     finally:
-        if not transport.is_closing():
-            transport.close()
+        connection.finish()
         _access(path, remote, 101, started)
 
 
@@ -356,8 +372,9 @@ async def _linger(transport: asyncio.Transport) -> None:
 
     Closing a socket with unread input makes the kernel send a reset, and a reset makes the peer
     drop what it had not read yet: the close frame and its code. So the write side is shut
-    (FIN after the close frame) and what still arrives is read and discarded (aiohttp's failed
-    reader ignores it) until the peer closes or ``LINGER_SECONDS`` have passed.
+    (FIN after the close frame) and what still arrives is read and discarded until the peer
+    closes or ``LINGER_SECONDS`` have passed. aiohttp's failed reader discards that input;
+    ``WebSocketConnection`` does all of this itself and this wait only keeps the loop with it.
     """
     if transport.is_closing():
         return
@@ -371,17 +388,20 @@ async def _linger(transport: asyncio.Transport) -> None:
         await asyncio.sleep(0.05)
 
 
-def _bound_kernel_buffer(transport: asyncio.Transport) -> None:
+def _tune_socket(transport: asyncio.Transport, *, keepalive: bool = False) -> None:
     """Cap the kernel's send buffer so that the slow-consumer bound means what it says.
 
     The hub closes a socket whose unsent bytes in user space pass ``slow_consumer_bytes``; Linux
     would otherwise let the kernel's own buffer autotune up to several MiB on top of that.
+    ``keepalive`` turns on TCP keepalives, as aiohttp does for the connections it serves.
     """
     # uvloop raises AttributeError or ValueError for a socket that is already gone.
     with contextlib.suppress(OSError, AttributeError, ValueError):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
+            if keepalive:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
 
 async def _handle_text(verifier: TokenVerifier, node: Node, session: Session, data: str) -> None:

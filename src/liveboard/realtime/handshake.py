@@ -19,6 +19,10 @@ import msgspec
 WEBSOCKET_PATHS: Final = frozenset({"/ws", "/ws/connect"})
 #: The longest request head looked at; a longer one is the HTTP server's to refuse.
 MAX_HEAD_BYTES: Final = 16 * 1024
+#: aiohttp's limits on one line and on the number of headers: a head past them goes to aiohttp,
+#: which refuses it, so that both paths accept the same requests.
+MAX_LINE_BYTES: Final = 8190
+MAX_HEADERS: Final = 128
 _PREFIX: Final = b"GET /ws"
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _REASONS: Final = {
@@ -62,6 +66,8 @@ def parse_upgrade(head: bytes) -> Upgrade | None:
     except UnicodeDecodeError:
         return None
     lines = text[:-4].split("\r\n")
+    if len(lines) > MAX_HEADERS + 1 or max(map(len, lines)) > MAX_LINE_BYTES:
+        return None
     parts = lines[0].split(" ")
     if len(parts) != 3 or parts[0] != "GET" or parts[2] != "HTTP/1.1":
         return None

@@ -1,8 +1,9 @@
 """Reading the frames a client sends (RFC 6455 §5), as a pure state machine.
 
-``FrameReader.feed`` takes the bytes as they arrive and returns the whole messages and control
-frames they complete; a frame that breaks the protocol raises ``FrameError`` with the close
-code to send. What it enforces (the server side of the RFC, no extensions negotiated):
+``FrameReader.feed`` takes the bytes as they arrive and ``next_frame`` returns the whole
+messages and control frames they complete, one at a time; a frame that breaks the protocol
+raises ``FrameError`` with the close code to send. What it enforces (the server side of the
+RFC, no extensions negotiated):
 
 * every frame is masked (§5.1), no RSV bit is set and the opcode is defined (§5.2): 1002;
 * control frames are at most 125 bytes and never fragmented; a continuation needs a message to
@@ -12,7 +13,8 @@ code to send. What it enforces (the server side of the RFC, no extensions negoti
 * text is valid UTF-8 (§8.1): 1007; a close frame has no body or a valid code (§7.4) and a UTF-8
   reason: 1002 / 1007.
 
-It never buffers more than one frame header plus ``limit`` bytes, whatever the peer sends.
+It holds what the caller fed and has not taken yet, plus the fragments of one message (at
+most ``limit`` bytes); the caller bounds the former by pausing its socket.
 """
 
 from __future__ import annotations
@@ -67,24 +69,50 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
 
 
 class FrameReader:
-    """Incremental parser of one client's frames; see the module docstring for its rules."""
+    """Incremental parser of one client's frames; see the module docstring for its rules.
 
-    __slots__ = ("_buffer", "_fragment_opcode", "_fragment_size", "_fragments", "_limit")
+    ``feed`` buffers what arrives; ``next_frame`` returns one whole message or control frame at a
+    time, so the caller decides how many to take before it reads more from the socket. Bytes are
+    appended to one buffer and a frame is parsed only once all of it is there: the work is linear
+    in what the peer sends, however the bytes are split.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_fragment_opcode",
+        "_fragment_size",
+        "_fragments",
+        "_limit",
+        "_need",
+        "_position",
+    )
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._position = 0  # start of the first unparsed frame in ``_buffer``
+        self._need = 2  # bytes from ``_position`` needed before parsing is worth trying
+        self._closed = False  # a close frame was read: nothing after it is (§5.5.1)
         self._fragments: list[bytes] = []
         self._fragment_opcode = 0  # opcode of the message being continued, 0 when none
         self._fragment_size = 0
 
-    def feed(self, data: bytes) -> list[Frame]:
-        """The messages and control frames completed by ``data``; raises ``FrameError``."""
-        buffer = self._buffer + data if self._buffer else data
-        size = len(buffer)
-        position = 0
-        frames: list[Frame] = []
-        while size - position >= 2:
+    def feed(self, data: bytes) -> None:
+        """Buffer bytes received from the peer (ignored after a close frame)."""
+        if not self._closed:
+            self._buffer += data
+
+    def next_frame(self) -> Frame | None:
+        """The next whole message or control frame, or None until more bytes arrive.
+
+        Raises ``FrameError`` at the first frame that breaks the rules; the reader is then done.
+        """
+        while not self._closed:
+            buffer, position = self._buffer, self._position
+            available = len(buffer) - position
+            if available < self._need:
+                return None
             first, second = buffer[position], buffer[position + 1]
             if first & 0x70:
                 raise FrameError(1002, "reserved bits set without an extension")
@@ -94,30 +122,42 @@ class FrameReader:
             length = second & 0x7F
             header = 2
             if length == 126:
-                if size - position < 4:
-                    break
-                length = int.from_bytes(buffer[position + 2 : position + 4], "big")
                 header = 4
             elif length == 127:
-                if size - position < 10:
-                    break
-                length = int.from_bytes(buffer[position + 2 : position + 10], "big")
                 header = 10
+            if available < header:
+                self._need = header
+                return None
+            if header > 2:
+                length = int.from_bytes(buffer[position + 2 : position + header], "big")
             self._check(opcode, final, length)
-            end = position + header + 4 + length
-            if end > size:
-                break
-            mask = buffer[position + header : position + header + 4]
-            payload = unmask(buffer[position + header + 4 : end], mask)
-            position = end
+            end = header + 4 + length
+            if available < end:
+                self._need = end
+                return None
+            start = position + header
+            payload = unmask(
+                bytes(buffer[start + 4 : position + end]), bytes(buffer[start : start + 4])
+            )
+            self._advance(position + end)
             frame = self._complete(opcode, final, payload)
             if frame is not None:
-                frames.append(frame)
                 if opcode == OP_CLOSE:
-                    position = size  # nothing after a close frame is read (§5.5.1)
-                    break
-        self._buffer = buffer[position:]
-        return frames
+                    self._closed = True
+                    self._buffer = bytearray()
+                return frame
+        return None
+
+    def _advance(self, position: int) -> None:
+        self._need = 2
+        if position == len(self._buffer):
+            self._buffer.clear()
+            self._position = 0
+        elif position > 1 << 16:  # drop what was parsed, now and then rather than per frame
+            del self._buffer[:position]
+            self._position = 0
+        else:
+            self._position = position
 
     def _check(self, opcode: int, final: int, length: int) -> None:
         """Refuse a frame from its header alone, before waiting for its payload."""

@@ -7,6 +7,10 @@ as its first bytes show it (``GET /api/…``, ``POST …``), or if it is malform
 ``http_factory`` (aiohttp's ``web.Server``), which then owns the connection for good; that is
 also where an upgrade sent after other requests on a keep-alive connection is served.
 
+A connection that has not completed its first request head within ``HEAD_TIMEOUT_SECONDS`` is
+handed to aiohttp as it is, so that aiohttp's own timeouts and shutdown apply to it. Routers
+still waiting are kept in ``pending`` (owned by the listener), which closes them at shutdown.
+
 aiohttp's per-request state (the parsed request, its handler tasks, its WebSocket reader and
 writer) is about 10 KB; a connection that never passes through it does not pay for it.
 """
@@ -20,24 +24,40 @@ from typing import cast
 from liveboard.realtime import handshake
 
 UpgradeHandler = Callable[[asyncio.Transport, handshake.Upgrade, bytes], None]
+#: How long a new connection may take to send its first request head before aiohttp gets it.
+HEAD_TIMEOUT_SECONDS = 10.0
 
 
 class ConnectionRouter(asyncio.Protocol):
     """Holds a new connection until its first request shows where it belongs."""
 
-    __slots__ = ("_buffer", "_http_factory", "_on_upgrade", "_transport")
+    __slots__ = ("_buffer", "_http_factory", "_on_upgrade", "_pending", "_timer", "_transport")
 
     def __init__(
-        self, http_factory: Callable[[], asyncio.BaseProtocol], on_upgrade: UpgradeHandler
+        self,
+        http_factory: Callable[[], asyncio.BaseProtocol],
+        on_upgrade: UpgradeHandler,
+        pending: set[ConnectionRouter],
     ) -> None:
         self._http_factory = http_factory
         self._on_upgrade = on_upgrade
+        self._pending = pending
         self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._buffer = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without inheriting from it.
         self._transport = cast(asyncio.Transport, transport)
+        self._pending.add(self)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(HEAD_TIMEOUT_SECONDS, self._timed_out)
+
+    def abort(self) -> None:
+        """Drop a connection still waiting for its first request (shutdown)."""
+        self._settle()
+        if self._transport is not None:
+            self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
@@ -57,7 +77,7 @@ class ConnectionRouter(asyncio.Protocol):
             return
         transport = self._transport
         assert transport is not None
-        self._buffer = b""
+        self._settle()
         transport.pause_reading()  # until the upgrade is admitted and its protocol installed
         self._on_upgrade(transport, upgrade, buffer[end:])
 
@@ -70,15 +90,28 @@ class ConnectionRouter(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._settle()
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._to_http(self._buffer)
+
+    def _settle(self) -> None:
+        """This router's part is over: forget it, stop its timer."""
+        self._pending.discard(self)
         self._buffer = b""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _to_http(self, buffer: bytes) -> asyncio.BaseProtocol:
         transport = self._transport
         assert transport is not None
+        self._settle()
         protocol = self._http_factory()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if buffer and isinstance(protocol, asyncio.Protocol):
             protocol.data_received(buffer)
-        self._buffer = b""
         return protocol

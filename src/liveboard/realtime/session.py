@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from liveboard.auth import Principal
 from liveboard.ratelimit import TokenBucket
+from liveboard.realtime.connection import WebSocketConnection
 from liveboard.realtime.frames import PING_FRAME, close_frame, text_frame
 from liveboard.realtime.hub import Outlet
 
@@ -107,7 +108,7 @@ class Session:
         # workspace id → offset of the latest member:removed of this user seen in its room
         self.revoked: dict[str, int] = {}
         self.closing = False
-        self.busy = False  # handling a message: pongs wait in aiohttp's queue meanwhile
+        self.busy = False  # handling a message: frames wait, unread, meanwhile
         self._transport = transport
         self._settings = settings
         now = time.monotonic()
@@ -243,7 +244,10 @@ class Session:
         self.outlet.closed = True
         self._cancel_timers()
         if not self._transport.is_closing():
-            self._transport.write(close_frame(code, reason))
+            if isinstance(self.ws, WebSocketConnection):
+                self.ws.close_now(code, reason)  # so that it never writes a second close frame
+            else:
+                self._transport.write(close_frame(code, reason))
             # The peer may never read what is queued: give it a moment, then let go.
             self._loop.call_later(2.0, self.abort)
 

@@ -1,0 +1,220 @@
+"""``WebSocketConnection`` and ``ConnectionRouter`` on real loopback sockets, in this process.
+
+The connection's promises that a whole server makes hard to observe: how many messages wait,
+when reading pauses, what is written on close. The peer is a plain asyncio stream writing raw
+frames (``tests.fuzz.rawws``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import cast
+
+import pytest
+from aiohttp import WSMsgType
+
+from liveboard.realtime import router as router_module
+from liveboard.realtime.connection import INBOX_HIGH, WebSocketConnection
+from liveboard.realtime.router import ConnectionRouter
+from tests.fuzz.rawws import OP_CLOSE, OP_PING, OP_TEXT, close_payload, encode_frame
+from tests.support import timeout
+
+LIMIT = 65536
+
+
+class _Accepted(asyncio.Protocol):
+    """Holds an accepted socket with reading paused, as the router hands it over."""
+
+    def __init__(self, accepted: asyncio.Queue[asyncio.Transport]) -> None:
+        self._accepted = accepted
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)  # uvloop's does not inherit from it
+        stream.pause_reading()
+        self._accepted.put_nowait(stream)
+
+
+@dataclass
+class Pair:
+    connection: WebSocketConnection
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+
+@contextlib.asynccontextmanager
+async def _pair(tail: bytes = b"", write_limit: int = 1 << 20) -> AsyncIterator[Pair]:
+    accepted: asyncio.Queue[asyncio.Transport] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Accepted(accepted), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    transport = await asyncio.wait_for(accepted.get(), timeout(5))
+    connection = WebSocketConnection(transport, LIMIT, write_limit)
+    connection.start(tail)
+    try:
+        yield Pair(connection, reader, writer)
+    finally:
+        writer.close()
+        transport.abort()
+        server.close()
+
+
+async def _server_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    first, second = await asyncio.wait_for(reader.readexactly(2), timeout(5))
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first & 0x0F, await reader.readexactly(length)
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout(seconds)
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+def _texts(count: int, start: int = 0) -> bytes:
+    return b"".join(encode_frame(OP_TEXT, str(i).encode()) for i in range(start, start + count))
+
+
+async def test_a_flood_waits_unparsed_and_arrives_whole_in_order() -> None:
+    async with _pair() as pair:
+        pair.writer.write(_texts(3000))
+        await pair.writer.drain()
+        await _until(lambda: pair.connection.queued == INBOX_HIGH)
+        await asyncio.sleep(0.1)
+        assert pair.connection.queued == INBOX_HIGH  # no more are parsed while nobody reads
+        got = [(await pair.connection.receive()).data for _ in range(3000)]
+        assert got == [str(i) for i in range(3000)]
+
+
+async def test_a_tail_that_fills_the_inbox_keeps_reading_paused() -> None:
+    async with _pair(tail=_texts(INBOX_HIGH + 10)) as pair:
+        pair.writer.write(_texts(500, start=INBOX_HIGH + 10))
+        await pair.writer.drain()
+        await asyncio.sleep(0.1)
+        assert pair.connection.queued == INBOX_HIGH
+        got = [(await pair.connection.receive()).data for _ in range(INBOX_HIGH + 510)]
+        assert got == [str(i) for i in range(INBOX_HIGH + 510)]
+
+
+async def test_a_peer_that_pings_and_never_reads_is_held_back() -> None:
+    write_limit = 64 * 1024
+    async with _pair(write_limit=write_limit) as pair:
+        connection = pair.connection
+
+        async def answer_pings() -> None:
+            while True:
+                message = await connection.receive()
+                if message.type is not WSMsgType.PING:
+                    return
+                await connection.pong(message.data)
+
+        answering = asyncio.ensure_future(answer_pings())
+        ping = encode_frame(OP_PING, b"p" * 125)
+        sent = 0
+        with contextlib.suppress(TimeoutError):
+            while sent < 64 << 20:  # the peer reads nothing; its writes stall once we stop
+                pair.writer.write(ping * 100)
+                await asyncio.wait_for(pair.writer.drain(), 2.0)
+                sent += len(ping) * 100
+        assert sent < 64 << 20, "the server kept reading pings it could not answer"
+        # What waits to be sent stays near the limit, not near what the peer sent.
+        assert connection.transport.get_write_buffer_size() < 2 * write_limit
+        answering.cancel()
+
+
+async def test_a_close_from_this_side_reads_past_queued_messages_to_the_answer() -> None:
+    async with _pair() as pair:
+        pair.writer.write(_texts(500))
+        await pair.writer.drain()
+        await _until(lambda: pair.connection.queued == INBOX_HIGH)
+        closing = asyncio.ensure_future(pair.connection.close(code=1008, message=b"bye"))
+        assert await _server_frame(pair.reader) == (OP_CLOSE, close_payload(1008, b"bye"))
+        pair.writer.write(encode_frame(OP_CLOSE, close_payload(1008)))
+        assert await asyncio.wait_for(closing, timeout(1)) is True
+        assert pair.connection.transport.is_closing()
+
+
+async def test_close_now_then_the_peers_answer_writes_one_close_frame() -> None:
+    async with _pair() as pair:
+        assert pair.connection.close_now(4008, "too slow")
+        assert not pair.connection.close_now(4008, "too slow")
+        pair.writer.write(encode_frame(OP_CLOSE, close_payload(4008)))
+        assert await _server_frame(pair.reader) == (OP_CLOSE, close_payload(4008, b"too slow"))
+        assert await asyncio.wait_for(pair.reader.read(), timeout(5)) == b""  # nothing else
+
+
+async def test_messages_before_a_violation_arrive_then_the_close_code() -> None:
+    async with _pair() as pair:
+        pair.writer.write(_texts(3) + encode_frame(OP_TEXT, b"\xff") + _texts(3))
+        got = [await pair.connection.receive() for _ in range(4)]
+        assert [m.data for m in got[:3]] == ["0", "1", "2"]
+        assert got[3].type is WSMsgType.ERROR
+        assert await _server_frame(pair.reader) == (
+            OP_CLOSE,
+            close_payload(1007, b"text message is not valid UTF-8"),
+        )
+        # The write side is shut; the socket stays open to drain the peer's input a moment.
+        assert await asyncio.wait_for(pair.reader.read(), timeout(5)) == b""
+        pair.connection.finish()
+        assert not pair.connection.transport.is_closing()
+
+
+class _Recorder(asyncio.Protocol):
+    """What the HTTP server would get from the router."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.connected = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connected.set()
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+
+async def test_the_router_hands_a_slow_first_request_to_the_http_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(router_module, "HEAD_TIMEOUT_SECONDS", 0.2)
+    recorders: list[_Recorder] = []
+    pending: set[ConnectionRouter] = set()
+
+    def http() -> _Recorder:
+        recorders.append(_Recorder())
+        return recorders[-1]
+
+    def upgrade(*_args: object) -> None:
+        raise AssertionError("not an upgrade")
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: ConnectionRouter(http, upgrade, pending), "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /ws/connect HTTP/1.1\r\nHo")
+        await _until(lambda: len(pending) == 1)
+        await _until(lambda: len(recorders) == 1)
+        assert recorders[0].data == b"GET /ws/connect HTTP/1.1\r\nHo"
+        assert pending == set()
+        # A router still waiting is dropped at shutdown.
+        _, idle = await asyncio.open_connection("127.0.0.1", port)
+        await _until(lambda: len(pending) == 1)
+        for router in list(pending):
+            router.abort()
+        assert pending == set()
+        writer.close()
+        idle.close()
+    finally:
+        server.close()
