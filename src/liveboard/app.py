@@ -113,8 +113,8 @@ class Listener:
         """Stop accepting, drop connections that sent no request yet, close every WebSocket
         with 1012 (``Node.shutdown``) and wait up to ``grace`` seconds for them to end.
 
-        Then ``runner.cleanup()`` closes what aiohttp serves and the application's components,
-        which no WebSocket served here uses any longer."""
+        Then ``runner.cleanup()`` closes what aiohttp serves and the database; the node has
+        closed presence and the broker already, which a session's last steps tolerate."""
         self.server.close()
         for router in list(self._routers):
             router.abort()

@@ -12,12 +12,17 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from liveboard import __version__
 from liveboard.config import DEV_JWT_SECRET, Settings, load_settings
 from liveboard.errors import ConfigError
 from liveboard.logs import configure_logging
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from liveboard.app import Listener
 
 # The server stack is imported inside the commands that need it: `liveboard token` stays fast.
 
@@ -25,6 +30,8 @@ log = logging.getLogger("liveboard")
 
 #: How long a graceful stop may take before the rest is cancelled (CONTRACT §5.7: exit within 10 s).
 SHUTDOWN_TIMEOUT = 8.0
+#: Of ``SHUTDOWN_TIMEOUT``, what the WebSockets' wait leaves for closing the rest.
+CLEANUP_RESERVE = 4.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,7 +128,7 @@ async def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT, then stop gracefully: refuse new connections, close sockets."""
     from aiohttp import web
 
-    from liveboard.app import Listener, build_app, listen
+    from liveboard.app import build_app, listen
     from liveboard.logs import AccessLogger
 
     app = build_app(settings)
@@ -155,13 +162,29 @@ async def serve(settings: Settings) -> int:
         await stop.wait()
         log.info("shutting down")
     finally:
+        await _shut_down(app, runner, listener)
+    return 0
+
+
+async def _shut_down(
+    app: web.Application, runner: web.AppRunner, listener: Listener | None
+) -> None:
+    """WebSockets first (``Listener.shutdown``), then aiohttp and the components
+    (``runner.cleanup``), within one deadline of ``SHUTDOWN_TIMEOUT`` + 1 s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SHUTDOWN_TIMEOUT + 1.0
+    try:
         if listener is not None:  # new connections are refused from here on
-            await listener.shutdown(app, SHUTDOWN_TIMEOUT)
+            # Leave the components a few seconds of the deadline to close.
+            grace = SHUTDOWN_TIMEOUT - CLEANUP_RESERVE
+            await asyncio.wait_for(listener.shutdown(app, grace), SHUTDOWN_TIMEOUT - 1.0)
+    except TimeoutError:
+        log.warning("WebSockets took too long to close; going on")
+    finally:
         try:
-            await asyncio.wait_for(runner.cleanup(), SHUTDOWN_TIMEOUT + 1.0)
+            await asyncio.wait_for(runner.cleanup(), max(1.0, deadline - loop.time()))
         except TimeoutError:
             log.warning("shutdown took too long; exiting anyway")
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

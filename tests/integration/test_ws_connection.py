@@ -105,6 +105,19 @@ async def test_a_tail_that_fills_the_inbox_keeps_reading_paused() -> None:
         assert got == [str(i) for i in range(INBOX_HIGH + 510)]
 
 
+async def test_buffered_frames_are_parsed_when_writes_drain() -> None:
+    async with _pair() as pair:
+        connection = pair.connection
+        pair.writer.write(_texts(300))
+        await pair.writer.drain()
+        await _until(lambda: connection.queued == INBOX_HIGH)
+        connection.pause_writing()  # as the transport does when the peer stops reading
+        assert (await connection.receive()).data == "0"
+        connection.resume_writing()
+        got = [(await asyncio.wait_for(connection.receive(), timeout(2))).data for _ in range(299)]
+        assert got == [str(i) for i in range(1, 300)]
+
+
 async def test_a_peer_that_pings_and_never_reads_is_held_back() -> None:
     write_limit = 64 * 1024
     async with _pair(write_limit=write_limit) as pair:

@@ -130,6 +130,15 @@ def test_frames_are_taken_one_at_a_time_and_those_before_a_violation_come_first(
     assert caught.value.code == 1007
 
 
+def test_many_empty_fragments_make_one_message() -> None:
+    stream = (
+        encode_frame(OP_TEXT, b"a", fin=False)
+        + encode_frame(OP_CONT, b"", fin=False) * 5000
+        + encode_frame(OP_CONT, b"b")
+    )
+    assert read(stream) == [Frame(OP_TEXT, "ab")]
+
+
 def test_a_large_frame_in_small_pieces() -> None:
     payload = os.urandom(200_000)
     stream = encode_frame(OP_BINARY, payload)

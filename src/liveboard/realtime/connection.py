@@ -9,9 +9,10 @@ loop (``endpoint.serve``) serves both. What it guarantees:
   held back by TCP. Reading also pauses while more than ``write_limit`` bytes wait to be sent
   to the peer (a client that sends pings and reads nothing), until they drain.
 * A frame that breaks the protocol gets a close frame with the violation's code (1002, 1007,
-  1009); what was parsed before it is still delivered. The write side is then shut and the
-  peer's remaining input read and dropped until it leaves or ``LINGER_SECONDS`` pass, so that
-  the close frame is not lost to a reset; ``receive()`` returns ``ERROR``.
+  1009); messages parsed before it are still queued, then ``receive()`` returns ``ERROR``. The
+  write side is shut and the peer's remaining input read and dropped until it leaves or
+  ``LINGER_SECONDS`` pass (then the socket closes, or is cut if the peer reads nothing), so
+  that the close frame is not lost to a reset.
 * A close frame from the peer is answered with 1000 (or completes the close this side began),
   then the socket closes; ``receive()`` returns ``CLOSE``, then ``CLOSED`` for good.
 * ``close(code, message)`` sends one close frame, stops delivering messages and reads on until
@@ -24,6 +25,7 @@ An idle connection holds this object, a frame reader and an empty list: no task,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -128,8 +130,12 @@ class WebSocketConnection(asyncio.Protocol):
             self._update_reading()
 
     def finish(self) -> None:
-        """The consumer is done: close the socket, unless a violation's linger still runs."""
-        if not self._lingering and not self._transport.is_closing():
+        """The consumer is done: close the socket, unless its end is already under way (a
+        violation's linger, or a close frame sent and its answer awaited: the session bounds
+        that wait)."""
+        if self._lingering or (self._close_sent and not self._done):
+            return
+        if not self._transport.is_closing():
             self._transport.close()
 
     # asyncio.Protocol
@@ -155,13 +161,14 @@ class WebSocketConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writes_blocked = False
-        self._update_reading()
+        self._parse()
 
     # For the message loop
 
     async def receive(self) -> Message:
         """The next message; ``CLOSED`` once the socket is gone and everything was read."""
-        if not self._inbox:
+        # A loop: a close begun while this task was being woken may have emptied the inbox.
+        while not self._inbox:
             if self._transport.is_closing() and self._done:
                 return CLOSED_MESSAGE
             self._waiter = self._loop.create_future()
@@ -170,8 +177,8 @@ class WebSocketConnection(asyncio.Protocol):
             finally:
                 self._waiter = None
         message = self._inbox.pop(0)
-        if len(self._inbox) <= INBOX_LOW and self._reading_paused:
-            self._parse()  # what is buffered first, then the socket
+        if len(self._inbox) <= INBOX_LOW:
+            self._parse()  # what is buffered first (cheap when nothing is), then the socket
         return message
 
     async def pong(self, data: bytes) -> None:
@@ -199,12 +206,15 @@ class WebSocketConnection(asyncio.Protocol):
             return False
         self._close_sent = True
         self._transport.write(close_frame(code, reason))
-        # From here only the peer's close frame matters: read on until it comes.
+        # From here only the peer's close frame matters: read on until it comes (soon, not
+        # here: this may run inside the hub's fan-out).
         self._inbox.clear()
-        self._parse()
+        self._loop.call_soon(self._parse)
         return True
 
     def _parse(self) -> None:
+        if self._transport.is_closing():
+            return
         inbox = self._inbox
         reader = self._reader
         try:
@@ -273,9 +283,19 @@ class WebSocketConnection(asyncio.Protocol):
             self.on_closing()
             self._close_sent = True
             self._transport.write(close_frame(code, reason))
-        self._settle_close()
         if self._transport.can_write_eof():
-            self._transport.write_eof()
+            with contextlib.suppress(OSError, RuntimeError):  # a reset socket
+                self._transport.write_eof()
         self._lingering = True
-        self._loop.call_later(LINGER_SECONDS, self._transport.close)
+        self._loop.call_later(LINGER_SECONDS, self._end_linger)
         self._deliver(Message(WSMsgType.ERROR, FrameError(code, reason)))
+
+    def _end_linger(self) -> None:
+        transport = self._transport
+        if transport.is_closing():
+            return
+        # A peer that reads nothing would hold a graceful close open: cut it instead.
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()

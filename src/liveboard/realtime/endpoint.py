@@ -24,7 +24,7 @@ from liveboard.auth import Principal, TokenVerifier, bearer_token
 from liveboard.config import Settings
 from liveboard.errors import AuthError
 from liveboard.realtime import handshake, protocol, wire
-from liveboard.realtime.connection import WebSocketConnection
+from liveboard.realtime.connection import LINGER_SECONDS, WebSocketConnection
 from liveboard.realtime.node import Node
 from liveboard.realtime.protocol import ProtocolError
 from liveboard.realtime.session import (
@@ -42,9 +42,6 @@ access_log = logging.getLogger("aiohttp.access")
 
 #: Kernel send buffer per WebSocket (Linux doubles it): enough for bursts at full speed.
 KERNEL_SEND_BUFFER = 256 * 1024
-#: After a protocol violation, how long the rest of the peer's input is read and discarded so
-#: that the close frame is not lost to a reset (see ``_linger``).
-LINGER_SECONDS = 1.0
 RESTARTING_MESSAGE = "server is restarting; reconnect shortly"
 
 NODE_KEY: Final = web.AppKey("node", Node)

@@ -59,7 +59,7 @@ def valid_close_code(code: int) -> bool:
     return code in _DEFINED_CLOSE_CODES or 3000 <= code <= 4999
 
 
-def unmask(payload: bytes, mask: bytes) -> bytes:
+def unmask(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
     """XOR ``payload`` with the 4-byte ``mask`` repeated (§5.3), in C via big integers."""
     size = len(payload)
     if not size:
@@ -94,7 +94,8 @@ class FrameReader:
         self._position = 0  # start of the first unparsed frame in ``_buffer``
         self._need = 2  # bytes from ``_position`` needed before parsing is worth trying
         self._closed = False  # a close frame was read: nothing after it is (§5.5.1)
-        self._fragments: list[bytes] = []
+        # The message being continued: one buffer, so that empty fragments cost nothing.
+        self._fragments = bytearray()
         self._fragment_opcode = 0  # opcode of the message being continued, 0 when none
         self._fragment_size = 0
 
@@ -136,9 +137,7 @@ class FrameReader:
                 self._need = end
                 return None
             start = position + header
-            payload = unmask(
-                bytes(buffer[start + 4 : position + end]), bytes(buffer[start : start + 4])
-            )
+            payload = unmask(buffer[start + 4 : position + end], buffer[start : start + 4])
             self._advance(position + end)
             frame = self._complete(opcode, final, payload)
             if frame is not None:
@@ -188,16 +187,16 @@ class FrameReader:
                 return _close_frame(payload)
             return Frame(opcode, payload)
         if opcode == OP_CONTINUATION:
-            self._fragments.append(payload)
+            self._fragments += payload
             self._fragment_size += len(payload)
             if not final:
                 return None
             opcode = self._fragment_opcode
-            payload = b"".join(self._fragments)
-            self._fragments = []
+            payload = bytes(self._fragments)
+            self._fragments = bytearray()
             self._fragment_opcode = self._fragment_size = 0
         elif not final:
-            self._fragments = [payload]
+            self._fragments = bytearray(payload)
             self._fragment_opcode = opcode
             self._fragment_size = len(payload)
             return None
