@@ -25,6 +25,7 @@ from liveboard.realtime.endpoint import (
     WS_SETTINGS_KEY,
     WS_VERIFIER_KEY,
     UpgradeAcceptor,
+    tune_socket,
     websocket_handler,
 )
 from liveboard.realtime.metrics import Metrics
@@ -138,6 +139,8 @@ async def listen(runner: web.AppRunner, host: str, port: int, backlog: int = 102
         backlog=backlog,
         reuse_address=True,
     )
+    for sock in server.sockets:  # once here rather than per connection: accepted sockets inherit
+        tune_socket(sock)
     return Listener(server, acceptor, routers)
 
 

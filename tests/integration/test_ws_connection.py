@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from aiohttp import WSMsgType
 
 from liveboard.realtime import router as router_module
 from liveboard.realtime.connection import INBOX_HIGH, WebSocketConnection
+from liveboard.realtime.endpoint import KERNEL_SEND_BUFFER, tune_socket
 from liveboard.realtime.router import ConnectionRouter
 from tests.fuzz.rawws import OP_CLOSE, OP_PING, OP_TEXT, close_payload, encode_frame
 from tests.support import timeout
@@ -179,6 +181,21 @@ async def test_messages_before_a_violation_arrive_then_the_close_code() -> None:
         assert await asyncio.wait_for(pair.reader.read(), timeout(5)) == b""
         pair.connection.finish()
         assert not pair.connection.transport.is_closing()
+
+
+def test_accepted_sockets_inherit_the_listening_sockets_tuning() -> None:
+    # app.listen tunes its listening socket once instead of every connection: this kernel must
+    # pass the send buffer and keepalive on to accepted sockets.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        tune_socket(listener)
+        with socket.create_connection(listener.getsockname()) as _client:
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                # Linux doubles the value it is given (socket(7)).
+                assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == (
+                    2 * KERNEL_SEND_BUFFER
+                )
 
 
 class _Recorder(asyncio.Protocol):

@@ -273,7 +273,6 @@ class UpgradeAcceptor:
             refusal = handshake.error_response(503, "unavailable", RESTARTING_MESSAGE)
             _refuse(transport, refusal, 503, upgrade.path, remote, started)
             return
-        _tune_socket(transport, keepalive=True)  # aiohttp sets SO_KEEPALIVE on its own
         connection = WebSocketConnection(
             transport, settings.max_message_bytes, settings.slow_consumer_bytes
         )
@@ -385,20 +384,26 @@ async def _linger(transport: asyncio.Transport) -> None:
         await asyncio.sleep(0.05)
 
 
-def _tune_socket(transport: asyncio.Transport, *, keepalive: bool = False) -> None:
-    """Cap the kernel's send buffer so that the slow-consumer bound means what it says.
+def tune_socket(sock: socket.socket) -> None:
+    """Cap the kernel's send buffer so that the slow-consumer bound means what it says, and turn
+    on TCP keepalives (as aiohttp does for the connections it serves).
 
     The hub closes a socket whose unsent bytes in user space pass ``slow_consumer_bytes``; Linux
-    would otherwise let the kernel's own buffer autotune up to several MiB on top of that.
-    ``keepalive`` turns on TCP keepalives, as aiohttp does for the connections it serves.
+    would otherwise let the kernel's own buffer autotune up to several MiB on top of that. Set on
+    a listening socket, both are inherited by every connection it accepts (``app.listen``).
     """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+
+def _tune_socket(transport: asyncio.Transport) -> None:
+    """``tune_socket`` on one connection's socket: for servers that do not listen through
+    ``app.listen`` (``build_app`` alone, as in tests); where the setting was inherited, a no-op."""
     # uvloop raises AttributeError or ValueError for a socket that is already gone.
     with contextlib.suppress(OSError, AttributeError, ValueError):
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
-            if keepalive:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            tune_socket(sock)
 
 
 async def _handle_text(verifier: TokenVerifier, node: Node, session: Session, data: str) -> None:
