@@ -152,3 +152,26 @@ async def test_a_peer_that_leaves_mid_head_costs_nothing(server: LiveboardProces
     async with _connection(server) as (reader, writer):
         writer.write(_upgrade_head(make_token("router-5")))
         assert (await _response(reader))[0] == 101
+
+
+async def test_upgrades_of_one_user_arriving_together_respect_the_per_user_limit(
+    server: LiveboardProcess,
+) -> None:
+    limit = 50  # LIVEBOARD_MAX_CONNECTIONS_PER_USER's default
+    token = make_token("router-many")
+    async with contextlib.AsyncExitStack() as stack:
+        pairs = [await stack.enter_async_context(_connection(server)) for _ in range(limit + 10)]
+        for _, writer in pairs:  # every request is on its way before any is answered
+            writer.write(_upgrade_head(token))
+        statuses = await asyncio.gather(*(_response(reader) for reader, _ in pairs))
+        codes = [status for status, _, _ in statuses]
+        assert codes.count(101) == limit
+        assert codes.count(429) == 10
+        # One leaves: its place is free again.
+        accepted = [w for (_, w), code in zip(pairs, codes, strict=True) if code == 101]
+        writer = accepted[0]
+        writer.close()
+        await asyncio.sleep(0.3)
+        async with _connection(server) as (again_reader, again_writer):
+            again_writer.write(_upgrade_head(token))
+            assert (await _response(again_reader))[0] == 101

@@ -111,6 +111,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         on_activity=session.touch,
         on_violation=lambda: session.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked"),
     )
+    # Counted for the per-user limit only from here: upgrades of one user racing through
+    # aiohttp's handshake may pass it together (the router's path counts them at once).
+    node.register(session)
     await serve(node, verifier, session, ws, transport)
     return ws
 
@@ -132,10 +135,10 @@ async def serve(
 ) -> None:
     """The message loop of one admitted, upgraded connection, until it closes.
 
-    Registers the session, sends ``connected``, then handles one message at a time in arrival
-    order; at the end the node forgets the session (its subscriptions and presence end).
+    The caller has registered the session with the node (as soon as it was admitted, so that
+    the per-user limit counts it). Sends ``connected``, then handles one message at a time in
+    arrival order; at the end the node forgets the session (its subscriptions and presence end).
     """
-    node.register(session)
     session.send(protocol.encode_connected(session.connection_id, session.user_id))
     session.start_timers()
     if not node.accepting:  # registered after the shutdown took its list of sessions
@@ -282,6 +285,9 @@ class UpgradeAcceptor:
         )
         connection.on_activity = session.touch
         connection.on_closing = session.abort_timers
+        # In the same step as admission's last check, so that upgrades of one user arriving
+        # together cannot all pass the per-user limit.
+        node.register(session)
         connection.start(tail)
         self._spawn(
             _serve_upgraded(node, verifier, session, connection, upgrade.path, remote, started)
