@@ -72,3 +72,11 @@ def conflict(message: str, *, details: dict[str, Any] | None = None) -> ApiError
 
 def validation_error(field: str, message: str) -> ApiError:
     return ApiError(422, "validation_error", f"{field}: {message}", details={"field": field})
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The error body of CONTRACT §3: ``{"error": {"code", "message"[, "details"]}}``."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return {"error": error}

@@ -52,11 +52,8 @@ def json_response(
 def error_response(
     status: int, code: str, message: str, details: dict[str, Any] | None = None
 ) -> web.Response:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        body["details"] = details
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return json_response({"error": body}, status=status, headers=headers)
+    return json_response(errors.error_body(code, message, details), status=status, headers=headers)
 
 
 async def read_body(request: web.Request, model: type[T]) -> T:

@@ -175,3 +175,13 @@ async def test_upgrades_of_one_user_arriving_together_respect_the_per_user_limit
         async with _connection(server) as (again_reader, again_writer):
             again_writer.write(_upgrade_head(token))
             assert (await _response(again_reader))[0] == 101
+
+
+async def test_an_origin_that_is_not_a_url_is_refused_with_403_not_500(
+    server: LiveboardProcess,
+) -> None:
+    async with _connection(server) as (reader, writer):
+        head = _upgrade_head(make_token("router-origin"))
+        writer.write(head[:-2] + b"Origin: http://[\r\n\r\n")
+        status, _, body = await _response(reader)
+        assert (status, json.loads(body)["error"]["code"]) == (403, "forbidden")

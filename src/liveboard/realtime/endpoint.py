@@ -14,12 +14,12 @@ import logging
 import secrets
 import socket
 from collections.abc import Coroutine
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import WSMsgType, web
 
-from liveboard import errors, rest
+from liveboard import rest
 from liveboard.auth import Principal, TokenVerifier, bearer_token
 from liveboard.config import Settings
 from liveboard.errors import AuthError
@@ -56,7 +56,11 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
     if origin is None:
         return True
     if allowed is None:
-        return host is not None and urlsplit(origin).netloc.lower() == host.lower()
+        try:
+            netloc = urlsplit(origin).netloc
+        except ValueError:  # not a URL (``http://[``): not the same host
+            return False
+        return host is not None and netloc.lower() == host.lower()
     return origin.rstrip("/") in allowed
 
 
@@ -72,23 +76,17 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     settings = request.app[WS_SETTINGS_KEY]
     verifier = request.app[WS_VERIFIER_KEY]
-    try:
-        principal = await admit(
-            node,
-            settings,
-            verifier,
-            origin=request.headers.get("Origin"),
-            host=request.host,
-            authorization=request.headers.get("Authorization"),
-            raw_query=request.rel_url.raw_query_string,
-        )
-    except errors.ApiError as exc:
-        return rest.error_response(exc.status, exc.code, exc.message, exc.details)
-    except AuthError as exc:
-        return rest.error_response(401, "unauthorized", exc.message)
-    except Exception:
-        log.exception("unhandled error admitting a WebSocket connection")
-        return rest.error_response(500, "internal_error", "internal server error")
+    principal = await admit(
+        node,
+        settings,
+        verifier,
+        origin=request.headers.get("Origin"),
+        host=request.host,
+        authorization=request.headers.get("Authorization"),
+        raw_query=request.rel_url.raw_query_string,
+    )
+    if isinstance(principal, Refusal):
+        return rest.error_response(*principal)
     ws = web.WebSocketResponse(
         autoping=False,
         compress=False,  # frames are pre-encoded once for every socket; see docs/protocol.md
@@ -174,6 +172,15 @@ async def serve(
         session.abort_timers()
 
 
+class Refusal(NamedTuple):
+    """An upgrade turned down before the handshake: HTTP status and the error body's fields."""
+
+    status: int
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
 async def admit(
     node: Node,
     settings: Settings,
@@ -183,26 +190,33 @@ async def admit(
     host: str | None,
     authorization: str | None,
     raw_query: str,
-) -> Principal:
-    """The checks before the upgrade; raises ``ApiError`` / ``AuthError`` to refuse."""
-    if not node.accepting:
-        raise errors.ApiError(503, "unavailable", RESTARTING_MESSAGE)
-    if not origin_allowed(origin, host, settings.allowed_origins):
-        node.metrics.connections_rejected += 1
-        raise errors.forbidden("origin not allowed")
-    token = bearer_token(authorization) or query_token(raw_query)
-    if not token:
-        node.metrics.connections_rejected += 1
-        raise AuthError("missing token: send Authorization: Bearer <jwt> or ?token=<jwt>")
+) -> Principal | Refusal:
+    """The checks before the upgrade, the same on both paths: the principal, or a refusal."""
     try:
-        principal = await verifier.verify(token)
-    except AuthError:
-        node.metrics.connections_rejected += 1
-        raise
-    if node.connections_of(principal.user_id) >= settings.max_connections_per_user:
-        node.metrics.connections_rejected += 1
-        raise errors.ApiError(429, "rate_limited", "too many connections for this user")
+        if not node.accepting:
+            return Refusal(503, "unavailable", RESTARTING_MESSAGE)
+        if not origin_allowed(origin, host, settings.allowed_origins):
+            return _rejected(node, Refusal(403, "forbidden", "origin not allowed"))
+        token = bearer_token(authorization) or query_token(raw_query)
+        if not token:
+            message = "missing token: send Authorization: Bearer <jwt> or ?token=<jwt>"
+            return _rejected(node, Refusal(401, "unauthorized", message))
+        try:
+            principal = await verifier.verify(token)
+        except AuthError as exc:
+            return _rejected(node, Refusal(401, "unauthorized", exc.message))
+        if node.connections_of(principal.user_id) >= settings.max_connections_per_user:
+            message = "too many connections for this user"
+            return _rejected(node, Refusal(429, "rate_limited", message))
+    except Exception:
+        log.exception("unhandled error admitting a WebSocket connection")
+        return Refusal(500, "internal_error", "internal server error")
     return principal
+
+
+def _rejected(node: Node, refusal: Refusal) -> Refusal:
+    node.metrics.connections_rejected += 1
+    return refusal
 
 
 class UpgradeAcceptor:
@@ -247,35 +261,23 @@ class UpgradeAcceptor:
         node, settings, verifier = app[NODE_KEY], app[WS_SETTINGS_KEY], app[WS_VERIFIER_KEY]
         started = asyncio.get_running_loop().time()
         remote = _peer_host(transport)
-        try:
-            principal = await admit(
-                node,
-                settings,
-                verifier,
-                origin=upgrade.origin,
-                host=upgrade.host,
-                authorization=upgrade.authorization,
-                raw_query=upgrade.raw_query,
-            )
-        except errors.ApiError as exc:
-            refusal = handshake.error_response(exc.status, exc.code, exc.message, exc.details)
-            _refuse(transport, refusal, exc.status, upgrade.path, remote, started)
-            return
-        except AuthError as exc:
-            refusal = handshake.error_response(401, "unauthorized", exc.message)
-            _refuse(transport, refusal, 401, upgrade.path, remote, started)
-            return
-        except Exception:
-            log.exception("unhandled error admitting a WebSocket connection")
-            refusal = handshake.error_response(500, "internal_error", "internal server error")
-            _refuse(transport, refusal, 500, upgrade.path, remote, started)
+        principal = await admit(
+            node,
+            settings,
+            verifier,
+            origin=upgrade.origin,
+            host=upgrade.host,
+            authorization=upgrade.authorization,
+            raw_query=upgrade.raw_query,
+        )
+        if not isinstance(principal, Refusal) and not node.accepting:
+            # Shutdown began while the token was verified.
+            principal = Refusal(503, "unavailable", RESTARTING_MESSAGE)
+        if isinstance(principal, Refusal):
+            _refuse(transport, principal, upgrade.path, remote, started)
             return
         if transport.is_closing():
             return  # the peer left while it was being admitted
-        if not node.accepting:  # shutdown began while the token was verified
-            refusal = handshake.error_response(503, "unavailable", RESTARTING_MESSAGE)
-            _refuse(transport, refusal, 503, upgrade.path, remote, started)
-            return
         connection = WebSocketConnection(
             transport, settings.max_message_bytes, settings.slow_consumer_bytes
         )
@@ -314,16 +316,15 @@ async def _serve_upgraded(
 
 def _refuse(
     transport: asyncio.Transport,
-    response: bytes,
-    status: int,
+    refusal: Refusal,
     path: str,
     remote: str | None,
     started: float,
 ) -> None:
     if not transport.is_closing():
-        transport.write(response)
+        transport.write(handshake.error_response(*refusal))
         transport.close()
-    _access(path, remote, status, started)
+    _access(path, remote, refusal.status, started)
 
 
 def _peer_host(transport: asyncio.Transport) -> str | None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import msgspec
+
+from liveboard.errors import error_body
 
 WEBSOCKET_PATHS: Final = frozenset({"/ws", "/ws/connect"})
 #: The longest request head looked at; a longer one is the HTTP server's to refuse.
@@ -127,13 +129,11 @@ def switching_protocols(key: str) -> bytes:
 
 
 def error_response(
-    status: int, code: str, message: str, details: dict[str, object] | None = None
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
 ) -> bytes:
-    """A refusal with the REST error body (CONTRACT §3), closing the connection."""
-    error: dict[str, object] = {"code": code, "message": message}
-    if details:
-        error["details"] = details
-    body = _encode_json({"error": error})
+    """A refusal with the REST error body (CONTRACT §3, as ``rest.error_response`` writes it),
+    closing the connection."""
+    body = _encode_json(error_body(code, message, details))
     extra = "WWW-Authenticate: Bearer\r\n" if status == 401 else ""
     head = (
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
