@@ -421,3 +421,26 @@ def fd_kinds(pid: int) -> dict[str, int]:
         kind = target.split(":")[0] if ":" in target else "file " + target.rsplit(".", 1)[-1]
         kinds[kind] = kinds.get(kind, 0) + 1
     return kinds
+
+
+def holds_connection(pid: int, local_port: int, remote_port: int) -> bool:
+    """Whether process ``pid`` has a descriptor for its loopback TCP connection from
+    ``local_port`` to ``remote_port`` (IPv4). A socket the process has closed, even one the
+    kernel still keeps to send what it had queued (FIN-WAIT-1), is not held."""
+    inodes = set()
+    with open("/proc/net/tcp") as table:
+        next(table)  # the header
+        for line in table:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if int(local.split(":")[1], 16) == local_port and (
+                int(remote.split(":")[1], 16) == remote_port
+            ):
+                inodes.add(f"socket:[{inode}]")
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+        except OSError:
+            continue
+    return False

@@ -32,14 +32,18 @@ from typing import Any
 import jwt
 import pytest
 
+from liveboard.realtime.endpoint import CLOSE_DRAIN_SECONDS
 from tests.fuzz.rawws import (
+    OP_CLOSE,
     OP_PING,
     Closed,
     HandshakeRefusedError,
     RawWs,
+    close_payload,
     encode_frame,
     fd_kinds,
     healthy,
+    holds_connection,
     metrics,
     open_fds,
     rss_kib,
@@ -330,6 +334,49 @@ async def test_ping_frame_flood_from_a_non_reader_is_bounded(
             f"{'the drop' if ended else 'the end'}; RSS +{grown:.1f} MiB"
         )
         ws.abort()
+
+
+async def test_a_peer_that_closes_and_never_reads_does_not_hold_its_socket(
+    server_factory: Callable[..., LiveboardProcess],
+) -> None:
+    """A peer sends a close frame while the server still has bytes queued for it, and never
+    reads again. A graceful close waits for those bytes to drain, which would keep the socket
+    and its buffer in the server for good, after its session (and its place under the per-user
+    limit) had been released: repeated, a leak any client could cause. The server lets go of
+    the socket ``CLOSE_DRAIN_SECONDS`` after the session ends."""
+    server = server_factory()
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", server.port))
+        await loop.sock_sendall(
+            sock,
+            (
+                f"GET /ws/connect HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Authorization: Bearer {make_token('never-reads')}\r\n\r\n"
+            ).encode(),
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await asyncio.wait_for(loop.sock_recv(sock, 1), timeout(5))
+        assert head.startswith(b"HTTP/1.1 101"), head
+        client_port = sock.getsockname()[1]
+        # From here it reads nothing. 6,000 pings are answered by 760 kB of pongs: more than
+        # the kernel's buffers hold, less than the slow-consumer bound (1 MiB), so the server
+        # keeps reading and the rest waits in its own buffer.
+        await loop.sock_sendall(sock, encode_frame(OP_PING, b"p" * 125) * 6000)
+        await loop.sock_sendall(sock, encode_frame(OP_CLOSE, close_payload(1000)))
+        settled = await _settle(server, {"liveboard_connections": 0.0})
+        assert settled == {"liveboard_connections": 0.0}, "the session did not end"
+        assert holds_connection(server.pid, server.port, client_port)
+        await asyncio.sleep(CLOSE_DRAIN_SECONDS + timeout(2))
+        assert not holds_connection(server.pid, server.port, client_port)
+    finally:
+        sock.close()
 
 
 # Churn

@@ -42,6 +42,10 @@ access_log = logging.getLogger("aiohttp.access")
 
 #: Kernel send buffer per WebSocket (Linux doubles it): enough for bursts at full speed.
 KERNEL_SEND_BUFFER = 256 * 1024
+#: Once a session has ended, how long its socket may take to send what is still queued before
+#: it is cut: a graceful close waits for the peer to read, and a peer that never does would hold
+#: the socket and up to ``slow_consumer_bytes`` of memory for good.
+CLOSE_DRAIN_SECONDS = 5.0
 RESTARTING_MESSAGE = "server is restarting; reconnect shortly"
 
 NODE_KEY: Final = web.AppKey("node", Node)
@@ -135,7 +139,8 @@ async def serve(
 
     The caller has registered the session with the node (as soon as it was admitted, so that
     the per-user limit counts it). Sends ``connected``, then handles one message at a time in
-    arrival order; at the end the node forgets the session (its subscriptions and presence end).
+    arrival order; at the end the node forgets the session (its subscriptions and presence end),
+    and the socket is gone at most ``CLOSE_DRAIN_SECONDS`` later, whether or not the peer reads.
     """
     session.send(protocol.encode_connected(session.connection_id, session.user_id))
     session.start_timers()
@@ -170,6 +175,11 @@ async def serve(
         await node.disconnect(session)
         await session.wait_closed()
         session.abort_timers()
+        if transport.get_write_buffer_size():
+            # Whoever closes the socket now (this side after a handshake, the peer's close
+            # frame, aiohttp) waits for these bytes to drain; then they have had long enough.
+            # A no-op on a socket that has closed by then.
+            asyncio.get_running_loop().call_later(CLOSE_DRAIN_SECONDS, transport.abort)
 
 
 class Refusal(NamedTuple):
