@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
+
 from tests.fuzz.rawws import OP_TEXT, encode_frame
 from tests.servers import LiveboardProcess
 from tests.support import make_token, timeout
@@ -154,17 +156,28 @@ async def test_a_peer_that_leaves_mid_head_costs_nothing(server: LiveboardProces
         assert (await _response(reader))[0] == 101
 
 
+KEEP_ALIVE_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "before", [b"", KEEP_ALIVE_REQUEST], ids=["router's path", "aiohttp's path"]
+)
 async def test_upgrades_of_one_user_arriving_together_respect_the_per_user_limit(
-    server: LiveboardProcess,
+    server: LiveboardProcess, before: bytes
 ) -> None:
     limit = 50  # LIVEBOARD_MAX_CONNECTIONS_PER_USER's default
-    token = make_token("router-many")
+    token = make_token(f"router-many-{len(before)}")
     async with contextlib.AsyncExitStack() as stack:
         pairs = [await stack.enter_async_context(_connection(server)) for _ in range(limit + 10)]
         for _, writer in pairs:  # every request is on its way before any is answered
-            writer.write(_upgrade_head(token))
-        statuses = await asyncio.gather(*(_response(reader) for reader, _ in pairs))
-        codes = [status for status, _, _ in statuses]
+            writer.write(before + _upgrade_head(token))
+
+        async def upgrade_status(reader: asyncio.StreamReader) -> int:
+            if before:
+                assert (await _response(reader))[0] == 200
+            return (await _response(reader))[0]
+
+        codes = await asyncio.gather(*(upgrade_status(reader) for reader, _ in pairs))
         assert codes.count(101) == limit
         assert codes.count(429) == 10
         # One leaves: its place is free again.
@@ -173,8 +186,8 @@ async def test_upgrades_of_one_user_arriving_together_respect_the_per_user_limit
         writer.close()
         await asyncio.sleep(0.3)
         async with _connection(server) as (again_reader, again_writer):
-            again_writer.write(_upgrade_head(token))
-            assert (await _response(again_reader))[0] == 101
+            again_writer.write(before + _upgrade_head(token))
+            assert await upgrade_status(again_reader) == 101
 
 
 async def test_an_origin_that_is_not_a_url_is_refused_with_403_not_500(

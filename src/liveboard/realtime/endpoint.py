@@ -97,25 +97,28 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         # aiohttp refuses a message of max_msg_size bytes; the contract accepts that size.
         max_msg_size=settings.max_message_bytes + 1,
     )
-    try:
-        await ws.prepare(request)
-    except ConnectionError:  # the peer left during the handshake: nothing to answer
-        return web.Response(status=499)
-    except web.HTTPException as exc:  # not a valid WebSocket upgrade (aiohttp's checks)
-        return rest.error_response(exc.status, "bad_request", exc.reason)
-    transport = request.transport
-    if transport is None:
-        return ws
-    _tune_socket(transport)
-    session = Session(ws, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings)
-    wire.install(
-        request.protocol,
-        on_activity=session.touch,
-        on_violation=lambda: session.close(CLOSE_PROTOCOL_ERROR, "client frames must be masked"),
-    )
-    # Counted for the per-user limit only from here: upgrades of one user racing through
-    # aiohttp's handshake may pass it together (the router's path counts them at once).
-    node.register(session)
+    # Counted for the per-user limit from admission on, while aiohttp's handshake is awaited:
+    # upgrades of one user arriving together cannot all pass it.
+    with node.reservation(principal.user_id):
+        try:
+            await ws.prepare(request)
+        except ConnectionError:  # the peer left during the handshake: nothing to answer
+            return web.Response(status=499)
+        except web.HTTPException as exc:  # not a valid WebSocket upgrade (aiohttp's checks)
+            return rest.error_response(exc.status, "bad_request", exc.reason)
+        transport = request.transport
+        if transport is None:
+            return ws
+        _tune_socket(transport)
+        session = Session(ws, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings)
+        wire.install(
+            request.protocol,
+            on_activity=session.touch,
+            on_violation=lambda: session.close(
+                CLOSE_PROTOCOL_ERROR, "client frames must be masked"
+            ),
+        )
+    node.register(session)  # in the step that ends the reservation: no await between
     await serve(node, verifier, session, ws, transport)
     return ws
 

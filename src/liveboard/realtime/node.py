@@ -19,9 +19,10 @@ WebSocket sessions' way into rooms. Guarantees, on top of the hub's:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
 
 from liveboard.config import Settings
@@ -78,6 +79,7 @@ class Node:
         self.sessions: dict[str, Session] = {}
         # user → their sessions: a list, since most users have one (a dict of one is 224 bytes)
         self.by_user: dict[str, list[Session]] = {}
+        self._reserved: dict[str, int] = {}  # see ``reservation``
         self.accepting = True
         self._interest: Counter[str] = Counter()
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
@@ -170,7 +172,23 @@ class Node:
         self.metrics.connections_opened += 1
 
     def connections_of(self, user_id: str) -> int:
-        return len(self.by_user.get(user_id, ()))
+        """Sessions of ``user_id``, counting upgrades admitted but not yet registered."""
+        return len(self.by_user.get(user_id, ())) + self._reserved.get(user_id, 0)
+
+    @contextlib.contextmanager
+    def reservation(self, user_id: str) -> Iterator[None]:
+        """Count one more connection of ``user_id`` until the block ends: for an upgrade that
+        awaits between admission and ``register`` (aiohttp's handshake), so that upgrades of
+        one user arriving together cannot all pass the per-user limit."""
+        self._reserved[user_id] = self._reserved.get(user_id, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._reserved[user_id] - 1
+            if left:
+                self._reserved[user_id] = left
+            else:
+                del self._reserved[user_id]
 
     async def disconnect(self, session: Session) -> None:
         """Forget a closed session: leave its rooms and its presence."""
