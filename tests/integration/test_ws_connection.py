@@ -167,6 +167,22 @@ async def test_close_now_then_the_peers_answer_writes_one_close_frame() -> None:
         assert await asyncio.wait_for(pair.reader.read(), timeout(5)) == b""  # nothing else
 
 
+async def test_a_close_that_empties_the_inbox_while_receive_is_woken_keeps_it_waiting() -> None:
+    async with _pair() as pair:
+        connection = pair.connection
+        receiving = asyncio.ensure_future(connection.receive())
+        await asyncio.sleep(0)  # it waits for a message
+        # In one step of the loop, as the transport and the hub would: a message arrives (its
+        # receiver is woken, but runs only later), then this side closes, which drops it.
+        connection.data_received(encode_frame(OP_TEXT, b"dropped"))
+        assert connection.close_now(1001, "going away")
+        await asyncio.sleep(0.05)
+        assert not receiving.done()  # it waits for the peer's close frame, no error
+        connection.data_received(encode_frame(OP_CLOSE, close_payload(1001)))
+        message = await asyncio.wait_for(receiving, timeout(1))
+        assert (message.type, message.data) == (WSMsgType.CLOSE, 1001)
+
+
 async def test_messages_before_a_violation_arrive_then_the_close_code() -> None:
     async with _pair() as pair:
         pair.writer.write(_texts(3) + encode_frame(OP_TEXT, b"\xff") + _texts(3))
