@@ -196,8 +196,12 @@ class RawWs:
         headers: dict[str, str] | None = None,
         rcvbuf: int | None = None,
         wait: float = 10.0,
+        after_a_request: bool = False,
     ) -> RawWs:
-        """Connect and upgrade; ``HandshakeRefusedError`` (with the status) when refused."""
+        """Connect and upgrade; ``HandshakeRefusedError`` (with the status) when refused.
+
+        ``after_a_request``: send ``GET /healthz`` first and read its answer, so that the upgrade
+        is the connection's second request (served by aiohttp's route, not the router's)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -211,6 +215,8 @@ class RawWs:
             raise
         self = cls(reader, writer)
         try:
+            if after_a_request:
+                await asyncio.wait_for(self._health_check(), wait)
             await asyncio.wait_for(
                 self._handshake(host, port, token, path, query_token, headers or {}), wait
             )
@@ -218,6 +224,17 @@ class RawWs:
             self.abort()
             raise
         return self
+
+    async def _health_check(self) -> None:
+        self.writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        assert head.startswith("HTTP/1.1 200"), head
+        length = next(
+            int(line.split(":", 1)[1])
+            for line in head.split("\r\n")
+            if line.lower().startswith("content-length:")
+        )
+        await self.reader.readexactly(length)
 
     async def _handshake(
         self,
@@ -424,19 +441,20 @@ def fd_kinds(pid: int) -> dict[str, int]:
 
 
 def holds_connection(pid: int, local_port: int, remote_port: int) -> bool:
-    """Whether process ``pid`` has a descriptor for its loopback TCP connection from
-    ``local_port`` to ``remote_port`` (IPv4). A socket the process has closed, even one the
-    kernel still keeps to send what it had queued (FIN-WAIT-1), is not held."""
+    """Whether process ``pid`` has a descriptor for its TCP connection from ``local_port`` to
+    ``remote_port`` on this host. A socket the process has closed, even one the kernel still
+    keeps to send what it had queued (FIN-WAIT-1), is not held."""
     inodes = set()
-    with open("/proc/net/tcp") as table:
-        next(table)  # the header
-        for line in table:
-            fields = line.split()
-            local, remote, inode = fields[1], fields[2], fields[9]
-            if int(local.split(":")[1], 16) == local_port and (
-                int(remote.split(":")[1], 16) == remote_port
-            ):
-                inodes.add(f"socket:[{inode}]")
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(name) as table:
+            next(table)  # the header
+            for line in table:
+                fields = line.split()
+                local, remote, inode = fields[1], fields[2], fields[9]
+                if int(local.rsplit(":", 1)[1], 16) == local_port and (
+                    int(remote.rsplit(":", 1)[1], 16) == remote_port
+                ):
+                    inodes.add(f"socket:[{inode}]")
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
             if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:

@@ -289,12 +289,14 @@ async def test_many_flooders_at_once_leave_a_bystander_unaffected(board: Board) 
     )
 
 
+@pytest.mark.parametrize("after_a_request", [False, True], ids=["router's path", "aiohttp's path"])
 async def test_ping_frame_flood_from_a_non_reader_is_bounded(
-    server_factory: Callable[..., LiveboardProcess],
+    server_factory: Callable[..., LiveboardProcess], after_a_request: bool
 ) -> None:
     """Ping frames are answered, not rate limited: a peer that floods them and reads nothing is
-    held back by TCP (the server stops reading while its pongs cannot leave) and dropped by the
-    heartbeat; the server's memory does not follow the flood."""
+    closed with 4008 by the pong that takes its unsent bytes past the slow-consumer bound (on
+    the router's path that write also stops the reading, so TCP holds the flood back until
+    then); the server's memory does not follow the flood."""
     server = server_factory(
         env={"LIVEBOARD_HEARTBEAT_INTERVAL": "1", "LIVEBOARD_HEARTBEAT_TIMEOUT": "1"}
     )
@@ -304,7 +306,14 @@ async def test_ping_frame_flood_from_a_non_reader_is_bounded(
         bystander = await board.connect(owner)
         await bystander.subscribe(project_room(pid))
         rss_before = rss_kib(server.pid)
-        ws = await RawWs.open("127.0.0.1", server.port, make_token(owner), rcvbuf=4096)
+        closes_before = (await _metrics(server))["liveboard_slow_consumer_closes_total"]
+        ws = await RawWs.open(
+            "127.0.0.1",
+            server.port,
+            make_token(owner),
+            rcvbuf=4096,
+            after_a_request=after_a_request,
+        )
         await ws.next_message(timeout(5))
         ping = encode_frame(OP_PING, b"p" * 125)
         sent = 0
@@ -327,6 +336,8 @@ async def test_ping_frame_flood_from_a_non_reader_is_bounded(
         assert (await bystander.next("task:created"))["data"]["task"]["title"] == "still here"
         settled = await _settle(server, {"liveboard_connections": 1.0}, wait=10)
         assert settled == {"liveboard_connections": 1.0}, "the flooder was never dropped"
+        closes = (await _metrics(server))["liveboard_slow_consumer_closes_total"]
+        assert closes - closes_before == 1
         grown = (peak - rss_before) / 1024
         assert grown < 16, f"RSS grew {grown:.1f} MiB for {sent} ping frames"
         print(
@@ -336,14 +347,20 @@ async def test_ping_frame_flood_from_a_non_reader_is_bounded(
         ws.abort()
 
 
+@pytest.mark.parametrize(
+    "before",
+    [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"],
+    ids=["router's path", "aiohttp's path"],
+)
 async def test_a_peer_that_closes_and_never_reads_does_not_hold_its_socket(
-    server_factory: Callable[..., LiveboardProcess],
+    server_factory: Callable[..., LiveboardProcess], before: bytes
 ) -> None:
     """A peer sends a close frame while the server still has bytes queued for it, and never
     reads again. A graceful close waits for those bytes to drain, which would keep the socket
     and its buffer in the server for good, after its session (and its place under the per-user
-    limit) had been released: repeated, a leak any client could cause. The server lets go of
-    the socket ``CLOSE_DRAIN_SECONDS`` after the session ends."""
+    limit) had been released: repeated, a leak any client could cause. The session ends when the
+    close frame arrives (on aiohttp's path too, where answering a ping used to wait for the
+    socket to drain), and the server lets go of the socket ``CLOSE_DRAIN_SECONDS`` later."""
     server = server_factory()
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -353,21 +370,21 @@ async def test_a_peer_that_closes_and_never_reads_does_not_hold_its_socket(
         await loop.sock_connect(sock, ("127.0.0.1", server.port))
         await loop.sock_sendall(
             sock,
-            (
+            before
+            + (
                 f"GET /ws/connect HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                 f"Authorization: Bearer {make_token('never-reads')}\r\n\r\n"
             ).encode(),
         )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += await asyncio.wait_for(loop.sock_recv(sock, 1), timeout(5))
-        assert head.startswith(b"HTTP/1.1 101"), head
+        received = b""
+        while b"HTTP/1.1 101" not in received or not received.endswith(b"\r\n\r\n"):
+            received += await asyncio.wait_for(loop.sock_recv(sock, 1), timeout(5))
         client_port = sock.getsockname()[1]
         # From here it reads nothing. 6,000 pings are answered by 760 kB of pongs: more than
-        # the kernel's buffers hold, less than the slow-consumer bound (1 MiB), so the server
-        # keeps reading and the rest waits in its own buffer.
+        # the kernel's buffers hold, less than the slow-consumer bound (1 MiB), so the rest
+        # waits in the server's own buffer.
         await loop.sock_sendall(sock, encode_frame(OP_PING, b"p" * 125) * 6000)
         await loop.sock_sendall(sock, encode_frame(OP_CLOSE, close_payload(1000)))
         settled = await _settle(server, {"liveboard_connections": 0.0})

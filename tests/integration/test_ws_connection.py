@@ -21,6 +21,7 @@ from aiohttp import WSMsgType
 from liveboard.realtime import router as router_module
 from liveboard.realtime.connection import INBOX_HIGH, WebSocketConnection
 from liveboard.realtime.endpoint import KERNEL_SEND_BUFFER, tune_socket
+from liveboard.realtime.frames import pong_frame
 from liveboard.realtime.router import ConnectionRouter
 from tests.fuzz.rawws import OP_CLOSE, OP_PING, OP_TEXT, close_payload, encode_frame
 from tests.support import timeout
@@ -130,7 +131,7 @@ async def test_a_peer_that_pings_and_never_reads_is_held_back() -> None:
                 message = await connection.receive()
                 if message.type is not WSMsgType.PING:
                     return
-                await connection.pong(message.data)
+                connection.transport.write(pong_frame(message.data))  # as Session.pong
 
         answering = asyncio.ensure_future(answer_pings())
         ping = encode_frame(OP_PING, b"p" * 125)

@@ -165,6 +165,8 @@ KEEP_ALIVE_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 async def test_upgrades_of_one_user_arriving_together_respect_the_per_user_limit(
     server: LiveboardProcess, before: bytes
 ) -> None:
+    """On aiohttp's path the race this guards against needs its handshake to wait, which it does
+    not on loopback; ``test_ws_admission`` forces that wait."""
     limit = 50  # LIVEBOARD_MAX_CONNECTIONS_PER_USER's default
     token = make_token(f"router-many-{len(before)}")
     async with contextlib.AsyncExitStack() as stack:

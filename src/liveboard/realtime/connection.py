@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 from aiohttp import WSMsgType
 
-from liveboard.realtime.frames import close_frame, pong_frame
+from liveboard.realtime.frames import close_frame
 from liveboard.realtime.rfc6455 import (
     OP_BINARY,
     OP_CLOSE,
@@ -72,7 +72,7 @@ def _nothing() -> None:
 
 
 class WebSocketConnection(asyncio.Protocol):
-    """The protocol of an upgraded socket; ``receive``/``pong``/``close`` for its one consumer."""
+    """The protocol of an upgraded socket; ``receive``/``close`` for its one consumer."""
 
     __slots__ = (
         "_close_done",
@@ -180,10 +180,6 @@ class WebSocketConnection(asyncio.Protocol):
         if len(self._inbox) <= INBOX_LOW:
             self._parse()  # what is buffered first (cheap when nothing is), then the socket
         return message
-
-    async def pong(self, data: bytes) -> None:
-        if not self._close_sent and not self._transport.is_closing():
-            self._transport.write(pong_frame(data))
 
     async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
         """Send a close frame, then wait for the peer's (bounded by the caller) and close."""

@@ -128,8 +128,6 @@ class MessageSource(Protocol):
 
     async def receive(self) -> Any: ...
 
-    async def pong(self, message: bytes) -> None: ...
-
 
 async def serve(
     node: Node,
@@ -162,7 +160,9 @@ async def serve(
                 finally:
                     session.busy = False
             elif kind is WSMsgType.PING:
-                await ws.pong(message.data)
+                if session.pong(message.data) > node.settings.slow_consumer_bytes:
+                    node.metrics.slow_consumer_closes += 1
+                    node.close_slow_consumer(session.outlet)
             elif kind is WSMsgType.BINARY:
                 session.close(CLOSE_UNSUPPORTED, "binary frames are not supported")
             elif kind is WSMsgType.ERROR:  # the close frame (1009 / 1002 / 1007) is sent
@@ -175,14 +175,17 @@ async def serve(
         log.exception("connection %s failed", session.connection_id)
         session.close(CLOSE_INTERNAL, "internal error")
     finally:
-        await node.disconnect(session)
-        await session.wait_closed()
-        session.abort_timers()
-        if transport.get_write_buffer_size():
-            # Whoever closes the socket now (this side after a handshake, the peer's close
-            # frame, aiohttp) waits for these bytes to drain; then they have had long enough.
-            # A no-op on a socket that has closed by then.
-            asyncio.get_running_loop().call_later(CLOSE_DRAIN_SECONDS, transport.abort)
+        try:
+            await node.disconnect(session)
+            await session.wait_closed()
+        finally:
+            session.abort_timers()
+            if transport.get_write_buffer_size():
+                # Whoever closes the socket now (this side after a handshake, the peer's close
+                # frame, aiohttp) waits for these bytes to drain; then they have had long
+                # enough. A no-op on a socket that has closed by then. (The timer keeps the
+                # connection's objects 5 s longer, only for sockets that had bytes queued.)
+                asyncio.get_running_loop().call_later(CLOSE_DRAIN_SECONDS, transport.abort)
 
 
 class Refusal(NamedTuple):

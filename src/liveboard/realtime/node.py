@@ -67,7 +67,7 @@ class Node:
         self.hub = Hub(
             self.metrics,
             slow_consumer_bytes=settings.slow_consumer_bytes,
-            on_slow_consumer=self._slow_consumer,
+            on_slow_consumer=self.close_slow_consumer,
             on_gap=self._schedule_gap_fill,
             on_resync=self._resync_room,
             on_workspace_events=self._on_workspace_events,
@@ -508,7 +508,8 @@ class Node:
                 self._end_subscription(session, room.name, None)
                 session.send(payload)
 
-    def _slow_consumer(self, outlet: Outlet) -> None:
+    def close_slow_consumer(self, outlet: Outlet) -> None:
+        """Close with 4008 the connection whose unsent bytes passed ``slow_consumer_bytes``."""
         session = self.sessions.get(outlet.connection_id)
         if session is not None:
             log.info("closing slow consumer %s", outlet.connection_id)

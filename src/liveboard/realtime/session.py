@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 from liveboard.auth import Principal
 from liveboard.ratelimit import TokenBucket
 from liveboard.realtime.connection import WebSocketConnection
-from liveboard.realtime.frames import PING_FRAME, close_frame, text_frame
+from liveboard.realtime.frames import PING_FRAME, close_frame, pong_frame, text_frame
 from liveboard.realtime.hub import Outlet
 
 if TYPE_CHECKING:
@@ -136,6 +136,18 @@ class Session:
             return
         self.outlet.pending.append(text_frame(payload))
         self.outlet.flush()
+
+    def pong(self, data: bytes) -> int:
+        """Answer a ping frame now (after anything already queued); the bytes still unsent.
+
+        Written like every other frame, without waiting for the socket to drain: waiting would
+        stop the message loop, and the peer's close frame with it, behind a peer that reads
+        nothing. The caller treats a peer whose answers pile up as a slow consumer.
+        """
+        if self.closing:
+            return 0
+        self.outlet.pending.append(pong_frame(data))
+        return self.outlet.flush()
 
     def send_many(self, payloads: list[bytes]) -> None:
         """Write several messages in one system call."""
@@ -248,8 +260,9 @@ class Session:
                 self.ws.close_now(code, reason)  # so that it never writes a second close frame
             else:
                 self._transport.write(close_frame(code, reason))
-            # The peer may never read what is queued: give it a moment, then let go.
-            self._loop.call_later(2.0, self.abort)
+            # The peer may never read what is queued: give it a moment, then let go (even if
+            # a graceful close began meanwhile, which would wait for the peer to read).
+            self._loop.call_later(2.0, self._transport.abort)
 
     def abort(self) -> None:
         """Drop the connection without a handshake (dead peer)."""
