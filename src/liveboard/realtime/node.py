@@ -248,7 +248,9 @@ class Node:
     ) -> bool:
         """Check membership, read the position (and history) and start the stream."""
         since = message.since
-        async with self.db.read() as conn:
+        # Without ``since`` the admission is the only statement: no transaction needed.
+        reading = self.db.read() if since is not None else self.db.read_one()
+        async with reading as conn:
             admit = admit_project if kind == "project" else admit_workspace
             admission = await admit(conn, rid, room.name, session.user_id)
             if admission is None:
@@ -328,7 +330,7 @@ class Node:
             if result.missing is None:
                 break
             low, high = result.missing
-            async with self.db.read() as conn:
+            async with self.db.read_one() as conn:
                 pending = await eventlog.read_events(
                     conn, room.name, after=low - 1, up_to=high, limit=READ_BATCH
                 )
@@ -437,7 +439,7 @@ class Node:
             self._gap_attempts.pop(room.name, None)
             return
         low, high = missing
-        async with self.db.read() as conn:
+        async with self.db.read_one() as conn:
             events = await eventlog.read_events(
                 conn, room.name, after=low - 1, up_to=high, limit=READ_BATCH
             )
@@ -456,7 +458,7 @@ class Node:
     async def _catch_up(self, room: Room) -> None:
         """Read everything after what the room has released, from the log (after an outage)."""
         while room.sequencer is not None and self.hub.rooms.get(room.name) is room:
-            async with self.db.read() as conn:
+            async with self.db.read_one() as conn:
                 events = await eventlog.read_events(
                     conn, room.name, after=room.released, limit=READ_BATCH
                 )
@@ -486,7 +488,7 @@ class Node:
         rooms = [r for r in self.hub.rooms.values() if r.sequencer is not None]
         if not rooms:
             return
-        async with self.db.read() as conn:
+        async with self.db.read_one() as conn:
             heads = await eventlog.room_positions(conn, [r.name for r in rooms])
         for room in rooms:
             head = heads.get(room.name)

@@ -85,6 +85,24 @@ class Database:
             async with conn.begin():
                 yield conn
 
+    @asynccontextmanager
+    async def read_one(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one read-only statement, outside any transaction.
+
+        One statement sees one consistent snapshot by itself, so it needs no transaction: on
+        PostgreSQL this runs it in autocommit, without the BEGIN and ROLLBACK that ``read``
+        costs (two of its three round trips; about 0.2 ms of CPU each time). Use ``read`` for
+        several statements that must agree. SQLite has no round trips to save: there it is
+        ``read``.
+        """
+        if self.is_sqlite:
+            async with self.read() as conn:
+                yield conn
+            return
+        async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
     async def aclose(self) -> None:
         """Dispose of the pool. Idempotent."""
         if not self._closed:
