@@ -32,6 +32,7 @@ class Recorder:
     def __init__(self) -> None:
         self.batches: list[list[Event]] = []
         self.restored = 0
+        self.signals: list[str] = []
 
     def on_events(self, events: Sequence[Event]) -> None:
         assert events, "on_events called with no event"
@@ -39,6 +40,9 @@ class Recorder:
 
     def on_broker_restored(self) -> None:
         self.restored += 1
+
+    def on_presence_signal(self, room: str) -> None:
+        self.signals.append(room)
 
     def events(self, room: str) -> list[Event]:
         return [event for batch in self.batches for event in batch if event.room == room]
@@ -218,6 +222,24 @@ async def test_other_instance_gets_events_of_the_rooms_it_subscribed_only(
     assert b.restored == 0
     # A delivered its own events locally at once, and gets no echo for rooms it did not want.
     assert a.offsets(ROOM) == [1, 2, 3]
+
+
+async def test_presence_signals_of_several_rooms_reach_the_instances_subscribed_to_them(
+    make_redis: RedisFactory,
+) -> None:
+    a, b = Recorder(), Recorder()
+    broker_a = await make_redis(a)
+    broker_b = await make_redis(b)
+    for room in (ROOM, OTHER):
+        await broker_a.subscribe(room)
+        await broker_b.subscribe(room)
+    await broker_a.publish_presence([ROOM, OTHER, "project:nobody-subscribed"])
+    await broker_a.publish_presence([OTHER])
+    await eventually(lambda: len(b.signals) == 3, what="B gets a signal per room")
+    assert b.signals == [ROOM, OTHER, OTHER]
+    await broker_b.publish_presence([ROOM])  # one round trip each way proves nothing else came
+    await eventually(lambda: a.signals == [ROOM], what="A gets B's signal")
+    assert b.signals == [ROOM, OTHER, OTHER]  # an instance ignores its own signals
 
 
 async def test_own_events_come_back_through_redis(make_redis: RedisFactory) -> None:

@@ -14,8 +14,9 @@ Semantics, on top of ``presence``'s:
 
 * A local join or leave is shown to this instance's subscribers at once (from the local entries
   and the last view of the other instances). Writes to Redis are batched: every change made
-  during one ``FLUSH_DELAY`` goes out in one pipeline, followed by one re-read per touched room
-  and one signal per room to the other instances (through the broker). The others coalesce
+  during one ``FLUSH_DELAY`` goes out in one pipeline, followed by one re-read of the touched
+  rooms and one signal per room to the other instances (through the broker, all in one
+  pipeline). The others coalesce
   signals of a room (``COALESCE``) before re-reading it. So a thousand joins cost a handful of
   round trips and updates, not a million messages, and every instance converges well within
   the contract's 1 s.
@@ -35,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, cast
 
 import msgspec
@@ -78,7 +79,7 @@ class RedisPresence:
         *,
         instance_id: str,
         active_rooms: Callable[[], Iterable[str]],
-        signal: Callable[[str], Awaitable[None]],
+        signal: Callable[[Sequence[str]], Awaitable[None]],
         available: Callable[[], bool] = lambda: True,
     ) -> None:
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -172,8 +173,7 @@ class RedisPresence:
                 pipe.zrem(INSTANCES_KEY, self._instance)
                 pipe.delete(MARKER_PREFIX + self._instance)
                 await pipe.execute()
-            for room in rooms:
-                await self._notify(room)
+            await self._notify(sorted(rooms))
         except _REDIS_ERRORS:
             log.info("could not remove presence entries on shutdown; they expire on their own")
         finally:
@@ -233,12 +233,11 @@ class RedisPresence:
             log.debug("presence writes not made; they are redone when Redis is back")
             return
         await self._refresh(list(writes))
-        for room in writes:
-            await self._notify(room)
+        await self._notify(list(writes))
 
-    async def _notify(self, room: str) -> None:
+    async def _notify(self, rooms: Sequence[str]) -> None:
         try:
-            await self._signal(room)
+            await self._signal(rooms)  # one round trip for all of them
         except Exception:  # a lost signal is repaired by the periodic refresh
             log.debug("presence signal failed", exc_info=True)
 

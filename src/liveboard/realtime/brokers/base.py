@@ -53,8 +53,9 @@ class Broker(Protocol):
         """
         ...
 
-    async def publish_presence(self, room: str) -> None:
-        """Tell the other instances subscribed to ``room`` that its presence changed here.
+    async def publish_presence(self, rooms: Sequence[str]) -> None:
+        """Tell the other instances subscribed to each of ``rooms`` that its presence changed
+        here (in one round trip, however many rooms).
 
         Best effort: a lost signal is repaired by the presence manager's periodic refresh.
         """

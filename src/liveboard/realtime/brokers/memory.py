@@ -28,7 +28,7 @@ class MemoryBroker:
         if not self._closed and events:
             self._handler.on_events(events)
 
-    async def publish_presence(self, room: str) -> None:
+    async def publish_presence(self, rooms: Sequence[str]) -> None:
         return None  # one instance: there is nobody else to tell
 
     async def subscribe(self, room: str) -> None:

@@ -174,13 +174,20 @@ class RedisBroker:
             if self._inflight == 0:
                 self._idle.set()
 
-    async def publish_presence(self, room: str) -> None:
-        """Signal a presence change of ``room`` to the other instances (best effort)."""
-        if self._closed:
+    async def publish_presence(self, rooms: Sequence[str]) -> None:
+        """Signal a presence change of each of ``rooms`` to the other instances, in one
+        pipeline (best effort)."""
+        if self._closed or not rooms:
             return
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await self._publisher.publish(channel_of(room), self._presence_payload)
+                if len(rooms) == 1:
+                    await self._publisher.publish(channel_of(rooms[0]), self._presence_payload)
+                else:
+                    pipe = self._publisher.pipeline(transaction=False)
+                    for room in rooms:
+                        pipe.publish(channel_of(room), self._presence_payload)
+                    await pipe.execute()
         except _REDIS_ERRORS:
             pass  # the presence manager's periodic refresh repairs it
 
