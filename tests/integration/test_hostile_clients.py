@@ -295,8 +295,9 @@ async def test_ping_frame_flood_from_a_non_reader_is_bounded(
 ) -> None:
     """Ping frames are answered, not rate limited: a peer that floods them and reads nothing is
     closed with 4008 by the pong that takes its unsent bytes past the slow-consumer bound (on
-    the router's path that write also stops the reading, so TCP holds the flood back until
-    then); the server's memory does not follow the flood."""
+    the router's path that write also stops the reading, so TCP holds the flood back), or
+    dropped by the heartbeat if that comes first; the server's memory does not follow the
+    flood."""
     server = server_factory(
         env={"LIVEBOARD_HEARTBEAT_INTERVAL": "1", "LIVEBOARD_HEARTBEAT_TIMEOUT": "1"}
     )
@@ -306,7 +307,6 @@ async def test_ping_frame_flood_from_a_non_reader_is_bounded(
         bystander = await board.connect(owner)
         await bystander.subscribe(project_room(pid))
         rss_before = rss_kib(server.pid)
-        closes_before = (await _metrics(server))["liveboard_slow_consumer_closes_total"]
         ws = await RawWs.open(
             "127.0.0.1",
             server.port,
@@ -336,8 +336,6 @@ async def test_ping_frame_flood_from_a_non_reader_is_bounded(
         assert (await bystander.next("task:created"))["data"]["task"]["title"] == "still here"
         settled = await _settle(server, {"liveboard_connections": 1.0}, wait=10)
         assert settled == {"liveboard_connections": 1.0}, "the flooder was never dropped"
-        closes = (await _metrics(server))["liveboard_slow_consumer_closes_total"]
-        assert closes - closes_before == 1
         grown = (peak - rss_before) / 1024
         assert grown < 16, f"RSS grew {grown:.1f} MiB for {sent} ping frames"
         print(
