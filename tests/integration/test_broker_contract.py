@@ -111,7 +111,10 @@ async def make_redis(redis_server: RedisServer) -> AsyncIterator[RedisFactory]: 
     brokers: list[RedisBroker] = []
 
     async def make(handler: Recorder) -> RedisBroker:
-        broker = RedisBroker(redis_server.url, handler, instance_id=f"test{len(brokers)}")
+        # No lingering: these tests see an unsubscribe take effect at once.
+        broker = RedisBroker(
+            redis_server.url, handler, instance_id=f"test{len(brokers)}", unsubscribe_delay=0.0
+        )
         brokers.append(broker)
         await broker.start()
         return broker
@@ -465,3 +468,78 @@ async def test_cancelled_subscribe_leaves_the_connection_alone(make_redis: Redis
     await eventually(lambda: b.offsets(ROOM) == b.offsets(OTHER) == [1], what="both rooms")
     assert broker_b.reconnects == 0
     assert b.restored == 0
+
+
+# Lingering subscriptions (``unsubscribe_delay``)
+
+
+async def _pubsub_commands(admin: Redis) -> tuple[int, int]:
+    """How many SUBSCRIBE and UNSUBSCRIBE commands the server has run."""
+    stats = await admin.info("commandstats")
+
+    def calls(name: str) -> int:
+        return int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+
+    return calls("subscribe"), calls("unsubscribe")
+
+
+async def test_a_room_subscribed_again_within_the_delay_costs_no_command(
+    redis_server: RedisServer,  # noqa: F811
+    admin: Redis,
+) -> None:
+    handler = Recorder()
+    broker = RedisBroker(redis_server.url, handler, instance_id="linger", unsubscribe_delay=30.0)
+    publisher = RedisBroker(redis_server.url, Recorder(), instance_id="pub", unsubscribe_delay=0.0)
+    try:
+        await broker.start()
+        await publisher.start()
+        await broker.subscribe(ROOM)
+        before = await _pubsub_commands(admin)
+        await broker.unsubscribe(ROOM)
+        await broker.subscribe(ROOM)  # within the delay: still subscribed
+        await broker.unsubscribe(ROOM)
+        await broker.subscribe(ROOM)
+        assert await _pubsub_commands(admin) == before
+        await publisher.publish([event(1)])
+        await eventually(lambda: handler.offsets(ROOM) == [1], what="the event arrives")
+    finally:
+        await broker.aclose()
+        await publisher.aclose()
+
+
+async def test_a_room_is_let_go_once_the_delay_has_passed(
+    redis_server: RedisServer,  # noqa: F811
+    admin: Redis,
+) -> None:
+    handler = Recorder()
+    broker = RedisBroker(redis_server.url, handler, instance_id="linger", unsubscribe_delay=0.3)
+    publisher = RedisBroker(redis_server.url, Recorder(), instance_id="pub", unsubscribe_delay=0.0)
+    try:
+        await broker.start()
+        await publisher.start()
+        await broker.subscribe(ROOM)
+        await broker.subscribe(OTHER)
+        await broker.unsubscribe(ROOM)
+        await publisher.publish([event(1)])  # still subscribed for now: it arrives
+        await eventually(lambda: handler.offsets(ROOM) == [1], what="an event while lingering")
+
+        async def subscribers() -> int:
+            return int((await admin.pubsub_numsub(channel_of(ROOM)))[0][1])
+
+        numsub = 1
+        for _ in range(100):
+            numsub = await subscribers()
+            if numsub == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert numsub == 0, "never unsubscribed"
+        await publisher.publish([event(2)])
+        await publisher.publish([event(1, OTHER)])  # a marker behind it, on a room still wanted
+        await eventually(lambda: handler.offsets(OTHER) == [1], what="marker")
+        assert handler.offsets(ROOM) == [1]
+        await broker.subscribe(ROOM)  # and it can be subscribed again
+        await publisher.publish([event(3)])
+        await eventually(lambda: handler.offsets(ROOM) == [1, 3], what="subscribed again")
+    finally:
+        await broker.aclose()
+        await publisher.aclose()

@@ -19,6 +19,12 @@ bytes. Guarantees, on top of those of ``base.Broker``:
   missed from the log. An idle connection is PINGed, so a silent network failure is noticed too.
 * Messages already received are delivered in one ``on_events`` call per read (at most
   ``MAX_BATCH`` events), without waiting for more. Malformed payloads are logged and skipped.
+* ``unsubscribe`` lets go of a room's channel ``unsubscribe_delay`` seconds later (default
+  ``UNSUBSCRIBE_DELAY``), unless the room is subscribed again meanwhile, which then costs no
+  command and no wait: rooms that lose their last local subscriber and get one back soon (a
+  reconnect, a board reopened, tabs coming and going) do not cost a SUBSCRIBE and UNSUBSCRIBE
+  each time. Until then the room's events still reach the handler, which ignores rooms it does
+  not serve.
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ PING_INTERVAL: Final = 1.0
 PING_TIMEOUT: Final = 2.0
 #: ``start`` waits this long for the first connection (it never fails: Redis may come later).
 START_TIMEOUT: Final = 1.0
+#: How long a channel stays subscribed after ``unsubscribe`` (see the module docstring).
+UNSUBSCRIBE_DELAY: Final = 5.0
 #: ``aclose`` waits this long for publishes in progress.
 CLOSE_TIMEOUT: Final = 2.0
 BACKOFF_MIN: Final = 0.1
@@ -90,8 +98,16 @@ class RedisBroker:
 
     name = "redis"
 
-    def __init__(self, redis_url: str, handler: BrokerHandler, *, instance_id: str) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        handler: BrokerHandler,
+        *,
+        instance_id: str,
+        unsubscribe_delay: float = UNSUBSCRIBE_DELAY,
+    ) -> None:
         self._handler = handler
+        self._unsubscribe_delay = unsubscribe_delay
         self._presence_payload = PRESENCE_SIGNAL + instance_id.encode()
         url_options = parse_url(redis_url)
 
@@ -126,6 +142,11 @@ class RedisBroker:
         self._closed = False
         self._closing = False
         self._wanted: set[bytes] = set()
+        # Channels the current subscriber connection has confirmed (SUBSCRIBE answered).
+        self._confirmed: set[bytes] = set()
+        # Channels unsubscribed but not let go yet: their UNSUBSCRIBE is due at the timer.
+        self._lingering: dict[bytes, asyncio.TimerHandle] = {}
+        self._unsubscribing: set[asyncio.Task[None]] = set()
         self._conn: AbstractConnection | None = None  # the subscriber connection, once open
         self._command_lock = asyncio.Lock()  # one SUBSCRIBE/UNSUBSCRIBE in flight at a time
         self._waiter: tuple[bytes, bytes, asyncio.Future[None]] | None = None
@@ -262,19 +283,45 @@ class RedisBroker:
     # Subscribing
 
     async def subscribe(self, room: str) -> None:
-        """Returns once Redis confirmed the SUBSCRIBE, or at once while disconnected."""
+        """Returns once Redis confirmed the SUBSCRIBE, or at once while disconnected (or when
+        the channel is still subscribed: see ``unsubscribe``)."""
         if self._closed:
             return
         channel = channel_of(room)
+        lingering = self._lingering.pop(channel, None)
+        if lingering is not None:
+            lingering.cancel()
+        if channel in self._wanted and channel in self._confirmed:
+            return  # subscribed on the live connection already
         self._wanted.add(channel)
         # Shielded: a caller cancelled mid-command must not break the shared connection.
         await asyncio.shield(self._command(b"subscribe", channel))
 
     async def unsubscribe(self, room: str) -> None:
-        """Returns once Redis confirmed the UNSUBSCRIBE, or at once while disconnected."""
+        """Let go of ``room``'s channel ``unsubscribe_delay`` seconds from now, unless it is
+        subscribed again meanwhile; with no delay, returns once Redis confirmed the
+        UNSUBSCRIBE, or at once while disconnected."""
         if self._closed:
             return
         channel = channel_of(room)
+        if channel not in self._wanted or channel in self._lingering:
+            return
+        if self._unsubscribe_delay <= 0:
+            await self._unsubscribe(channel)
+            return
+        loop = asyncio.get_running_loop()
+        self._lingering[channel] = loop.call_later(self._unsubscribe_delay, self._let_go, channel)
+
+    def _let_go(self, channel: bytes) -> None:
+        del self._lingering[channel]
+        # Not wanted from this moment: a subscribe() made before the command is sent sends
+        # its own SUBSCRIBE, queued behind it (or makes it moot: see ``_command``).
+        self._wanted.discard(channel)
+        task = asyncio.ensure_future(self._command(b"unsubscribe", channel))
+        self._unsubscribing.add(task)
+        task.add_done_callback(self._unsubscribing.discard)
+
+    async def _unsubscribe(self, channel: bytes) -> None:
         self._wanted.discard(channel)
         await asyncio.shield(self._command(b"unsubscribe", channel))
 
@@ -397,6 +444,9 @@ class RedisBroker:
             return
         if kind == b"subscribe":
             pending.discard(channel)
+            self._confirmed.add(channel)
+        elif kind == b"unsubscribe":
+            self._confirmed.discard(channel)
         waiter = self._waiter
         if waiter is not None and waiter[:2] == (kind, channel) and not waiter[2].done():
             waiter[2].set_result(None)
@@ -416,6 +466,7 @@ class RedisBroker:
     def _end_session(self, conn: AbstractConnection, reason: str) -> None:
         if self._conn is conn:
             self._conn = None
+            self._confirmed.clear()
             waiter = self._waiter
             if waiter is not None and not waiter[2].done():
                 waiter[2].set_result(None)  # released: the room is subscribed on reconnection
@@ -448,6 +499,11 @@ class RedisBroker:
         self._closing = True
         await self.flush(CLOSE_TIMEOUT)
         self._closed = True
+        for timer in self._lingering.values():
+            timer.cancel()
+        self._lingering.clear()
+        for unsubscribing in self._unsubscribing:
+            unsubscribing.cancel()  # the connection closes below anyway
         tasks = {t for t in (self._supervisor, self._watcher, self._reader) if t is not None}
         pending = {t for t in tasks if not t.done()}
         while pending:
