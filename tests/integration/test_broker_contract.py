@@ -11,6 +11,7 @@ payloads skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
@@ -240,9 +241,11 @@ async def test_presence_signals_of_several_rooms_reach_the_instances_subscribed_
     await broker_a.publish_presence([OTHER])
     await eventually(lambda: len(b.signals) == 3, what="B gets a signal per room")
     assert b.signals == [ROOM, OTHER, OTHER]
-    await broker_b.publish_presence([ROOM])  # one round trip each way proves nothing else came
+    await broker_b.publish_presence([ROOM])
     await eventually(lambda: a.signals == [ROOM], what="A gets B's signal")
-    assert b.signals == [ROOM, OTHER, OTHER]  # an instance ignores its own signals
+    await broker_a.publish_presence([ROOM])  # behind B's own signal on B's connection
+    await eventually(lambda: len(b.signals) == 4, what="B gets A's last signal")
+    assert b.signals == [ROOM, OTHER, OTHER, ROOM]  # and not its own
 
 
 async def test_own_events_come_back_through_redis(make_redis: RedisFactory) -> None:
@@ -483,16 +486,29 @@ async def _pubsub_commands(admin: Redis) -> tuple[int, int]:
     return calls("subscribe"), calls("unsubscribe")
 
 
+@contextlib.asynccontextmanager
+async def _lingering_broker(
+    url: str, handler: Recorder, delay: float
+) -> AsyncIterator[tuple[RedisBroker, RedisBroker]]:
+    """A broker that lets go of rooms ``delay`` s after unsubscribe, and a publisher."""
+    broker = RedisBroker(url, handler, instance_id="linger", unsubscribe_delay=delay)
+    publisher = RedisBroker(url, Recorder(), instance_id="pub", unsubscribe_delay=0.0)
+    try:
+        await broker.start()
+        await publisher.start()
+        await eventually(lambda: broker.up and publisher.up, what="both up")
+        yield broker, publisher
+    finally:
+        await broker.aclose()
+        await publisher.aclose()
+
+
 async def test_a_room_subscribed_again_within_the_delay_costs_no_command(
     redis_server: RedisServer,  # noqa: F811
     admin: Redis,
 ) -> None:
     handler = Recorder()
-    broker = RedisBroker(redis_server.url, handler, instance_id="linger", unsubscribe_delay=30.0)
-    publisher = RedisBroker(redis_server.url, Recorder(), instance_id="pub", unsubscribe_delay=0.0)
-    try:
-        await broker.start()
-        await publisher.start()
+    async with _lingering_broker(redis_server.url, handler, 30.0) as (broker, publisher):
         await broker.subscribe(ROOM)
         before = await _pubsub_commands(admin)
         await broker.unsubscribe(ROOM)
@@ -502,44 +518,67 @@ async def test_a_room_subscribed_again_within_the_delay_costs_no_command(
         assert await _pubsub_commands(admin) == before
         await publisher.publish([event(1)])
         await eventually(lambda: handler.offsets(ROOM) == [1], what="the event arrives")
-    finally:
-        await broker.aclose()
-        await publisher.aclose()
 
 
-async def test_a_room_is_let_go_once_the_delay_has_passed(
+async def test_a_lingering_room_is_silent_then_let_go(
     redis_server: RedisServer,  # noqa: F811
     admin: Redis,
 ) -> None:
     handler = Recorder()
-    broker = RedisBroker(redis_server.url, handler, instance_id="linger", unsubscribe_delay=0.3)
-    publisher = RedisBroker(redis_server.url, Recorder(), instance_id="pub", unsubscribe_delay=0.0)
-    try:
-        await broker.start()
-        await publisher.start()
+    async with _lingering_broker(redis_server.url, handler, timeout(1.0)) as (broker, publisher):
         await broker.subscribe(ROOM)
         await broker.subscribe(OTHER)
         await broker.unsubscribe(ROOM)
-        await publisher.publish([event(1)])  # still subscribed for now: it arrives
-        await eventually(lambda: handler.offsets(ROOM) == [1], what="an event while lingering")
-
-        async def subscribers() -> int:
-            return int((await admin.pubsub_numsub(channel_of(ROOM)))[0][1])
-
-        numsub = 1
-        for _ in range(100):
-            numsub = await subscribers()
-            if numsub == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert numsub == 0, "never unsubscribed"
-        await publisher.publish([event(2)])
+        await publisher.publish([event(1)])  # still subscribed in Redis, but not passed on
         await publisher.publish([event(1, OTHER)])  # a marker behind it, on a room still wanted
         await eventually(lambda: handler.offsets(OTHER) == [1], what="marker")
-        assert handler.offsets(ROOM) == [1]
+        assert handler.offsets(ROOM) == []
+
+        async def let_go() -> bool:
+            return int((await admin.pubsub_numsub(channel_of(ROOM)))[0][1]) == 0
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout(5.0)
+        while not await let_go():
+            assert loop.time() < deadline, "never unsubscribed"
+            await asyncio.sleep(0.05)
         await broker.subscribe(ROOM)  # and it can be subscribed again
-        await publisher.publish([event(3)])
-        await eventually(lambda: handler.offsets(ROOM) == [1, 3], what="subscribed again")
-    finally:
-        await broker.aclose()
-        await publisher.aclose()
+        await publisher.publish([event(2)])
+        await eventually(lambda: handler.offsets(ROOM) == [2], what="subscribed again")
+
+
+async def test_subscribe_while_the_let_go_is_in_flight_waits_for_its_own_subscribe(
+    redis_server: RedisServer,  # noqa: F811
+    admin: Redis,
+) -> None:
+    handler = Recorder()
+    async with _lingering_broker(redis_server.url, handler, 30.0) as (broker, publisher):
+        channel = channel_of(ROOM)
+        await admin.ping()  # its connection open: the check below is one round trip
+        await broker.subscribe(ROOM)
+        await broker.unsubscribe(ROOM)
+        broker._lingering[channel].cancel()
+        broker._let_go(channel)  # what the timer does: the UNSUBSCRIBE is now on its way
+        queued = asyncio.ensure_future(broker.subscribe(ROOM))
+        await asyncio.sleep(0)
+        await broker.unsubscribe(ROOM)
+        await broker.subscribe(ROOM)  # must not take the UNSUBSCRIBE's channel for subscribed
+        assert (await admin.pubsub_numsub(channel))[0][1] == 1, "returned before it was active"
+        await publisher.publish([event(1)])
+        await eventually(lambda: handler.offsets(ROOM) == [1], what="the event arrives")
+        await queued
+
+
+async def test_a_lingering_room_survives_a_reconnection(
+    redis_server: RedisServer,  # noqa: F811
+    admin: Redis,
+) -> None:
+    handler = Recorder()
+    async with _lingering_broker(redis_server.url, handler, 30.0) as (broker, publisher):
+        await broker.subscribe(ROOM)
+        await broker.unsubscribe(ROOM)
+        assert await admin.client_kill_filter(_type="pubsub") >= 1
+        await eventually(lambda: broker.reconnects == 1 and broker.up, what="reconnected")
+        await broker.subscribe(ROOM)
+        await publisher.publish([event(1)])
+        await eventually(lambda: handler.offsets(ROOM) == [1], what="the event arrives")

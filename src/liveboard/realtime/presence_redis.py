@@ -183,7 +183,9 @@ class RedisPresence:
 
     def on_signal(self, room: str) -> None:
         """Another instance changed ``room``: re-read it soon (coalesced)."""
-        if self._closed or room in self._pending or room not in self._views_or_active():
+        if self._closed or room in self._pending:
+            return
+        if room not in self._views and room not in self._active_rooms():
             return
         loop = asyncio.get_running_loop()
         self._pending[room] = loop.call_later(COALESCE, self._reread_soon, room)

@@ -10,6 +10,9 @@ read-only snapshot. Guarantees:
 * A read snapshot sees one committed state: ``REPEATABLE READ`` on PostgreSQL, a deferred
   transaction in WAL mode on SQLite. That is what makes ``GET /api/projects/{pid}/tasks``
   consistent with the offset it returns.
+* ``Database.read_one()`` is for one statement, which sees one committed state by itself: on
+  PostgreSQL it runs outside a transaction (autocommit), without ``read``'s BEGIN and ROLLBACK
+  round trips; on SQLite it is ``read``.
 """
 
 from __future__ import annotations

@@ -71,7 +71,12 @@ class Broker(Protocol):
         ...
 
     async def unsubscribe(self, room: str) -> None:
-        """Stop receiving ``room``'s events (idempotent)."""
+        """Stop receiving ``room``'s events (idempotent).
+
+        A broker may let go of the room a little later (the Redis broker after its
+        ``unsubscribe_delay``, so that a room wanted again soon costs nothing); its events
+        and presence signals stop reaching the handler at once all the same.
+        """
         ...
 
     async def aclose(self) -> None:

@@ -10,9 +10,10 @@ bytes. Guarantees, on top of those of ``base.Broker``:
   own events back from Redis; the node drops those duplicates by offset.
 * The last dropped event of each room is published again once Redis answers, so that other
   instances see the hole and fill it from the log even if their own connection never broke.
-* ``subscribe`` returns once Redis has confirmed the SUBSCRIBE, so an event published after it
-  returns is received. While the subscriber connection is down it returns at once: the room is
-  remembered, subscribed again on reconnection, and ``on_broker_restored`` follows.
+* ``subscribe`` returns once Redis has confirmed the SUBSCRIBE (at once for a channel still
+  subscribed, see ``unsubscribe`` below), so an event published after it returns is received.
+  While the subscriber connection is down it returns at once: the room is remembered,
+  subscribed again on reconnection, and ``on_broker_restored`` follows.
 * The subscriber connection is re-established forever, with jittered exponential backoff from
   ``BACKOFF_MIN`` to ``BACKOFF_MAX`` seconds. Once every wanted channel is subscribed again the
   broker is ``up`` and calls ``handler.on_broker_restored()``, after which the node reads what it
@@ -23,8 +24,7 @@ bytes. Guarantees, on top of those of ``base.Broker``:
   ``UNSUBSCRIBE_DELAY``), unless the room is subscribed again meanwhile, which then costs no
   command and no wait: rooms that lose their last local subscriber and get one back soon (a
   reconnect, a board reopened, tabs coming and going) do not cost a SUBSCRIBE and UNSUBSCRIBE
-  each time. Until then the room's events still reach the handler, which ignores rooms it does
-  not serve.
+  each time. Meanwhile its messages are dropped unread, as after an UNSUBSCRIBE.
 """
 
 from __future__ import annotations
@@ -314,15 +314,18 @@ class RedisBroker:
 
     def _let_go(self, channel: bytes) -> None:
         del self._lingering[channel]
-        # Not wanted from this moment: a subscribe() made before the command is sent sends
-        # its own SUBSCRIBE, queued behind it (or makes it moot: see ``_command``).
+        # Neither wanted nor to be trusted as subscribed from this moment, though the
+        # UNSUBSCRIBE's answer is still to come: a subscribe() made meanwhile sends its own
+        # SUBSCRIBE, queued behind it (or makes it moot: see ``_command``), and waits for it.
         self._wanted.discard(channel)
+        self._confirmed.discard(channel)
         task = asyncio.ensure_future(self._command(b"unsubscribe", channel))
         self._unsubscribing.add(task)
         task.add_done_callback(self._unsubscribing.discard)
 
     async def _unsubscribe(self, channel: bytes) -> None:
         self._wanted.discard(channel)
+        self._confirmed.discard(channel)
         await asyncio.shield(self._command(b"unsubscribe", channel))
 
     async def _command(self, kind: bytes, channel: bytes) -> None:
@@ -422,8 +425,8 @@ class RedisBroker:
             return  # PONG
         kind, channel, payload = reply
         if kind == b"message":
-            if channel not in self._wanted:
-                return  # arrived before our UNSUBSCRIBE took effect
+            if channel not in self._wanted or channel in self._lingering:
+                return  # arrived before our UNSUBSCRIBE took effect, or lingering
             if isinstance(payload, bytes) and payload.startswith(PRESENCE_SIGNAL):
                 if payload != self._presence_payload:
                     room = channel.decode(errors="replace").removeprefix(CHANNEL_PREFIX)
@@ -504,6 +507,7 @@ class RedisBroker:
         self._lingering.clear()
         for unsubscribing in self._unsubscribing:
             unsubscribing.cancel()  # the connection closes below anyway
+        await asyncio.gather(*self._unsubscribing, return_exceptions=True)
         tasks = {t for t in (self._supervisor, self._watcher, self._reader) if t is not None}
         pending = {t for t in tasks if not t.done()}
         while pending:
