@@ -503,6 +503,12 @@ async def _lingering_broker(
         await publisher.aclose()
 
 
+async def _arrives(publisher: RedisBroker, handler: Recorder, offset: int) -> None:
+    """An event of ROOM published now reaches ``handler`` (the room is subscribed)."""
+    await publisher.publish([event(offset)])
+    await eventually(lambda: handler.offsets(ROOM)[-1:] == [offset], what=f"event {offset}")
+
+
 async def test_a_room_subscribed_again_within_the_delay_costs_no_command(
     redis_server: RedisServer,  # noqa: F811
     admin: Redis,
@@ -516,8 +522,7 @@ async def test_a_room_subscribed_again_within_the_delay_costs_no_command(
         await broker.unsubscribe(ROOM)
         await broker.subscribe(ROOM)
         assert await _pubsub_commands(admin) == before
-        await publisher.publish([event(1)])
-        await eventually(lambda: handler.offsets(ROOM) == [1], what="the event arrives")
+        await _arrives(publisher, handler, 1)
 
 
 async def test_a_lingering_room_is_silent_then_let_go(
@@ -543,8 +548,7 @@ async def test_a_lingering_room_is_silent_then_let_go(
             assert loop.time() < deadline, "never unsubscribed"
             await asyncio.sleep(0.05)
         await broker.subscribe(ROOM)  # and it can be subscribed again
-        await publisher.publish([event(2)])
-        await eventually(lambda: handler.offsets(ROOM) == [2], what="subscribed again")
+        await _arrives(publisher, handler, 2)
 
 
 async def test_subscribe_while_the_let_go_is_in_flight_waits_for_its_own_subscribe(
@@ -564,8 +568,7 @@ async def test_subscribe_while_the_let_go_is_in_flight_waits_for_its_own_subscri
         await broker.unsubscribe(ROOM)
         await broker.subscribe(ROOM)  # must not take the UNSUBSCRIBE's channel for subscribed
         assert (await admin.pubsub_numsub(channel))[0][1] == 1, "returned before it was active"
-        await publisher.publish([event(1)])
-        await eventually(lambda: handler.offsets(ROOM) == [1], what="the event arrives")
+        await _arrives(publisher, handler, 1)
         await queued
 
 
@@ -580,5 +583,4 @@ async def test_a_lingering_room_survives_a_reconnection(
         assert await admin.client_kill_filter(_type="pubsub") >= 1
         await eventually(lambda: broker.reconnects == 1 and broker.up, what="reconnected")
         await broker.subscribe(ROOM)
-        await publisher.publish([event(1)])
-        await eventually(lambda: handler.offsets(ROOM) == [1], what="the event arrives")
+        await _arrives(publisher, handler, 1)
