@@ -8,7 +8,8 @@ Layout in Redis:
   seconds). An instance whose heartbeat is older than ``INSTANCE_TTL`` is dead: its entries are
   ignored and removed by whichever instance notices first.
 * ``liveboard:instance:{id}`` — a marker with a TTL; when a heartbeat finds it gone, Redis lost its
-  data (a restart), and the instance writes all its local entries again.
+  data (a restart), and the instance writes all its local entries again before it adds itself
+  to the instances set, so that no other instance reads it alive with no users.
 
 Semantics, on top of ``presence``'s:
 
@@ -344,12 +345,16 @@ class RedisPresence:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     async def _heartbeat(self) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(INSTANCES_KEY, {self._instance: time.time()})
-            pipe.set(MARKER_PREFIX + self._instance, b"1", ex=int(INSTANCE_TTL * 3), get=True)
-            _, previous = await pipe.execute()
+        # The marker first, the instances set last: after a Redis restart this instance's
+        # entries must be written again before it shows itself alive. Alive with no entries,
+        # it would have its users read as gone by the others, who keep the users of an instance
+        # missing from the set (for ``INSTANCE_TTL``), not of one present with none.
+        previous = await self._redis.set(
+            MARKER_PREFIX + self._instance, b"1", ex=int(INSTANCE_TTL * 3), get=True
+        )
         if previous is None or self._unsynced:
             await self._reassert(restarted=previous is None)
+        await self._redis.zadd(INSTANCES_KEY, {self._instance: time.time()})
 
     async def _reassert(self, *, restarted: bool) -> None:
         """Make Redis hold exactly our local entries again: after a first start or a Redis
