@@ -161,7 +161,6 @@ async def serve(
                     session.busy = False
             elif kind is WSMsgType.PING:
                 if session.pong(message.data) > node.settings.slow_consumer_bytes:
-                    node.metrics.slow_consumer_closes += 1
                     node.close_slow_consumer(session.outlet)
             elif kind is WSMsgType.BINARY:
                 session.close(CLOSE_UNSUPPORTED, "binary frames are not supported")

@@ -299,7 +299,6 @@ class Hub:
                 self._metrics.messages_sent += sent
                 self._metrics.deliveries += sent
                 if outlet.flush() > self._limit:
-                    self._metrics.slow_consumer_closes += 1
                     self._on_slow_consumer(outlet)
             outlet.pending.clear()
             del room.joining[outlet]
@@ -323,7 +322,6 @@ class Hub:
             if transport.get_write_buffer_size() > limit:
                 slow.append(outlet)
         for outlet in slow:  # after the loop: closing one may change the room
-            self._metrics.slow_consumer_closes += 1
             self._on_slow_consumer(outlet)
         return written * len(frames)
 
@@ -339,7 +337,6 @@ class Hub:
                 outlet.pending.clear()
                 continue
             if outlet.flush() > self._limit:
-                self._metrics.slow_consumer_closes += 1
                 self._on_slow_consumer(outlet)
         for room, frames in batch.items():
             sent += self._write_room(room, frames)

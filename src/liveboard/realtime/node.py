@@ -511,9 +511,11 @@ class Node:
                 session.send(payload)
 
     def close_slow_consumer(self, outlet: Outlet) -> None:
-        """Close with 4008 the connection whose unsent bytes passed ``slow_consumer_bytes``."""
+        """Close with 4008 the connection whose unsent bytes passed ``slow_consumer_bytes``
+        (its events from the hub, or its pongs), counted once in ``slow_consumer_closes``."""
         session = self.sessions.get(outlet.connection_id)
-        if session is not None:
+        if session is not None and not session.closing:
+            self.metrics.slow_consumer_closes += 1
             log.info("closing slow consumer %s", outlet.connection_id)
             session.close_now(CLOSE_SLOW_CONSUMER, "slow consumer")
 
