@@ -1,28 +1,51 @@
 # liveboard — the contract's commands (CONTRACT §1). Everything installs from the lock files.
+#
+# How the install stays reproducible: the pip that `python3 -m venv` ships differs by Python
+# release (23.2.1 on 3.11.7) and some of those pips mis-resolve a locked package asked for with an
+# extra by another locked package (picows needs python-socks[asyncio]: pip 23.2 fetched the
+# newest python-socks for the extra and refused it in --require-hashes mode, so the lock broke
+# the day python-socks 3.2.2 was released). So that pip does one thing only: it installs uv at
+# one version whose wheels' hashes are in requirements-uv.lock (a single package, no dependencies,
+# no extras, which every pip since 20.3 reads the same way). uv then installs every other lock
+# with hashes required, and the same uv wrote them (`make lock`). liveboard itself is installed
+# without build isolation, its build backend taken from requirements-build.lock, so no step asks
+# the index for "the newest" anything (hatchling needs `editables` for the editable install). tools/lockcheck.py checks each lock is closed: every
+# requirement of every locked package, extras included, is locked at one version (`make
+# check-locks`, and tests/unit/test_locks.py in `make test`).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+UV := $(BIN)/uv
+# uv reads no pip configuration; it takes its index from the environment (UV_INDEX_URL, …) only.
+UV_PIP := $(UV) --quiet pip install --python $(BIN)/python --require-hashes
+UV_VERSION ?= 0.13.9
 HOST ?= 127.0.0.1
 PORT ?= 8000
+LOCKS := requirements.lock requirements-test.lock requirements-bench.lock requirements-build.lock
 
-.PHONY: venv run test test-unit lint lock clean bench bench-quick soak fuzz
+.PHONY: venv run wait test test-unit lint lock lock-uv check-locks clean bench bench-quick soak fuzz
 
-# Shared set-up: the virtualenv, the locked runtime dependencies and liveboard itself.
-$(BIN)/.runtime: requirements.lock pyproject.toml
+# The virtualenv and the pinned installer.
+$(UV): requirements-uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --require-hashes -r requirements.lock
-	$(PIP) install --no-deps -e .
+	$(PIP) install --require-hashes --no-deps -r requirements-uv.lock
+	@touch $@
+
+# Shared set-up: the locked runtime dependencies and liveboard itself.
+$(BIN)/.runtime: $(UV) requirements.lock requirements-build.lock pyproject.toml
+	$(UV_PIP) -r requirements.lock -r requirements-build.lock
+	$(UV) --quiet pip install --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $@
 
 # Test extras on top of the runtime set-up.
 $(BIN)/.test: $(BIN)/.runtime requirements-test.lock
-	$(PIP) install --require-hashes -r requirements-test.lock
+	$(UV_PIP) -r requirements-test.lock
 	@touch $@
 
 # Benchmark extras (load generator, the python-socketio peer, plots, profiler).
 $(BIN)/.bench: $(BIN)/.runtime requirements-bench.lock
-	$(PIP) install --require-hashes -r requirements-bench.lock
+	$(UV_PIP) -r requirements-bench.lock
 	@touch $@
 
 venv: $(BIN)/.runtime
@@ -30,9 +53,22 @@ venv: $(BIN)/.runtime
 run: venv
 	$(BIN)/liveboard serve --dev --host $(HOST) --port $(PORT)
 
+# Waits until a server started with `make run &` answers /healthz (the first `make run` installs
+# the dependencies first); gives up after WAIT_SECONDS.
+WAIT_SECONDS ?= 300
+wait:
+	@$(PYTHON) -c 'import sys, time, urllib.request; \
+	deadline = time.monotonic() + $(WAIT_SECONDS); \
+	url = "http://$(HOST):$(PORT)/healthz"; \
+	while True: \
+	    try: urllib.request.urlopen(url, timeout=2).close(); print("liveboard answers at " + url); break; \
+	    except OSError: \
+	        if time.monotonic() > deadline: sys.exit("no answer from " + url + " after $(WAIT_SECONDS) s"); \
+	        time.sleep(0.25)'
+
 test: $(BIN)/.test $(BIN)/.bench
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -40,9 +76,14 @@ test-unit: $(BIN)/.test $(BIN)/.bench
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(BIN)/.test
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
+
+# Each lock file closed under its packages' own requirements, extras included (offline: the
+# packages' metadata comes from the installed virtualenv).
+check-locks: $(BIN)/.test $(BIN)/.bench
+	$(BIN)/python -m tools.lockcheck $(LOCKS)
 
 # The benchmark suite against python-socketio (≤ 10 min; needs redis-server and PostgreSQL):
 # results in bench/results/, the table and plot in docs/benchmarks.md.
@@ -64,12 +105,19 @@ fuzz: $(BIN)/.test
 soak: $(BIN)/.test
 	$(BIN)/python -m tests.soak.runner --duration 600
 
-# Regenerate the lock files after editing pyproject.toml (needs uv: pip install uv).
-lock:
-	uv lock
-	uv export --frozen --no-dev --no-emit-project --format requirements-txt > requirements.lock
-	uv export --frozen --no-dev --extra test --no-emit-project --format requirements-txt > requirements-test.lock
-	uv export --frozen --no-dev --extra bench --no-emit-project --format requirements-txt > requirements-bench.lock
+# Regenerate the lock files after editing pyproject.toml, with the pinned uv, then install them
+# and check they are closed.
+lock: $(UV)
+	$(UV) lock
+	$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt -o requirements.lock
+	$(UV) export --frozen --no-dev --extra test --no-emit-project --format requirements-txt -o requirements-test.lock
+	$(UV) export --frozen --no-dev --extra bench --no-emit-project --format requirements-txt -o requirements-bench.lock
+	$(UV) export --frozen --only-group build --no-emit-project --format requirements-txt -o requirements-build.lock
+	$(MAKE) check-locks
+
+# Move the pinned installer to UV_VERSION: the hashes of every file that release publishes.
+lock-uv: $(UV)
+	echo "uv==$(UV_VERSION)" | $(UV) pip compile --generate-hashes --no-header --quiet - -o requirements-uv.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
