@@ -57,14 +57,7 @@ run: venv
 # the dependencies first); gives up after WAIT_SECONDS.
 WAIT_SECONDS ?= 300
 wait:
-	@$(PYTHON) -c 'import sys, time, urllib.request; \
-	deadline = time.monotonic() + $(WAIT_SECONDS); \
-	url = "http://$(HOST):$(PORT)/healthz"; \
-	while True: \
-	    try: urllib.request.urlopen(url, timeout=2).close(); print("liveboard answers at " + url); break; \
-	    except OSError: \
-	        if time.monotonic() > deadline: sys.exit("no answer from " + url + " after $(WAIT_SECONDS) s"); \
-	        time.sleep(0.25)'
+	@$(PYTHON) -m tools.wait_for_server http://$(HOST):$(PORT)/healthz $(WAIT_SECONDS)
 
 test: $(BIN)/.test $(BIN)/.bench
 	$(BIN)/ruff check src tests bench tools
