@@ -22,7 +22,7 @@ UV_PIP := $(UV) --quiet pip install --python $(BIN)/python --require-hashes
 UV_VERSION ?= 0.13.9
 HOST ?= 127.0.0.1
 PORT ?= 8000
-LOCKS := requirements.lock requirements-test.lock requirements-bench.lock requirements-build.lock
+LOCKS := requirements.lock requirements-test.lock requirements-bench.lock requirements-build.lock requirements-uv.lock
 
 .PHONY: venv run wait test test-unit lint lock lock-uv check-locks clean bench bench-quick soak fuzz
 

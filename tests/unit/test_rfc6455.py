@@ -130,6 +130,31 @@ def test_frames_are_taken_one_at_a_time_and_those_before_a_violation_come_first(
     assert caught.value.code == 1007
 
 
+def test_invalid_utf8_fails_at_its_fragment_not_at_the_end_of_the_message() -> None:
+    """Fail fast (Autobahn 6.4): the message's last fragment may never come."""
+    reader = FrameReader(LIMIT)
+    reader.feed(encode_frame(OP_TEXT, b"ok \xce\xba\xe1", fin=False))
+    assert reader.next_frame() is None  # a sequence cut at the fragment's end may still be valid
+    reader.feed(encode_frame(OP_CONT, b"\xbd\xb9\xff", fin=False))
+    with pytest.raises(FrameError) as caught:
+        reader.next_frame()
+    assert caught.value.code == 1007
+
+
+def test_a_character_split_across_fragments_is_whole_again() -> None:
+    pieces = [b"\xf0", b"\x9f", b"\x98", b"\x80 done"]
+    stream = b"".join(
+        encode_frame(OP_TEXT if i == 0 else OP_CONT, piece, fin=i == len(pieces) - 1)
+        for i, piece in enumerate(pieces)
+    )
+    assert read(stream) == [Frame(OP_TEXT, "\U0001f600 done")]
+
+
+def test_a_message_cut_inside_a_character_is_invalid() -> None:
+    stream = encode_frame(OP_TEXT, b"\xe2\x82", fin=False) + encode_frame(OP_CONT, b"")
+    assert code_of(stream) == 1007
+
+
 def test_many_empty_fragments_make_one_message() -> None:
     stream = (
         encode_frame(OP_TEXT, b"a", fin=False)

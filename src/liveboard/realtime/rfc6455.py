@@ -10,8 +10,9 @@ RFC, no extensions negotiated):
   continue and a new message may not start inside one (§5.4, §5.5): 1002;
 * a message (all its fragments) is at most ``limit`` bytes, checked against the declared length
   before the payload arrives: 1009;
-* text is valid UTF-8 (§8.1): 1007; a close frame has no body or a valid code (§7.4) and a UTF-8
-  reason: 1002 / 1007.
+* text is valid UTF-8 (§8.1): 1007, as soon as a fragment shows it is not (fail fast, as
+  Autobahn's 6.4 cases ask), not only once the message is whole;
+* a close frame has no body or a valid code (§7.4) and a UTF-8 reason: 1002 / 1007.
 
 It holds what the caller fed and has not taken yet, plus the fragments of one message (at
 most ``limit`` bytes); the caller bounds the former by pausing its socket.
@@ -19,6 +20,7 @@ most ``limit`` bytes); the caller bounds the former by pausing its socket.
 
 from __future__ import annotations
 
+import codecs
 from typing import Final, NamedTuple
 
 OP_CONTINUATION: Final = 0x0
@@ -80,6 +82,7 @@ class FrameReader:
     __slots__ = (
         "_buffer",
         "_closed",
+        "_decoder",
         "_fragment_opcode",
         "_fragment_size",
         "_fragments",
@@ -98,6 +101,9 @@ class FrameReader:
         self._fragments = bytearray()
         self._fragment_opcode = 0  # opcode of the message being continued, 0 when none
         self._fragment_size = 0
+        # A fragmented text message is checked fragment by fragment, so that invalid UTF-8
+        # fails the connection at the fragment that carries it.
+        self._decoder: codecs.IncrementalDecoder | None = None
 
     def feed(self, data: bytes) -> None:
         """Buffer bytes received from the peer (ignored after a close frame)."""
@@ -189,16 +195,22 @@ class FrameReader:
         if opcode == OP_CONTINUATION:
             self._fragments += payload
             self._fragment_size += len(payload)
+            if self._decoder is not None:
+                _check_utf8(self._decoder, payload, final=bool(final))
             if not final:
                 return None
             opcode = self._fragment_opcode
             payload = bytes(self._fragments)
             self._fragments = bytearray()
             self._fragment_opcode = self._fragment_size = 0
+            self._decoder = None
         elif not final:
             self._fragments = bytearray(payload)
             self._fragment_opcode = opcode
             self._fragment_size = len(payload)
+            if opcode == OP_TEXT:
+                self._decoder = _UTF8_DECODER()
+                _check_utf8(self._decoder, payload, final=False)
             return None
         if opcode == OP_BINARY:
             return Frame(OP_BINARY, payload)
@@ -206,6 +218,19 @@ class FrameReader:
             return Frame(OP_TEXT, payload.decode("utf-8"))
         except UnicodeDecodeError:
             raise FrameError(1007, "text message is not valid UTF-8") from None
+
+
+_UTF8_DECODER: Final = codecs.getincrementaldecoder("utf-8")
+
+
+def _check_utf8(decoder: codecs.IncrementalDecoder, payload: bytes, *, final: bool) -> None:
+    """Fails at the first fragment that cannot be UTF-8. What it decodes is dropped: the whole
+    message is decoded once more when complete, which costs less than holding a ``str`` per
+    fragment (a message of one-byte fragments would take ~50 bytes of objects per byte)."""
+    try:
+        decoder.decode(payload, final)
+    except UnicodeDecodeError:
+        raise FrameError(1007, "text message is not valid UTF-8") from None
 
 
 def _close_frame(payload: bytes) -> Frame:
