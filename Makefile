@@ -90,7 +90,7 @@ bench-quick: $(BIN)/.bench
 # The attack and hostile-client suites at full counts (docs/reliability.md), ~15 min on 2 cores.
 fuzz: $(BIN)/.test
 	LIVEBOARD_FUZZ_COUNT=60000 LIVEBOARD_PROPERTY_EXAMPLES=3000 \
-	LIVEBOARD_SCHEMATHESIS_EXAMPLES=400 LIVEBOARD_CHURN_CONNECTIONS=20000 \
+	LIVEBOARD_SCHEMATHESIS_EXAMPLES=400 LIVEBOARD_CHURN_CONNECTIONS=20000 LIVEBOARD_ATHERIS_SECONDS=300 \
 	$(BIN)/python -m pytest tests/fuzz tests/integration/test_hostile_clients.py \
 	    tests/integration/test_authz_matrix.py -s $(PYTEST_ARGS)
 
