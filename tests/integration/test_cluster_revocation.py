@@ -6,23 +6,31 @@ through instance 1 while her membership is removed through another instance and 
 created; the removal reaches instance 1 late or only from the event log:
 
 * instance 1 is cut from Redis (a TCP proxy between it and Redis is cut), so its periodic audit
-  of the event log is what delivers both the removal and the task.
+  of the event log is what delivers both the removal and the task;
+* the removal's PUBLISH is lost (the removing instance is cut from Redis), the task's arrives;
+* the removing instance is SIGKILLed after the removal committed and before it was published
+  (Redis accepts no PUBLISH meanwhile: ``CLIENT PAUSE … WRITE``), the task's arrives.
 
 Instance 1 is stopped (SIGSTOP) from before the removal until the task is committed, so it can
-apply neither in between: when it resumes, its audit is due and finds both in the log. In every case
+apply neither in between: when it resumes, the task is in its Redis socket and its audit is
+due, and the test fails if either path releases the task before the removal. In every case
 Carol must get ``unsubscribed`` (``forbidden``) and never the task, while Dave, a member
 subscribed to the same room on the same instance, gets it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
+import asyncpg
 import pytest
+from redis.asyncio import Redis
 
 from tests.cluster import (  # noqa: F401
     Cluster,
@@ -32,8 +40,9 @@ from tests.cluster import (  # noqa: F401
     subscriber,
 )
 from tests.redis_server import redis_server  # noqa: F401
+from tests.support import timeout
 from tests.tcp_proxy import TcpProxy
-from tests.wsclient import Board, Json, WsClient, project_room
+from tests.wsclient import Board, Json, WsClient, project_room, workspace_room
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
 
@@ -108,6 +117,49 @@ class Scene:
         return got
 
 
+async def removed_in_database(cluster: Cluster, wid: str, user: str, wait: float = 5.0) -> None:
+    """Return once the removal of ``user`` is committed (read from the database)."""
+    conn = await asyncpg.connect(cluster.database_url, timeout=5)
+    try:
+        deadline = time.monotonic() + timeout(wait)
+        while await conn.fetchval(
+            "SELECT count(*) FROM members WHERE workspace_id = $1 AND user_id = $2", wid, user
+        ):
+            assert time.monotonic() < deadline, "the removal never committed"
+            await asyncio.sleep(0.005)
+    finally:
+        await conn.close()
+
+
+class ChannelLog:
+    """Every message Redis carries on one room's channel, from ``start`` on."""
+
+    def __init__(self, cluster: Cluster, room: str) -> None:
+        self.redis = Redis.from_url(cluster.redis.url)
+        self.pubsub = self.redis.pubsub()
+        self.channel = f"liveboard:room:{room}"
+        self.messages: list[bytes] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> ChannelLog:
+        await self.pubsub.subscribe(self.channel)
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        async for message in self.pubsub.listen():
+            if message["type"] == "message":
+                self.messages.append(message["data"])
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        await self.pubsub.aclose()
+        await self.redis.aclose()
+
+
 async def test_partitioned_instance_applies_the_removal_before_later_events(
     cluster: Cluster, proxy: TcpProxy
 ) -> None:
@@ -130,3 +182,53 @@ async def test_partitioned_instance_applies_the_removal_before_later_events(
         lambda: scene.dave_watch.last_offset(scene.room) >= 2, wait=5, what="the later task"
     )
     assert [m.get("type") for m in await scene.carol_ws.barrier()] == [], later
+
+
+async def test_a_lost_publish_of_the_removal_does_not_let_later_events_through(
+    cluster: Cluster, proxy: TcpProxy
+) -> None:
+    """The removal is made through an instance cut from Redis: its PUBLISH is lost."""
+    [home, third] = await cluster.start(2)
+    [remover] = await cluster.start(1, env={"LIVEBOARD_REDIS_URL": proxy.redis_url})
+    scene = Scene(cluster, home)
+    await scene.set_up()
+    carried = await ChannelLog(cluster, workspace_room(scene.wid)).start()
+    try:
+        proxy.cut()
+        await cluster.wait_ready([remover], degraded=True)
+        with scene.home_stopped():
+            await remover.remove_member(scene.owner, scene.wid, scene.carol)
+            task = await scene.task(third, "written after the removal")
+        await scene.check(task, "lost publish")
+        assert carried.messages == [], "the removal was published after all"
+    finally:
+        await carried.aclose()
+
+
+async def test_an_instance_killed_between_the_removal_and_its_publish(cluster: Cluster) -> None:
+    """The removing instance dies after the commit, before its PUBLISH went out."""
+    [home, remover, third] = await cluster.start(3)
+    scene = Scene(cluster, home)
+    await scene.set_up()
+    carried = await ChannelLog(cluster, workspace_room(scene.wid)).start()
+    redis = Redis.from_url(cluster.redis.url)
+    try:
+        with scene.home_stopped():
+            await redis.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+            try:
+                removal = asyncio.create_task(
+                    remover.remove_member(scene.owner, scene.wid, scene.carol)
+                )
+                await removed_in_database(cluster, scene.wid, scene.carol)
+                remover.server.kill()  # committed; its PUBLISH waits on the pause
+                with contextlib.suppress(aiohttp.ClientError):
+                    await removal
+                    raise AssertionError("the removal was answered before the kill")
+            finally:
+                await redis.execute_command("CLIENT", "UNPAUSE")
+            task = await scene.task(third, "written after the removal")
+        await scene.check(task, "killed before publish")
+        assert carried.messages == [], "the removal was published after all"
+    finally:
+        await redis.aclose()
+        await carried.aclose()

@@ -13,9 +13,12 @@ WebSocket sessions' way into rooms. Guarantees, on top of the hub's:
   fill it the room's subscribers are sent ``resync``.
 * Removing a member ends that user's subscriptions to the workspace's rooms on every session of
   this instance (``unsubscribed`` with reason ``forbidden``), right after the ``member:removed``
-  event is delivered, and before any event committed after the removal is sent to them when
-  it comes:
+  event is delivered, and before any event committed after the removal is sent to them, by
+  whichever path it comes:
 
+  - live (the broker): the hub holds a project room's event until its workspace room has
+    released the offset the event names (``Event.workspace_offset``), filling that room's hole
+    from the log if the removal's publish was lost;
   - from the log (gap fill, catch-up after an outage, the periodic audit, the rest of a
     history): a project room's events are read first, then its workspace room is brought up
     to date from a later read, then the events are released. Whatever the log held when the
