@@ -282,7 +282,9 @@ def test_a_watched_workspace_room_is_sequenced_and_reported(recorder: Recorder) 
     hub.deliver(
         [ev(2, room="workspace:w1"), ev(1, room="workspace:w1"), ev(1, room="workspace:w1")]
     )
-    assert seen == [[1, 2]]  # in order, once, although it arrived out of order and twice
+    # in order, once, although it arrived out of order and twice; one call per event, as each
+    # is released (a removal applies before the next event is queued)
+    assert seen == [[1], [2]]
     hub.unwatch("workspace:w1")
     assert hub.rooms == {}
 
@@ -382,3 +384,26 @@ def test_events_before_the_removal_are_not_held(recorder: Recorder) -> None:
     hub.deliver([dependent(1, workspace_offset=1), ev(2)])  # 0: no dependency named
     assert carol.offsets() == [1, 2]
     assert recorder.gaps == []
+
+
+def test_a_removal_ends_a_ready_joiner_before_later_events_are_queued(
+    recorder: Recorder,
+) -> None:
+    """A joiner of the workspace room that is ahead of the room gets its frames queued per
+    outlet; a ``member:removed`` in the same release must stop what follows it."""
+    outlets: dict[str, Outlet] = {}
+    hub = revoking_hub(recorder, outlets)
+    transport = FakeTransport()
+    outlets["carol"] = outlet = Outlet(transport, "carol", "carol")
+    room = hub.join("workspace:w1", outlet)
+    hub.start_sequence(room, "e1", 0)
+    hub.complete_join(room, outlet, 0)  # live at once: the room has released 0
+    joiner = FakeTransport()
+    outlets["dave"] = late = Outlet(joiner, "dave", "dave")
+    hub.join("workspace:w1", late)
+    hub.complete_join(room, late, 1)  # sent up to 1 from the log; the room is at 0
+    # 2-4 wait behind a hole, then the log fills it: one release of 1-4
+    hub.deliver([ev(2, room="workspace:w1"), removal(3, "dave"), ev(4, room="workspace:w1")])
+    hub.fill(room, [ev(1, room="workspace:w1")])
+    assert joiner.offsets() == [2, 3], "an event after the removal was queued for the removed"
+    assert transport.offsets() == [1, 2, 3, 4]

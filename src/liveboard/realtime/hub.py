@@ -19,7 +19,7 @@ Guarantees:
   (``Event.workspace_offset``) is not released before its workspace room has released that
   offset. It waits (``Room.waiting``), the workspace room reports the hole (``on_gap``), and
   the node fills it from the log; the ``member:removed`` events among them end subscriptions
-  (``on_workspace_events``) before the waiting events go out.
+  (``on_workspace_events``, called as each is released) before the waiting events go out.
   So a removal whose publish was lost or is late still ends the subscription before anything
   committed after it.
 """
@@ -328,6 +328,10 @@ class Hub:
                     if not outlet.pending:
                         dirty.append(outlet)
                     outlet.pending.append(frame)
+            if workspace:
+                # Now, before a later event is queued: a removed member's outlets leave the
+                # rooms, so nothing after the removal is queued for them.
+                self._on_workspace_events(room, [event])
         if room.joining and result.deliver:
             # The live set is about to grow: what it had so far goes to the subscribers that
             # were live when it was released, not to the joiners promoted now (which have it).
@@ -335,8 +339,6 @@ class Hub:
             self._metrics.messages_sent += sent
             self._metrics.deliveries += sent
             self._promote(room)
-        if workspace and result.deliver:
-            self._on_workspace_events(room, result.deliver)
         released = result.deliver
         if workspace and room.waiting and result.deliver:
             released = released + self._release_waiting(room, batch, dirty)

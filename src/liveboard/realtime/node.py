@@ -399,7 +399,8 @@ class Node:
     # Revocation
 
     def _on_workspace_events(self, room: Room, events: list[Event]) -> None:
-        """Released events of a workspace room (in order, once): apply revocations."""
+        """Released events of a workspace room (in order, once, each as it is released, before
+        anything after it): apply revocations."""
         for event in events:
             if event.type == MEMBER_REMOVED:
                 self._revoke(event)
