@@ -12,8 +12,9 @@ created; the removal reaches instance 1 late or only from the event log:
   (Redis accepts no PUBLISH meanwhile: ``CLIENT PAUSE … WRITE``), the task's arrives.
 
 Instance 1 is stopped (SIGSTOP) from before the removal until the task is committed, so it can
-apply neither in between: when it resumes, the task is in its Redis socket and its audit is
-due, and the test fails if either path releases the task before the removal. In every case
+apply neither in between: when it resumes, the task waits in its Redis socket (unless it is cut
+from Redis) and its next audit finds both in the log, and the test fails if either path releases
+the task before the removal. In every case
 Carol must get ``unsubscribed`` (``forbidden``) and never the task, while Dave, a member
 subscribed to the same room on the same instance, gets it.
 """
