@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 
 from liveboard.events import Event
@@ -281,6 +282,128 @@ def test_a_watched_workspace_room_is_sequenced_and_reported(recorder: Recorder) 
     hub.deliver(
         [ev(2, room="workspace:w1"), ev(1, room="workspace:w1"), ev(1, room="workspace:w1")]
     )
-    assert seen == [[1, 2]]  # in order, once, although it arrived out of order and twice
+    # in order, once, although it arrived out of order and twice; one call per event, as each
+    # is released (a removal applies before the next event is queued)
+    assert seen == [[1], [2]]
     hub.unwatch("workspace:w1")
     assert hub.rooms == {}
+
+
+# Membership first: a project room's event waits for the workspace offset it names
+
+
+def removal(offset: int, user: str = "carol") -> Event:
+    return Event(
+        type="member:removed",
+        room="workspace:w1",
+        offset=offset,
+        epoch="e1",
+        ts=0,
+        user_id="owner",
+        data={"userId": user},
+    )
+
+
+def dependent(offset: int, workspace_offset: int) -> Event:
+    return msgspec.structs.replace(ev(offset), workspace_offset=workspace_offset)
+
+
+def revoking_hub(recorder: Recorder, outlets: dict[str, Outlet]) -> Hub:
+    """A hub whose ``member:removed`` takes the user's outlet out of every room, as the node
+    does; ``outlets`` maps user ids to their outlet."""
+    hub: Hub
+
+    def revoke(room: Room, events: list[Event]) -> None:
+        for event in events:
+            if event.type == "member:removed":
+                outlet = outlets.get(event.data["userId"])
+                if outlet is None:
+                    continue
+                for name in list(hub.rooms):
+                    hub.leave(name, outlet)
+
+    hub = Hub(
+        Metrics(),
+        slow_consumer_bytes=1000,
+        on_slow_consumer=recorder.slow_consumer,
+        on_gap=recorder.gap,
+        on_resync=recorder.resync,
+        on_workspace_events=revoke,
+    )
+    return hub
+
+
+def project_subscriber(hub: Hub, name: str) -> tuple[Outlet, FakeTransport]:
+    """A live subscriber of project:p1 whose workspace room (workspace:w1, at 0) is watched."""
+    transport = FakeTransport()
+    outlet = Outlet(transport, name, name)
+    room = hub.join("project:p1", outlet)
+    room.workspace_id = "w1"
+    if "workspace:w1" not in hub.rooms:
+        hub.start_sequence(hub.watch("workspace:w1"), "e1", 0)
+    hub.start_sequence(room, "e1", 0)
+    hub.complete_join(room, outlet, 0)
+    return outlet, transport
+
+
+def test_an_event_after_a_removal_it_has_not_seen_waits_for_it(recorder: Recorder) -> None:
+    outlets: dict[str, Outlet] = {}
+    hub = revoking_hub(recorder, outlets)
+    outlets["carol"], carol = project_subscriber(hub, "carol")
+    outlets["alice"], alice = project_subscriber(hub, "alice")
+    hub.deliver([dependent(1, workspace_offset=0)])
+    # the removal (workspace offset 1) is lost or late; the next task event names it
+    hub.deliver([dependent(2, workspace_offset=1)])
+    assert carol.offsets() == alice.offsets() == [1]
+    assert recorder.gaps == ["workspace:w1"]
+    assert hub.rooms["workspace:w1"].sequencer is not None
+    assert hub.rooms["workspace:w1"].sequencer.missing == (1, 1)
+    # the node reads it from the log
+    hub.fill(hub.rooms["workspace:w1"], [removal(1)])
+    assert alice.offsets() == [1, 2]
+    assert carol.offsets() == [1], "an event committed after the removal reached the removed user"
+
+
+def test_a_waiting_event_released_by_a_live_workspace_event(recorder: Recorder) -> None:
+    outlets: dict[str, Outlet] = {}
+    hub = revoking_hub(recorder, outlets)
+    outlets["carol"], carol = project_subscriber(hub, "carol")
+    outlets["alice"], alice = project_subscriber(hub, "alice")
+    # in one broker read, the dependent event before the removal it depends on
+    hub.deliver([dependent(1, workspace_offset=1), removal(1), dependent(2, workspace_offset=1)])
+    assert alice.offsets() == [1, 2]
+    assert carol.offsets() == []
+    assert hub.rooms["workspace:w1"].waiting == []
+
+
+def test_events_before_the_removal_are_not_held(recorder: Recorder) -> None:
+    outlets: dict[str, Outlet] = {}
+    hub = revoking_hub(recorder, outlets)
+    outlets["carol"], carol = project_subscriber(hub, "carol")
+    hub.deliver([removal(1, user="dave")])
+    hub.deliver([dependent(1, workspace_offset=1), ev(2)])  # 0: no dependency named
+    assert carol.offsets() == [1, 2]
+    assert recorder.gaps == []
+
+
+def test_a_removal_ends_a_ready_joiner_before_later_events_are_queued(
+    recorder: Recorder,
+) -> None:
+    """A joiner of the workspace room that is ahead of the room gets its frames queued per
+    outlet; a ``member:removed`` in the same release must stop what follows it."""
+    outlets: dict[str, Outlet] = {}
+    hub = revoking_hub(recorder, outlets)
+    transport = FakeTransport()
+    outlets["carol"] = outlet = Outlet(transport, "carol", "carol")
+    room = hub.join("workspace:w1", outlet)
+    hub.start_sequence(room, "e1", 0)
+    hub.complete_join(room, outlet, 0)  # live at once: the room has released 0
+    joiner = FakeTransport()
+    outlets["dave"] = late = Outlet(joiner, "dave", "dave")
+    hub.join("workspace:w1", late)
+    hub.complete_join(room, late, 1)  # sent up to 1 from the log; the room is at 0
+    # 2-4 wait behind a hole, then the log fills it: one release of 1-4
+    hub.deliver([ev(2, room="workspace:w1"), removal(3, "dave"), ev(4, room="workspace:w1")])
+    hub.fill(room, [ev(1, room="workspace:w1")])
+    assert joiner.offsets() == [2, 3], "an event after the removal was queued for the removed"
+    assert transport.offsets() == [1, 2, 3, 4]

@@ -80,6 +80,20 @@ def test_gap_is_reported_then_filled() -> None:
     assert (seq.missing, seq.gap_since, seq.buffered, seq.next_offset) == (None, None, 0, 7)
 
 
+def test_an_expected_offset_is_a_hole_until_delivered() -> None:
+    """``expect``: another room's event names an offset of this one that has not arrived."""
+    seq = RoomSequencer("e1")
+    seq.offer(ev(1), now=0)
+    seq.expect(1, now=1.0)  # already delivered: nothing missing
+    assert (seq.missing, seq.gap_since) == (None, None)
+    seq.expect(3, now=2.0)
+    assert (seq.missing, seq.gap_since) == ((2, 3), 2.0)
+    seq.expect(2, now=3.0)  # a lower expectation does not narrow it
+    assert seq.missing == (2, 3)
+    assert offsets(seq.fill([ev(3), ev(2)], now=4.0).deliver) == [2, 3]
+    assert (seq.missing, seq.gap_since) == (None, None)
+
+
 def test_gap_range_ends_before_the_first_buffered_event() -> None:
     seq = RoomSequencer("e1")
     seq.offer(ev(9), now=0)

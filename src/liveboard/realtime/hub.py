@@ -15,6 +15,13 @@ Guarantees:
   and gets nothing more; memory per socket stays bounded.
 * A subscriber that is joining (its snapshot or history is being read) is not written to: the
   events released meanwhile are held for it, and the node merges them with what it read.
+* Membership first: a project room's live event that names a workspace offset
+  (``Event.workspace_offset``) is not released before its workspace room has released that
+  offset. It waits (``Room.waiting``), the workspace room reports the hole (``on_gap``), and
+  the node fills it from the log; the ``member:removed`` events among them end subscriptions
+  (``on_workspace_events``, called as each is released) before the waiting events go out.
+  So a removal whose publish was lost or is late still ends the subscription before anything
+  committed after it.
 """
 
 from __future__ import annotations
@@ -23,13 +30,16 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from liveboard.events import Event, encode_event
+from liveboard.events import WORKSPACE_ROOM_PREFIX, Event, encode_event
 from liveboard.realtime.frames import text_frame
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import OfferResult, RoomSequencer
 
 #: Events held for a room before its position is known (first subscriber still reading).
 MAX_PREBUFFER = 10_000
+#: Project rooms' events waiting for one workspace room to catch up. Past it they are dropped:
+#: the project room sees a hole and reads them from the log (after its workspace room).
+MAX_WAITING = 10_000
 
 
 class Transport(Protocol):
@@ -89,6 +99,7 @@ class Room:
         "name",
         "prebuffer",
         "sequencer",
+        "waiting",
         "watchers",
         "workspace_id",
     )
@@ -102,6 +113,9 @@ class Room:
         self.workspace_id: str | None = None  # known once the first subscriber is admitted
         self.sequencer: RoomSequencer | None = None  # None until the log's position is known
         self.prebuffer: list[Event] = []
+        # Of a workspace room: its project rooms' events that depend on an offset it has not
+        # released yet, in arrival order (see the module docstring).
+        self.waiting: list[tuple[Room, Event]] = []
         self.live: dict[Outlet, None] = {}  # an ordered set
         self.joining: dict[Outlet, Joiner] = {}
 
@@ -202,7 +216,9 @@ class Hub:
         room.sequencer = RoomSequencer(epoch, last_offset + 1)
         early, room.prebuffer = room.prebuffer, []
         if early:
-            self._release(room, room.sequencer.fill(early, now=self._clock()))
+            now = self._clock()
+            early = [event for event in early if not self._waits(room, event, now)]
+            self._release(room, room.sequencer.fill(early, now=now))
 
     # Delivery
 
@@ -221,6 +237,8 @@ class Hub:
                     if len(room.prebuffer) < MAX_PREBUFFER:
                         room.prebuffer.append(event)
                     continue
+                if event.workspace_offset and self._waits(room, event, now):
+                    continue
                 result = room.sequencer.offer(event, now=now)
                 released += self._fan_out(room, result, batch, dirty)
         finally:
@@ -228,7 +246,11 @@ class Hub:
             self._flush(batch, dirty, released)
 
     def fill(self, room: Room, events: Iterable[Event]) -> None:
-        """Events read from the log to close a hole of ``room``."""
+        """Events read from the log to close a hole of ``room``.
+
+        They are not held for their workspace room: the caller reads a project room's events
+        from the log before it brings the workspace room up to date (``Node``), so every
+        membership change committed before them has been applied when they are released."""
         if room.sequencer is None or self.rooms.get(room.name) is not room:
             return
         self._release(room, room.sequencer.fill(events, now=self._clock()))
@@ -245,17 +267,54 @@ class Hub:
     def _release(self, room: Room, result: OfferResult) -> None:
         batch: dict[Room, list[bytes]] = {}
         dirty: list[Outlet] = []
+        released = result.deliver
         try:
-            self._fan_out(room, result, batch, dirty)
+            released = self._fan_out(room, result, batch, dirty)
         finally:
-            self._flush(batch, dirty, result.deliver)
+            self._flush(batch, dirty, released)
+
+    def _waits(self, room: Room, event: Event, now: float) -> bool:
+        """Whether a project room's live ``event`` must wait for its workspace room: True when
+        it was parked there (or dropped past ``MAX_WAITING``: the log has it)."""
+        need = event.workspace_offset
+        if not need or room.is_workspace or room.workspace_id is None:
+            return False
+        workspace = self.rooms.get(WORKSPACE_ROOM_PREFIX + room.workspace_id)
+        if workspace is None or workspace.sequencer is None or workspace.released >= need:
+            # (No sequenced workspace room: no subscription of the project was admitted here.)
+            return False
+        if len(workspace.waiting) < MAX_WAITING:
+            workspace.waiting.append((room, event))
+        workspace.sequencer.expect(need, now=now)
+        self._on_gap(workspace)
+        return True
+
+    def _release_waiting(
+        self, workspace: Room, batch: dict[Room, list[bytes]], dirty: list[Outlet]
+    ) -> list[Event]:
+        """Offer to their project rooms the waiting events the workspace room has now reached."""
+        released = workspace.released
+        ready = [pair for pair in workspace.waiting if pair[1].workspace_offset <= released]
+        if not ready:
+            return []
+        workspace.waiting = [p for p in workspace.waiting if p[1].workspace_offset > released]
+        now = self._clock()
+        delivered: list[Event] = []
+        for room, event in ready:
+            sequencer = room.sequencer
+            if sequencer is None or self.rooms.get(room.name) is not room:
+                continue  # the room was dropped or reset meanwhile
+            delivered += self._fan_out(room, sequencer.offer(event, now=now), batch, dirty)
+        return delivered
 
     def _fan_out(
         self, room: Room, result: OfferResult, batch: dict[Room, list[bytes]], dirty: list[Outlet]
     ) -> list[Event]:
         """Queue ``result``'s events: in ``batch`` for the live subscribers, per outlet for
-        joiners that are ready for them."""
+        joiners that are ready for them. Returns the events released, with those of project
+        rooms that were waiting for this (workspace) room."""
         frames = batch.get(room)
+        workspace = room.is_workspace
         for event in result.deliver:
             frame = text_frame(encode_event(event))
             if room.live:
@@ -269,6 +328,10 @@ class Hub:
                     if not outlet.pending:
                         dirty.append(outlet)
                     outlet.pending.append(frame)
+            if workspace:
+                # Now, before a later event is queued: a removed member's outlets leave the
+                # rooms, so nothing after the removal is queued for them.
+                self._on_workspace_events(room, [event])
         if room.joining and result.deliver:
             # The live set is about to grow: what it had so far goes to the subscribers that
             # were live when it was released, not to the joiners promoted now (which have it).
@@ -276,15 +339,16 @@ class Hub:
             self._metrics.messages_sent += sent
             self._metrics.deliveries += sent
             self._promote(room)
-        if room.is_workspace and result.deliver:
-            self._on_workspace_events(room, result.deliver)
+        released = result.deliver
+        if workspace and room.waiting and result.deliver:
+            released = released + self._release_waiting(room, batch, dirty)
         sequencer = room.sequencer
         if result.resync:
             self._metrics.resyncs += 1
             self._on_resync(room)
         elif sequencer is not None and sequencer.missing is not None:
             self._on_gap(room)
-        return result.deliver
+        return released
 
     def _promote(self, room: Room) -> None:
         released = room.released

@@ -13,7 +13,17 @@ WebSocket sessions' way into rooms. Guarantees, on top of the hub's:
   fill it the room's subscribers are sent ``resync``.
 * Removing a member ends that user's subscriptions to the workspace's rooms on every session of
   this instance (``unsubscribed`` with reason ``forbidden``), right after the ``member:removed``
-  event is delivered.
+  event is delivered, and before any event committed after the removal is sent to them, by
+  whichever path it comes:
+
+  - live (the broker): the hub holds a project room's event until its workspace room has
+    released the offset the event names (``Event.workspace_offset``), filling that room's hole
+    from the log if the removal's publish was lost;
+  - from the log (gap fill, catch-up after an outage, the periodic audit, the rest of a
+    history): a project room's events are read first, then its workspace room is brought up
+    to date from a later read, then the events are released. Whatever the log held when the
+    project's events were read, the workspace's later read holds too (CONTRACT §3);
+  - the history of a ``since``: read in the same snapshot as the membership check.
 """
 
 from __future__ import annotations
@@ -334,11 +344,12 @@ class Node:
                 pending = await eventlog.read_events(
                     conn, room.name, after=low - 1, up_to=high, limit=READ_BATCH
                 )
+            await self._workspace_first(room)  # may end this subscription
+            if session.closing or outlet not in room.joining:
+                return
             if not pending:  # the log no longer has it
                 self._end_subscription(session, room.name, None)
                 session.send(protocol.encode_resync(room.name, "history_unavailable"))
-                return
-            if session.closing or outlet not in room.joining:
                 return
         self.hub.complete_join(room, outlet, merger.position.offset)
 
@@ -388,7 +399,8 @@ class Node:
     # Revocation
 
     def _on_workspace_events(self, room: Room, events: list[Event]) -> None:
-        """Released events of a workspace room (in order, once): apply revocations."""
+        """Released events of a workspace room (in order, once, each as it is released, before
+        anything after it): apply revocations."""
         for event in events:
             if event.type == MEMBER_REMOVED:
                 self._revoke(event)
@@ -444,6 +456,7 @@ class Node:
                 conn, room.name, after=low - 1, up_to=high, limit=READ_BATCH
             )
         self.metrics.gap_fills += 1
+        await self._workspace_first(room)
         self.hub.fill(room, events)
         if room.sequencer is not None and room.sequencer.missing is not None:
             self._gap_attempts[room.name] += 1
@@ -464,9 +477,20 @@ class Node:
                 )
             if not events:
                 return
+            await self._workspace_first(room)
             self.hub.fill(room, events)
             if len(events) < READ_BATCH:
                 return
+
+    async def _workspace_first(self, room: Room) -> None:
+        """Before events of project ``room`` read from the log are released: bring its workspace
+        room up to date with a read made after theirs, so that a removal committed before any of
+        them is applied first (it is in this later read, whatever its publish became)."""
+        if room.is_workspace or room.workspace_id is None:
+            return
+        workspace = self.hub.rooms.get(workspace_room(room.workspace_id))
+        if workspace is not None and workspace.sequencer is not None:
+            await self._catch_up(workspace)
 
     async def _audit_forever(self) -> None:
         failing = False

@@ -176,6 +176,13 @@ class RoomSequencer:
         self._track_gap(now)
         return OfferResult(deliver, resync, overflow)
 
+    def expect(self, offset: int, *, now: float) -> None:
+        """Offsets up to ``offset`` are known to exist (another room's event depends on them):
+        until they are delivered, ``missing`` names those not delivered yet."""
+        if offset > self._highest_seen:
+            self._highest_seen = offset
+        self._track_gap(now)
+
     def fill(self, events: Iterable[Event], *, now: float) -> OfferResult:
         """Take many events (typically read from the log), in any order; same rules as ``offer``.
 

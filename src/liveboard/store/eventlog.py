@@ -50,6 +50,20 @@ _NEXT_OFFSET = (
     .values(last_offset=rooms.c.last_offset + 1)
     .returning(rooms.c.last_offset, rooms.c.epoch)
 )
+# The head of the room an event depends on (its workspace's), read by the same statement: no
+# round trip more while the room's row lock is held.
+_depended = rooms.alias("depended")
+_DEPENDED_HEAD = (
+    select(_depended.c.last_offset)
+    .where(_depended.c.room == bindparam("depends_on"))
+    .scalar_subquery()
+)
+_NEXT_OFFSET_AND_DEPENDED = (
+    rooms.update()
+    .where(rooms.c.room == bindparam("head_room"))
+    .values(last_offset=rooms.c.last_offset + 1)
+    .returning(rooms.c.last_offset, rooms.c.epoch, _DEPENDED_HEAD.label("depended"))
+)
 _INSERT_EVENT = events.insert()
 _EVENT_COLUMNS = ["room", "offset", "epoch", "type", "ts", "user_id", "origin", "data"]
 # PostgreSQL: both in one statement, so one round trip instead of two while the writer holds
@@ -67,7 +81,11 @@ _APPEND_POSTGRES = _INSERT_EVENT.from_select(
         bindparam("event_origin", type_=String),
         bindparam("event_data", type_=Text),
     ),
-).returning(events.c.offset, events.c.epoch)
+)
+_APPEND_POSTGRES_PLAIN = _APPEND_POSTGRES.returning(events.c.offset, events.c.epoch)
+_APPEND_POSTGRES_DEPENDENT = _APPEND_POSTGRES.returning(
+    events.c.offset, events.c.epoch, _DEPENDED_HEAD.label("depended")
+)
 
 
 async def append_event(
@@ -79,8 +97,14 @@ async def append_event(
     data: dict[str, Any],
     ts: int,
     origin: str | None = None,
+    depends_on: str | None = None,
 ) -> Event:
     """Append one event to ``room`` inside the caller's write transaction and return it.
+
+    ``depends_on``: a room (a project's workspace room) whose head this transaction reads into
+    the returned event's ``workspace_offset``. Every change of that room committed before this
+    transaction began is at or below it; instances hold the event until they have released that
+    room up to there. Not stored: events read back from the log have 0.
 
     Raises ``sqlalchemy.exc.NoResultFound`` when the room does not exist.
     """
@@ -92,16 +116,22 @@ async def append_event(
         "origin": origin,
         "data": _json_encode(data).decode(),
     }
+    heads = {"head_room": room}
+    if depends_on is not None:
+        heads["depends_on"] = depends_on
     if conn.dialect.name == "postgresql":
         params = {f"event_{key}": value for key, value in values.items()}
-        appended = (await conn.execute(_APPEND_POSTGRES, {"head_room": room, **params})).one()
+        statement = _APPEND_POSTGRES_PLAIN if depends_on is None else _APPEND_POSTGRES_DEPENDENT
+        appended = (await conn.execute(statement, {**heads, **params})).one()
         offset, epoch = int(appended.offset), str(appended.epoch)
     else:
-        head = (await conn.execute(_NEXT_OFFSET, {"head_room": room})).one()
-        offset, epoch = int(head.last_offset), str(head.epoch)
+        head = _NEXT_OFFSET if depends_on is None else _NEXT_OFFSET_AND_DEPENDED
+        appended = (await conn.execute(head, heads)).one()
+        offset, epoch = int(appended.last_offset), str(appended.epoch)
         await conn.execute(
             _INSERT_EVENT, {"room": room, "offset": offset, "epoch": epoch, **values}
         )
+    depended = 0 if depends_on is None else int(appended.depended or 0)
     return Event(
         type=type,
         room=room,
@@ -111,6 +141,7 @@ async def append_event(
         user_id=user_id,
         data=data,
         origin=origin,
+        workspace_offset=depended,
     )
 
 

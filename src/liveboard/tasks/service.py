@@ -239,6 +239,7 @@ class TaskService:
                 actor,
                 now,
                 {"task": to_builtins(task)},
+                workspace_id=project.workspace_id,
             )
         await self.publisher.publish([event])
         return task
@@ -285,6 +286,7 @@ class TaskService:
                 actor,
                 now,
                 {"task": to_builtins(updated), "changes": diff},
+                workspace_id=project.workspace_id,
             )
         await self.publisher.publish([event])
         return updated
@@ -325,6 +327,7 @@ class TaskService:
                     "toStatus": to_status,
                     "order": order,
                 },
+                workspace_id=project.workspace_id,
             )
         await self.publisher.publish([event])
         return moved
@@ -333,11 +336,17 @@ class TaskService:
         self, actor: Actor, task_id: str, *, expected_version: int | None = None
     ) -> None:
         async with self.db.write() as conn:
-            task, _ = await self._task_for_change(conn, task_id, actor, expected_version)
+            task, project = await self._task_for_change(conn, task_id, actor, expected_version)
             now = self._clock()  # after the task's row lock: see _task_for_change
             await records.delete_task(conn, task.id)
             event = await self._append(
-                conn, project_room(task.project_id), TASK_DELETED, actor, now, {"taskId": task.id}
+                conn,
+                project_room(task.project_id),
+                TASK_DELETED,
+                actor,
+                now,
+                {"taskId": task.id},
+                workspace_id=project.workspace_id,
             )
         await self.publisher.publish([event])
 
@@ -357,7 +366,11 @@ class TaskService:
         actor: Actor,
         now: Clock,
         data: dict[str, Any],
+        *,
+        workspace_id: str | None = None,
     ) -> Event:
+        """Append an event; one of a project room names its workspace (``workspace_id``), so
+        that no instance releases it before the membership changes committed before it."""
         return await eventlog.append_event(
             conn,
             room=room,
@@ -366,6 +379,7 @@ class TaskService:
             data=data,
             ts=now.ms,
             origin=actor.origin,
+            depends_on=None if workspace_id is None else workspace_room(workspace_id),
         )
 
     async def _require_member(self, conn: AsyncConnection, workspace_id: str, actor: Actor) -> Role:

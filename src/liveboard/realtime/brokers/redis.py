@@ -1,7 +1,7 @@
 """The Redis broker: events travel between instances over Redis pub/sub, one channel per room.
 
-Each room ``R`` is the channel ``liveboard:room:R``; a message is one event's ``encode_event``
-bytes. Guarantees, on top of those of ``base.Broker``:
+Each room ``R`` is the channel ``liveboard:room:R``; a message is one event's
+``encode_broker_event`` bytes. Guarantees, on top of those of ``base.Broker``:
 
 * ``publish`` first hands the events to the local handler, so subscribers on this instance get
   them whatever the state of Redis (CONTRACT §5.4), then PUBLISHes them in one round trip. It
@@ -44,7 +44,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from liveboard.events import Event, decode_event, encode_event
+from liveboard.events import Event, decode_event, encode_broker_event
 from liveboard.realtime.brokers.base import BrokerHandler
 
 log = logging.getLogger("liveboard.broker.redis")
@@ -225,12 +225,12 @@ class RedisBroker:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 if len(events) == 1:
                     await self._publisher.publish(
-                        channel_of(events[0].room), encode_event(events[0])
+                        channel_of(events[0].room), encode_broker_event(events[0])
                     )
                 else:
                     pipe = self._publisher.pipeline(transaction=False)
                     for event in events:
-                        pipe.publish(channel_of(event.room), encode_event(event))
+                        pipe.publish(channel_of(event.room), encode_broker_event(event))
                     await pipe.execute()
         except _REDIS_ERRORS as exc:
             self.publish_failures += 1

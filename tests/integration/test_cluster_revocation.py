@@ -1,0 +1,235 @@
+"""A removed member gets nothing committed after the removal, whatever delivers it (issue 16).
+
+CONTRACT §3: removing a member ends their subscriptions to the workspace's rooms at once. The
+authz matrix checks it on one instance with Redis up. Here Carol is subscribed to a project room
+through instance 1 while her membership is removed through another instance and a task is then
+created; the removal reaches instance 1 late or only from the event log:
+
+* instance 1 is cut from Redis (a TCP proxy between it and Redis is cut), so its periodic audit
+  of the event log is what delivers both the removal and the task;
+* the removal's PUBLISH is lost (the removing instance is cut from Redis), the task's arrives;
+* the removing instance is SIGKILLed after the removal committed and before it was published
+  (Redis accepts no PUBLISH meanwhile: ``CLIENT PAUSE … WRITE``), the task's arrives.
+
+Instance 1 is stopped (SIGSTOP) from before the removal until the task is committed, so it can
+apply neither in between: when it resumes, the task waits in its Redis socket (unless it is cut
+from Redis) and its next audit finds both in the log, and the test fails if either path releases
+the task before the removal. In every case
+Carol must get ``unsubscribed`` (``forbidden``) and never the task, while Dave, a member
+subscribed to the same room on the same instance, gets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from tests.cluster import (  # noqa: F401
+    Cluster,
+    Watcher,
+    cluster_database_fixture,
+    cluster_fixture,
+    subscriber,
+)
+from tests.redis_server import redis_server  # noqa: F401
+from tests.support import timeout
+from tests.tcp_proxy import TcpProxy
+from tests.wsclient import Board, Json, WsClient, project_room, workspace_room
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
+
+
+@pytest.fixture(name="proxy")
+async def proxy_fixture(cluster: Cluster) -> AsyncIterator[TcpProxy]:
+    """A cuttable link to the test's Redis."""
+    proxy = await TcpProxy(cluster.redis.port).start()
+    try:
+        yield proxy
+    finally:
+        await proxy.aclose()
+
+
+class Scene:
+    """Carol and Dave subscribed to one project room through instance ``home``."""
+
+    def __init__(self, cluster: Cluster, home: Board) -> None:
+        self.cluster = cluster
+        self.home = home
+        self.owner = cluster.user("owner")
+        self.carol = cluster.user("carol")
+        self.dave = cluster.user("dave")
+        self.wid = ""
+        self.pid = ""
+        self.room = ""
+        self.resumed_at = 0.0
+
+    async def set_up(self) -> None:
+        self.wid = await self.home.workspace(self.owner, self.carol, self.dave)
+        self.pid = str((await self.home.project(self.owner, self.wid))["id"])
+        self.room = project_room(self.pid)
+        # Carol subscribes to the project room only: her instance watches the workspace room
+        # for her, after the project room (the order the issue's audit went by).
+        self.carol_ws: WsClient = await subscriber(self.home, self.carol, self.room)
+        self.dave_watch = Watcher(await subscriber(self.home, self.dave, self.room), "dave@1")
+
+    @contextlib.contextmanager
+    def home_stopped(self) -> Iterator[None]:
+        """Instance 1 is frozen (SIGSTOP) inside the block: it applies nothing meanwhile."""
+        os.kill(self.home.server.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.home.server.pid, signal.SIGCONT)
+            self.resumed_at = time.monotonic()
+
+    async def task(self, board: Board, title: str) -> Json:
+        return await board.task(self.owner, self.pid, title)
+
+    async def check(self, task: Json, path: str) -> list[Json]:
+        """Dave gets ``task``; Carol gets ``unsubscribed forbidden`` and never ``task``."""
+        await self.dave_watch.until(
+            lambda: any(
+                e["data"].get("task", {}).get("id") == task["id"]
+                for e in self.dave_watch.events(self.room)
+            ),
+            wait=5,
+            what=f"task {task['id']} on instance 1",
+        )
+        got = await self.carol_ws.barrier()
+        leaked = [m for m in got if m.get("type", "").startswith("task:")]
+        ended = [m for m in got if m.get("type") == "unsubscribed"]
+        assert not leaked, (
+            f"the removed member received what was written after the removal: {leaked}; "
+            f"all she got: {[m.get('type') for m in got]}"
+        )
+        assert ended == [{"type": "unsubscribed", "room": self.room, "reason": "forbidden"}], got
+        took = time.monotonic() - self.resumed_at
+        kinds = [m.get("type") for m in got]
+        print(f"{path}: Dave had the task {took:.2f}s after instance 1 resumed; Carol got {kinds}")
+        return got
+
+
+async def removed_in_database(cluster: Cluster, wid: str, user: str, wait: float = 5.0) -> None:
+    """Return once the removal of ``user`` is committed (read from the database)."""
+    conn = await asyncpg.connect(cluster.database_url, timeout=5)
+    try:
+        deadline = time.monotonic() + timeout(wait)
+        while await conn.fetchval(
+            "SELECT count(*) FROM members WHERE workspace_id = $1 AND user_id = $2", wid, user
+        ):
+            assert time.monotonic() < deadline, "the removal never committed"
+            await asyncio.sleep(0.005)
+    finally:
+        await conn.close()
+
+
+class ChannelLog:
+    """Every message Redis carries on one room's channel, from ``start`` on."""
+
+    def __init__(self, cluster: Cluster, room: str) -> None:
+        self.redis = Redis.from_url(cluster.redis.url)
+        self.pubsub = self.redis.pubsub()
+        self.channel = f"liveboard:room:{room}"
+        self.messages: list[bytes] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> ChannelLog:
+        await self.pubsub.subscribe(self.channel)
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        async for message in self.pubsub.listen():
+            if message["type"] == "message":
+                self.messages.append(message["data"])
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        await self.pubsub.aclose()
+        await self.redis.aclose()
+
+
+async def test_partitioned_instance_applies_the_removal_before_later_events(
+    cluster: Cluster, proxy: TcpProxy
+) -> None:
+    """The issue's case: instance 1 cut from Redis, its audit delivers from the log."""
+    [home] = await cluster.start(1, env={"LIVEBOARD_REDIS_URL": proxy.redis_url})
+    [other] = await cluster.start(1)
+    scene = Scene(cluster, home)
+    await scene.set_up()
+    proxy.cut()
+    await cluster.wait_ready([home], degraded=True)
+    with scene.home_stopped():
+        await other.remove_member(scene.owner, scene.wid, scene.carol)
+        task = await scene.task(other, "written after the removal")
+    await scene.check(task, "partition")
+    # the partition heals: the catch-up after it delivers nothing more to her
+    proxy.restore()
+    await cluster.wait_ready([home], degraded=False)
+    later = await scene.task(other, "after the partition")
+    await scene.dave_watch.until(
+        lambda: scene.dave_watch.last_offset(scene.room) >= 2, wait=5, what="the later task"
+    )
+    assert [m.get("type") for m in await scene.carol_ws.barrier()] == [], later
+
+
+async def test_a_lost_publish_of_the_removal_does_not_let_later_events_through(
+    cluster: Cluster, proxy: TcpProxy
+) -> None:
+    """The removal is made through an instance cut from Redis: its PUBLISH is lost."""
+    [home, third] = await cluster.start(2)
+    [remover] = await cluster.start(1, env={"LIVEBOARD_REDIS_URL": proxy.redis_url})
+    scene = Scene(cluster, home)
+    await scene.set_up()
+    carried = await ChannelLog(cluster, workspace_room(scene.wid)).start()
+    try:
+        proxy.cut()
+        await cluster.wait_ready([remover], degraded=True)
+        with scene.home_stopped():
+            await remover.remove_member(scene.owner, scene.wid, scene.carol)
+            task = await scene.task(third, "written after the removal")
+        await scene.check(task, "lost publish")
+        assert carried.messages == [], "the removal was published after all"
+    finally:
+        await carried.aclose()
+
+
+async def test_an_instance_killed_between_the_removal_and_its_publish(cluster: Cluster) -> None:
+    """The removing instance dies after the commit, before its PUBLISH went out."""
+    [home, remover, third] = await cluster.start(3)
+    scene = Scene(cluster, home)
+    await scene.set_up()
+    carried = await ChannelLog(cluster, workspace_room(scene.wid)).start()
+    redis = Redis.from_url(cluster.redis.url)
+    try:
+        with scene.home_stopped():
+            await redis.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+            try:
+                removal = asyncio.create_task(
+                    remover.remove_member(scene.owner, scene.wid, scene.carol)
+                )
+                await removed_in_database(cluster, scene.wid, scene.carol)
+                remover.server.kill()  # committed; its PUBLISH waits on the pause
+                with contextlib.suppress(aiohttp.ClientError):
+                    await removal
+                    raise AssertionError("the removal was answered before the kill")
+            finally:
+                await redis.execute_command("CLIENT", "UNPAUSE")
+            task = await scene.task(third, "written after the removal")
+        await scene.check(task, "killed before publish")
+        assert carried.messages == [], "the removal was published after all"
+    finally:
+        await redis.aclose()
+        await carried.aclose()
