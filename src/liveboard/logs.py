@@ -2,6 +2,13 @@
 
 The access log writes the method, the path without its query string (a WebSocket may carry its
 token there), the status and the duration: tokens never reach the logs.
+
+A client cannot forge a log line (CWE-117). In the text format every record is one line that
+starts with its timestamp: control characters in the message (C0, DEL, C1, U+2028/U+2029 and
+the bidirectional overrides: whatever a client put in a path, a header or a body that a message
+quotes) are written as escapes (``\\r``, ``\\n``, ``\\x1b``, ``\\u2028``), and a traceback's lines,
+escaped the same way, are indented. In the JSON format the encoder escapes C0 controls, and the
+three characters that other line splitters honour (U+0085, U+2028, U+2029) are escaped too.
 """
 
 from __future__ import annotations
@@ -30,11 +37,49 @@ def redact(text: str) -> str:
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
 
 
+# Characters that end a line for some reader (\n, \r, \v, \f, \x1c-\x1e, U+0085, U+2028,
+# U+2029), or restyle or reorder what a terminal shows (ESC, the bidi overrides): all C0 and C1
+# controls, DEL, and those.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: Put before each line of a traceback: no line but a record's first starts at column 0.
+TRACEBACK_INDENT = "    "
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with each control character (see ``_CONTROLS``) written as an escape: one line."""
+    return _CONTROLS.sub(_escape_one, text)
+
+
 class TextFormatter(logging.Formatter):
-    """The plain format, with tokens redacted."""
+    """The plain format: one line per record, then its traceback indented; controls escaped and
+    tokens redacted."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        record.message = escape_controls(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        details: list[str] = []
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            details.append(record.exc_text)
+        if record.stack_info:
+            details.append(self.formatStack(record.stack_info))
+        for block in details:
+            for line in block.split("\n"):
+                text += "\n" + TRACEBACK_INDENT + escape_controls(line)
+        return redact(text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,7 +100,14 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return _encode(entry).decode(errors="replace")
+        text = _encode(entry).decode(errors="replace")
+        # Valid inside a JSON string, where alone they can occur; str.splitlines() and some
+        # viewers split lines on them.
+        return (
+            text.replace("\x85", "\\u0085")
+            .replace("\u2028", "\\u2028")
+            .replace("\u2029", "\\u2029")
+        )
 
 
 def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
