@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 _encode = msgspec.json.Encoder().encode
 # A token may reach a log line through a library that quotes a request line (a malformed or
@@ -110,6 +111,30 @@ class JsonFormatter(logging.Formatter):
         )
 
 
+class ClientErrorFilter(logging.Filter):
+    """On aiohttp's server logger: a request the HTTP parser refused (a malformed head, broken
+    chunked framing) is the client's mistake, not the server's.
+
+    aiohttp logs each at ERROR with a traceback ("Error handling request"), which lets any
+    client fill the log for free, and answers it 400 with an access-log line. This filter turns
+    such a record into one DEBUG line with the parser's reason and no traceback, and drops it
+    when DEBUG is not enabled: at INFO the access log's 400 is the request's only line. Every
+    other record (the server's own failures) passes unchanged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        reason = (exc.message or type(exc).__name__).strip().split("\n", 1)[0]
+        record.msg, record.args = "refused a malformed request (%s): %s", (exc.code, reason)
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info = record.exc_text = None
+        return True
+
+
 def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -119,6 +144,9 @@ def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    server = logging.getLogger("aiohttp.server")
+    server.filters[:] = [f for f in server.filters if not isinstance(f, ClientErrorFilter)]
+    server.addFilter(ClientErrorFilter())
 
 
 class AccessLogger(AbstractAccessLogger):

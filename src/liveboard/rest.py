@@ -15,6 +15,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from liveboard import errors
 from liveboard.auth import Principal, TokenVerifier, bearer_token
@@ -61,10 +62,18 @@ async def read_body(request: web.Request, model: type[T]) -> T:
     """Decode and validate a JSON body into ``model``: 400 if it is not JSON, 422 if invalid.
 
     Whatever the bytes, the answer is one of those two (or 413 past the size limit): invalid
-    UTF-8 and nesting deeper than the decoder recurses (even inside a field the model ignores)
-    are 400s.
+    UTF-8, nesting deeper than the decoder recurses (even inside a field the model ignores) and
+    a body that breaks its own framing are 400s. A client that leaves before its body is read
+    gets a 400 as well: it is gone and never sees it, and the access log records its request as
+    the client's mistake (one line), not as a server error.
     """
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except ConnectionError:
+        # aiohttp ends the body's stream with ConnectionResetError when the peer leaves.
+        raise errors.bad_request("the connection closed before the body was complete") from None
+    except HttpProcessingError as exc:  # broken chunked framing, bad Content-Encoding data
+        raise errors.bad_request(f"the body could not be read: {exc.message}") from None
     if not raw:
         raise errors.bad_request("a JSON body is required")
     try:

@@ -8,10 +8,17 @@ import os
 import re
 import struct
 
+from aiohttp.http_exceptions import BadHttpMessage
 from hypothesis import given
 from hypothesis import strategies as st
 
-from liveboard.logs import JsonFormatter, TextFormatter, escape_controls, redact
+from liveboard.logs import (
+    ClientErrorFilter,
+    JsonFormatter,
+    TextFormatter,
+    escape_controls,
+    redact,
+)
 from liveboard.realtime.wire import MaskScanner
 
 
@@ -103,3 +110,30 @@ def test_json_format_keeps_client_text_on_one_line_for_any_splitter() -> None:
     text = JsonFormatter().format(_record("GET %s 404", f"/x\x85\u2028\u2029\r\n{FORGED}"))
     assert len(text.splitlines()) == 1
     assert json.loads(text)["message"] == f"GET /x\x85\u2028\u2029\r\n{FORGED} 404"
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_parser_refusals_are_one_debug_line_or_nothing() -> None:
+    """What aiohttp's server logger receives for a malformed head (``handle_error``)."""
+    logger = logging.getLogger("liveboard.test.client_errors")
+    logger.propagate = False
+    captured = _Records()
+    logger.handlers[:] = [captured]
+    logger.addFilter(ClientErrorFilter())
+    refused = BadHttpMessage("Invalid header token:\n\n  b'Bad Header'\n       ^")
+    for level in (logging.INFO, logging.DEBUG):
+        logger.setLevel(level)
+        logger.error("Error handling request from %s", "127.0.0.1", exc_info=refused)
+        logger.error("Error handling request from %s", "127.0.0.1", exc_info=KeyError("x"))
+    levels = [(r.levelname, r.exc_info is not None) for r in captured.records]
+    assert levels == [("ERROR", True), ("DEBUG", False), ("ERROR", True)]
+    message = captured.records[1].getMessage()
+    assert message == "refused a malformed request (400): Invalid header token:"
