@@ -113,26 +113,37 @@ class JsonFormatter(logging.Formatter):
 
 class ClientErrorFilter(logging.Filter):
     """On aiohttp's server logger: a request the HTTP parser refused (a malformed head, broken
-    chunked framing) is the client's mistake, not the server's.
+    chunked framing, a gzip or deflate body that does not decompress) is the client's mistake,
+    not the server's.
 
-    aiohttp logs each at ERROR with a traceback ("Error handling request"), which lets any
-    client fill the log for free, and answers it 400 with an access-log line. This filter turns
-    such a record into one DEBUG line with the parser's reason and no traceback, and drops it
-    when DEBUG is not enabled: at INFO the access log's 400 is the request's only line. Every
-    other record (the server's own failures) passes unchanged.
+    aiohttp logs each at ERROR with a traceback ("Error handling request" for a head, "Unhandled
+    exception" when it drains a broken body after the answer), which lets any client fill the
+    log for free; the request is answered 400 with an access-log line. This filter turns such a
+    record into one DEBUG line with the parser's reason and no traceback, and drops it when
+    DEBUG is not enabled: at INFO the access log's 400 is the request's only line. Every other
+    record (the server's own failures) passes unchanged.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, HttpProcessingError):
+        if not isinstance(exc, HttpProcessingError | web.RequestPayloadError):
             return True
         if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
             return False
-        reason = (exc.message or type(exc).__name__).strip().split("\n", 1)[0]
-        record.msg, record.args = "refused a malformed request (%s): %s", (exc.code, reason)
+        record.msg, record.args = "refused a malformed request: %s", (_reason(exc),)
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         record.exc_info = record.exc_text = None
         return True
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line that says something of aiohttp's multi-line parser message (which starts
+    with ``400, message:`` and ends with the offending bytes)."""
+    for line in str(exc).split("\n"):
+        line = line.strip()
+        if line and not re.fullmatch(r"\d{3}, message:", line):
+            return line
+    return type(exc).__name__
 
 
 def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:

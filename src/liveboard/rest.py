@@ -15,7 +15,6 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from liveboard import errors
 from liveboard.auth import Principal, TokenVerifier, bearer_token
@@ -72,8 +71,8 @@ async def read_body(request: web.Request, model: type[T]) -> T:
     except ConnectionError:
         # aiohttp ends the body's stream with ConnectionResetError when the peer leaves.
         raise errors.bad_request("the connection closed before the body was complete") from None
-    except HttpProcessingError as exc:  # broken chunked framing, bad Content-Encoding data
-        raise errors.bad_request(f"the body could not be read: {exc.message}") from None
+    except web.RequestPayloadError as exc:  # broken chunked framing, undecodable gzip/deflate
+        raise errors.bad_request(f"the body could not be read: {exc}") from None
     if not raw:
         raise errors.bad_request("a JSON body is required")
     try:

@@ -4,9 +4,9 @@
   U+2028, the bidi overrides...) are escaped in the text format, so every line of the log is a
   record that starts with the server's timestamp (or a traceback's indented line); the JSON
   format carries the same text exactly, one object per line for any line splitter.
-* Client errors are not server errors: a malformed request head, broken chunked framing and a
-  body abandoned half-way are each at most one INFO line (the access log's 400), with no
-  ``ERROR``, no traceback and no 500.
+* Client errors are not server errors: a malformed request head, broken chunked framing, a
+  gzip or deflate body that does not decompress and a body abandoned half-way are each at most
+  one INFO line (the access log's 400), with no ``ERROR``, no traceback and no 500.
 
 Each test starts a real ``liveboard serve`` process, talks to it over raw sockets and reads the
 log file it wrote after stopping it.
@@ -144,6 +144,21 @@ MALFORMED_HEADS = [
 ]
 
 
+def _encoded_post(encoding: str, body: bytes) -> bytes:
+    head = _post_head(len(body)).replace(
+        b"\r\n\r\n", f"\r\nContent-Encoding: {encoding}\r\nConnection: close\r\n\r\n".encode()
+    )
+    return head + body
+
+
+# Bodies that do not decompress: the parser fails inside the handler's read, and again when
+# aiohttp drains the rest after the answer.
+UNDECODABLE_BODIES = [
+    _encoded_post("gzip", b"not gzip at all"),
+    _encoded_post("deflate", b"\x00\x01garbage"),
+]
+
+
 async def test_client_mistakes_are_one_info_line_each_with_no_traceback(
     server_factory: Callable[..., LiveboardProcess],
 ) -> None:
@@ -151,6 +166,10 @@ async def test_client_mistakes_are_one_info_line_each_with_no_traceback(
     for head in MALFORMED_HEADS:
         answer = await _exchange(server.port, head)
         assert b"HTTP/1.0 400" in answer or b"HTTP/1.1 400" in answer, (head[:60], answer[:200])
+    for request in UNDECODABLE_BODIES:
+        answer = await _exchange(server.port, request)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+        assert b'"code":"bad_request"' in answer, answer[:300]
     abandoned = [
         (_post_head(1000), b'{"name": "half', True),
         (_post_head(1000), b'{"name": "half', False),
@@ -167,7 +186,7 @@ async def test_client_mistakes_are_one_info_line_each_with_no_traceback(
     assert " ERROR " not in log, log[:3000]
     assert "Traceback" not in log, log[:3000]
     assert " 500 " not in log, log[:3000]
-    requests = len(MALFORMED_HEADS) + len(abandoned)
+    requests = len(MALFORMED_HEADS) + len(UNDECODABLE_BODIES) + len(abandoned)
     # One line per request at most; the keep-alive case's valid first request has its own.
     assert len(lines) <= requests + 1, log[:3000]
     assert all(" INFO " in line and " 400 " in line for line in lines if "/ 404" not in line), log

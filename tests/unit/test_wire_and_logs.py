@@ -136,4 +136,4 @@ def test_parser_refusals_are_one_debug_line_or_nothing() -> None:
     levels = [(r.levelname, r.exc_info is not None) for r in captured.records]
     assert levels == [("ERROR", True), ("DEBUG", False), ("ERROR", True)]
     message = captured.records[1].getMessage()
-    assert message == "refused a malformed request (400): Invalid header token:"
+    assert message == "refused a malformed request: Invalid header token:"
