@@ -399,15 +399,22 @@ def issue_token(
     """An HS256 JWT with ``sub``, ``iat`` = now, ``exp`` = now + ttl (whole seconds, rounded down)
     and ``name`` when given. ``extra`` claims are added first; they never override those.
 
-    A negative ``ttl`` yields an already expired token (useful in tests).
+    A negative ``ttl`` yields an already expired token (useful in tests). ValueError for a token
+    ``TokenVerifier`` would refuse whatever the time: a ``sub`` or ``name`` it does not accept,
+    an ``exp`` past ``MAX_EXP``.
     """
     if not secret:
         raise ValueError("secret must not be empty")
-    if not isinstance(sub, str) or not sub:
-        raise ValueError("sub must be a non-empty string")
+    problem = user_id_problem(sub)
+    if problem is not None:
+        raise ValueError(f"sub {problem}")
+    if name is not None and not storable(name):
+        raise ValueError("name must not contain U+0000 or unpaired surrogates")
     issued = time.time() if now is None else now
     if not math.isfinite(issued) or not math.isfinite(ttl):
         raise ValueError("now and ttl must be finite")
+    if issued + ttl > MAX_EXP:
+        raise ValueError(f"now + ttl must be at most {MAX_EXP} (exp)")
     claims: dict[str, Any] = dict(extra or {})
     claims.update(sub=sub, iat=math.floor(issued), exp=math.floor(issued + ttl))
     if name is not None:
