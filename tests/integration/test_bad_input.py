@@ -233,8 +233,14 @@ OPERATIONS = [
     ("PATCH", "/api/tasks/{tid}", "description"),
     ("PATCH", "/api/tasks/{tid}", "assigneeId"),
     ("POST", "/api/tasks/{tid}/move", "toStatus"),
+    ("POST", "/api/projects/{pid}/tasks", "order"),
+    ("POST", "/api/tasks/{tid}/move", "order"),
+    ("PATCH", "/api/tasks/{tid}", "version"),
 ]
-REQUIRED = {"/api/projects/{pid}/tasks": {"title": "t"}, "/api/tasks/{tid}/move": {}}
+REQUIRED = {
+    "/api/projects/{pid}/tasks": {"title": "t"},
+    "/api/tasks/{tid}/move": {"toStatus": "todo"},
+}
 
 # Text with what databases and decoders disagree on: U+0000, other controls, astral characters,
 # unpaired surrogates (as JSON escapes: no encoder writes them), lengths around the bounds.
