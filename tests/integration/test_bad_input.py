@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 import urllib.parse
 from collections import Counter
@@ -49,11 +50,13 @@ CONTRACT_CODES = {
     422: "validation_error",
     429: "rate_limited",
 }
-ALICE = auth("alice")
+# The PostgreSQL database is shared by the whole test run: a user of this module's own.
+OWNER = f"bad-input-{secrets.token_hex(4)}"
+ALICE = auth(OWNER)
 
 
 async def _setup(client: TestClient[Any, Any]) -> dict[str, str]:
-    """alice's workspace, project and task: the ids path parameters may take."""
+    """OWNER's workspace, project and task: the ids path parameters may take."""
     r = await client.post("/api/workspaces", json={"name": "w"}, headers=ALICE)
     wid = (await r.json())["id"]
     r = await client.post(f"/api/workspaces/{wid}/projects", json={"name": "p"}, headers=ALICE)
@@ -169,18 +172,19 @@ async def test_if_match_that_is_no_version_is_400(
 
 EXP = int(time.time()) + 3600
 MAX_EXP = 2**53 - 1  # liveboard.auth.MAX_EXP: the largest integer a JavaScript number holds
+_ME = OWNER.encode()
 CLAIMS_REFUSED = {
     "sub-256-characters": b'{"sub": "%s", "exp": %d}' % (b"u" * 256, EXP),
     "sub-with-nul": b'{"sub": "a\\u0000b", "exp": %d}' % EXP,
     "sub-unpaired-surrogate": b'{"sub": "\\ud800", "exp": %d}' % EXP,
-    "exp-10**400": b'{"sub": "alice", "exp": 1%s}' % (b"0" * 400),
-    "exp-past-max": b'{"sub": "alice", "exp": %d}' % (MAX_EXP + 1),
-    "exp-1e308": b'{"sub": "alice", "exp": 1e308}',
-    "exp-NaN": b'{"sub": "alice", "exp": NaN}',
-    "exp-Infinity": b'{"sub": "alice", "exp": Infinity}',
-    "name-unpaired-surrogate": b'{"sub": "alice", "exp": %d, "name": "\\udc00"}' % EXP,
-    "claims-nested-3000-deep": b'{"sub": "alice", "exp": %d, "x": %s}'
-    % (EXP, b"[" * 3000 + b"]" * 3000),
+    "exp-10**400": b'{"sub": "%s", "exp": 1%s}' % (_ME, b"0" * 400),
+    "exp-past-max": b'{"sub": "%s", "exp": %d}' % (_ME, MAX_EXP + 1),
+    "exp-1e308": b'{"sub": "%s", "exp": 1e308}' % _ME,
+    "exp-NaN": b'{"sub": "%s", "exp": NaN}' % _ME,
+    "exp-Infinity": b'{"sub": "%s", "exp": Infinity}' % _ME,
+    "name-unpaired-surrogate": b'{"sub": "%s", "exp": %d, "name": "\\udc00"}' % (_ME, EXP),
+    "claims-nested-3000-deep": b'{"sub": "%s", "exp": %d, "x": %s}'
+    % (_ME, EXP, b"[" * 3000 + b"]" * 3000),
 }
 
 
@@ -280,7 +284,7 @@ def _bodies(draw: st.DrawFn, field: str, required: dict[str, str]) -> bytes:
 
 @st.composite
 def _tokens(draw: st.DrawFn) -> str:
-    sub = draw(st.one_of(st.just("alice"), _texts))
+    sub = draw(st.one_of(st.just(OWNER), _texts))
     claims = b'{"sub": %s, "exp": %s' % (_json_string(sub), draw(_numbers).encode())
     if draw(st.booleans()):
         claims += b', "name": ' + _json_string(draw(_texts))
@@ -316,7 +320,7 @@ def _requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes | None]:
     if kind == "token":
         headers["Authorization"] = "Bearer " + draw(_tokens())
     else:
-        headers["Authorization"] = "Bearer " + make_token("alice")
+        headers["Authorization"] = "Bearer " + make_token(OWNER)
     return method, path, headers, body
 
 
@@ -327,7 +331,7 @@ TALLY: Counter[int] = Counter()
 def two_servers(
     server_factory: Callable[..., LiveboardProcess], postgres_server_url: str
 ) -> Iterator[list[tuple[LiveboardProcess, dict[str, str]]]]:
-    """A server on a new SQLite file and one on PostgreSQL, each with alice's board; prints the
+    """A server on a new SQLite file and one on PostgreSQL, each with OWNER's board; prints the
     statuses both answered (``-s``) at the end."""
     servers = []
     for database_url in (None, postgres_server_url):
