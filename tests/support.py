@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 
 from liveboard.auth import issue_token
@@ -26,3 +29,15 @@ def make_token(user: str, *, name: str | None = None, ttl: float = 3600.0) -> st
 def auth(user: str) -> dict[str, str]:
     """Headers carrying a valid token for ``user``."""
     return {"Authorization": f"Bearer {make_token(user)}"}
+
+
+def signed_token(claims_json: bytes) -> str:
+    """An HS256 JWT signed with ``TEST_SECRET`` whose payload is exactly ``claims_json``: for
+    claims no JSON encoder writes (unpaired surrogates, numbers past a float's range)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(claims_json)
+    mac = hmac.new(TEST_SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(mac)}"

@@ -8,9 +8,11 @@ human message that never contains the token. Guarantees:
   EC P-256 → ``ES256``, P-384 → ``ES384``, P-521 → ``ES512``); with ``jwt_jwks_url`` the same
   for each RSA/EC key of the set. A key is only ever used with its own algorithm, so a public key
   can never serve as an HMAC secret, and ``alg: none`` is always rejected.
-* ``sub`` (non-empty string) and ``exp`` (a number) are required; ``nbf``/``iat`` are honoured;
-  ``aud``/``iss`` are checked only when configured; ``name``, when present and not null, must be
-  a string (an empty name falls back to ``sub``).
+* ``sub`` and ``exp`` are required: ``sub`` a user id as ``liveboard.text`` defines it (1 to
+  255 characters, no U+0000, no unpaired surrogate: what both databases store alike), ``exp`` a
+  number up to ``MAX_EXP``; ``nbf``/``iat`` are honoured; ``aud``/``iss`` are checked only when
+  configured; ``name``, when present and not null, must be a string without U+0000 or unpaired
+  surrogates (an empty name falls back to ``sub``). Anything else is an ``AuthError`` (401).
 * JWKS: the key set is cached for ``jwks_cache_seconds``; a token with an unknown ``kid`` causes
   at most one refetch per ``JWKS_MIN_REFETCH_SECONDS`` (so forged ``kid`` values cannot turn
   the server into an amplifier); concurrent verifies share one fetch; a failed fetch is not
@@ -41,6 +43,7 @@ from jwt.types import Options
 
 from liveboard.config import Settings
 from liveboard.errors import AuthError, ConfigError
+from liveboard.text import storable, user_id_problem
 
 __all__ = ["Principal", "TokenVerifier", "bearer_token", "issue_token"]
 
@@ -48,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: Longest token accepted, in characters (bounds the work an unauthenticated peer can cause).
 MAX_TOKEN_LENGTH = 16 * 1024
+#: Latest ``exp`` accepted: 2**53 - 1 seconds, the largest integer a JavaScript number holds
+#: exactly (``refreshed.expiresAt`` reaches browsers) and far inside a float (no overflow).
+MAX_EXP = 2**53 - 1
 #: Minimum time between two JWKS fetches caused by unknown ``kid`` values or failures.
 JWKS_MIN_REFETCH_SECONDS = 10.0
 #: Total timeout of one JWKS fetch.
@@ -280,12 +286,19 @@ class TokenVerifier:
         sub = claims["sub"]
         if not sub:
             raise AuthError("token has no sub claim")
+        problem = user_id_problem(sub)
+        if problem is not None:
+            raise AuthError(f"sub claim {problem}")
         exp = claims["exp"]
         if isinstance(exp, bool) or not isinstance(exp, int | float):
             raise AuthError("exp claim must be a number")
+        if not exp <= MAX_EXP:  # also false for NaN
+            raise AuthError("exp claim is out of range")
         name = claims.get("name")
         if name is not None and not isinstance(name, str):
             raise AuthError("name claim must be a string")
+        if name is not None and not storable(name):
+            raise AuthError("name claim must not contain U+0000 or unpaired surrogates")
         return Principal(user_id=sub, name=name or sub, expires_at=float(exp))
 
     async def _jwks_key(self, kid: object, algorithm: str) -> _PublicKey:
@@ -386,15 +399,22 @@ def issue_token(
     """An HS256 JWT with ``sub``, ``iat`` = now, ``exp`` = now + ttl (whole seconds, rounded down)
     and ``name`` when given. ``extra`` claims are added first; they never override those.
 
-    A negative ``ttl`` yields an already expired token (useful in tests).
+    A negative ``ttl`` yields an already expired token (useful in tests). ValueError for a token
+    ``TokenVerifier`` would refuse whatever the time: a ``sub`` or ``name`` it does not accept,
+    an ``exp`` past ``MAX_EXP``.
     """
     if not secret:
         raise ValueError("secret must not be empty")
-    if not isinstance(sub, str) or not sub:
-        raise ValueError("sub must be a non-empty string")
+    problem = user_id_problem(sub)
+    if problem is not None:
+        raise ValueError(f"sub {problem}")
+    if name is not None and not storable(name):
+        raise ValueError("name must not contain U+0000 or unpaired surrogates")
     issued = time.time() if now is None else now
     if not math.isfinite(issued) or not math.isfinite(ttl):
         raise ValueError("now and ttl must be finite")
+    if issued + ttl > MAX_EXP:
+        raise ValueError(f"now + ttl must be at most {MAX_EXP} (exp)")
     claims: dict[str, Any] = dict(extra or {})
     claims.update(sub=sub, iat=math.floor(issued), exp=math.floor(issued + ttl))
     if name is not None:

@@ -89,7 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError("--ttl must be positive")
             from liveboard.auth import issue_token
 
-            print(issue_token(secret, args.sub, name=args.name, ttl=args.ttl))
+            try:
+                token = issue_token(secret, args.sub, name=args.name, ttl=args.ttl)
+            except ValueError as exc:  # a token the server would refuse (sub, name, ttl)
+                raise ConfigError(str(exc)) from None
+            print(token)
             return 0
         if args.command == "tail":
             from liveboard.client import tail

@@ -15,6 +15,7 @@ from liveboard import errors
 from liveboard.auth import issue_token
 from liveboard.rest import json_response
 from liveboard.tasks.service import Actor, TaskService
+from liveboard.text import user_id_problem
 
 DEMO_USERS: dict[str, str] = {"alice": "Alice Martin", "bob": "Bob Okafor", "carol": "Carol Chen"}
 DEMO_WORKSPACE = "Demo workspace"
@@ -62,8 +63,11 @@ def dev_token_handler(secret: str) -> Callable[[web.Request], Awaitable[web.Stre
 
     async def dev_token(request: web.Request) -> web.StreamResponse:
         user = request.query.get("user", "")
-        if not user or len(user) > 255:
+        if not user:
             raise errors.validation_error("user", "the query parameter user=ID is required")
+        problem = user_id_problem(user)
+        if problem is not None:  # a token the server itself would refuse
+            raise errors.validation_error("user", problem)
         token = issue_token(secret, user, name=DEMO_USERS.get(user, user), ttl=DEV_TOKEN_TTL)
         return json_response({"token": token})
 

@@ -2,6 +2,13 @@
 
 The access log writes the method, the path without its query string (a WebSocket may carry its
 token there), the status and the duration: tokens never reach the logs.
+
+A client cannot forge a log line (CWE-117). In the text format every record is one line that
+starts with its timestamp: control characters in the message (C0, DEL, C1, U+2028/U+2029 and
+the bidirectional overrides: whatever a client put in a path, a header or a body that a message
+quotes) are written as escapes (``\\r``, ``\\n``, ``\\x1b``, ``\\u2028``), and a traceback's lines,
+escaped the same way, are indented. In the JSON format the encoder escapes C0 controls, and the
+three characters that other line splitters honour (U+0085, U+2028, U+2029) are escaped too.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 _encode = msgspec.json.Encoder().encode
 # A token may reach a log line through a library that quotes a request line (a malformed or
@@ -30,11 +38,49 @@ def redact(text: str) -> str:
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
 
 
+# Characters that end a line for some reader (\n, \r, \v, \f, \x1c-\x1e, U+0085, U+2028,
+# U+2029), or restyle or reorder what a terminal shows (ESC, the bidi overrides): all C0 and C1
+# controls, DEL, and those.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: Put before each line of a traceback: no line but a record's first starts at column 0.
+TRACEBACK_INDENT = "    "
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with each control character (see ``_CONTROLS``) written as an escape: one line."""
+    return _CONTROLS.sub(_escape_one, text)
+
+
 class TextFormatter(logging.Formatter):
-    """The plain format, with tokens redacted."""
+    """The plain format: one line per record, then its traceback indented; controls escaped and
+    tokens redacted."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        record.message = escape_controls(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        details: list[str] = []
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            details.append(record.exc_text)
+        if record.stack_info:
+            details.append(self.formatStack(record.stack_info))
+        for block in details:
+            for line in block.split("\n"):
+                text += "\n" + TRACEBACK_INDENT + escape_controls(line)
+        return redact(text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,7 +101,49 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return _encode(entry).decode(errors="replace")
+        text = _encode(entry).decode(errors="replace")
+        # Valid inside a JSON string, where alone they can occur; str.splitlines() and some
+        # viewers split lines on them.
+        return (
+            text.replace("\x85", "\\u0085")
+            .replace("\u2028", "\\u2028")
+            .replace("\u2029", "\\u2029")
+        )
+
+
+class ClientErrorFilter(logging.Filter):
+    """On aiohttp's server logger: a request the HTTP parser refused (a malformed head, broken
+    chunked framing, a gzip or deflate body that does not decompress) is the client's mistake,
+    not the server's.
+
+    aiohttp logs each at ERROR with a traceback ("Error handling request" for a head, "Unhandled
+    exception" when it drains a broken body after the answer), which lets any client fill the
+    log for free; the request is answered 400 with an access-log line. This filter turns such a
+    record into one DEBUG line with the parser's reason and no traceback, and drops it when
+    DEBUG is not enabled: at INFO the access log's 400 is the request's only line. Every other
+    record (the server's own failures) passes unchanged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError | web.RequestPayloadError):
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.msg, record.args = "refused a malformed request: %s", (_reason(exc),)
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line that says something of aiohttp's multi-line parser message (which starts
+    with ``400, message:`` and ends with the offending bytes)."""
+    for line in str(exc).split("\n"):
+        line = line.strip()
+        if line and not re.fullmatch(r"\d{3}, message:", line):
+            return line
+    return type(exc).__name__
 
 
 def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
@@ -67,6 +155,9 @@ def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    server = logging.getLogger("aiohttp.server")
+    server.filters[:] = [f for f in server.filters if not isinstance(f, ClientErrorFilter)]
+    server.addFilter(ClientErrorFilter())
 
 
 class AccessLogger(AbstractAccessLogger):

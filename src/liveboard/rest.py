@@ -20,6 +20,7 @@ from liveboard import errors
 from liveboard.auth import Principal, TokenVerifier, bearer_token
 from liveboard.ratelimit import TokenBucket
 from liveboard.tasks.service import Actor
+from liveboard.text import NO_NUL_PATTERN
 
 log = logging.getLogger("liveboard.rest")
 
@@ -57,8 +58,21 @@ def error_response(
 
 
 async def read_body(request: web.Request, model: type[T]) -> T:
-    """Decode and validate a JSON body into ``model``: 400 if it is not JSON, 422 if invalid."""
-    raw = await request.read()
+    """Decode and validate a JSON body into ``model``: 400 if it is not JSON, 422 if invalid.
+
+    Whatever the bytes, the answer is one of those two (or 413 past the size limit): invalid
+    UTF-8, nesting deeper than the decoder recurses (even inside a field the model ignores) and
+    a body that breaks its own framing are 400s. A client that leaves before its body is read
+    gets a 400 as well: it is gone and never sees it, and the access log records its request as
+    the client's mistake (one line), not as a server error.
+    """
+    try:
+        raw = await request.read()
+    except ConnectionError:
+        # aiohttp ends the body's stream with ConnectionResetError when the peer leaves.
+        raise errors.bad_request("the connection closed before the body was complete") from None
+    except web.RequestPayloadError as exc:  # broken chunked framing, undecodable gzip/deflate
+        raise errors.bad_request(f"the body could not be read: {exc}") from None
     if not raw:
         raise errors.bad_request("a JSON body is required")
     try:
@@ -69,9 +83,15 @@ async def read_body(request: web.Request, model: type[T]) -> T:
         if field is None:
             raise errors.bad_request(f"the body must be a JSON object ({message})") from None
         reason = message.split(" - at ", 1)[0]
+        if repr(NO_NUL_PATTERN) in reason:  # msgspec quotes the pattern: say it plainly
+            reason = "must not contain U+0000"
         raise errors.validation_error(field, reason) from None
     except msgspec.DecodeError:
         raise errors.bad_request("the body is not valid JSON") from None
+    except UnicodeDecodeError:
+        raise errors.bad_request("the body is not valid JSON (invalid UTF-8)") from None
+    except RecursionError:
+        raise errors.bad_request("the body is not valid JSON (nested too deeply)") from None
 
 
 def _field_of(message: str) -> str | None:

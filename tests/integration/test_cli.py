@@ -221,6 +221,23 @@ def test_token_without_secret_exits_2(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--sub", "u" * 256], "at most 255"),
+        (["--sub", "a\udcff"], "U+0000"),  # a byte that is not UTF-8 in argv
+        (["--sub", "alice", "--ttl", "inf"], "finite"),
+        (["--sub", "alice", "--ttl", "1e16"], "exp"),
+    ],
+)
+def test_token_the_server_would_refuse_exits_2(tmp_path: Path, args: list[str], says: str) -> None:
+    """Before, each printed a token every request refused, or a traceback (--ttl inf)."""
+    result = run(["token", *args], tmp_path, LIVEBOARD_JWT_SECRET=TEST_SECRET)
+    assert result.returncode == 2, result
+    assert says in one_line(result.stderr)
+    assert result.stdout == ""
+
+
 # migrate
 
 

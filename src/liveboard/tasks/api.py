@@ -6,6 +6,7 @@ Each route is a ``Route``: method, path, handler and the models of its body and 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -18,6 +19,7 @@ from liveboard.rest import actor, json_response, read_body
 from liveboard.tasks import schemas
 from liveboard.tasks.models import Member, Project, Task, TaskSnapshot, Workspace
 from liveboard.tasks.service import TaskService
+from liveboard.text import MAX_ID_LENGTH, MAX_USER_ID_LENGTH, storable
 
 SERVICE_KEY: Final = web.AppKey("task_service", TaskService)
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -38,17 +40,42 @@ def _service(request: web.Request) -> TaskService:
     return request.app[SERVICE_KEY]
 
 
+_VERSION_TAG = re.compile(r"[0-9]{1,19}")
+
+
 def _expected_version(request: web.Request, body_version: int | None) -> int | None:
-    """``version`` from the body, else from ``If-Match`` (``3``, ``"3"`` or ``W/"3"``)."""
+    """``version`` from the body, else from ``If-Match`` (``3``, ``"3"`` or ``W/"3"``).
+
+    A tag that is not 1 to 19 ASCII digits, or above ``schemas.MAX_VERSION``, is a 400: no task
+    can be at that version (and ``int()`` never sees 5,000 digits or ``²``)."""
     if body_version is not None:
         return body_version
     header = request.headers.get("If-Match")
     if header is None:
         return None
     tag = header.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
+    if _VERSION_TAG.fullmatch(tag) is None or not 1 <= int(tag) <= schemas.MAX_VERSION:
         raise errors.bad_request('If-Match must carry the task\'s version, e.g. If-Match: "3"')
     return int(tag)
+
+
+#: What a path parameter names, for its 404, and the longest such value that can exist.
+_PATH_PARAMS: Final = {
+    "wid": ("workspace not found", MAX_ID_LENGTH),
+    "pid": ("project not found", MAX_ID_LENGTH),
+    "tid": ("task not found", MAX_ID_LENGTH),
+    "uid": ("no such member of this workspace", MAX_USER_ID_LENGTH),
+}
+
+
+def _path(request: web.Request, name: str) -> str:
+    """The path parameter ``name``; 404 if it is not text the store can hold (``liveboard.text``):
+    no row has that id, and on PostgreSQL the query itself would fail."""
+    value = request.match_info[name]
+    missing, longest = _PATH_PARAMS[name]
+    if len(value) > longest or not storable(value):
+        raise errors.not_found(missing)
+    return value
 
 
 def _task_response(task: Task, status: int = 200) -> web.Response:
@@ -71,19 +98,19 @@ async def list_workspaces(request: web.Request) -> web.StreamResponse:
 async def add_member(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, schemas.AddMember)
     member = await _service(request).add_member(
-        actor(request), request.match_info["wid"], body.user_id, body.role
+        actor(request), _path(request, "wid"), body.user_id, body.role
     )
     return json_response(member, status=201)
 
 
 async def list_members(request: web.Request) -> web.StreamResponse:
-    members = await _service(request).list_members(actor(request), request.match_info["wid"])
+    members = await _service(request).list_members(actor(request), _path(request, "wid"))
     return json_response(members)
 
 
 async def remove_member(request: web.Request) -> web.StreamResponse:
     await _service(request).remove_member(
-        actor(request), request.match_info["wid"], request.match_info["uid"]
+        actor(request), _path(request, "wid"), _path(request, "uid")
     )
     return web.Response(status=204)
 
@@ -96,23 +123,23 @@ async def create_project(request: web.Request) -> web.StreamResponse:
     if body.statuses is not None and len(set(body.statuses)) != len(body.statuses):
         raise errors.validation_error("statuses", "must not repeat a status")
     project = await _service(request).create_project(
-        actor(request), request.match_info["wid"], body.name, body.statuses
+        actor(request), _path(request, "wid"), body.name, body.statuses
     )
     return json_response(project, status=201)
 
 
 async def list_projects(request: web.Request) -> web.StreamResponse:
-    projects = await _service(request).list_projects(actor(request), request.match_info["wid"])
+    projects = await _service(request).list_projects(actor(request), _path(request, "wid"))
     return json_response(projects)
 
 
 async def get_project(request: web.Request) -> web.StreamResponse:
-    project = await _service(request).get_project(actor(request), request.match_info["pid"])
+    project = await _service(request).get_project(actor(request), _path(request, "pid"))
     return json_response(project)
 
 
 async def list_tasks(request: web.Request) -> web.StreamResponse:
-    snapshot = await _service(request).snapshot(actor(request), request.match_info["pid"])
+    snapshot = await _service(request).snapshot(actor(request), _path(request, "pid"))
     return json_response(snapshot)
 
 
@@ -123,7 +150,7 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, schemas.CreateTask)
     task = await _service(request).create_task(
         actor(request),
-        request.match_info["pid"],
+        _path(request, "pid"),
         title=body.title,
         description=body.description,
         status=body.status,
@@ -134,7 +161,7 @@ async def create_task(request: web.Request) -> web.StreamResponse:
 
 
 async def get_task(request: web.Request) -> web.StreamResponse:
-    task = await _service(request).get_task(actor(request), request.match_info["tid"])
+    task = await _service(request).get_task(actor(request), _path(request, "tid"))
     return _task_response(task)
 
 
@@ -154,7 +181,7 @@ async def update_task(request: web.Request) -> web.StreamResponse:
         changes["assigneeId"] = body.assignee_id
     version = _expected_version(request, None if body.version is UNSET else body.version)
     task = await _service(request).update_task(
-        actor(request), request.match_info["tid"], changes, expected_version=version
+        actor(request), _path(request, "tid"), changes, expected_version=version
     )
     return _task_response(task)
 
@@ -163,7 +190,7 @@ async def move_task(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, schemas.MoveTask)
     task = await _service(request).move_task(
         actor(request),
-        request.match_info["tid"],
+        _path(request, "tid"),
         body.to_status,
         order=body.order,
         expected_version=_expected_version(request, body.version),
@@ -174,7 +201,7 @@ async def move_task(request: web.Request) -> web.StreamResponse:
 async def delete_task(request: web.Request) -> web.StreamResponse:
     await _service(request).delete_task(
         actor(request),
-        request.match_info["tid"],
+        _path(request, "tid"),
         expected_version=_expected_version(request, None),
     )
     return web.Response(status=204)

@@ -1,7 +1,9 @@
 """Request bodies of the REST API, validated by msgspec (which also produces their JSON Schema).
 
 Unknown fields are ignored, so clients may send more than a call needs; a field of the wrong type
-or out of range is a 422 ``validation_error`` that names the field.
+or out of range is a 422 ``validation_error`` that names the field. Every string is held to
+``liveboard.text``'s rule (no U+0000; msgspec itself refuses unpaired surrogates), so SQLite and
+PostgreSQL accept exactly the same bodies.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-Name = Annotated[str, Meta(min_length=1, max_length=200)]
-Title = Annotated[str, Meta(min_length=1, max_length=200)]
-Description = Annotated[str, Meta(max_length=20_000)]
-UserId = Annotated[str, Meta(min_length=1, max_length=255)]
-Status = Annotated[str, Meta(min_length=1, max_length=64)]
+from liveboard.text import MAX_USER_ID_LENGTH, NO_NUL_PATTERN
+
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)]
+Title = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)]
+Description = Annotated[str, Meta(max_length=20_000, pattern=NO_NUL_PATTERN)]
+UserId = Annotated[str, Meta(min_length=1, max_length=MAX_USER_ID_LENGTH, pattern=NO_NUL_PATTERN)]
+Status = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL_PATTERN)]
 Order = Annotated[float, Meta(ge=-1e15, le=1e15)]  # finite, and precise enough to insert between
-Version = Annotated[int, Meta(ge=1)]
+#: A task's version; the bound is a signed 64-bit integer's, like ``If-Match``'s.
+MAX_VERSION = 2**63 - 1
+Version = Annotated[int, Meta(ge=1, le=MAX_VERSION)]
 
 
 class CreateWorkspace(msgspec.Struct, frozen=True):

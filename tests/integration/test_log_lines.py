@@ -1,0 +1,215 @@
+"""What a client can make a real server write to its log (issue 16, items 5 and 6).
+
+* Forged lines (CWE-117): control characters a client puts in a path (CR, LF, ESC, U+0085,
+  U+2028, the bidi overrides...) are escaped in the text format, so every line of the log is a
+  record that starts with the server's timestamp (or a traceback's indented line); the JSON
+  format carries the same text exactly, one object per line for any line splitter.
+* Client errors are not server errors: a malformed request head, broken chunked framing, a
+  gzip or deflate body that does not decompress and a body abandoned half-way are each at most
+  one INFO line (the access log's 400), with no ``ERROR``, no traceback and no 500.
+
+Each test starts a real ``liveboard serve`` process, talks to it over raw sockets and reads the
+log file it wrote after stopping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import struct
+import urllib.parse
+from collections.abc import Callable
+
+import pytest
+
+from tests.servers import LiveboardProcess
+from tests.support import make_token, timeout
+
+RECORD_START = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: "
+)
+TRACEBACK_LINE = "    "  # logs.TRACEBACK_INDENT
+# Everything Python's str.splitlines() splits on, plus ESC and the bidi controls.
+LINE_BREAKERS = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+FORGED = "2026-01-01 00:00:00,000 ERROR liveboard.auth: FORGED"
+FORGED_PATHS = [
+    f"/x\r\n{FORGED}",
+    f"/x\n{FORGED}",
+    f"/x\r{FORGED}",
+    f"/api/x\r\n{FORGED}",  # 401 without a token: the unauthenticated case
+    f"/x\x1b[2K\r{FORGED}",  # ANSI erase-line, then carriage return
+    f"/x\x85{FORGED}",
+    f"/x\u2028{FORGED}",
+    f"/x\u2029{FORGED}",
+    f"/x\u202e{FORGED}",
+    f"/x\x0b\x0c\x1c\x1d\x1e{FORGED}",
+    f"/x\x00{FORGED}",
+]
+
+
+async def _exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` and read the whole answer (the server closes after it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout(10))
+    finally:
+        writer.close()
+
+
+def _get(path: str) -> bytes:
+    target = urllib.parse.quote(path.encode(), safe="/")
+    return f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+
+
+def _lines_after_start(server: LiveboardProcess) -> list[str]:
+    """The log's lines between the start-up line and the shutdown line, /healthz left out."""
+    lines = server.log_path.read_text(encoding="utf-8").split("\n")
+    start = next(i for i, line in enumerate(lines) if "listening on" in line)
+    end = next(i for i, line in enumerate(lines) if "shutting down" in line)
+    return [line for line in lines[start + 1 : end] if "/healthz" not in line]
+
+
+async def test_a_client_cannot_forge_a_text_log_line(
+    server_factory: Callable[..., LiveboardProcess],
+) -> None:
+    server = server_factory(env={"LIVEBOARD_LOG_FORMAT": "text"})
+    for path in FORGED_PATHS:
+        answer = await _exchange(server.port, _get(path))
+        assert answer.startswith((b"HTTP/1.1 404", b"HTTP/1.1 401")), answer[:200]
+    assert server.terminate() == 0
+    log = server.log_path.read_text(encoding="utf-8")
+    assert LINE_BREAKERS.search(log) is None, "a control character reached the log"
+    assert log.splitlines() == log.rstrip("\n").split("\n")
+    for line in log.rstrip("\n").split("\n"):
+        assert RECORD_START.match(line) or line.startswith(TRACEBACK_LINE), repr(line)
+        assert not line.startswith(FORGED), repr(line)
+    access = [line for line in log.split("\n") if "aiohttp.access" in line and FORGED in line]
+    assert len(access) == len(FORGED_PATHS)
+    assert f"GET /x\\r\\n{FORGED} 404" in log
+    assert f"GET /x\\u2028{FORGED} 404" in log
+    assert f"GET /x\\x1b[2K\\r{FORGED} 404" in log
+
+
+async def test_json_log_lines_carry_client_text_exactly(
+    server_factory: Callable[..., LiveboardProcess],
+) -> None:
+    server = server_factory(env={"LIVEBOARD_LOG_FORMAT": "json"})
+    for path in FORGED_PATHS:
+        await _exchange(server.port, _get(path))
+    assert server.terminate() == 0
+    log = server.log_path.read_text(encoding="utf-8")
+    assert log.splitlines() == log.rstrip("\n").split("\n")
+    records = [json.loads(line) for line in log.splitlines()]
+    logged = [r["path"] for r in records if r["logger"] == "aiohttp.access"]
+    assert [p for p in logged if FORGED in p] == FORGED_PATHS
+
+
+def _post_head(length: int | None, *, chunked: bool = False) -> bytes:
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {length}"
+    return (
+        f"POST /api/workspaces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {make_token('leaver')}\r\n{framing}\r\n\r\n"
+    ).encode()
+
+
+async def _abandon(port: int, head: bytes, part: bytes, *, reset: bool) -> None:
+    """Send ``head`` and the start of a body, wait until the server reads it, then leave:
+    with a TCP reset, or with a FIN."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + part)
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    if reset:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+    else:
+        writer.close()
+        await writer.wait_closed()
+
+
+MALFORMED_HEADS = [
+    b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n",
+    b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\nGARBAGE / HTTP/1.1\r\n\r\n",
+    b"POST /api/workspaces HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+]
+
+
+def _encoded_post(encoding: str, body: bytes) -> bytes:
+    head = _post_head(len(body)).replace(
+        b"\r\n\r\n", f"\r\nContent-Encoding: {encoding}\r\nConnection: close\r\n\r\n".encode()
+    )
+    return head + body
+
+
+# Bodies that do not decompress: the parser fails inside the handler's read, and again when
+# aiohttp drains the rest after the answer.
+UNDECODABLE_BODIES = [
+    _encoded_post("gzip", b"not gzip at all"),
+    _encoded_post("deflate", b"\x00\x01garbage"),
+]
+
+
+async def test_client_mistakes_are_one_info_line_each_with_no_traceback(
+    server_factory: Callable[..., LiveboardProcess],
+) -> None:
+    server = server_factory(env={"LIVEBOARD_LOG_FORMAT": "text"})
+    for head in MALFORMED_HEADS:
+        answer = await _exchange(server.port, head)
+        assert b"HTTP/1.0 400" in answer or b"HTTP/1.1 400" in answer, (head[:60], answer[:200])
+    for request in UNDECODABLE_BODIES:
+        answer = await _exchange(server.port, request)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+        assert b'"code":"bad_request"' in answer, answer[:300]
+    abandoned = [
+        (_post_head(1000), b'{"name": "half', True),
+        (_post_head(1000), b'{"name": "half', False),
+        (_post_head(None, chunked=True), b'20\r\n{"name": "half', True),
+        (_post_head(None, chunked=True), b'20\r\n{"name": "half', False),
+    ]
+    for head, part, reset in abandoned:
+        await _abandon(server.port, head, part, reset=reset)
+    assert (await _exchange(server.port, _get("/healthz"))).startswith(b"HTTP/1.1 200")
+    assert server.terminate() == 0
+
+    lines = _lines_after_start(server)
+    log = "\n".join(lines)
+    assert " ERROR " not in log, log[:3000]
+    assert "Traceback" not in log, log[:3000]
+    assert " 500 " not in log, log[:3000]
+    requests = len(MALFORMED_HEADS) + len(UNDECODABLE_BODIES) + len(abandoned)
+    # One line per request at most; the keep-alive case's valid first request has its own.
+    assert len(lines) <= requests + 1, log[:3000]
+    assert all(" INFO " in line and " 400 " in line for line in lines if "/ 404" not in line), log
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+async def test_abandoned_body_is_a_400_access_line(
+    server_factory: Callable[..., LiveboardProcess], fmt: str
+) -> None:
+    """The tester's case, in both formats: ``ERROR liveboard.rest: unhandled error …
+    ConnectionResetError`` with a traceback and an access-log 500, before."""
+    server = server_factory(env={"LIVEBOARD_LOG_FORMAT": fmt})
+    await _abandon(server.port, _post_head(1000), b'{"name": "half', reset=True)
+    assert (await _exchange(server.port, _get("/healthz"))).startswith(b"HTTP/1.1 200")
+    assert server.terminate() == 0
+    lines = _lines_after_start(server)
+    assert len(lines) == 1, lines
+    if fmt == "json":
+        record = json.loads(lines[0])
+        assert (record["level"], record["path"], record["status"]) == (
+            "info",
+            "/api/workspaces",
+            400,
+        )
+    else:
+        assert " INFO aiohttp.access: POST /api/workspaces 400 " in lines[0], lines
