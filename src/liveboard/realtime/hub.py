@@ -262,7 +262,6 @@ class Hub:
             return
         sent = self._write_room(room, [text_frame(payload)])
         self._metrics.messages_sent += sent
-        self._metrics.deliveries += sent
 
     def _release(self, room: Room, result: OfferResult) -> None:
         batch: dict[Room, list[bytes]] = {}
@@ -337,7 +336,6 @@ class Hub:
             # were live when it was released, not to the joiners promoted now (which have it).
             sent = self._write_room(room, batch.pop(room, []))
             self._metrics.messages_sent += sent
-            self._metrics.deliveries += sent
             self._promote(room)
         released = result.deliver
         if workspace and room.waiting and result.deliver:
@@ -361,7 +359,6 @@ class Hub:
             sent = len(outlet.pending)
             if sent and not outlet.closed:
                 self._metrics.messages_sent += sent
-                self._metrics.deliveries += sent
                 if outlet.flush() > self._limit:
                     self._on_slow_consumer(outlet)
             outlet.pending.clear()
@@ -406,7 +403,6 @@ class Hub:
             sent += self._write_room(room, frames)
         metrics = self._metrics
         metrics.messages_sent += sent
-        metrics.deliveries += sent
         if released:
             now_ms = time.time() * 1000.0
             for event in released:

@@ -37,7 +37,6 @@ class Metrics:
     def __init__(self) -> None:
         self.events_published = 0
         self.messages_sent = 0
-        self.deliveries = 0
         self.connections_opened = 0
         self.connections_rejected = 0
         self.slow_consumer_closes = 0
