@@ -7,6 +7,7 @@ internals. Query strings never reach the logs (they may hold tokens).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -19,6 +20,7 @@ from aiohttp import web
 from liveboard import errors
 from liveboard.auth import Principal, TokenVerifier, bearer_token
 from liveboard.ratelimit import TokenBucket
+from liveboard.realtime.guard import GUARD_KEY
 from liveboard.tasks.service import Actor
 
 log = logging.getLogger("liveboard.rest")
@@ -57,8 +59,18 @@ def error_response(
 
 
 async def read_body(request: web.Request, model: type[T]) -> T:
-    """Decode and validate a JSON body into ``model``: 400 if it is not JSON, 422 if invalid."""
-    raw = await request.read()
+    """Decode and validate a JSON body into ``model``: 400 if it is not JSON, 422 if invalid,
+    400 if it is not complete within the guard's ``body_timeout`` of the head. After that 400,
+    aiohttp reads and drops the rest for up to its ``lingering_time`` (set in ``cli.serve``)
+    and closes the connection if the rest has not arrived by then."""
+    guard = request.app[GUARD_KEY]
+    try:
+        async with asyncio.timeout(guard.body_timeout):
+            raw = await request.read()
+    except TimeoutError:
+        guard.body_timed_out(request.transport)
+        message = f"the request body did not arrive within {guard.body_timeout:g}s"
+        raise errors.bad_request(message) from None
     if not raw:
         raise errors.bad_request("a JSON body is required")
     try:
@@ -169,6 +181,7 @@ async def _authenticated(request: web.Request, handler: Handler) -> web.StreamRe
         raise errors.AuthError("missing bearer token")
     who = await request.app[VERIFIER_KEY].verify(token)
     request[PRINCIPAL_KEY] = who
+    request.app[GUARD_KEY].release(request.transport)  # authenticated: off the per-address cap
     limiter = request.app.get(RATE_LIMITER_KEY)
     if limiter is not None and not limiter.allow(who.user_id):
         raise errors.ApiError(429, "rate_limited", "too many requests; slow down")
