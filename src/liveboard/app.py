@@ -19,6 +19,7 @@ from liveboard import dev, rest
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
 from liveboard.events import Event, EventPublisher
+from liveboard.fdlimit import open_files, open_files_limit
 from liveboard.openapi import build_document
 from liveboard.realtime.endpoint import (
     NODE_KEY,
@@ -76,6 +77,10 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
         "liveboard_unauthenticated_connections",
         "Open connections that have not authenticated yet (all paths).",
         lambda: guard.unauthenticated,
+    )
+    counters.gauge("liveboard_open_fds", "Open file descriptors (-1: unknown).", open_files)
+    counters.gauge(
+        "liveboard_max_fds", "The soft limit on open file descriptors.", open_files_limit
     )
     app[SETTINGS_KEY] = settings
     app[WS_SETTINGS_KEY] = settings

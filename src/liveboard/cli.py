@@ -131,7 +131,7 @@ async def serve(settings: Settings) -> int:
     from aiohttp import web
 
     from liveboard.app import build_app, listen
-    from liveboard.fdlimit import raise_open_files_limit
+    from liveboard.fdlimit import raise_open_files_limit, watch_open_files
     from liveboard.logs import AccessLogger
 
     raise_open_files_limit()
@@ -168,7 +168,11 @@ async def serve(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        watch = asyncio.create_task(watch_open_files())
+        try:
+            await stop.wait()
+        finally:
+            watch.cancel()
         log.info("shutting down")
     finally:
         await _shut_down(app, runner, listener)

@@ -7,6 +7,7 @@
 * A server started with a soft ``RLIMIT_NOFILE`` of 1,024 raises it to the hard limit; whether
   or not it could, one address holding more than 1,050 idle connections gets the excess refused
   (429 ``rate_limited``) and everybody else is served meanwhile.
+* With the cap off, nearing the open-files limit is logged, and so is the way back.
 
 Each half-open kind is opened ``LIVEBOARD_HALF_OPEN_CONNECTIONS`` times (2000). The time each
 took to close, as the client saw it, is printed (``-s``) for docs/reliability.md (O2a, O2b).
@@ -389,3 +390,28 @@ async def test_one_address_holding_idle_connections_does_not_starve_others(
     lines = _guard_lines(server.log_path)
     assert any("too many unauthenticated connections" in line and HOLDER in line for line in lines)
     assert len(lines) <= 5
+
+
+async def test_nearing_the_open_files_limit_is_logged(
+    server_factory: Callable[..., LiveboardProcess],
+) -> None:
+    # With the cap off, nothing else stops one address: at least the operator hears of it (the
+    # event loop's accept drops what it cannot keep without a word).
+    server = server_factory(
+        env={"LIVEBOARD_HEAD_TIMEOUT": "120", "LIVEBOARD_MAX_PENDING_PER_ADDRESS": "0"},
+        nofile=(1024, 1024),
+    )
+    gate = asyncio.Semaphore(200)
+    held = await asyncio.gather(*(_open(server.port, "idle", b"", gate) for _ in range(960)))
+    try:
+        await wait_until(lambda: "file descriptors open: at the limit" in server.log(), wait=20)
+        samples = await _scrape(server)
+        assert samples["liveboard_max_fds"] == 1024
+        assert samples["liveboard_open_fds"] >= 0.9 * 1024
+    finally:
+        for h in held:
+            for task in h.tasks:
+                task.cancel()
+            h.writer.close()
+    await wait_until(lambda: "file descriptors open: below the limit again" in server.log(), 20)
+    assert server.log().count("file descriptors open: at the limit") == 1

@@ -10,7 +10,7 @@ import pytest
 
 from liveboard.config import load_settings
 from liveboard.errors import ConfigError
-from liveboard.fdlimit import target_soft_limit
+from liveboard.fdlimit import Watermark, target_soft_limit
 from liveboard.realtime.guard import AddressCounts, Tally, address_key
 
 INF = resource.RLIM_INFINITY
@@ -120,3 +120,15 @@ async def test_a_tally_logs_the_first_at_once_then_one_count_per_window(
     assert len(caplog.records) == 2
     tally.record("10.0.0.3")
     assert caplog.records[-1].getMessage() == "connection refused: 10.0.0.3"
+
+
+def test_the_open_files_watermark_reports_each_crossing_once() -> None:
+    mark = Watermark(high=0.9, low=0.8)
+    assert mark.update(100, 1000) is None
+    assert mark.update(900, 1000) is True
+    assert mark.update(950, 1000) is None  # still high: no second line
+    assert mark.update(850, 1000) is None  # between the marks: still high
+    assert mark.update(799, 1000) is False
+    assert mark.update(500, 1000) is None
+    assert mark.update(-1, 1000) is None  # unknown
+    assert mark.update(10**9, resource.RLIM_INFINITY) is None
