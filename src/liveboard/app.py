@@ -71,6 +71,7 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
         counters,
         head_timeout=settings.head_timeout,
         body_timeout=settings.body_timeout,
+        send_timeout=settings.send_timeout,
         max_per_address=settings.max_pending_per_address,
     )
     counters.gauge(

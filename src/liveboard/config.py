@@ -41,6 +41,8 @@ class Settings:
     body_timeout: float = 30.0
     # An idle keep-alive HTTP connection (no request under way) is closed after this.
     keepalive_timeout: float = 75.0
+    # An HTTP response whose sending has been stalled (the client reads nothing) this long.
+    send_timeout: float = 60.0
     # Limits
     max_message_bytes: int = 65536
     max_subscriptions: int = 100
@@ -145,6 +147,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "head_timeout": _float(env, "LIVEBOARD_HEAD_TIMEOUT", 10.0, minimum=0.05),
         "body_timeout": _float(env, "LIVEBOARD_BODY_TIMEOUT", 30.0, minimum=0.05),
         "keepalive_timeout": _float(env, "LIVEBOARD_KEEPALIVE_TIMEOUT", 75.0, minimum=0.05),
+        "send_timeout": _float(env, "LIVEBOARD_SEND_TIMEOUT", 60.0, minimum=0.05),
         "max_message_bytes": _int(env, "LIVEBOARD_MAX_MESSAGE_BYTES", 65536, minimum=64),
         "max_subscriptions": _int(env, "LIVEBOARD_MAX_SUBSCRIPTIONS", 100, minimum=1),
         "max_connections_per_user": _int(env, "LIVEBOARD_MAX_CONNECTIONS_PER_USER", 50, minimum=1),

@@ -8,6 +8,8 @@
   or not it could, one address holding more than 1,050 idle connections gets the excess refused
   (429 ``rate_limited``) and everybody else is served meanwhile.
 * With the cap off, nearing the open-files limit is logged, and so is the way back.
+* A client that pipelines requests and never reads the responses is cut after the send
+  timeout, while others are served.
 
 Each half-open kind is opened ``LIVEBOARD_HALF_OPEN_CONNECTIONS`` times (2000). The time each
 took to close, as the client saw it, is printed (``-s``) for docs/reliability.md (O2a, O2b).
@@ -20,6 +22,7 @@ import contextlib
 import os
 import re
 import resource
+import socket
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -29,7 +32,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.fuzz.rawws import open_fds
+from tests.fuzz.rawws import holds_connection, open_fds
 from tests.servers import LiveboardProcess
 from tests.support import make_token, timeout
 from tests.wsclient import Board, parse_metrics, wait_until, workspace_room
@@ -43,6 +46,8 @@ SHORT_TIMEOUTS = {
     "LIVEBOARD_BODY_TIMEOUT": "2",
     "LIVEBOARD_KEEPALIVE_TIMEOUT": "6",
 }
+#: Clients that pipeline requests and read nothing.
+NON_READERS = 20
 #: Where the idle connections come from, and where everybody else comes from.
 HOLDER = "127.0.0.1"
 OTHERS = "127.0.0.2"
@@ -415,3 +420,53 @@ async def test_nearing_the_open_files_limit_is_logged(
             h.writer.close()
     await wait_until(lambda: "file descriptors open: below the limit again" in server.log(), 20)
     assert server.log().count("file descriptors open: at the limit") == 1
+
+
+async def test_a_client_that_never_reads_its_responses_is_cut_after_the_send_timeout(
+    server_factory: Callable[..., LiveboardProcess],
+) -> None:
+    # Pipelined requests whose responses are never read: aiohttp waits for the client to read,
+    # with no timer of its own, for as long as the client likes.
+    server = server_factory(
+        env={"LIVEBOARD_SEND_TIMEOUT": "2", "LIVEBOARD_MAX_PENDING_PER_ADDRESS": "0"}
+    )
+    loop = asyncio.get_running_loop()
+    # 23 KB each: the buffers on the way are full after a few dozen.
+    requests = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 200
+    writers: dict[int, tuple[asyncio.StreamWriter, float]] = {}
+    for _ in range(NON_READERS):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", server.port))
+        _, writer = await asyncio.open_connection(sock=sock)
+        writer.write(requests)
+        writers[sock.getsockname()[1]] = (writer, time.monotonic())
+    cut_after: dict[int, float] = {}
+    async with Board(server, local_addr=OTHERS) as board:
+        others = Others(board, board.user("other"))
+        stop = asyncio.Event()
+        serving = asyncio.create_task(others.run(stop))
+        try:
+            async with asyncio.timeout(timeout(60)):  # old code: held for good
+                while len(cut_after) < len(writers):
+                    for port, (_, opened) in writers.items():
+                        if port not in cut_after and not holds_connection(
+                            server.pid, server.port, port
+                        ):
+                            cut_after[port] = time.monotonic() - opened
+                    await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await serving
+            for writer, _ in writers.values():
+                writer.close()
+        samples = await _scrape(server)
+    times = sorted(cut_after.values())
+    print(
+        f"\n{NON_READERS} clients pipelining 200 requests each, reading nothing: cut after"
+        f" median {statistics.median(times):.2f} s, max {times[-1]:.2f} s;"
+        f" {len(others.durations)} rounds of others"
+    )
+    assert others.failures == []
+    assert samples["liveboard_send_timeouts_total"] == NON_READERS

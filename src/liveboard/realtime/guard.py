@@ -12,7 +12,8 @@ Timeouts (``config.Settings``): a request head must be complete within
 ``head_timeout`` of the accept or of the first byte after a response, on both paths (the router
 closes a connection whose first head is late; ``GuardedHttp`` does it on aiohttp's path); a body
 within ``body_timeout`` of its head (``rest.read_body``); an idle keep-alive connection is
-closed by aiohttp after ``keepalive_timeout``.
+closed by aiohttp after ``keepalive_timeout``; an HTTP response the client stops reading for
+``send_timeout`` is cut (``GuardedHttp``; a WebSocket has the slow-consumer bound instead).
 
 Refusals and timeouts are counted (``Metrics``) and logged through a ``Tally``: the first at
 once, then at most one line per ``TALLY_WINDOW`` seconds with their number, so that a flood of
@@ -25,7 +26,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, cast
 
 from aiohttp import web
 
@@ -150,11 +151,13 @@ class ConnectionGuard:
         *,
         head_timeout: float = 10.0,
         body_timeout: float = 30.0,
+        send_timeout: float = 60.0,
         max_per_address: int = 0,
     ) -> None:
         self.metrics = metrics
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
+        self.send_timeout = send_timeout
         self._counts = AddressCounts(max_per_address)
         # transport -> (address key, loop time of its accept)
         self._held: dict[asyncio.BaseTransport, tuple[str, float]] = {}
@@ -171,6 +174,11 @@ class ConnectionGuard:
         self._body_late = Tally(
             f"request answered 400: body not complete within {body_timeout:g}s"
             " (LIVEBOARD_BODY_TIMEOUT)",
+            logging.INFO,
+        )
+        self._send_stalled = Tally(
+            f"connection cut: the client read nothing of its response for {send_timeout:g}s"
+            " (LIVEBOARD_SEND_TIMEOUT)",
             logging.INFO,
         )
 
@@ -208,6 +216,10 @@ class ConnectionGuard:
         self.metrics.head_timeouts += 1
         self._head_late.record(address_key(peer_host(transport)))
 
+    def send_timed_out(self, transport: asyncio.BaseTransport) -> None:
+        self.metrics.send_timeouts += 1
+        self._send_stalled.record(address_key(peer_host(transport)))
+
     def body_timed_out(self, transport: asyncio.BaseTransport | None) -> None:
         self.metrics.body_timeouts += 1
         host = peer_host(transport) if transport is not None else None
@@ -231,19 +243,28 @@ class GuardedHttp(asyncio.Protocol):
     when a request starts (``track_requests``). If it fires first, the connection is closed.
     Bytes that arrive while a request is being handled are not inspected, so a partial head
     pipelined behind a complete request is left to ``keepalive_timeout``.
+
+    Sending is watched too: once the transport has asked to pause writing (the client reads
+    nothing and the buffers are full) and has not resumed within ``send_timeout``, the
+    connection is aborted, whatever aiohttp is waiting for (a handler's drain, pipelined
+    requests queued behind it). Not for a WebSocket, which has the slow-consumer bound and the
+    heartbeat.
     """
 
-    __slots__ = ("_busy", "_guard", "_inner", "_timer", "_transport")
+    __slots__ = ("_busy", "_guard", "_inner", "_stall", "_timer", "_transport", "_websocket")
 
     def __init__(self, guard: ConnectionGuard, inner: asyncio.BaseProtocol) -> None:
         self._guard = guard
         self._inner = inner
-        self._transport: asyncio.BaseTransport | None = None
+        self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._stall: asyncio.TimerHandle | None = None
         self._busy = False
+        self._websocket = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport
+        # uvloop's transports implement asyncio.Transport without inheriting from it.
+        self._transport = cast(asyncio.Transport, transport)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_at(self._guard.first_head_deadline(transport), self._timed_out)
         self._inner.connection_made(transport)
@@ -260,19 +281,27 @@ class GuardedHttp(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._unstall()
         self._guard.release(self._transport)
         self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        if self._stall is None and not self._websocket:
+            loop = asyncio.get_running_loop()
+            self._stall = loop.call_later(self._guard.send_timeout, self._send_timed_out)
         self._inner.pause_writing()
 
     def resume_writing(self) -> None:
+        self._unstall()
         self._inner.resume_writing()
 
-    def request_started(self) -> None:
-        """A request's head is complete and its handler runs."""
+    def request_started(self, *, websocket: bool = False) -> None:
+        """A request's head is complete and its handler runs (for good, if a WebSocket)."""
         self._busy = True
         self._disarm()
+        if websocket:
+            self._websocket = True
+            self._unstall()
 
     def request_finished(self) -> None:
         self._busy = False
@@ -281,6 +310,19 @@ class GuardedHttp(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _unstall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+
+    def _send_timed_out(self) -> None:
+        self._stall = None
+        transport = self._transport
+        if transport is None or self._websocket:
+            return
+        self._guard.send_timed_out(transport)
+        transport.abort()  # close() would wait for the client to read what is queued
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -300,9 +342,10 @@ def track_requests(request: web.Request, handler: Handler) -> Awaitable[web.Stre
     protocol = transport.get_protocol() if transport is not None else None
     if not isinstance(protocol, GuardedHttp):
         return handler(request)
-    protocol.request_started()
     if request.method == "GET" and request.path in handshake.WEBSOCKET_PATHS:
+        protocol.request_started(websocket=True)
         return handler(request)
+    protocol.request_started()
     return _finished_after(protocol, handler(request))
 
 

@@ -48,6 +48,7 @@ class Metrics:
         self.connections_refused = 0
         self.head_timeouts = 0
         self.body_timeouts = 0
+        self.send_timeouts = 0
         self.delivery_latency = Histogram()
         self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
 
@@ -104,6 +105,11 @@ class Metrics:
             "liveboard_body_timeouts_total",
             "Requests answered 400 because their body did not arrive in time.",
             self.body_timeouts,
+        )
+        counter(
+            "liveboard_send_timeouts_total",
+            "HTTP connections cut because the client read none of a response in time.",
+            self.send_timeouts,
         )
         for name, (help_text, read) in sorted(self._gauges.items()):
             value = float(read())
