@@ -8,6 +8,7 @@ log file whose tail is shown when a start fails.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -42,8 +43,10 @@ class LiveboardProcess:
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         dev: bool = False,
+        nofile: tuple[int, int] | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.nofile = nofile  # (soft, hard) RLIMIT_NOFILE to start the process with
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws/connect"
         self.log_path = log_path
@@ -65,8 +68,19 @@ class LiveboardProcess:
         if self._dev:
             args.append("--dev")
         log = self.log_path.open("ab")
+        limits = self.nofile
+
+        def set_limits() -> None:  # in the child, before exec
+            if limits is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
         self.process = subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=set_limits if limits is not None else None,
         )
         log.close()
         deadline = time.monotonic() + timeout(wait)
@@ -109,7 +123,7 @@ class LiveboardProcess:
 
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveboardProcess]]:
-    """Start servers: ``server_factory(database_url=..., env={...}, dev=False)``."""
+    """Start servers: ``server_factory(database_url=..., env={...}, dev=False, nofile=None)``."""
     started: list[LiveboardProcess] = []
     counter = iter(range(1000))
 
@@ -119,11 +133,17 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveboardProcess]]:
         env: Mapping[str, str] | None = None,
         dev: bool = False,
         port: int | None = None,
+        nofile: tuple[int, int] | None = None,
     ) -> LiveboardProcess:
         n = next(counter)
         url = database_url or f"sqlite:///{tmp_path / 'liveboard.db'}"
         server = LiveboardProcess(
-            database_url=url, log_path=tmp_path / f"server-{n}.log", env=env, port=port, dev=dev
+            database_url=url,
+            log_path=tmp_path / f"server-{n}.log",
+            env=env,
+            port=port,
+            dev=dev,
+            nofile=nofile,
         )
         started.append(server)
         return server.start()

@@ -275,11 +275,14 @@ class ApiError(AssertionError):
 class Board:
     """Per-test helpers bound to one server: users, REST set-up, WebSocket connections."""
 
-    def __init__(self, server: LiveboardProcess) -> None:
+    def __init__(self, server: LiveboardProcess, *, local_addr: str | None = None) -> None:
+        """``local_addr``: the loopback address its connections come from (``127.0.0.2``…),
+        for tests where the server treats client addresses differently."""
         self.server = server
         self.url = server.url
         self.ws_url = server.ws_url
-        self.http = aiohttp.ClientSession()
+        self.local_addr = local_addr
+        self.http = aiohttp.ClientSession(connector=self._connector())
         self.clients: list[WsClient] = []
         self.tag = secrets.token_hex(3)
 
@@ -312,9 +315,16 @@ class Board:
         if token is None:
             assert user is not None
             token = make_token(user, name=name, ttl=ttl)
+        if "connector" not in kwargs and "session" not in kwargs:
+            kwargs["connector"] = self._connector()
         client = await WsClient.connect(self.ws_url, token, **kwargs)
         self.clients.append(client)
         return client
+
+    def _connector(self) -> aiohttp.TCPConnector | None:
+        if self.local_addr is None:
+            return None
+        return aiohttp.TCPConnector(local_addr=(self.local_addr, 0))
 
     # REST
 

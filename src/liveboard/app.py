@@ -19,6 +19,7 @@ from liveboard import dev, rest
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
 from liveboard.events import Event, EventPublisher
+from liveboard.fdlimit import open_files, open_files_limit
 from liveboard.openapi import build_document
 from liveboard.realtime.endpoint import (
     NODE_KEY,
@@ -28,6 +29,7 @@ from liveboard.realtime.endpoint import (
     tune_socket,
     websocket_handler,
 )
+from liveboard.realtime.guard import GUARD_KEY, ConnectionGuard, track_requests
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.node import Node
 from liveboard.realtime.router import ConnectionRouter
@@ -61,15 +63,33 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
     """
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[rest.error_middleware, rest.auth_middleware],
+        middlewares=[track_requests, rest.error_middleware, rest.auth_middleware],
     )
     verifier = TokenVerifier(settings)
+    counters = Metrics()
+    guard = ConnectionGuard(
+        counters,
+        head_timeout=settings.head_timeout,
+        body_timeout=settings.body_timeout,
+        send_timeout=settings.send_timeout,
+        max_per_address=settings.max_pending_per_address,
+    )
+    counters.gauge(
+        "liveboard_unauthenticated_connections",
+        "Open connections that have not authenticated yet (all paths).",
+        lambda: guard.unauthenticated,
+    )
+    counters.gauge("liveboard_open_fds", "Open file descriptors (-1: unknown).", open_files)
+    counters.gauge(
+        "liveboard_max_fds", "The soft limit on open file descriptors.", open_files_limit
+    )
     app[SETTINGS_KEY] = settings
     app[WS_SETTINGS_KEY] = settings
     app[rest.VERIFIER_KEY] = verifier
     app[WS_VERIFIER_KEY] = verifier
     app[rest.RATE_LIMITER_KEY] = rest.RateLimiter(rate=50.0, burst=200.0)
-    app[METRICS_KEY] = Metrics()
+    app[METRICS_KEY] = counters
+    app[GUARD_KEY] = guard
     app.cleanup_ctx.append(_components(publisher))
     app.on_shutdown.append(_close_sockets)
 
@@ -92,7 +112,8 @@ class Listener:
     """The listening socket of ``serve`` and what it must close at shutdown.
 
     Each connection starts with a ``ConnectionRouter``: a WebSocket upgrade is served by
-    ``UpgradeAcceptor`` without aiohttp, everything else by aiohttp's server (``runner.server``).
+    ``UpgradeAcceptor`` without aiohttp, everything else by aiohttp's server (``runner.server``)
+    behind ``guard.GuardedHttp``.
     """
 
     def __init__(
@@ -129,11 +150,16 @@ async def listen(runner: web.AppRunner, host: str, port: int, backlog: int = 102
     """Accept connections for ``runner``'s application (set up) on ``host``:``port``."""
     http = runner.server
     assert http is not None, "runner.setup() first"
+    guard = runner.app[GUARD_KEY]
     acceptor = UpgradeAcceptor(runner.app)
     routers: set[ConnectionRouter] = set()
     loop = asyncio.get_running_loop()
+
+    def guarded_http() -> asyncio.BaseProtocol:
+        return guard.wrap(http())
+
     server = await loop.create_server(
-        lambda: ConnectionRouter(http, acceptor, routers),
+        lambda: ConnectionRouter(guarded_http, acceptor, routers, guard),
         host,
         port,
         backlog=backlog,

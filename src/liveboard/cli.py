@@ -32,6 +32,8 @@ log = logging.getLogger("liveboard")
 SHUTDOWN_TIMEOUT = 8.0
 #: Of ``SHUTDOWN_TIMEOUT``, what the WebSockets' wait leaves for closing the rest.
 CLEANUP_RESERVE = 4.0
+#: aiohttp's own lingering time; ``LIVEBOARD_BODY_TIMEOUT`` lowers it when it is shorter.
+LINGERING_TIME = 10.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,14 +135,21 @@ async def serve(settings: Settings) -> int:
     from aiohttp import web
 
     from liveboard.app import build_app, listen
+    from liveboard.fdlimit import raise_open_files_limit, watch_open_files
     from liveboard.logs import AccessLogger
 
+    raise_open_files_limit()
     app = build_app(settings)
     runner = web.AppRunner(
         app,
         handle_signals=False,
         access_log_class=AccessLogger,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
+        # An idle keep-alive connection is closed after this; aiohttp's default is 3,630 s.
+        keepalive_timeout=settings.keepalive_timeout,
+        # After a response, the rest of an unread body is read and dropped for up to this long
+        # (so the client gets the response rather than a reset), then the connection closes.
+        lingering_time=min(LINGERING_TIME, settings.body_timeout),
     )
     await runner.setup()
     listener: Listener | None = None
@@ -163,7 +172,11 @@ async def serve(settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        watch = asyncio.create_task(watch_open_files())
+        try:
+            await stop.wait()
+        finally:
+            watch.cancel()
         log.info("shutting down")
     finally:
         await _shut_down(app, runner, listener)

@@ -35,12 +35,23 @@ class Settings:
     # Timeouts (seconds)
     heartbeat_interval: float = 25.0
     heartbeat_timeout: float = 10.0
+    # From a connection's accept (or the first byte after a response) to its request head's end.
+    head_timeout: float = 10.0
+    # From a request's head to the end of its body.
+    body_timeout: float = 30.0
+    # An idle keep-alive HTTP connection (no request under way) is closed after this.
+    keepalive_timeout: float = 75.0
+    # An HTTP response whose sending has been stalled (the client reads nothing) this long.
+    send_timeout: float = 60.0
     # Limits
     max_message_bytes: int = 65536
     max_subscriptions: int = 100
     max_connections_per_user: int = 50
     max_body_bytes: int = 1 << 20
     slow_consumer_bytes: int = 1 << 20
+    # Connections from one client address (IPv6: one /64) that have not authenticated yet;
+    # 0: no cap (behind a reverse proxy every connection comes from the proxy's address).
+    max_pending_per_address: int = 256
     history_size: int = 1000
     # Mode
     dev: bool = False
@@ -133,10 +144,15 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "allowed_origins": _origins(_str(env, "LIVEBOARD_ALLOWED_ORIGINS")),
         "heartbeat_interval": _float(env, "LIVEBOARD_HEARTBEAT_INTERVAL", 25.0, minimum=0.05),
         "heartbeat_timeout": _float(env, "LIVEBOARD_HEARTBEAT_TIMEOUT", 10.0, minimum=0.05),
+        "head_timeout": _float(env, "LIVEBOARD_HEAD_TIMEOUT", 10.0, minimum=0.05),
+        "body_timeout": _float(env, "LIVEBOARD_BODY_TIMEOUT", 30.0, minimum=0.05),
+        "keepalive_timeout": _float(env, "LIVEBOARD_KEEPALIVE_TIMEOUT", 75.0, minimum=0.05),
+        "send_timeout": _float(env, "LIVEBOARD_SEND_TIMEOUT", 60.0, minimum=0.05),
         "max_message_bytes": _int(env, "LIVEBOARD_MAX_MESSAGE_BYTES", 65536, minimum=64),
         "max_subscriptions": _int(env, "LIVEBOARD_MAX_SUBSCRIPTIONS", 100, minimum=1),
         "max_connections_per_user": _int(env, "LIVEBOARD_MAX_CONNECTIONS_PER_USER", 50, minimum=1),
         "slow_consumer_bytes": _int(env, "LIVEBOARD_SLOW_CONSUMER_BYTES", 1 << 20, minimum=1024),
+        "max_pending_per_address": _int(env, "LIVEBOARD_MAX_PENDING_PER_ADDRESS", 256, minimum=0),
         "log_format": env.get("LIVEBOARD_LOG_FORMAT") or "text",
     }
     if values["log_format"] not in ("text", "json"):

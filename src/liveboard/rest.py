@@ -7,6 +7,7 @@ internals. Query strings never reach the logs (they may hold tokens).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -19,6 +20,7 @@ from aiohttp import web
 from liveboard import errors
 from liveboard.auth import Principal, TokenVerifier, bearer_token
 from liveboard.ratelimit import TokenBucket
+from liveboard.realtime.guard import GUARD_KEY
 from liveboard.tasks.service import Actor
 from liveboard.text import NO_NUL_PATTERN
 
@@ -64,10 +66,19 @@ async def read_body(request: web.Request, model: type[T]) -> T:
     UTF-8, nesting deeper than the decoder recurses (even inside a field the model ignores) and
     a body that breaks its own framing are 400s. A client that leaves before its body is read
     gets a 400 as well: it is gone and never sees it, and the access log records its request as
-    the client's mistake (one line), not as a server error.
+    the client's mistake (one line), not as a server error. A body not complete within the
+    guard's ``body_timeout`` of the head is a 400 too; after it, aiohttp reads and drops the
+    rest for up to its ``lingering_time`` (set in ``cli.serve``) and closes the connection if
+    the rest has not arrived by then.
     """
+    guard = request.app[GUARD_KEY]
     try:
-        raw = await request.read()
+        async with asyncio.timeout(guard.body_timeout):
+            raw = await request.read()
+    except TimeoutError:
+        guard.body_timed_out(request.transport)
+        message = f"the request body did not arrive within {guard.body_timeout:g}s"
+        raise errors.bad_request(message) from None
     except ConnectionError:
         # aiohttp ends the body's stream with ConnectionResetError when the peer leaves.
         raise errors.bad_request("the connection closed before the body was complete") from None
@@ -189,6 +200,7 @@ async def _authenticated(request: web.Request, handler: Handler) -> web.StreamRe
         raise errors.AuthError("missing bearer token")
     who = await request.app[VERIFIER_KEY].verify(token)
     request[PRINCIPAL_KEY] = who
+    request.app[GUARD_KEY].release(request.transport)  # authenticated: off the per-address cap
     limiter = request.app.get(RATE_LIMITER_KEY)
     if limiter is not None and not limiter.allow(who.user_id):
         raise errors.ApiError(429, "rate_limited", "too many requests; slow down")

@@ -15,13 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import cast
 
-import pytest
 from aiohttp import WSMsgType
 
-from liveboard.realtime import router as router_module
 from liveboard.realtime.connection import INBOX_HIGH, WebSocketConnection
 from liveboard.realtime.endpoint import KERNEL_SEND_BUFFER, tune_socket
 from liveboard.realtime.frames import pong_frame
+from liveboard.realtime.guard import ConnectionGuard
+from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.router import ConnectionRouter
 from tests.fuzz.rawws import OP_CLOSE, OP_PING, OP_TEXT, close_payload, encode_frame
 from tests.support import timeout
@@ -229,39 +229,89 @@ class _Recorder(asyncio.Protocol):
         self.data += data
 
 
-async def test_the_router_hands_a_slow_first_request_to_the_http_server(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(router_module, "HEAD_TIMEOUT_SECONDS", 0.2)
+async def _routed(
+    guard: ConnectionGuard,
+) -> tuple[asyncio.Server, int, list[_Recorder], set[ConnectionRouter]]:
+    """A listener whose connections start with a ``ConnectionRouter`` behind ``guard``;
+    what it hands to the HTTP server is recorded."""
     recorders: list[_Recorder] = []
     pending: set[ConnectionRouter] = set()
 
-    def http() -> _Recorder:
+    def http() -> asyncio.BaseProtocol:
         recorders.append(_Recorder())
-        return recorders[-1]
+        return guard.wrap(recorders[-1])  # as app.listen does
 
     def upgrade(*_args: object) -> None:
         raise AssertionError("not an upgrade")
 
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: ConnectionRouter(http, upgrade, pending), "127.0.0.1", 0
+        lambda: ConnectionRouter(http, upgrade, pending, guard), "127.0.0.1", 0
     )
-    port = server.sockets[0].getsockname()[1]
+    return server, server.sockets[0].getsockname()[1], recorders, pending
+
+
+async def test_the_router_closes_a_connection_whose_first_head_is_late() -> None:
+    # It used to hand it to the HTTP server, which held it for its keep-alive timeout (3,630 s).
+    metrics = Metrics()
+    guard = ConnectionGuard(metrics, head_timeout=0.2)
+    server, port, recorders, pending = await _routed(guard)
     try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /ws/connect HTTP/1.1\r\nHo")
         await _until(lambda: len(pending) == 1)
-        await _until(lambda: len(recorders) == 1)
-        assert recorders[0].data == b"GET /ws/connect HTTP/1.1\r\nHo"
+        assert await asyncio.wait_for(reader.read(), timeout(5)) == b""
+        assert recorders == []
         assert pending == set()
+        assert metrics.head_timeouts == 1
+        assert guard.unauthenticated == 0
         # A router still waiting is dropped at shutdown.
         _, idle = await asyncio.open_connection("127.0.0.1", port)
         await _until(lambda: len(pending) == 1)
         for router in list(pending):
             router.abort()
         assert pending == set()
+        await _until(lambda: guard.unauthenticated == 0)
         writer.close()
         idle.close()
+    finally:
+        server.close()
+
+
+async def test_the_guard_refuses_an_address_past_its_cap_until_one_of_its_connections_ends() -> (
+    None
+):
+    metrics = Metrics()
+    guard = ConnectionGuard(metrics, head_timeout=30.0, max_per_address=2)
+    server, port, recorders, _ = await _routed(guard)
+    try:
+        first = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await _until(lambda: guard.unauthenticated == 2)
+        reader, _writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = await asyncio.wait_for(reader.read(), timeout(5))
+        assert answer.startswith(b"HTTP/1.1 429 Too Many Requests\r\n")
+        assert answer.endswith(
+            b'"code":"rate_limited","message":"too many unauthenticated'
+            b' connections from this address"}}'
+        )
+        assert metrics.connections_refused == 1
+        assert guard.unauthenticated == 2
+        # Another address is not affected.
+        _, other = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
+        await _until(lambda: guard.unauthenticated == 3)
+        # One of the first two ends (here, it went to the HTTP server and closed there):
+        # its place is free again.
+        first[0][1].write(b"GET /healthz HTTP/1.1\r\n\r\n")
+        await _until(lambda: len(recorders) == 1)
+        first[0][1].close()
+        await _until(lambda: guard.unauthenticated == 2)
+        first[1][1].close()
+        await _until(lambda: guard.unauthenticated == 1)
+        again = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await _until(lambda: guard.unauthenticated == 3)
+        assert metrics.connections_refused == 1
+        for _, w in again:
+            w.close()
+        other.close()
     finally:
         server.close()

@@ -25,6 +25,7 @@ from liveboard.config import Settings
 from liveboard.errors import AuthError
 from liveboard.realtime import handshake, protocol, wire
 from liveboard.realtime.connection import LINGER_SECONDS, WebSocketConnection
+from liveboard.realtime.guard import GUARD_KEY
 from liveboard.realtime.node import Node
 from liveboard.realtime.protocol import ProtocolError
 from liveboard.realtime.session import (
@@ -91,6 +92,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     )
     if isinstance(principal, Refusal):
         return rest.error_response(*principal)
+    request.app[GUARD_KEY].release(request.transport)  # authenticated
     ws = web.WebSocketResponse(
         autoping=False,
         compress=False,  # frames are pre-encoded once for every socket; see docs/protocol.md
@@ -293,6 +295,7 @@ class UpgradeAcceptor:
             return
         if transport.is_closing():
             return  # the peer left while it was being admitted
+        app[GUARD_KEY].release(transport)  # authenticated
         connection = WebSocketConnection(
             transport, settings.max_message_bytes, settings.slow_consumer_bytes
         )

@@ -44,6 +44,10 @@ class Metrics:
         self.resyncs = 0
         self.broker_reconnects = 0
         self.catch_ups = 0
+        self.connections_refused = 0
+        self.head_timeouts = 0
+        self.body_timeouts = 0
+        self.send_timeouts = 0
         self.delivery_latency = Histogram()
         self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
 
@@ -86,6 +90,26 @@ class Metrics:
             "liveboard_broker_reconnects_total", "Broker reconnections.", self.broker_reconnects
         )
         counter("liveboard_catch_ups_total", "Rooms caught up from the event log.", self.catch_ups)
+        counter(
+            "liveboard_connections_refused_total",
+            "Connections refused on accept: their address held too many unauthenticated ones.",
+            self.connections_refused,
+        )
+        counter(
+            "liveboard_head_timeouts_total",
+            "Connections closed because a request head was not complete in time.",
+            self.head_timeouts,
+        )
+        counter(
+            "liveboard_body_timeouts_total",
+            "Requests answered 400 because their body did not arrive in time.",
+            self.body_timeouts,
+        )
+        counter(
+            "liveboard_send_timeouts_total",
+            "HTTP connections cut because the client read none of a response in time.",
+            self.send_timeouts,
+        )
         for name, (help_text, read) in sorted(self._gauges.items()):
             value = float(read())
             lines.extend((f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"))

@@ -7,9 +7,12 @@ as its first bytes show it (``GET /api/…``, ``POST …``), or if it is malform
 ``http_factory`` (aiohttp's ``web.Server``), which then owns the connection for good; that is
 also where an upgrade sent after other requests on a keep-alive connection is served.
 
-A connection that has not completed its first request head within ``HEAD_TIMEOUT_SECONDS`` is
-handed to aiohttp as it is, so that aiohttp's own timeouts and shutdown apply to it. Routers
-still waiting are kept in ``pending`` (owned by the listener), which closes them at shutdown.
+Each connection is first admitted by the ``guard`` (a cap on unauthenticated connections per
+address; a refused one is answered and closed there). One that has not completed its first
+request head within the guard's ``head_timeout`` of its accept is closed (aiohttp would hold it
+until its keep-alive timeout); the guard's ``release`` is called when a connection still
+routed here ends. Routers still waiting are kept in ``pending`` (owned by the listener), which
+closes them at shutdown.
 
 aiohttp's per-request state (the parsed request, its handler tasks, its WebSocket reader and
 writer) is about 10 KB; a connection that never passes through it does not pay for it.
@@ -22,26 +25,35 @@ from collections.abc import Callable
 from typing import cast
 
 from liveboard.realtime import handshake
+from liveboard.realtime.guard import ConnectionGuard
 
 UpgradeHandler = Callable[[asyncio.Transport, handshake.Upgrade, bytes], None]
-#: How long a new connection may take to send its first request head before aiohttp gets it.
-HEAD_TIMEOUT_SECONDS = 10.0
 
 
 class ConnectionRouter(asyncio.Protocol):
     """Holds a new connection until its first request shows where it belongs."""
 
-    __slots__ = ("_buffer", "_http_factory", "_on_upgrade", "_pending", "_timer", "_transport")
+    __slots__ = (
+        "_buffer",
+        "_guard",
+        "_http_factory",
+        "_on_upgrade",
+        "_pending",
+        "_timer",
+        "_transport",
+    )
 
     def __init__(
         self,
         http_factory: Callable[[], asyncio.BaseProtocol],
         on_upgrade: UpgradeHandler,
         pending: set[ConnectionRouter],
+        guard: ConnectionGuard,
     ) -> None:
         self._http_factory = http_factory
         self._on_upgrade = on_upgrade
         self._pending = pending
+        self._guard = guard
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._buffer = b""
@@ -49,9 +61,11 @@ class ConnectionRouter(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without inheriting from it.
         self._transport = cast(asyncio.Transport, transport)
+        if not self._guard.admit(self._transport):
+            return  # answered and closed: no more data arrives
         self._pending.add(self)
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(HEAD_TIMEOUT_SECONDS, self._timed_out)
+        self._timer = loop.call_later(self._guard.head_timeout, self._timed_out)
 
     def abort(self) -> None:
         """Drop a connection still waiting for its first request (shutdown)."""
@@ -91,11 +105,15 @@ class ConnectionRouter(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._settle()
+        self._guard.release(self._transport)
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self._transport is not None and not self._transport.is_closing():
-            self._to_http(self._buffer)
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            self._guard.head_timed_out(transport)
+            self._settle()
+            transport.close()
 
     def _settle(self) -> None:
         """This router's part is over: forget it, stop its timer."""
