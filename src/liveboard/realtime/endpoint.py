@@ -27,6 +27,7 @@ from liveboard.realtime import handshake, protocol, wire
 from liveboard.realtime.connection import LINGER_SECONDS, WebSocketConnection
 from liveboard.realtime.node import Node
 from liveboard.realtime.protocol import ProtocolError
+from liveboard.realtime.rfc6455 import valid_close_code
 from liveboard.realtime.session import (
     CLOSE_INTERNAL,
     CLOSE_POLICY,
@@ -93,6 +94,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         return rest.error_response(*principal)
     ws = web.WebSocketResponse(
         autoping=False,
+        autoclose=False,  # _AiohttpSocket answers the peer's close frame, as the router's path
         compress=False,  # frames are pre-encoded once for every socket; see docs/protocol.md
         # aiohttp refuses a message of max_msg_size bytes; the contract accepts that size.
         max_msg_size=settings.max_message_bytes + 1,
@@ -110,7 +112,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         if transport is None:
             return ws
         _tune_socket(transport)
-        session = Session(ws, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings)
+        socket_ = _AiohttpSocket(ws)
+        session = Session(socket_, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings)
         wire.install(
             request.protocol,
             on_activity=session.touch,
@@ -119,8 +122,37 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             ),
         )
     node.register(session)  # in the step that ends the reservation: no await between
-    await serve(node, verifier, session, ws, transport)
+    await serve(node, verifier, session, socket_, transport)
     return ws
+
+
+class _AiohttpSocket:
+    """aiohttp's ``WebSocketResponse`` answering the peer's close frame as the router's path
+    does (``WebSocketConnection``): 1000 to a valid code or none, 1002 to a code RFC 6455 §7.4
+    does not allow a peer to send (1006, 1015, 5000 and above, ...).
+
+    aiohttp's reader lets through every code from 3000 up and every code of its own enum (1006
+    among them), and its ``autoclose`` answers each with 1000.
+    """
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+
+    async def receive(self) -> Any:
+        message = await self._ws.receive()
+        if message.type is WSMsgType.CLOSE:
+            code = message.data  # 0: a close frame without a body (NO_STATUS)
+            if code == 0 or valid_close_code(code):
+                await self._ws.close(drain=False)
+            else:
+                reason = f"invalid close code {code}".encode()
+                await self._ws.close(code=CLOSE_PROTOCOL_ERROR, message=reason, drain=False)
+        return message
+
+    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
+        return await self._ws.close(code=code, message=message)
 
 
 class MessageSource(Protocol):
