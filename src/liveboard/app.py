@@ -15,10 +15,11 @@ from typing import Final
 
 from aiohttp import web
 
-from liveboard import dev, rest
+from liveboard import dev, errors, rest
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
 from liveboard.events import Event, EventPublisher
+from liveboard.http_errors import json_error_handlers
 from liveboard.openapi import build_document
 from liveboard.realtime.endpoint import (
     NODE_KEY,
@@ -74,13 +75,14 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
     app.on_shutdown.append(_close_sockets)
 
     api.add_routes(app)
-    app.router.add_get("/ws/connect", websocket_handler)
-    app.router.add_get("/ws", websocket_handler)
+    # No HEAD: a WebSocket upgrade is a GET (RFC 6455 §4.1); HEAD is answered 405.
+    app.router.add_get("/ws/connect", websocket_handler, allow_head=False)
+    app.router.add_get("/ws", websocket_handler, allow_head=False)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
-    app.router.add_static("/static/", STATIC_DIR, append_version=False)
+    app.router.add_get("/static/{name}", static_file)
     if settings.dev:
         assert settings.jwt_secret is not None  # with_dev_defaults guarantees a secret
         app.router.add_get("/api/dev/token", dev.dev_token_handler(settings.jwt_secret))
@@ -132,8 +134,9 @@ async def listen(runner: web.AppRunner, host: str, port: int, backlog: int = 102
     acceptor = UpgradeAcceptor(runner.app)
     routers: set[ConnectionRouter] = set()
     loop = asyncio.get_running_loop()
+    http_protocol = json_error_handlers(http)
     server = await loop.create_server(
-        lambda: ConnectionRouter(http, acceptor, routers),
+        lambda: ConnectionRouter(http_protocol, acceptor, routers),
         host,
         port,
         backlog=backlog,
@@ -181,6 +184,19 @@ async def _close_sockets(app: web.Application) -> None:
 async def demo_board(request: web.Request) -> web.StreamResponse:
     """The demo board (``--dev`` only)."""
     return web.FileResponse(STATIC_DIR / "index.html")
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """A file of the web client (``liveboard.js``, the demo board's page, script and styles).
+
+    Not aiohttp's static route: that answers a missing file with an empty 404 and the directory
+    with a 403, where every error here has the contract's body (404 ``not_found``)."""
+    name = request.match_info["name"]
+    path = STATIC_DIR / name
+    # One flat directory: a name is a file in it, never a path out of it.
+    if "/" in name or name.startswith(".") or not path.is_file():
+        raise errors.not_found("no such file")
+    return web.FileResponse(path)
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:

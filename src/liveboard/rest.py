@@ -127,7 +127,12 @@ LONG_LIVED_PATHS: Final = frozenset({"/ws", "/ws/connect"})
 @web.middleware
 def error_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """Turn every failure into the contract's error body."""
-    if request.method == "GET" and request.path in LONG_LIVED_PATHS:
+    if (
+        request.method == "GET"
+        and request.path in LONG_LIVED_PATHS
+        # The decoded path: ``/ws%2Fconnect`` reads as ``/ws/connect`` but matches no route.
+        and request.match_info.http_exception is None
+    ):
         return handler(request)
     return _with_error_body(request, handler)
 
@@ -147,8 +152,7 @@ async def _with_error_body(request: web.Request, handler: Handler) -> web.Stream
         return error_response(405, "bad_request", f"method {exc.method} is not allowed here")
     except web.HTTPException as exc:
         if exc.status >= 400:
-            code = "unauthorized" if exc.status == 401 else "bad_request"
-            return error_response(exc.status, code, exc.reason)
+            return error_response(exc.status, errors.status_code(exc.status), exc.reason)
         raise
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)

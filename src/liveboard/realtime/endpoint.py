@@ -81,14 +81,25 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     settings = request.app[WS_SETTINGS_KEY]
     verifier = request.app[WS_VERIFIER_KEY]
+    # The router's rule, on aiohttp's parse of the head: both paths accept the same requests.
+    upgrade = handshake.check_upgrade(
+        (request.version.major, request.version.minor),
+        request.path,
+        request.rel_url.raw_query_string,
+        [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.raw_headers],
+    )
+    if isinstance(upgrade, handshake.BadUpgrade):
+        refused = rest.error_response(400, "bad_request", upgrade.message)
+        refused.headers.extend(upgrade.headers)
+        return refused
     principal = await admit(
         node,
         settings,
         verifier,
-        origin=request.headers.get("Origin"),
-        host=request.host,
-        authorization=request.headers.get("Authorization"),
-        raw_query=request.rel_url.raw_query_string,
+        origin=upgrade.origin,
+        host=upgrade.host,
+        authorization=upgrade.authorization,
+        raw_query=upgrade.raw_query,
     )
     if isinstance(principal, Refusal):
         return rest.error_response(*principal)
