@@ -491,7 +491,7 @@ async def _handle_text(verifier: TokenVerifier, node: Node, session: Session, da
             await _refresh(verifier, session, message)
     except ProtocolError as exc:
         session.send(protocol.encode_error(exc.code, exc.message, exc.id))
-        if not session.strike():
+        if exc.abusive and not session.strike():
             session.close(CLOSE_POLICY, "too many invalid messages")
 
 

@@ -114,14 +114,20 @@ class ProtocolError(LiveboardError):
     """A client message the server will not act on; answered with ``error``, never fatal.
 
     ``code`` is one of ``ERROR_CODES``; ``message`` is for humans; ``id`` is the client's
-    message id when one could be read, else ``None``.
+    message id when one could be read, else ``None``. ``abusive`` is False for a request that
+    found nothing to undo (an ``unsubscribe`` or a presence ``leave`` of a room the connection
+    is not subscribed to): a client that cleans up everything it may hold, after a revocation or
+    on a page change, is not misbehaving, and such errors do not count towards the 1008 close.
     """
 
-    def __init__(self, code: str, message: str, id: MessageId = None) -> None:
+    def __init__(
+        self, code: str, message: str, id: MessageId = None, *, abusive: bool = True
+    ) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown protocol error code {code!r}")
         super().__init__(message, code=code)
         self.id = id
+        self.abusive = abusive
 
     def __repr__(self) -> str:
         return f"ProtocolError({self.code!r}, {self.message!r}, id={self.id!r})"
