@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import WSMsgType, web
 
-from liveboard import rest
+from liveboard import dev, rest
 from liveboard.auth import Principal, TokenVerifier, bearer_token
 from liveboard.config import Settings
 from liveboard.errors import AuthError
@@ -253,6 +253,8 @@ async def admit(
     try:
         if not node.accepting:
             return Refusal(503, "unavailable", RESTARTING_MESSAGE)
+        if settings.dev and not dev.is_loopback_host(host):  # DNS rebinding: see ``dev``
+            return _rejected(node, Refusal(403, "forbidden", dev.NOT_LOOPBACK_MESSAGE))
         if not origin_allowed(origin, host, settings.allowed_origins):
             return _rejected(node, Refusal(403, "forbidden", "origin not allowed"))
         token = bearer_token(authorization) or query_token(raw_query)
