@@ -19,6 +19,7 @@ from aiohttp import web
 from liveboard import errors
 from liveboard.auth import Principal, TokenVerifier, bearer_token
 from liveboard.ratelimit import TokenBucket
+from liveboard.realtime.protocol import issued_to_another
 from liveboard.tasks.service import Actor
 
 log = logging.getLogger("liveboard.rest")
@@ -89,9 +90,13 @@ def principal(request: web.Request) -> Principal:
 def actor(request: web.Request) -> Actor:
     """The caller and, from ``X-Connection-Id``, the WebSocket connection the change comes from."""
     origin = request.headers.get("X-Connection-Id")
-    if origin is not None and not _CONNECTION_ID.match(origin):
-        raise errors.bad_request("X-Connection-Id must be a connection id from `connected`")
-    return Actor(user_id=principal(request).user_id, origin=origin)
+    user_id = principal(request).user_id
+    if origin is not None:
+        if not _CONNECTION_ID.match(origin):
+            raise errors.bad_request("X-Connection-Id must be a connection id from `connected`")
+        if issued_to_another(origin, user_id):  # another user's tab would take it for its echo
+            raise errors.bad_request("X-Connection-Id must be one of your own connections")
+    return Actor(user_id=user_id, origin=origin)
 
 
 class RateLimiter:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import socket
 from collections.abc import Coroutine
 from typing import Any, Final, NamedTuple, Protocol
@@ -124,7 +123,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             return ws
         _tune_socket(transport)
         socket_ = _AiohttpSocket(ws)
-        session = Session(socket_, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings)
+        connection_id = protocol.new_connection_id(principal.user_id)
+        session = Session(socket_, transport, connection_id, principal, settings)
         wire.install(
             request.protocol,
             on_activity=session.touch,
@@ -342,9 +342,8 @@ class UpgradeAcceptor:
             transport, settings.max_message_bytes, settings.slow_consumer_bytes
         )
         transport.write(handshake.switching_protocols(upgrade.key))
-        session = Session(
-            connection, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings
-        )
+        connection_id = protocol.new_connection_id(principal.user_id)
+        session = Session(connection, transport, connection_id, principal, settings)
         connection.on_activity = session.touch
         connection.on_closing = session.abort_timers
         # In the same step as admission's last check, so that upgrades of one user arriving
