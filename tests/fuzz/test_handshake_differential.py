@@ -230,6 +230,14 @@ def heads(draw: st.DrawFn) -> Head:
             st.just(""),
             st.just("?token=TOKEN"),
             st.text(alphabet=TARGET_CHARS, max_size=8).map(lambda q: "?" + q),
+            # The token among other parameters, encoded or not: both paths must read the same.
+            st.lists(
+                st.sampled_from(
+                    ["token=TOKEN", "%74oken=TOKEN", "token=", "x=%zz", "a+b=c", "x;token=1", ""]
+                ),
+                min_size=1,
+                max_size=3,
+            ).map(lambda parts: "?" + "&".join(parts)),
         )
     )
     version = draw(st.sampled_from(["HTTP/1.1"] * 8 + ["HTTP/1.0", "HTTP/1.2", "http/1.1"]))
