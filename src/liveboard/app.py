@@ -15,11 +15,12 @@ from typing import Final
 
 from aiohttp import web
 
-from liveboard import dev, rest
+from liveboard import dev, errors, rest
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
 from liveboard.events import Event, EventPublisher
 from liveboard.fdlimit import open_files, open_files_limit
+from liveboard.http_errors import json_error_handlers
 from liveboard.openapi import build_document
 from liveboard.realtime.endpoint import (
     NODE_KEY,
@@ -43,6 +44,13 @@ SETTINGS_KEY: Final = web.AppKey("settings", Settings)
 DATABASE_KEY: Final = web.AppKey("database", Database)
 METRICS_KEY: Final = web.AppKey("metrics", Metrics)
 STATIC_DIR: Final = Path(__file__).parent / "web" / "static"
+#: The demo board's pages load scripts, styles and images from this server only and talk to it
+#: only (``'self'`` covers its ``ws:``/``wss:`` URLs, CSP Level 3); no inline script or style
+#: attribute, no plugin, no framing.
+CONTENT_SECURITY_POLICY: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 class _Tee:
@@ -61,10 +69,11 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
 
     ``publisher``, when given, also receives every committed event (after the node).
     """
-    app = web.Application(
-        client_max_size=settings.max_body_bytes,
-        middlewares=[track_requests, rest.error_middleware, rest.auth_middleware],
-    )
+    # track_requests first: the connection guard must see every request start and end.
+    middlewares = [track_requests, rest.error_middleware, rest.auth_middleware]
+    if settings.dev:  # next: nothing else runs for a request to another host
+        middlewares.insert(1, dev.loopback_only)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     verifier = TokenVerifier(settings)
     counters = Metrics()
     guard = ConnectionGuard(
@@ -94,13 +103,14 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
     app.on_shutdown.append(_close_sockets)
 
     api.add_routes(app)
-    app.router.add_get("/ws/connect", websocket_handler)
-    app.router.add_get("/ws", websocket_handler)
+    # No HEAD: a WebSocket upgrade is a GET (RFC 6455 §4.1); HEAD is answered 405.
+    app.router.add_get("/ws/connect", websocket_handler, allow_head=False)
+    app.router.add_get("/ws", websocket_handler, allow_head=False)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
-    app.router.add_static("/static/", STATIC_DIR, append_version=False)
+    app.router.add_get("/static/{name}", static_file)
     if settings.dev:
         assert settings.jwt_secret is not None  # with_dev_defaults guarantees a secret
         app.router.add_get("/api/dev/token", dev.dev_token_handler(settings.jwt_secret))
@@ -154,9 +164,10 @@ async def listen(runner: web.AppRunner, host: str, port: int, backlog: int = 102
     acceptor = UpgradeAcceptor(runner.app)
     routers: set[ConnectionRouter] = set()
     loop = asyncio.get_running_loop()
+    http_protocol = json_error_handlers(http)
 
     def guarded_http() -> asyncio.BaseProtocol:
-        return guard.wrap(http())
+        return guard.wrap(http_protocol())
 
     server = await loop.create_server(
         lambda: ConnectionRouter(guarded_http, acceptor, routers, guard),
@@ -206,7 +217,21 @@ async def _close_sockets(app: web.Application) -> None:
 
 async def demo_board(request: web.Request) -> web.StreamResponse:
     """The demo board (``--dev`` only)."""
-    return web.FileResponse(STATIC_DIR / "index.html")
+    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY}
+    return web.FileResponse(STATIC_DIR / "index.html", headers=headers)
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """A file of the web client (``liveboard.js``, the demo board's page, script and styles).
+
+    Not aiohttp's static route: that answers a missing file with an empty 404 and the directory
+    with a 403, where every error here has the contract's body (404 ``not_found``)."""
+    name = request.match_info["name"]
+    path = STATIC_DIR / name
+    # One flat directory: a name is a file in it, never a path out of it.
+    if "/" in name or name.startswith(".") or not path.is_file():
+        raise errors.not_found("no such file")
+    return web.FileResponse(path, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:

@@ -13,10 +13,15 @@ human message that never contains the token. Guarantees:
   number up to ``MAX_EXP``; ``nbf``/``iat`` are honoured; ``aud``/``iss`` are checked only when
   configured; ``name``, when present and not null, must be a string without U+0000 or unpaired
   surrogates (an empty name falls back to ``sub``). Anything else is an ``AuthError`` (401).
-* JWKS: the key set is cached for ``jwks_cache_seconds``; a token with an unknown ``kid`` causes
-  at most one refetch per ``JWKS_MIN_REFETCH_SECONDS`` (so forged ``kid`` values cannot turn
-  the server into an amplifier); concurrent verifies share one fetch; a failed fetch is not
-  retried for ``JWKS_MIN_REFETCH_SECONDS`` and the previous set, if any, stays in use.
+* JWKS: the key set is cached for ``jwt_jwks_cache_seconds`` (``LIVEBOARD_JWT_JWKS_CACHE_SECONDS``).
+  Once it expires it is refetched in the background while the expired set keeps serving: a
+  verification waits for the endpoint only when there is no set yet, or for a token whose
+  ``kid`` the set lacks (key rotation), never because the endpoint is slow or hangs. A token
+  with an unknown ``kid`` causes at most one refetch per ``JWKS_MIN_REFETCH_SECONDS`` (so
+  forged ``kid`` values cannot turn the server into an amplifier); at most one fetch runs at a
+  time and every verify that needs it shares it; a failed fetch is not retried for
+  ``JWKS_MIN_REFETCH_SECONDS`` and the previous set, if any, stays in use (a warning is logged
+  for each failure).
 * With a secret or PEM key, ``verify`` never awaits: it is pure CPU work (microseconds for HS256).
 """
 
@@ -193,7 +198,7 @@ class TokenVerifier:
         settings: Settings,
         *,
         http: aiohttp.ClientSession | None = None,
-        jwks_cache_seconds: float = 300.0,
+        jwks_cache_seconds: float | None = None,
         leeway: float = 0.0,
     ) -> None:
         """Load the configured keys; raises ConfigError for an unusable key (fail fast)."""
@@ -214,7 +219,9 @@ class TokenVerifier:
         self._audience = settings.jwt_audience or None
         self._issuer = settings.jwt_issuer or None
         self._leeway = leeway
-        self._jwks_cache_seconds = jwks_cache_seconds
+        self._jwks_cache_seconds = (
+            settings.jwt_jwks_cache_seconds if jwks_cache_seconds is None else jwks_cache_seconds
+        )
         allowed: set[str] = set()
         if self._secret is not None:
             allowed.add("HS256")
@@ -231,7 +238,7 @@ class TokenVerifier:
         self._http = http
         self._owns_http = http is None
         self._closed = False
-        self._lock = asyncio.Lock()
+        self._fetching: asyncio.Task[None] | None = None  # the one fetch in flight
         self._jwks: tuple[_Jwk, ...] | None = None
         self._jwks_expires = 0.0
         self._last_attempt: float | None = None
@@ -322,35 +329,55 @@ class TokenVerifier:
         return [entry for entry in keys if entry.kid == kid]
 
     async def _jwks_keys(self, *, refresh: bool) -> tuple[_Jwk, ...]:
-        """The key set: cached, fetched once expired, refetched on ``refresh`` (rate-limited)."""
-        if not refresh and self._jwks is not None and time.monotonic() < self._jwks_expires:
-            return self._jwks
-        async with self._lock:
-            now = time.monotonic()
-            if refresh:
-                fetch = self._last_attempt is None or now - self._last_attempt >= (
-                    JWKS_MIN_REFETCH_SECONDS
-                )
-            else:
-                fresh = self._jwks is not None and now < self._jwks_expires
-                fetch = not fresh and (
-                    self._last_failure is None
-                    or now - self._last_failure >= JWKS_MIN_REFETCH_SECONDS
-                )
-            if fetch:
-                self._last_attempt = now
-                try:
-                    keys = await self._fetch()
-                except _FetchError as exc:
-                    self._last_failure = time.monotonic()
-                    log.warning("could not fetch the JWKS signing keys: %s", exc)
-                else:
-                    self._jwks = keys
-                    self._jwks_expires = time.monotonic() + self._jwks_cache_seconds
-                    self._last_failure = None
-            if self._jwks is None:
-                raise AuthError("signing keys unavailable")
-            return self._jwks
+        """The key set: the cached one (expired or not: an expired one starts a refetch in the
+        background), or, with none yet or on ``refresh``, the outcome of a fetch (rate-limited)."""
+        now = time.monotonic()
+        keys = self._jwks
+        if keys is not None and not refresh:
+            if now >= self._jwks_expires and self._may_retry(now):
+                self._start_fetch()
+            return keys
+        if refresh:
+            allowed = self._last_attempt is None or (
+                now - self._last_attempt >= JWKS_MIN_REFETCH_SECONDS
+            )
+        else:
+            allowed = self._may_retry(now)
+        fetching = self._fetching
+        if fetching is None and allowed:
+            fetching = self._start_fetch()
+        if fetching is not None:
+            # asyncio.wait: a fetch cancelled by aclose() does not cancel this verification.
+            await asyncio.wait({fetching})
+        if self._jwks is None:
+            raise AuthError("signing keys unavailable")
+        return self._jwks
+
+    def _may_retry(self, now: float) -> bool:
+        return self._last_failure is None or now - self._last_failure >= JWKS_MIN_REFETCH_SECONDS
+
+    def _start_fetch(self) -> asyncio.Task[None]:
+        if self._fetching is None:
+            self._last_attempt = time.monotonic()
+            self._fetching = asyncio.ensure_future(self._refetch())
+        return self._fetching
+
+    async def _refetch(self) -> None:
+        """One fetch; on success the set is replaced, on failure the previous one stays."""
+        try:
+            keys = await self._fetch()
+        except _FetchError as exc:
+            self._last_failure = time.monotonic()
+            log.warning("could not fetch the JWKS signing keys: %s", exc)
+        except Exception:  # a bug must not leave an exception nobody retrieves
+            self._last_failure = time.monotonic()
+            log.exception("could not fetch the JWKS signing keys")
+        else:
+            self._jwks = keys
+            self._jwks_expires = time.monotonic() + self._jwks_cache_seconds
+            self._last_failure = None
+        finally:
+            self._fetching = None
 
     async def _fetch(self) -> tuple[_Jwk, ...]:
         if self._closed or self._jwks_url is None:
@@ -382,6 +409,10 @@ class TokenVerifier:
         Idempotent. Afterwards JWKS keys are no longer fetched (cached ones stay usable).
         """
         self._closed = True
+        fetching = self._fetching
+        if fetching is not None:
+            fetching.cancel()
+            await asyncio.wait({fetching})
         if self._owns_http and self._http is not None:
             http, self._http = self._http, None
             await http.close()

@@ -30,6 +30,8 @@ class Settings:
     jwt_jwks_url: str | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    #: How long a fetched JWKS key set is used before it is refetched (in the background).
+    jwt_jwks_cache_seconds: float = 300.0
     # None: only requests without Origin and same-host origins; ("*",): any origin.
     allowed_origins: tuple[str, ...] | None = None
     # Timeouts (seconds)
@@ -141,6 +143,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "jwt_jwks_url": _str(env, "LIVEBOARD_JWT_JWKS_URL"),
         "jwt_audience": _str(env, "LIVEBOARD_JWT_AUDIENCE"),
         "jwt_issuer": _str(env, "LIVEBOARD_JWT_ISSUER"),
+        "jwt_jwks_cache_seconds": _float(
+            env, "LIVEBOARD_JWT_JWKS_CACHE_SECONDS", 300.0, minimum=1.0
+        ),
         "allowed_origins": _origins(_str(env, "LIVEBOARD_ALLOWED_ORIGINS")),
         "heartbeat_interval": _float(env, "LIVEBOARD_HEARTBEAT_INTERVAL", 25.0, minimum=0.05),
         "heartbeat_timeout": _float(env, "LIVEBOARD_HEARTBEAT_TIMEOUT", 10.0, minimum=0.05),

@@ -1,19 +1,27 @@
-"""``--dev`` conveniences: demo data and tokens for the demo users.
+"""``--dev`` conveniences: demo data and tokens for the demo users, for a developer's machine.
 
 The demo is seeded once: a workspace "Demo workspace" owned by alice, with bob and carol as
 members, and a project "Website launch" with a dozen tasks spread over its columns. A database
 that already has alice's demo workspace is left as it is.
+
+A ``--dev`` server answers only requests addressed to a loopback host (``Host`` of
+``localhost``, a name under ``.localhost``, 127.0.0.0/8 or ``[::1]``; ``loopback_only`` for
+HTTP, ``endpoint.admit`` for upgrades): it mints tokens for anyone who asks and, unless a key is
+configured, signs them with a secret that is public. A page on another site that rebinds its
+own name to 127.0.0.1 (DNS rebinding) reaches the server with its own name in ``Host``, and is
+refused 403 ``forbidden``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from liveboard import errors
 from liveboard.auth import issue_token
-from liveboard.rest import json_response
+from liveboard.rest import Handler, error_response, json_response
 from liveboard.tasks.service import Actor, TaskService
 from liveboard.text import user_id_problem
 
@@ -72,3 +80,37 @@ def dev_token_handler(secret: str) -> Callable[[web.Request], Awaitable[web.Stre
         return json_response({"token": token})
 
     return dev_token
+
+
+NOT_LOOPBACK_MESSAGE = (
+    "--dev answers only requests to a loopback host (localhost, 127.0.0.1, [::1]); "
+    "run without --dev, with a JWT key, to serve other hosts"
+)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True when a ``Host`` header names this machine's loopback interface (any port)."""
+    if not host:
+        return False
+    if host.startswith("["):  # an IPv6 literal, with or without a port
+        name, bracket, _ = host[1:].partition("]")
+        if not bracket:
+            return False
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.lower().rstrip(".")
+    # RFC 6761 §6.3: names under .localhost resolve to loopback, never through DNS.
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@web.middleware
+async def loopback_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``--dev`` only: refuse a request whose ``Host`` is not a loopback host (403)."""
+    if not is_loopback_host(request.headers.get("Host")):
+        return error_response(403, "forbidden", NOT_LOOPBACK_MESSAGE)
+    return await handler(request)

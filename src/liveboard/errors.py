@@ -80,3 +80,26 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     if details:
         error["details"] = details
     return {"error": error}
+
+
+#: The code CONTRACT §3 pairs with each status.
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def status_code(status: int) -> str:
+    """The error code for an HTTP status: the contract's pair, else ``bad_request`` for a 4xx
+    (405, 417, 431, …) and ``internal_error`` for a 5xx."""
+    code = _STATUS_CODES.get(status)
+    if code is not None:
+        return code
+    return "internal_error" if status >= 500 else "bad_request"

@@ -21,6 +21,7 @@ from liveboard import errors
 from liveboard.auth import Principal, TokenVerifier, bearer_token
 from liveboard.ratelimit import TokenBucket
 from liveboard.realtime.guard import GUARD_KEY
+from liveboard.realtime.protocol import issued_to_another
 from liveboard.tasks.service import Actor
 from liveboard.text import NO_NUL_PATTERN
 
@@ -120,9 +121,13 @@ def principal(request: web.Request) -> Principal:
 def actor(request: web.Request) -> Actor:
     """The caller and, from ``X-Connection-Id``, the WebSocket connection the change comes from."""
     origin = request.headers.get("X-Connection-Id")
-    if origin is not None and not _CONNECTION_ID.match(origin):
-        raise errors.bad_request("X-Connection-Id must be a connection id from `connected`")
-    return Actor(user_id=principal(request).user_id, origin=origin)
+    user_id = principal(request).user_id
+    if origin is not None:
+        if not _CONNECTION_ID.match(origin):
+            raise errors.bad_request("X-Connection-Id must be a connection id from `connected`")
+        if issued_to_another(origin, user_id):  # another user's tab would take it for its echo
+            raise errors.bad_request("X-Connection-Id must be one of your own connections")
+    return Actor(user_id=user_id, origin=origin)
 
 
 class RateLimiter:
@@ -158,7 +163,12 @@ LONG_LIVED_PATHS: Final = frozenset({"/ws", "/ws/connect"})
 @web.middleware
 def error_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """Turn every failure into the contract's error body."""
-    if request.method == "GET" and request.path in LONG_LIVED_PATHS:
+    if (
+        request.method == "GET"
+        and request.path in LONG_LIVED_PATHS
+        # The decoded path: ``/ws%2Fconnect`` reads as ``/ws/connect`` but matches no route.
+        and request.match_info.http_exception is None
+    ):
         return handler(request)
     return _with_error_body(request, handler)
 
@@ -178,8 +188,7 @@ async def _with_error_body(request: web.Request, handler: Handler) -> web.Stream
         return error_response(405, "bad_request", f"method {exc.method} is not allowed here")
     except web.HTTPException as exc:
         if exc.status >= 400:
-            code = "unauthorized" if exc.status == 401 else "bad_request"
-            return error_response(exc.status, code, exc.reason)
+            return error_response(exc.status, errors.status_code(exc.status), exc.reason)
         raise
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)

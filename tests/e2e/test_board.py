@@ -176,3 +176,47 @@ def test_two_users_see_each_other_live_and_catch_up_after_a_restart(
     finally:
         for context in contexts:
             context.close()
+
+
+CSP_LISTENER = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) =>
+  window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
+
+
+def test_titles_count_characters_as_the_server_does_under_the_boards_csp(
+    browser: Browser, server_factory: Callable[..., LiveboardProcess]
+) -> None:
+    """A title may hold 200 characters (code points) whatever they are: the input's
+    ``maxlength`` counted UTF-16 units and stopped 150 emoji at 100. The page runs under its
+    Content-Security-Policy without a violation (the columns' colours are set through the
+    CSSOM, which the policy allows, not through style attributes, which it refuses)."""
+    server = server_factory(dev=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.add_init_script(CSP_LISTENER)
+    try:
+        alice = _open_board(context, server, "alice")
+        todo = _column(alice, "todo")
+        field = todo.locator("[data-testid=new-task-input]")
+        for typed, kept in ((150, 150), (230, 200)):
+            title = "🚀" * kept
+            field.click()
+            alice.keyboard.insert_text("🚀" * typed)  # as a paste or an input method does
+            assert field.input_value() == title
+            field.press("Enter")
+            expect(_card(todo, title)).to_have_count(1, timeout=WAIT_MS)
+        # Renaming inline follows the same rule.
+        _card(todo, "🚀" * 150).locator("[data-testid=edit-task]").click()
+        editor = alice.locator("[data-testid=task-title-input]")
+        editor.press("End")
+        alice.keyboard.insert_text("é" * 80)
+        assert len(editor.input_value()) == 200
+        editor.press("Enter")
+        expect(_card(todo, "🚀" * 150 + "é" * 50)).to_have_count(1, timeout=WAIT_MS)
+        hue = todo.evaluate("el => getComputedStyle(el).getPropertyValue('--accent-hue')")
+        assert hue.strip() == "220"
+        assert alice.evaluate("window.cspViolations") == []
+        assert alice.errors == []  # type: ignore[attr-defined]
+    finally:
+        context.close()

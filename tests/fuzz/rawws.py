@@ -136,6 +136,9 @@ RFC_CASES: dict[str, tuple[list[bytes], int]] = {
     "close code 1005": ([encode_frame(OP_CLOSE, close_payload(1005))], 1002),
     "close code 1015": ([encode_frame(OP_CLOSE, close_payload(1015))], 1002),
     "close code 2999": ([encode_frame(OP_CLOSE, close_payload(2999))], 1002),
+    "close code 1006": ([encode_frame(OP_CLOSE, close_payload(1006))], 1002),
+    "close code 5000": ([encode_frame(OP_CLOSE, close_payload(5000))], 1002),
+    "close code 65535": ([encode_frame(OP_CLOSE, close_payload(65535))], 1002),
     "close body of 1 byte": ([encode_frame(OP_CLOSE, b"\x03")], 1002),
     "close reason not utf-8": ([encode_frame(OP_CLOSE, close_payload(1000, b"\xff"))], 1007),
     # CONTRACT §4

@@ -13,7 +13,9 @@ import asyncio
 import time
 from typing import Any
 
-from tests.wsclient import Board, WsClient, offsets, project_room, workspace_room
+import pytest
+
+from tests.wsclient import ApiError, Board, WsClient, offsets, project_room, workspace_room
 
 ENVELOPE = {"type", "room", "offset", "epoch", "ts", "userId", "data"}
 
@@ -210,6 +212,32 @@ async def test_origin_connection_id(board: Board) -> None:
     for client in (tab, other_tab, peer):
         event = await client.next("task:updated")
         assert "origin" not in event or event["origin"] is None
+
+
+async def test_a_connection_id_of_another_user_is_refused(board: Board) -> None:
+    """Every member learns the others' connection ids from events' ``origin``; naming one of
+    them in ``X-Connection-Id`` would make that tab take this change for its own echo."""
+    owner, member = board.user("owner"), board.user("member")
+    _, pid = await board.board(owner, member)
+    room = project_room(pid)
+    victim = await board.connect(member)
+    await victim.subscribe(room)
+    mine = await board.connect(owner)
+    forged = "c_anyrandomchars." + victim.connection_id.rpartition(".")[2]
+    for connection_id in (victim.connection_id, forged):
+        with pytest.raises(ApiError) as refused:
+            await board.task(owner, pid, "not yours", connection_id=connection_id)
+        assert refused.value.status == 400
+        assert '"bad_request"' in str(refused.value)
+    # Nothing was created: the victim's tab receives the next change, not a forged echo.
+    task = await board.task(member, pid, "theirs", connection_id=victim.connection_id)
+    event = await victim.next("task:created")
+    assert (event["data"]["task"]["id"], event["origin"]) == (task["id"], victim.connection_id)
+    # The caller's own connection, and a label of the client's own, are accepted as before.
+    await board.task(owner, pid, "mine", connection_id=mine.connection_id)
+    assert (await victim.next("task:created"))["origin"] == mine.connection_id
+    await board.task(owner, pid, "labelled", connection_id="tab-1")
+    assert (await victim.next("task:created"))["origin"] == "tab-1"
 
 
 async def test_workspace_room_events(board: Board) -> None:

@@ -169,6 +169,33 @@ async def test_unsubscribe_never_subscribed(board: Board) -> None:
     await assert_open(client)
 
 
+async def test_cleaning_up_rooms_never_subscribed_is_not_abuse(board: Board) -> None:
+    """A client that unsubscribes (and leaves presence in) every room it might hold, on a page
+    change or after a revocation, gets ``not_subscribed`` for each and stays connected: past
+    the 30 refused messages that close an abusive connection with 1008."""
+    owner = board.user("owner")
+    _, pid = await board.board(owner)
+    client = await board.connect(owner)
+    rooms = [f"project:prj_gone{i}" for i in range(40)] + [project_room(pid)] * 5
+    for n, room in enumerate(rooms):
+        await client.send({"type": "presence", "action": "leave", "room": room, "id": f"l{n}"})
+        await client.send({"type": "unsubscribe", "room": room, "id": f"u{n}"})
+    for n in range(len(rooms)):
+        assert_error(await client.next(), "not_subscribed", f"l{n}")
+        assert_error(await client.next(), "not_subscribed", f"u{n}")
+    await assert_open(client)
+
+
+async def test_refused_requests_still_count_as_abuse(board: Board) -> None:
+    """The exception above is for undoing nothing: 40 subscribes to rooms one may not see
+    (or presence joins without a subscription) are still persistent abuse."""
+    client = await board.connect(board.user("prober"))
+    for n in range(20):
+        await client.send({"type": "subscribe", "room": f"project:prj_x{n}"})
+        await client.send({"type": "presence", "action": "join", "room": f"project:prj_x{n}"})
+    assert await client.expect_close() == 1008
+
+
 async def test_forbidden_rooms_look_alike(board: Board) -> None:
     owner, stranger = board.user("owner"), board.user("stranger")
     wid, pid = await board.board(owner)

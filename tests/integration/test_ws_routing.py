@@ -24,6 +24,8 @@ from tests.fuzz.rawws import OP_TEXT, encode_frame
 from tests.servers import LiveboardProcess
 from tests.support import make_token, timeout
 
+KEEP_ALIVE_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
 
 def _upgrade_head(token: str, *, version: str = "13", path: str = "/ws/connect") -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
@@ -131,15 +133,77 @@ async def test_a_refusal_has_the_error_body_on_both_paths(server: LiveboardProce
             assert json.loads(body)["error"]["code"] == "unauthorized"
 
 
-async def test_an_upgrade_the_router_does_not_take_gets_the_http_servers_answer(
-    server: LiveboardProcess,
+@pytest.mark.parametrize("version", ["7", "8", "12"])
+async def test_a_version_other_than_13_is_refused_naming_13(
+    server: LiveboardProcess, version: str
 ) -> None:
+    """RFC 6455 §4.4. aiohttp also speaks the drafts 7 and 8; neither path accepts them now."""
+    for before in (b"", KEEP_ALIVE_REQUEST):
+        async with _connection(server) as (reader, writer):
+            if before:
+                writer.write(before)
+                assert (await _response(reader))[0] == 200
+            writer.write(_upgrade_head(make_token("router-4"), version=version))
+            status, headers, body = await _response(reader)
+            assert status == 400
+            assert headers["sec-websocket-version"] == "13"
+            assert json.loads(body)["error"]["code"] == "bad_request"
+
+
+ERROR_ANSWERS = {
+    # request line → status and code, whichever path reads it
+    "GET /ws%2Fconnect HTTP/1.1": (404, "not_found"),
+    "GET /static/missing.js HTTP/1.1": (404, "not_found"),
+    "GET /static/ HTTP/1.1": (404, "not_found"),
+    "GET /static/..%2Fapp.py HTTP/1.1": (404, "not_found"),
+    "GET /static/.. HTTP/1.1": (404, "not_found"),
+    "POST /healthz HTTP/1.1": (405, "bad_request"),
+    "GET /ws/connect HTTP/1.0": (400, "bad_request"),
+}
+
+
+@pytest.mark.parametrize("line", list(ERROR_ANSWERS))
+@pytest.mark.parametrize("before", [b"", KEEP_ALIVE_REQUEST], ids=["first", "keep-alive"])
+async def test_every_error_answer_has_the_error_body(
+    server: LiveboardProcess, line: str, before: bytes
+) -> None:
+    """CONTRACT §3's body outside /api too: the WebSocket paths, static files, the probes."""
+    head = (
+        f"{line}\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+        f"Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n"
+    )
+    if "/ws" in line:
+        head = head.replace("Content-Length: 0\r\n", "")
     async with _connection(server) as (reader, writer):
-        # Versions 7 and 8 (drafts) are left to aiohttp, which accepts them; 12 it refuses.
-        writer.write(_upgrade_head(make_token("router-4"), version="12"))
-        status, _, body = await _response(reader)
+        if before:
+            writer.write(before)
+            assert (await _response(reader))[0] == 200
+        writer.write(head.encode())
+        status, headers, body = await _response(reader)
+        assert headers["content-type"].startswith("application/json"), (status, headers, body)
+        assert (status, json.loads(body)["error"]["code"]) == ERROR_ANSWERS[line]
+
+
+@pytest.mark.parametrize("before", [b"", KEEP_ALIVE_REQUEST], ids=["first", "keep-alive"])
+@pytest.mark.parametrize("bad", ["X(y: 1", "X-Name: a\x01b", "Bad Name: 1"])
+async def test_a_malformed_head_gets_the_error_body_and_is_not_echoed(
+    server: LiveboardProcess, before: bytes, bad: str
+) -> None:
+    """aiohttp's own 400 quoted the line it could not parse, a bearer token with it."""
+    token = make_token("router-echo")
+    head = _upgrade_head(token)[:-2] + f"Authorization: Bearer {token}\r\n{bad}\r\n\r\n".encode()
+    async with _connection(server) as (reader, writer):
+        if before:
+            writer.write(before)
+            assert (await _response(reader))[0] == 200
+        writer.write(head)
+        status, headers, body = await _response(reader)
         assert status == 400
+        assert headers["content-type"].startswith("application/json")
         assert json.loads(body)["error"]["code"] == "bad_request"
+        assert token.encode() not in body
+        assert b"X" not in body  # nothing of the request at all
 
 
 async def test_a_peer_that_leaves_mid_head_costs_nothing(server: LiveboardProcess) -> None:
@@ -154,9 +218,6 @@ async def test_a_peer_that_leaves_mid_head_costs_nothing(server: LiveboardProces
     async with _connection(server) as (reader, writer):
         writer.write(_upgrade_head(make_token("router-5")))
         assert (await _response(reader))[0] == 101
-
-
-KEEP_ALIVE_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 @pytest.mark.parametrize(

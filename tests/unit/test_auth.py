@@ -29,8 +29,9 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from liveboard import auth
 from liveboard.auth import Principal, TokenVerifier, bearer_token, issue_token
-from liveboard.config import Settings
+from liveboard.config import Settings, load_settings
 from liveboard.errors import AuthError, ConfigError
+from tests.support import timeout
 
 SECRET = "unit-test-secret-" + "s" * 64  # long enough for HS512 too: no key-length warnings
 OTHER_SECRET = "another-secret-" + "o" * 64
@@ -444,6 +445,8 @@ class JwksServer:
     status: int = 200
     body: bytes | None = None  # served instead of the key set when set
     delay: float = 0.0
+    hold: asyncio.Event | None = None  # a hanging endpoint: answers once this is set
+    in_flight: int = 0  # requests received and not answered yet
 
 
 @pytest.fixture
@@ -452,8 +455,14 @@ async def jwks_server() -> AsyncIterator[JwksServer]:
 
     async def handler(request: web.Request) -> web.StreamResponse:
         state.fetches += 1
-        if state.delay:
-            await asyncio.sleep(state.delay)
+        state.in_flight += 1
+        try:
+            if state.delay:
+                await asyncio.sleep(state.delay)
+            if state.hold is not None:
+                await state.hold.wait()
+        finally:
+            state.in_flight -= 1
         if state.status != 200:
             return web.Response(status=state.status, text="unavailable")
         if state.body is not None:
@@ -466,7 +475,16 @@ async def jwks_server() -> AsyncIterator[JwksServer]:
     await server.start_server()
     state.url = str(server.make_url("/jwks.json"))
     yield state
+    if state.hold is not None:
+        state.hold.set()
     await server.close()
+
+
+async def settled(verifier: TokenVerifier) -> None:
+    """Wait for the verifier's background JWKS fetch, if one runs, to finish."""
+    fetching = verifier._fetching
+    if fetching is not None:
+        await asyncio.wait({fetching})
 
 
 def rs256(key: rsa.RSAPrivateKey, kid: str | None, **overrides: Any) -> str:
@@ -503,8 +521,46 @@ async def test_jwks_cache_expires(
     await verifier.verify(rs256(rsa_key, "k1"))
     assert jwks_server.fetches == 1
     await asyncio.sleep(0.1)
-    await verifier.verify(rs256(rsa_key, "k1"))
+    await verifier.verify(rs256(rsa_key, "k1"))  # served by the expired set, refetched behind
+    await settled(verifier)
     assert jwks_server.fetches == 2
+
+
+async def test_an_expired_jwks_set_serves_while_a_hanging_endpoint_is_refetched(
+    make_verifier: Callable[..., TokenVerifier],
+    jwks_server: JwksServer,
+    rsa_key: rsa.RSAPrivateKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Verifications never wait for the endpoint while a set is cached: before, each one that
+    arrived after the set expired waited for the refetch (up to JWKS_FETCH_TIMEOUT, 5 s, every
+    JWKS_MIN_REFETCH_SECONDS for as long as the endpoint hung)."""
+    monkeypatch.setattr(auth, "JWKS_FETCH_TIMEOUT", 60.0)  # hangs for good, as far as we see
+    jwks_server.keys = [jwk(rsa_key, "k1")]
+    verifier = make_verifier(Settings(jwt_jwks_url=jwks_server.url), jwks_cache_seconds=0.05)
+    await verifier.verify(rs256(rsa_key, "k1"))
+    jwks_server.hold = asyncio.Event()
+    await asyncio.sleep(0.1)  # the set has expired
+    for n in range(20):
+        verified = verifier.verify(rs256(rsa_key, "k1", sub=f"u{n}"))
+        principal = await asyncio.wait_for(verified, timeout(10))
+        assert principal.user_id == f"u{n}"
+    # All that while one refetch was in flight, and only one.
+    assert (jwks_server.fetches, jwks_server.in_flight) == (2, 1)
+    jwks_server.keys = [jwk(rsa_key, "k2")]  # the endpoint answers at last, with a new set
+    jwks_server.hold.set()
+    await settled(verifier)
+    assert await rejected(verifier, rs256(rsa_key, "k1")) == "unknown signing key"
+    assert (await verifier.verify(rs256(rsa_key, "k2"))).user_id == "u1"
+
+
+def test_the_jwks_lifetime_is_configured() -> None:
+    assert load_settings({}).jwt_jwks_cache_seconds == 300.0
+    env = {"LIVEBOARD_JWT_JWKS_CACHE_SECONDS": "30.5"}
+    assert load_settings(env).jwt_jwks_cache_seconds == 30.5
+    for bad in ("0.5", "x", "nan"):
+        with pytest.raises(ConfigError, match="LIVEBOARD_JWT_JWKS_CACHE_SECONDS"):
+            load_settings({"LIVEBOARD_JWT_JWKS_CACHE_SECONDS": bad})
 
 
 async def test_jwks_unknown_kid_refetches_once_then_rate_limited(
@@ -667,12 +723,15 @@ async def test_jwks_stale_set_used_while_endpoint_fails(
     jwks_server.status = 503
     await asyncio.sleep(0.1)
     assert (await verifier.verify(rs256(rsa_key, "k1"))).user_id == "u1"
+    await settled(verifier)
     assert jwks_server.fetches == 2
     assert (await verifier.verify(rs256(rsa_key, "k1"))).user_id == "u1"
+    await settled(verifier)
     assert jwks_server.fetches == 2  # failure back-off
     jwks_server.status = 200
     await asyncio.sleep(0.1)
     await verifier.verify(rs256(rsa_key, "k1"))
+    await settled(verifier)
     assert jwks_server.fetches == 3
 
 

@@ -7,8 +7,10 @@ import json
 import pytest
 
 from liveboard.realtime.handshake import (
+    BadUpgrade,
     Upgrade,
     accept_value,
+    check_upgrade,
     error_response,
     head_end,
     may_be_upgrade,
@@ -68,10 +70,11 @@ def test_header_names_are_case_insensitive_and_tokens_are_lists() -> None:
     )
 
 
-def test_the_first_of_repeated_headers_counts() -> None:
-    upgrade = parse_upgrade(head([*GOOD, "Authorization: Bearer second"]))
+def test_repeated_list_headers_are_one_list() -> None:
+    upgrade = parse_upgrade(head([*GOOD, "Connection: keep-alive", "X-Other: 1", "X-Other: 2"]))
     assert upgrade is not None
-    assert upgrade.authorization == "Bearer eyJ.x.y"
+    lines = [line for line in GOOD if not line.startswith("Connection")]
+    assert parse_upgrade(head([*lines, "Connection: keep-alive", "Connection: upgrade"]))
 
 
 NOT_OURS = {
@@ -89,6 +92,20 @@ NOT_OURS = {
     "Connection without upgrade": replaced("Connection", "Connection: keep-alive"),
     "no Host": replaced("Host", None),
     "two Hosts": [*GOOD, "Host: other"],
+    "an empty Host": replaced("Host", "Host: "),
+    "two keys": [*GOOD, "Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA=="],
+    "the key twice": [*GOOD, f"Sec-WebSocket-Key: {KEY}"],
+    "two versions": [*GOOD, "Sec-WebSocket-Version: 13"],
+    "two Origins": [*GOOD, "Origin: https://board.example"],
+    "two Authorizations": [*GOOD, "Authorization: Bearer second"],
+    "two Upgrades": [*GOOD, "Upgrade: websocket"],
+    "Upgrade: a list": replaced("Upgrade", "Upgrade: h2c, websocket"),
+    "HEAD": ["HEAD /ws HTTP/1.1", *GOOD[1:]],
+    "a header name X(y": [*GOOD, "X(y: 1"],
+    "a header name X@y": [*GOOD, "X@y: 1"],
+    "a header name X{y}": [*GOOD, "X{y}: 1"],
+    "a header name with a slash": [*GOOD, "X/y: 1"],
+    "an empty header name": [*GOOD, ": 1"],
     "a body": [*GOOD, "Content-Length: 3"],
     "chunked": [*GOOD, "Transfer-Encoding: chunked"],
     "a folded header": [*GOOD, " folded"],
@@ -141,3 +158,46 @@ def test_error_responses_carry_the_rest_error_body() -> None:
     raw = error_response(429, "rate_limited", "slow down", {"limit": 5})
     assert b"WWW-Authenticate" not in raw
     assert json.loads(raw.split(b"\r\n\r\n", 1)[1])["error"]["details"] == {"limit": 5}
+
+
+def test_header_names_may_use_every_token_character() -> None:
+    assert parse_upgrade(head([*GOOD, "!#$%&'*+-.^_`|~09az: 1"])) is not None
+
+
+CHECKED = [
+    ("Host", "h"),
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", KEY),
+    ("Sec-WebSocket-Version", "13"),
+]
+
+
+def test_check_upgrade_is_the_rule_of_both_paths() -> None:
+    assert check_upgrade((1, 1), "/ws", "token=t", CHECKED) == Upgrade(
+        "/ws", "token=t", "h", None, None, KEY
+    )
+    # Header values as aiohttp may hand them over: spaces around them do not count.
+    spaced = [(name, f" {value}\t") for name, value in CHECKED]
+    assert isinstance(check_upgrade((1, 1), "/ws", "", spaced), Upgrade)
+
+
+@pytest.mark.parametrize(
+    ("version", "headers", "reason", "names_13"),
+    [
+        ((1, 0), CHECKED, "HTTP/1.1", False),
+        ((1, 1), [*CHECKED, ("Sec-WebSocket-Key", KEY)], "more than one sec-websocket-key", False),
+        ((1, 1), [*CHECKED, ("sec-websocket-version", "13")], "more than one", True),
+        ((1, 1), [*CHECKED, ("Content-Length", "0")], "no body", False),
+        ((1, 1), [*CHECKED[:4], ("Sec-WebSocket-Version", "8")], "must be 13", True),
+        ((1, 1), CHECKED[:4], "must be 13", True),
+    ],
+)
+def test_check_upgrade_says_why_it_refuses(
+    version: tuple[int, int], headers: list[tuple[str, str]], reason: str, names_13: bool
+) -> None:
+    refused = check_upgrade(version, "/ws", "", headers)
+    assert isinstance(refused, BadUpgrade)
+    assert reason in refused.message
+    # RFC 6455 §4.4: a refused version names the one the server speaks.
+    assert (("Sec-WebSocket-Version", "13") in refused.headers) == names_13

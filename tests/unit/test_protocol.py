@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -575,3 +576,20 @@ def test_unknown_keys_are_ignored(message: ClientMessage, extra: dict[str, Any])
     fields = json.loads(encode_client_message(message))
     merged = {**extra, **fields}
     assert parse_client_message(json.dumps(merged)) == message
+
+
+def test_connection_ids_are_bound_to_their_user() -> None:
+    from liveboard.realtime.protocol import issued_to_another, new_connection_id
+
+    alice = new_connection_id("alice")
+    assert alice.startswith("c_")
+    assert alice != new_connection_id("alice")
+    assert re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", alice)  # what REST accepts
+    assert not issued_to_another(alice, "alice")
+    assert issued_to_another(alice, "bob")
+    assert issued_to_another(alice, "alice ")
+    weird = new_connection_id("\ud800é")  # any string a token's sub may hold
+    assert not issued_to_another(weird, "\ud800é")
+    # Strings of another form name no connection of this server: not judged.
+    for label in ("tab-1", "conn-7", "c_legacyid12345678", "C_x.y"):
+        assert not issued_to_another(label, "bob")

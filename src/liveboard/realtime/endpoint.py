@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import socket
 from collections.abc import Coroutine
 from typing import Any, Final, NamedTuple, Protocol
@@ -19,7 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import WSMsgType, web
 
-from liveboard import rest
+from liveboard import dev, rest
 from liveboard.auth import Principal, TokenVerifier, bearer_token
 from liveboard.config import Settings
 from liveboard.errors import AuthError
@@ -28,6 +27,7 @@ from liveboard.realtime.connection import LINGER_SECONDS, WebSocketConnection
 from liveboard.realtime.guard import GUARD_KEY
 from liveboard.realtime.node import Node
 from liveboard.realtime.protocol import ProtocolError
+from liveboard.realtime.rfc6455 import valid_close_code
 from liveboard.realtime.session import (
     CLOSE_INTERNAL,
     CLOSE_POLICY,
@@ -81,20 +81,32 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     settings = request.app[WS_SETTINGS_KEY]
     verifier = request.app[WS_VERIFIER_KEY]
+    # The router's rule, on aiohttp's parse of the head: both paths accept the same requests.
+    upgrade = handshake.check_upgrade(
+        (request.version.major, request.version.minor),
+        request.path,
+        request.rel_url.raw_query_string,
+        [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.raw_headers],
+    )
+    if isinstance(upgrade, handshake.BadUpgrade):
+        refused = rest.error_response(400, "bad_request", upgrade.message)
+        refused.headers.extend(upgrade.headers)
+        return refused
     principal = await admit(
         node,
         settings,
         verifier,
-        origin=request.headers.get("Origin"),
-        host=request.host,
-        authorization=request.headers.get("Authorization"),
-        raw_query=request.rel_url.raw_query_string,
+        origin=upgrade.origin,
+        host=upgrade.host,
+        authorization=upgrade.authorization,
+        raw_query=upgrade.raw_query,
     )
     if isinstance(principal, Refusal):
         return rest.error_response(*principal)
     request.app[GUARD_KEY].release(request.transport)  # authenticated
     ws = web.WebSocketResponse(
         autoping=False,
+        autoclose=False,  # _AiohttpSocket answers the peer's close frame, as the router's path
         compress=False,  # frames are pre-encoded once for every socket; see docs/protocol.md
         # aiohttp refuses a message of max_msg_size bytes; the contract accepts that size.
         max_msg_size=settings.max_message_bytes + 1,
@@ -112,7 +124,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         if transport is None:
             return ws
         _tune_socket(transport)
-        session = Session(ws, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings)
+        socket_ = _AiohttpSocket(ws)
+        connection_id = protocol.new_connection_id(principal.user_id)
+        session = Session(socket_, transport, connection_id, principal, settings)
         wire.install(
             request.protocol,
             on_activity=session.touch,
@@ -121,8 +135,37 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             ),
         )
     node.register(session)  # in the step that ends the reservation: no await between
-    await serve(node, verifier, session, ws, transport)
+    await serve(node, verifier, session, socket_, transport)
     return ws
+
+
+class _AiohttpSocket:
+    """aiohttp's ``WebSocketResponse`` answering the peer's close frame as the router's path
+    does (``WebSocketConnection``): 1000 to a valid code or none, 1002 to a code RFC 6455 §7.4
+    does not allow a peer to send (1006, 1015, 5000 and above, ...).
+
+    aiohttp's reader lets through every code from 3000 up and every code of its own enum (1006
+    among them), and its ``autoclose`` answers each with 1000.
+    """
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+
+    async def receive(self) -> Any:
+        message = await self._ws.receive()
+        if message.type is WSMsgType.CLOSE:
+            code = message.data  # 0: a close frame without a body (NO_STATUS)
+            if code == 0 or valid_close_code(code):
+                await self._ws.close(drain=False)
+            else:
+                reason = f"invalid close code {code}".encode()
+                await self._ws.close(code=CLOSE_PROTOCOL_ERROR, message=reason, drain=False)
+        return message
+
+    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
+        return await self._ws.close(code=code, message=message)
 
 
 class MessageSource(Protocol):
@@ -212,6 +255,8 @@ async def admit(
     try:
         if not node.accepting:
             return Refusal(503, "unavailable", RESTARTING_MESSAGE)
+        if settings.dev and not dev.is_loopback_host(host):  # DNS rebinding: see ``dev``
+            return _rejected(node, Refusal(403, "forbidden", dev.NOT_LOOPBACK_MESSAGE))
         if not origin_allowed(origin, host, settings.allowed_origins):
             return _rejected(node, Refusal(403, "forbidden", "origin not allowed"))
         token = bearer_token(authorization) or query_token(raw_query)
@@ -300,9 +345,8 @@ class UpgradeAcceptor:
             transport, settings.max_message_bytes, settings.slow_consumer_bytes
         )
         transport.write(handshake.switching_protocols(upgrade.key))
-        session = Session(
-            connection, transport, f"c_{secrets.token_urlsafe(12)}", principal, settings
-        )
+        connection_id = protocol.new_connection_id(principal.user_id)
+        session = Session(connection, transport, connection_id, principal, settings)
         connection.on_activity = session.touch
         connection.on_closing = session.abort_timers
         # In the same step as admission's last check, so that upgrades of one user arriving
@@ -451,7 +495,7 @@ async def _handle_text(verifier: TokenVerifier, node: Node, session: Session, da
             await _refresh(verifier, session, message)
     except ProtocolError as exc:
         session.send(protocol.encode_error(exc.code, exc.message, exc.id))
-        if not session.strike():
+        if exc.abusive and not session.strike():
             session.close(CLOSE_POLICY, "too many invalid messages")
 
 

@@ -1,10 +1,19 @@
-"""The WebSocket opening handshake (RFC 6455 §4.2) read from raw bytes, as pure functions.
+"""The WebSocket opening handshake (RFC 6455 §4.2), as pure functions.
 
-``parse_upgrade`` accepts only a strictly well-formed upgrade to ``/ws`` or ``/ws/connect``:
-``GET`` in origin form over HTTP/1.1, printable ASCII, no body, one ``Host``, ``Upgrade:
-websocket``, ``Connection: upgrade``, version 13 and a 16-byte key. Anything else returns None
-and the caller hands the bytes to the HTTP server, which answers as it always has (a 400, say),
-so this module never has to produce an HTTP error of its own for a malformed request.
+Both upgrade paths decide with one rule, ``check_upgrade``: the router's (a connection's first
+request, read from raw bytes by ``parse_upgrade``) and aiohttp's (an upgrade after other
+requests on a keep-alive connection, parsed by aiohttp; ``endpoint.websocket_handler``). An
+upgrade is accepted only over HTTP/1.1, without a body, with one non-empty ``Host``, one
+``Upgrade: websocket``, ``Connection: upgrade``, one ``Sec-WebSocket-Version: 13`` and one
+``Sec-WebSocket-Key`` of 16 bytes, and at most one ``Origin`` and one ``Authorization`` (RFC 6455
+§4.1, §11.3; RFC 6454 §7.3; RFC 9110 §5.3: a field that is not a list may not be repeated).
+
+``parse_upgrade`` reads the head at least as strictly as aiohttp's parser does (printable ASCII,
+header names that are RFC 9110 tokens, no folded lines, aiohttp's line and header-count limits):
+a head it does not take whole is handed to aiohttp with every byte, and aiohttp answers it
+(a 400 for a malformed head, ``check_upgrade``'s 400 for a bad upgrade). So the router never
+accepts a request that aiohttp's path would refuse, and tests/fuzz/test_handshake_differential.py
+sends generated heads both ways to check that the two paths answer alike.
 """
 
 from __future__ import annotations
@@ -12,6 +21,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
+from collections.abc import Iterable
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -26,8 +37,19 @@ MAX_HEAD_BYTES: Final = 16 * 1024
 #: the same requests.
 MAX_LINE_BYTES: Final = 8190
 MAX_HEADERS: Final = 126
+#: Header fields that may appear once only in an upgrade request.
+SINGLETONS: Final = (
+    "host",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "origin",
+    "authorization",
+)
 _PREFIX: Final = b"GET /ws"
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#: RFC 9110 §5.1, §5.6.2: a field name is a token.
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _REASONS: Final = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -62,8 +84,21 @@ def head_end(buffer: bytes | bytearray) -> int:
     return -1 if end < 0 else end + 4
 
 
+class BadUpgrade(NamedTuple):
+    """An upgrade request that breaks the handshake's rules: answered 400 ``bad_request``."""
+
+    message: str
+    #: Extra response headers: ``Sec-WebSocket-Version: 13`` when the version is the problem
+    #: (RFC 6455 §4.4).
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+_VERSION_HEADERS: Final = (("Sec-WebSocket-Version", "13"),)
+
+
 def parse_upgrade(head: bytes) -> Upgrade | None:
-    """The upgrade request in ``head`` (up to and including its blank line), or None."""
+    """The upgrade request in ``head`` (up to and including its blank line), or None when the
+    head is not one that ``check_upgrade`` accepts (or not one this reader takes whole)."""
     try:
         text = head.decode("ascii")
     except UnicodeDecodeError:
@@ -80,35 +115,55 @@ def parse_upgrade(head: bytes) -> Upgrade | None:
     path, _, raw_query = target.partition("?")
     if path not in WEBSOCKET_PATHS:
         return None
-    single: dict[str, str] = {}
-    tokens: dict[str, set[str]] = {"upgrade": set(), "connection": set()}
+    headers: list[tuple[str, str]] = []
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        if not colon or not name or not _printable(name) or " " in name or "\t" in name:
-            return None  # also an obs-fold continuation line (RFC 9112 §5.2)
-        value = value.strip(" \t")
+        # Not a token: also an obs-fold continuation line (RFC 9112 §5.2), a space before the
+        # colon, a line without one.
+        if not colon or not _TOKEN.fullmatch(name):
+            return None
         if not _printable(value.replace("\t", " ")):
             return None
-        name = name.lower()
-        if name in tokens:
-            tokens[name].update(t.strip(" \t").lower() for t in value.split(","))
-        elif name in ("content-length", "transfer-encoding"):
-            return None  # a body on an upgrade request: the HTTP server decides
-        elif name in single:
-            if name == "host":
-                return None
-        else:
-            single[name] = value
-    host, key = single.get("host"), single.get("sec-websocket-key")
-    if (
-        not host
-        or key is None
-        or "websocket" not in tokens["upgrade"]
-        or "upgrade" not in tokens["connection"]
-        or single.get("sec-websocket-version") != "13"
-        or not _valid_key(key)
-    ):
-        return None
+        headers.append((name, value))
+    upgrade = check_upgrade((1, 1), path, raw_query, headers)
+    return upgrade if isinstance(upgrade, Upgrade) else None
+
+
+def check_upgrade(
+    version: tuple[int, int],
+    path: str,
+    raw_query: str,
+    headers: Iterable[tuple[str, str]],
+) -> Upgrade | BadUpgrade:
+    """The rule both paths apply to a ``GET`` of ``path`` with these header fields (in order,
+    repeated ones repeated): the upgrade, or why it is refused."""
+    if version != (1, 1):
+        return BadUpgrade("a WebSocket upgrade needs HTTP/1.1")
+    fields: dict[str, list[str]] = {}
+    for name, value in headers:
+        fields.setdefault(name.lower(), []).append(value.strip(" \t"))
+    if "content-length" in fields or "transfer-encoding" in fields:
+        return BadUpgrade("a WebSocket upgrade has no body")
+    for name in SINGLETONS:
+        if len(fields.get(name, ())) > 1:
+            extra = _VERSION_HEADERS if name == "sec-websocket-version" else ()
+            return BadUpgrade(f"more than one {name} header", extra)
+    single = {name: values[0] for name, values in fields.items() if name in SINGLETONS}
+    connection = {
+        token.strip(" \t").lower()
+        for value in fields.get("connection", ())
+        for token in value.split(",")
+    }
+    if single.get("upgrade", "").lower() != "websocket" or "upgrade" not in connection:
+        return BadUpgrade("not a WebSocket upgrade: send Upgrade: websocket, Connection: Upgrade")
+    if single.get("sec-websocket-version") != "13":
+        return BadUpgrade("Sec-WebSocket-Version must be 13", _VERSION_HEADERS)
+    key = single.get("sec-websocket-key")
+    if key is None or not _valid_key(key):
+        return BadUpgrade("Sec-WebSocket-Key must be 16 bytes in base64")
+    host = single.get("host")
+    if not host:
+        return BadUpgrade("a Host header is required")
     return Upgrade(path, raw_query, host, single.get("origin"), single.get("authorization"), key)
 
 

@@ -355,7 +355,9 @@ class Node:
 
     async def unsubscribe(self, session: Session, message: protocol.Unsubscribe) -> None:
         if message.room not in session.subscriptions:
-            raise ProtocolError("not_subscribed", f"not subscribed to {message.room}", message.id)
+            raise ProtocolError(
+                "not_subscribed", f"not subscribed to {message.room}", message.id, abusive=False
+            )
         self._end_subscription(session, message.room, None)
         await self._leave_presence(session, message.room)
         session.send(protocol.encode_unsubscribed(message.room, id=message.id))
@@ -380,7 +382,10 @@ class Node:
     async def presence_action(self, session: Session, message: protocol.Presence) -> None:
         room = message.room
         if room not in session.subscriptions:
-            raise ProtocolError("not_subscribed", f"subscribe to {room} first", message.id)
+            leaving = message.action == "leave"  # nothing to undo: not abuse
+            raise ProtocolError(
+                "not_subscribed", f"subscribe to {room} first", message.id, abusive=not leaving
+            )
         if message.action == "leave":
             await self._leave_presence(session, room)
             return

@@ -41,7 +41,11 @@ difference. (``isinstance`` on msgspec structs costs ~0.6 µs here, hence ``geta
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
+import secrets
 from collections.abc import Sequence
 from typing import Annotated, Any, Final, Literal, TypeAlias
 
@@ -114,14 +118,20 @@ class ProtocolError(LiveboardError):
     """A client message the server will not act on; answered with ``error``, never fatal.
 
     ``code`` is one of ``ERROR_CODES``; ``message`` is for humans; ``id`` is the client's
-    message id when one could be read, else ``None``.
+    message id when one could be read, else ``None``. ``abusive`` is False for a request that
+    found nothing to undo (an ``unsubscribe`` or a presence ``leave`` of a room the connection
+    is not subscribed to): a client that cleans up everything it may hold, after a revocation or
+    on a page change, is not misbehaving, and such errors do not count towards the 1008 close.
     """
 
-    def __init__(self, code: str, message: str, id: MessageId = None) -> None:
+    def __init__(
+        self, code: str, message: str, id: MessageId = None, *, abusive: bool = True
+    ) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown protocol error code {code!r}")
         super().__init__(message, code=code)
         self.id = id
+        self.abusive = abusive
 
     def __repr__(self) -> str:
         return f"ProtocolError({self.code!r}, {self.message!r}, id={self.id!r})"
@@ -309,6 +319,34 @@ class _PresenceUpdate(_ServerMessage, tag="presence:update"):
 class _Resync(_ServerMessage, tag="resync"):
     room: str
     reason: str
+
+
+def new_connection_id(user_id: str) -> str:
+    """A connection id bound to its user: ``c_<16 random characters>.<digest of the user id>``.
+
+    Events name the connection a change came from (``origin``), so every member of a room learns
+    the ids of the others' connections. REST refuses an ``X-Connection-Id`` of this form whose
+    digest is not the caller's (``issued_to_another``): a member cannot make another's tab take
+    a change for its own echo. The digest is not secret; the user id travels with the same
+    events (``userId``).
+    """
+    return f"c_{secrets.token_urlsafe(12)}.{_user_digest(user_id)}"
+
+
+def issued_to_another(connection_id: str, user_id: str) -> bool:
+    """True when ``connection_id`` has the form of ``new_connection_id`` and was not issued to
+    ``user_id``. Any other string names no connection of this server (a label a client chose,
+    or an id from a version before ids were bound), and is not judged here."""
+    prefix, dot, digest = connection_id.rpartition(".")
+    if not dot or not prefix.startswith("c_"):
+        return False
+    return not hmac.compare_digest(digest, _user_digest(user_id))
+
+
+def _user_digest(user_id: str) -> str:
+    # 72 bits: finding another user id with the same digest is a second preimage of SHA-256.
+    digest = hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).digest()[:9]
+    return base64.urlsafe_b64encode(digest).decode("ascii")
 
 
 def encode_connected(connection_id: str, user_id: str) -> bytes:

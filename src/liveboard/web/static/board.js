@@ -50,12 +50,30 @@ function h(tag, attrs = {}, children = []) {
   for (const [key, value] of Object.entries(attrs)) {
     if (value === undefined || value === null || value === false) continue;
     if (key === "class") el.className = value;
+    // Through the CSSOM: the page's Content-Security-Policy refuses style attributes.
+    else if (key === "style") el.style.cssText = value;
     else if (key === "html") el.innerHTML = value;
     else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
     else el.setAttribute(key, value === true ? "" : String(value));
   }
   for (const child of children) el.append(child);
   return el;
+}
+
+/** A task title's length as the server counts it (CONTRACT §3: 1-200 characters, i.e. code
+ * points). An input's ``maxlength`` counts UTF-16 units instead, which would admit only 100
+ * emoji: it is set to twice the limit (a code point is at most two units) and this trims. */
+const TITLE_MAX = 200;
+
+/** Keep ``field`` at ``max`` code points at most, as ``maxlength`` would (typing, pasting). */
+function limitCodePoints(/** @type {HTMLInputElement|HTMLTextAreaElement} */ field, max) {
+  const trim = () => {
+    const chars = Array.from(field.value);
+    if (chars.length > max) field.value = chars.slice(0, max).join("");
+  };
+  // Not while an input method composes: the text is not final until compositionend.
+  field.addEventListener("input", (e) => /** @type {InputEvent} */ (e).isComposing || trim());
+  field.addEventListener("compositionend", trim);
 }
 
 const nameOf = (/** @type {string|null|undefined} */ id) => (id ? (names.get(id) ?? id) : "");
@@ -213,10 +231,11 @@ function buildColumns() {
       "data-testid": "new-task-input",
       name: "title",
       placeholder: "Add a task…",
-      maxlength: 200,
+      maxlength: 2 * TITLE_MAX,
       autocomplete: "off",
       "aria-label": `New task in ${statusLabel(status)}`,
     });
+    limitCodePoints(/** @type {HTMLInputElement} */ (input), TITLE_MAX);
     const form = h(
       "form",
       { class: "new-task", "data-testid": "new-task-form", "data-status": status },
@@ -425,11 +444,12 @@ function startEdit(/** @type {string} */ id) {
     h("textarea", {
       class: "card-title-input",
       "data-testid": "task-title-input",
-      maxlength: 200,
+      maxlength: 2 * TITLE_MAX,
       rows: 2,
       "aria-label": "Task title",
     })
   );
+  limitCodePoints(input, TITLE_MAX);
   input.value = task.title;
   title.replaceChildren(input);
   input.focus();
