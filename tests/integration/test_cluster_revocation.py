@@ -233,3 +233,51 @@ async def test_an_instance_killed_between_the_removal_and_its_publish(cluster: C
     finally:
         await redis.aclose()
         await carried.aclose()
+
+
+async def test_a_write_waiting_on_its_room_while_the_removal_commits_is_held(
+    cluster: Cluster, proxy: TcpProxy
+) -> None:
+    """A task write whose statement started before the removal committed, and commits after it.
+
+    The write waits on its project room's row (another writer holds it) while the removal
+    commits through an instance cut from Redis (its publish is lost). On PostgreSQL's READ
+    COMMITTED the workspace head the write names must be read after that wait, not from the
+    snapshot its statement started with; else it names the head before the removal and every
+    instance releases it at once (found in review of the first fix).
+    """
+    [home, third] = await cluster.start(2)
+    [remover] = await cluster.start(1, env={"LIVEBOARD_REDIS_URL": proxy.redis_url})
+    scene = Scene(cluster, home)
+    await scene.set_up()
+    proxy.cut()
+    await cluster.wait_ready([remover], degraded=True)
+    holder = await asyncpg.connect(cluster.database_url, timeout=5)
+    try:
+        hold = holder.transaction()
+        await hold.start()
+        # Another writer of the project holds its head row, as any concurrent task write does.
+        await holder.execute(
+            "UPDATE rooms SET last_offset = last_offset WHERE room = $1", scene.room
+        )
+        writing = asyncio.create_task(scene.task(third, "committed after the removal"))
+        await _until_a_statement_waits_on_a_lock(holder)
+        await remover.remove_member(scene.owner, scene.wid, scene.carol)
+        await hold.rollback()
+        task = await writing
+    finally:
+        await holder.close()
+    await scene.check(task, "write waiting on its room")
+
+
+async def _until_a_statement_waits_on_a_lock(conn: asyncpg.Connection) -> None:
+    """Polls PostgreSQL until a statement of this database waits on a lock (10 s at most)."""
+    for _ in range(500):
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no statement waited on the held row")

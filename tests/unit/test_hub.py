@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from liveboard.events import Event
+from liveboard.realtime import hub as hub_module
 from liveboard.realtime.hub import Hub, Outlet, Room
 from liveboard.realtime.metrics import Metrics
 
@@ -362,6 +363,27 @@ def test_an_event_after_a_removal_it_has_not_seen_waits_for_it(recorder: Recorde
     hub.fill(hub.rooms["workspace:w1"], [removal(1)])
     assert alice.offsets() == [1, 2]
     assert carol.offsets() == [1], "an event committed after the removal reached the removed user"
+
+
+def test_past_the_waiting_bound_the_project_room_reads_the_dropped_event_from_the_log(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "MAX_WAITING", 1)
+    outlets: dict[str, Outlet] = {}
+    hub = revoking_hub(recorder, outlets)
+    outlets["carol"], carol = project_subscriber(hub, "carol")
+    outlets["alice"], alice = project_subscriber(hub, "alice")
+    hub.deliver([dependent(1, workspace_offset=1), dependent(2, workspace_offset=1)])
+    assert [len(hub.rooms["workspace:w1"].waiting)] == [1]
+    project = hub.rooms["project:p1"]
+    assert project.sequencer is not None
+    # 1 waits, 2 was dropped: the room knows both are to come, and asks for them now
+    assert project.sequencer.missing == (1, 2), "the dropped event is a hole of its room"
+    assert "project:p1" in recorder.gaps
+    hub.fill(hub.rooms["workspace:w1"], [removal(1)])
+    hub.fill(project, [dependent(2, workspace_offset=0)])  # the node's gap fill, from the log
+    assert alice.offsets() == [1, 2]
+    assert carol.offsets() == []
 
 
 def test_a_waiting_event_released_by_a_live_workspace_event(recorder: Recorder) -> None:

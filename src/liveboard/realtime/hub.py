@@ -38,7 +38,8 @@ from liveboard.realtime.ordering import OfferResult, RoomSequencer
 #: Events held for a room before its position is known (first subscriber still reading).
 MAX_PREBUFFER = 10_000
 #: Project rooms' events waiting for one workspace room to catch up. Past it they are dropped:
-#: the project room sees a hole and reads them from the log (after its workspace room).
+#: the project room is told of the hole at once and reads them from the log (after its
+#: workspace room). A count, not bytes: each holds one event already decoded.
 MAX_WAITING = 10_000
 
 
@@ -284,6 +285,11 @@ class Hub:
             return False
         if len(workspace.waiting) < MAX_WAITING:
             workspace.waiting.append((room, event))
+        elif room.sequencer is not None:
+            # Dropped: the project room learns of the hole now, and its gap fill reads it from
+            # the log after the workspace room (``Node._fill_gap``), not at the next audit.
+            room.sequencer.expect(event.offset, now=now)
+            self._on_gap(room)
         workspace.sequencer.expect(need, now=now)
         self._on_gap(workspace)
         return True

@@ -51,11 +51,18 @@ _NEXT_OFFSET = (
     .returning(rooms.c.last_offset, rooms.c.epoch)
 )
 # The head of the room an event depends on (its workspace's), read by the same statement: no
-# round trip more while the room's row lock is held.
+# round trip more while the room's row lock is held. FOR SHARE (PostgreSQL; SQLite runs one
+# writer at a time and omits it): under READ COMMITTED a plain read would see the statement's
+# snapshot, taken before it waited for its own room's row, so a removal committed during that
+# wait would be missed and this event, committed after it, would name the head before it. The
+# locking read returns the row's latest committed version, and while this transaction holds
+# the share lock a removal's UPDATE of that row waits for it to commit: either way the head
+# named covers every membership change committed before this event.
 _depended = rooms.alias("depended")
 _DEPENDED_HEAD = (
     select(_depended.c.last_offset)
     .where(_depended.c.room == bindparam("depends_on"))
+    .with_for_update(read=True)
     .scalar_subquery()
 )
 _NEXT_OFFSET_AND_DEPENDED = (
