@@ -24,7 +24,7 @@ CORPUS = Path(__file__).resolve().parent / "corpus"
 SECONDS = int(os.environ.get("LIVEBOARD_ATHERIS_SECONDS", "10"))
 
 
-@pytest.mark.parametrize("target", ["frames"])
+@pytest.mark.parametrize("target", ["frames", "heads"])
 def test_the_fuzzer_finds_no_crash(target: str, tmp_path: Path) -> None:
     if importlib.util.find_spec("atheris") is None:
         message = "atheris has wheels for Linux x86-64 only (CPython 3.11-3.13)"
