@@ -153,6 +153,29 @@ async def until_stored(redis: Redis, expected: dict[str, bytes]) -> None:
         await asyncio.sleep(0.02)
 
 
+async def test_a_repair_under_way_at_shutdown_writes_nothing_back(
+    instances: list[Instance],
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """A read that finds the entries missing while ``aclose`` removes them on purpose must not
+    write them back: the instance would linger in presence after it left."""
+    one, two = instances
+    await one.presence.join(ROOM, "c1", "u1", "U1")
+    await two.presence.join(ROOM, "c2", "u2", "U2")
+    await everyone_sees(instances, ["u1", "u2"], "at start")
+    redis = Redis.from_url(redis_server.url)
+    try:
+        await redis.hdel(KEY, "one:c1")
+        reading = asyncio.ensure_future(one.presence._refresh([ROOM]))
+        await asyncio.sleep(0)  # the read is sent
+        await one.presence.aclose()
+        await reading
+        await asyncio.sleep(0.5)
+        assert sorted(await redis.hkeys(KEY)) == [b"two:c2"]
+    finally:
+        await redis.aclose()
+
+
 async def test_churn_is_never_taken_for_a_loss(
     instances: list[Instance], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -250,6 +250,8 @@ class RedisPresence:
 
     async def _flush(self) -> None:
         """Send the batched writes in one pipeline, re-read those rooms, signal them once."""
+        if self._closed:
+            return  # ``aclose`` removed every entry, those of pending writes included
         writes, self._writes = self._writes, {}
         if not writes:
             return
@@ -404,6 +406,8 @@ class RedisPresence:
         """Write ``rooms``' entries again (now, once per batch): another instance removed them
         (it took this one for dead: a stall or a partition longer than ``INSTANCE_TTL``), or
         Redis lost or kept some (eviction, a failover, a late write delivered after a timeout)."""
+        if self._closed:
+            return  # a read answered after ``aclose``: the entries are gone on purpose
         rooms = set(rooms)
         log.info(
             "presence entries of %d room(s) were missing or stale in Redis; writing them again",
