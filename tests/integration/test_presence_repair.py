@@ -8,7 +8,8 @@ can come back (a write that timed out is delivered late). Here two ``RedisPresen
 (two instances, in this process) share a private ``redis-server``; the test changes Redis behind
 their backs in each of those ways, and each time both views must end exact again, with no
 user shown leaving for good. Then the converse: under steady churn of joins and leaves, nothing
-is taken for a loss (no entry is written again for nothing).
+is taken for a loss (no entry is written again for nothing), and a repair under way when the
+instance shuts down writes nothing back.
 
 The presence timings are shortened (heartbeat and refresh 0.3 s) so that each case takes about
 a second; the logic is the same at the shipped 2 s.
