@@ -8,8 +8,8 @@ can come back (a write that timed out is delivered late). Here two ``RedisPresen
 (two instances, in this process) share a private ``redis-server``; the test changes Redis behind
 their backs in each of those ways, and each time both views must end exact again, with no
 user shown leaving for good. Then the converse: under steady churn of joins and leaves, nothing
-is taken for a loss (no entry is written again for nothing), and a repair under way when the
-instance shuts down writes nothing back.
+is taken for a loss (no entry is written again for nothing), an instance is live before it can
+hold an entry, and a repair under way when the instance shuts down writes nothing back.
 
 The presence timings are shortened (heartbeat and refresh 0.3 s) so that each case takes about
 a second; the logic is the same at the shipped 2 s.
@@ -152,6 +152,23 @@ async def until_stored(redis: Redis, expected: dict[str, bytes]) -> None:
     while (got := await redis.hgetall(KEY)) != want:
         assert asyncio.get_running_loop().time() < deadline, f"Redis holds {got}, not {want}"
         await asyncio.sleep(0.02)
+
+
+async def test_an_instance_is_live_when_start_returns(
+    instances: list[Instance],
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """``start`` returns once the instance is in the live set, so that no join can come before:
+    the others would take its entry for a dead instance's and remove it (its users shown
+    leaving, then coming back)."""
+    three = Instance(redis_server.url, "three", instances)
+    redis = Redis.from_url(redis_server.url)
+    try:
+        await three.presence.start()
+        assert await redis.zscore(presence_redis.INSTANCES_KEY, "three") is not None
+    finally:
+        await three.presence.aclose()
+        await redis.aclose()
 
 
 async def test_a_repair_under_way_at_shutdown_writes_nothing_back(

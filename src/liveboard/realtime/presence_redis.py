@@ -70,6 +70,7 @@ HEARTBEAT_INTERVAL = 2.0
 INSTANCE_TTL = 10.0
 REFRESH_INTERVAL = 2.0
 UNAVAILABLE_POLL = 0.2
+START_TIMEOUT = 1.0
 FLUSH_DELAY = 0.02
 COALESCE = 0.05
 MAX_CONNECTIONS = 8
@@ -141,6 +142,18 @@ class RedisPresence:
         self._closed = False
 
     async def start(self) -> None:
+        """Start the heartbeat; return once the first one is made (at most ``START_TIMEOUT``).
+
+        Until its first heartbeat an instance is not in the live set, and the others would take
+        entries written meanwhile for a dead instance's and remove them: shown leaving, then
+        written back by the instance's next read. Waiting here, before the node serves anyone,
+        means a join never comes first (unless Redis is down at start, or that slow)."""
+        if self._available():
+            try:
+                async with asyncio.timeout(START_TIMEOUT):
+                    await self._heartbeat()
+            except _REDIS_ERRORS:
+                log.debug("first presence heartbeat failed; the loop tries again", exc_info=True)
         self._loop_task = asyncio.ensure_future(self._heartbeat_forever())
 
     # PresenceManager
