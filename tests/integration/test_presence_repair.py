@@ -8,8 +8,9 @@ can come back (a write that timed out is delivered late). Here two ``RedisPresen
 (two instances, in this process) share a private ``redis-server``; the test changes Redis behind
 their backs in each of those ways, and each time both views must end exact again, with no
 user shown leaving for good. Then the converse: under steady churn of joins and leaves, nothing
-is taken for a loss (no entry is written again for nothing), an instance is live before it can
-hold an entry, and a repair under way when the instance shuts down writes nothing back.
+is taken for a loss (no entry is written again for nothing), writes of one room are applied in
+order, an instance is live before it can hold an entry, and a repair under way when the
+instance shuts down writes nothing back.
 
 The presence timings are shortened (heartbeat and refresh 0.3 s) so that each case takes about
 a second; the logic is the same at the shipped 2 s.
@@ -21,9 +22,11 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from liveboard.realtime import presence_redis
 from liveboard.realtime.presence import PresenceDiff, User
@@ -192,6 +195,40 @@ async def test_a_repair_under_way_at_shutdown_writes_nothing_back(
         assert sorted(await redis.hkeys(KEY)) == [b"two:c2"]
     finally:
         await redis.aclose()
+
+
+async def test_a_leave_is_applied_after_the_join_it_follows(
+    instances: list[Instance],
+    redis_server: RedisServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A join's write is slow to leave (a busy connection); the leave that follows goes out
+    after it, never before: applied first, it would leave a ghost entry of a user gone."""
+    caplog.set_level(logging.INFO, logger="liveboard.presence")
+    one, _ = instances
+    execute = Pipeline.execute
+    delayed: list[float] = []
+
+    async def first_write_late(self: Pipeline, raise_on_error: bool = True) -> list[Any]:
+        if not delayed and any(args[0] == "HSET" for args, _ in self.command_stack):
+            delayed.append(0.2)
+            await asyncio.sleep(0.2)
+        return await execute(self, raise_on_error)
+
+    monkeypatch.setattr(Pipeline, "execute", first_write_late)
+    await one.presence.join(ROOM, "c1", "u1", "U1")
+    await asyncio.sleep(0.05)  # the join's pipeline is on its way, held back
+    await one.presence.leave(ROOM, "c1")
+    redis = Redis.from_url(redis_server.url)
+    try:
+        await asyncio.sleep(1.0)  # both applied, and three refreshes of 0.3 s
+        assert delayed, "the join's write was not held back"
+        assert await redis.hkeys(KEY) == []
+    finally:
+        await redis.aclose()
+    repairs = [r.getMessage() for r in caplog.records if "missing or stale" in r.getMessage()]
+    assert repairs == [], "Redis held a ghost entry until the instance repaired it"
 
 
 async def test_churn_is_never_taken_for_a_loss(

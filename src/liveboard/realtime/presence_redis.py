@@ -135,6 +135,7 @@ class RedisPresence:
         self._reads: dict[int, set[str]] = {}
         self._read_ids = itertools.count()
         self._healing: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()  # one pipeline of writes at a time (see ``_flush``)
         self._flush_handle: asyncio.TimerHandle | None = None
         self._pending: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -205,9 +206,15 @@ class RedisPresence:
         for timer in (self._flush_handle, *self._pending.values()):
             if timer is not None:
                 timer.cancel()
-        rooms = set(self._local) | set(self._writes)
         try:
-            async with asyncio.timeout(2.0), self._redis.pipeline(transaction=False) as pipe:
+            # After the writes on their way (the lock): a join applied after this removal would
+            # leave the instance in presence after it left.
+            async with (
+                asyncio.timeout(2.0),
+                self._write_lock,
+                self._redis.pipeline(transaction=False) as pipe,
+            ):
+                rooms = set(self._local) | set(self._writes)
                 for room in rooms:
                     fields = [self._field(c) for c in self._local.get(room, {})]
                     fields += list(self._writes.get(room, {}))
@@ -263,35 +270,39 @@ class RedisPresence:
 
     async def _flush(self) -> None:
         """Send the batched writes in one pipeline, re-read those rooms, signal them once."""
-        if self._closed:
-            return  # ``aclose`` removed every entry, those of pending writes included
-        writes, self._writes = self._writes, {}
-        if not writes:
-            return
-        if not self._available():
-            self._unsynced.update(writes)
-            return
-        self._flushing.update(writes.keys())
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for room, fields in writes.items():
-                    deleted = [f for f, entry in fields.items() if entry is None]
-                    written = {f: entry for f, entry in fields.items() if entry is not None}
-                    if deleted:
-                        pipe.hdel(KEY_PREFIX + room, *deleted)
-                    if written:
-                        pipe.hset(KEY_PREFIX + room, mapping=cast(Any, written))
-                await pipe.execute()
-        except _REDIS_ERRORS:
-            self._unsynced.update(writes)
-            log.debug("presence writes not made; they are redone when Redis is back")
-            return
-        finally:
-            self._flushing.subtract(writes.keys())
-            for room in writes:
-                if self._flushing[room] <= 0:
-                    del self._flushing[room]
-            self._touch(writes)
+        # One pipeline of writes at a time: two on two connections may be applied by Redis in
+        # either order, and a leave applied before the join it follows leaves a ghost entry.
+        # Writes queued meanwhile wait in ``_writes`` and go out together in the next one.
+        async with self._write_lock:
+            if self._closed:
+                return  # ``aclose`` removed every entry, those of pending writes included
+            writes, self._writes = self._writes, {}
+            if not writes:
+                return
+            if not self._available():
+                self._unsynced.update(writes)
+                return
+            self._flushing.update(writes.keys())
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for room, fields in writes.items():
+                        deleted = [f for f, entry in fields.items() if entry is None]
+                        written = {f: entry for f, entry in fields.items() if entry is not None}
+                        if deleted:
+                            pipe.hdel(KEY_PREFIX + room, *deleted)
+                        if written:
+                            pipe.hset(KEY_PREFIX + room, mapping=cast(Any, written))
+                    await pipe.execute()
+            except _REDIS_ERRORS:
+                self._unsynced.update(writes)
+                log.debug("presence writes not made; they are redone when Redis is back")
+                return
+            finally:
+                self._flushing.subtract(writes.keys())
+                for room in writes:
+                    if self._flushing[room] <= 0:
+                        del self._flushing[room]
+                self._touch(writes)
         await self._refresh(list(writes))
         await self._notify(list(writes))
 
