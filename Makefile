@@ -98,6 +98,15 @@ fuzz: $(BIN)/.test
 soak: $(BIN)/.test
 	$(BIN)/python -m tests.soak.runner --duration 600
 
+# Presence across every outage of docs/reliability.md (stalls of 5-45 s, partitions from Redis),
+# all at once, ~1.5 min; part of `make fuzz` (`make test` runs a 15 s stall and a 15 s pause).
+PRESENCE_OUTAGES ?= stall:5,stall:15,stall:25,stall:45,pause:15,cut:15
+.PHONY: fuzz-presence
+fuzz: fuzz-presence
+fuzz-presence: $(BIN)/.test
+	LIVEBOARD_PRESENCE_OUTAGES=$(PRESENCE_OUTAGES) \
+	$(BIN)/python -m pytest tests/integration/test_presence_outages.py -s $(PYTEST_ARGS)
+
 # Regenerate the lock files after editing pyproject.toml, with the pinned uv, then install them
 # and check they are closed.
 lock: $(UV)

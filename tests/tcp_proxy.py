@@ -1,10 +1,21 @@
-"""A TCP forwarder that a test can cut: a network partition between one process and a server.
+"""A TCP proxy for partition tests: put it between one process and a server, then break the link.
 
-``TcpProxy(upstream_port)`` listens on a free local port and forwards each connection to
-``127.0.0.1:upstream_port``, byte for byte, in the test's event loop. ``cut()`` is a partition
-that the process notices: every forwarded connection is reset and new ones are reset as soon as
-they are accepted (a refused reconnect, not a hang). ``restore()`` forwards again. Point one
-instance's ``LIVEBOARD_REDIS_URL`` at ``proxy.redis_url`` to partition it alone from Redis.
+``TcpProxy`` listens on a free port of 127.0.0.1 and forwards every connection to ``target``. It
+runs in the test's event loop (``await proxy.start()``; ``await proxy.aclose()`` at the end) and
+has three states:
+
+* **flowing** (after ``start`` and ``resume``): bytes go both ways as they arrive.
+* **paused** (``pause``): a partition that drops packets. Open connections stay open but nothing
+  crosses in either direction: each side's bytes wait in the proxy (at most one read's worth per
+  direction, then in the kernel buffers), as TCP would keep retransmitting them. New connections
+  are accepted (the kernel completes the handshake anyway) but held: the proxy connects them to
+  the target only on ``resume``. ``resume`` lets everything held through, late, as a real
+  network does when a partition heals within TCP's retransmission time, so a client that gave up
+  on a command may see it executed afterwards.
+* **cut** (``cut``): a partition that resets connections. Every open connection is closed on both
+  sides and each new one is closed as soon as it is accepted, until ``resume``.
+
+``connections`` counts the connections accepted so far (to check the process did use the proxy).
 """
 
 from __future__ import annotations
@@ -12,80 +23,121 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from tests.redis_server import free_port
+
+CHUNK = 65536
+
 
 class TcpProxy:
-    """Forwards ``127.0.0.1:port`` to ``127.0.0.1:upstream_port`` until cut."""
+    """Forwards ``127.0.0.1:port`` to ``target``; can be paused or cut (see the module doc)."""
 
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
         self.port = 0
-        self.forwarding = True
+        self.connections = 0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._cut = False
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self._pipes: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
-    def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+    def state(self) -> str:
+        if self._cut:
+            return "cut"
+        return "flowing" if self._flowing.is_set() else "paused"
+
+    def url(self, scheme: str = "redis", path: str = "/0") -> str:
+        """The proxy's address as a URL (by default a Redis URL, database 0)."""
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     async def start(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
+        for _attempt in range(3):  # the free port may be taken between choosing and binding it
+            port = free_port()
+            try:
+                self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
+            except OSError:
+                continue
+            self.port = port
+            return self
+        raise RuntimeError("no free port for the proxy")
+
+    def pause(self) -> None:
+        """Hold every byte and every new connection until ``resume``."""
+        self._flowing.clear()
 
     def cut(self) -> None:
-        """Reset every forwarded connection, and every new one until ``restore``."""
-        self.forwarding = False
+        """Close every open connection, and each new one, until ``resume``."""
+        self._cut = True
+        self._flowing.set()  # held pumps wake up and end on the closed streams
         for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
+            _close(writer)
 
-    def restore(self) -> None:
-        self.forwarding = True
+    def resume(self) -> None:
+        """Back to flowing: held bytes and connections go through."""
+        self._cut = False
+        self._flowing.set()
 
     async def aclose(self) -> None:
-        self.cut()
         if self._server is not None:
             self._server.close()
+        for writer in list(self._writers):
+            _close(writer)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
             await self._server.wait_closed()
-        for pipe in list(self._pipes):
-            pipe.cancel()
-        for pipe in list(self._pipes):
-            with contextlib.suppress(BaseException):
-                await pipe
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.forwarding:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        if not self.forwarding:  # cut while connecting
-            writer.transport.abort()
-            up_writer.transport.abort()
-            return
-        self._writers.update((writer, up_writer))
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            pipe = asyncio.create_task(self._pipe(source, sink, (writer, up_writer)))
-            self._pipes.add(pipe)
-            pipe.add_done_callback(self._pipes.discard)
-
-    async def _pipe(
-        self,
-        source: asyncio.StreamReader,
-        sink: asyncio.StreamWriter,
-        pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+    async def _accept(
+        self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter
     ) -> None:
+        self.connections += 1
+        self._writers.add(client)
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        upstream: asyncio.StreamWriter | None = None
         try:
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-        except (OSError, asyncio.IncompleteReadError):
+            if self._cut:
+                return
+            await self._flowing.wait()  # paused: held, as by a network that drops packets
+            if self._cut:
+                return
+            upstream_reader, upstream = await asyncio.open_connection(*self.target)
+            self._writers.add(upstream)
+            await asyncio.gather(
+                self._pump(client_reader, upstream), self._pump(upstream_reader, client)
+            )
+        except OSError:
             pass
         finally:
-            for end in pair:  # one side ended: end both, as a broken link does
-                end.transport.abort()
-                self._writers.discard(end)
+            self._tasks.discard(task)
+            for writer in (client, upstream):
+                if writer is not None:
+                    self._writers.discard(writer)
+                    _close(writer)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Copy ``reader`` to ``writer`` while flowing; end both on EOF, an error or a cut."""
+        try:
+            while not self._cut:
+                await self._flowing.wait()
+                data = await reader.read(CHUNK)
+                if not data:
+                    break
+                await self._flowing.wait()  # paused while reading: hold what was read
+                if self._cut:
+                    break
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            _close(writer)
+
+
+def _close(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(Exception):
+        writer.close()

@@ -51,7 +51,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
 @pytest.fixture(name="proxy")
 async def proxy_fixture(cluster: Cluster) -> AsyncIterator[TcpProxy]:
     """A cuttable link to the test's Redis."""
-    proxy = await TcpProxy(cluster.redis.port).start()
+    proxy = await TcpProxy("127.0.0.1", cluster.redis.port).start()
     try:
         yield proxy
     finally:
@@ -165,7 +165,7 @@ async def test_partitioned_instance_applies_the_removal_before_later_events(
     cluster: Cluster, proxy: TcpProxy
 ) -> None:
     """The issue's case: instance 1 cut from Redis, its audit delivers from the log."""
-    [home] = await cluster.start(1, env={"LIVEBOARD_REDIS_URL": proxy.redis_url})
+    [home] = await cluster.start(1, env={"LIVEBOARD_REDIS_URL": proxy.url()})
     [other] = await cluster.start(1)
     scene = Scene(cluster, home)
     await scene.set_up()
@@ -176,7 +176,7 @@ async def test_partitioned_instance_applies_the_removal_before_later_events(
         task = await scene.task(other, "written after the removal")
     await scene.check(task, "partition")
     # the partition heals: the catch-up after it delivers nothing more to her
-    proxy.restore()
+    proxy.resume()
     await cluster.wait_ready([home], degraded=False)
     later = await scene.task(other, "after the partition")
     await scene.dave_watch.until(
@@ -190,7 +190,7 @@ async def test_a_lost_publish_of_the_removal_does_not_let_later_events_through(
 ) -> None:
     """The removal is made through an instance cut from Redis: its PUBLISH is lost."""
     [home, third] = await cluster.start(2)
-    [remover] = await cluster.start(1, env={"LIVEBOARD_REDIS_URL": proxy.redis_url})
+    [remover] = await cluster.start(1, env={"LIVEBOARD_REDIS_URL": proxy.url()})
     scene = Scene(cluster, home)
     await scene.set_up()
     carried = await ChannelLog(cluster, workspace_room(scene.wid)).start()
@@ -247,7 +247,7 @@ async def test_a_write_waiting_on_its_room_while_the_removal_commits_is_held(
     instance releases it at once (found in review of the first fix).
     """
     [home, third] = await cluster.start(2)
-    [remover] = await cluster.start(1, env={"LIVEBOARD_REDIS_URL": proxy.redis_url})
+    [remover] = await cluster.start(1, env={"LIVEBOARD_REDIS_URL": proxy.url()})
     scene = Scene(cluster, home)
     await scene.set_up()
     proxy.cut()

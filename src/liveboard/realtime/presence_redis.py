@@ -28,15 +28,30 @@ Semantics, on top of ``presence``'s:
   forgets them (a restart empties it): they are not shown leaving and joining again while every
   instance rewrites its entries at its next heartbeat.
 * While Redis is unreachable, local changes still reach local subscribers; remote users stay as
-  last seen; the missed writes are made once Redis answers again.
+  last seen; the missed writes are made once Redis answers again, and the heartbeat and a
+  refresh follow within ``UNAVAILABLE_POLL`` of the broker being up again.
+* Self-healing: every read of a room also compares this instance's own fields in it with the
+  entries it holds (``_check_own``). Any difference, whoever or whatever made it, has the room's
+  entries written exactly again at once, and the other instances signalled. The usual cause:
+  a stall or a partition longer than ``INSTANCE_TTL`` (SIGSTOP, a long GC or swap, a VM pause,
+  a network cut); the others took this instance for dead and removed its entries, and its
+  marker, younger than its TTL, does not show it. Others: eviction, a failover that lost
+  writes, a write delivered late after its timeout (a ghost entry). So after any stall or
+  partition, whatever its length, every instance shows this one's users again once it has
+  read its rooms after its return: at once after a stall (its first refresh is due), after a
+  partition once the broker is up again. The comparison costs no command: it uses the
+  ``HGETALL`` the refresh makes anyway. A room written to while the read was on its way is
+  not compared, so a write in progress is never taken for a loss.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, cast
 
@@ -54,6 +69,8 @@ MARKER_PREFIX = "liveboard:instance:"
 HEARTBEAT_INTERVAL = 2.0
 INSTANCE_TTL = 10.0
 REFRESH_INTERVAL = 2.0
+UNAVAILABLE_POLL = 0.2
+START_TIMEOUT = 1.0
 FLUSH_DELAY = 0.02
 COALESCE = 0.05
 MAX_CONNECTIONS = 8
@@ -99,6 +116,8 @@ class RedisPresence:
         self._available = available
         # room → connection id → (user id, name): this instance's entries, the authority for them
         self._local: dict[str, dict[str, tuple[str, str]]] = {}
+        # room → field → JSON entry: the same entries as Redis should hold them (to compare)
+        self._own: dict[str, dict[str, bytes]] = {}
         # room → instance → user id → name: the other instances' entries as last read
         self._remote: dict[str, dict[str, dict[str, str]]] = {}
         # room → user id → name: the merged view this instance last showed its subscribers
@@ -107,8 +126,16 @@ class RedisPresence:
         self._seen: dict[str, float] = {}
         # Writes not made yet: room → field → JSON entry (None: delete)
         self._writes: dict[str, dict[str, bytes | None]] = {}
-        # Rooms whose writes were lost (Redis down): made exact again when it is back.
+        # Rooms whose entries in Redis must be made exact again: writes lost while Redis was
+        # down, or entries found missing or wrong by a read (see ``_check_own``).
         self._unsynced: set[str] = set()
+        # So that a read does not take a write in progress for a loss: the flushes on their way
+        # per room, and for each read in flight the rooms written to since it began.
+        self._flushing: Counter[str] = Counter()
+        self._reads: dict[int, set[str]] = {}
+        self._read_ids = itertools.count()
+        self._healing: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()  # one pipeline of writes at a time (see ``_flush``)
         self._flush_handle: asyncio.TimerHandle | None = None
         self._pending: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -116,6 +143,18 @@ class RedisPresence:
         self._closed = False
 
     async def start(self) -> None:
+        """Start the heartbeat; return once the first one is made (at most ``START_TIMEOUT``).
+
+        Until its first heartbeat an instance is not in the live set, and the others would take
+        entries written meanwhile for a dead instance's and remove them: shown leaving, then
+        written back by the instance's next read. Waiting here, before the node serves anyone,
+        means a join never comes first (unless Redis is down at start, or that slow)."""
+        if self._available():
+            try:
+                async with asyncio.timeout(START_TIMEOUT):
+                    await self._heartbeat()
+            except _REDIS_ERRORS:
+                log.debug("first presence heartbeat failed; the loop tries again", exc_info=True)
         self._loop_task = asyncio.ensure_future(self._heartbeat_forever())
 
     # PresenceManager
@@ -124,7 +163,9 @@ class RedisPresence:
         self, room: str, connection_id: str, user_id: str, name: str
     ) -> tuple[list[User], bool]:
         self._local.setdefault(room, {})[connection_id] = (user_id, name)
-        self._write(room, connection_id, _encode(_Entry(user_id, name)))
+        entry = _encode(_Entry(user_id, name))
+        self._own.setdefault(room, {})[self._field(connection_id)] = entry
+        self._write(room, connection_id, entry)
         if room not in self._remote:
             await self._read_rooms([room])  # a room new to this instance: learn the others
         changed = self._show(room)
@@ -135,8 +176,10 @@ class RedisPresence:
         if entries is None or connection_id not in entries:
             return
         del entries[connection_id]
+        del self._own[room][self._field(connection_id)]
         if not entries:
             del self._local[room]
+            del self._own[room]
         self._write(room, connection_id, None)
         self._show(room)
 
@@ -163,9 +206,15 @@ class RedisPresence:
         for timer in (self._flush_handle, *self._pending.values()):
             if timer is not None:
                 timer.cancel()
-        rooms = set(self._local) | set(self._writes)
         try:
-            async with asyncio.timeout(2.0), self._redis.pipeline(transaction=False) as pipe:
+            # After the writes on their way (the lock): a join applied after this removal would
+            # leave the instance in presence after it left.
+            async with (
+                asyncio.timeout(2.0),
+                self._write_lock,
+                self._redis.pipeline(transaction=False) as pipe,
+            ):
+                rooms = set(self._local) | set(self._writes)
                 for room in rooms:
                     fields = [self._field(c) for c in self._local.get(room, {})]
                     fields += list(self._writes.get(room, {}))
@@ -203,8 +252,14 @@ class RedisPresence:
     def _field(self, connection_id: str) -> str:
         return f"{self._instance}:{connection_id}"
 
+    def _touch(self, rooms: Iterable[str]) -> None:
+        """``rooms`` were written to (queued, or answered): tell the reads in flight."""
+        for written in self._reads.values():
+            written.update(rooms)
+
     def _write(self, room: str, connection_id: str, entry: bytes | None) -> None:
         self._writes.setdefault(room, {})[self._field(connection_id)] = entry
+        self._touch((room,))
         if self._flush_handle is None and not self._closed:
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(FLUSH_DELAY, self._flush_soon)
@@ -215,26 +270,39 @@ class RedisPresence:
 
     async def _flush(self) -> None:
         """Send the batched writes in one pipeline, re-read those rooms, signal them once."""
-        writes, self._writes = self._writes, {}
-        if not writes:
-            return
-        if not self._available():
-            self._unsynced.update(writes)
-            return
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for room, fields in writes.items():
-                    deleted = [f for f, entry in fields.items() if entry is None]
-                    written = {f: entry for f, entry in fields.items() if entry is not None}
-                    if deleted:
-                        pipe.hdel(KEY_PREFIX + room, *deleted)
-                    if written:
-                        pipe.hset(KEY_PREFIX + room, mapping=cast(Any, written))
-                await pipe.execute()
-        except _REDIS_ERRORS:
-            self._unsynced.update(writes)
-            log.debug("presence writes not made; they are redone when Redis is back")
-            return
+        # One pipeline of writes at a time: two on two connections may be applied by Redis in
+        # either order, and a leave applied before the join it follows leaves a ghost entry.
+        # Writes queued meanwhile wait in ``_writes`` and go out together in the next one.
+        async with self._write_lock:
+            if self._closed:
+                return  # ``aclose`` removed every entry, those of pending writes included
+            writes, self._writes = self._writes, {}
+            if not writes:
+                return
+            if not self._available():
+                self._unsynced.update(writes)
+                return
+            self._flushing.update(writes.keys())
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for room, fields in writes.items():
+                        deleted = [f for f, entry in fields.items() if entry is None]
+                        written = {f: entry for f, entry in fields.items() if entry is not None}
+                        if deleted:
+                            pipe.hdel(KEY_PREFIX + room, *deleted)
+                        if written:
+                            pipe.hset(KEY_PREFIX + room, mapping=cast(Any, written))
+                    await pipe.execute()
+            except _REDIS_ERRORS:
+                self._unsynced.update(writes)
+                log.debug("presence writes not made; they are redone when Redis is back")
+                return
+            finally:
+                self._flushing.subtract(writes.keys())
+                for room in writes:
+                    if self._flushing[room] <= 0:
+                        del self._flushing[room]
+                self._touch(writes)
         await self._refresh(list(writes))
         await self._notify(list(writes))
 
@@ -275,6 +343,9 @@ class RedisPresence:
         if not rooms or not self._available():
             return
         now = time.time()
+        read_id = next(self._read_ids)
+        written: set[str] = set()
+        self._reads[read_id] = written
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.zrangebyscore(INSTANCES_KEY, now - INSTANCE_TTL, "+inf", withscores=True)
@@ -283,13 +354,21 @@ class RedisPresence:
                 alive, *hashes = await pipe.execute()
         except _REDIS_ERRORS:
             return
+        finally:
+            del self._reads[read_id]
         alive_ids = set()
         for instance, heartbeat in alive:
             alive_ids.add(_text(instance))
             self._seen[_text(instance)] = float(heartbeat)
         stale: list[tuple[str, list[Any]]] = []
+        drifted: list[str] = []
         for room, fields in zip(rooms, hashes, strict=True):
-            stale.append((room, self._absorb(room, fields, alive_ids, now)))
+            dead_fields, own = self._absorb(room, fields, alive_ids, now)
+            stale.append((room, dead_fields))
+            if not self._check_own(room, own, written):
+                drifted.append(room)
+        if drifted:
+            self._heal(drifted)
         dead = [(room, fields) for room, fields in stale if fields]
         if dead:
             with contextlib.suppress(*_REDIS_ERRORS):
@@ -298,14 +377,19 @@ class RedisPresence:
                         pipe.hdel(KEY_PREFIX + room, *fields)
                     await pipe.execute()
 
-    def _absorb(self, room: str, fields: dict[Any, Any], alive: set[str], now: float) -> list[Any]:
-        """Update the remote entries of ``room`` from its hash; return dead instances' fields."""
+    def _absorb(
+        self, room: str, fields: dict[Any, Any], alive: set[str], now: float
+    ) -> tuple[list[Any], dict[str, bytes]]:
+        """Update the remote entries of ``room`` from its hash; return dead instances' fields,
+        and this instance's own fields as Redis holds them (field → entry)."""
         read: dict[str, dict[str, str]] = {}
         dead: list[Any] = []
+        own: dict[str, bytes] = {}
         for field, value in fields.items():
             instance = _text(field).split(":", 1)[0]
             if instance == self._instance:
-                continue  # our own entries come from self._local
+                own[_text(field)] = value  # shown from self._local; checked by _check_own
+                continue
             try:
                 entry = _decode_entry(value)
             except msgspec.DecodeError:
@@ -326,18 +410,55 @@ class RedisPresence:
             if users:
                 remote[instance] = users
         self._remote[room] = remote
-        return dead
+        return dead, own
+
+    def _check_own(self, room: str, own: dict[str, bytes], written: set[str]) -> bool:
+        """Whether Redis held exactly this instance's entries of ``room`` (``own``, as a read
+        found them); True too when that cannot be told, because the room was written to while
+        the read was on its way (``written``), a write of it is queued or on its way now, or
+        it is to be made exact again anyway."""
+        if (
+            room in written
+            or room in self._writes
+            or room in self._flushing
+            or room in self._unsynced
+        ):
+            return True
+        return own == self._own.get(room, {})
+
+    def _heal(self, rooms: Iterable[str]) -> None:
+        """Write ``rooms``' entries again (now, once per batch): another instance removed them
+        (it took this one for dead: a stall or a partition longer than ``INSTANCE_TTL``), or
+        Redis lost or kept some (eviction, a failover, a late write delivered after a timeout)."""
+        if self._closed:
+            return  # a read answered after ``aclose``: the entries are gone on purpose
+        rooms = set(rooms)
+        log.info(
+            "presence entries of %d room(s) were missing or stale in Redis; writing them again",
+            len(rooms),
+        )
+        self._unsynced |= rooms
+        if self._healing is None or self._healing.done():
+            self._healing = asyncio.ensure_future(self._reassert(restarted=False))
+            self._tasks.add(self._healing)
+            self._healing.add_done_callback(self._tasks.discard)
 
     # Liveness
 
     async def _heartbeat_forever(self) -> None:
         last_refresh = 0.0
         while True:
-            if self._available():
-                try:
-                    await self._heartbeat()
-                except _REDIS_ERRORS:
-                    log.debug("presence heartbeat failed", exc_info=True)
+            if not self._available():
+                # Redis is away: look again soon, so that the heartbeat and a refresh (which
+                # finds the entries removed meanwhile) follow within ``UNAVAILABLE_POLL`` of
+                # its return, not up to a heartbeat later.
+                last_refresh = 0.0
+                await asyncio.sleep(UNAVAILABLE_POLL)
+                continue
+            try:
+                await self._heartbeat()
+            except _REDIS_ERRORS:
+                log.debug("presence heartbeat failed", exc_info=True)
             now = time.monotonic()
             if now - last_refresh >= REFRESH_INTERVAL:
                 last_refresh = now
@@ -372,10 +493,7 @@ class RedisPresence:
             self._unsynced |= rooms
             return
         for room, fields in zip(ordered, keys, strict=True):
-            wanted = {
-                self._field(c): _encode(_Entry(u, n))
-                for c, (u, n) in self._local.get(room, {}).items()
-            }
+            wanted = self._own.get(room, {})
             pending = self._writes.setdefault(room, {})
             for field in map(_text, fields):
                 if field.startswith(ours) and field not in wanted:
