@@ -39,10 +39,13 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict
 
 
 # Characters that end a line for some reader (\n, \r, \v, \f, \x1c-\x1e, U+0085, U+2028,
-# U+2029), or restyle or reorder what a terminal shows (ESC, the bidi overrides): all C0 and C1
-# controls, DEL, and those.
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# U+2029), or restyle or reorder what a terminal shows (ESC, the bidi overrides and marks): all
+# C0 and C1 controls, DEL, and those. The backslash is escaped too, so that the escaping is
+# reversible: a client's literal ``\n`` is written ``\\n``, never mistaken for an escaped newline.
+_CONTROLS = re.compile(
+    "[\\\\\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 #: Put before each line of a traceback: no line but a record's first starts at column 0.
 TRACEBACK_INDENT = "    "
 

@@ -90,6 +90,32 @@ def test_escaped_text_is_one_line_and_keeps_the_rest_in_order(text: str) -> None
     assert all(c in rest for c in text if not CONTROLS.match(c))  # a subsequence
 
 
+_ESCAPE = re.compile(r"\\(?:x([0-9a-f]{2})|u([0-9a-f]{4})|(.))")
+_UNNAMED = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}
+
+
+def _unescape(escaped: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        hex2, hex4, named = match.groups()
+        if named is not None:
+            return _UNNAMED[named]
+        return chr(int(hex2 or hex4, 16))
+
+    return _ESCAPE.sub(one, escaped)
+
+
+@given(st.text())
+def test_the_escaping_is_reversible(text: str) -> None:
+    """So no client text can be read as another: a literal backslash-n is not a newline."""
+    assert _unescape(escape_controls(text)) == text
+
+
+def test_a_literal_backslash_sequence_is_not_an_escape() -> None:
+    assert escape_controls("a\\nb") == "a\\\\nb"
+    assert escape_controls("a\nb") == "a\\nb"
+    assert escape_controls("\u200e\u200f\u061c") == "\\u200e\\u200f\\u061c"
+
+
 def test_text_format_escapes_client_text_in_messages_and_tracebacks() -> None:
     formatter = TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     line = formatter.format(_record("GET %s 404", f"/x\r\n{FORGED}\u2028\x1b[2K"))
