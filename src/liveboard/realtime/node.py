@@ -10,7 +10,9 @@ WebSocket sessions' way into rooms. Guarantees, on top of the hub's:
   is sent, in order, once, then live events (CONTRACT §5.3), for the last
   ``settings.history_size`` events; beyond that the reply says ``recovered: false``.
 * A hole in a room's stream is filled from the log after ``GAP_WAIT`` seconds; if the log cannot
-  fill it the room's subscribers are sent ``resync``.
+  fill it the room's subscribers are sent ``resync``. When a workspace room loses continuity
+  (that, or a new epoch), so are the subscribers of its project rooms here: it is what applies
+  their removals.
 * Removing a member ends that user's subscriptions to the workspace's rooms on every session of
   this instance (``unsubscribed`` with reason ``forbidden``), right after the ``member:removed``
   event is delivered, and before any event committed after the removal is sent to them, by
@@ -36,7 +38,13 @@ from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
 
 from liveboard.config import Settings
-from liveboard.events import MEMBER_REMOVED, Event, encode_event, workspace_room
+from liveboard.events import (
+    MEMBER_REMOVED,
+    WORKSPACE_ROOM_PREFIX,
+    Event,
+    encode_event,
+    workspace_room,
+)
 from liveboard.realtime import protocol
 from liveboard.realtime.brokers import Broker, create_broker
 from liveboard.realtime.hub import Hub, Outlet, Room
@@ -530,7 +538,24 @@ class Node:
                 await self._catch_up(room)
 
     def _resync_room(self, room: Room) -> None:
-        """Continuity of ``room`` is lost here: tell its subscribers and end their subscriptions."""
+        """Continuity of ``room`` is lost here: tell its subscribers and end their subscriptions.
+
+        Of a workspace room, the subscriptions of its project rooms here end too: they relied on
+        it to apply removals, and a removal in what it cannot continue would never be applied
+        (CONTRACT §3). The events parked for it are dropped with them."""
+        self._resync_subscribers(room)
+        if room.is_workspace:
+            workspace_id = room.name.removeprefix(WORKSPACE_ROOM_PREFIX)
+            projects = [
+                r
+                for r in self.hub.rooms.values()
+                if not r.is_workspace and r.workspace_id == workspace_id
+            ]
+            for project in projects:
+                self._resync_subscribers(project)
+            self.hub.drop_waiting(room)
+
+    def _resync_subscribers(self, room: Room) -> None:
         payload = protocol.encode_resync(room.name, "continuity_lost")
         outlets = [*room.live, *room.joining]
         for outlet in outlets:
