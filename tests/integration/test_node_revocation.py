@@ -27,6 +27,7 @@ from liveboard.realtime import node as node_module
 from liveboard.realtime import protocol
 from liveboard.realtime.node import Node
 from liveboard.realtime.session import Session
+from liveboard.store import eventlog
 from liveboard.store.database import Database
 from liveboard.store.migrations import migrate
 from liveboard.tasks.service import Actor, TaskService
@@ -208,3 +209,78 @@ async def test_a_workspace_room_that_loses_continuity_resyncs_its_project_rooms(
     world.deliver([await world.task("later")])
     await world.node.audit()
     assert carol_socket.tasks(world.project) == dave_socket.tasks(world.project) == []
+
+
+# Events read from the log are released after the workspace room is read forward (F16-3)
+
+
+async def test_a_project_hole_read_from_the_log_after_an_unapplied_removal(world: World) -> None:
+    """An instance of the previous version publishes a task with no workspace offset: nothing
+    holds it, and it opens a hole of its project room here. The gap fill reads the hole from
+    the log; the removal committed before both, whose publish was lost, must end Carol's
+    subscription before either is released (``Node._fill_gap`` reads the workspace room on)."""
+    await world.set_up("carol", "dave")
+    carol, carol_socket = await world.subscribe("carol")
+    _, dave_socket = await world.subscribe("dave")
+    await world.remove("carol")  # lost
+    await world.task("committed after the removal, lost too")
+    second = await world.task("committed after the removal")
+    world.deliver([as_previous_version(second)])
+    await until(lambda: dave_socket.tasks(world.project) == [1, 2], "the gap fill")
+    assert carol_socket.tasks(world.project) == [], "the removed member got a later event"
+    assert forbidden(carol_socket, world.project)
+    assert carol.subscriptions == {}
+
+
+async def test_a_since_history_hole_read_after_the_removal_committed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Carol resubscribes with ``since``. Her history is read in the snapshot of her admission;
+    the removal and a task commit right after it (the removal's publish is lost, the task comes
+    from an instance of the previous version, so it is released live and held for her). What
+    lies between her history and the held task is read from the log (``Node._stream_from``),
+    after the removal committed: the removal must end her subscription before anything after
+    it goes out. One event per log read, so that her history leaves such a range."""
+    monkeypatch.setattr(node_module, "READ_BATCH", 1)
+    await world.set_up("carol", "dave")
+    _, dave_socket = await world.subscribe("dave")
+    for title in ("one", "two"):
+        world.deliver([await world.task(title)])
+    epoch = str(dave_socket.of(world.project)[0]["epoch"])
+    read_events = eventlog.read_events
+    reads = 0
+
+    async def history_then_removal(*args: Any, **kwargs: Any) -> list[Event]:
+        nonlocal reads
+        events = await read_events(*args, **kwargs)
+        reads += 1
+        if reads == 1:  # Carol's history: the snapshot is taken
+            await world.remove("carol")  # lost
+            world.deliver([as_previous_version(await world.task("after the removal"))])
+        return events
+
+    monkeypatch.setattr(eventlog, "read_events", history_then_removal)
+    carol, carol_socket = await world.subscribe("carol", protocol.StreamPosition(0, epoch))
+    assert reads >= 2, "her history left no range to read from the log"
+    assert dave_socket.tasks(world.project) == [1, 2, 3]
+    assert 3 not in carol_socket.tasks(world.project), "the removed member got a later event"
+    assert forbidden(carol_socket, world.project)
+    assert carol.subscriptions == {}
+
+
+async def test_the_audit_applies_the_removal_before_the_project_events_it_reads(
+    world: World,
+) -> None:
+    """The issue's case in one node: both publishes lost, the audit reads both rooms from the
+    log, the project room first (it was joined before its workspace room was watched)."""
+    await world.set_up("carol", "dave")
+    carol, carol_socket = await world.subscribe("carol")
+    _, dave_socket = await world.subscribe("dave")
+    await world.remove("carol")  # lost
+    await world.task("committed after the removal")  # lost
+    assert list(world.node.hub.rooms) == [world.project, world.workspace]
+    await world.node.audit()
+    assert dave_socket.tasks(world.project) == [1]
+    assert carol_socket.tasks(world.project) == [], "the removed member got a later event"
+    assert forbidden(carol_socket, world.project)
+    assert carol.subscriptions == {}
