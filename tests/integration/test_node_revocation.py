@@ -26,6 +26,7 @@ from liveboard.events import Event, RecordingPublisher, project_room, workspace_
 from liveboard.realtime import node as node_module
 from liveboard.realtime import protocol
 from liveboard.realtime.node import Node
+from liveboard.realtime.protocol import ProtocolError
 from liveboard.realtime.session import Session
 from liveboard.store import eventlog
 from liveboard.store.database import Database
@@ -284,3 +285,108 @@ async def test_the_audit_applies_the_removal_before_the_project_events_it_reads(
     assert carol_socket.tasks(world.project) == [], "the removed member got a later event"
     assert forbidden(carol_socket, world.project)
     assert carol.subscriptions == {}
+
+
+# A subscribe that fails or is refused leaves the node as it found it
+
+
+async def interest(world: World) -> dict[str, int]:
+    """The node's broker interest per room, and the workspace room's watchers, once the
+    node's background tasks (it drops interest in them) are done."""
+    await asyncio.gather(*world.node._tasks)
+    rooms = dict(world.node._interest)
+    workspace = world.node.hub.rooms.get(world.workspace)
+    rooms["watchers"] = 0 if workspace is None else workspace.watchers
+    return rooms
+
+
+@pytest.mark.parametrize("failing", [2, 3], ids=["range read", "workspace read forward"])
+async def test_a_log_read_failing_after_the_subscription_is_registered(
+    world: World, monkeypatch: pytest.MonkeyPatch, failing: int
+) -> None:
+    """The database fails while Carol's ``since`` stream is read (after ``subscribed``): the
+    range between her history and a held event, or the workspace room's read forward after
+    it. The subscription must be undone once, its workspace room's watch and broker interest
+    included, so that the room Dave still wants stays subscribed after her disconnect."""
+    monkeypatch.setattr(node_module, "READ_BATCH", 1)
+    await world.set_up("carol", "dave")
+    dave, dave_socket = await world.subscribe("dave")
+    for title in ("one", "two"):
+        world.deliver([await world.task(title)])
+    third = await world.task("three")
+    epoch = str(dave_socket.of(world.project)[0]["epoch"])
+    before = await interest(world)
+    unsubscribed: list[str] = []
+
+    async def unsubscribe(room: str) -> None:
+        unsubscribed.append(room)
+
+    monkeypatch.setattr(world.node.broker, "unsubscribe", unsubscribe)
+    read_events = eventlog.read_events
+    rooms: list[str] = []
+
+    async def read_then_fail(conn: Any, room: str, **kwargs: Any) -> list[Event]:
+        rooms.append(room)
+        if len(rooms) == failing:
+            raise ConnectionResetError("the database went away")
+        events = await read_events(conn, room, **kwargs)
+        if len(rooms) == 1:  # her history is read: an event arrives and is held for her
+            world.deliver([third])
+        return events
+
+    monkeypatch.setattr(eventlog, "read_events", read_then_fail)
+    carol, _ = world.session("carol")
+    subscribe = protocol.Subscribe(room=world.project, since=protocol.StreamPosition(0, epoch))
+    with pytest.raises(ConnectionResetError):
+        await world.node.subscribe(carol, subscribe)
+    assert rooms == [world.project, world.project, world.workspace][:failing]
+    assert carol.subscriptions == {}
+    assert await interest(world) == before, "the failed subscription left something behind"
+    await world.node.disconnect(carol)  # the endpoint closes the connection (1011)
+    assert await interest(world) == before, "the disconnect undid the subscription a second time"
+    assert unsubscribed == []
+    monkeypatch.setattr(eventlog, "read_events", read_events)
+    world.deliver([await world.task("four")])
+    assert dave_socket.tasks(world.project) == [1, 2, 3, 4]
+    assert dave.subscriptions == {world.project: world.wid}
+
+
+@pytest.mark.parametrize("snapshot", ["after", "before"])
+async def test_a_resubscribe_refused_after_a_removal_released_while_it_read(
+    world: World, monkeypatch: pytest.MonkeyPatch, snapshot: str
+) -> None:
+    """Carol resubscribes to a room she is subscribed to; while her admission reads, her
+    removal is committed and released here, which ends the subscription she had. Whether her
+    snapshot is from before the removal (refused for the revocation seen meanwhile) or after it
+    (not a member), the answer is ``forbidden`` and nothing is undone twice. It used to be a
+    ``resync`` (an invitation to resubscribe) or a KeyError (closing the connection, 1011)."""
+    await world.set_up("carol", "dave")
+    carol, carol_socket = await world.subscribe("carol")
+    _, dave_socket = await world.subscribe("dave")
+    admit_project = node_module.admit_project
+
+    async def with_removal(*args: Any) -> Any:
+        if snapshot == "after":
+            removal = await world.remove("carol")
+            admission = await admit_project(*args)
+        else:
+            admission = await admit_project(*args)
+            removal = await world.remove("carol")
+        world.deliver([removal])  # its publish arrives while she reads
+        return admission
+
+    monkeypatch.setattr(node_module, "admit_project", with_removal)
+    with pytest.raises(ProtocolError) as refused:
+        await world.node.subscribe(carol, protocol.Subscribe(room=world.project, id=7))
+    assert refused.value.code == "forbidden"
+    assert carol_socket.of(world.project)[1:] == [
+        {"type": "unsubscribed", "room": world.project, "reason": "forbidden"}
+    ]
+    assert carol.subscriptions == {}
+    daves = {world.project: 1, world.workspace: 1, "watchers": 1}
+    assert await interest(world) == daves
+    await world.node.disconnect(carol)
+    assert await interest(world) == daves
+    world.deliver([await world.task("after")])
+    assert dave_socket.tasks(world.project) == [1]
+    assert carol_socket.tasks(world.project) == []

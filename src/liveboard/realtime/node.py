@@ -35,6 +35,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Coroutine, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from liveboard.config import Settings
@@ -73,6 +74,16 @@ READ_BATCH = 1000
 AUDIT_INTERVAL = 1.0
 #: How long a graceful shutdown spreads its 1012 closes over, so clients do not return at once.
 SHUTDOWN_SPREAD = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """A subscription ``Node._admit`` has registered: where its stream starts, the history
+    read with it, and the workspace room it began to watch (whose broker interest to take)."""
+
+    start: StreamPosition
+    history: list[Event]
+    watches: str | None
 
 
 class Node:
@@ -247,14 +258,27 @@ class Node:
             if not again:
                 self._leave_room(name, None, outlet)
             raise
-        if not admitted:
-            if again:
+        if admitted is False:
+            if not again:
+                self._leave_room(name, None, outlet)
+            elif name in session.subscriptions:  # (a revocation may have ended it meanwhile)
                 workspace_id = session.subscriptions.pop(name)
                 self._leave_room(name, workspace_id, outlet)
                 await self._leave_presence(session, name)
-            else:
-                self._leave_room(name, None, outlet)
             raise ProtocolError("forbidden", f"you may not subscribe to {name}", message.id)
+        if admitted is True:
+            return
+        # Registered: from here a failure ends the subscription as an unsubscribe does (its
+        # workspace room's watch and broker interest included), unless a revocation or a
+        # resync has ended it meanwhile, so that nothing is left or undone twice.
+        try:
+            if admitted.watches is not None:
+                await self._want(admitted.watches)
+            await self._stream_from(session, room, admitted.start, admitted.history)
+        except BaseException:
+            if name in session.subscriptions:
+                self._end_subscription(session, name, None)
+            raise
 
     async def _admit(
         self,
@@ -263,8 +287,11 @@ class Node:
         kind: str,
         rid: str,
         message: protocol.Subscribe,
-    ) -> bool:
-        """Check membership, read the position (and history) and start the stream."""
+    ) -> _Admitted | bool:
+        """Check membership, read the position (and history) and register the subscription.
+
+        Returns what its stream starts from once registered; False when refused; True when
+        there is nothing more to do (the session closed, or the room was reset, meanwhile)."""
         since = message.since
         # Without ``since`` the admission is the only statement: no transaction needed.
         reading = self.db.read() if since is not None else self.db.read_one()
@@ -301,12 +328,14 @@ class Node:
             if room.name not in session.subscriptions:
                 self._leave_room(room.name, None, session.outlet)
             return True
+        if session.revoked.get(workspace_id, 0) > workspace_head.offset:
+            # Removed from the workspace after our snapshot was taken (first: the revocation
+            # also ended the subscription this one renews, which is not a reset).
+            return False
         if self.hub.rooms.get(room.name) is not room or session.outlet not in room.joining:
             # The room was reset while we read (resync): the client must start over.
             session.send(protocol.encode_resync(room.name, "continuity_lost"))
             return True
-        if session.revoked.get(workspace_id, 0) > workspace_head.offset:
-            return False  # removed from the workspace after our snapshot was taken
         # From here to the first await, nothing else runs: a revocation released later finds
         # the subscription in session.subscriptions.
         first = room.name not in session.subscriptions
@@ -322,12 +351,11 @@ class Node:
                 room.name, position.offset, position.epoch, id=message.id, recovered=recovered
             )
         )
-        if first and kind == "project":
-            await self._want(workspace_name)
-        await self._stream_from(
-            session, room, StreamPosition(offset=after, epoch=position.epoch), history
+        return _Admitted(
+            start=StreamPosition(offset=after, epoch=position.epoch),
+            history=history,
+            watches=workspace_name if first and kind == "project" else None,
         )
-        return True
 
     async def _stream_from(
         self, session: Session, room: Room, start: StreamPosition, history: list[Event]
