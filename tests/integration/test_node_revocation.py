@@ -29,6 +29,7 @@ from liveboard.realtime.node import Node
 from liveboard.realtime.protocol import ProtocolError
 from liveboard.realtime.session import Session
 from liveboard.store import eventlog
+from liveboard.store.admission import admit_project
 from liveboard.store.database import Database
 from liveboard.store.migrations import migrate
 from liveboard.tasks.service import Actor, TaskService
@@ -363,7 +364,6 @@ async def test_a_resubscribe_refused_after_a_removal_released_while_it_read(
     await world.set_up("carol", "dave")
     carol, carol_socket = await world.subscribe("carol")
     _, dave_socket = await world.subscribe("dave")
-    admit_project = node_module.admit_project
 
     async def with_removal(*args: Any) -> Any:
         if snapshot == "after":
