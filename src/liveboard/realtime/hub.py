@@ -198,6 +198,12 @@ class Hub:
         if room.empty:
             del self.rooms[name]
 
+    def drop_waiting(self, workspace: Room) -> None:
+        """Forget the events parked for ``workspace`` (its continuity is lost; the node has
+        ended the subscriptions they were for). A project room that still has subscribers
+        reads them from the log: the next event or the audit finds them missing."""
+        workspace.waiting = []
+
     def leave(self, name: str, outlet: Outlet) -> bool:
         """Remove a subscriber; True when the room has no subscriber left (and is dropped)."""
         room = self.rooms.get(name)

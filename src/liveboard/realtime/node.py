@@ -10,7 +10,9 @@ WebSocket sessions' way into rooms. Guarantees, on top of the hub's:
   is sent, in order, once, then live events (CONTRACT §5.3), for the last
   ``settings.history_size`` events; beyond that the reply says ``recovered: false``.
 * A hole in a room's stream is filled from the log after ``GAP_WAIT`` seconds; if the log cannot
-  fill it the room's subscribers are sent ``resync``.
+  fill it the room's subscribers are sent ``resync``. When a workspace room loses continuity
+  (that, or a new epoch), so are the subscribers of its project rooms here: it is what applies
+  their removals.
 * Removing a member ends that user's subscriptions to the workspace's rooms on every session of
   this instance (``unsubscribed`` with reason ``forbidden``), right after the ``member:removed``
   event is delivered, and before any event committed after the removal is sent to them, by
@@ -33,10 +35,17 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Coroutine, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from liveboard.config import Settings
-from liveboard.events import MEMBER_REMOVED, Event, encode_event, workspace_room
+from liveboard.events import (
+    MEMBER_REMOVED,
+    WORKSPACE_ROOM_PREFIX,
+    Event,
+    encode_event,
+    workspace_room,
+)
 from liveboard.realtime import protocol
 from liveboard.realtime.brokers import Broker, create_broker
 from liveboard.realtime.hub import Hub, Outlet, Room
@@ -65,6 +74,16 @@ READ_BATCH = 1000
 AUDIT_INTERVAL = 1.0
 #: How long a graceful shutdown spreads its 1012 closes over, so clients do not return at once.
 SHUTDOWN_SPREAD = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """A subscription ``Node._admit`` has registered: where its stream starts, the history
+    read with it, and the workspace room it began to watch (whose broker interest to take)."""
+
+    start: StreamPosition
+    history: list[Event]
+    watches: str | None
 
 
 class Node:
@@ -239,14 +258,27 @@ class Node:
             if not again:
                 self._leave_room(name, None, outlet)
             raise
-        if not admitted:
-            if again:
+        if admitted is False:
+            if not again:
+                self._leave_room(name, None, outlet)
+            elif name in session.subscriptions:  # (a revocation may have ended it meanwhile)
                 workspace_id = session.subscriptions.pop(name)
                 self._leave_room(name, workspace_id, outlet)
                 await self._leave_presence(session, name)
-            else:
-                self._leave_room(name, None, outlet)
             raise ProtocolError("forbidden", f"you may not subscribe to {name}", message.id)
+        if admitted is True:
+            return
+        # Registered: from here a failure ends the subscription as an unsubscribe does (its
+        # workspace room's watch and broker interest included), unless a revocation or a
+        # resync has ended it meanwhile, so that nothing is left or undone twice.
+        try:
+            if admitted.watches is not None:
+                await self._want(admitted.watches)
+            await self._stream_from(session, room, admitted.start, admitted.history)
+        except BaseException:
+            if name in session.subscriptions:
+                self._end_subscription(session, name, None)
+            raise
 
     async def _admit(
         self,
@@ -255,8 +287,11 @@ class Node:
         kind: str,
         rid: str,
         message: protocol.Subscribe,
-    ) -> bool:
-        """Check membership, read the position (and history) and start the stream."""
+    ) -> _Admitted | bool:
+        """Check membership, read the position (and history) and register the subscription.
+
+        Returns what its stream starts from once registered; False when refused; True when
+        there is nothing more to do (the session closed, or the room was reset, meanwhile)."""
         since = message.since
         # Without ``since`` the admission is the only statement: no transaction needed.
         reading = self.db.read() if since is not None else self.db.read_one()
@@ -293,12 +328,14 @@ class Node:
             if room.name not in session.subscriptions:
                 self._leave_room(room.name, None, session.outlet)
             return True
+        if session.revoked.get(workspace_id, 0) > workspace_head.offset:
+            # Removed from the workspace after our snapshot was taken (first: the revocation
+            # also ended the subscription this one renews, which is not a reset).
+            return False
         if self.hub.rooms.get(room.name) is not room or session.outlet not in room.joining:
             # The room was reset while we read (resync): the client must start over.
             session.send(protocol.encode_resync(room.name, "continuity_lost"))
             return True
-        if session.revoked.get(workspace_id, 0) > workspace_head.offset:
-            return False  # removed from the workspace after our snapshot was taken
         # From here to the first await, nothing else runs: a revocation released later finds
         # the subscription in session.subscriptions.
         first = room.name not in session.subscriptions
@@ -314,12 +351,11 @@ class Node:
                 room.name, position.offset, position.epoch, id=message.id, recovered=recovered
             )
         )
-        if first and kind == "project":
-            await self._want(workspace_name)
-        await self._stream_from(
-            session, room, StreamPosition(offset=after, epoch=position.epoch), history
+        return _Admitted(
+            start=StreamPosition(offset=after, epoch=position.epoch),
+            history=history,
+            watches=workspace_name if first and kind == "project" else None,
         )
-        return True
 
     async def _stream_from(
         self, session: Session, room: Room, start: StreamPosition, history: list[Event]
@@ -530,7 +566,24 @@ class Node:
                 await self._catch_up(room)
 
     def _resync_room(self, room: Room) -> None:
-        """Continuity of ``room`` is lost here: tell its subscribers and end their subscriptions."""
+        """Continuity of ``room`` is lost here: tell its subscribers and end their subscriptions.
+
+        Of a workspace room, the subscriptions of its project rooms here end too: they relied on
+        it to apply removals, and a removal in what it cannot continue would never be applied
+        (CONTRACT §3). The events parked for it are dropped with them."""
+        self._resync_subscribers(room)
+        if room.is_workspace:
+            workspace_id = room.name.removeprefix(WORKSPACE_ROOM_PREFIX)
+            projects = [
+                r
+                for r in self.hub.rooms.values()
+                if not r.is_workspace and r.workspace_id == workspace_id
+            ]
+            for project in projects:
+                self._resync_subscribers(project)
+            self.hub.drop_waiting(room)
+
+    def _resync_subscribers(self, room: Room) -> None:
         payload = protocol.encode_resync(room.name, "continuity_lost")
         outlets = [*room.live, *room.joining]
         for outlet in outlets:
