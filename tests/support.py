@@ -41,3 +41,17 @@ def signed_token(claims_json: bytes) -> str:
     signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(claims_json)
     mac = hmac.new(TEST_SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(mac)}"
+
+
+#: The error code CONTRACT §3 pairs with each status, as the tests read the contract: kept apart
+#: from the server's own table (``liveboard.errors``) so that the tests check it.
+CONTRACT_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "validation_error",
+    429: "rate_limited",
+}

@@ -38,21 +38,11 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from liveboard.openapi import build_document
 from tests.servers import LiveboardProcess
-from tests.support import make_token
+from tests.support import CONTRACT_CODES, make_token
 
 EXAMPLES = int(os.environ.get("LIVEBOARD_SCHEMATHESIS_EXAMPLES", "25"))
 FUZZ_SEED = int(os.environ.get("LIVEBOARD_FUZZ_SEED", "20261126"))
 
-CONTRACT_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    409: "conflict",
-    413: "payload_too_large",
-    422: "validation_error",
-    429: "rate_limited",
-}
 # 405 is outside the contract's status list; the app answers it with the bad_request code.
 EXTRA_CODES = {405: "bad_request"}
 

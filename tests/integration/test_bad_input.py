@@ -37,19 +37,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.servers import LiveboardProcess
-from tests.support import auth, make_token, signed_token
+from tests.support import CONTRACT_CODES, auth, make_token, signed_token
 from tests.wsclient import Board
 
-CONTRACT_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    409: "conflict",
-    413: "payload_too_large",
-    422: "validation_error",
-    429: "rate_limited",
-}
 # The PostgreSQL database is shared by the whole test run: a user of this module's own.
 OWNER = f"bad-input-{secrets.token_hex(4)}"
 ALICE = auth(OWNER)
