@@ -80,6 +80,17 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True)
+class Actor:
+    """Who makes a request: the user, and the WebSocket connection it came from, if known.
+
+    The REST layer builds it from a ``Principal`` and ``X-Connection-Id``; the task service
+    takes it, so the service needs nothing of HTTP and the HTTP layer nothing of the service."""
+
+    user_id: str
+    origin: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Jwk:
     kid: str | None
     algorithm: str

@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from liveboard import errors
-from liveboard.auth import issue_token
+from liveboard.auth import Actor, issue_token
 from liveboard.rest import Handler, error_response, json_response
-from liveboard.tasks.service import Actor, TaskService
+from liveboard.tasks.service import TaskService
 from liveboard.text import user_id_problem
 
 DEMO_USERS: dict[str, str] = {"alice": "Alice Martin", "bob": "Bob Okafor", "carol": "Carol Chen"}

@@ -18,11 +18,10 @@ import msgspec
 from aiohttp import web
 
 from liveboard import errors
-from liveboard.auth import Principal, TokenVerifier, bearer_token
+from liveboard.auth import Actor, Principal, TokenVerifier, bearer_token
 from liveboard.ratelimit import TokenBucket
 from liveboard.realtime.guard import GUARD_KEY
 from liveboard.realtime.protocol import issued_to_another
-from liveboard.tasks.service import Actor
 from liveboard.text import NO_NUL_PATTERN
 
 log = logging.getLogger("liveboard.rest")

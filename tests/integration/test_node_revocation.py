@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from liveboard.auth import Principal
+from liveboard.auth import Actor, Principal
 from liveboard.events import Event, RecordingPublisher, project_room, workspace_room
 from liveboard.realtime import node as node_module
 from liveboard.realtime import protocol
@@ -32,7 +32,7 @@ from liveboard.store import eventlog
 from liveboard.store.admission import admit_project
 from liveboard.store.database import Database
 from liveboard.store.migrations import migrate
-from liveboard.tasks.service import Actor, TaskService
+from liveboard.tasks.service import TaskService
 from tests.conftest import make_settings
 from tests.support import timeout
 from tests.unit.test_hub import FakeTransport

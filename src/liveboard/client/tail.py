@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
+from liveboard.client.config import environment_token
 from liveboard.client.connection import ConnectionState, LiveboardClient
 from liveboard.client.errors import LiveboardClientError
 from liveboard.client.messages import PresenceUpdate, Resync, Revoked
@@ -99,7 +99,7 @@ def _short(value: object) -> str:
 
 async def run(args: argparse.Namespace) -> int:
     """Run ``liveboard tail`` until Ctrl-C / SIGTERM (0) or a fatal error (1)."""
-    token = args.token or os.environ.get("LIVEBOARD_TOKEN")
+    token = args.token or environment_token()
     if not token:
         print("liveboard tail: no token: pass --token or set LIVEBOARD_TOKEN", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 
 from liveboard import dev, rest
 from liveboard.auth import Principal, TokenVerifier, bearer_token
+from liveboard.background import TaskSet
 from liveboard.config import Settings
 from liveboard.errors import AuthError
 from liveboard.realtime import handshake, protocol, wire
@@ -293,7 +294,7 @@ class UpgradeAcceptor:
 
     def __init__(self, app: web.Application) -> None:
         self._app = app
-        self._tasks: set[asyncio.Task[None]] = set()  # asyncio keeps only weak references
+        self._tasks = TaskSet(log)
 
     def __call__(
         self, transport: asyncio.Transport, upgrade: handshake.Upgrade, tail: bytes
@@ -303,18 +304,10 @@ class UpgradeAcceptor:
     async def wait_closed(self, grace: float) -> None:
         """Wait for every connection it serves to end (the node closes them at shutdown);
         after ``grace`` seconds, cancel what is left."""
-        tasks = set(self._tasks)
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
+        await self._tasks.wait(grace)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(work)
 
     async def _admit(
         self, transport: asyncio.Transport, upgrade: handshake.Upgrade, tail: bytes

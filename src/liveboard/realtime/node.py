@@ -38,6 +38,7 @@ from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from liveboard.background import TaskSet
 from liveboard.config import Settings
 from liveboard.events import (
     MEMBER_REMOVED,
@@ -113,7 +114,7 @@ class Node:
         self._interest: Counter[str] = Counter()
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
         self._gap_attempts: Counter[str] = Counter()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(log)
         self._audit_task: asyncio.Task[None] | None = None
         self._register_gauges()
 
@@ -604,14 +605,7 @@ class Node:
     # Housekeeping
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed", exc_info=task.exception())
+        self._tasks.spawn(coro)
 
     def _register_gauges(self) -> None:
         m = self.metrics

@@ -52,13 +52,14 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from liveboard.background import TaskSet
 from liveboard.realtime.presence import PresenceListener, User, diff_users
 
 log = logging.getLogger("liveboard.presence")
@@ -138,7 +139,7 @@ class RedisPresence:
         self._write_lock = asyncio.Lock()  # one pipeline of writes at a time (see ``_flush``)
         self._flush_handle: asyncio.TimerHandle | None = None
         self._pending: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log)
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -439,9 +440,7 @@ class RedisPresence:
         )
         self._unsynced |= rooms
         if self._healing is None or self._healing.done():
-            self._healing = asyncio.ensure_future(self._reassert(restarted=False))
-            self._tasks.add(self._healing)
-            self._healing.add_done_callback(self._tasks.discard)
+            self._healing = self._tasks.spawn(self._reassert(restarted=False))
 
     # Liveness
 
@@ -502,10 +501,8 @@ class RedisPresence:
                 pending.setdefault(field, entry)
         await self._flush()
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._tasks.spawn(coro)
 
 
 def _text(value: bytes | str) -> str:

@@ -28,6 +28,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard import errors
+from liveboard.auth import Actor
 from liveboard.events import (
     MEMBER_ADDED,
     MEMBER_REMOVED,
@@ -55,14 +56,6 @@ from liveboard.tasks.models import (
 )
 
 MANAGER_ROLES: frozenset[Role] = frozenset({"owner", "admin"})
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who makes a request: the user, and the WebSocket connection it came from, if known."""
-
-    user_id: str
-    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

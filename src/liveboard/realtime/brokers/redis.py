@@ -44,6 +44,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from liveboard.background import TaskSet
 from liveboard.events import Event, decode_event, encode_broker_event
 from liveboard.realtime.brokers.base import BrokerHandler
 
@@ -146,7 +147,7 @@ class RedisBroker:
         self._confirmed: set[bytes] = set()
         # Channels unsubscribed but not let go yet: their UNSUBSCRIBE is due at the timer.
         self._lingering: dict[bytes, asyncio.TimerHandle] = {}
-        self._unsubscribing: set[asyncio.Task[None]] = set()
+        self._unsubscribing = TaskSet(log)
         self._conn: AbstractConnection | None = None  # the subscriber connection, once open
         self._command_lock = asyncio.Lock()  # one SUBSCRIBE/UNSUBSCRIBE in flight at a time
         self._waiter: tuple[bytes, bytes, asyncio.Future[None]] | None = None
@@ -319,9 +320,7 @@ class RedisBroker:
         # SUBSCRIBE, queued behind it (or makes it moot: see ``_command``), and waits for it.
         self._wanted.discard(channel)
         self._confirmed.discard(channel)
-        task = asyncio.ensure_future(self._command(b"unsubscribe", channel))
-        self._unsubscribing.add(task)
-        task.add_done_callback(self._unsubscribing.discard)
+        self._unsubscribing.spawn(self._command(b"unsubscribe", channel))
 
     async def _unsubscribe(self, channel: bytes) -> None:
         self._wanted.discard(channel)
@@ -505,9 +504,8 @@ class RedisBroker:
         for timer in self._lingering.values():
             timer.cancel()
         self._lingering.clear()
-        for unsubscribing in self._unsubscribing:
-            unsubscribing.cancel()  # the connection closes below anyway
-        await asyncio.gather(*self._unsubscribing, return_exceptions=True)
+        self._unsubscribing.cancel()  # the connection closes below anyway
+        await self._unsubscribing.wait()
         tasks = {t for t in (self._supervisor, self._watcher, self._reader) if t is not None}
         pending = {t for t in tasks if not t.done()}
         while pending:
