@@ -18,10 +18,11 @@ from aiohttp import web
 from liveboard import dev, errors, rest
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
-from liveboard.events import Event, EventPublisher
+from liveboard.events import EventPublisher
 from liveboard.fdlimit import open_files, open_files_limit
 from liveboard.http_errors import json_error_handlers
 from liveboard.openapi import build_document
+from liveboard.protocol import Event
 from liveboard.realtime.endpoint import (
     NODE_KEY,
     WS_SETTINGS_KEY,

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import pytest
 from redis.asyncio import Redis
 
-from liveboard.events import Event, encode_event
+from liveboard.protocol import Event, encode_event
 from liveboard.realtime.brokers import Broker, create_broker
 from liveboard.realtime.brokers.redis import RedisBroker, channel_of
 from tests.conftest import timeout

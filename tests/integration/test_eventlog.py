@@ -18,7 +18,8 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 
-from liveboard.events import Event, RecordingPublisher, encode_event, project_room, workspace_room
+from liveboard.events import RecordingPublisher
+from liveboard.protocol import Event, encode_event, project_room, workspace_room
 from liveboard.store.admission import admit_project, admit_workspace
 from liveboard.store.database import Database
 from liveboard.store.eventlog import read_events, room_position

@@ -21,12 +21,12 @@ from typing import Any
 import msgspec
 import pytest
 
+from liveboard import protocol
 from liveboard.auth import Actor, Principal
-from liveboard.events import Event, RecordingPublisher, project_room, workspace_room
+from liveboard.events import RecordingPublisher
+from liveboard.protocol import Event, ProtocolError, project_room, workspace_room
 from liveboard.realtime import node as node_module
-from liveboard.realtime import protocol
 from liveboard.realtime.node import Node
-from liveboard.realtime.protocol import ProtocolError
 from liveboard.realtime.session import Session
 from liveboard.store import eventlog
 from liveboard.store.admission import admit_project
@@ -98,7 +98,7 @@ class World:
         return session, socket
 
     async def subscribe(
-        self, name: str, since: protocol.StreamPosition | None = None
+        self, name: str, since: protocol.Position | None = None
     ) -> tuple[Session, Socket]:
         session, socket = self.session(name)
         await self.node.subscribe(session, protocol.Subscribe(room=self.project, since=since))
@@ -262,7 +262,7 @@ async def test_a_since_history_hole_read_after_the_removal_committed(
         return events
 
     monkeypatch.setattr(eventlog, "read_events", history_then_removal)
-    carol, carol_socket = await world.subscribe("carol", protocol.StreamPosition(0, epoch))
+    carol, carol_socket = await world.subscribe("carol", protocol.Position(0, epoch))
     assert reads >= 2, "her history left no range to read from the log"
     assert dave_socket.tasks(world.project) == [1, 2, 3]
     assert 3 not in carol_socket.tasks(world.project), "the removed member got a later event"
@@ -337,7 +337,7 @@ async def test_a_log_read_failing_after_the_subscription_is_registered(
 
     monkeypatch.setattr(eventlog, "read_events", read_then_fail)
     carol, _ = world.session("carol")
-    subscribe = protocol.Subscribe(room=world.project, since=protocol.StreamPosition(0, epoch))
+    subscribe = protocol.Subscribe(room=world.project, since=protocol.Position(0, epoch))
     with pytest.raises(ConnectionResetError):
         await world.node.subscribe(carol, subscribe)
     assert rooms == [world.project, world.project, world.workspace][:failing]

@@ -27,7 +27,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from liveboard.config import Settings
-from liveboard.events import RecordingPublisher, encode_event
+from liveboard.events import RecordingPublisher
+from liveboard.protocol import encode_event
 from tests.conftest import POSTGRES_ADMIN_URL, AppClientFactory, auth
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$")

@@ -7,7 +7,7 @@ import json
 import msgspec
 import pytest
 
-from liveboard.events import Event
+from liveboard.protocol import Event
 from liveboard.realtime import hub as hub_module
 from liveboard.realtime.hub import Hub, Outlet, Room
 from liveboard.realtime.metrics import Metrics

@@ -41,7 +41,7 @@ import aiohttp
 import msgspec
 from aiohttp import WSMsgType
 
-from liveboard.client.backoff import Backoff, CloseAction, close_action
+from liveboard.client.backoff import Backoff
 from liveboard.client.errors import (
     ApiError,
     ClientClosedError,
@@ -49,31 +49,32 @@ from liveboard.client.errors import (
     FatalConnectionError,
     LiveboardClientError,
 )
-from liveboard.client.messages import (
-    Connected,
-    ErrorReply,
-    Pong,
-    PresenceUpdate,
-    Refreshed,
-    Reply,
-    ResyncNotice,
-    Subscribed,
-    Unsubscribed,
-    decode_server_message,
-)
 from liveboard.client.rest import RestHelpers
 from liveboard.client.subscription import Subscription
 from liveboard.client.tokens import TokenSource, TokenSpec, jwt_expiry, refresh_delay
-from liveboard.events import Event
-from liveboard.realtime.protocol import (
+from liveboard.protocol import (
     ClientMessage,
+    CloseAction,
+    CloseCode,
+    Connected,
+    ErrorReply,
+    Event,
     Ping,
+    Pong,
+    Position,
     Presence,
+    PresenceUpdate,
     ProtocolError,
     Refresh,
-    StreamPosition,
+    Refreshed,
+    Reply,
+    ResyncNotice,
     Subscribe,
+    Subscribed,
     Unsubscribe,
+    Unsubscribed,
+    close_action,
+    decode_server_message,
     encode_client_message,
     parse_room,
 )
@@ -82,8 +83,6 @@ log = logging.getLogger("liveboard.client")
 
 R = TypeVar("R", bound=Reply)
 
-#: Close code the client sends when it goes away on purpose.
-CLOSE_NORMAL: Final = 1000
 #: How long ``aclose`` waits for the server to answer its close frame.
 CLOSE_WAIT: Final = 2.0
 #: Retry delay of a resubscribe refused with ``rate_limited``.
@@ -649,7 +648,7 @@ class LiveboardClient(RestHelpers):
         self,
         room: str,
         *,
-        since: StreamPosition | None = None,
+        since: Position | None = None,
         buffer: bool = True,
     ) -> Subscription:
         """Subscribe to ``room`` (``project:{id}`` or ``workspace:{id}``) and return its stream.
@@ -699,9 +698,7 @@ class LiveboardClient(RestHelpers):
     def _request_resubscribe(self, sub: Subscription) -> None:
         self._start_sync(sub, force=True)
 
-    async def _sync(
-        self, sub: Subscription, link: _Link, rid: int, since: StreamPosition | None
-    ) -> None:
+    async def _sync(self, sub: Subscription, link: _Link, rid: int, since: Position | None) -> None:
         try:
             await self._request(
                 link, Subscribe(room=sub.room, since=since, id=rid), rid, Subscribed
@@ -852,4 +849,4 @@ async def _drop(
         return
     with contextlib.suppress(Exception):
         async with asyncio.timeout(wait):
-            await ws.close(code=CLOSE_NORMAL, message=message)
+            await ws.close(code=CloseCode.NORMAL, message=message)

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from liveboard.tasks.models import Project, Task, TaskSnapshot
+from liveboard.protocol import Project, Task, TaskSnapshot
 
 _task = msgspec.json.Decoder(Task)
 _project = msgspec.json.Decoder(Project)

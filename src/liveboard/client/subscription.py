@@ -28,16 +28,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from liveboard.client.errors import ClientClosedError
-from liveboard.client.messages import (
+from liveboard.client.messages import Resync, Revoked, SubscriptionItem
+from liveboard.protocol import (
+    Event,
+    MessageId,
+    Position,
     PresenceUpdate,
     PresenceUser,
-    Resync,
-    Revoked,
     Subscribed,
-    SubscriptionItem,
 )
-from liveboard.events import Event
-from liveboard.realtime.protocol import MessageId, StreamPosition
 
 log = logging.getLogger("liveboard.client")
 
@@ -69,12 +68,12 @@ class Subscription:
         self,
         owner: SubscriptionOwner,
         room: str,
-        since: StreamPosition | None = None,
+        since: Position | None = None,
         *,
         buffer: bool = True,
     ) -> None:
         self.room = room
-        self.position: StreamPosition | None = since
+        self.position: Position | None = since
         self.presence: list[PresenceUser] = []
         self.present = False
         self.closed = False
@@ -92,7 +91,7 @@ class Subscription:
         # Stream control, driven by the client on the event loop.
         self._awaiting = True  # events are not ours until the `subscribed` reply
         self._request_id: MessageId = None
-        self._since_sent: StreamPosition | None = None
+        self._since_sent: Position | None = None
         self._resync_reason: str | None = None
         self._synced_gen = -1
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -162,7 +161,7 @@ class Subscription:
 
     # ------------------------------------------------------------------ driven by the client
 
-    def _begin(self, request_id: MessageId, since: StreamPosition | None, gen: int) -> None:
+    def _begin(self, request_id: MessageId, since: Position | None, gen: int) -> None:
         """A ``subscribe`` is being sent on connection ``gen``: ignore events until its reply."""
         self._awaiting = True
         self._request_id = request_id
@@ -178,7 +177,7 @@ class Subscription:
         else:
             if since is not None and reason is None:
                 reason = "not_recovered"
-            self.position = StreamPosition(offset=reply.offset, epoch=reply.epoch)
+            self.position = Position(offset=reply.offset, epoch=reply.epoch)
             if reason is not None:
                 self._emit(Resync(self.room, reason, reply.offset, reply.epoch))
         if not self._ready.done():
@@ -197,7 +196,7 @@ class Subscription:
         if event.offset != position.offset + 1:
             self._lost_continuity("gap")
             return
-        self.position = StreamPosition(offset=event.offset, epoch=event.epoch)
+        self.position = Position(offset=event.offset, epoch=event.epoch)
         self._emit(event)
 
     def _on_resync_notice(self, reason: str) -> None:

@@ -18,25 +18,19 @@ from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import WSMsgType, web
 
-from liveboard import dev, rest
+from liveboard import dev, protocol, rest
 from liveboard.auth import Principal, TokenVerifier, bearer_token
 from liveboard.background import TaskSet
 from liveboard.config import Settings
 from liveboard.errors import AuthError
-from liveboard.realtime import handshake, protocol, wire
+from liveboard.protocol import CloseCode, ProtocolError
+from liveboard.realtime import handshake, wire
 from liveboard.realtime.connection import LINGER_SECONDS, WebSocketConnection
+from liveboard.realtime.connection_ids import new_connection_id
 from liveboard.realtime.guard import GUARD_KEY
 from liveboard.realtime.node import Node
-from liveboard.realtime.protocol import ProtocolError
 from liveboard.realtime.rfc6455 import valid_close_code
-from liveboard.realtime.session import (
-    CLOSE_INTERNAL,
-    CLOSE_POLICY,
-    CLOSE_PROTOCOL_ERROR,
-    CLOSE_RESTARTING,
-    CLOSE_UNSUPPORTED,
-    Session,
-)
+from liveboard.realtime.session import Session
 
 log = logging.getLogger("liveboard.ws")
 #: The logger aiohttp writes its access log to, so that both paths log alike.
@@ -126,13 +120,13 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             return ws
         _tune_socket(transport)
         socket_ = _AiohttpSocket(ws)
-        connection_id = protocol.new_connection_id(principal.user_id)
+        connection_id = new_connection_id(principal.user_id)
         session = Session(socket_, transport, connection_id, principal, settings)
         wire.install(
             request.protocol,
             on_activity=session.touch,
             on_violation=lambda: session.close(
-                CLOSE_PROTOCOL_ERROR, "client frames must be masked"
+                CloseCode.PROTOCOL_ERROR, "client frames must be masked"
             ),
         )
     node.register(session)  # in the step that ends the reservation: no await between
@@ -162,7 +156,7 @@ class _AiohttpSocket:
                 await self._ws.close(drain=False)
             else:
                 reason = f"invalid close code {code}".encode()
-                await self._ws.close(code=CLOSE_PROTOCOL_ERROR, message=reason, drain=False)
+                await self._ws.close(code=CloseCode.PROTOCOL_ERROR, message=reason, drain=False)
         return message
 
     async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
@@ -192,7 +186,7 @@ async def serve(
     session.send(protocol.encode_connected(session.connection_id, session.user_id))
     session.start_timers()
     if not node.accepting:  # registered after the shutdown took its list of sessions
-        session.close(CLOSE_RESTARTING, "server restarting")
+        session.close(CloseCode.RESTARTING, "server restarting")
     try:
         ws_receive = ws.receive
         while not session.closing:
@@ -209,7 +203,7 @@ async def serve(
                 if session.pong(message.data) > node.settings.slow_consumer_bytes:
                     node.close_slow_consumer(session.outlet)
             elif kind is WSMsgType.BINARY:
-                session.close(CLOSE_UNSUPPORTED, "binary frames are not supported")
+                session.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
             elif kind is WSMsgType.ERROR:  # the close frame (1009 / 1002 / 1007) is sent
                 session.abort_timers()  # nothing may be written after it
                 await _linger(transport)
@@ -218,7 +212,7 @@ async def serve(
                 break  # CLOSE, CLOSING, CLOSED
     except Exception:
         log.exception("connection %s failed", session.connection_id)
-        session.close(CLOSE_INTERNAL, "internal error")
+        session.close(CloseCode.INTERNAL_ERROR, "internal error")
     finally:
         try:
             await node.disconnect(session)
@@ -338,7 +332,7 @@ class UpgradeAcceptor:
             transport, settings.max_message_bytes, settings.slow_consumer_bytes
         )
         transport.write(handshake.switching_protocols(upgrade.key))
-        connection_id = protocol.new_connection_id(principal.user_id)
+        connection_id = new_connection_id(principal.user_id)
         session = Session(connection, transport, connection_id, principal, settings)
         connection.on_activity = session.touch
         connection.on_closing = session.abort_timers
@@ -472,7 +466,7 @@ async def _handle_text(verifier: TokenVerifier, node: Node, session: Session, da
     if not session.allow_message():
         session.send(protocol.encode_error("rate_limited", "too many messages; slow down"))
         if not session.strike():
-            session.close(CLOSE_POLICY, "too many messages")
+            session.close(CloseCode.POLICY_VIOLATION, "too many messages")
         return
     try:
         message = protocol.parse_client_message(data)
@@ -489,7 +483,7 @@ async def _handle_text(verifier: TokenVerifier, node: Node, session: Session, da
     except ProtocolError as exc:
         session.send(protocol.encode_error(exc.code, exc.message, exc.id))
         if exc.abusive and not session.strike():
-            session.close(CLOSE_POLICY, "too many invalid messages")
+            session.close(CloseCode.POLICY_VIOLATION, "too many invalid messages")
 
 
 async def _refresh(verifier: TokenVerifier, session: Session, message: protocol.Refresh) -> None:

@@ -30,7 +30,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from liveboard.events import WORKSPACE_ROOM_PREFIX, Event, encode_event
+from liveboard.protocol import Event, RoomName, encode_event
+from liveboard.protocol.rooms import WORKSPACE_ROOM_PREFIX
 from liveboard.realtime.frames import text_frame
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import OfferResult, RoomSequencer
@@ -107,7 +108,7 @@ class Room:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.is_workspace = name.startswith("workspace:")
+        self.is_workspace = RoomName.of(name).is_workspace
         # References held by the node on a workspace room whose project rooms have subscribers
         # here: it is sequenced and audited like any room, so no member:removed is missed.
         self.watchers = 0

@@ -38,23 +38,25 @@ from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from liveboard import protocol
 from liveboard.background import TaskSet
 from liveboard.config import Settings
-from liveboard.events import (
+from liveboard.protocol import (
     MEMBER_REMOVED,
-    WORKSPACE_ROOM_PREFIX,
+    CloseCode,
     Event,
+    Position,
+    ProtocolError,
+    RoomName,
     encode_event,
     workspace_room,
 )
-from liveboard.realtime import protocol
 from liveboard.realtime.brokers import Broker, create_broker
 from liveboard.realtime.hub import Hub, Outlet, Room
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import RecoveryBuffer, is_recovered
 from liveboard.realtime.presence import MemoryPresence, PresenceDiff, PresenceManager
-from liveboard.realtime.protocol import ProtocolError, StreamPosition
-from liveboard.realtime.session import CLOSE_RESTARTING, CLOSE_SLOW_CONSUMER, NOWHERE, Session
+from liveboard.realtime.session import NOWHERE, Session
 from liveboard.store import eventlog
 from liveboard.store.admission import admit_project, admit_workspace
 from liveboard.store.database import Database
@@ -82,7 +84,7 @@ class _Admitted:
     """A subscription ``Node._admit`` has registered: where its stream starts, the history
     read with it, and the workspace room it began to watch (whose broker interest to take)."""
 
-    start: StreamPosition
+    start: Position
     history: list[Event]
     watches: str | None
 
@@ -150,7 +152,7 @@ class Node:
         if sessions:
             step = SHUTDOWN_SPREAD / len(sessions)
             for index, session in enumerate(sessions):
-                session.close(CLOSE_RESTARTING, "server restarting")
+                session.close(CloseCode.RESTARTING, "server restarting")
                 if step >= 0.001 and index % 50 == 49:
                     await asyncio.sleep(step * 50)
             await asyncio.sleep(0.2)
@@ -353,13 +355,13 @@ class Node:
             )
         )
         return _Admitted(
-            start=StreamPosition(offset=after, epoch=position.epoch),
+            start=Position(offset=after, epoch=position.epoch),
             history=history,
             watches=workspace_name if first and kind == "project" else None,
         )
 
     async def _stream_from(
-        self, session: Session, room: Room, start: StreamPosition, history: list[Event]
+        self, session: Session, room: Room, start: Position, history: list[Event]
     ) -> None:
         """Send ``history`` and the events held meanwhile, merged; then make the subscriber live."""
         outlet = session.outlet
@@ -410,7 +412,7 @@ class Node:
     def _leave_room(self, room: str, workspace_id: str | None, outlet: Outlet) -> None:
         self.hub.leave(room, outlet)
         self._spawn(self._unwant(room))
-        if workspace_id is not None and room.startswith("project:"):
+        if workspace_id is not None and not RoomName.of(room).is_workspace:
             self.hub.unwatch(workspace_room(workspace_id))
             self._spawn(self._unwant(workspace_room(workspace_id)))
 
@@ -451,7 +453,7 @@ class Node:
         user_id = event.data.get("userId")
         if not isinstance(user_id, str):
             return
-        workspace_id = event.room.removeprefix("workspace:")
+        workspace_id = RoomName.of(event.room).id
         for session in list(self.by_user.get(user_id, ())):
             # Remembered so that a subscription being admitted from an older snapshot is refused.
             session.revoked[workspace_id] = max(session.revoked.get(workspace_id, 0), event.offset)
@@ -574,7 +576,7 @@ class Node:
         (CONTRACT §3). The events parked for it are dropped with them."""
         self._resync_subscribers(room)
         if room.is_workspace:
-            workspace_id = room.name.removeprefix(WORKSPACE_ROOM_PREFIX)
+            workspace_id = RoomName.of(room.name).id
             projects = [
                 r
                 for r in self.hub.rooms.values()
@@ -600,7 +602,7 @@ class Node:
         if session is not None and not session.closing:
             self.metrics.slow_consumer_closes += 1
             log.info("closing slow consumer %s", outlet.connection_id)
-            session.close_now(CLOSE_SLOW_CONSUMER, "slow consumer")
+            session.close_now(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     # Housekeeping
 

@@ -31,8 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from liveboard.events import Event
-from liveboard.realtime.protocol import StreamPosition
+from liveboard.protocol import Event, Position
 
 __all__ = [
     "DEFAULT_MAX_BUFFERED",
@@ -140,9 +139,9 @@ class RoomSequencer:
         return self._next_offset
 
     @property
-    def position(self) -> StreamPosition:
+    def position(self) -> Position:
         """The last delivered position (offset 0 when nothing was ever delivered)."""
-        return StreamPosition(self._next_offset - 1, self._epoch)
+        return Position(self._next_offset - 1, self._epoch)
 
     @property
     def buffered(self) -> int:
@@ -307,14 +306,14 @@ class RecoveryBuffer:
 
     __slots__ = ("_held", "_overflow", "_resync", "_sequencer")
 
-    def __init__(self, since: StreamPosition, *, max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
+    def __init__(self, since: Position, *, max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
         self._sequencer = RoomSequencer(since.epoch, since.offset + 1, max_buffered=max_buffered)
         self._held: list[Event] = []
         self._resync = False
         self._overflow = False
 
     @property
-    def position(self) -> StreamPosition:
+    def position(self) -> Position:
         """The last position released by ``merge`` (or that ``merge`` will release next)."""
         return self._sequencer.position
 
@@ -348,7 +347,7 @@ class RecoveryBuffer:
 
 
 def is_recovered(
-    since: StreamPosition,
+    since: Position,
     current_epoch: str,
     current_offset: int,
     oldest_available_offset: int,

@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from liveboard.auth import Principal
+from liveboard.protocol import CloseCode
 from liveboard.ratelimit import TokenBucket
 from liveboard.realtime.connection import WebSocketConnection
 from liveboard.realtime.frames import PING_FRAME, close_frame, pong_frame, text_frame
@@ -42,17 +43,6 @@ ABUSE_BURST = 30.0
 NOWHERE: frozenset[str] = frozenset()
 #: A timer counts as due this much before its time (the loop's clock granularity), seconds.
 TIMER_SLACK = 0.001
-
-# Close codes (CONTRACT §4)
-CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_UNSUPPORTED = 1003
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_RESTARTING = 1012
-CLOSE_TOKEN_EXPIRED = 4001
-CLOSE_SLOW_CONSUMER = 4008
 
 
 class Closable(Protocol):
@@ -221,7 +211,7 @@ class Session:
         self._heartbeat_due = sent_at + self._settings.heartbeat_timeout
 
     def _expired(self) -> None:
-        self.close(CLOSE_TOKEN_EXPIRED, "token expired")
+        self.close(CloseCode.TOKEN_EXPIRED, "token expired")
 
     # Closing
 

@@ -9,8 +9,8 @@ import msgspec
 from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from liveboard.protocol import Member, Project, Role, Task, Workspace
 from liveboard.store.schema import members, projects, tasks, workspaces
-from liveboard.tasks.models import Member, Project, Role, Task, Workspace
 
 _encode_statuses = msgspec.json.Encoder().encode
 _decode_statuses = msgspec.json.Decoder(list[str]).decode

@@ -15,9 +15,9 @@ from aiohttp import web
 from msgspec import UNSET
 
 from liveboard import errors
+from liveboard.protocol import Member, Project, Task, TaskSnapshot, Workspace
 from liveboard.rest import actor, json_response, read_body
 from liveboard.tasks import schemas
-from liveboard.tasks.models import Member, Project, Task, TaskSnapshot, Workspace
 from liveboard.tasks.service import TaskService
 from liveboard.text import MAX_ID_LENGTH, MAX_USER_ID_LENGTH, storable
 

@@ -29,7 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard import errors
 from liveboard.auth import Actor
-from liveboard.events import (
+from liveboard.events import EventPublisher
+from liveboard.protocol import (
+    DEFAULT_STATUSES,
     MEMBER_ADDED,
     MEMBER_REMOVED,
     PROJECT_CREATED,
@@ -38,22 +40,18 @@ from liveboard.events import (
     TASK_MOVED,
     TASK_UPDATED,
     Event,
-    EventPublisher,
-    project_room,
-    workspace_room,
-)
-from liveboard.store import eventlog, records
-from liveboard.store.database import Database
-from liveboard.tasks.models import (
-    DEFAULT_STATUSES,
     Member,
     Project,
     Role,
     Task,
     TaskSnapshot,
     Workspace,
+    project_room,
     to_builtins,
+    workspace_room,
 )
+from liveboard.store import eventlog, records
+from liveboard.store.database import Database
 
 MANAGER_ROLES: frozenset[Role] = frozenset({"owner", "admin"})
 

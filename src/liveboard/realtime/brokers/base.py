@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from liveboard.events import Event
+from liveboard.protocol import Event
 
 
 class BrokerHandler(Protocol):

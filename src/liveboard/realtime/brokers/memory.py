@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from liveboard.events import Event
+from liveboard.protocol import Event
 from liveboard.realtime.brokers.base import BrokerHandler
 
 

@@ -45,7 +45,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from liveboard.background import TaskSet
-from liveboard.events import Event, decode_event, encode_broker_event
+from liveboard.protocol import Event, decode_event, encode_broker_event
 from liveboard.realtime.brokers.base import BrokerHandler
 
 log = logging.getLogger("liveboard.broker.redis")
