@@ -442,6 +442,8 @@ class Node:
     # Resyncs (``LogRepair`` decides which rooms), slow consumers
 
     def _resync_subscribers(self, room: Room) -> None:
+        """``LogRepair``'s resync: send ``room``'s subscribers here ``resync`` and end their
+        subscriptions."""
         payload = protocol.encode_resync(room.name, "continuity_lost")
         outlets = [*room.live, *room.joining]
         for outlet in outlets:
