@@ -8,8 +8,9 @@ Guarantees of ``ConnectionManager``:
   n-th consecutive attempt waits ``uniform(0, min(backoff_cap, backoff_base * 2**n))``. The
   count starts again once a connection has stayed up ``stable_after`` seconds.
 * **Stops for good** (state ``closed``, ``error`` set, ``on_stop(error)`` called) on close
-  codes that mean a client bug (1002, 1003, 1007, 1008, 1009) and on HTTP 401 at upgrade with
-  a *static* token. With a token provider a 401 asks the provider again and retries.
+  codes that mean a client bug (1002, 1003, 1007, 1008, 1009), on 4001 with a *static* token
+  (it has expired and cannot be renewed) and on HTTP 401 at upgrade with a static token. With
+  a token provider a 401 asks the provider again and retries.
 * **Notices dead links fast**: an application-level ``ping`` every ``heartbeat`` seconds; no
   ``pong`` within ``ping_timeout`` and the link is dropped and replaced.
 * **Keeps the token fresh**: ``refresh_margin`` seconds before the token's ``exp`` (read from
@@ -241,6 +242,16 @@ class ConnectionManager:
                         " reconnecting would not help",
                         end.close_code,
                     )
+                if action is CloseAction.NEW_TOKEN and self._tokens.static:
+                    # The server closes with 4001 at the token's `exp`: a fixed string is now
+                    # expired for good, and the upgrade would only be refused with 401.
+                    raise FatalConnectionError(
+                        "unauthorized",
+                        f"the token expired (close code {end.close_code}); a fixed token cannot"
+                        " be renewed: pass a token provider",
+                        end.close_code,
+                    )
+                # NEW_TOKEN with a provider: the next attempt asks it for a token, as each does.
                 delay = backoff.next_delay()
                 if action is CloseAction.RECONNECT_LATER:
                     delay += self._rng.uniform(0.0, settings.restart_delay)
