@@ -42,7 +42,7 @@ from liveboard.protocol import (
 )
 
 if TYPE_CHECKING:
-    from liveboard.client.connection import LiveboardClient
+    from liveboard.client.client import LiveboardClient
 
 log = logging.getLogger("liveboard.client.board")
 
