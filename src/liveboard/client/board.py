@@ -39,6 +39,7 @@ from liveboard.protocol import (
     Project,
     Task,
     TaskSnapshot,
+    project_room,
 )
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ class Board:
     def __init__(self, client: LiveboardClient, project_id: str) -> None:
         self.client = client
         self.project_id = project_id
-        self.room = f"project:{project_id}"
+        self.room = project_room(project_id)
         self.project: Project | None = None
         self.tasks: dict[str, Task] = {}
         #: Position of the model: every event up to ``offset`` in ``epoch`` is reflected.
