@@ -28,8 +28,9 @@ import jwt
 import pytest
 
 from liveboard.config import DEV_JWT_SECRET
-from tests.conftest import TEST_SECRET, timeout
-from tests.integration.test_rest_support import fresh_postgres_database
+from tests.support.postgres import fresh_postgres_database
+from tests.support.timing import timeout
+from tests.support.tokens import TEST_SECRET
 
 LIVEBOARD = [sys.executable, "-m", "liveboard"]
 
