@@ -22,7 +22,7 @@ Clients
     ``frames``       WebSocket frames encoded exactly as told, violations included
     ``rfc_cases``    frames that break RFC 6455 or the contract, with the close code due
     ``rawws``        ``RawWs``: a client on a raw socket, for hostile tests
-    ``fakes``        ``FakeTransport``: an ``asyncio.Transport`` that records writes
+    ``fakes``        a transport that records writes, a hub listener, an event factory
 
 Clusters
     ``cluster``      instances on one database and one Redis; the ``cluster`` fixtures

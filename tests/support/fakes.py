@@ -1,13 +1,18 @@
-"""Fakes of what the server writes to: an ``asyncio.Transport`` that records each write.
+"""Fakes for the real-time core's tests without sockets: a transport, a hub listener, events.
 
-``FakeTransport`` stands for a socket in the hub's tests and the node's: it keeps every write,
-reports a chosen ``backlog`` as its write buffer (a peer that does not read), and decodes the
-unmasked text frames written so far (``messages``, ``offsets``).
+``FakeTransport`` stands for a socket (hub, node, session and repair tests): it keeps every
+write, reports a chosen ``backlog`` as its write buffer (a peer that does not read), and decodes
+the unmasked text frames written so far (``messages``, ``offsets``). ``Recorder`` is the hub's
+listener, recording the rooms it reported a gap or a resync for and the slow consumers it
+closed. ``ev`` makes one event of a room at an offset.
 """
 
 from __future__ import annotations
 
 import json
+
+from liveboard.events import Event
+from liveboard.realtime.hub import Outlet, Room
 
 
 class FakeTransport:
@@ -45,3 +50,32 @@ class FakeTransport:
 
     def offsets(self) -> list[object]:
         return [m["offset"] for m in self.messages()]
+
+
+def ev(offset: int, room: str = "project:p1", epoch: str = "e1") -> Event:
+    return Event(
+        type="task:deleted",
+        room=room,
+        offset=offset,
+        epoch=epoch,
+        ts=0,
+        user_id="u",
+        data={"taskId": f"t{offset}"},
+    )
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.gaps: list[str] = []
+        self.resyncs: list[str] = []
+        self.slow: list[str] = []
+
+    def gap(self, room: Room) -> None:
+        self.gaps.append(room.name)
+
+    def resync(self, room: Room) -> None:
+        self.resyncs.append(room.name)
+
+    def slow_consumer(self, outlet: Outlet) -> None:
+        outlet.closed = True
+        self.slow.append(outlet.connection_id)

@@ -9,36 +9,7 @@ from liveboard.events import Event
 from liveboard.realtime import hub as hub_module
 from liveboard.realtime.hub import Hub, Outlet, Room
 from liveboard.realtime.metrics import Metrics
-from tests.support.fakes import FakeTransport
-
-
-def ev(offset: int, room: str = "project:p1", epoch: str = "e1") -> Event:
-    return Event(
-        type="task:deleted",
-        room=room,
-        offset=offset,
-        epoch=epoch,
-        ts=0,
-        user_id="u",
-        data={"taskId": f"t{offset}"},
-    )
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.gaps: list[str] = []
-        self.resyncs: list[str] = []
-        self.slow: list[str] = []
-
-    def gap(self, room: Room) -> None:
-        self.gaps.append(room.name)
-
-    def resync(self, room: Room) -> None:
-        self.resyncs.append(room.name)
-
-    def slow_consumer(self, outlet: Outlet) -> None:
-        outlet.closed = True
-        self.slow.append(outlet.connection_id)
+from tests.support.fakes import FakeTransport, Recorder, ev
 
 
 @pytest.fixture
