@@ -32,7 +32,7 @@ from typing import Any
 import jwt
 import pytest
 
-from liveboard.realtime.endpoint import CLOSE_DRAIN_SECONDS
+from liveboard.realtime.message_loop import CLOSE_DRAIN_SECONDS
 from tests.fuzz.rawws import (
     OP_CLOSE,
     OP_PING,

@@ -28,6 +28,7 @@ from liveboard.realtime import protocol
 from liveboard.realtime.node import Node
 from liveboard.realtime.protocol import ProtocolError
 from liveboard.realtime.session import Session
+from liveboard.realtime.transport.frames import close_frame
 from liveboard.store import eventlog
 from liveboard.store.admission import admit_project
 from liveboard.store.database import Database
@@ -41,13 +42,21 @@ pytestmark = pytest.mark.timeout(30)
 
 
 class Socket(FakeTransport):
-    """A session's transport, and the closing side of its WebSocket."""
+    """A session's transport, and the rest of its connection (``transport.Connection``)."""
+
+    @property
+    def transport(self) -> Socket:
+        return self
 
     def abort(self) -> None:
         self.closing = True
 
-    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
+    async def close(self, code: int = 1000, reason: str = "") -> bool:
         self.closing = True
+        return True
+
+    def close_now(self, code: int, reason: str) -> bool:
+        self.write(close_frame(code, reason))
         return True
 
     def of(self, room: str) -> list[dict[str, object]]:
@@ -92,8 +101,8 @@ class World:
         socket = Socket()
         user = self.user(name)
         principal = Principal(user_id=user, name=name, expires_at=time.time() + 3600)
-        transport: Any = socket
-        session = Session(socket, transport, f"c-{name}", principal, self.node.settings)
+        connection: Any = socket
+        session = Session(connection, f"c-{name}", principal, self.node.settings)
         self.node.register(session)
         return session, socket
 

@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from liveboard.events import WORKSPACE_ROOM_PREFIX, Event, encode_event
-from liveboard.realtime.frames import text_frame
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import OfferResult, RoomSequencer
+from liveboard.realtime.transport.frames import text_frame
 
 #: Events held for a room before its position is known (first subscriber still reading).
 MAX_PREBUFFER = 10_000
