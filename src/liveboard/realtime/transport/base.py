@@ -66,7 +66,9 @@ class Connection(Protocol):
         ...
 
     def close_now(self, code: int, reason: str) -> bool:
-        """Write a close frame after what is queued, without waiting for anything."""
+        """Write a close frame after what is queued, without waiting for anything (a slow
+        consumer's answer may never come: the caller cuts the socket later). False if none was
+        written: the socket is closing, or this connection knows it wrote one already."""
         ...
 
     def abort(self) -> None:
