@@ -11,6 +11,8 @@ from liveboard.events import Event
 from liveboard.realtime import hub as hub_module
 from liveboard.realtime.hub import Hub, Outlet, Room
 from liveboard.realtime.metrics import Metrics
+from liveboard.realtime.transport import CLOSED_MESSAGE, Message
+from liveboard.realtime.transport.frames import close_frame
 
 
 class FakeTransport:
@@ -48,6 +50,28 @@ class FakeTransport:
 
     def offsets(self) -> list[object]:
         return [m["offset"] for m in self.messages()]
+
+
+class FakeConnection(FakeTransport):
+    """A ``transport.Connection`` that is its own transport: a session's socket, no peer."""
+
+    @property
+    def transport(self) -> FakeConnection:
+        return self
+
+    async def receive(self) -> Message:
+        return CLOSED_MESSAGE
+
+    def abort(self) -> None:
+        self.closing = True
+
+    async def close(self, code: int = 1000, reason: str = "") -> bool:
+        self.closing = True
+        return True
+
+    def close_now(self, code: int, reason: str) -> bool:
+        self.write(close_frame(code, reason))
+        return True
 
 
 def ev(offset: int, room: str = "project:p1", epoch: str = "e1") -> Event:
