@@ -7,7 +7,7 @@ room or of a ``since`` history read while a removal is committed but not applied
 workspace room whose continuity is lost. The node, its hub and its admission are the real ones,
 on a real database (a SQLite file and PostgreSQL); the task service commits through the real
 event log, and its publisher only records, so each test decides which publish reaches the node
-(``World.deliver``) and which is lost. Sockets are ``FakeTransport`` s from the hub's tests.
+(``World.deliver``) and which is lost. Sockets are ``FakeConnection`` s (``tests.support.fakes``).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from liveboard.store.admission import admit_project
 from liveboard.store.database import Database
 from liveboard.store.migrations import migrate
 from liveboard.tasks.service import TaskService
-from tests.conftest import make_settings
-from tests.support import timeout
-from tests.unit.test_hub import FakeConnection
+from tests.support.app import make_settings
+from tests.support.fakes import FakeConnection
+from tests.support.timing import timeout
 
 pytestmark = pytest.mark.timeout(30)
 
