@@ -13,7 +13,8 @@ guarantees and the reconnect policy; ``liveboard.client.tail`` is the ``liveboar
 
 from liveboard.client.backoff import Backoff, CloseAction, close_action, full_jitter
 from liveboard.client.board import Board
-from liveboard.client.connection import ConnectionState, LiveboardClient
+from liveboard.client.client import LiveboardClient
+from liveboard.client.connection import ConnectionState
 from liveboard.client.errors import (
     ApiError,
     ClientClosedError,

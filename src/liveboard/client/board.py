@@ -33,7 +33,7 @@ from liveboard.realtime.protocol import StreamPosition
 from liveboard.tasks.models import Project, Task, TaskSnapshot
 
 if TYPE_CHECKING:
-    from liveboard.client.connection import LiveboardClient
+    from liveboard.client.client import LiveboardClient
 
 log = logging.getLogger("liveboard.client.board")
 
