@@ -91,7 +91,8 @@ class RedisPresence:
         signal: Callable[[Sequence[str]], Awaitable[None]],
         available: Callable[[], bool] = lambda: True,
     ) -> None:
-        # Unnamed, redis-py's protocol and retries (none): what the URL says.
+        # As before: no client name, and redis-py's protocol and retries (none) unless the URL
+        # sets them.
         pool = connection_pool(redis_url, max_connections=MAX_CONNECTIONS, timeout=2.0)
         self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._listener = listener
