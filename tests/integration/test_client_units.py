@@ -30,7 +30,7 @@ from liveboard.client.messages import (
 from liveboard.client.tail import format_event, summarize
 from liveboard.client.tokens import MIN_REFRESH_DELAY, refresh_delay
 from liveboard.realtime import protocol
-from tests.support import make_token
+from tests.support.tokens import make_token
 
 # Backoff
 
