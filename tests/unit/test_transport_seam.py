@@ -1,5 +1,7 @@
-"""The transport seam holds (issue 15): ``realtime/transport/`` knows nothing of the core, and
-only its aiohttp adapter touches aiohttp's WebSocket or its private attributes."""
+"""The transport seam, stricter than the house rules (``tools/house_rules.py``, which keep
+aiohttp's WebSocket inside ``realtime/transport/`` and the core out of it): transport/ imports
+nothing of liveboard but itself and the error body, and inside it only the aiohttp adapter
+(``aiohttp_ws``) touches aiohttp's WebSocket or the private attribute it wraps."""
 
 from __future__ import annotations
 
