@@ -20,7 +20,6 @@ from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
 from liveboard.events import Event, EventPublisher
 from liveboard.fdlimit import open_files, open_files_limit
-from liveboard.http_errors import json_error_handlers
 from liveboard.openapi import build_document
 from liveboard.realtime.endpoint import (
     NODE_KEY,
@@ -32,6 +31,7 @@ from liveboard.realtime.endpoint import (
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.node import Node
 from liveboard.realtime.transport.guard import GUARD_KEY, ConnectionGuard, track_requests
+from liveboard.realtime.transport.http_errors import json_error_handlers
 from liveboard.realtime.transport.router import ConnectionRouter
 from liveboard.realtime.transport.sockets import tune_socket
 from liveboard.rest import json_response

@@ -14,6 +14,10 @@ modules:
 * ``aiohttp_ws``: ``AiohttpConnection``, aiohttp's WebSocket behind the same seam; the only
   module that touches aiohttp's WebSocket or its private attributes.
 * ``sockets``: kernel buffer and keepalive settings, the peer's address, the linger.
+* ``http_errors``: aiohttp's HTTP connection protocol with the contract's error body on the
+  answers aiohttp writes itself (unparsable heads, escaped failures); it reads the private
+  options of aiohttp's ``Server``, so it lives here with the other code that knows aiohttp's
+  insides.
 
 The seam: ``Connection``
 ------------------------
