@@ -21,7 +21,7 @@ from liveboard.config import Settings
 from liveboard.events import EventPublisher
 from liveboard.fdlimit import open_files, open_files_limit
 from liveboard.openapi import build_document
-from liveboard.protocol import Event
+from liveboard.protocol import BrokerEvent
 from liveboard.realtime.endpoint import (
     NODE_KEY,
     WS_SETTINGS_KEY,
@@ -60,7 +60,7 @@ class _Tee:
     def __init__(self, *publishers: EventPublisher) -> None:
         self._publishers = publishers
 
-    async def publish(self, events: Sequence[Event]) -> None:
+    async def publish(self, events: Sequence[BrokerEvent]) -> None:
         for publisher in self._publishers:
             await publisher.publish(events)
 

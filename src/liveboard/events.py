@@ -1,5 +1,6 @@
 """Where committed events go: the ``EventPublisher`` seam between the task service and the
-real-time layer. The events themselves are the wire contract's (``liveboard.protocol.Event``).
+real-time layer. The events are the wire contract's, as servers hold them
+(``liveboard.protocol.BrokerEvent``).
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from liveboard.protocol import Event
+from liveboard.protocol import BrokerEvent
 
 
 class EventPublisher(Protocol):
@@ -18,21 +19,21 @@ class EventPublisher(Protocol):
     them from there. The real-time node implements this; tests may use ``RecordingPublisher``.
     """
 
-    async def publish(self, events: Sequence[Event]) -> None: ...
+    async def publish(self, events: Sequence[BrokerEvent]) -> None: ...
 
 
 class RecordingPublisher:
     """An in-process publisher that keeps every event it is given, for tests and tools."""
 
     def __init__(self) -> None:
-        self.events: list[Event] = []
+        self.events: list[BrokerEvent] = []
 
-    async def publish(self, events: Sequence[Event]) -> None:
+    async def publish(self, events: Sequence[BrokerEvent]) -> None:
         self.events.extend(events)
 
 
 class NullPublisher:
     """Discards events: for a service used without a real-time layer (e.g. tools, migrations)."""
 
-    async def publish(self, events: Sequence[Event]) -> None:
+    async def publish(self, events: Sequence[BrokerEvent]) -> None:
         return None

@@ -24,7 +24,7 @@ import pytest
 from liveboard import protocol
 from liveboard.auth import Actor, Principal
 from liveboard.events import RecordingPublisher
-from liveboard.protocol import Event, ProtocolError, project_room, workspace_room
+from liveboard.protocol import BrokerEvent, ProtocolError, project_room, workspace_room
 from liveboard.realtime import node as node_module
 from liveboard.realtime import repair as repair_module
 from liveboard.realtime.node import Node
@@ -98,29 +98,29 @@ class World:
         assert socket.of(self.project)[0]["type"] == "subscribed", socket.messages()
         return session, socket
 
-    def published(self) -> list[Event]:
+    def published(self) -> list[BrokerEvent]:
         """What the service published since the last call (committed, not yet delivered)."""
         events, self.publisher.events = self.publisher.events, []
         return events
 
-    def deliver(self, events: list[Event]) -> None:
+    def deliver(self, events: list[BrokerEvent]) -> None:
         """What the broker would hand the node."""
         self.node.on_events(events)
 
-    async def remove(self, name: str) -> Event:
+    async def remove(self, name: str) -> BrokerEvent:
         """Remove ``name`` from the workspace; its publish is lost (returned, not delivered)."""
         await self.service.remove_member(self.owner, self.wid, self.user(name))
         [removal] = self.published()
         return removal
 
-    async def task(self, title: str) -> Event:
+    async def task(self, title: str) -> BrokerEvent:
         """Create a task; its publish is returned, not delivered."""
         await self.service.create_task(self.owner, self.pid, title=title)
         [event] = self.published()
         return event
 
 
-def as_previous_version(event: Event) -> Event:
+def as_previous_version(event: BrokerEvent) -> BrokerEvent:
     """The event as an instance of the previous version publishes it: no workspace offset."""
     return msgspec.structs.replace(event, workspace_offset=0)
 
@@ -152,18 +152,18 @@ def forbidden(socket: Socket, room: str) -> bool:
 # A workspace room that loses continuity takes its project rooms' subscriptions with it
 
 
-def lose_by_hole(world: World, parked: Event) -> None:
+def lose_by_hole(world: World, parked: BrokerEvent) -> None:
     """The event names a workspace offset the log does not have: the hole cannot be filled."""
     world.deliver([msgspec.structs.replace(parked, workspace_offset=parked.workspace_offset + 5)])
     assert world.node.hub.rooms[world.workspace].waiting, "the event was not parked"
 
 
-def lose_by_epoch(world: World, parked: Event) -> None:
+def lose_by_epoch(world: World, parked: BrokerEvent) -> None:
     """The workspace room's log was reset: an event of another epoch arrives (while the
     event waits for the workspace offset after the head, not in the log yet)."""
     world.deliver([msgspec.structs.replace(parked, workspace_offset=parked.workspace_offset + 1)])
     assert world.node.hub.rooms[world.workspace].waiting, "the event was not parked"
-    reset = Event(
+    reset = BrokerEvent(
         type="member:added",
         room=world.workspace,
         offset=1,
@@ -177,7 +177,7 @@ def lose_by_epoch(world: World, parked: Event) -> None:
 
 @pytest.mark.parametrize("lose", [lose_by_hole, lose_by_epoch], ids=["hole", "epoch"])
 async def test_a_workspace_room_that_loses_continuity_resyncs_its_project_rooms(
-    world: World, monkeypatch: pytest.MonkeyPatch, lose: Callable[[World, Event], None]
+    world: World, monkeypatch: pytest.MonkeyPatch, lose: Callable[[World, BrokerEvent], None]
 ) -> None:
     """The project subscriptions of a workspace here rely on its room to apply removals. Once
     that room cannot be continued (a hole the log cannot fill, ``GAP_ATTEMPTS`` times; a new
@@ -245,7 +245,7 @@ async def test_a_since_history_hole_read_after_the_removal_committed(
     read_events = eventlog.read_events
     reads = 0
 
-    async def history_then_removal(*args: Any, **kwargs: Any) -> list[Event]:
+    async def history_then_removal(*args: Any, **kwargs: Any) -> list[BrokerEvent]:
         nonlocal reads
         events = await read_events(*args, **kwargs)
         reads += 1
@@ -319,7 +319,7 @@ async def test_a_log_read_failing_after_the_subscription_is_registered(
     read_events = eventlog.read_events
     rooms: list[str] = []
 
-    async def read_then_fail(conn: Any, room: str, **kwargs: Any) -> list[Event]:
+    async def read_then_fail(conn: Any, room: str, **kwargs: Any) -> list[BrokerEvent]:
         rooms.append(room)
         if len(rooms) == failing:
             raise ConnectionResetError("the database went away")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from liveboard.protocol import Event
+from liveboard.protocol import BrokerEvent
 from liveboard.realtime.hub import Outlet, Room
 from liveboard.realtime.transport import CLOSED_MESSAGE, Message
 from liveboard.realtime.transport.frames import close_frame
@@ -77,8 +77,8 @@ class FakeConnection(FakeTransport):
         return True
 
 
-def ev(offset: int, room: str = "project:p1", epoch: str = "e1") -> Event:
-    return Event(
+def ev(offset: int, room: str = "project:p1", epoch: str = "e1") -> BrokerEvent:
+    return BrokerEvent(
         type="task:deleted",
         room=room,
         offset=offset,

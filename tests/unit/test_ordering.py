@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveboard.protocol import Event, Position
+from liveboard.protocol import BrokerEvent, Position
 from liveboard.realtime.ordering import (
     OfferResult,
     RecoveryBuffer,
@@ -15,8 +15,8 @@ from liveboard.realtime.ordering import (
 )
 
 
-def ev(offset: int, epoch: str = "e1") -> Event:
-    return Event(
+def ev(offset: int, epoch: str = "e1") -> BrokerEvent:
+    return BrokerEvent(
         type="task:updated",
         room="project:p1",
         offset=offset,
@@ -27,7 +27,7 @@ def ev(offset: int, epoch: str = "e1") -> Event:
     )
 
 
-def offsets(events: list[Event]) -> list[int]:
+def offsets(events: list[BrokerEvent]) -> list[int]:
     return [event.offset for event in events]
 
 

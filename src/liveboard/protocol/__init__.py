@@ -8,8 +8,9 @@ use it without the server. Modules:
 - ``server_messages``: server → client messages (``Connected``, ``Subscribed``, …,
   ``PresenceUpdate``, ``ResyncNotice``), their ``encode_*`` functions and
   ``decode_server_message``.
-- ``events``: ``Event`` (a committed change, as subscribers receive it), the event types, and
-  the encoders of the client wire and of the servers' broker envelope.
+- ``events``: ``Event`` (a committed change, as subscribers receive it), the event types,
+  ``BrokerEvent`` (the servers' envelope: an ``Event`` plus ``workspace_offset``) and their
+  encoders and decoders.
 - ``errors``: ``ProtocolError`` (answered with ``error``) and ``ERROR_CODES``.
 - ``close``: ``CloseCode`` and the reconnect policy (``close_action``, ``CloseAction``).
 - ``position``: ``Position`` (offset, epoch). ``rooms``: room names parsed into ``RoomName``.
@@ -31,7 +32,6 @@ from liveboard.protocol.close import CloseAction, CloseCode, close_action
 from liveboard.protocol.errors import ERROR_CODES, MessageId, ProtocolError
 from liveboard.protocol.events import (
     EVENT_TYPES,
-    INTERNAL_EVENT_FIELDS,
     MEMBER_ADDED,
     MEMBER_REMOVED,
     PROJECT_CREATED,
@@ -39,7 +39,9 @@ from liveboard.protocol.events import (
     TASK_DELETED,
     TASK_MOVED,
     TASK_UPDATED,
+    BrokerEvent,
     Event,
+    decode_broker_event,
     decode_event,
     encode_broker_event,
     encode_event,
@@ -92,7 +94,6 @@ __all__ = [
     "DEFAULT_STATUSES",
     "ERROR_CODES",
     "EVENT_TYPES",
-    "INTERNAL_EVENT_FIELDS",
     "MAX_OFFSET",
     "MEMBER_ADDED",
     "MEMBER_REMOVED",
@@ -103,6 +104,7 @@ __all__ = [
     "TASK_DELETED",
     "TASK_MOVED",
     "TASK_UPDATED",
+    "BrokerEvent",
     "ClientMessage",
     "CloseAction",
     "CloseCode",
@@ -135,6 +137,7 @@ __all__ = [
     "Unsubscribed",
     "Workspace",
     "close_action",
+    "decode_broker_event",
     "decode_event",
     "decode_server_message",
     "encode_broker_event",

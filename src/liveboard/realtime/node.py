@@ -18,8 +18,8 @@ WebSocket sessions' way into rooms. Guarantees, on top of the hub's:
   whichever path it comes:
 
   - live (the broker): the hub holds a project room's event until its workspace room has
-    released the offset the event names (``Event.workspace_offset``), filling that room's hole
-    from the log if the removal's publish was lost;
+    released the offset the event names (``BrokerEvent.workspace_offset``), filling that
+    room's hole from the log if the removal's publish was lost;
   - from the log (gap fill, catch-up after an outage, the periodic audit, the rest of a
     history): a project room's events are read first, then its workspace room is brought up
     to date from a later read, then the events are released. Whatever the log held when the
@@ -42,8 +42,8 @@ from liveboard.background import TaskSet
 from liveboard.config import Settings
 from liveboard.protocol import (
     MEMBER_REMOVED,
+    BrokerEvent,
     CloseCode,
-    Event,
     Position,
     ProtocolError,
     RoomName,
@@ -73,7 +73,7 @@ class _Admitted:
     read with it, and the workspace room it began to watch (whose broker interest to take)."""
 
     start: Position
-    history: list[Event]
+    history: list[BrokerEvent]
     watches: str | None
 
 
@@ -150,13 +150,13 @@ class Node:
 
     # EventPublisher: the task service hands committed events here
 
-    async def publish(self, events: Sequence[Event]) -> None:
+    async def publish(self, events: Sequence[BrokerEvent]) -> None:
         self.metrics.events_published += len(events)
         await self.broker.publish(events)
 
     # BrokerHandler
 
-    def on_events(self, events: Sequence[Event]) -> None:
+    def on_events(self, events: Sequence[BrokerEvent]) -> None:
         self.hub.deliver(events)
 
     def on_broker_restored(self) -> None:
@@ -287,7 +287,7 @@ class Node:
             workspace_head = admission.workspace_head
             workspace_name = workspace_room(workspace_id)
             recovered: bool | None = None
-            history: list[Event] = []
+            history: list[BrokerEvent] = []
             after = position.offset
             if since is not None:
                 oldest = await eventlog.oldest_offset(conn, room.name)
@@ -340,7 +340,7 @@ class Node:
         )
 
     async def _stream_from(
-        self, session: Session, room: Room, start: Position, history: list[Event]
+        self, session: Session, room: Room, start: Position, history: list[BrokerEvent]
     ) -> None:
         """Send ``history`` and the events held meanwhile, merged; then make the subscriber live."""
         outlet = session.outlet
@@ -417,14 +417,14 @@ class Node:
 
     # Revocation
 
-    def _on_workspace_events(self, room: Room, events: list[Event]) -> None:
+    def _on_workspace_events(self, room: Room, events: list[BrokerEvent]) -> None:
         """Released events of a workspace room (in order, once, each as it is released, before
         anything after it): apply revocations."""
         for event in events:
             if event.type == MEMBER_REMOVED:
                 self._revoke(event)
 
-    def _revoke(self, event: Event) -> None:
+    def _revoke(self, event: BrokerEvent) -> None:
         user_id = event.data.get("userId")
         if not isinstance(user_id, str):
             return

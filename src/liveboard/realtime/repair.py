@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from liveboard.background import TaskSet
-from liveboard.protocol import Event, RoomName, workspace_room
+from liveboard.protocol import BrokerEvent, RoomName, workspace_room
 from liveboard.realtime.hub import Hub, Room
 from liveboard.realtime.metrics import Metrics
 from liveboard.store import eventlog
@@ -182,7 +182,7 @@ class LogRepair:
         else:
             self._attempts.closed(room.name)
 
-    async def read_range(self, room: str, low: int, high: int) -> list[Event]:
+    async def read_range(self, room: str, low: int, high: int) -> list[BrokerEvent]:
         """The log's events of ``room`` from offset ``low`` to ``high``, in order, at most
         ``READ_BATCH`` of them (none when the log no longer has them)."""
         async with self._db.read_one() as conn:

@@ -17,7 +17,7 @@ import msgspec
 from sqlalchemy import BigInteger, String, Text, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from liveboard.protocol import Event, Position
+from liveboard.protocol import BrokerEvent, Position
 from liveboard.store.schema import events, rooms
 
 _json_encode = msgspec.json.Encoder().encode
@@ -98,7 +98,7 @@ async def append_event(
     ts: int,
     origin: str | None = None,
     depends_on: str | None = None,
-) -> Event:
+) -> BrokerEvent:
     """Append one event to ``room`` inside the caller's write transaction and return it.
 
     ``depends_on``: a room (a project's workspace room) whose head this transaction reads into
@@ -132,7 +132,7 @@ async def append_event(
             _INSERT_EVENT, {"room": room, "offset": offset, "epoch": epoch, **values}
         )
     depended = 0 if depends_on is None else int(appended.depended or 0)
-    return Event(
+    return BrokerEvent(
         type=type,
         room=room,
         offset=offset,
@@ -165,14 +165,14 @@ async def room_positions(conn: AsyncConnection, names: list[str]) -> dict[str, P
 
 async def read_events(
     conn: AsyncConnection, room: str, *, after: int, limit: int, up_to: int | None = None
-) -> list[Event]:
+) -> list[BrokerEvent]:
     """Events of ``room`` with offset > ``after`` (and ≤ ``up_to``), in offset order."""
     query = select(events).where(events.c.room == room, events.c.offset > after)
     if up_to is not None:
         query = query.where(events.c.offset <= up_to)
     result = await conn.execute(query.order_by(events.c.offset).limit(limit))
     return [
-        Event(
+        BrokerEvent(
             type=str(r.type),
             room=str(r.room),
             offset=int(r.offset),

@@ -39,7 +39,7 @@ from liveboard.protocol import (
     TASK_DELETED,
     TASK_MOVED,
     TASK_UPDATED,
-    Event,
+    BrokerEvent,
     Member,
     Project,
     Role,
@@ -355,7 +355,7 @@ class TaskService:
         data: dict[str, Any],
         *,
         workspace_id: str | None = None,
-    ) -> Event:
+    ) -> BrokerEvent:
         """Append an event; one of a project room names its workspace (``workspace_id``), so
         that no instance releases it before the membership changes committed before it."""
         return await eventlog.append_event(

@@ -44,7 +44,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from liveboard.background import TaskSet
-from liveboard.protocol import Event, decode_event
+from liveboard.protocol import BrokerEvent, decode_broker_event
 from liveboard.realtime.brokers.base import BrokerHandler
 from liveboard.realtime.brokers.redis_pools import REDIS_ERRORS, connection_pool, describe
 from liveboard.realtime.brokers.redis_publisher import (
@@ -146,7 +146,7 @@ class RedisBroker:
 
     # Publishing
 
-    async def publish(self, events: Sequence[Event]) -> None:
+    async def publish(self, events: Sequence[BrokerEvent]) -> None:
         """Deliver locally at once, then PUBLISH; never raises for an outage (see module doc)."""
         if self._closed or not events:
             return
@@ -292,7 +292,7 @@ class RedisBroker:
                 await conn.send_command("PING")
                 continue
             pinged = False  # anything received proves the link alive
-            events: list[Event] = []
+            events: list[BrokerEvent] = []
             try:
                 self._on_reply(reply, events, pending)
                 # Whatever has already arrived goes out in the same batch; never wait for more.
@@ -307,7 +307,7 @@ class RedisBroker:
             if not self._subscriber_up and not pending:
                 self._session_up(restore)
 
-    def _on_reply(self, reply: object, events: list[Event], pending: set[bytes]) -> None:
+    def _on_reply(self, reply: object, events: list[BrokerEvent], pending: set[bytes]) -> None:
         if not isinstance(reply, list) or len(reply) != 3:
             return  # PONG
         kind, channel, payload = reply
@@ -323,7 +323,7 @@ class RedisBroker:
                         log.exception("on_presence_signal failed")
                 return
             try:
-                event = decode_event(payload)
+                event = decode_broker_event(payload)
                 if channel_of(event.room) != channel:
                     raise ValueError(f"an event of room {event.room!r}")
             except (msgspec.DecodeError, TypeError, ValueError) as exc:
@@ -365,7 +365,7 @@ class RedisBroker:
 
     # Shared
 
-    def _deliver(self, events: Sequence[Event]) -> None:
+    def _deliver(self, events: Sequence[BrokerEvent]) -> None:
         try:
             self._handler.on_events(events)
         except Exception:

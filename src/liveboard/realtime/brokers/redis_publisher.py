@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from liveboard.protocol import Event, encode_broker_event
+from liveboard.protocol import BrokerEvent, encode_broker_event
 from liveboard.realtime.brokers.redis_pools import REDIS_ERRORS, connection_pool, describe
 
 log = logging.getLogger("liveboard.broker.redis")
@@ -73,13 +73,13 @@ class RedisPublisher:
         self.down = False
         #: ``send`` calls (and re-sends) whose PUBLISH failed.
         self.failures = 0
-        self._unsent: dict[str, Event] = {}  # room → last event whose PUBLISH failed
+        self._unsent: dict[str, BrokerEvent] = {}  # room → last event whose PUBLISH failed
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
 
-    async def send(self, events: Sequence[Event]) -> None:
+    async def send(self, events: Sequence[BrokerEvent]) -> None:
         """PUBLISH ``events`` on their rooms' channels; never raises for an outage."""
         self._inflight += 1
         self._idle.clear()
@@ -112,7 +112,7 @@ class RedisPublisher:
                 if self._unsent and not self.down:
                     await self._send_unsent()
 
-    async def _send(self, events: Sequence[Event]) -> bool:
+    async def _send(self, events: Sequence[BrokerEvent]) -> bool:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 if len(events) == 1:
@@ -137,7 +137,7 @@ class RedisPublisher:
             self._on_change("")
         return True
 
-    def _remember_unsent(self, event: Event) -> None:
+    def _remember_unsent(self, event: BrokerEvent) -> None:
         previous = self._unsent.pop(event.room, None)
         if previous is not None and previous.offset > event.offset:
             event = previous
