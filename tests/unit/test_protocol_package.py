@@ -223,9 +223,15 @@ def test_the_broker_envelope_keeps_workspace_offset_and_the_client_wire_does_not
     # A client reads the broker form too, skipping what is not its.
     assert decode_event(encode_broker_event(dependent)) == EVENT
     assert decode_server_message(encode_broker_event(dependent)) == EVENT
-    assert set(msgspec.json.decode(encode_broker_event(dependent))) - set(
-        msgspec.json.decode(encode_event(dependent))
-    ) == {"workspaceOffset"}
+    assert (
+        set(msgspec.json.decode(encode_broker_event(dependent)))
+        - set(msgspec.json.decode(encode_event(dependent)))
+        == protocol.INTERNAL_EVENT_FIELDS
+    )
+    assert not protocol.INTERNAL_EVENT_FIELDS & set(msgspec.json.decode(encode_event(EVENT)))
+    assert {f.encode_name for f in msgspec.structs.fields(BrokerEvent)} - {
+        f.encode_name for f in msgspec.structs.fields(Event)
+    } == protocol.INTERNAL_EVENT_FIELDS
 
 
 def test_client_messages_round_trip_through_the_parser() -> None:

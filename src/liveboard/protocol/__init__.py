@@ -32,6 +32,7 @@ from liveboard.protocol.close import CloseAction, CloseCode, close_action
 from liveboard.protocol.errors import ERROR_CODES, MessageId, ProtocolError
 from liveboard.protocol.events import (
     EVENT_TYPES,
+    INTERNAL_EVENT_FIELDS,
     MEMBER_ADDED,
     MEMBER_REMOVED,
     PROJECT_CREATED,
@@ -94,6 +95,7 @@ __all__ = [
     "DEFAULT_STATUSES",
     "ERROR_CODES",
     "EVENT_TYPES",
+    "INTERNAL_EVENT_FIELDS",
     "MAX_OFFSET",
     "MEMBER_ADDED",
     "MEMBER_REMOVED",

@@ -26,6 +26,7 @@ import msgspec
 
 __all__ = [
     "EVENT_TYPES",
+    "INTERNAL_EVENT_FIELDS",
     "MEMBER_ADDED",
     "MEMBER_REMOVED",
     "PROJECT_CREATED",
@@ -97,6 +98,10 @@ class BrokerEvent(
 
     workspace_offset: int = 0
 
+
+INTERNAL_EVENT_FIELDS: Final = frozenset({"workspaceOffset"})
+"""Wire names of the fields ``BrokerEvent`` adds to ``Event``: only servers exchange them, and
+no client ever receives them (a schema generator leaves them out of a client's ``Event``)."""
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(Event)
