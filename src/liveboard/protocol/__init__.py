@@ -10,6 +10,8 @@ use it without the server. Modules:
   ``decode_server_message``.
 - ``events``: ``Event`` (a committed change, as subscribers receive it), the event types, and
   the encoders of the client wire and of the servers' broker envelope.
+- ``event_data``: each event type's ``data`` as a typed struct (``TaskMovedData``, …;
+  ``EVENT_DATA``), for the generated documents and for clients.
 - ``errors``: ``ProtocolError`` (answered with ``error``) and ``ERROR_CODES``.
 - ``close``: ``CloseCode`` and the reconnect policy (``close_action``, ``CloseAction``).
 - ``position``: ``Position`` (offset, epoch). ``rooms``: room names parsed into ``RoomName``.
@@ -29,6 +31,19 @@ from liveboard.protocol.client_messages import (
 )
 from liveboard.protocol.close import CloseAction, CloseCode, close_action
 from liveboard.protocol.errors import ERROR_CODES, MessageId, ProtocolError
+from liveboard.protocol.event_data import (
+    EVENT_DATA,
+    AssigneeChange,
+    MemberAddedData,
+    MemberRemovedData,
+    ProjectCreatedData,
+    TaskChanges,
+    TaskCreatedData,
+    TaskDeletedData,
+    TaskMovedData,
+    TaskUpdatedData,
+    TextChange,
+)
 from liveboard.protocol.events import (
     EVENT_TYPES,
     MEMBER_ADDED,
@@ -90,6 +105,7 @@ __all__ = [
     "CLIENT_MESSAGE_TYPES",
     "DEFAULT_STATUSES",
     "ERROR_CODES",
+    "EVENT_DATA",
     "EVENT_TYPES",
     "MAX_OFFSET",
     "MEMBER_ADDED",
@@ -101,6 +117,7 @@ __all__ = [
     "TASK_DELETED",
     "TASK_MOVED",
     "TASK_UPDATED",
+    "AssigneeChange",
     "ClientMessage",
     "CloseAction",
     "CloseCode",
@@ -108,6 +125,8 @@ __all__ = [
     "ErrorReply",
     "Event",
     "Member",
+    "MemberAddedData",
+    "MemberRemovedData",
     "MessageId",
     "Ping",
     "Pong",
@@ -116,6 +135,7 @@ __all__ = [
     "PresenceUpdate",
     "PresenceUser",
     "Project",
+    "ProjectCreatedData",
     "ProtocolError",
     "Refresh",
     "Refreshed",
@@ -128,7 +148,13 @@ __all__ = [
     "Subscribe",
     "Subscribed",
     "Task",
+    "TaskChanges",
+    "TaskCreatedData",
+    "TaskDeletedData",
+    "TaskMovedData",
     "TaskSnapshot",
+    "TaskUpdatedData",
+    "TextChange",
     "Unsubscribe",
     "Unsubscribed",
     "Workspace",
