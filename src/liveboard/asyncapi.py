@@ -117,8 +117,7 @@ def build_document() -> dict[str, Any]:
     models: list[Any] = [*_CLIENT_MESSAGES, *_SERVER_MESSAGES, Event, *EVENT_DATA.values()]
     _, schemas = msgspec.json.schema_components(models, ref_template=_SCHEMAS)
     _clean_descriptions(schemas)
-    server_sent = {s.__name__ for s in _SERVER_MESSAGES} | set(_sent_within(schemas))
-    for name in sorted(server_sent):
+    for name in _sent_by_server(schemas):
         _absent_not_null(schemas[name])
     event = schemas.pop("Event")
     for kind, data in EVENT_DATA.items():
@@ -360,8 +359,9 @@ def _tag(struct: type[msgspec.Struct]) -> str:
     return str(struct.__struct_config__.tag)
 
 
-def _sent_within(schemas: dict[str, Any]) -> list[str]:
-    """The components reachable from server messages and events (they are encoded, not read)."""
+def _sent_by_server(schemas: dict[str, Any]) -> list[str]:
+    """The components reachable from server messages and events: what the server encodes
+    (no client message shares one with them, so their fields can say what the server does)."""
     roots = [
         *(s.__name__ for s in _SERVER_MESSAGES),
         "Event",
@@ -377,7 +377,7 @@ def _sent_within(schemas: dict[str, Any]) -> list[str]:
         pending += re.findall(
             r'"#/components/schemas/(\w+)"', msgspec.json.encode(schemas[name]).decode()
         )
-    return seen
+    return sorted(seen)
 
 
 def _absent_not_null(schema: dict[str, Any]) -> None:

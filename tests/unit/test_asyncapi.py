@@ -325,3 +325,25 @@ def test_liveboard_js_tables_agree_with_the_generated_ones() -> None:
     # Board._apply knows the task events, each by its generated name.
     applied = _js_cases(source, "  _apply(event) {", "\n  }\n")
     assert applied == {kind for kind in EVENT_TYPES if kind.startswith("task:")}
+
+
+def _reachable(names: set[str]) -> set[str]:
+    schemas = DOCUMENT["components"]["schemas"]
+    seen: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name not in seen:
+            seen.add(name)
+            pending += [ref.rsplit("/", 1)[1] for ref in _refs(schemas[name])]
+    return seen
+
+
+def test_client_and_server_messages_share_no_schema() -> None:
+    """The server-sent schemas say "absent, never null" for fields the server omits at their
+    default; a schema shared with a client message would wrongly say it of the client too."""
+    payloads: dict[str, set[str]] = {"client": set(), "server": set()}
+    for message in DOCUMENT["components"]["messages"].values():
+        side = "client" if {"name": "client"} in message["tags"] else "server"
+        payloads[side].add(message["payload"]["$ref"].rsplit("/", 1)[1])
+    assert _reachable(payloads["client"]) & _reachable(payloads["server"]) == set()
