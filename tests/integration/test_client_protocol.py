@@ -1,8 +1,9 @@
 """The SDK against a scripted WebSocket server: what a real server never does on purpose.
 
-Gaps, duplicates, ``resync`` notices, each close code (1003/1008/1009 fatal; 1011, 4008, 1012,
-4001 reconnect), a server that stops answering pings, a resubscribe that is refused. Each test
-scripts what the fake server sends and checks what the SDK delivers and what it sends back.
+Gaps, duplicates, ``resync`` notices, each close code (1003/1008/1009 fatal; 1011, 4008, 1012
+reconnect; 4001 reconnects with a provider's new token and stops with a fixed one), a server
+that stops answering pings, a resubscribe that is refused. Each test scripts what the fake
+server sends and checks what the SDK delivers and what it sends back.
 """
 
 from __future__ import annotations
@@ -365,6 +366,30 @@ async def test_4001_asks_the_provider_for_a_new_token(fake: FakeServer) -> None:
         assert conn2.token != conn.token
         assert calls == 2
         await client.wait_for_state(ConnectionState.CONNECTED)
+
+
+async def test_4001_with_a_static_token_stops_without_reconnecting(fake: FakeServer) -> None:
+    """A fixed token cannot be renewed: after 4001 the client stops at once with a clear error
+    rather than reconnecting with a token the server refuses (this fake would accept it)."""
+    fake.script = _idle
+    client = _client(fake)
+    try:
+        await client.connect()
+        conn = await fake.next_connection()
+        sub, _ = await _subscribe(client, conn)
+        await conn.close(4001)
+        with pytest.raises(FatalConnectionError) as raised:
+            await _drain(sub)
+        assert raised.value.code == "unauthorized"
+        assert raised.value.close_code == 4001
+        assert "pass a token provider" in raised.value.message
+        assert client.state is ConnectionState.CLOSED
+        assert client.error is raised.value
+        assert client.last_close_code == 4001
+        await asyncio.sleep(0.5)
+        assert len(fake.connections) == 1, "no reconnect with a fixed token that expired"
+    finally:
+        await client.aclose()
 
 
 async def test_401_with_a_static_token_is_fatal(fake: FakeServer) -> None:

@@ -26,6 +26,7 @@ from liveboard.auth import Actor, Principal
 from liveboard.events import RecordingPublisher
 from liveboard.protocol import Event, ProtocolError, project_room, workspace_room
 from liveboard.realtime import node as node_module
+from liveboard.realtime import repair as repair_module
 from liveboard.realtime.node import Node
 from liveboard.realtime.session import Session
 from liveboard.store import eventlog
@@ -190,7 +191,7 @@ async def test_a_workspace_room_that_loses_continuity_resyncs_its_project_rooms(
     that room cannot be continued (a hole the log cannot fill, ``GAP_ATTEMPTS`` times; a new
     epoch), a removal may be missed: they are sent ``resync`` and end, like the room's own
     subscribers, and the events parked for that room are dropped, not released later."""
-    monkeypatch.setattr(node_module, "GAP_WAIT", 0.001)
+    monkeypatch.setattr(repair_module, "GAP_WAIT", 0.001)
     await world.set_up("carol", "dave")
     carol, carol_socket = await world.subscribe("carol")
     dave, dave_socket = await world.subscribe("dave")
@@ -209,7 +210,7 @@ async def test_a_workspace_room_that_loses_continuity_resyncs_its_project_rooms(
     await until(lambda: not world.node._interest, "the rooms' broker interest to be released")
     # nothing parked or read later reaches either of them
     world.deliver([await world.task("later")])
-    await world.node.audit()
+    await world.node.repair.audit()
     assert carol_socket.tasks(world.project) == dave_socket.tasks(world.project) == []
 
 
@@ -220,7 +221,7 @@ async def test_a_project_hole_read_from_the_log_after_an_unapplied_removal(world
     """An instance of the previous version publishes a task with no workspace offset: nothing
     holds it, and it opens a hole of its project room here. The gap fill reads the hole from
     the log; the removal committed before both, whose publish was lost, must end Carol's
-    subscription before either is released (``Node._fill_gap`` reads the workspace room on)."""
+    subscription before either is released (``LogRepair._fill_gap`` reads the workspace room on)."""
     await world.set_up("carol", "dave")
     carol, carol_socket = await world.subscribe("carol")
     _, dave_socket = await world.subscribe("dave")
@@ -243,7 +244,7 @@ async def test_a_since_history_hole_read_after_the_removal_committed(
     lies between her history and the held task is read from the log (``Node._stream_from``),
     after the removal committed: the removal must end her subscription before anything after
     it goes out. One event per log read, so that her history leaves such a range."""
-    monkeypatch.setattr(node_module, "READ_BATCH", 1)
+    monkeypatch.setattr(repair_module, "READ_BATCH", 1)
     await world.set_up("carol", "dave")
     _, dave_socket = await world.subscribe("dave")
     for title in ("one", "two"):
@@ -281,7 +282,7 @@ async def test_the_audit_applies_the_removal_before_the_project_events_it_reads(
     await world.remove("carol")  # lost
     await world.task("committed after the removal")  # lost
     assert list(world.node.hub.rooms) == [world.project, world.workspace]
-    await world.node.audit()
+    await world.node.repair.audit()
     assert dave_socket.tasks(world.project) == [1]
     assert carol_socket.tasks(world.project) == [], "the removed member got a later event"
     assert forbidden(carol_socket, world.project)
@@ -309,7 +310,7 @@ async def test_a_log_read_failing_after_the_subscription_is_registered(
     range between her history and a held event, or the workspace room's read forward after
     it. The subscription must be undone once, its workspace room's watch and broker interest
     included, so that the room Dave still wants stays subscribed after her disconnect."""
-    monkeypatch.setattr(node_module, "READ_BATCH", 1)
+    monkeypatch.setattr(repair_module, "READ_BATCH", 1)
     await world.set_up("carol", "dave")
     dave, dave_socket = await world.subscribe("dave")
     for title in ("one", "two"):

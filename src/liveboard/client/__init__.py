@@ -15,7 +15,8 @@ The wire's types re-exported here (``Event``, ``Position``, ``Task``, ``CloseCod
 
 from liveboard.client.backoff import Backoff, full_jitter
 from liveboard.client.board import Board
-from liveboard.client.connection import ConnectionState, LiveboardClient
+from liveboard.client.client import LiveboardClient
+from liveboard.client.connection import ConnectionState
 from liveboard.client.errors import (
     ApiError,
     ClientClosedError,

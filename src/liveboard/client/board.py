@@ -39,10 +39,11 @@ from liveboard.protocol import (
     Project,
     Task,
     TaskSnapshot,
+    project_room,
 )
 
 if TYPE_CHECKING:
-    from liveboard.client.connection import LiveboardClient
+    from liveboard.client.client import LiveboardClient
 
 log = logging.getLogger("liveboard.client.board")
 
@@ -64,7 +65,7 @@ class Board:
     def __init__(self, client: LiveboardClient, project_id: str) -> None:
         self.client = client
         self.project_id = project_id
-        self.room = f"project:{project_id}"
+        self.room = project_room(project_id)
         self.project: Project | None = None
         self.tasks: dict[str, Task] = {}
         #: Position of the model: every event up to ``offset`` in ``epoch`` is reflected.

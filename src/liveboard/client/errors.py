@@ -6,8 +6,9 @@
     ├── ApiError                a REST error: ``status`` plus the body's ``code`` and ``message``
     ├── ConnectionLostError     the link dropped before a reply came; the SDK reconnects
     ├── ClientClosedError       the client was closed (``aclose``) or has failed for good
-    └── FatalConnectionError    the SDK will not reconnect: 401 with a static token, or a close
-                                code that means a client bug (1003, 1008, 1009); ``close_code``
+    └── FatalConnectionError    the SDK will not reconnect: 401 or 4001 with a static token, or
+                                a close code that means a client bug (1003, 1008, 1009);
+                                ``close_code``
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ class ClientClosedError(LiveboardClientError):
 class FatalConnectionError(LiveboardClientError):
     """A condition reconnecting cannot fix; the client stops (state ``closed``, ``error`` set).
 
-    ``close_code`` is the WebSocket close code when the server closed the socket, else None
-    (e.g. ``code == "unauthorized"``: the upgrade was refused with 401 and the token is static).
+    ``close_code`` is the WebSocket close code when the server closed the socket (4001 with
+    ``code == "unauthorized"``: a static token expired), else None (``"unauthorized"``: the
+    upgrade was refused with 401 and the token is static).
     """
 
     def __init__(self, code: str, message: str, close_code: int | None = None) -> None:

@@ -1,18 +1,31 @@
-"""Thin, typed REST helpers for the task endpoints (CONTRACT §3), mixed into the client.
+"""REST for the client: authenticated calls (``RestApi``) and typed task helpers (``RestHelpers``).
 
-Each call carries the client's token (a provider is asked again once on 401) and, while the
-WebSocket is connected, ``X-Connection-Id`` so the resulting event's ``origin`` names this
-client. Errors raise ``ApiError(status, code, message)``.
+Guarantees of ``RestApi.call``:
+
+* Each call carries the client's token: the current one while it is more than
+  ``refresh_margin`` seconds from ``exp``, else a fresh one from the provider; on 401 a
+  provider is asked again and the call is made once more (a static token is not retried).
+* While the WebSocket is connected, each call carries ``X-Connection-Id``, so the resulting
+  event's ``origin`` names this client.
+* Any status other than the expected one raises ``ApiError(status, code, message)``, with
+  ``code``/``message`` from the body's ``{"error": ...}`` envelope when there is one.
+
+``RestHelpers`` is the typed surface over the task endpoints (CONTRACT §3), mixed into
+``LiveboardClient``, which provides ``_api`` by delegating to its ``RestApi``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from liveboard.client.errors import ApiError
+from liveboard.client.link import HttpSession
+from liveboard.client.tokens import TokenSource
 from liveboard.protocol import Project, Task, TaskSnapshot
 
 _task = msgspec.json.Decoder(Task)
@@ -20,8 +33,79 @@ _project = msgspec.json.Decoder(Project)
 _snapshot = msgspec.json.Decoder(TaskSnapshot)
 
 
+class RestApi:
+    """Authenticated REST calls against ``base_url`` (see the module's guarantees)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        tokens: TokenSource,
+        http: HttpSession,
+        connection_id: Callable[[], str | None],
+        refresh_margin: float,
+    ) -> None:
+        self._base_url = base_url
+        self._tokens = tokens
+        self._http = http
+        self._connection_id = connection_id
+        self._refresh_margin = refresh_margin
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        expect: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> bytes:
+        """``method path`` with ``body`` as JSON; the raw response body if status is ``expect``."""
+        data = None if body is None else msgspec.json.encode(body)
+        for attempt in range(2):
+            token = (
+                await self._tokens.valid(self._refresh_margin)
+                if attempt == 0
+                else await self._tokens.fresh()
+            )
+            all_headers = {"Authorization": f"Bearer {token}", **(headers or {})}
+            if data is not None:
+                all_headers["Content-Type"] = "application/json"
+            connection_id = self._connection_id()
+            if connection_id is not None:
+                all_headers["X-Connection-Id"] = connection_id
+            async with self._http.get().request(
+                method, self._base_url + path, data=data, headers=all_headers
+            ) as response:
+                raw = await response.read()
+                status = response.status
+            if status == 401 and attempt == 0 and not self._tokens.static:
+                continue
+            if status != expect:
+                raise _api_error(status, raw)
+            return raw
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _ErrorBody(msgspec.Struct):
+    code: str = "http_error"
+    message: str = ""
+
+
+class _ErrorEnvelope(msgspec.Struct):
+    error: _ErrorBody
+
+
+def _api_error(status: int, raw: bytes) -> ApiError:
+    try:
+        body = msgspec.json.decode(raw, type=_ErrorEnvelope).error
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        text = raw[:200].decode(errors="replace")
+        return ApiError(status, "http_error", text or f"HTTP {status}")
+    return ApiError(status, body.code, body.message or f"HTTP {status}")
+
+
 class RestHelpers(ABC):
-    """Task-board REST calls; the client provides ``_api`` (auth, connection id, errors)."""
+    """Task-board REST calls; the client provides ``_api`` (``RestApi.call``)."""
 
     @abstractmethod
     async def _api(

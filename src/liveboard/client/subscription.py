@@ -45,15 +45,15 @@ Callback = Callable[[T], object]
 
 
 class SubscriptionOwner(Protocol):
-    """What a subscription needs from its client (implemented by ``LiveboardClient``)."""
+    """What a subscription needs from its client (implemented by ``client.rooms.Rooms``)."""
 
-    def _request_resubscribe(self, sub: Subscription) -> None: ...
+    def resubscribe(self, sub: Subscription) -> None: ...
 
-    async def _unsubscribe(self, sub: Subscription) -> None: ...
+    async def unsubscribe(self, sub: Subscription) -> None: ...
 
-    async def _join_presence(self, sub: Subscription) -> None: ...
+    async def join_presence(self, sub: Subscription) -> None: ...
 
-    async def _leave_presence(self, sub: Subscription) -> None: ...
+    async def leave_presence(self, sub: Subscription) -> None: ...
 
 
 class Subscription:
@@ -62,6 +62,9 @@ class Subscription:
     ``position`` is the last delivered ``{offset, epoch}`` (what a reconnect resumes from).
     ``presence`` is the latest list of users viewing the room (kept current while subscribed;
     ``join_presence`` adds you to it). ``closed`` is True once the stream has ended.
+
+    The methods under "driven by the client" are the SDK's internal interface (its rooms
+    manager feeds frames and subscribe replies through them); applications do not call them.
     """
 
     def __init__(
@@ -121,7 +124,7 @@ class Subscription:
 
     async def unsubscribe(self) -> None:
         """End the subscription (presence leaves with it); ``async for`` stops."""
-        await self._owner._unsubscribe(self)
+        await self._owner.unsubscribe(self)
 
     async def join_presence(self) -> list[PresenceUser]:
         """Appear in the room's presence, now and after every reconnect; return who is there.
@@ -130,13 +133,13 @@ class Subscription:
         (the SDK joins as soon as it is subscribed again).
         """
         self.present = True
-        await self._owner._join_presence(self)
+        await self._owner.join_presence(self)
         return list(self.presence)
 
     async def leave_presence(self) -> None:
         """Stop appearing in the room's presence (the subscription goes on)."""
         self.present = False
-        await self._owner._leave_presence(self)
+        await self._owner.leave_presence(self)
 
     async def get(self) -> SubscriptionItem:
         """The next item (one step of ``async for``); ``StopAsyncIteration`` at the end.
@@ -161,14 +164,46 @@ class Subscription:
 
     # ------------------------------------------------------------------ driven by the client
 
-    def _begin(self, request_id: MessageId, since: Position | None, gen: int) -> None:
-        """A ``subscribe`` is being sent on connection ``gen``: ignore events until its reply."""
+    async def wait_until_subscribed(self) -> None:
+        """Wait for the first ``subscribed`` reply; raise the error the stream ended with.
+
+        Cancelling the wait does not cancel the subscription (the caller decides)."""
+        await asyncio.shield(self._ready)
+
+    @property
+    def was_subscribed(self) -> bool:
+        """True once the first ``subscribe`` was answered (or the stream ended before)."""
+        return self._ready.done()
+
+    def begin_subscribe(self, request_id: int, gen: int) -> Position | None:
+        """A ``subscribe`` with ``request_id`` is being sent on connection ``gen``: until its
+        reply, events are not delivered. Returns the ``since`` to send: the last delivered
+        position, or None when a resync is due (subscribe afresh)."""
+        since = None if self._resync_reason is not None else self.position
         self._awaiting = True
         self._request_id = request_id
         self._since_sent = since
         self._synced_gen = gen
+        return since
 
-    def _on_subscribed(self, reply: Subscribed) -> None:
+    def synced_on(self, gen: int) -> bool:
+        """True when the latest ``subscribe`` was sent on connection ``gen``."""
+        return self._synced_gen == gen
+
+    def live_on(self, gen: int) -> bool:
+        """True when subscribed on connection ``gen`` with no ``subscribe`` awaiting a reply."""
+        return not self._awaiting and self._synced_gen == gen
+
+    def awaits_reply_to(self, request_id: int) -> bool:
+        """True when ``request_id`` is the latest ``subscribe`` sent for this room."""
+        return self._request_id == request_id
+
+    def apply_subscribed(self, reply: Subscribed, gen: int) -> None:
+        """Apply a ``subscribed`` reply received on connection ``gen``, if it answers the latest
+        ``subscribe`` (sent on that connection); any other is ignored. Emits the ``Resync``
+        that is due, before any event of the new stream."""
+        if reply.id is None or self._synced_gen != gen or self._request_id != reply.id:
+            return
         self._awaiting = False
         since, reason = self._since_sent, self._resync_reason
         self._resync_reason = None
@@ -183,7 +218,9 @@ class Subscription:
         if not self._ready.done():
             self._ready.set_result(None)
 
-    def _on_event(self, event: Event) -> None:
+    def deliver_event(self, event: Event) -> None:
+        """An event of this room arrived: deliver it if it is the next one (see the class's
+        guarantees); a gap or another epoch starts the resync path instead."""
         if self._awaiting or self.closed:
             return
         position = self.position
@@ -199,7 +236,7 @@ class Subscription:
         self.position = Position(offset=event.offset, epoch=event.epoch)
         self._emit(event)
 
-    def _on_resync_notice(self, reason: str) -> None:
+    def server_resync(self, reason: str) -> None:
         """The server ended the subscription with ``resync``: subscribe afresh."""
         if self.closed:
             return
@@ -209,14 +246,10 @@ class Subscription:
         log.info("%s: continuity lost (%s); resubscribing", self.room, reason)
         self._awaiting = True
         self._resync_reason = reason
-        self._owner._request_resubscribe(self)
+        self._owner.resubscribe(self)
 
-    @property
-    def _needs_fresh(self) -> bool:
-        """True when the next subscribe must be sent without ``since`` (a resync is due)."""
-        return self._resync_reason is not None
-
-    def _on_presence(self, update: PresenceUpdate) -> None:
+    def deliver_presence(self, update: PresenceUpdate) -> None:
+        """The room's presence changed: keep ``presence``, wake the waiters it answers, emit."""
         if self.closed:
             return
         self.presence = list(update.users)
@@ -232,21 +265,23 @@ class Subscription:
         self._presence_waiters = waiting
         self._emit(update)
 
-    def _presence_waiter(self, until_present: str | None = None) -> asyncio.Future[None]:
-        """A future resolved by the next ``presence:update`` (that lists ``until_present``)."""
+    def presence_waiter(self, until_present: str | None = None) -> asyncio.Future[None]:
+        """A future resolved by the next ``presence:update`` (that lists ``until_present``),
+        or when the stream ends."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._presence_waiters.append((waiter, until_present))
         return waiter
 
-    def _revoke(self, reason: str) -> None:
+    def revoke(self, reason: str) -> None:
+        """The server ended the subscription for good: emit ``Revoked``, then end."""
         if self.closed:
             return
         self.revoked = Revoked(self.room, reason)
         self._emit(self.revoked)
-        self._finish()
+        self.finish()
 
-    def _finish(self, error: BaseException | None = None) -> None:
-        """End the stream (``async for`` stops, or raises ``error``)."""
+    def finish(self, error: BaseException | None = None) -> None:
+        """End the stream (``async for`` stops, or raises ``error``); idempotent."""
         if self.closed:
             return
         self.closed = True

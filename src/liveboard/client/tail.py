@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
+from liveboard.client.client import LiveboardClient
 from liveboard.client.config import environment_token
-from liveboard.client.connection import ConnectionState, LiveboardClient
+from liveboard.client.connection import ConnectionState
 from liveboard.client.errors import LiveboardClientError
 from liveboard.client.messages import Resync, Revoked
 from liveboard.protocol import Event, Position, PresenceUpdate, encode_event

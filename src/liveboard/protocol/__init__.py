@@ -46,6 +46,7 @@ from liveboard.protocol.event_data import (
 )
 from liveboard.protocol.events import (
     EVENT_TYPES,
+    INTERNAL_EVENT_FIELDS,
     MEMBER_ADDED,
     MEMBER_REMOVED,
     PROJECT_CREATED,
@@ -107,6 +108,7 @@ __all__ = [
     "ERROR_CODES",
     "EVENT_DATA",
     "EVENT_TYPES",
+    "INTERNAL_EVENT_FIELDS",
     "MAX_OFFSET",
     "MEMBER_ADDED",
     "MEMBER_REMOVED",

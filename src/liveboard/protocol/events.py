@@ -25,6 +25,7 @@ import msgspec
 
 __all__ = [
     "EVENT_TYPES",
+    "INTERNAL_EVENT_FIELDS",
     "MEMBER_ADDED",
     "MEMBER_REMOVED",
     "PROJECT_CREATED",
@@ -88,6 +89,10 @@ class Event(
     origin: str | None = None
     workspace_offset: int = 0
 
+
+INTERNAL_EVENT_FIELDS: Final = frozenset({"workspaceOffset"})
+"""Wire names of ``Event`` fields that only servers exchange (the broker envelope): never sent to
+a client, so a client's schema of ``Event`` leaves them out."""
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(Event)

@@ -23,7 +23,6 @@ __all__ = [
     "WORKSPACE_ROOM_PREFIX",
     "RoomKind",
     "RoomName",
-    "is_valid_room",
     "parse_room",
     "project_room",
     "workspace_room",
@@ -68,11 +67,6 @@ class RoomName(NamedTuple):
         if kind == "workspace":
             return cls("workspace", rid)
         raise ValueError(f"not a room name: {name[:ROOM_NAME_MAX_LENGTH]!r}")
-
-
-def is_valid_room(name: str) -> bool:
-    """Whether ``name`` is a room name the contract allows (O(1) for any length)."""
-    return len(name) <= ROOM_NAME_MAX_LENGTH and ROOM_PATTERN.fullmatch(name) is not None
 
 
 def parse_room(name: str) -> RoomName:

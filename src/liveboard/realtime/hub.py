@@ -3,7 +3,8 @@
 Guarantees:
 
 * Each room's events are released in offset order, each once, with no gap (``RoomSequencer``);
-  a hole is reported to the node (``on_gap``), which waits briefly and fills it from the log.
+  a hole is reported (``on_gap``), and the log repair (``repair.LogRepair``) waits briefly
+  and fills it from the log.
 * Per released event: one JSON encode and one frame encode. No per-socket task, await or encode.
 * The frames a room releases during one ``deliver`` call (one broker read) are joined once into
   one buffer, and that buffer is written to each live subscriber in one ``transport.write``, at
@@ -18,7 +19,7 @@ Guarantees:
 * Membership first: a project room's live event that names a workspace offset
   (``Event.workspace_offset``) is not released before its workspace room has released that
   offset. It waits (``Room.waiting``), the workspace room reports the hole (``on_gap``), and
-  the node fills it from the log; the ``member:removed`` events among them end subscriptions
+  it is filled from the log; the ``member:removed`` events among them end subscriptions
   (``on_workspace_events``, called as each is released) before the waiting events go out.
   So a removal whose publish was lost or is late still ends the subscription before anything
   committed after it.
@@ -257,7 +258,7 @@ class Hub:
         """Events read from the log to close a hole of ``room``.
 
         They are not held for their workspace room: the caller reads a project room's events
-        from the log before it brings the workspace room up to date (``Node``), so every
+        from the log before it brings the workspace room up to date (``LogRepair``), so every
         membership change committed before them has been applied when they are released."""
         if room.sequencer is None or self.rooms.get(room.name) is not room:
             return
@@ -294,7 +295,7 @@ class Hub:
             workspace.waiting.append((room, event))
         elif room.sequencer is not None:
             # Dropped: the project room learns of the hole now, and its gap fill reads it from
-            # the log after the workspace room (``Node._fill_gap``), not at the next audit.
+            # the log after the workspace room (``LogRepair._fill_gap``), not at the next audit.
             room.sequencer.expect(event.offset, now=now)
             self._on_gap(room)
         workspace.sequencer.expect(need, now=now)

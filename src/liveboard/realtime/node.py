@@ -9,10 +9,9 @@ WebSocket sessions' way into rooms. Guarantees, on top of the hub's:
   be missed and none before it is sent twice. With ``since``, every event after ``since.offset``
   is sent, in order, once, then live events (CONTRACT §5.3), for the last
   ``settings.history_size`` events; beyond that the reply says ``recovered: false``.
-* A hole in a room's stream is filled from the log after ``GAP_WAIT`` seconds; if the log cannot
-  fill it the room's subscribers are sent ``resync``. When a workspace room loses continuity
-  (that, or a new epoch), so are the subscribers of its project rooms here: it is what applies
-  their removals.
+* What the broker did not bring in order is read from the log, or the room is resynced
+  (``repair.LogRepair``: gap fill, catch-up, the audit); a resync ends the subscriptions of the
+  room here with ``resync``.
 * Removing a member ends that user's subscriptions to the workspace's rooms on every session of
   this instance (``unsubscribed`` with reason ``forbidden``), right after the ``member:removed``
   event is delivered, and before any event committed after the removal is sent to them, by
@@ -51,30 +50,19 @@ from liveboard.protocol import (
     encode_event,
     workspace_room,
 )
+from liveboard.realtime import repair
 from liveboard.realtime.brokers import Broker, create_broker
 from liveboard.realtime.hub import Hub, Outlet, Room
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import RecoveryBuffer, is_recovered
 from liveboard.realtime.presence import MemoryPresence, PresenceDiff, PresenceManager
-from liveboard.realtime.session import NOWHERE, Session
+from liveboard.realtime.session import Session
 from liveboard.store import eventlog
 from liveboard.store.admission import admit_project, admit_workspace
 from liveboard.store.database import Database
 
 log = logging.getLogger("liveboard.node")
 
-#: How long a hole may stay open before it is read from the log (events of one room published
-#: by concurrent requests or instances can arrive slightly out of order).
-GAP_WAIT = 0.05
-#: How many log reads a hole gets before the room is told to resync.
-GAP_ATTEMPTS = 5
-#: Events read from the log per query while recovering a subscriber.
-READ_BATCH = 1000
-#: How often the node compares each active room's released offset with the log's head. This
-#: is what delivers an event whose publisher died between commit and publish (CONTRACT §5.5),
-#: and what catches up rooms whose broker messages were lost: one indexed query per period
-#: for all active rooms of the instance.
-AUDIT_INTERVAL = 1.0
 #: How long a graceful shutdown spreads its 1012 closes over, so clients do not return at once.
 SHUTDOWN_SPREAD = 2.0
 
@@ -100,8 +88,8 @@ class Node:
             self.metrics,
             slow_consumer_bytes=settings.slow_consumer_bytes,
             on_slow_consumer=self.close_slow_consumer,
-            on_gap=self._schedule_gap_fill,
-            on_resync=self._resync_room,
+            on_gap=lambda room: self.repair.fill_later(room),
+            on_resync=lambda room: self.repair.resync_room(room),
             on_workspace_events=self._on_workspace_events,
         )
         self.broker: Broker = create_broker(
@@ -114,10 +102,10 @@ class Node:
         self._reserved: dict[str, int] = {}  # see ``reservation``
         self.accepting = True
         self._interest: Counter[str] = Counter()
-        self._gap_timers: dict[str, asyncio.TimerHandle] = {}
-        self._gap_attempts: Counter[str] = Counter()
         self._tasks = TaskSet(log)
-        self._audit_task: asyncio.Task[None] | None = None
+        self.repair = repair.LogRepair(
+            self.hub, db, self.metrics, self._tasks, resync=self._resync_subscribers
+        )
         self._register_gauges()
 
     def _presence_manager(self, settings: Settings) -> PresenceManager:
@@ -139,7 +127,7 @@ class Node:
     async def start(self) -> None:
         await self.broker.start()
         await self.presence.start()
-        self._audit_task = asyncio.ensure_future(self._audit_forever())
+        self.repair.start()
 
     async def shutdown(self) -> None:
         """Refuse new connections, close every socket with 1012 (spread out), stop the broker.
@@ -156,10 +144,7 @@ class Node:
                 if step >= 0.001 and index % 50 == 49:
                     await asyncio.sleep(step * 50)
             await asyncio.sleep(0.2)
-        for timer in self._gap_timers.values():
-            timer.cancel()
-        if self._audit_task is not None:
-            self._audit_task.cancel()
+        self.repair.stop()
         await self.presence.aclose()  # before the broker: it signals the other instances
         await self.broker.aclose()
 
@@ -177,9 +162,7 @@ class Node:
     def on_broker_restored(self) -> None:
         """After a broker outage, read every active room's missed events from the log."""
         self.metrics.broker_reconnects += 1
-        for room in list(self.hub.rooms.values()):
-            self.metrics.catch_ups += 1
-            self._spawn(self._catch_up(room))
+        self.repair.catch_up_all()
 
     def on_presence_signal(self, room: str) -> None:
         self.presence.on_signal(room)
@@ -231,11 +214,9 @@ class Node:
             if not mine:
                 del self.by_user[session.user_id]
         session.outlet.closed = True
-        rooms = list(session.subscriptions.items())
-        session.subscriptions.clear()
-        for room, workspace_id in rooms:
+        for room, workspace_id in session.drop_all_subscriptions():
             self._leave_room(room, workspace_id, session.outlet)
-        present, session.present_in = session.present_in, NOWHERE
+        present = session.leave_all_presence()
         await self.presence.leave_rooms(present, session.connection_id)
 
     # Subscriptions
@@ -244,8 +225,8 @@ class Node:
         """Answer a ``subscribe``: ``subscribed``, then history if asked, then live events."""
         name = message.room
         kind, rid = protocol.parse_room(name)
-        again = name in session.subscriptions
-        if not again and len(session.subscriptions) >= self.settings.max_subscriptions:
+        again = session.is_subscribed(name)
+        if not again and session.subscription_count() >= self.settings.max_subscriptions:
             raise ProtocolError(
                 "too_many_subscriptions",
                 f"at most {self.settings.max_subscriptions} rooms per connection",
@@ -264,9 +245,8 @@ class Node:
         if admitted is False:
             if not again:
                 self._leave_room(name, None, outlet)
-            elif name in session.subscriptions:  # (a revocation may have ended it meanwhile)
-                workspace_id = session.subscriptions.pop(name)
-                self._leave_room(name, workspace_id, outlet)
+            elif session.is_subscribed(name):  # (a revocation may have ended it meanwhile)
+                self._leave_room(name, session.drop_subscription(name), outlet)
                 await self._leave_presence(session, name)
             raise ProtocolError("forbidden", f"you may not subscribe to {name}", message.id)
         if admitted is True:
@@ -279,7 +259,7 @@ class Node:
                 await self._want(admitted.watches)
             await self._stream_from(session, room, admitted.start, admitted.history)
         except BaseException:
-            if name in session.subscriptions:
+            if session.is_subscribed(name):
                 self._end_subscription(session, name, None)
             raise
 
@@ -323,15 +303,15 @@ class Node:
                 if recovered:
                     after = since.offset
                     history = await eventlog.read_events(
-                        conn, room.name, after=after, up_to=position.offset, limit=READ_BATCH
+                        conn, room.name, after=after, up_to=position.offset, limit=repair.READ_BATCH
                     )
         if session.closing:
             # Closed while we read: the session will not be told, and disconnect() only knows
-            # the rooms in session.subscriptions, so leave this one here.
-            if room.name not in session.subscriptions:
+            # the rooms the session is subscribed to, so leave this one here.
+            if not session.is_subscribed(room.name):
                 self._leave_room(room.name, None, session.outlet)
             return True
-        if session.revoked.get(workspace_id, 0) > workspace_head.offset:
+        if session.revoked_after(workspace_id, workspace_head.offset):
             # Removed from the workspace after our snapshot was taken (first: the revocation
             # also ended the subscription this one renews, which is not a reset).
             return False
@@ -340,9 +320,8 @@ class Node:
             session.send(protocol.encode_resync(room.name, "continuity_lost"))
             return True
         # From here to the first await, nothing else runs: a revocation released later finds
-        # the subscription in session.subscriptions.
-        first = room.name not in session.subscriptions
-        session.subscriptions[room.name] = workspace_id
+        # the subscription recorded in the session.
+        first = session.subscribe_to(room.name, workspace_id)
         if room.workspace_id is None:
             room.workspace_id = workspace_id
         if first and kind == "project":
@@ -379,11 +358,8 @@ class Node:
             if result.missing is None:
                 break
             low, high = result.missing
-            async with self.db.read_one() as conn:
-                pending = await eventlog.read_events(
-                    conn, room.name, after=low - 1, up_to=high, limit=READ_BATCH
-                )
-            await self._workspace_first(room)  # may end this subscription
+            pending = await self.repair.read_range(room.name, low, high)
+            await self.repair.workspace_first(room)  # may end this subscription
             if session.closing or outlet not in room.joining:
                 return
             if not pending:  # the log no longer has it
@@ -393,7 +369,7 @@ class Node:
         self.hub.complete_join(room, outlet, merger.position.offset)
 
     async def unsubscribe(self, session: Session, message: protocol.Unsubscribe) -> None:
-        if message.room not in session.subscriptions:
+        if not session.is_subscribed(message.room):
             raise ProtocolError(
                 "not_subscribed", f"not subscribed to {message.room}", message.id, abusive=False
             )
@@ -402,11 +378,11 @@ class Node:
         session.send(protocol.encode_unsubscribed(message.room, id=message.id))
 
     def _end_subscription(self, session: Session, room: str, reason: str | None) -> None:
-        workspace_id = session.subscriptions.pop(room, None)
+        workspace_id = session.drop_subscription(room)
         self._leave_room(room, workspace_id, session.outlet)
         if reason is not None:
             session.send(protocol.encode_unsubscribed(room, reason=reason))
-        if room in session.present_in:
+        if session.is_present(room):
             self._spawn(self._leave_presence(session, room))
 
     def _leave_room(self, room: str, workspace_id: str | None, outlet: Outlet) -> None:
@@ -420,7 +396,7 @@ class Node:
 
     async def presence_action(self, session: Session, message: protocol.Presence) -> None:
         room = message.room
-        if room not in session.subscriptions:
+        if not session.is_subscribed(room):
             leaving = message.action == "leave"  # nothing to undo: not abuse
             raise ProtocolError(
                 "not_subscribed", f"subscribe to {room} first", message.id, abusive=not leaving
@@ -428,7 +404,7 @@ class Node:
         if message.action == "leave":
             await self._leave_presence(session, room)
             return
-        session.present_in |= {room}
+        session.mark_present(room)
         users, changed = await self.presence.join(
             room, session.connection_id, session.user_id, session.principal.name
         )
@@ -436,8 +412,7 @@ class Node:
             session.send(protocol.encode_presence_update(room, users, [], []))
 
     async def _leave_presence(self, session: Session, room: str) -> None:
-        if room in session.present_in:
-            session.present_in -= {room}
+        if session.mark_absent(room):
             await self.presence.leave(room, session.connection_id)
 
     # Revocation
@@ -456,10 +431,9 @@ class Node:
         workspace_id = RoomName.of(event.room).id
         for session in list(self.by_user.get(user_id, ())):
             # Remembered so that a subscription being admitted from an older snapshot is refused.
-            session.revoked[workspace_id] = max(session.revoked.get(workspace_id, 0), event.offset)
-            for room, ws in list(session.subscriptions.items()):
-                if ws == workspace_id:
-                    self._end_subscription(session, room, "forbidden")
+            session.note_revocation(workspace_id, event.offset)
+            for room in session.rooms_of_workspace(workspace_id):
+                self._end_subscription(session, room, "forbidden")
 
     # Broker interest: rooms with local subscribers, plus their workspaces (for revocations)
 
@@ -474,124 +448,16 @@ class Node:
             del self._interest[room]
             await self.broker.unsubscribe(room)
 
-    # Gaps, resyncs, slow consumers
-
-    def _schedule_gap_fill(self, room: Room) -> None:
-        if room.name in self._gap_timers:
-            return
-        loop = asyncio.get_running_loop()
-        delay = GAP_WAIT * (1 + self._gap_attempts[room.name])
-        self._gap_timers[room.name] = loop.call_later(
-            delay, lambda: self._spawn(self._fill_gap(room))
-        )
-
-    async def _fill_gap(self, room: Room) -> None:
-        self._gap_timers.pop(room.name, None)
-        sequencer = room.sequencer
-        if sequencer is None or self.hub.rooms.get(room.name) is not room:
-            return
-        missing = sequencer.missing
-        if missing is None:
-            self._gap_attempts.pop(room.name, None)
-            return
-        low, high = missing
-        async with self.db.read_one() as conn:
-            events = await eventlog.read_events(
-                conn, room.name, after=low - 1, up_to=high, limit=READ_BATCH
-            )
-        self.metrics.gap_fills += 1
-        await self._workspace_first(room)
-        self.hub.fill(room, events)
-        if room.sequencer is not None and room.sequencer.missing is not None:
-            self._gap_attempts[room.name] += 1
-            if self._gap_attempts[room.name] >= GAP_ATTEMPTS:
-                self._gap_attempts.pop(room.name, None)
-                self._resync_room(room)
-            else:
-                self._schedule_gap_fill(room)
-        else:
-            self._gap_attempts.pop(room.name, None)
-
-    async def _catch_up(self, room: Room) -> None:
-        """Read everything after what the room has released, from the log (after an outage)."""
-        while room.sequencer is not None and self.hub.rooms.get(room.name) is room:
-            async with self.db.read_one() as conn:
-                events = await eventlog.read_events(
-                    conn, room.name, after=room.released, limit=READ_BATCH
-                )
-            if not events:
-                return
-            await self._workspace_first(room)
-            self.hub.fill(room, events)
-            if len(events) < READ_BATCH:
-                return
-
-    async def _workspace_first(self, room: Room) -> None:
-        """Before events of project ``room`` read from the log are released: bring its workspace
-        room up to date with a read made after theirs, so that a removal committed before any of
-        them is applied first (it is in this later read, whatever its publish became)."""
-        if room.is_workspace or room.workspace_id is None:
-            return
-        workspace = self.hub.rooms.get(workspace_room(room.workspace_id))
-        if workspace is not None and workspace.sequencer is not None:
-            await self._catch_up(workspace)
-
-    async def _audit_forever(self) -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(AUDIT_INTERVAL)
-            try:
-                await self.audit()
-            except Exception:  # the database may be unavailable; try again next period
-                if not failing:
-                    log.warning("room audit failed", exc_info=True)
-                failing = True
-            else:
-                if failing:
-                    log.info("room audit works again")
-                failing = False
-
-    async def audit(self) -> None:
-        """Deliver from the log whatever an active room has not released yet."""
-        rooms = [r for r in self.hub.rooms.values() if r.sequencer is not None]
-        if not rooms:
-            return
-        async with self.db.read_one() as conn:
-            heads = await eventlog.room_positions(conn, [r.name for r in rooms])
-        for room in rooms:
-            head = heads.get(room.name)
-            if (
-                head is not None
-                and head.offset > room.released
-                and room.name not in self._gap_timers
-            ):
-                self.metrics.catch_ups += 1
-                await self._catch_up(room)
-
-    def _resync_room(self, room: Room) -> None:
-        """Continuity of ``room`` is lost here: tell its subscribers and end their subscriptions.
-
-        Of a workspace room, the subscriptions of its project rooms here end too: they relied on
-        it to apply removals, and a removal in what it cannot continue would never be applied
-        (CONTRACT §3). The events parked for it are dropped with them."""
-        self._resync_subscribers(room)
-        if room.is_workspace:
-            workspace_id = RoomName.of(room.name).id
-            projects = [
-                r
-                for r in self.hub.rooms.values()
-                if not r.is_workspace and r.workspace_id == workspace_id
-            ]
-            for project in projects:
-                self._resync_subscribers(project)
-            self.hub.drop_waiting(room)
+    # Resyncs (``LogRepair`` decides which rooms), slow consumers
 
     def _resync_subscribers(self, room: Room) -> None:
+        """``LogRepair``'s resync: send ``room``'s subscribers here ``resync`` and end their
+        subscriptions."""
         payload = protocol.encode_resync(room.name, "continuity_lost")
         outlets = [*room.live, *room.joining]
         for outlet in outlets:
             session = self.sessions.get(outlet.connection_id)
-            if session is not None and room.name in session.subscriptions:
+            if session is not None and session.is_subscribed(room.name):
                 self._end_subscription(session, room.name, None)
                 session.send(payload)
 

@@ -1,4 +1,4 @@
-"""One WebSocket connection: its identity, subscriptions, limits, heartbeat and token expiry.
+"""One WebSocket connection: its identity, subscriptions, presence, limits, heartbeat, expiry.
 
 A ``Session`` never awaits on the hot path: replies and events are appended to its ``Outlet``
 and written at once. What it guarantees:
@@ -12,6 +12,9 @@ and written at once. What it guarantees:
   after a ping is dropped (its presence leaves with it).
 * Expiry: the socket is closed with 4001 at the token's ``exp`` (within the loop's timer
   precision) unless a ``refresh`` with a later token arrived first.
+* Its subscriptions (room → workspace id), the rooms it is present in and the removals of its
+  user seen here change only through its methods; the node calls them and does the hub's,
+  the broker's and presence's part.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from liveboard.auth import Principal
@@ -39,7 +44,7 @@ RATE = 50.0
 BURST = 200.0
 ABUSE_RATE = 1.0
 ABUSE_BURST = 30.0
-#: The ``present_in`` of a connection present nowhere (shared by all of them).
+#: The presence of a connection present nowhere (shared by all of them).
 NOWHERE: frozenset[str] = frozenset()
 #: A timer counts as due this much before its time (the loop's clock granularity), seconds.
 TIMER_SLACK = 0.001
@@ -64,17 +69,17 @@ class Session:
         "_last_seen",
         "_loop",
         "_ping_sent_at",
+        "_present_in",
+        "_revoked",
         "_settings",
+        "_subscriptions",
         "_timer",
         "_transport",
         "busy",
         "closing",
         "connection_id",
         "outlet",
-        "present_in",
         "principal",
-        "revoked",
-        "subscriptions",
         "ws",
     )
 
@@ -91,12 +96,12 @@ class Session:
         self.principal = principal
         self.outlet = Outlet(transport, connection_id, principal.user_id)
         # room → workspace id, for revocation when a member is removed
-        self.subscriptions: dict[str, str] = {}
+        self._subscriptions: dict[str, str] = {}
         # Rooms where this connection is present. Immutable, so that the many connections never
         # in presence share one empty value (an empty set or frozenset is 216 bytes each).
-        self.present_in: frozenset[str] = NOWHERE
+        self._present_in: frozenset[str] = NOWHERE
         # workspace id → offset of the latest member:removed of this user seen in its room
-        self.revoked: dict[str, int] = {}
+        self._revoked: dict[str, int] = {}
         self.closing = False
         self.busy = False  # handling a message: frames wait, unread, meanwhile
         self._transport = transport
@@ -117,6 +122,70 @@ class Session:
     @property
     def user_id(self) -> str:
         return self.principal.user_id
+
+    # Subscriptions: what the node has admitted this connection to (it does the hub's part)
+
+    @property
+    def subscriptions(self) -> Mapping[str, str]:
+        """Room → workspace id of each subscription, as a read-only view."""
+        return MappingProxyType(self._subscriptions)
+
+    def is_subscribed(self, room: str) -> bool:
+        return room in self._subscriptions
+
+    def subscription_count(self) -> int:
+        return len(self._subscriptions)
+
+    def subscribe_to(self, room: str, workspace_id: str) -> bool:
+        """Record the subscription to ``room``, of workspace ``workspace_id``; True when it is
+        new, False when it renews one."""
+        first = room not in self._subscriptions
+        self._subscriptions[room] = workspace_id
+        return first
+
+    def drop_subscription(self, room: str) -> str | None:
+        """Forget the subscription to ``room``: its workspace id, None when there was none."""
+        return self._subscriptions.pop(room, None)
+
+    def drop_all_subscriptions(self) -> list[tuple[str, str]]:
+        """Forget every subscription (the connection is over): (room, workspace id) pairs."""
+        rooms = list(self._subscriptions.items())
+        self._subscriptions.clear()
+        return rooms
+
+    def rooms_of_workspace(self, workspace_id: str) -> list[str]:
+        """The subscribed rooms that belong to workspace ``workspace_id``."""
+        return [room for room, ws in self._subscriptions.items() if ws == workspace_id]
+
+    # Revocations: removals of this user seen here, so that an older snapshot is refused
+
+    def note_revocation(self, workspace_id: str, offset: int) -> None:
+        """This user was removed from ``workspace_id`` at ``offset`` of its room."""
+        self._revoked[workspace_id] = max(self._revoked.get(workspace_id, 0), offset)
+
+    def revoked_after(self, workspace_id: str, offset: int) -> bool:
+        """Whether a removal from ``workspace_id`` later than ``offset`` of its room was seen."""
+        return self._revoked.get(workspace_id, 0) > offset
+
+    # Presence: the rooms where this connection is present
+
+    def is_present(self, room: str) -> bool:
+        return room in self._present_in
+
+    def mark_present(self, room: str) -> None:
+        self._present_in |= {room}
+
+    def mark_absent(self, room: str) -> bool:
+        """Not present in ``room`` any more; True when it was (its presence is to be left)."""
+        if room not in self._present_in:
+            return False
+        self._present_in -= {room}
+        return True
+
+    def leave_all_presence(self) -> frozenset[str]:
+        """Present nowhere from now on (the connection is over): the rooms it was present in."""
+        present, self._present_in = self._present_in, NOWHERE
+        return present
 
     # Sending
 
