@@ -36,6 +36,7 @@ from liveboard import __version__
 from liveboard.protocol import (
     ERROR_CODES,
     EVENT_DATA,
+    INTERNAL_EVENT_FIELDS,
     CloseAction,
     CloseCode,
     Connected,
@@ -64,8 +65,6 @@ WS_ALIAS: Final = "/ws"
 _SCHEMAS: Final = "#/components/schemas/{name}"
 _CHANNEL: Final = "ws"
 _ALIAS_CHANNEL: Final = "wsAlias"
-#: Carried between server instances only; ``encode_event`` leaves it out of the client wire.
-_INTERNAL_EVENT_FIELDS: Final = ("workspaceOffset",)
 
 _CLIENT_MESSAGES: Final[tuple[type[msgspec.Struct], ...]] = (
     Subscribe,
@@ -329,7 +328,7 @@ _EVENT_DOC: Final = (
 
 def _event_envelope(event: dict[str, Any], kind: str, data_name: str) -> dict[str, Any]:
     """``Event``'s schema for events of type ``kind``: ``type`` fixed, ``data`` typed."""
-    properties = {k: v for k, v in event["properties"].items() if k not in _INTERNAL_EVENT_FIELDS}
+    properties = {k: v for k, v in event["properties"].items() if k not in INTERNAL_EVENT_FIELDS}
     properties["type"] = {"enum": [kind]}
     properties["data"] = {"$ref": _SCHEMAS.format(name=data_name)}
     properties["ts"] = {**properties["ts"], "description": "Commit time, unix milliseconds."}

@@ -424,7 +424,8 @@ export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
  *   unknown).
  * - `reconnect_later`: The server is restarting (1012) or overloaded (1013): backoff plus a
  *   random delay.
- * - `new_token`: The token expired (4001): get a new one from the provider, then reconnect.
+ * - `new_token`: The token expired (4001): get a new one from the provider and reconnect; a
+ *   fixed token cannot be renewed, so the client stops.
  * - `fatal`: A client bug the server will refuse again (1002, 1003, 1007, 1008, 1009, 1010):
  *   stop.
  */
