@@ -16,7 +16,7 @@ from typing import Final
 from aiohttp import web
 
 from liveboard import dev, errors, rest
-from liveboard.asyncapi import build_document as build_asyncapi_document
+from liveboard.asyncapi import document_json as asyncapi_json
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
 from liveboard.events import EventPublisher
@@ -261,4 +261,4 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 async def asyncapi(request: web.Request) -> web.StreamResponse:
     """The WebSocket API's AsyncAPI 3.0 document (docs/asyncapi.json is a copy of it)."""
-    return json_response(build_asyncapi_document())
+    return web.Response(body=asyncapi_json(), content_type="application/json")

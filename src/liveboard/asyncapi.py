@@ -25,6 +25,7 @@ TypeScript declarations of ``clients/js`` are generated from it (``tools/protoco
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import re
 import textwrap
@@ -56,7 +57,7 @@ from liveboard.protocol import (
     close_action,
 )
 
-__all__ = ["ASYNCAPI_VERSION", "WS_ALIAS", "WS_PATH", "build_document"]
+__all__ = ["ASYNCAPI_VERSION", "WS_ALIAS", "WS_PATH", "build_document", "document_json"]
 
 ASYNCAPI_VERSION: Final = "3.0.0"
 WS_PATH: Final = "/ws/connect"
@@ -108,6 +109,13 @@ _SENDS: Final[tuple[tuple[type[msgspec.Struct], tuple[type[msgspec.Struct], ...]
         "connection's user. Error: `unauthorized`.",
     ),
 )
+
+
+@functools.cache
+def document_json() -> bytes:
+    """``build_document()`` as compact JSON, built once per process: the document cannot change
+    while the process runs, and building it takes ~4 ms (``GET /asyncapi.json`` is public)."""
+    return msgspec.json.encode(build_document())
 
 
 def build_document() -> dict[str, Any]:

@@ -36,6 +36,12 @@ async def test_the_served_document_is_the_generated_one(server: LiveboardProcess
     assert served == build_document()
     assert served == json.loads((ROOT / "docs" / "asyncapi.json").read_text(encoding="utf-8"))
     assert served["asyncapi"] == "3.0.0"
+    # Each channel's address is the WebSocket endpoint: it opens with `connected`.
+    ws_base = server.url.replace("http://", "ws://", 1)
+    for channel in served["channels"].values():
+        client = await WsClient.connect(ws_base + channel["address"], make_token("reader"))
+        assert client.connected["type"] == "connected", channel["address"]
+        await client.close()
 
 
 async def _collect(client: WsClient, wanted: set[str], wait: float = 10.0) -> list[Json]:
