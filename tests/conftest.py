@@ -2,17 +2,19 @@
 
 PostgreSQL: tests marked ``postgres`` (or parametrised over the ``database_url`` fixture) use the
 server at ``LIVEBOARD_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``)
-and create a fresh database for the test run, dropped at the end. When no server answers they are
-skipped with a one-line reason, unless ``LIVEBOARD_REQUIRE_POSTGRES=1`` (set by CI), which turns
-that into a failure.
+and create a fresh database for the test run, dropped at the end (``module_postgres_url``: one
+for a module). When no server answers they are skipped with a one-line reason, unless
+``LIVEBOARD_REQUIRE_POSTGRES=1`` (set by CI), which turns that into a failure.
+
+The helpers these fixtures are built from, and those the test modules import, are in
+``tests/support/``.
 
 Timeouts in tests scale with ``LIVEBOARD_TEST_TIMEOUT_FACTOR`` (default 1) for slow machines.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,54 +24,43 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from liveboard.app import build_app
 from liveboard.config import Settings
-from tests.servers import server_factory
-from tests.support import (
+from tests.support.app import AppClientFactory, make_settings
+from tests.support.postgres import (
+    DATABASE_PARAMS,
     POSTGRES_ADMIN_URL,
     REQUIRE_POSTGRES,
-    TEST_SECRET,
-    TIMEOUT_FACTOR,
-    auth,
-    make_token,
-    timeout,
+    create_database,
+    drop_database,
+    fresh_postgres_database,
 )
+from tests.support.servers import server_factory
 
-__all__ = [
-    "TEST_SECRET",
-    "TIMEOUT_FACTOR",
-    "auth",
-    "make_token",
-    "server_factory",
-    "timeout",
-]
+__all__ = ["server_factory"]
 
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run (dropped at the end)."""
-    import asyncio
-
-    name = f"liveboard_test_{secrets.token_hex(4)}"
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
     try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+        url = create_database(POSTGRES_ADMIN_URL)
     except (OSError, asyncpg.PostgresError) as exc:
         message = f"PostgreSQL not available at {POSTGRES_ADMIN_URL}: {exc}"
         if REQUIRE_POSTGRES:
             pytest.fail(message)
         pytest.skip(message)
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield url
+    drop_database(url)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="module")
+def module_postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A PostgreSQL database of the module's own, next to the session's (dropped at the end);
+    see ``tests.support.postgres.module_database_url_fixture``."""
+    with fresh_postgres_database(postgres_server_url) as url:
+        yield url
+
+
+@pytest.fixture(params=DATABASE_PARAMS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test that uses this runs once on a new SQLite file and once on PostgreSQL."""
     if request.param == "sqlite":
@@ -78,23 +69,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def make_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "jwt_secret": TEST_SECRET,
-        "host": "127.0.0.1",
-        "port": 0,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return make_settings(database_url)
-
-
-AppClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture

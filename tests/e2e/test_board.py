@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.servers import LiveboardProcess
-from tests.support import timeout
+from tests.support.servers import LiveboardProcess
+from tests.support.timing import timeout
 
 try:
     from playwright.sync_api import Locator, Page, expect

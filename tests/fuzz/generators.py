@@ -36,7 +36,7 @@ from liveboard.protocol import (
     Unsubscribe,
     parse_client_message,
 )
-from tests.fuzz.rawws import (
+from tests.support.frames import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,

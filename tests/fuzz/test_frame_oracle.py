@@ -38,7 +38,7 @@ from liveboard.realtime.rfc6455 import (
     FrameError,
     FrameReader,
 )
-from tests.fuzz.rawws import OP_CONT, encode_frame
+from tests.support.frames import OP_CONT, encode_frame
 
 LIMIT = 1 << 20
 EXAMPLES = int(os.environ.get("LIVEBOARD_PROPERTY_EXAMPLES", "300"))

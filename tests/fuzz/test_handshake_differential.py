@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from liveboard.realtime.handshake import accept_value
-from tests.servers import LiveboardProcess
-from tests.support import make_token, timeout
-from tests.wsclient import start_server
+from tests.support.servers import LiveboardProcess, start_server
+from tests.support.timing import timeout
+from tests.support.tokens import make_token
 
 EXAMPLES = int(os.environ.get("LIVEBOARD_PROPERTY_EXAMPLES", "150"))
 #: The codes of CONTRACT §3, and the two the server adds for its own failures.

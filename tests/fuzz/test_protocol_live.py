@@ -1,7 +1,7 @@
 """Live protocol fuzzing: hostile messages and raw frames against a real ``liveboard serve``.
 
 ``test_live_fuzz`` runs seeded, reproducible episodes, each on its own connection (raw TCP, our
-own frame encoder, ``tests/fuzz/rawws.py``), many at once:
+own frame encoder, ``tests/support/rawws.py``), many at once:
 
 * ``messages``: 1-24 client messages, valid or mutated (``generators.MessageGen``), each
   carried by frames that must mean the same thing (fragmented with control frames in between,
@@ -60,27 +60,23 @@ from tests.fuzz.generators import (
     violation,
     wrap,
 )
-from tests.fuzz.rawws import (
+from tests.support.frames import (
     OP_CLOSE,
     OP_CONT,
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    PING,
-    RFC_CASES,
-    Closed,
-    HandshakeRefusedError,
-    RawWs,
     close_payload,
     encode_frame,
-    healthy,
-    metrics,
-    rss_kib,
     text,
 )
-from tests.servers import LiveboardProcess
-from tests.support import TEST_SECRET, make_token, timeout
-from tests.wsclient import WsClient, start_server
+from tests.support.probes import healthy, metrics, rss_kib
+from tests.support.rawws import Closed, HandshakeRefusedError, RawWs
+from tests.support.rfc_cases import PING, RFC_CASES
+from tests.support.servers import LiveboardProcess, start_server
+from tests.support.timing import timeout
+from tests.support.tokens import TEST_SECRET, make_token
+from tests.support.wsclient import WsClient
 
 FUZZ_COUNT = int(os.environ.get("LIVEBOARD_FUZZ_COUNT", "4000"))
 FUZZ_SEED = int(os.environ.get("LIVEBOARD_FUZZ_SEED", "20261126"))

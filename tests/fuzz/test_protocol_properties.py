@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz.generators import ERROR_CODES, ConnectionModel, FuzzWorld
-from tests.fuzz.rawws import Closed, RawWs, text
-from tests.servers import LiveboardProcess
-from tests.support import make_token
-from tests.wsclient import start_server
+from tests.support.frames import text
+from tests.support.rawws import Closed, RawWs
+from tests.support.servers import LiveboardProcess, start_server
+from tests.support.tokens import make_token
 
 EXAMPLES = int(os.environ.get("LIVEBOARD_PROPERTY_EXAMPLES", "150"))
 USER = "prop-user"

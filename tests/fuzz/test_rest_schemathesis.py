@@ -37,8 +37,9 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from liveboard.openapi import build_document
-from tests.servers import LiveboardProcess
-from tests.support import CONTRACT_CODES, make_token
+from tests.support.contract import CONTRACT_CODES
+from tests.support.servers import LiveboardProcess
+from tests.support.tokens import make_token
 
 EXAMPLES = int(os.environ.get("LIVEBOARD_SCHEMATHESIS_EXAMPLES", "25"))
 FUZZ_SEED = int(os.environ.get("LIVEBOARD_FUZZ_SEED", "20261126"))

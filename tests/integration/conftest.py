@@ -1,9 +1,12 @@
-"""Fixtures shared by the WebSocket integration modules.
+"""Fixtures shared by the integration modules.
 
 ``server`` is one real liveboard process per module (its own SQLite file), ``board`` the
 per-test helpers bound to it. A module that needs other settings defines its own ``server``
 (``board`` then uses it); modules with fixtures of the same names for other purposes (the
 REST and CLI modules) keep theirs, which take precedence.
+
+``redis_server`` is a private ``redis-server`` per test; ``cluster`` (on ``cluster_database``,
+one PostgreSQL database per module) starts several instances on it (``tests.support.cluster``).
 """
 
 from __future__ import annotations
@@ -12,8 +15,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.servers import LiveboardProcess
-from tests.wsclient import Board, start_server
+from tests.support.board import Board
+from tests.support.cluster import cluster_database_fixture, cluster_fixture
+from tests.support.redis_server import redis_server
+from tests.support.servers import LiveboardProcess, start_server
+
+__all__ = ["cluster_database_fixture", "cluster_fixture", "redis_server"]
 
 
 @pytest.fixture(scope="module")

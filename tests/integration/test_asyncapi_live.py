@@ -17,10 +17,12 @@ import aiohttp
 
 from liveboard.asyncapi import build_document
 from liveboard.protocol import EVENT_TYPES, SERVER_MESSAGE_TYPES
-from tests.protocol_schema import MessageSchemas
-from tests.servers import LiveboardProcess
-from tests.support import make_token
-from tests.wsclient import Board, Json, WsClient, project_room, workspace_room
+from tests.support.board import Board
+from tests.support.contract import Json, project_room, workspace_room
+from tests.support.protocol_schema import MessageSchemas
+from tests.support.servers import LiveboardProcess
+from tests.support.tokens import make_token
+from tests.support.wsclient import WsClient
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -33,15 +33,12 @@ import jwt
 import pytest
 
 from liveboard.tasks.api import ROUTES
-from tests.servers import LiveboardProcess
-from tests.support import TEST_SECRET, make_token, timeout
-from tests.wsclient import (
-    ApiError,
-    Board,
-    WsClient,
-    project_room,
-    workspace_room,
-)
+from tests.support.board import ApiError, Board
+from tests.support.contract import project_room, workspace_room
+from tests.support.servers import LiveboardProcess
+from tests.support.timing import timeout
+from tests.support.tokens import TEST_SECRET, make_token
+from tests.support.wsclient import WsClient
 
 MISSING = {"wid": "ws_doesNotExist0", "pid": "prj_doesNotExist0", "tid": "tsk_doesNotExist0"}
 

@@ -36,9 +36,10 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.servers import LiveboardProcess
-from tests.support import CONTRACT_CODES, auth, make_token, signed_token
-from tests.wsclient import Board
+from tests.support.board import Board
+from tests.support.contract import CONTRACT_CODES
+from tests.support.servers import LiveboardProcess
+from tests.support.tokens import auth, make_token, signed_token
 
 # The PostgreSQL database is shared by the whole test run: a user of this module's own.
 OWNER = f"bad-input-{secrets.token_hex(4)}"

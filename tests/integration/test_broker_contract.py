@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 from liveboard.protocol import Event, encode_event
 from liveboard.realtime.brokers import Broker, create_broker
 from liveboard.realtime.brokers.redis import RedisBroker, channel_of
-from tests.conftest import timeout
-from tests.redis_server import RedisServer, redis_server  # noqa: F401
+from tests.support.redis_server import RedisServer
+from tests.support.timing import timeout
 
 ROOM = "project:p1"
 OTHER = "project:p2"
@@ -107,7 +107,7 @@ async def make_broker(broker_url: str | None) -> AsyncIterator[BrokerFactory]:
 
 
 @pytest.fixture
-async def make_redis(redis_server: RedisServer) -> AsyncIterator[RedisFactory]:  # noqa: F811
+async def make_redis(redis_server: RedisServer) -> AsyncIterator[RedisFactory]:
     """Started Redis brokers ("instances") on the test's private server; closed at the end."""
     brokers: list[RedisBroker] = []
 
@@ -126,7 +126,7 @@ async def make_redis(redis_server: RedisServer) -> AsyncIterator[RedisFactory]: 
 
 
 @pytest.fixture
-async def admin(redis_server: RedisServer) -> AsyncIterator[Redis]:  # noqa: F811
+async def admin(redis_server: RedisServer) -> AsyncIterator[Redis]:
     """A plain client of the test's server, for raw commands."""
     client = Redis.from_url(redis_server.url)
     yield client
@@ -291,7 +291,7 @@ async def test_unsubscribed_room_stops_arriving(make_redis: RedisFactory) -> Non
 
 async def test_redis_stopped_then_restarted(
     make_redis: RedisFactory,
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     a, b = Recorder(), Recorder()
     broker_a = await make_redis(a)
@@ -328,7 +328,7 @@ async def test_redis_stopped_then_restarted(
 
 async def test_publish_during_outage_returns_quickly(
     make_redis: RedisFactory,
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     handler = Recorder()
     broker = await make_redis(handler)
@@ -344,7 +344,7 @@ async def test_publish_during_outage_returns_quickly(
 
 async def test_subscribe_while_down_takes_effect_on_reconnection(
     make_redis: RedisFactory,
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     b = Recorder()
     broker_a = await make_redis(Recorder())
@@ -364,7 +364,7 @@ async def test_subscribe_while_down_takes_effect_on_reconnection(
 
 async def test_start_while_redis_is_down(
     make_redis: RedisFactory,
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     await asyncio.to_thread(redis_server.stop)
     handler = Recorder()
@@ -433,7 +433,7 @@ async def test_many_events_arrive_in_order_across_instances(make_redis: RedisFac
 @pytest.mark.slow
 async def test_frozen_redis_is_detected_and_survived(
     make_redis: RedisFactory,
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     """A Redis that answers nothing (no connection reset) is noticed by timeouts and PINGs."""
     a, b = Recorder(), Recorder()
@@ -513,7 +513,7 @@ async def _arrives(publisher: RedisBroker, handler: Recorder, offset: int) -> No
 
 
 async def test_a_room_subscribed_again_within_the_delay_costs_no_command(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     admin: Redis,
 ) -> None:
     handler = Recorder()
@@ -529,7 +529,7 @@ async def test_a_room_subscribed_again_within_the_delay_costs_no_command(
 
 
 async def test_a_lingering_room_is_silent_then_let_go(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     admin: Redis,
 ) -> None:
     handler = Recorder()
@@ -555,7 +555,7 @@ async def test_a_lingering_room_is_silent_then_let_go(
 
 
 async def test_subscribe_while_the_let_go_is_in_flight_waits_for_its_own_subscribe(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     admin: Redis,
 ) -> None:
     handler = Recorder()
@@ -576,7 +576,7 @@ async def test_subscribe_while_the_let_go_is_in_flight_waits_for_its_own_subscri
 
 
 async def test_a_lingering_room_survives_a_reconnection(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     admin: Redis,
 ) -> None:
     handler = Recorder()

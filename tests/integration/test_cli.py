@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,8 +27,10 @@ import jwt
 import pytest
 
 from liveboard.config import DEV_JWT_SECRET
-from tests.conftest import TEST_SECRET, timeout
-from tests.integration.test_rest_support import fresh_postgres_database
+from tests.support.postgres import fresh_postgres_database
+from tests.support.servers import free_port
+from tests.support.timing import timeout
+from tests.support.tokens import TEST_SECRET
 
 LIVEBOARD = [sys.executable, "-m", "liveboard"]
 
@@ -39,12 +40,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -44,8 +44,9 @@ from liveboard.client import (
 )
 from liveboard.client.backoff import backoff_ceiling
 from liveboard.client.tail import add_arguments, run
-from tests.servers import ROOT, LiveboardProcess
-from tests.support import auth, make_token, timeout
+from tests.support.servers import ROOT, LiveboardProcess
+from tests.support.timing import timeout
+from tests.support.tokens import auth, make_token
 
 ServerFactory = Callable[..., LiveboardProcess]
 

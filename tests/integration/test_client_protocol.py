@@ -33,7 +33,8 @@ from liveboard.client import (
     Subscription,
     SubscriptionItem,
 )
-from tests.support import make_token, timeout
+from tests.support.timing import timeout
+from tests.support.tokens import make_token
 
 Json = dict[str, Any]
 ROOM = "project:p1"

@@ -30,7 +30,7 @@ from liveboard.protocol import (
     Subscribed,
     decode_server_message,
 )
-from tests.support import make_token
+from tests.support.tokens import make_token
 
 # Backoff
 

@@ -21,20 +21,13 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from tests.cluster import (  # noqa: F401
-    Cluster,
-    Watcher,
-    Writers,
-    assert_sequence,
-    cluster_database_fixture,
-    cluster_fixture,
-    event_of,
-    shared_board,
-    subscriber,
-)
-from tests.redis_server import redis_server  # noqa: F401
-from tests.support import timeout
-from tests.wsclient import Board, project_room
+from tests.support.board import Board
+from tests.support.cluster import Cluster
+from tests.support.cluster_setup import shared_board, subscriber
+from tests.support.contract import project_room
+from tests.support.timing import timeout
+from tests.support.watcher import Watcher, assert_sequence, event_of
+from tests.support.writers import Writers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
 

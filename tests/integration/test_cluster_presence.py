@@ -20,21 +20,13 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.cluster import (  # noqa: F401
-    Cluster,
-    Drain,
-    Watcher,
-    cluster_database_fixture,
-    cluster_fixture,
-    gather_limited,
-    join_presence,
-    leave_presence,
-    shared_board,
-    subscriber,
-)
-from tests.redis_server import redis_server  # noqa: F401
-from tests.support import timeout
-from tests.wsclient import Board, project_room
+from tests.support.board import Board
+from tests.support.cluster import Cluster
+from tests.support.cluster_setup import join_presence, leave_presence, shared_board, subscriber
+from tests.support.contract import project_room
+from tests.support.drain import Drain, gather_limited
+from tests.support.timing import timeout
+from tests.support.watcher import Watcher
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
 

@@ -33,17 +33,14 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from tests.cluster import (  # noqa: F401
-    Cluster,
-    Watcher,
-    cluster_database_fixture,
-    cluster_fixture,
-    subscriber,
-)
-from tests.redis_server import redis_server  # noqa: F401
-from tests.support import timeout
-from tests.tcp_proxy import TcpProxy
-from tests.wsclient import Board, Json, WsClient, project_room, workspace_room
+from tests.support.board import Board
+from tests.support.cluster import Cluster
+from tests.support.cluster_setup import subscriber
+from tests.support.contract import Json, project_room, workspace_room
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.timing import timeout
+from tests.support.watcher import Watcher
+from tests.support.wsclient import WsClient
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
 

@@ -22,9 +22,10 @@ from aiohttp.test_utils import TestClient
 
 from liveboard.store import database
 from liveboard.store.database import Database
-from tests.conftest import TIMEOUT_FACTOR, AppClientFactory, auth, make_settings
-from tests.integration.test_rest_support import fresh_postgres_database
-from tests.support import POSTGRES_ADMIN_URL
+from tests.support.app import AppClientFactory, make_settings
+from tests.support.postgres import POSTGRES_ADMIN_URL, fresh_postgres_database
+from tests.support.timing import TIMEOUT_FACTOR
+from tests.support.tokens import auth
 
 pytestmark = pytest.mark.postgres
 

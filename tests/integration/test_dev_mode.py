@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.servers import LiveboardProcess
-from tests.support import make_token, timeout
+from tests.support.servers import LiveboardProcess
+from tests.support.timing import timeout
+from tests.support.tokens import make_token
 
 KEEP_ALIVE = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 from aiohttp.test_utils import TestClient
 
 from liveboard.events import RecordingPublisher
@@ -23,29 +20,14 @@ from liveboard.protocol import Event, encode_event, project_room, workspace_room
 from liveboard.store.admission import admit_project, admit_workspace
 from liveboard.store.database import Database
 from liveboard.store.eventlog import read_events, room_position
-from tests.conftest import AppClientFactory, auth, make_settings
-from tests.integration.test_rest_support import (
-    DATABASE_PARAMS,
-    database_url_for,
-    fresh_postgres_database,
-)
+from tests.support.app import AppClientFactory, make_settings
+from tests.support.postgres import module_database_url_fixture  # noqa: F401
+from tests.support.tokens import auth
 
 Client = TestClient[Any, Any]
 CHAINS = 10  # each chain makes 5 changes to its own task: 50 in all
 MEMBERS = [f"member{k}" for k in range(CHAINS)]
 READERS = ["reader1", "reader2", "reader3"]
-
-
-# This module's PostgreSQL tests use a database of their own (see test_rest_support).
-@pytest.fixture(scope="module")
-def module_postgres_url(postgres_server_url: str) -> Iterator[str]:
-    with fresh_postgres_database(postgres_server_url) as url:
-        yield url
-
-
-@pytest.fixture(params=DATABASE_PARAMS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return database_url_for(request, tmp_path)
 
 
 async def request(client: Client, method: str, path: str, user: str, body: Any = None) -> Any:

@@ -32,10 +32,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.fuzz.rawws import holds_connection, open_fds
-from tests.servers import LiveboardProcess
-from tests.support import make_token, timeout
-from tests.wsclient import Board, parse_metrics, wait_until, workspace_room
+from tests.support.board import Board
+from tests.support.contract import workspace_room
+from tests.support.probes import holds_connection, open_fds, parse_metrics
+from tests.support.servers import LiveboardProcess
+from tests.support.timing import timeout, wait_until
+from tests.support.tokens import make_token
 
 HALF_OPEN = int(os.environ.get("LIVEBOARD_HALF_OPEN_CONNECTIONS", "2000"))
 #: Class members beyond the three kinds of the issue: fewer of each.

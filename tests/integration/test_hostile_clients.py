@@ -33,25 +33,15 @@ import jwt
 import pytest
 
 from liveboard.realtime.endpoint import CLOSE_DRAIN_SECONDS
-from tests.fuzz.rawws import (
-    OP_CLOSE,
-    OP_PING,
-    Closed,
-    HandshakeRefusedError,
-    RawWs,
-    close_payload,
-    encode_frame,
-    fd_kinds,
-    healthy,
-    holds_connection,
-    metrics,
-    open_fds,
-    rss_kib,
-    text,
-)
-from tests.servers import LiveboardProcess
-from tests.support import make_token, timeout
-from tests.wsclient import Board, WsClient, offsets, project_room, workspace_room
+from tests.support.board import Board
+from tests.support.contract import offsets, project_room, workspace_room
+from tests.support.frames import OP_CLOSE, OP_PING, close_payload, encode_frame, text
+from tests.support.probes import fd_kinds, healthy, holds_connection, metrics, open_fds, rss_kib
+from tests.support.rawws import Closed, HandshakeRefusedError, RawWs
+from tests.support.servers import LiveboardProcess
+from tests.support.timing import timeout
+from tests.support.tokens import make_token
+from tests.support.wsclient import WsClient
 
 CHURN = int(os.environ.get("LIVEBOARD_CHURN_CONNECTIONS", "1000"))
 GAUGES = (

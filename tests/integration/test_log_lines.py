@@ -24,8 +24,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.servers import LiveboardProcess
-from tests.support import make_token, timeout
+from tests.support.servers import LiveboardProcess
+from tests.support.timing import timeout
+from tests.support.tokens import make_token
 
 RECORD_START = re.compile(
     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: "

@@ -34,9 +34,9 @@ from liveboard.store.admission import admit_project
 from liveboard.store.database import Database
 from liveboard.store.migrations import migrate
 from liveboard.tasks.service import TaskService
-from tests.conftest import make_settings
-from tests.support import timeout
-from tests.unit.test_hub import FakeTransport
+from tests.support.app import make_settings
+from tests.support.fakes import FakeTransport
+from tests.support.timing import timeout
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -6,8 +6,8 @@ of a dead instance, and it did not notice. Here each *outage* is one instance, A
 reach while its users stay connected, with an observer instance B that stays up:
 
 * ``stall:N`` — A is frozen with SIGSTOP for N seconds, then SIGCONT;
-* ``pause:N`` — A's link to Redis goes through ``tests.tcp_proxy.TcpProxy``, paused for N seconds
-  (nothing crosses, connections stay open: a partition that drops packets);
+* ``pause:N`` — A's link to Redis goes through ``tests.support.tcp_proxy.TcpProxy``, paused for N
+  seconds (nothing crosses, connections stay open: a partition that drops packets);
 * ``cut:N`` — the same proxy cut for N seconds (every connection to Redis reset, new ones
   refused).
 
@@ -35,17 +35,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.cluster import (  # noqa: F401
-    Cluster,
-    Watcher,
-    cluster_database_fixture,
-    cluster_fixture,
-    join_presence,
-    subscriber,
-)
-from tests.redis_server import redis_server  # noqa: F401
-from tests.tcp_proxy import TcpProxy
-from tests.wsclient import Board, project_room
+from tests.support.board import Board
+from tests.support.cluster import Cluster
+from tests.support.cluster_setup import join_presence, subscriber
+from tests.support.contract import project_room
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.watcher import Watcher
 
 OUTAGES = os.environ.get("LIVEBOARD_PRESENCE_OUTAGES", "stall:15,pause:15")
 

@@ -31,8 +31,8 @@ from redis.asyncio.client import Pipeline
 from liveboard.realtime import presence_redis
 from liveboard.realtime.presence import PresenceDiff, User
 from liveboard.realtime.presence_redis import KEY_PREFIX, RedisPresence
-from tests.redis_server import RedisServer, redis_server  # noqa: F401
-from tests.support import timeout
+from tests.support.redis_server import RedisServer
+from tests.support.timing import timeout
 
 ROOM = "project:p1"
 KEY = KEY_PREFIX + ROOM
@@ -71,7 +71,7 @@ class Instance:
 
 @pytest.fixture
 async def instances(
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[list[Instance]]:
     monkeypatch.setattr(presence_redis, "HEARTBEAT_INTERVAL", 0.3)
@@ -105,7 +105,7 @@ def shows(instance: Instance, users: list[str]) -> Callable[[], bool]:
 
 async def test_entries_changed_behind_an_instance_are_made_exact_again(
     instances: list[Instance],
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="liveboard.presence")
@@ -159,7 +159,7 @@ async def until_stored(redis: Redis, expected: dict[str, bytes]) -> None:
 
 async def test_an_instance_is_live_when_start_returns(
     instances: list[Instance],
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     """``start`` returns once the instance is in the live set, so that no join can come before:
     the others would take its entry for a dead instance's and remove it (its users shown
@@ -176,7 +176,7 @@ async def test_an_instance_is_live_when_start_returns(
 
 async def test_a_repair_under_way_at_shutdown_writes_nothing_back(
     instances: list[Instance],
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     """A read that finds the entries missing while ``aclose`` removes them on purpose must not
     write them back: the instance would linger in presence after it left."""
@@ -199,7 +199,7 @@ async def test_a_repair_under_way_at_shutdown_writes_nothing_back(
 
 async def test_a_leave_is_applied_after_the_join_it_follows(
     instances: list[Instance],
-    redis_server: RedisServer,  # noqa: F811
+    redis_server: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -19,8 +19,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.conftest import TEST_SECRET, AppClientFactory, make_settings
-from tests.integration.test_rest_support import assert_error
+from tests.support.app import AppClientFactory, make_settings
+from tests.support.contract import assert_error
+from tests.support.tokens import TEST_SECRET
 
 Client = TestClient[Any, Any]
 

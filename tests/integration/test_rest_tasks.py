@@ -5,43 +5,13 @@ Every test runs on a fresh SQLite file and on PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from liveboard.config import Settings
-from tests.conftest import AppClientFactory
-from tests.integration.test_rest_support import (
-    DATABASE_PARAMS,
-    TASK_KEYS,
-    Board,
-    assert_error,
-    assert_event,
-    database_url_for,
-    fresh_postgres_database,
-    now_ms,
-    parse_utc,
-    start_board,
-)
-
-
-# This module's PostgreSQL tests use a database of their own (see test_rest_support).
-@pytest.fixture(scope="module")
-def module_postgres_url(postgres_server_url: str) -> Iterator[str]:
-    with fresh_postgres_database(postgres_server_url) as url:
-        yield url
-
-
-@pytest.fixture(params=DATABASE_PARAMS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return database_url_for(request, tmp_path)
-
-
-@pytest.fixture
-async def board(settings: Settings, app_client_factory: AppClientFactory) -> Board:
-    return await start_board(app_client_factory, settings)
+from tests.support.contract import TASK_KEYS, assert_error, assert_event, now_ms, parse_utc
+from tests.support.postgres import module_database_url_fixture  # noqa: F401
+from tests.support.rest import Board, rest_board_fixture  # noqa: F401
 
 
 async def column(board: Board, pid: str, status: str) -> list[dict[str, Any]]:

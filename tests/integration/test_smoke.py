@@ -4,7 +4,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import auth
+from tests.support.tokens import auth
 
 
 async def test_workspace_round_trip(client: TestClient[Any, Any]) -> None:

@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import AppClientFactory, make_settings
-from tests.support import make_token
+from tests.support.app import AppClientFactory, make_settings
+from tests.support.tokens import make_token
 
 LIMIT = 3
 

@@ -17,9 +17,11 @@ import aiohttp
 import jwt
 import pytest
 
-from tests.servers import LiveboardProcess
-from tests.support import TEST_SECRET, make_token, timeout
-from tests.wsclient import Board, WsClient
+from tests.support.board import Board
+from tests.support.servers import LiveboardProcess
+from tests.support.timing import timeout
+from tests.support.tokens import TEST_SECRET, make_token
+from tests.support.wsclient import WsClient
 
 
 def _claims(sub: str | None = "mallory", **extra: Any) -> dict[str, Any]:

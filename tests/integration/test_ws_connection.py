@@ -2,7 +2,7 @@
 
 The connection's promises that a whole server makes hard to observe: how many messages wait,
 when reading pauses, what is written on close. The peer is a plain asyncio stream writing raw
-frames (``tests.fuzz.rawws``).
+frames (``tests.support.frames``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from liveboard.realtime.frames import pong_frame
 from liveboard.realtime.guard import ConnectionGuard
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.router import ConnectionRouter
-from tests.fuzz.rawws import OP_CLOSE, OP_PING, OP_TEXT, close_payload, encode_frame
-from tests.support import timeout
+from tests.support.frames import OP_CLOSE, OP_PING, OP_TEXT, close_payload, encode_frame
+from tests.support.timing import timeout
 
 LIMIT = 65536
 

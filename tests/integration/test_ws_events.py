@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.wsclient import ApiError, Board, WsClient, offsets, project_room, workspace_room
+from tests.support.board import ApiError, Board
+from tests.support.contract import offsets, project_room, workspace_room
+from tests.support.wsclient import WsClient
 
 ENVELOPE = {"type", "room", "offset", "epoch", "ts", "userId", "data"}
 

@@ -17,17 +17,12 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from tests.servers import LiveboardProcess
-from tests.support import make_token, timeout
-from tests.wsclient import (
-    Board,
-    WsClient,
-    offsets,
-    project_room,
-    small_receive_buffer,
-    wait_until,
-    workspace_room,
-)
+from tests.support.board import Board
+from tests.support.contract import offsets, project_room, workspace_room
+from tests.support.servers import LiveboardProcess
+from tests.support.timing import timeout, wait_until
+from tests.support.tokens import make_token
+from tests.support.wsclient import WsClient, small_receive_buffer
 
 # slow consumer
 

@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from tests.servers import LiveboardProcess
-from tests.support import timeout
-from tests.wsclient import Board, WsClient, project_room, workspace_room
+from tests.support.board import Board
+from tests.support.contract import project_room, workspace_room
+from tests.support.servers import LiveboardProcess
+from tests.support.timing import timeout
+from tests.support.wsclient import WsClient
 
 
 def update(

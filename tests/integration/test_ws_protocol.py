@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.servers import LiveboardProcess
-from tests.wsclient import Board, WsClient, project_room, start_server, workspace_room
+from tests.support.board import Board
+from tests.support.contract import project_room, workspace_room
+from tests.support.servers import LiveboardProcess, start_server
+from tests.support.wsclient import WsClient
 
 MAX_SUBSCRIPTIONS = 3
 MAX_MESSAGE_BYTES = 1024

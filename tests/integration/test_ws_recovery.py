@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.servers import LiveboardProcess
-from tests.wsclient import Board, offsets, project_room, workspace_room
+from tests.support.board import Board
+from tests.support.contract import offsets, project_room, workspace_room
+from tests.support.servers import LiveboardProcess
 
 HISTORY = 1000
 

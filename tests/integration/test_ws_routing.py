@@ -20,9 +20,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.fuzz.rawws import OP_TEXT, encode_frame
-from tests.servers import LiveboardProcess
-from tests.support import make_token, timeout
+from tests.support.frames import OP_TEXT, encode_frame
+from tests.support.servers import LiveboardProcess
+from tests.support.timing import timeout
+from tests.support.tokens import make_token
 
 KEEP_ALIVE_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 

@@ -31,9 +31,9 @@ from typing import Any
 
 import aiohttp
 
-from tests.redis_server import RedisServer
-from tests.servers import LiveboardProcess
-from tests.support import make_token
+from tests.support.redis_server import RedisServer
+from tests.support.servers import LiveboardProcess
+from tests.support.tokens import auth, make_token
 
 PROJECTS = 3
 
@@ -123,7 +123,7 @@ async def _mutate(
     stop: asyncio.Event,
     report: Report,
 ) -> None:
-    headers = {"Authorization": f"Bearer {make_token('soak-owner')}"}
+    headers = auth("soak-owner")
     tasks: dict[str, list[str]] = {p: [] for p in projects}
     n = 0
     while not stop.is_set():
@@ -236,7 +236,7 @@ async def soak(workdir: Path, duration: float, rate: float, churners: int) -> Re
         server.start()
     try:
         async with aiohttp.ClientSession() as http:
-            headers = {"Authorization": f"Bearer {make_token('soak-owner')}"}
+            headers = auth("soak-owner")
             async with http.post(
                 f"{servers[0].url}/api/workspaces", json={"name": "soak"}, headers=headers
             ) as response:

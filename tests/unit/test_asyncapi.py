@@ -51,7 +51,7 @@ from liveboard.protocol import (
     encode_subscribed,
     encode_unsubscribed,
 )
-from tests.protocol_schema import MessageSchemas
+from tests.support.protocol_schema import MessageSchemas
 from tools import protocol_docs
 from tools.protocol_ts import typescript
 

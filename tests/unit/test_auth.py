@@ -31,7 +31,7 @@ from liveboard import auth
 from liveboard.auth import Principal, TokenVerifier, bearer_token, issue_token
 from liveboard.config import Settings, load_settings
 from liveboard.errors import AuthError, ConfigError
-from tests.support import timeout
+from tests.support.timing import timeout
 
 SECRET = "unit-test-secret-" + "s" * 64  # long enough for HS512 too: no key-length warnings
 OTHER_SECRET = "another-secret-" + "o" * 64

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import msgspec
 import pytest
 
@@ -11,72 +9,7 @@ from liveboard.protocol import Event
 from liveboard.realtime import hub as hub_module
 from liveboard.realtime.hub import Hub, Outlet, Room
 from liveboard.realtime.metrics import Metrics
-
-
-class FakeTransport:
-    """Records each write; ``backlog`` simulates bytes the peer has not read."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.backlog = 0
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def get_write_buffer_size(self) -> int:
-        return self.backlog
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def messages(self) -> list[dict[str, object]]:
-        """Decode the unmasked text frames written so far."""
-        out: list[dict[str, object]] = []
-        data = b"".join(self.writes)
-        while data:
-            assert data[0] == 0x81, "a final text frame"
-            length = data[1]
-            start = 2
-            if length == 126:
-                length, start = int.from_bytes(data[2:4], "big"), 4
-            elif length == 127:
-                length, start = int.from_bytes(data[2:10], "big"), 10
-            out.append(json.loads(data[start : start + length]))
-            data = data[start + length :]
-        return out
-
-    def offsets(self) -> list[object]:
-        return [m["offset"] for m in self.messages()]
-
-
-def ev(offset: int, room: str = "project:p1", epoch: str = "e1") -> Event:
-    return Event(
-        type="task:deleted",
-        room=room,
-        offset=offset,
-        epoch=epoch,
-        ts=0,
-        user_id="u",
-        data={"taskId": f"t{offset}"},
-    )
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.gaps: list[str] = []
-        self.resyncs: list[str] = []
-        self.slow: list[str] = []
-
-    def gap(self, room: Room) -> None:
-        self.gaps.append(room.name)
-
-    def resync(self, room: Room) -> None:
-        self.resyncs.append(room.name)
-
-    def slow_consumer(self, outlet: Outlet) -> None:
-        outlet.closed = True
-        self.slow.append(outlet.connection_id)
+from tests.support.fakes import FakeTransport, Recorder, ev
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from liveboard.realtime.repair import (
     needs_catch_up,
     projects_of,
 )
-from tests.unit.test_hub import Recorder, ev
+from tests.support.fakes import Recorder, ev
 
 
 def sequenced(name: str, released: int, workspace_id: str | None = None) -> Room:

@@ -22,7 +22,8 @@ from liveboard.realtime.rfc6455 import (
     unmask,
     valid_close_code,
 )
-from tests.fuzz.rawws import OP_CONT, RFC_CASES, close_payload, encode_frame
+from tests.support.frames import OP_CONT, close_payload, encode_frame
+from tests.support.rfc_cases import RFC_CASES
 
 LIMIT = 1000
 SERVER_LIMIT = 65536  # the default LIVEBOARD_MAX_MESSAGE_BYTES, which RFC_CASES assume

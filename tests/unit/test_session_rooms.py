@@ -13,8 +13,8 @@ import pytest
 
 from liveboard.auth import Principal
 from liveboard.realtime.session import NOWHERE, Session
-from tests.conftest import make_settings
-from tests.unit.test_hub import FakeTransport
+from tests.support.app import make_settings
+from tests.support.fakes import FakeTransport
 
 
 class Socket(FakeTransport):

@@ -18,16 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.servers import free_port
+
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def ping(port: int, timeout: float = 0.5) -> bool:

@@ -1,25 +1,19 @@
-"""Constants and helpers shared by the test modules (tokens, timeouts, PostgreSQL location)."""
+"""Users and their tokens: the test secret, valid and hand-signed tokens, ``Authorization`` headers.
+
+Every server the tests start (in-process or ``liveboard serve``) is configured with
+``TEST_SECRET``, so ``make_token`` and ``auth`` give tokens it accepts.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
-import os
+import secrets
 
 from liveboard.auth import issue_token
 
 TEST_SECRET = "liveboard-test-secret-0123456789abcdef"
-TIMEOUT_FACTOR = float(os.environ.get("LIVEBOARD_TEST_TIMEOUT_FACTOR", "1"))
-POSTGRES_ADMIN_URL = os.environ.get(
-    "LIVEBOARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-REQUIRE_POSTGRES = os.environ.get("LIVEBOARD_REQUIRE_POSTGRES") == "1"
-
-
-def timeout(seconds: float) -> float:
-    """A test timeout scaled for the machine."""
-    return seconds * TIMEOUT_FACTOR
 
 
 def make_token(user: str, *, name: str | None = None, ttl: float = 3600.0) -> str:
@@ -43,15 +37,6 @@ def signed_token(claims_json: bytes) -> str:
     return f"{signing_input}.{b64(mac)}"
 
 
-#: The error code CONTRACT §3 pairs with each status, as the tests read the contract: kept apart
-#: from the server's own table (``liveboard.errors``) so that the tests check it.
-CONTRACT_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    409: "conflict",
-    413: "payload_too_large",
-    422: "validation_error",
-    429: "rate_limited",
-}
+def unique(name: str) -> str:
+    """A user id of its own: the PostgreSQL database is shared by the whole test run."""
+    return f"{name}-{secrets.token_hex(4)}"

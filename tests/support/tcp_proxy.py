@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from tests.redis_server import free_port
+from tests.support.servers import free_port
 
 CHUNK = 65536
 

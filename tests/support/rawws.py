@@ -1,13 +1,10 @@
-"""A WebSocket client on a raw TCP socket, with its own frame encoder, for hostile tests.
+"""A WebSocket client on a raw TCP socket, for hostile tests: it sends frames exactly as encoded.
 
-``aiohttp`` (and every other client library) refuses to send what these tests need: unmasked
-client frames, reserved opcodes, RSV bits, control frames over 125 bytes, fragmented control
-frames, length fields that lie, invalid UTF-8 in text frames. ``encode_frame`` builds any of them
-(RFC 6455 §5.2) and ``RawWs`` performs the HTTP upgrade by hand, then reads the server's frames
-one by one (``read_frame``), or as contract messages (``next_message``: a JSON object, or
-``Closed`` with the close code; pings are answered unless ``autopong=False``).
-
-Server-side facts read from ``/metrics`` and ``/proc`` are here too (``metrics``, ``rss_kib``).
+``RawWs`` performs the HTTP upgrade by hand (on the router's path, or on aiohttp's after a
+keep-alive request), sends bytes as given (``send_raw``: frames from ``tests.support.frames``),
+then reads the server's frames one by one (``read_frame``), or as contract messages
+(``next_message``: a JSON object, or ``Closed`` with the close code; pings are answered unless
+``autopong=False``). It can stop reading, cut the connection (RST) or close politely.
 """
 
 from __future__ import annotations
@@ -20,138 +17,22 @@ import json
 import os
 import socket
 import struct
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-OP_CONT = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
+from tests.support.frames import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    apply_mask,
+    close_payload,
+    encode_frame,
+    text,
+)
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-def encode_frame(
-    opcode: int,
-    payload: bytes = b"",
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    mask: bool = True,
-    mask_key: bytes | None = None,
-    length: int | None = None,
-    length_form: int | None = None,
-) -> bytes:
-    """One frame, exactly as told.
-
-    ``rsv``: the three RSV bits (0-7). ``mask=False``: an unmasked client frame (a protocol
-    violation). ``length``: the length field to write when it must lie about ``payload``.
-    ``length_form``: 7, 16 or 64 to force an encoding of the length (non-minimal ones included).
-    """
-    declared = len(payload) if length is None else length
-    first = (0x80 if fin else 0) | ((rsv & 0x7) << 4) | (opcode & 0xF)
-    mask_bit = 0x80 if mask else 0
-    form = length_form or (7 if declared < 126 else 16 if declared < 1 << 16 else 64)
-    if form == 7:
-        header = bytes((first, mask_bit | declared))
-    elif form == 16:
-        header = struct.pack("!BBH", first, mask_bit | 126, declared)
-    else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, declared)
-    if not mask:
-        return header + payload
-    key = mask_key if mask_key is not None else os.urandom(4)
-    return header + key + apply_mask(key, payload)
-
-
-def apply_mask(key: bytes, payload: bytes) -> bytes:
-    if not payload:
-        return b""
-    n = len(payload)
-    repeated = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
-
-
-def text(message: Any, **kwargs: Any) -> bytes:
-    """A masked text frame holding ``message`` (JSON-encoded unless str/bytes)."""
-    if isinstance(message, bytes):
-        data = message
-    elif isinstance(message, str):
-        data = message.encode()
-    else:
-        data = json.dumps(message).encode()
-    return encode_frame(OP_TEXT, data, **kwargs)
-
-
-def close_payload(code: int, reason: bytes = b"") -> bytes:
-    return struct.pack("!H", code) + reason
-
-
-PING = b'{"type":"ping","id":"p"}'
-
-#: Frames that break RFC 6455 or CONTRACT §4, with the close code the server must answer; the
-#: last two assume the default ``LIVEBOARD_MAX_MESSAGE_BYTES`` (65536). Checked against a live
-#: server (``test_protocol_live``) and against the frame reader alone (``test_rfc6455``).
-RFC_CASES: dict[str, tuple[list[bytes], int]] = {
-    # RFC 6455 §5.1: "a server MUST close the connection upon receiving a frame that is not
-    # masked" (with 1002, §7.4.1).
-    "unmasked text frame": ([encode_frame(OP_TEXT, PING, mask=False)], 1002),
-    "unmasked ping frame": ([encode_frame(OP_PING, b"x", mask=False)], 1002),
-    "unmasked close frame": ([encode_frame(OP_CLOSE, close_payload(1000), mask=False)], 1002),
-    # §5.2: RSV bits without a negotiated extension, reserved opcodes
-    "RSV1 set": ([encode_frame(OP_TEXT, PING, rsv=4)], 1002),
-    "RSV2 set": ([encode_frame(OP_TEXT, PING, rsv=2)], 1002),
-    "RSV3 set": ([encode_frame(OP_TEXT, PING, rsv=1)], 1002),
-    "opcode 0x3": ([encode_frame(0x3, b"x")], 1002),
-    "opcode 0x7": ([encode_frame(0x7, b"x")], 1002),
-    "opcode 0xB": ([encode_frame(0xB, b"x")], 1002),
-    "opcode 0xF": ([encode_frame(0xF, b"x")], 1002),
-    # §5.5: control frames are at most 125 bytes and never fragmented
-    "ping of 126 bytes": ([encode_frame(OP_PING, b"x" * 126)], 1002),
-    "pong of 200 bytes": ([encode_frame(OP_PONG, b"x" * 200)], 1002),
-    "close of 126 bytes": ([encode_frame(OP_CLOSE, close_payload(1000, b"r" * 124))], 1002),
-    "fragmented ping": ([encode_frame(OP_PING, b"a", fin=False)], 1002),
-    # §5.4: fragmentation rules
-    "continuation without start": ([encode_frame(OP_CONT, PING)], 1002),
-    "text inside a fragmented text": (
-        [encode_frame(OP_TEXT, b'{"type":', fin=False), encode_frame(OP_TEXT, PING)],
-        1002,
-    ),
-    # §8.1: text must be UTF-8
-    "invalid utf-8": ([encode_frame(OP_TEXT, b'{"id":"\xff"}')], 1007),
-    "surrogate in utf-8": ([encode_frame(OP_TEXT, b'{"id":"\xed\xa0\x80"}')], 1007),
-    "overlong utf-8": ([encode_frame(OP_TEXT, b'{"id":"\xc0\xaf"}')], 1007),
-    "invalid utf-8 across fragments": (
-        [encode_frame(OP_TEXT, b'{"id":"\xe2', fin=False), encode_frame(OP_CONT, b'\x28"}')],
-        1007,
-    ),
-    # §7.4: close codes and bodies
-    "close code 0": ([encode_frame(OP_CLOSE, close_payload(0))], 1002),
-    "close code 999": ([encode_frame(OP_CLOSE, close_payload(999))], 1002),
-    "close code 1004": ([encode_frame(OP_CLOSE, close_payload(1004))], 1002),
-    "close code 1005": ([encode_frame(OP_CLOSE, close_payload(1005))], 1002),
-    "close code 1015": ([encode_frame(OP_CLOSE, close_payload(1015))], 1002),
-    "close code 2999": ([encode_frame(OP_CLOSE, close_payload(2999))], 1002),
-    "close code 1006": ([encode_frame(OP_CLOSE, close_payload(1006))], 1002),
-    "close code 5000": ([encode_frame(OP_CLOSE, close_payload(5000))], 1002),
-    "close code 65535": ([encode_frame(OP_CLOSE, close_payload(65535))], 1002),
-    "close body of 1 byte": ([encode_frame(OP_CLOSE, b"\x03")], 1002),
-    "close reason not utf-8": ([encode_frame(OP_CLOSE, close_payload(1000, b"\xff"))], 1007),
-    # CONTRACT §4
-    "binary frame": ([encode_frame(OP_BINARY, PING)], 1003),
-    "declared length 2**63": ([encode_frame(OP_TEXT, b"", length=2**63, length_form=64)], 1009),
-    "fragments past the limit": (
-        [
-            encode_frame(OP_TEXT, b"x" * 40_000, fin=False),
-            encode_frame(OP_CONT, b"x" * 40_000),
-        ],
-        1009,
-    ),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,76 +273,3 @@ class RawWs:
         self.writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.writer.wait_closed(), 2.0)
-
-
-# Server-side facts
-
-
-def metrics(base_url: str) -> dict[str, float]:
-    """``/metrics`` samples ``{"name{labels}": value}`` (blocking; call via ``to_thread``)."""
-    with urllib.request.urlopen(f"{base_url}/metrics", timeout=5) as response:
-        body = response.read().decode()
-    samples: dict[str, float] = {}
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
-
-
-def healthy(base_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{base_url}/healthz", timeout=5) as response:
-            return response.status == 200 and json.loads(response.read()) == {"status": "ok"}
-    except OSError:
-        return False
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory of a process (VmRSS), in KiB."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def fd_kinds(pid: int) -> dict[str, int]:
-    """Open file descriptors by kind: sockets, pipes, anonymous inodes, files (by extension)."""
-    kinds: dict[str, int] = {}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        kind = target.split(":")[0] if ":" in target else "file " + target.rsplit(".", 1)[-1]
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return kinds
-
-
-def holds_connection(pid: int, local_port: int, remote_port: int) -> bool:
-    """Whether process ``pid`` has a descriptor for its TCP connection from ``local_port`` to
-    ``remote_port`` on this host. A socket the process has closed, even one the kernel still
-    keeps to send what it had queued (FIN-WAIT-1), is not held."""
-    inodes = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(name) as table:
-            next(table)  # the header
-            for line in table:
-                fields = line.split()
-                local, remote, inode = fields[1], fields[2], fields[9]
-                if int(local.rsplit(":", 1)[1], 16) == local_port and (
-                    int(remote.rsplit(":", 1)[1], 16) == remote_port
-                ):
-                    inodes.add(f"socket:[{inode}]")
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
-                return True
-        except OSError:
-            continue
-    return False

@@ -2,7 +2,9 @@
 
 ``LiveboardProcess`` starts the CLI exactly as users do (``python -m liveboard serve``), waits
 for ``/healthz``, and stops it with SIGTERM (or SIGKILL for crash tests). Its output goes to a
-log file whose tail is shown when a start fails.
+log file whose tail is shown when a start fails. The ``server_factory`` fixture starts servers
+for one test and kills them at its end; ``start_server`` starts one for a module-scoped fixture.
+``free_port`` is the one way the tests pick a port.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import TEST_SECRET, timeout
+from tests.support.timing import timeout
+from tests.support.tokens import TEST_SECRET
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
@@ -119,6 +123,18 @@ class LiveboardProcess:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+
+def start_server(
+    tmp_path_factory: pytest.TempPathFactory, name: str, env: Mapping[str, str] | None = None
+) -> LiveboardProcess:
+    """A real server on a free port with its own SQLite file (for module-scoped fixtures)."""
+    directory = tmp_path_factory.mktemp(name)
+    return LiveboardProcess(
+        database_url=f"sqlite:///{directory / 'liveboard.db'}",
+        log_path=directory / "server.log",
+        env=env,
+    ).start()
 
 
 @pytest.fixture
