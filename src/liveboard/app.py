@@ -21,7 +21,6 @@ from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
 from liveboard.events import EventPublisher
 from liveboard.fdlimit import open_files, open_files_limit
-from liveboard.http_errors import json_error_handlers
 from liveboard.openapi import build_document
 from liveboard.protocol import Event
 from liveboard.realtime.endpoint import (
@@ -29,13 +28,14 @@ from liveboard.realtime.endpoint import (
     WS_SETTINGS_KEY,
     WS_VERIFIER_KEY,
     UpgradeAcceptor,
-    tune_socket,
     websocket_handler,
 )
-from liveboard.realtime.guard import GUARD_KEY, ConnectionGuard, track_requests
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.node import Node
-from liveboard.realtime.router import ConnectionRouter
+from liveboard.realtime.transport.guard import GUARD_KEY, ConnectionGuard, track_requests
+from liveboard.realtime.transport.http_errors import json_error_handlers
+from liveboard.realtime.transport.router import ConnectionRouter
+from liveboard.realtime.transport.sockets import tune_socket
 from liveboard.rest import json_response
 from liveboard.store.database import Database
 from liveboard.store.migrations import migrate

@@ -7,7 +7,7 @@ room or of a ``since`` history read while a removal is committed but not applied
 workspace room whose continuity is lost. The node, its hub and its admission are the real ones,
 on a real database (a SQLite file and PostgreSQL); the task service commits through the real
 event log, and its publisher only records, so each test decides which publish reaches the node
-(``World.deliver``) and which is lost. Sockets are ``FakeTransport`` s from the hub's tests.
+(``World.deliver``) and which is lost. Sockets are ``FakeConnection`` s (``tests.support.fakes``).
 """
 
 from __future__ import annotations
@@ -35,21 +35,14 @@ from liveboard.store.database import Database
 from liveboard.store.migrations import migrate
 from liveboard.tasks.service import TaskService
 from tests.support.app import make_settings
-from tests.support.fakes import FakeTransport
+from tests.support.fakes import FakeConnection
 from tests.support.timing import timeout
 
 pytestmark = pytest.mark.timeout(30)
 
 
-class Socket(FakeTransport):
-    """A session's transport, and the closing side of its WebSocket."""
-
-    def abort(self) -> None:
-        self.closing = True
-
-    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
-        self.closing = True
-        return True
+class Socket(FakeConnection):
+    """A session's connection, and its transport."""
 
     def of(self, room: str) -> list[dict[str, object]]:
         return [m for m in self.messages() if m.get("room") == room]
@@ -93,8 +86,7 @@ class World:
         socket = Socket()
         user = self.user(name)
         principal = Principal(user_id=user, name=name, expires_at=time.time() + 3600)
-        transport: Any = socket
-        session = Session(socket, transport, f"c-{name}", principal, self.node.settings)
+        session = Session(socket, f"c-{name}", principal, self.node.settings)
         self.node.register(session)
         return session, socket
 

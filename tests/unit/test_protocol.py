@@ -579,7 +579,7 @@ def test_unknown_keys_are_ignored(message: ClientMessage, extra: dict[str, Any])
 
 
 def test_connection_ids_are_bound_to_their_user() -> None:
-    from liveboard.realtime.connection_ids import issued_to_another, new_connection_id
+    from liveboard.connection_ids import issued_to_another, new_connection_id
 
     alice = new_connection_id("alice")
     assert alice.startswith("c_")

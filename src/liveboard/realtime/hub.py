@@ -33,9 +33,9 @@ from typing import Protocol
 
 from liveboard.protocol import Event, RoomName, encode_event
 from liveboard.protocol.rooms import WORKSPACE_ROOM_PREFIX
-from liveboard.realtime.frames import text_frame
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import OfferResult, RoomSequencer
+from liveboard.realtime.transport.frames import text_frame
 
 #: Events held for a room before its position is known (first subscriber still reading).
 MAX_PREBUFFER = 10_000

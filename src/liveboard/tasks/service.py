@@ -52,6 +52,7 @@ from liveboard.protocol import (
 )
 from liveboard.store import eventlog, records
 from liveboard.store.database import Database
+from liveboard.tasks.changes import TaskChanges, diff, wire_changes
 
 MANAGER_ROLES: frozenset[Role] = frozenset({"owner", "admin"})
 
@@ -250,33 +251,28 @@ class TaskService:
         self,
         actor: Actor,
         task_id: str,
-        changes: dict[str, Any],
+        changes: TaskChanges,
         *,
         expected_version: int | None = None,
     ) -> Task:
-        """Apply ``changes`` (wire names: title, description, assigneeId) to a task."""
+        """Apply ``changes`` to a task; an assignee given must be a member of its workspace."""
         async with self.db.write() as conn:
             task, project = await self._task_for_change(conn, task_id, actor, expected_version)
             now = self._clock()  # after the task's row lock: see _task_for_change
-            if "assigneeId" in changes and changes["assigneeId"] is not None:
-                await self._check_assignee(conn, project.workspace_id, changes["assigneeId"])
-            current = to_builtins(task)
-            diff = {
-                field: {"from": current[field], "to": value}
-                for field, value in changes.items()
-                if current[field] != value
-            }
-            if not diff:
+            if isinstance(changes.assignee_id, str):  # given, and not None (unassign)
+                await self._check_assignee(conn, project.workspace_id, changes.assignee_id)
+            found = diff(task, changes)
+            if not found:
                 return task
-            updated = _replace(task, now, **{f: c["to"] for f, c in diff.items()})
-            await records.save_task(conn, updated, list(diff))
+            updated = _replace(task, now, **{field: new for field, (_, new) in found.items()})
+            await records.save_task(conn, updated, list(found))
             event = await self._append(
                 conn,
                 project_room(task.project_id),
                 TASK_UPDATED,
                 actor,
                 now,
-                {"task": to_builtins(updated), "changes": diff},
+                {"task": to_builtins(updated), "changes": wire_changes(found)},
                 workspace_id=project.workspace_id,
             )
         await self.publisher.publish([event])
@@ -436,7 +432,6 @@ def _after(last: float | None) -> float:
     return math.floor(last) + 1.0
 
 
-def _replace(task: Task, now: Clock, **wire_fields: Any) -> Task:
-    """``task`` with the given fields (wire names) changed, its version bumped and time set."""
-    fields = {("assignee_id" if k == "assigneeId" else k): v for k, v in wire_fields.items()}
+def _replace(task: Task, now: Clock, **fields: Any) -> Task:
+    """``task`` with the given fields changed, its version bumped and its time set."""
     return msgspec.structs.replace(task, **fields, version=task.version + 1, updated_at=now.iso)
