@@ -16,6 +16,7 @@ from typing import Final
 from aiohttp import web
 
 from liveboard import dev, errors, rest
+from liveboard.asyncapi import document_json as asyncapi_json
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
 from liveboard.events import EventPublisher
@@ -111,6 +112,7 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/asyncapi.json", asyncapi)
     app.router.add_get("/static/{name}", static_file)
     if settings.dev:
         assert settings.jwt_secret is not None  # with_dev_defaults guarantees a secret
@@ -255,3 +257,8 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 async def openapi(request: web.Request) -> web.StreamResponse:
     return json_response(build_document(dev=request.app[SETTINGS_KEY].dev))
+
+
+async def asyncapi(request: web.Request) -> web.StreamResponse:
+    """The WebSocket API's AsyncAPI 3.0 document (docs/asyncapi.json is a copy of it)."""
+    return web.Response(body=asyncapi_json(), content_type="application/json")

@@ -11,6 +11,8 @@ use it without the server. Modules:
 - ``events``: ``Event`` (a committed change, as subscribers receive it), the event types,
   ``BrokerEvent`` (the servers' envelope: an ``Event`` plus ``workspace_offset``) and their
   encoders and decoders.
+- ``event_data``: each event type's ``data`` as a typed struct (``TaskMovedData``, …;
+  ``EVENT_DATA``), for the generated documents and for clients.
 - ``errors``: ``ProtocolError`` (answered with ``error``) and ``ERROR_CODES``.
 - ``close``: ``CloseCode`` and the reconnect policy (``close_action``, ``CloseAction``).
 - ``position``: ``Position`` (offset, epoch). ``rooms``: room names parsed into ``RoomName``.
@@ -30,6 +32,19 @@ from liveboard.protocol.client_messages import (
 )
 from liveboard.protocol.close import CloseAction, CloseCode, close_action
 from liveboard.protocol.errors import ERROR_CODES, MessageId, ProtocolError
+from liveboard.protocol.event_data import (
+    EVENT_DATA,
+    AssigneeChange,
+    MemberAddedData,
+    MemberRemovedData,
+    ProjectCreatedData,
+    TaskChanges,
+    TaskCreatedData,
+    TaskDeletedData,
+    TaskMovedData,
+    TaskUpdatedData,
+    TextChange,
+)
 from liveboard.protocol.events import (
     EVENT_TYPES,
     INTERNAL_EVENT_FIELDS,
@@ -94,6 +109,7 @@ __all__ = [
     "CLIENT_MESSAGE_TYPES",
     "DEFAULT_STATUSES",
     "ERROR_CODES",
+    "EVENT_DATA",
     "EVENT_TYPES",
     "INTERNAL_EVENT_FIELDS",
     "MAX_OFFSET",
@@ -106,6 +122,7 @@ __all__ = [
     "TASK_DELETED",
     "TASK_MOVED",
     "TASK_UPDATED",
+    "AssigneeChange",
     "BrokerEvent",
     "ClientMessage",
     "CloseAction",
@@ -114,6 +131,8 @@ __all__ = [
     "ErrorReply",
     "Event",
     "Member",
+    "MemberAddedData",
+    "MemberRemovedData",
     "MessageId",
     "Ping",
     "Pong",
@@ -122,6 +141,7 @@ __all__ = [
     "PresenceUpdate",
     "PresenceUser",
     "Project",
+    "ProjectCreatedData",
     "ProtocolError",
     "Refresh",
     "Refreshed",
@@ -134,7 +154,13 @@ __all__ = [
     "Subscribe",
     "Subscribed",
     "Task",
+    "TaskChanges",
+    "TaskCreatedData",
+    "TaskDeletedData",
+    "TaskMovedData",
     "TaskSnapshot",
+    "TaskUpdatedData",
+    "TextChange",
     "Unsubscribe",
     "Unsubscribed",
     "Workspace",
