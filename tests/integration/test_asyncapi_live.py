@@ -64,6 +64,8 @@ async def test_every_message_the_server_sends_validates(board: Board) -> None:
     watcher = await board.connect(owner, name="Owner")
     other = await board.connect(member)
     await watcher.send({"type": "subscribe", "room": workspace_room(wid), "id": 1})
+    # Live before the changes below (a subscribe without since sees only later events).
+    watched = await watcher.barrier()
 
     # Workspace events: project:created, member:added (member:removed comes last).
     pid = str((await board.project(owner, wid))["id"])
@@ -72,7 +74,8 @@ async def test_every_message_the_server_sends_validates(board: Board) -> None:
         await client.send({"type": "subscribe", "room": project_room(pid), "id": "s"})
     since = {"offset": 0, "epoch": "elsewhere"}
     await other.send({"type": "subscribe", "room": workspace_room(wid), "since": since})
-    early = await other.barrier()  # subscribed before the changes below
+    watched += await watcher.barrier()  # subscribed before the changes below
+    early = await other.barrier()
 
     # Presence, then every task event, with and without an origin and an assignee.
     await watcher.send({"type": "presence", "action": "join", "room": project_room(pid)})
@@ -100,7 +103,9 @@ async def test_every_message_the_server_sends_validates(board: Board) -> None:
     await watcher.send({"type": "unsubscribe", "room": project_room(pid), "id": 6})
 
     received = [watcher.connected, other.connected, *early]
-    received += await _collect(watcher, EVENT_TYPES | {"refreshed", "error", "unsubscribed"})
+    wanted = EVENT_TYPES | {"refreshed", "error", "unsubscribed"}
+    received += watched
+    received += await _collect(watcher, wanted - {m["type"] for m in watched})
     received += await _collect(other, {"unsubscribed", "presence:update", "task:deleted"})
     for message in received:
         schemas.check(message)
