@@ -3,8 +3,9 @@
 Why: the room's row lock (``store.eventlog``: ``UPDATE rooms … RETURNING``) serialises the writers
 of a room, so they commit offsets n, n + 1, … in that order. But on PostgreSQL each writer awaits
 its own COMMIT, and once both commits are done the coroutine of the later one may resume first
-and publish first. Subscribers would still be right (the hub holds the hole for ``GAP_WAIT`` and
-then reads it from the log), at the cost of that delay and a log read on every instance.
+and publish first. Subscribers would still be right (the hub holds the later event until the
+earlier one comes, and reads the hole from the log if it stays open ``GAP_WAIT``), at the cost of
+that wait on every instance, and of a log read when the earlier publish comes late.
 
 How: each write transaction has an ``Outbox``. When it appends an event to a room it takes a
 ``Ticket`` in that room's line (``PublishOrder.register``), right after the append returned and
@@ -18,20 +19,23 @@ instances never enter it, and the hub orders those by offset as before):
 
 * Handed in offset order: of two events of one room committed through this ``PublishOrder``,
   the earlier one's ``publish`` call begins, and runs to its first suspension, before the
-  later one's begins. (Not "returns before": that would chain every writer of a room behind
-  the previous one's broker round trip, up to ``PUBLISH_TIMEOUT`` each during a Redis outage.
-  The node delivers to its own hub before its first suspension, so its hub gets its own
-  events in offset order.)
+  later one's begins: the later transaction is woken by a future, which resumes it only once
+  the event loop runs again, and the earlier one calls ``publish`` right after releasing,
+  without suspending in between. (Not "returns before": that would chain every writer of a
+  room behind the previous one's broker round trip, up to ``PUBLISH_TIMEOUT`` each during a
+  Redis outage. The node delivers to its own hub before its first suspension, so its hub gets
+  its own events in offset order.)
 * No deadlock, and no ticket waits forever. A transaction T waits only for tickets taken before
   its own in a room. Such a ticket was taken by a transaction U while U held the room's row
-  lock, which U keeps until it commits or rolls back; T took its ticket under the same lock, so
-  U had ended (committed or rolled back) before T took its ticket, hence before T ended. Every
-  wait therefore points at a transaction that ended strictly earlier: the waits cannot form a
-  cycle (this holds across rooms too, for a transaction with events in several). And a
-  transaction that has ended only waits for its turns, then releases its tickets (in a
-  ``finally``, so also when it fails or is cancelled): by induction on the order in which
-  transactions end, every ticket is released. This needs the rule ``register`` states, and
-  that nobody waits for a turn inside a transaction (on SQLite the write lock would be held).
+  lock (on SQLite, the database's write lock), which U keeps until it commits or rolls back; T
+  took its ticket under the same lock, so U had ended (committed or rolled back) before T took
+  its ticket, hence before T ended. Every wait therefore points at a transaction that ended
+  strictly earlier: the waits cannot form a cycle (across rooms too, for a transaction with
+  events in several). And a transaction that has ended waits for nothing but its turns before
+  it releases its tickets (the COMMIT's reply and the connection's return to the pool need
+  nothing another transaction holds), and it releases them in a ``finally``, so also when it
+  fails or is cancelled: by induction on the order in which transactions end, every ticket is
+  released. All this needs is the rule that ``register`` states.
 * Cost: in the usual case (nobody ahead) a mutation costs a few dict and deque operations and
   no suspension; nothing on the fan-out path.
 """
@@ -89,8 +93,9 @@ class PublishOrder:
     async def turn(self, ticket: Ticket) -> None:
         """Return once ``ticket`` is first in its line (at once, without suspending, if it is).
 
-        Call it after the ticket's transaction ended, never inside it. If the caller is
-        cancelled while waiting it must still ``release`` the ticket.
+        Call it after the ticket's transaction committed: publishing sooner would announce a
+        change that may still roll back. If the caller is cancelled while waiting it must still
+        ``release`` the ticket.
         """
         if self.is_first(ticket):
             return
