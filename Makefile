@@ -24,7 +24,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 LOCKS := requirements.lock requirements-test.lock requirements-bench.lock requirements-build.lock requirements-uv.lock
 
-.PHONY: venv run wait test test-unit lint lock lock-uv check-locks clean bench bench-quick soak fuzz
+.PHONY: venv run wait test test-unit lint lock lock-uv check-locks clean bench bench-quick soak fuzz asyncapi
 
 # The virtualenv and the pinned installer.
 $(UV): requirements-uv.lock
@@ -50,6 +50,22 @@ $(BIN)/.bench: $(BIN)/.runtime requirements-bench.lock
 
 venv: $(BIN)/.runtime
 
+# The npm side (clients/js): the pinned TypeScript that checks the generated declarations,
+# installed by `npm ci` from the committed package-lock.json (the npm registry only).
+NPM ?= npm
+JS := clients/js
+$(JS)/node_modules/.package-lock.json: $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+$(JS)/node_modules: $(JS)/node_modules/.package-lock.json
+
+# Regenerate what liveboard.protocol generates: docs/asyncapi.json (the AsyncAPI document that
+# GET /asyncapi.json serves) and clients/js/src/protocol.ts (TypeScript declarations). A test
+# fails while either is stale.
+asyncapi: $(BIN)/.runtime
+	$(BIN)/python -m tools.protocol_docs
+
 run: venv
 	$(BIN)/liveboard serve --dev --host $(HOST) --port $(PORT)
 
@@ -59,13 +75,13 @@ WAIT_SECONDS ?= 300
 wait:
 	@$(PYTHON) -m tools.wait_for_server http://$(HOST):$(PORT)/healthz $(WAIT_SECONDS)
 
-test: $(BIN)/.test $(BIN)/.bench
+test: $(BIN)/.test $(BIN)/.bench $(JS)/node_modules/.package-lock.json
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-unit: $(BIN)/.test $(BIN)/.bench
+test-unit: $(BIN)/.test $(BIN)/.bench $(JS)/node_modules/.package-lock.json
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(BIN)/.test
@@ -122,4 +138,4 @@ lock-uv: $(UV)
 	echo "uv==$(UV_VERSION)" | $(UV) pip compile --generate-hashes --no-header --quiet - -o requirements-uv.lock
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(JS)/node_modules

@@ -19,7 +19,7 @@ import time
 import zlib
 from typing import Any
 
-from liveboard.events import Event, encode_event
+from liveboard.protocol import Event, encode_event
 
 ROUNDS = 2000
 

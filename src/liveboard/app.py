@@ -16,24 +16,26 @@ from typing import Final
 from aiohttp import web
 
 from liveboard import dev, errors, rest
+from liveboard.asyncapi import document_json as asyncapi_json
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
-from liveboard.events import Event, EventPublisher
+from liveboard.events import EventPublisher
 from liveboard.fdlimit import open_files, open_files_limit
-from liveboard.http_errors import json_error_handlers
 from liveboard.openapi import build_document
+from liveboard.protocol import BrokerEvent
 from liveboard.realtime.endpoint import (
     NODE_KEY,
     WS_SETTINGS_KEY,
     WS_VERIFIER_KEY,
     UpgradeAcceptor,
-    tune_socket,
     websocket_handler,
 )
-from liveboard.realtime.guard import GUARD_KEY, ConnectionGuard, track_requests
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.node import Node
-from liveboard.realtime.router import ConnectionRouter
+from liveboard.realtime.transport.guard import GUARD_KEY, ConnectionGuard, track_requests
+from liveboard.realtime.transport.http_errors import json_error_handlers
+from liveboard.realtime.transport.router import ConnectionRouter
+from liveboard.realtime.transport.sockets import tune_socket
 from liveboard.rest import json_response
 from liveboard.store.database import Database
 from liveboard.store.migrations import migrate
@@ -59,7 +61,7 @@ class _Tee:
     def __init__(self, *publishers: EventPublisher) -> None:
         self._publishers = publishers
 
-    async def publish(self, events: Sequence[Event]) -> None:
+    async def publish(self, events: Sequence[BrokerEvent]) -> None:
         for publisher in self._publishers:
             await publisher.publish(events)
 
@@ -110,6 +112,7 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/asyncapi.json", asyncapi)
     app.router.add_get("/static/{name}", static_file)
     if settings.dev:
         assert settings.jwt_secret is not None  # with_dev_defaults guarantees a secret
@@ -254,3 +257,8 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 async def openapi(request: web.Request) -> web.StreamResponse:
     return json_response(build_document(dev=request.app[SETTINGS_KEY].dev))
+
+
+async def asyncapi(request: web.Request) -> web.StreamResponse:
+    """The WebSocket API's AsyncAPI 3.0 document (docs/asyncapi.json is a copy of it)."""
+    return web.Response(body=asyncapi_json(), content_type="application/json")

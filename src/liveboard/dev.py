@@ -6,7 +6,7 @@ that already has alice's demo workspace is left as it is.
 
 A ``--dev`` server answers only requests addressed to a loopback host (``Host`` of
 ``localhost``, a name under ``.localhost``, 127.0.0.0/8 or ``[::1]``; ``loopback_only`` for
-HTTP, ``endpoint.admit`` for upgrades): it mints tokens for anyone who asks and, unless a key is
+HTTP, ``admission.admit`` for upgrades): it mints tokens for anyone who asks and, unless a key is
 configured, signs them with a secret that is public. A page on another site that rebinds its
 own name to 127.0.0.1 (DNS rebinding) reaches the server with its own name in ``Host``, and is
 refused 403 ``forbidden``.

@@ -7,6 +7,10 @@ Every error a user can see is data: a ``code`` from the contract's closed list a
     ├── ConfigError             bad or missing configuration (serve exits 2)
     ├── AuthError               a token that is missing, malformed, expired or not trusted (401)
     └── ApiError                a REST error with its HTTP status (400/403/404/409/413/422/429)
+
+``liveboard.protocol.ProtocolError`` (a WebSocket message answered with ``error``) carries a
+``code`` and a ``message`` too but stands outside this tree: the protocol package imports
+nothing of liveboard, so that the Python SDK can use it without the server.
 """
 
 from __future__ import annotations

@@ -163,21 +163,39 @@ def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     server.addFilter(ClientErrorFilter())
 
 
+#: The logger aiohttp writes its access log to; liveboard's own WebSocket path writes there too.
+access_log = logging.getLogger("aiohttp.access")
+
+
+def log_access(
+    logger: logging.Logger,
+    method: str,
+    path: str,
+    status: int,
+    seconds: float,
+    remote: str | None,
+) -> None:
+    """One access log line (the path without its query string), alike on both paths."""
+    logger.info(
+        "%s %s %d %.1fms",
+        method,
+        path,
+        status,
+        seconds * 1000,
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "ms": round(seconds * 1000, 2),
+            "remote": remote,
+        },
+    )
+
+
 class AccessLogger(AbstractAccessLogger):
     """Access log without query strings."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time_: float) -> None:
-        self.logger.info(
-            "%s %s %d %.1fms",
-            request.method,
-            request.path,
-            response.status,
-            time_ * 1000,
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status,
-                "ms": round(time_ * 1000, 2),
-                "remote": request.remote,
-            },
+        log_access(
+            self.logger, request.method, request.path, response.status, time_, request.remote
         )

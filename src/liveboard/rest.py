@@ -19,9 +19,9 @@ from aiohttp import web
 
 from liveboard import errors
 from liveboard.auth import Actor, Principal, TokenVerifier, bearer_token
+from liveboard.connection_ids import issued_to_another
 from liveboard.ratelimit import TokenBucket
-from liveboard.realtime.guard import GUARD_KEY
-from liveboard.realtime.protocol import issued_to_another
+from liveboard.realtime.transport.guard import GUARD_KEY
 from liveboard.text import NO_NUL_PATTERN
 
 log = logging.getLogger("liveboard.rest")

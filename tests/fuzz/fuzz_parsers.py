@@ -2,16 +2,16 @@
 
     python -m tests.fuzz.fuzz_parsers frames|heads [libFuzzer options] [CORPUS_DIR ...]
 
-``frames``: the client frame reader (``realtime.rfc6455``), fed the input split at points the
-input chooses. It may only return frames or raise ``FrameError`` with 1002, 1007 or 1009, and
-what it returns must keep the RFC's shape (control frames ≤ 125 bytes, text as ``str``, no
-message over the limit, close codes a peer may send).
+``frames``: the client frame reader (``realtime.transport.rfc6455``), fed the input split at points
+the input chooses. It may only return frames or raise ``FrameError`` with 1002, 1007 or 1009, and
+what it returns must keep the RFC's shape (control frames ≤ 125 bytes, text as ``str``, no message
+over the limit, close codes a peer may send).
 
-``heads``: the upgrade-head parser (``realtime.handshake``), with aiohttp's own request parser
-as the oracle: a head that ``parse_upgrade`` accepts must be one aiohttp accepts too, read the
-same way (method, path, query, version, Host, key, Origin, Authorization). The router hands
-every head it does not take to aiohttp, so this is the property that keeps the two upgrade
-paths accepting the same requests.
+``heads``: the upgrade-head parser (``realtime.transport.handshake``), with aiohttp's own request
+parser as the oracle: a head that ``parse_upgrade`` accepts must be one aiohttp accepts too, read
+the same way (method, path, query, version, Host, key, Origin, Authorization). The router hands
+every head it does not take to aiohttp, so this is the property that keeps the two upgrade paths
+accepting the same requests.
 
 Any other exception, or a broken property, is a crash: libFuzzer stops and writes the input to
 ``-artifact_prefix``. ``tests/fuzz/test_parsers_fuzz.py`` runs both briefly in ``make test`` and
@@ -31,7 +31,7 @@ from unittest import mock
 import atheris
 
 with atheris.instrument_imports():
-    from liveboard.realtime import handshake, rfc6455
+    from liveboard.realtime.transport import handshake, rfc6455
 
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpRequestParser

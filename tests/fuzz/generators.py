@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from liveboard.realtime.protocol import (
+from liveboard.protocol import (
     Ping,
     Presence,
     ProtocolError,

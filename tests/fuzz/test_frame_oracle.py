@@ -29,7 +29,7 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from liveboard.realtime.rfc6455 import (
+from liveboard.realtime.transport.rfc6455 import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,

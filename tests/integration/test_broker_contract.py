@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import pytest
 from redis.asyncio import Redis
 
-from liveboard.events import Event, encode_event
+from liveboard.protocol import BrokerEvent, encode_event
 from liveboard.realtime.brokers import Broker, create_broker
 from liveboard.realtime.brokers.redis import RedisBroker, channel_of
 from tests.support.redis_server import RedisServer
@@ -31,11 +31,11 @@ class Recorder:
     """A ``BrokerHandler`` that keeps what it is given."""
 
     def __init__(self) -> None:
-        self.batches: list[list[Event]] = []
+        self.batches: list[list[BrokerEvent]] = []
         self.restored = 0
         self.signals: list[str] = []
 
-    def on_events(self, events: Sequence[Event]) -> None:
+    def on_events(self, events: Sequence[BrokerEvent]) -> None:
         assert events, "on_events called with no event"
         self.batches.append(list(events))
 
@@ -45,7 +45,7 @@ class Recorder:
     def on_presence_signal(self, room: str) -> None:
         self.signals.append(room)
 
-    def events(self, room: str) -> list[Event]:
+    def events(self, room: str) -> list[BrokerEvent]:
         return [event for batch in self.batches for event in batch if event.room == room]
 
     def offsets(self, room: str) -> list[int]:
@@ -56,8 +56,8 @@ class Recorder:
         return list(dict.fromkeys(self.offsets(room)))
 
 
-def event(offset: int, room: str = ROOM) -> Event:
-    return Event(
+def event(offset: int, room: str = ROOM) -> BrokerEvent:
+    return BrokerEvent(
         type="task:updated",
         room=room,
         offset=offset,

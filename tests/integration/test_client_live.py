@@ -34,10 +34,10 @@ from liveboard.client import (
     FatalConnectionError,
     LiveboardClient,
     LiveboardClientError,
+    Position,
     PresenceUpdate,
     Resync,
     Revoked,
-    StreamPosition,
     Subscription,
     SubscriptionItem,
     TaskSnapshot,
@@ -240,7 +240,7 @@ async def test_events_arrive_in_order_once(server_factory: ServerFactory) -> Non
         assert {e.data["task"]["id"] for e in events} == {t.id for t in created}
         assert all(e.type == "task:created" and e.user_id == "bob" for e in events)
         await nothing_more(sub)
-        assert sub.position == StreamPosition(offset=30, epoch=events[0].epoch)
+        assert sub.position == Position(offset=30, epoch=events[0].epoch)
 
 
 async def test_rest_helpers_send_the_connection_id_and_raise_typed_errors(
@@ -523,15 +523,15 @@ async def test_a_stale_since_surfaces_one_resync_then_the_live_stream(
         for n in range(2):
             await alice.create_task(pid, f"T{n}")
         snapshot = await alice.get_snapshot(pid)
-        sub = await alice.subscribe(room, since=StreamPosition(offset=0, epoch="not-the-epoch"))
+        sub = await alice.subscribe(room, since=Position(offset=0, epoch="not-the-epoch"))
         assert await sub.get() == Resync(room, "not_recovered", 2, snapshot.epoch)
         await alice.create_task(pid, "T2")
         assert offsets(await collect(sub, 1)) == [3]
         await sub.unsubscribe()
-        ahead = await alice.subscribe(room, since=StreamPosition(offset=99, epoch=snapshot.epoch))
+        ahead = await alice.subscribe(room, since=Position(offset=99, epoch=snapshot.epoch))
         assert await ahead.get() == Resync(room, "not_recovered", 3, snapshot.epoch)
         await alice.unsubscribe(room)
-        good = await alice.subscribe(room, since=StreamPosition(offset=1, epoch=snapshot.epoch))
+        good = await alice.subscribe(room, since=Position(offset=1, epoch=snapshot.epoch))
         assert offsets(await collect(good, 2)) == [2, 3]  # recovered: replayed, no Resync
 
 

@@ -26,10 +26,10 @@ from liveboard.client import (
     FatalConnectionError,
     LiveboardClient,
     LiveboardClientError,
+    Position,
     PresenceUpdate,
     Resync,
     Revoked,
-    StreamPosition,
     Subscription,
     SubscriptionItem,
 )
@@ -227,7 +227,7 @@ async def test_duplicates_are_dropped_and_a_gap_starts_a_fresh_subscription(
         assert resync == Resync(ROOM, "gap", 9, EPOCH)
         assert isinstance(event, Event)
         assert event.offset == 10
-        assert sub.position == StreamPosition(offset=10, epoch=EPOCH)
+        assert sub.position == Position(offset=10, epoch=EPOCH)
 
 
 async def test_an_event_of_another_epoch_starts_the_resync_path(fake: FakeServer) -> None:
@@ -307,7 +307,7 @@ async def test_recovered_false_surfaces_one_resync(fake: FakeServer) -> None:
         items = await _items(sub, 2)
         assert items[0] == Resync(ROOM, "not_recovered", 1500, EPOCH)
         assert _offsets(items) == [1501]
-        assert sub.position == StreamPosition(offset=1501, epoch=EPOCH)
+        assert sub.position == Position(offset=1501, epoch=EPOCH)
 
 
 @pytest.mark.parametrize("code", [1003, 1008, 1009])

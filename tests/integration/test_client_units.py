@@ -15,11 +15,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from liveboard import protocol
 from liveboard.client import Backoff, CloseAction, Event, close_action, full_jitter, jwt_expiry
 from liveboard.client.backoff import backoff_ceiling
 from liveboard.client.board import iso_from_ms
 from liveboard.client.connection import websocket_url
-from liveboard.client.messages import (
+from liveboard.client.tail import format_event, summarize
+from liveboard.client.tokens import MIN_REFRESH_DELAY, refresh_delay
+from liveboard.protocol import (
     Connected,
     PresenceUpdate,
     PresenceUser,
@@ -27,9 +30,6 @@ from liveboard.client.messages import (
     Subscribed,
     decode_server_message,
 )
-from liveboard.client.tail import format_event, summarize
-from liveboard.client.tokens import MIN_REFRESH_DELAY, refresh_delay
-from liveboard.realtime import protocol
 from tests.support.tokens import make_token
 
 # Backoff

@@ -15,7 +15,8 @@ from typing import Any
 import msgspec
 from aiohttp.test_utils import TestClient
 
-from liveboard.events import Event, RecordingPublisher, encode_event, project_room, workspace_room
+from liveboard.events import RecordingPublisher
+from liveboard.protocol import BrokerEvent, encode_event, project_room, workspace_room
 from liveboard.store.admission import admit_project, admit_workspace
 from liveboard.store.database import Database
 from liveboard.store.eventlog import read_events, room_position
@@ -67,7 +68,7 @@ async def chain(client: Client, pid: str, k: int, user: str) -> list[int]:
     return versions
 
 
-async def stored_events(database_url: str, room: str) -> list[Event]:
+async def stored_events(database_url: str, room: str) -> list[BrokerEvent]:
     db = Database(database_url)
     try:
         async with db.read() as conn:
@@ -102,7 +103,7 @@ def without_updated_at(tasks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
     return {t["id"]: {k: v for k, v in t.items() if k != "updatedAt"} for t in tasks}
 
 
-def wire(events: list[Event]) -> list[dict[str, Any]]:
+def wire(events: list[BrokerEvent]) -> list[dict[str, Any]]:
     import json
 
     return [json.loads(encode_event(e)) for e in events]
@@ -146,7 +147,7 @@ async def test_concurrent_mutations_get_offsets_1_to_50(
     assert [e.offset for e in stored] == list(range(1, 51))
     assert {e.epoch for e in stored} == {epoch}
     # What was published is exactly what was stored, apart from the workspace room's head that
-    # each published event names for the other instances (not stored: ``Event.workspace_offset``).
+    # each published event names for the other instances (not stored: ``workspace_offset``).
     assert all(e.workspace_offset > 0 for e in published)
     unnamed = [msgspec.structs.replace(e, workspace_offset=0) for e in published]
     assert sorted(unnamed, key=lambda e: e.offset) == stored

@@ -32,7 +32,7 @@ from typing import Any
 import jwt
 import pytest
 
-from liveboard.realtime.endpoint import CLOSE_DRAIN_SECONDS
+from liveboard.realtime.message_loop import CLOSE_DRAIN_SECONDS
 from tests.support.board import Board
 from tests.support.contract import offsets, project_room, workspace_room
 from tests.support.frames import OP_CLOSE, OP_PING, close_payload, encode_frame, text

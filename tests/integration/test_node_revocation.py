@@ -7,7 +7,7 @@ room or of a ``since`` history read while a removal is committed but not applied
 workspace room whose continuity is lost. The node, its hub and its admission are the real ones,
 on a real database (a SQLite file and PostgreSQL); the task service commits through the real
 event log, and its publisher only records, so each test decides which publish reaches the node
-(``World.deliver``) and which is lost. Sockets are ``FakeTransport`` s from the hub's tests.
+(``World.deliver``) and which is lost. Sockets are ``FakeConnection`` s (``tests.support.fakes``).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from typing import Any
 import msgspec
 import pytest
 
+from liveboard import protocol
 from liveboard.auth import Actor, Principal
-from liveboard.events import Event, RecordingPublisher, project_room, workspace_room
+from liveboard.events import RecordingPublisher
+from liveboard.protocol import BrokerEvent, ProtocolError, project_room, workspace_room
 from liveboard.realtime import node as node_module
-from liveboard.realtime import protocol
 from liveboard.realtime import repair as repair_module
 from liveboard.realtime.node import Node
-from liveboard.realtime.protocol import ProtocolError
 from liveboard.realtime.session import Session
 from liveboard.store import eventlog
 from liveboard.store.admission import admit_project
@@ -35,21 +35,14 @@ from liveboard.store.database import Database
 from liveboard.store.migrations import migrate
 from liveboard.tasks.service import TaskService
 from tests.support.app import make_settings
-from tests.support.fakes import FakeTransport
+from tests.support.fakes import FakeConnection
 from tests.support.timing import timeout
 
 pytestmark = pytest.mark.timeout(30)
 
 
-class Socket(FakeTransport):
-    """A session's transport, and the closing side of its WebSocket."""
-
-    def abort(self) -> None:
-        self.closing = True
-
-    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
-        self.closing = True
-        return True
+class Socket(FakeConnection):
+    """A session's connection, and its transport."""
 
     def of(self, room: str) -> list[dict[str, object]]:
         return [m for m in self.messages() if m.get("room") == room]
@@ -93,42 +86,41 @@ class World:
         socket = Socket()
         user = self.user(name)
         principal = Principal(user_id=user, name=name, expires_at=time.time() + 3600)
-        transport: Any = socket
-        session = Session(socket, transport, f"c-{name}", principal, self.node.settings)
+        session = Session(socket, f"c-{name}", principal, self.node.settings)
         self.node.register(session)
         return session, socket
 
     async def subscribe(
-        self, name: str, since: protocol.StreamPosition | None = None
+        self, name: str, since: protocol.Position | None = None
     ) -> tuple[Session, Socket]:
         session, socket = self.session(name)
         await self.node.subscribe(session, protocol.Subscribe(room=self.project, since=since))
         assert socket.of(self.project)[0]["type"] == "subscribed", socket.messages()
         return session, socket
 
-    def published(self) -> list[Event]:
+    def published(self) -> list[BrokerEvent]:
         """What the service published since the last call (committed, not yet delivered)."""
         events, self.publisher.events = self.publisher.events, []
         return events
 
-    def deliver(self, events: list[Event]) -> None:
+    def deliver(self, events: list[BrokerEvent]) -> None:
         """What the broker would hand the node."""
         self.node.on_events(events)
 
-    async def remove(self, name: str) -> Event:
+    async def remove(self, name: str) -> BrokerEvent:
         """Remove ``name`` from the workspace; its publish is lost (returned, not delivered)."""
         await self.service.remove_member(self.owner, self.wid, self.user(name))
         [removal] = self.published()
         return removal
 
-    async def task(self, title: str) -> Event:
+    async def task(self, title: str) -> BrokerEvent:
         """Create a task; its publish is returned, not delivered."""
         await self.service.create_task(self.owner, self.pid, title=title)
         [event] = self.published()
         return event
 
 
-def as_previous_version(event: Event) -> Event:
+def as_previous_version(event: BrokerEvent) -> BrokerEvent:
     """The event as an instance of the previous version publishes it: no workspace offset."""
     return msgspec.structs.replace(event, workspace_offset=0)
 
@@ -160,18 +152,18 @@ def forbidden(socket: Socket, room: str) -> bool:
 # A workspace room that loses continuity takes its project rooms' subscriptions with it
 
 
-def lose_by_hole(world: World, parked: Event) -> None:
+def lose_by_hole(world: World, parked: BrokerEvent) -> None:
     """The event names a workspace offset the log does not have: the hole cannot be filled."""
     world.deliver([msgspec.structs.replace(parked, workspace_offset=parked.workspace_offset + 5)])
     assert world.node.hub.rooms[world.workspace].waiting, "the event was not parked"
 
 
-def lose_by_epoch(world: World, parked: Event) -> None:
+def lose_by_epoch(world: World, parked: BrokerEvent) -> None:
     """The workspace room's log was reset: an event of another epoch arrives (while the
     event waits for the workspace offset after the head, not in the log yet)."""
     world.deliver([msgspec.structs.replace(parked, workspace_offset=parked.workspace_offset + 1)])
     assert world.node.hub.rooms[world.workspace].waiting, "the event was not parked"
-    reset = Event(
+    reset = BrokerEvent(
         type="member:added",
         room=world.workspace,
         offset=1,
@@ -185,7 +177,7 @@ def lose_by_epoch(world: World, parked: Event) -> None:
 
 @pytest.mark.parametrize("lose", [lose_by_hole, lose_by_epoch], ids=["hole", "epoch"])
 async def test_a_workspace_room_that_loses_continuity_resyncs_its_project_rooms(
-    world: World, monkeypatch: pytest.MonkeyPatch, lose: Callable[[World, Event], None]
+    world: World, monkeypatch: pytest.MonkeyPatch, lose: Callable[[World, BrokerEvent], None]
 ) -> None:
     """The project subscriptions of a workspace here rely on its room to apply removals. Once
     that room cannot be continued (a hole the log cannot fill, ``GAP_ATTEMPTS`` times; a new
@@ -253,7 +245,7 @@ async def test_a_since_history_hole_read_after_the_removal_committed(
     read_events = eventlog.read_events
     reads = 0
 
-    async def history_then_removal(*args: Any, **kwargs: Any) -> list[Event]:
+    async def history_then_removal(*args: Any, **kwargs: Any) -> list[BrokerEvent]:
         nonlocal reads
         events = await read_events(*args, **kwargs)
         reads += 1
@@ -263,7 +255,7 @@ async def test_a_since_history_hole_read_after_the_removal_committed(
         return events
 
     monkeypatch.setattr(eventlog, "read_events", history_then_removal)
-    carol, carol_socket = await world.subscribe("carol", protocol.StreamPosition(0, epoch))
+    carol, carol_socket = await world.subscribe("carol", protocol.Position(0, epoch))
     assert reads >= 2, "her history left no range to read from the log"
     assert dave_socket.tasks(world.project) == [1, 2, 3]
     assert 3 not in carol_socket.tasks(world.project), "the removed member got a later event"
@@ -327,7 +319,7 @@ async def test_a_log_read_failing_after_the_subscription_is_registered(
     read_events = eventlog.read_events
     rooms: list[str] = []
 
-    async def read_then_fail(conn: Any, room: str, **kwargs: Any) -> list[Event]:
+    async def read_then_fail(conn: Any, room: str, **kwargs: Any) -> list[BrokerEvent]:
         rooms.append(room)
         if len(rooms) == failing:
             raise ConnectionResetError("the database went away")
@@ -338,7 +330,7 @@ async def test_a_log_read_failing_after_the_subscription_is_registered(
 
     monkeypatch.setattr(eventlog, "read_events", read_then_fail)
     carol, _ = world.session("carol")
-    subscribe = protocol.Subscribe(room=world.project, since=protocol.StreamPosition(0, epoch))
+    subscribe = protocol.Subscribe(room=world.project, since=protocol.Position(0, epoch))
     with pytest.raises(ConnectionResetError):
         await world.node.subscribe(carol, subscribe)
     assert rooms == [world.project, world.project, world.workspace][:failing]

@@ -15,14 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import cast
 
-from aiohttp import WSMsgType
-
-from liveboard.realtime.connection import INBOX_HIGH, WebSocketConnection
-from liveboard.realtime.endpoint import KERNEL_SEND_BUFFER, tune_socket
-from liveboard.realtime.frames import pong_frame
-from liveboard.realtime.guard import ConnectionGuard
 from liveboard.realtime.metrics import Metrics
-from liveboard.realtime.router import ConnectionRouter
+from liveboard.realtime.transport import MessageKind
+from liveboard.realtime.transport.connection import INBOX_HIGH, WebSocketConnection
+from liveboard.realtime.transport.frames import pong_frame
+from liveboard.realtime.transport.guard import ConnectionGuard
+from liveboard.realtime.transport.router import ConnectionRouter
+from liveboard.realtime.transport.sockets import KERNEL_SEND_BUFFER, tune_socket
 from tests.support.frames import OP_CLOSE, OP_PING, OP_TEXT, close_payload, encode_frame
 from tests.support.timing import timeout
 
@@ -129,7 +128,7 @@ async def test_a_peer_that_pings_and_never_reads_is_held_back() -> None:
         async def answer_pings() -> None:
             while True:
                 message = await connection.receive()
-                if message.type is not WSMsgType.PING:
+                if message.kind is not MessageKind.PING:
                     return
                 connection.transport.write(pong_frame(message.data))  # as Session.pong
 
@@ -152,7 +151,7 @@ async def test_a_close_from_this_side_reads_past_queued_messages_to_the_answer()
         pair.writer.write(_texts(500))
         await pair.writer.drain()
         await _until(lambda: pair.connection.queued == INBOX_HIGH)
-        closing = asyncio.ensure_future(pair.connection.close(code=1008, message=b"bye"))
+        closing = asyncio.ensure_future(pair.connection.close(1008, "bye"))
         assert await _server_frame(pair.reader) == (OP_CLOSE, close_payload(1008, b"bye"))
         pair.writer.write(encode_frame(OP_CLOSE, close_payload(1008)))
         assert await asyncio.wait_for(closing, timeout(1)) is True
@@ -181,7 +180,7 @@ async def test_a_close_that_empties_the_inbox_while_receive_is_woken_keeps_it_wa
         assert not receiving.done()  # it waits for the peer's close frame, no error
         connection.data_received(encode_frame(OP_CLOSE, close_payload(1001)))
         message = await asyncio.wait_for(receiving, timeout(1))
-        assert (message.type, message.data) == (WSMsgType.CLOSE, 1001)
+        assert (message.kind, message.data) == (MessageKind.CLOSE, 1001)
 
 
 async def test_messages_before_a_violation_arrive_then_the_close_code() -> None:
@@ -189,7 +188,7 @@ async def test_messages_before_a_violation_arrive_then_the_close_code() -> None:
         pair.writer.write(_texts(3) + encode_frame(OP_TEXT, b"\xff") + _texts(3))
         got = [await pair.connection.receive() for _ in range(4)]
         assert [m.data for m in got[:3]] == ["0", "1", "2"]
-        assert got[3].type is WSMsgType.ERROR
+        assert got[3].kind is MessageKind.ERROR
         assert await _server_frame(pair.reader) == (
             OP_CLOSE,
             close_payload(1007, b"text message is not valid UTF-8"),

@@ -1,4 +1,4 @@
-"""Which server answers what on one port: the connection router (``realtime.router``).
+"""Which server answers what on one port: the connection router (``realtime.transport.router``).
 
 A connection whose first request is a well-formed upgrade is served by liveboard's own
 WebSocket layer; every other connection goes to aiohttp, including an upgrade that follows other

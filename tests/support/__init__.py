@@ -6,6 +6,7 @@ The test run
     ``timing``       timeouts scaled by ``LIVEBOARD_TEST_TIMEOUT_FACTOR``; ``wait_until``
     ``tokens``       the test secret, tokens, ``Authorization`` headers, unique user ids
     ``contract``     status → error code, JSON shapes, event types, room names; their assertions
+    ``protocol_schema`` messages checked against the AsyncAPI document's schemas (closed)
     ``postgres``     the PostgreSQL server, fresh databases, a module's own ``database_url``
 
 Servers

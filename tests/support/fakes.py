@@ -2,7 +2,8 @@
 
 ``FakeTransport`` stands for a socket (hub, node, session and repair tests): it keeps every
 write, reports a chosen ``backlog`` as its write buffer (a peer that does not read), and decodes
-the unmasked text frames written so far (``messages``, ``offsets``). ``Recorder`` is the hub's
+the unmasked text frames written so far (``messages``, ``offsets``). ``FakeConnection`` is one
+that is also a session's ``transport.Connection``, with no peer. ``Recorder`` is the hub's
 listener, recording the rooms it reported a gap or a resync for and the slow consumers it
 closed. ``ev`` makes one event of a room at an offset.
 """
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import json
 
-from liveboard.events import Event
+from liveboard.protocol import BrokerEvent
 from liveboard.realtime.hub import Outlet, Room
+from liveboard.realtime.transport import CLOSED_MESSAGE, Message
+from liveboard.realtime.transport.frames import close_frame
 
 
 class FakeTransport:
@@ -52,8 +55,30 @@ class FakeTransport:
         return [m["offset"] for m in self.messages()]
 
 
-def ev(offset: int, room: str = "project:p1", epoch: str = "e1") -> Event:
-    return Event(
+class FakeConnection(FakeTransport):
+    """A ``transport.Connection`` that is its own transport: a session's socket, no peer."""
+
+    @property
+    def transport(self) -> FakeConnection:
+        return self
+
+    async def receive(self) -> Message:
+        return CLOSED_MESSAGE
+
+    def abort(self) -> None:
+        self.closing = True
+
+    async def close(self, code: int = 1000, reason: str = "") -> bool:
+        self.closing = True
+        return True
+
+    def close_now(self, code: int, reason: str) -> bool:
+        self.write(close_frame(code, reason))
+        return True
+
+
+def ev(offset: int, room: str = "project:p1", epoch: str = "e1") -> BrokerEvent:
+    return BrokerEvent(
         type="task:deleted",
         room=room,
         offset=offset,

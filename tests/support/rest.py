@@ -20,7 +20,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from liveboard.config import Settings
-from liveboard.events import RecordingPublisher, encode_event
+from liveboard.events import RecordingPublisher
+from liveboard.protocol import encode_event
 from tests.support.app import AppClientFactory
 from tests.support.tokens import auth
 

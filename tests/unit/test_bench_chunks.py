@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from bench.chunks import ChunkTable, scan_frames
 
-from liveboard.realtime.frames import PING_FRAME, text_frame
+from liveboard.realtime.transport.frames import PING_FRAME, text_frame
 
 
 def test_scan_counts_whole_text_frames() -> None:

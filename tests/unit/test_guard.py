@@ -11,7 +11,7 @@ import pytest
 from liveboard.config import load_settings
 from liveboard.errors import ConfigError
 from liveboard.fdlimit import Watermark, target_soft_limit
-from liveboard.realtime.guard import AddressCounts, Tally, address_key
+from liveboard.realtime.transport.guard import AddressCounts, Tally, address_key
 
 INF = resource.RLIM_INFINITY
 

@@ -1,4 +1,4 @@
-"""The opening handshake read from raw bytes (``realtime.handshake``)."""
+"""The opening handshake read from raw bytes (``realtime.transport.handshake``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from liveboard.realtime.handshake import (
+from liveboard.realtime.transport.handshake import (
     BadUpgrade,
     Upgrade,
     accept_value,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from liveboard.events import Event
+from liveboard.protocol import BrokerEvent
 from liveboard.realtime import hub as hub_module
 from liveboard.realtime.hub import Hub, Outlet, Room
 from liveboard.realtime.metrics import Metrics
@@ -226,8 +226,8 @@ def test_a_watched_workspace_room_is_sequenced_and_reported(recorder: Recorder) 
 # Membership first: a project room's event waits for the workspace offset it names
 
 
-def removal(offset: int, user: str = "carol") -> Event:
-    return Event(
+def removal(offset: int, user: str = "carol") -> BrokerEvent:
+    return BrokerEvent(
         type="member:removed",
         room="workspace:w1",
         offset=offset,
@@ -238,7 +238,7 @@ def removal(offset: int, user: str = "carol") -> Event:
     )
 
 
-def dependent(offset: int, workspace_offset: int) -> Event:
+def dependent(offset: int, workspace_offset: int) -> BrokerEvent:
     return msgspec.structs.replace(ev(offset), workspace_offset=workspace_offset)
 
 
@@ -247,7 +247,7 @@ def revoking_hub(recorder: Recorder, outlets: dict[str, Outlet]) -> Hub:
     does; ``outlets`` maps user ids to their outlet."""
     hub: Hub
 
-    def revoke(room: Room, events: list[Event]) -> None:
+    def revoke(room: Room, events: list[BrokerEvent]) -> None:
         for event in events:
             if event.type == "member:removed":
                 outlet = outlets.get(event.data["userId"])

@@ -6,18 +6,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveboard.events import Event
+from liveboard.protocol import BrokerEvent, Position
 from liveboard.realtime.ordering import (
     OfferResult,
     RecoveryBuffer,
     RoomSequencer,
     is_recovered,
 )
-from liveboard.realtime.protocol import StreamPosition
 
 
-def ev(offset: int, epoch: str = "e1") -> Event:
-    return Event(
+def ev(offset: int, epoch: str = "e1") -> BrokerEvent:
+    return BrokerEvent(
         type="task:updated",
         room="project:p1",
         offset=offset,
@@ -28,7 +27,7 @@ def ev(offset: int, epoch: str = "e1") -> Event:
     )
 
 
-def offsets(events: list[Event]) -> list[int]:
+def offsets(events: list[BrokerEvent]) -> list[int]:
     return [event.offset for event in events]
 
 
@@ -41,13 +40,13 @@ def test_in_order_events_are_delivered_at_once() -> None:
         result = seq.offer(ev(offset), now=float(offset))
         assert result == OfferResult([ev(offset)])
     assert seq.next_offset == 6
-    assert seq.position == StreamPosition(5, "e1")
+    assert seq.position == Position(5, "e1")
     assert (seq.missing, seq.gap_since, seq.buffered) == (None, None, 0)
 
 
 def test_starts_at_the_given_offset() -> None:
     seq = RoomSequencer("e1", next_offset=41)
-    assert seq.position == StreamPosition(40, "e1")
+    assert seq.position == Position(40, "e1")
     assert offsets(seq.offer(ev(40), now=0).deliver) == []
     assert offsets(seq.offer(ev(41), now=0).deliver) == [41]
 
@@ -246,20 +245,20 @@ def test_invalid_construction() -> None:
 
 
 def test_recovery_without_live_events() -> None:
-    buffer = RecoveryBuffer(StreamPosition(5, "e1"))
+    buffer = RecoveryBuffer(Position(5, "e1"))
     result = buffer.merge([ev(o) for o in range(6, 11)])
     assert offsets(result.deliver) == [6, 7, 8, 9, 10]
     assert (result.missing, result.complete, result.resync) == (None, True, False)
-    assert buffer.position == StreamPosition(10, "e1")
+    assert buffer.position == Position(10, "e1")
 
 
 def test_recovery_with_nothing_to_recover() -> None:
-    result = RecoveryBuffer(StreamPosition(5, "e1")).merge([])
+    result = RecoveryBuffer(Position(5, "e1")).merge([])
     assert (result.deliver, result.complete) == ([], True)
 
 
 def test_live_events_are_held_until_the_history_arrives() -> None:
-    buffer = RecoveryBuffer(StreamPosition(5, "e1"))
+    buffer = RecoveryBuffer(Position(5, "e1"))
     buffer.add_live(ev(6))  # contiguous, yet held: history goes first
     buffer.add_live(ev(7))
     result = buffer.merge([ev(6), ev(7), ev(8)])
@@ -268,7 +267,7 @@ def test_live_events_are_held_until_the_history_arrives() -> None:
 
 
 def test_history_and_live_overlap_is_deduplicated() -> None:
-    buffer = RecoveryBuffer(StreamPosition(5, "e1"))
+    buffer = RecoveryBuffer(Position(5, "e1"))
     for offset in (8, 9, 10):
         buffer.add_live(ev(offset))
     buffer.add_live(ev(9))
@@ -279,13 +278,13 @@ def test_history_and_live_overlap_is_deduplicated() -> None:
 
 
 def test_history_out_of_order_with_duplicates_and_old_events() -> None:
-    buffer = RecoveryBuffer(StreamPosition(5, "e1"))
+    buffer = RecoveryBuffer(Position(5, "e1"))
     result = buffer.merge([ev(8), ev(3), ev(6), ev(5), ev(7), ev(6)])
     assert offsets(result.deliver) == [6, 7, 8]
 
 
 def test_gap_between_history_and_live_is_reported() -> None:
-    buffer = RecoveryBuffer(StreamPosition(5, "e1"))
+    buffer = RecoveryBuffer(Position(5, "e1"))
     buffer.add_live(ev(10))
     buffer.add_live(ev(11))
     result = buffer.merge([ev(6), ev(7), ev(8)])
@@ -299,24 +298,24 @@ def test_gap_between_history_and_live_is_reported() -> None:
 
 
 def test_history_that_starts_too_late_is_a_gap() -> None:
-    result = RecoveryBuffer(StreamPosition(5, "e1")).merge([ev(8), ev(9)])
+    result = RecoveryBuffer(Position(5, "e1")).merge([ev(8), ev(9)])
     assert (result.deliver, result.missing) == ([], (6, 7))
 
 
 def test_recovery_epoch_mismatch_asks_for_resync() -> None:
-    buffer = RecoveryBuffer(StreamPosition(5, "e1"))
+    buffer = RecoveryBuffer(Position(5, "e1"))
     buffer.add_live(ev(7, "e2"))
     result = buffer.merge([ev(6), ev(7)])
     assert (result.deliver, result.resync, result.complete) == ([], True, False)
     assert buffer.merge([ev(8)]).resync  # stays broken
 
-    buffer = RecoveryBuffer(StreamPosition(5, "e1"))
+    buffer = RecoveryBuffer(Position(5, "e1"))
     result = buffer.merge([ev(6), ev(7, "e2")])
     assert (result.deliver, result.resync) == ([], True)
 
 
 def test_recovery_overflow_is_recovered_from_the_log() -> None:
-    buffer = RecoveryBuffer(StreamPosition(0, "e1"), max_buffered=2)
+    buffer = RecoveryBuffer(Position(0, "e1"), max_buffered=2)
     for offset in (5, 6, 7):
         buffer.add_live(ev(offset))
     result = buffer.merge([ev(o) for o in range(1, 5)])
@@ -339,7 +338,7 @@ def test_recovery_merge_yields_each_offset_once_in_order(data: st.DataObject) ->
     split = data.draw(st.integers(0, len(live)), label="live events before the first merge")
     max_buffered = data.draw(st.sampled_from([1, 5, 10_000]))
 
-    buffer = RecoveryBuffer(StreamPosition(since, "e1"), max_buffered=max_buffered)
+    buffer = RecoveryBuffer(Position(since, "e1"), max_buffered=max_buffered)
     for offset in live[:split]:
         buffer.add_live(ev(offset))
     result = buffer.merge([ev(o) for o in range(since + 1, head + 1)])
@@ -382,4 +381,4 @@ def test_recovery_merge_yields_each_offset_once_in_order(data: st.DataObject) ->
 def test_is_recovered(
     since: tuple[int, str], epoch: str, current: int, oldest: int, expected: bool
 ) -> None:
-    assert is_recovered(StreamPosition(*since), epoch, current, oldest) is expected
+    assert is_recovered(Position(*since), epoch, current, oldest) is expected

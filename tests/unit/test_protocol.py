@@ -10,17 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveboard.realtime.protocol import (
+from liveboard.protocol import (
     CLIENT_MESSAGE_TYPES,
     ERROR_CODES,
     MAX_OFFSET,
     ClientMessage,
     MessageId,
     Ping,
+    Position,
     Presence,
     ProtocolError,
     Refresh,
-    StreamPosition,
     Subscribe,
     Unsubscribe,
     encode_client_message,
@@ -76,15 +76,15 @@ def test_error_codes_are_the_contract_list() -> None:
         ),
         (
             msg(type="subscribe", room="project:p1", since={"offset": 42, "epoch": "ep"}, id="a"),
-            Subscribe("project:p1", StreamPosition(42, "ep"), id="a"),
+            Subscribe("project:p1", Position(42, "ep"), id="a"),
         ),
         (
             msg(type="subscribe", room="project:p1", since={"offset": 0, "epoch": ""}),
-            Subscribe("project:p1", StreamPosition(0, "")),
+            Subscribe("project:p1", Position(0, "")),
         ),
         (
             msg(type="subscribe", room="project:p1", since={"offset": MAX_OFFSET, "epoch": "e"}),
-            Subscribe("project:p1", StreamPosition(MAX_OFFSET, "e")),
+            Subscribe("project:p1", Position(MAX_OFFSET, "e")),
         ),
         (msg(type="subscribe", room="project:p1", since=None), Subscribe("project:p1")),
         (msg(type="unsubscribe", room="project:p1", id=0), Unsubscribe("project:p1", id=0)),
@@ -110,7 +110,7 @@ def test_error_codes_are_the_contract_list() -> None:
                 since={"offset": 1, "epoch": "e", "extra": [1]},
                 future={"a": 1},
             ),
-            Subscribe("project:p1", StreamPosition(1, "e")),
+            Subscribe("project:p1", Position(1, "e")),
         ),
         # Key order does not matter, nor whitespace.
         (b' {"room" : "project:p1",\n "type": "unsubscribe"} ', Unsubscribe("project:p1")),
@@ -455,7 +455,7 @@ def test_encode_resync() -> None:
 
 def test_encode_client_message() -> None:
     assert decoded(encode_client_message(Ping())) == {"type": "ping"}
-    assert decoded(encode_client_message(Subscribe("project:p", StreamPosition(3, "e"), id=1))) == {
+    assert decoded(encode_client_message(Subscribe("project:p", Position(3, "e"), id=1))) == {
         "type": "subscribe",
         "room": "project:p",
         "since": {"offset": 3, "epoch": "e"},
@@ -487,7 +487,7 @@ rooms = st.builds(
     lambda kind, rid: f"{kind}:{rid}", st.sampled_from(["project", "workspace"]), room_ids
 )
 ids: st.SearchStrategy[MessageId] = st.none() | st.integers() | safe_text
-positions = st.builds(StreamPosition, offset=st.integers(0, MAX_OFFSET), epoch=safe_text)
+positions = st.builds(Position, offset=st.integers(0, MAX_OFFSET), epoch=safe_text)
 
 client_messages: st.SearchStrategy[ClientMessage] = st.one_of(
     st.builds(Subscribe, room=rooms, since=st.none() | positions, id=ids),
@@ -579,7 +579,7 @@ def test_unknown_keys_are_ignored(message: ClientMessage, extra: dict[str, Any])
 
 
 def test_connection_ids_are_bound_to_their_user() -> None:
-    from liveboard.realtime.protocol import issued_to_another, new_connection_id
+    from liveboard.connection_ids import issued_to_another, new_connection_id
 
     alice = new_connection_id("alice")
     assert alice.startswith("c_")

@@ -14,14 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveboard.events import Event
+from liveboard.protocol import BrokerEvent
 from liveboard.tasks.publish_order import Outbox, PublishOrder
 
 ROOMS = ["project:p1", "project:p2", "workspace:w1"]
 
 
-def ev(room: str, offset: int) -> Event:
-    return Event(
+def ev(room: str, offset: int) -> BrokerEvent:
+    return BrokerEvent(
         type="task:updated",
         room=room,
         offset=offset,
@@ -36,9 +36,9 @@ class Recorder:
     """An EventPublisher that keeps each call's events."""
 
     def __init__(self) -> None:
-        self.calls: list[list[Event]] = []
+        self.calls: list[list[BrokerEvent]] = []
 
-    async def publish(self, events: Sequence[Event]) -> None:
+    async def publish(self, events: Sequence[BrokerEvent]) -> None:
         self.calls.append(list(events))
 
     def offsets(self, room: str) -> list[int]:
@@ -163,7 +163,7 @@ async def test_the_next_publish_does_not_wait_for_the_previous_one_to_return() -
     unblock = asyncio.Event()
 
     class SlowPublisher:
-        async def publish(self, events: Sequence[Event]) -> None:
+        async def publish(self, events: Sequence[BrokerEvent]) -> None:
             started.append(events[0].offset)  # before the first suspension: in order
             await unblock.wait()  # a PUBLISH that takes its time
 

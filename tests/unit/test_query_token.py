@@ -1,4 +1,4 @@
-"""The WebSocket endpoint reads ``?token=`` from the raw query string (endpoint.query_token)
+"""The WebSocket endpoint reads ``?token=`` from the raw query string (admission.query_token)
 instead of ``request.query``, decoding it exactly as ``request.query`` would."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from yarl import URL
 
-from liveboard.realtime.endpoint import query_token
+from liveboard.realtime.admission import query_token
 
 
 @pytest.mark.parametrize(

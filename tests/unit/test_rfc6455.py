@@ -1,4 +1,4 @@
-"""The client frame reader (``realtime.rfc6455``), fed bytes directly."""
+"""The client frame reader (``realtime.transport.rfc6455``), fed bytes directly."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from liveboard.realtime.rfc6455 import (
+from liveboard.realtime.transport.rfc6455 import (
     NO_STATUS,
     OP_BINARY,
     OP_CLOSE,

@@ -14,25 +14,12 @@ import pytest
 from liveboard.auth import Principal
 from liveboard.realtime.session import NOWHERE, Session
 from tests.support.app import make_settings
-from tests.support.fakes import FakeTransport
-
-
-class Socket(FakeTransport):
-    """The session's transport, and the closing side of its WebSocket."""
-
-    def abort(self) -> None:
-        self.closing = True
-
-    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
-        self.closing = True
-        return True
+from tests.support.fakes import FakeConnection
 
 
 def new_session() -> Session:
-    socket = Socket()
-    transport: Any = socket
     principal = Principal(user_id="carol", name="Carol", expires_at=time.time() + 3600)
-    return Session(socket, transport, "c-1", principal, make_settings("sqlite://"))
+    return Session(FakeConnection(), "c-1", principal, make_settings("sqlite://"))
 
 
 async def test_a_subscription_is_recorded_once_with_its_workspace() -> None:

@@ -19,7 +19,7 @@ from liveboard.logs import (
     escape_controls,
     redact,
 )
-from liveboard.realtime.wire import MaskScanner
+from liveboard.realtime.transport.aiohttp_ws import MaskScanner
 
 
 def frame(payload: bytes, *, masked: bool = True, opcode: int = 0x1) -> bytes:

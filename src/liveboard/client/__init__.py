@@ -9,9 +9,11 @@
 
 ``Board`` keeps a project's tasks in sync (snapshot, then events). See docs/client.md for the
 guarantees and the reconnect policy; ``liveboard.client.tail`` is the ``liveboard tail`` command.
+The wire's types re-exported here (``Event``, ``Position``, ``Task``, ``CloseCode``, …) are
+``liveboard.protocol``'s, the one package the SDK shares with the server.
 """
 
-from liveboard.client.backoff import Backoff, CloseAction, close_action, full_jitter
+from liveboard.client.backoff import Backoff, full_jitter
 from liveboard.client.board import Board
 from liveboard.client.client import LiveboardClient
 from liveboard.client.connection import ConnectionState
@@ -22,18 +24,21 @@ from liveboard.client.errors import (
     FatalConnectionError,
     LiveboardClientError,
 )
-from liveboard.client.messages import (
-    PresenceUpdate,
-    PresenceUser,
-    Resync,
-    Revoked,
-    SubscriptionItem,
-)
+from liveboard.client.messages import Resync, Revoked, SubscriptionItem
 from liveboard.client.subscription import Subscription
 from liveboard.client.tokens import TokenProvider, jwt_expiry
-from liveboard.events import Event
-from liveboard.realtime.protocol import StreamPosition
-from liveboard.tasks.models import Project, Task, TaskSnapshot
+from liveboard.protocol import (
+    CloseAction,
+    CloseCode,
+    Event,
+    Position,
+    PresenceUpdate,
+    PresenceUser,
+    Project,
+    Task,
+    TaskSnapshot,
+    close_action,
+)
 
 __all__ = [
     "ApiError",
@@ -41,18 +46,19 @@ __all__ = [
     "Board",
     "ClientClosedError",
     "CloseAction",
+    "CloseCode",
     "ConnectionLostError",
     "ConnectionState",
     "Event",
     "FatalConnectionError",
     "LiveboardClient",
     "LiveboardClientError",
+    "Position",
     "PresenceUpdate",
     "PresenceUser",
     "Project",
     "Resync",
     "Revoked",
-    "StreamPosition",
     "Subscription",
     "SubscriptionItem",
     "Task",

@@ -1,15 +1,15 @@
-"""The reconnect policy, pure (no I/O, no clock): backoff delays and what each close code means.
+"""Reconnect delays, pure (no I/O, no clock).
 
 ``full_jitter(attempt, base, cap)`` is the "full jitter" backoff: a delay drawn uniformly from
 ``[0, min(cap, base * 2**attempt)]``. Spreading reconnects over the whole interval is what keeps
 thousands of clients of a restarted server from coming back in lock-step.
 
-``close_action(code)`` maps a WebSocket close code (CONTRACT §4) to what the client does next.
+What each close code means (reconnect, later, with a new token, or never) is the protocol's
+policy: ``liveboard.protocol.close_action``.
 """
 
 from __future__ import annotations
 
-import enum
 import random
 from collections.abc import Callable
 from typing import Final
@@ -57,35 +57,3 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
-
-
-class CloseAction(enum.Enum):
-    """What to do after the server closed the socket (or the link dropped)."""
-
-    RECONNECT = "reconnect"
-    """Reconnect with backoff (dropped link, 1000/1001, 1011, 4008, anything unknown)."""
-    RECONNECT_LATER = "reconnect_later"
-    """The server is restarting (1012) or overloaded (1013): backoff plus a random delay."""
-    NEW_TOKEN = "new_token"
-    """The token expired (4001): get a new one from the provider and reconnect; a fixed token
-    cannot be renewed, so the client stops."""
-    FATAL = "fatal"
-    """A client bug the server will refuse again (1002, 1003, 1007, 1008, 1009): stop."""
-
-
-CLOSE_TOKEN_EXPIRED: Final = 4001
-CLOSE_SLOW_CONSUMER: Final = 4008
-CLOSE_RESTARTING: Final = 1012
-_FATAL: Final = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
-_LATER: Final = frozenset({CLOSE_RESTARTING, 1013})
-
-
-def close_action(code: int | None) -> CloseAction:
-    """The client's reaction to close ``code`` (None: the link dropped without a close frame)."""
-    if code in _FATAL:
-        return CloseAction.FATAL
-    if code in _LATER:
-        return CloseAction.RECONNECT_LATER
-    if code == CLOSE_TOKEN_EXPIRED:
-        return CloseAction.NEW_TOKEN
-    return CloseAction.RECONNECT

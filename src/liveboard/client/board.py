@@ -26,11 +26,21 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from liveboard.client.errors import LiveboardClientError
-from liveboard.client.messages import PresenceUser, Resync, Revoked, SubscriptionItem
+from liveboard.client.messages import Resync, Revoked, SubscriptionItem
 from liveboard.client.subscription import Subscription
-from liveboard.events import TASK_CREATED, TASK_DELETED, TASK_MOVED, TASK_UPDATED, Event
-from liveboard.realtime.protocol import StreamPosition
-from liveboard.tasks.models import Project, Task, TaskSnapshot
+from liveboard.protocol import (
+    TASK_CREATED,
+    TASK_DELETED,
+    TASK_MOVED,
+    TASK_UPDATED,
+    Event,
+    Position,
+    PresenceUser,
+    Project,
+    Task,
+    TaskSnapshot,
+    project_room,
+)
 
 if TYPE_CHECKING:
     from liveboard.client.client import LiveboardClient
@@ -55,7 +65,7 @@ class Board:
     def __init__(self, client: LiveboardClient, project_id: str) -> None:
         self.client = client
         self.project_id = project_id
-        self.room = f"project:{project_id}"
+        self.room = project_room(project_id)
         self.project: Project | None = None
         self.tasks: dict[str, Task] = {}
         #: Position of the model: every event up to ``offset`` in ``epoch`` is reflected.
@@ -78,7 +88,7 @@ class Board:
         board.project = await client.get_project(project_id)
         board._load(await client.get_snapshot(project_id))
         board._sub = await client.subscribe(
-            board.room, since=StreamPosition(offset=board.offset, epoch=board.epoch)
+            board.room, since=Position(offset=board.offset, epoch=board.epoch)
         )
         board._consumer = asyncio.ensure_future(board._consume(board._sub))
         if join_presence:

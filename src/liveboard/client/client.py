@@ -35,22 +35,22 @@ import msgspec
 from liveboard.client.connection import ConnectionManager, ConnectionSettings, ConnectionState
 from liveboard.client.errors import LiveboardClientError
 from liveboard.client.link import HttpSession, Link, websocket_url
-from liveboard.client.messages import (
+from liveboard.client.requests import Requests
+from liveboard.client.rest import RestApi, RestHelpers
+from liveboard.client.rooms import Rooms
+from liveboard.client.subscription import Subscription
+from liveboard.client.tokens import TokenSource, TokenSpec
+from liveboard.protocol import (
     Connected,
     ErrorReply,
+    Event,
+    Position,
     PresenceUpdate,
     ResyncNotice,
     Subscribed,
     Unsubscribed,
     decode_server_message,
 )
-from liveboard.client.requests import Requests
-from liveboard.client.rest import RestApi, RestHelpers
-from liveboard.client.rooms import Rooms
-from liveboard.client.subscription import Subscription
-from liveboard.client.tokens import TokenSource, TokenSpec
-from liveboard.events import Event
-from liveboard.realtime.protocol import StreamPosition
 
 log = logging.getLogger("liveboard.client")
 
@@ -252,7 +252,7 @@ class LiveboardClient(RestHelpers):
         self,
         room: str,
         *,
-        since: StreamPosition | None = None,
+        since: Position | None = None,
         buffer: bool = True,
     ) -> Subscription:
         """Subscribe to ``room`` (``project:{id}`` or ``workspace:{id}``) and return its stream.

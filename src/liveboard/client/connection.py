@@ -37,7 +37,7 @@ import aiohttp
 import msgspec
 from aiohttp import WSMsgType
 
-from liveboard.client.backoff import Backoff, CloseAction, close_action
+from liveboard.client.backoff import Backoff
 from liveboard.client.errors import (
     ClientClosedError,
     ConnectionLostError,
@@ -45,10 +45,18 @@ from liveboard.client.errors import (
     LiveboardClientError,
 )
 from liveboard.client.link import CLOSE_WAIT, HttpSession, Link, drop, websocket_url
-from liveboard.client.messages import Connected, Pong, Refreshed, decode_server_message
 from liveboard.client.requests import Requests
 from liveboard.client.tokens import TokenSource, jwt_expiry, refresh_delay
-from liveboard.realtime.protocol import Ping, Refresh
+from liveboard.protocol import (
+    CloseAction,
+    Connected,
+    Ping,
+    Pong,
+    Refresh,
+    Refreshed,
+    close_action,
+    decode_server_message,
+)
 
 __all__ = [
     "ConnectionManager",

@@ -23,10 +23,8 @@ from typing import Final
 import aiohttp
 
 from liveboard.client.errors import ConnectionLostError
-from liveboard.realtime.protocol import ClientMessage, encode_client_message
+from liveboard.protocol import ClientMessage, CloseCode, encode_client_message
 
-#: Close code the client sends when it goes away on purpose.
-CLOSE_NORMAL: Final = 1000
 #: How long a close waits for the server to answer its close frame.
 CLOSE_WAIT: Final = 2.0
 
@@ -101,4 +99,4 @@ async def drop(
         return
     with contextlib.suppress(Exception):
         async with asyncio.timeout(wait):
-            await ws.close(code=CLOSE_NORMAL, message=message)
+            await ws.close(code=CloseCode.NORMAL, message=message)

@@ -1,10 +1,7 @@
-"""Server → client messages (CONTRACT §4), decoded into typed values, and the SDK's own items.
+"""What a ``Subscription`` yields (``SubscriptionItem``): the SDK's own items, beside the wire's.
 
-``decode_server_message`` turns one text frame into an ``Event`` (``liveboard.events``), one of
-the reply/notice structs below, or ``None`` for a message type this SDK does not know (a newer
-server may send more; unknown keys are ignored too).
-
-What a ``Subscription`` yields (``SubscriptionItem``):
+The server → client messages themselves, and their decoder, are the wire contract's
+(``liveboard.protocol``). A subscription turns them into:
 
 * ``Event`` — a committed change, in offset order, each once.
 * ``Resync`` — continuity was lost (``recovered: false``, a server ``resync``, or a gap the
@@ -17,106 +14,9 @@ What a ``Subscription`` yields (``SubscriptionItem``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import TypeAlias
 
-import msgspec
-
-from liveboard.events import EVENT_TYPES, Event, decode_event
-from liveboard.realtime.protocol import MessageId
-
-
-class Connected(msgspec.Struct, frozen=True, rename="camel"):
-    connection_id: str
-    user_id: str
-
-
-class Subscribed(msgspec.Struct, frozen=True):
-    room: str
-    offset: int
-    epoch: str
-    recovered: bool | None = None
-    id: MessageId = None
-
-
-class Unsubscribed(msgspec.Struct, frozen=True):
-    room: str
-    reason: str | None = None
-    id: MessageId = None
-
-
-class Pong(msgspec.Struct, frozen=True):
-    id: MessageId = None
-
-
-class Refreshed(msgspec.Struct, frozen=True, rename="camel"):
-    expires_at: int
-    id: MessageId = None
-
-
-class ErrorReply(msgspec.Struct, frozen=True):
-    code: str
-    message: str
-    id: MessageId = None
-
-
-class PresenceUser(msgspec.Struct, frozen=True, rename="camel"):
-    """One user viewing a room; ``name`` is their token's ``name`` claim or their id."""
-
-    user_id: str
-    name: str
-
-
-class PresenceUpdate(msgspec.Struct, frozen=True):
-    """``presence:update``: ``users`` is everyone present (sorted by id); who joined and left."""
-
-    room: str
-    users: list[PresenceUser]
-    joined: list[str]
-    left: list[str]
-
-
-class ResyncNotice(msgspec.Struct, frozen=True):
-    """The server's ``resync``: it has ended the subscription."""
-
-    room: str
-    reason: str
-
-
-Reply: TypeAlias = Subscribed | Unsubscribed | Pong | Refreshed | ErrorReply
-ServerMessage: TypeAlias = Event | Connected | Reply | PresenceUpdate | ResyncNotice
-
-
-class _Head(msgspec.Struct):
-    type: str
-
-
-_head: Final = msgspec.json.Decoder(_Head)
-_decoders: Final[dict[str, msgspec.json.Decoder[ServerMessage]]] = {
-    "connected": msgspec.json.Decoder(Connected),
-    "subscribed": msgspec.json.Decoder(Subscribed),
-    "unsubscribed": msgspec.json.Decoder(Unsubscribed),
-    "pong": msgspec.json.Decoder(Pong),
-    "refreshed": msgspec.json.Decoder(Refreshed),
-    "error": msgspec.json.Decoder(ErrorReply),
-    "presence:update": msgspec.json.Decoder(PresenceUpdate),
-    "resync": msgspec.json.Decoder(ResyncNotice),
-}
-
-
-def decode_server_message(raw: str | bytes) -> ServerMessage | None:
-    """Decode one server frame; None for a type unknown to this SDK.
-
-    Raises ``msgspec.DecodeError`` (or ``ValidationError``) for a frame that is not a valid
-    message of its type.
-    """
-    kind = _head.decode(raw).type
-    if kind in EVENT_TYPES:
-        return decode_event(raw)
-    decoder = _decoders.get(kind)
-    return None if decoder is None else decoder.decode(raw)
-
-
-# --------------------------------------------------------------------------- SDK items
+from liveboard.protocol import Event, PresenceUpdate
 
 
 @dataclass(frozen=True, slots=True)

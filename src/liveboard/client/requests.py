@@ -23,8 +23,7 @@ from typing import TypeVar
 
 from liveboard.client.errors import ConnectionLostError, LiveboardClientError
 from liveboard.client.link import Link
-from liveboard.client.messages import ErrorReply, Reply
-from liveboard.realtime.protocol import ClientMessage
+from liveboard.protocol import ClientMessage, ErrorReply, Reply
 
 log = logging.getLogger("liveboard.client")
 

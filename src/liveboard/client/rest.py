@@ -26,7 +26,7 @@ from msgspec import UNSET, UnsetType
 from liveboard.client.errors import ApiError
 from liveboard.client.link import HttpSession
 from liveboard.client.tokens import TokenSource
-from liveboard.tasks.models import Project, Task, TaskSnapshot
+from liveboard.protocol import Project, Task, TaskSnapshot
 
 _task = msgspec.json.Decoder(Task)
 _project = msgspec.json.Decoder(Project)

@@ -24,15 +24,17 @@ from typing import Any, Final, cast
 from liveboard.client.connection import ConnectionManager
 from liveboard.client.errors import ConnectionLostError, LiveboardClientError
 from liveboard.client.link import CLOSE_WAIT, Link
-from liveboard.client.messages import ErrorReply, Subscribed, Unsubscribed
 from liveboard.client.requests import Requests
 from liveboard.client.subscription import Subscription
-from liveboard.realtime.protocol import (
+from liveboard.protocol import (
+    ErrorReply,
+    Position,
     Presence,
     ProtocolError,
-    StreamPosition,
     Subscribe,
+    Subscribed,
     Unsubscribe,
+    Unsubscribed,
     parse_room,
 )
 
@@ -61,9 +63,7 @@ class Rooms:
 
     # ------------------------------------------------------------------ the public calls
 
-    async def subscribe(
-        self, room: str, since: StreamPosition | None, *, buffer: bool
-    ) -> Subscription:
+    async def subscribe(self, room: str, since: Position | None, *, buffer: bool) -> Subscription:
         """Subscribe to ``room`` (see ``LiveboardClient.subscribe``)."""
         self._connection.check_open()
         try:
@@ -189,9 +189,7 @@ class Rooms:
         since = sub.begin_subscribe(rid, link.gen)
         self._spawn(self._sync(sub, link, rid, since))
 
-    async def _sync(
-        self, sub: Subscription, link: Link, rid: int, since: StreamPosition | None
-    ) -> None:
+    async def _sync(self, sub: Subscription, link: Link, rid: int, since: Position | None) -> None:
         try:
             await self._requests.request(
                 link, Subscribe(room=sub.room, since=since, id=rid), rid, Subscribed

@@ -28,16 +28,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from liveboard.client.errors import ClientClosedError
-from liveboard.client.messages import (
+from liveboard.client.messages import Resync, Revoked, SubscriptionItem
+from liveboard.protocol import (
+    Event,
+    MessageId,
+    Position,
     PresenceUpdate,
     PresenceUser,
-    Resync,
-    Revoked,
     Subscribed,
-    SubscriptionItem,
 )
-from liveboard.events import Event
-from liveboard.realtime.protocol import MessageId, StreamPosition
 
 log = logging.getLogger("liveboard.client")
 
@@ -72,12 +71,12 @@ class Subscription:
         self,
         owner: SubscriptionOwner,
         room: str,
-        since: StreamPosition | None = None,
+        since: Position | None = None,
         *,
         buffer: bool = True,
     ) -> None:
         self.room = room
-        self.position: StreamPosition | None = since
+        self.position: Position | None = since
         self.presence: list[PresenceUser] = []
         self.present = False
         self.closed = False
@@ -95,7 +94,7 @@ class Subscription:
         # Stream control, driven by the client on the event loop.
         self._awaiting = True  # events are not ours until the `subscribed` reply
         self._request_id: MessageId = None
-        self._since_sent: StreamPosition | None = None
+        self._since_sent: Position | None = None
         self._resync_reason: str | None = None
         self._synced_gen = -1
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -176,7 +175,7 @@ class Subscription:
         """True once the first ``subscribe`` was answered (or the stream ended before)."""
         return self._ready.done()
 
-    def begin_subscribe(self, request_id: int, gen: int) -> StreamPosition | None:
+    def begin_subscribe(self, request_id: int, gen: int) -> Position | None:
         """A ``subscribe`` with ``request_id`` is being sent on connection ``gen``: until its
         reply, events are not delivered. Returns the ``since`` to send: the last delivered
         position, or None when a resync is due (subscribe afresh)."""
@@ -213,7 +212,7 @@ class Subscription:
         else:
             if since is not None and reason is None:
                 reason = "not_recovered"
-            self.position = StreamPosition(offset=reply.offset, epoch=reply.epoch)
+            self.position = Position(offset=reply.offset, epoch=reply.epoch)
             if reason is not None:
                 self._emit(Resync(self.room, reason, reply.offset, reply.epoch))
         if not self._ready.done():
@@ -234,7 +233,7 @@ class Subscription:
         if event.offset != position.offset + 1:
             self._lost_continuity("gap")
             return
-        self.position = StreamPosition(offset=event.offset, epoch=event.epoch)
+        self.position = Position(offset=event.offset, epoch=event.epoch)
         self._emit(event)
 
     def server_resync(self, reason: str) -> None:

@@ -28,9 +28,8 @@ from liveboard.client.client import LiveboardClient
 from liveboard.client.config import environment_token
 from liveboard.client.connection import ConnectionState
 from liveboard.client.errors import LiveboardClientError
-from liveboard.client.messages import PresenceUpdate, Resync, Revoked
-from liveboard.events import Event, encode_event
-from liveboard.realtime.protocol import StreamPosition
+from liveboard.client.messages import Resync, Revoked
+from liveboard.protocol import Event, Position, PresenceUpdate, encode_event
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 _SUMMARY_WIDTH = 60
@@ -109,7 +108,7 @@ async def run(args: argparse.Namespace) -> int:
         return 2
     since = None
     if args.since is not None:
-        since = StreamPosition(offset=args.since, epoch=args.epoch)
+        since = Position(offset=args.since, epoch=args.epoch)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -143,7 +142,7 @@ async def run(args: argparse.Namespace) -> int:
 async def _tail(
     client: LiveboardClient,
     room: str,
-    since: StreamPosition | None,
+    since: Position | None,
     raw: bool,
     presence: bool,
     out: TextIO | None = None,

@@ -17,7 +17,7 @@ Guarantees:
 * A subscriber that is joining (its snapshot or history is being read) is not written to: the
   events released meanwhile are held for it, and the node merges them with what it read.
 * Membership first: a project room's live event that names a workspace offset
-  (``Event.workspace_offset``) is not released before its workspace room has released that
+  (``BrokerEvent.workspace_offset``) is not released before its workspace room has released that
   offset. It waits (``Room.waiting``), the workspace room reports the hole (``on_gap``), and
   it is filled from the log; the ``member:removed`` events among them end subscriptions
   (``on_workspace_events``, called as each is released) before the waiting events go out.
@@ -31,10 +31,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from liveboard.events import WORKSPACE_ROOM_PREFIX, Event, encode_event
-from liveboard.realtime.frames import text_frame
+from liveboard.protocol import BrokerEvent, RoomName, encode_event
+from liveboard.protocol.rooms import WORKSPACE_ROOM_PREFIX
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import OfferResult, RoomSequencer
+from liveboard.realtime.transport.frames import text_frame
 
 #: Events held for a room before its position is known (first subscriber still reading).
 MAX_PREBUFFER = 10_000
@@ -87,7 +88,7 @@ class Joiner:
     __slots__ = ("held", "ready_at")
 
     def __init__(self) -> None:
-        self.held: list[Event] = []
+        self.held: list[BrokerEvent] = []
         self.ready_at: int | None = None
 
 
@@ -108,16 +109,16 @@ class Room:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.is_workspace = name.startswith("workspace:")
+        self.is_workspace = RoomName.of(name).is_workspace
         # References held by the node on a workspace room whose project rooms have subscribers
         # here: it is sequenced and audited like any room, so no member:removed is missed.
         self.watchers = 0
         self.workspace_id: str | None = None  # known once the first subscriber is admitted
         self.sequencer: RoomSequencer | None = None  # None until the log's position is known
-        self.prebuffer: list[Event] = []
+        self.prebuffer: list[BrokerEvent] = []
         # Of a workspace room: its project rooms' events that depend on an offset it has not
         # released yet, in arrival order (see the module docstring).
-        self.waiting: list[tuple[Room, Event]] = []
+        self.waiting: list[tuple[Room, BrokerEvent]] = []
         self.live: dict[Outlet, None] = {}  # an ordered set
         self.joining: dict[Outlet, Joiner] = {}
 
@@ -142,7 +143,7 @@ class Hub:
         on_slow_consumer: Callable[[Outlet], None],
         on_gap: Callable[[Room], None],
         on_resync: Callable[[Room], None],
-        on_workspace_events: Callable[[Room, list[Event]], None] = lambda room, events: None,
+        on_workspace_events: Callable[[Room, list[BrokerEvent]], None] = lambda room, events: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rooms: dict[str, Room] = {}
@@ -165,7 +166,7 @@ class Hub:
         room.joining[outlet] = Joiner()
         return room
 
-    def take_held(self, room: Room, outlet: Outlet) -> list[Event]:
+    def take_held(self, room: Room, outlet: Outlet) -> list[BrokerEvent]:
         """The events held for a joining subscriber since the last call."""
         joiner = room.joining.get(outlet)
         if joiner is None:
@@ -230,11 +231,11 @@ class Hub:
 
     # Delivery
 
-    def deliver(self, events: Sequence[Event]) -> None:
+    def deliver(self, events: Sequence[BrokerEvent]) -> None:
         """Events from the broker (any rooms, any order): release each room's in order."""
         batch: dict[Room, list[bytes]] = {}
         dirty: list[Outlet] = []
-        released: list[Event] = []
+        released: list[BrokerEvent] = []
         now = self._clock()
         try:
             for event in events:
@@ -253,7 +254,7 @@ class Hub:
             # Even if a callback raised: the sequencer has moved past what is queued here.
             self._flush(batch, dirty, released)
 
-    def fill(self, room: Room, events: Iterable[Event]) -> None:
+    def fill(self, room: Room, events: Iterable[BrokerEvent]) -> None:
         """Events read from the log to close a hole of ``room``.
 
         They are not held for their workspace room: the caller reads a project room's events
@@ -280,7 +281,7 @@ class Hub:
         finally:
             self._flush(batch, dirty, released)
 
-    def _waits(self, room: Room, event: Event, now: float) -> bool:
+    def _waits(self, room: Room, event: BrokerEvent, now: float) -> bool:
         """Whether a project room's live ``event`` must wait for its workspace room: True when
         it was parked there (or dropped past ``MAX_WAITING``: the log has it)."""
         need = event.workspace_offset
@@ -303,7 +304,7 @@ class Hub:
 
     def _release_waiting(
         self, workspace: Room, batch: dict[Room, list[bytes]], dirty: list[Outlet]
-    ) -> list[Event]:
+    ) -> list[BrokerEvent]:
         """Offer to their project rooms the waiting events the workspace room has now reached."""
         released = workspace.released
         ready = [pair for pair in workspace.waiting if pair[1].workspace_offset <= released]
@@ -311,7 +312,7 @@ class Hub:
             return []
         workspace.waiting = [p for p in workspace.waiting if p[1].workspace_offset > released]
         now = self._clock()
-        delivered: list[Event] = []
+        delivered: list[BrokerEvent] = []
         for room, event in ready:
             sequencer = room.sequencer
             if sequencer is None or self.rooms.get(room.name) is not room:
@@ -321,7 +322,7 @@ class Hub:
 
     def _fan_out(
         self, room: Room, result: OfferResult, batch: dict[Room, list[bytes]], dirty: list[Outlet]
-    ) -> list[Event]:
+    ) -> list[BrokerEvent]:
         """Queue ``result``'s events: in ``batch`` for the live subscribers, per outlet for
         joiners that are ready for them. Returns the events released, with those of project
         rooms that were waiting for this (workspace) room."""
@@ -400,7 +401,7 @@ class Hub:
         return written * len(frames)
 
     def _flush(
-        self, batch: dict[Room, list[bytes]], dirty: list[Outlet], released: list[Event]
+        self, batch: dict[Room, list[bytes]], dirty: list[Outlet], released: list[BrokerEvent]
     ) -> None:
         sent = 0
         # Joiners' own frames first: a joiner promoted during this call also gets the room's

@@ -18,8 +18,8 @@ WebSocket sessions' way into rooms. Guarantees, on top of the hub's:
   whichever path it comes:
 
   - live (the broker): the hub holds a project room's event until its workspace room has
-    released the offset the event names (``Event.workspace_offset``), filling that room's hole
-    from the log if the removal's publish was lost;
+    released the offset the event names (``BrokerEvent.workspace_offset``), filling that
+    room's hole from the log if the removal's publish was lost;
   - from the log (gap fill, catch-up after an outage, the periodic audit, the rest of a
     history): a project room's events are read first, then its workspace room is brought up
     to date from a later read, then the events are released. Whatever the log held when the
@@ -37,17 +37,26 @@ from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from liveboard import protocol
 from liveboard.background import TaskSet
 from liveboard.config import Settings
-from liveboard.events import MEMBER_REMOVED, Event, encode_event, workspace_room
-from liveboard.realtime import protocol, repair
+from liveboard.protocol import (
+    MEMBER_REMOVED,
+    BrokerEvent,
+    CloseCode,
+    Position,
+    ProtocolError,
+    RoomName,
+    encode_event,
+    workspace_room,
+)
+from liveboard.realtime import repair
 from liveboard.realtime.brokers import Broker, create_broker
 from liveboard.realtime.hub import Hub, Outlet, Room
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import RecoveryBuffer, is_recovered
 from liveboard.realtime.presence import MemoryPresence, PresenceDiff, PresenceManager
-from liveboard.realtime.protocol import ProtocolError, StreamPosition
-from liveboard.realtime.session import CLOSE_RESTARTING, CLOSE_SLOW_CONSUMER, Session
+from liveboard.realtime.session import Session
 from liveboard.store import eventlog
 from liveboard.store.admission import admit_project, admit_workspace
 from liveboard.store.database import Database
@@ -63,8 +72,8 @@ class _Admitted:
     """A subscription ``Node._admit`` has registered: where its stream starts, the history
     read with it, and the workspace room it began to watch (whose broker interest to take)."""
 
-    start: StreamPosition
-    history: list[Event]
+    start: Position
+    history: list[BrokerEvent]
     watches: str | None
 
 
@@ -131,7 +140,7 @@ class Node:
         if sessions:
             step = SHUTDOWN_SPREAD / len(sessions)
             for index, session in enumerate(sessions):
-                session.close(CLOSE_RESTARTING, "server restarting")
+                session.close(CloseCode.RESTARTING, "server restarting")
                 if step >= 0.001 and index % 50 == 49:
                     await asyncio.sleep(step * 50)
             await asyncio.sleep(0.2)
@@ -141,13 +150,13 @@ class Node:
 
     # EventPublisher: the task service hands committed events here
 
-    async def publish(self, events: Sequence[Event]) -> None:
+    async def publish(self, events: Sequence[BrokerEvent]) -> None:
         self.metrics.events_published += len(events)
         await self.broker.publish(events)
 
     # BrokerHandler
 
-    def on_events(self, events: Sequence[Event]) -> None:
+    def on_events(self, events: Sequence[BrokerEvent]) -> None:
         self.hub.deliver(events)
 
     def on_broker_restored(self) -> None:
@@ -278,7 +287,7 @@ class Node:
             workspace_head = admission.workspace_head
             workspace_name = workspace_room(workspace_id)
             recovered: bool | None = None
-            history: list[Event] = []
+            history: list[BrokerEvent] = []
             after = position.offset
             if since is not None:
                 oldest = await eventlog.oldest_offset(conn, room.name)
@@ -325,13 +334,13 @@ class Node:
             )
         )
         return _Admitted(
-            start=StreamPosition(offset=after, epoch=position.epoch),
+            start=Position(offset=after, epoch=position.epoch),
             history=history,
             watches=workspace_name if first and kind == "project" else None,
         )
 
     async def _stream_from(
-        self, session: Session, room: Room, start: StreamPosition, history: list[Event]
+        self, session: Session, room: Room, start: Position, history: list[BrokerEvent]
     ) -> None:
         """Send ``history`` and the events held meanwhile, merged; then make the subscriber live."""
         outlet = session.outlet
@@ -379,7 +388,7 @@ class Node:
     def _leave_room(self, room: str, workspace_id: str | None, outlet: Outlet) -> None:
         self.hub.leave(room, outlet)
         self._spawn(self._unwant(room))
-        if workspace_id is not None and room.startswith("project:"):
+        if workspace_id is not None and not RoomName.of(room).is_workspace:
             self.hub.unwatch(workspace_room(workspace_id))
             self._spawn(self._unwant(workspace_room(workspace_id)))
 
@@ -408,18 +417,18 @@ class Node:
 
     # Revocation
 
-    def _on_workspace_events(self, room: Room, events: list[Event]) -> None:
+    def _on_workspace_events(self, room: Room, events: list[BrokerEvent]) -> None:
         """Released events of a workspace room (in order, once, each as it is released, before
         anything after it): apply revocations."""
         for event in events:
             if event.type == MEMBER_REMOVED:
                 self._revoke(event)
 
-    def _revoke(self, event: Event) -> None:
+    def _revoke(self, event: BrokerEvent) -> None:
         user_id = event.data.get("userId")
         if not isinstance(user_id, str):
             return
-        workspace_id = event.room.removeprefix("workspace:")
+        workspace_id = RoomName.of(event.room).id
         for session in list(self.by_user.get(user_id, ())):
             # Remembered so that a subscription being admitted from an older snapshot is refused.
             session.note_revocation(workspace_id, event.offset)
@@ -459,7 +468,7 @@ class Node:
         if session is not None and not session.closing:
             self.metrics.slow_consumer_closes += 1
             log.info("closing slow consumer %s", outlet.connection_id)
-            session.close_now(CLOSE_SLOW_CONSUMER, "slow consumer")
+            session.close_now(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     # Housekeeping
 

@@ -1,15 +1,8 @@
 """Presence shared by every instance through Redis.
 
-Layout in Redis:
-
-* ``liveboard:presence:{room}`` — a hash, one field per connection present in the room:
-  ``{instance}:{connectionId}`` → ``{"userId", "name"}`` (JSON).
-* ``liveboard:instances`` — a sorted set of instance ids scored by their last heartbeat (unix
-  seconds). An instance whose heartbeat is older than ``INSTANCE_TTL`` is dead: its entries are
-  ignored and removed by whichever instance notices first.
-* ``liveboard:instance:{id}`` — a marker with a TTL; when a heartbeat finds it gone, Redis lost its
-  data (a restart), and the instance writes all its local entries again before it adds itself
-  to the instances set, so that no other instance reads it alive with no users.
+The layout in Redis (a hash per room, the live instances, a marker per instance) and what a
+read of a room means are ``presence_layout``'s. The connections are a pool of this manager's own
+(``brokers.redis_pools`` says why it is not the broker's).
 
 Semantics, on top of ``presence``'s:
 
@@ -55,37 +48,34 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, cast
 
-import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from liveboard.background import TaskSet
+from liveboard.realtime.brokers.redis_pools import REDIS_ERRORS, connection_pool
 from liveboard.realtime.presence import PresenceListener, User, diff_users
+from liveboard.realtime.presence_layout import (
+    INSTANCE_TTL,
+    INSTANCES_KEY,
+    KEY_PREFIX,
+    MARKER_PREFIX,
+    Entry,
+    encode_entry,
+    field_of,
+    read_room,
+    text,
+)
 
 log = logging.getLogger("liveboard.presence")
 
-KEY_PREFIX = "liveboard:presence:"
-INSTANCES_KEY = "liveboard:instances"
-MARKER_PREFIX = "liveboard:instance:"
+__all__ = ["INSTANCES_KEY", "INSTANCE_TTL", "KEY_PREFIX", "MARKER_PREFIX", "RedisPresence"]
+
 HEARTBEAT_INTERVAL = 2.0
-INSTANCE_TTL = 10.0
 REFRESH_INTERVAL = 2.0
 UNAVAILABLE_POLL = 0.2
 START_TIMEOUT = 1.0
 FLUSH_DELAY = 0.02
 COALESCE = 0.05
 MAX_CONNECTIONS = 8
-
-_encode = msgspec.json.Encoder().encode
-_REDIS_ERRORS = (RedisError, OSError, TimeoutError)
-
-
-class _Entry(msgspec.Struct, frozen=True, rename="camel"):
-    user_id: str
-    name: str
-
-
-_decode_entry = msgspec.json.Decoder(_Entry).decode
 
 
 class RedisPresence:
@@ -101,13 +91,9 @@ class RedisPresence:
         signal: Callable[[Sequence[str]], Awaitable[None]],
         available: Callable[[], bool] = lambda: True,
     ) -> None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=2.0,
-            socket_connect_timeout=1.0,
-            socket_timeout=2.0,
-        )
+        # As before: no client name, and redis-py's protocol and retries (none) unless the URL
+        # sets them.
+        pool = connection_pool(redis_url, max_connections=MAX_CONNECTIONS, timeout=2.0)
         self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._listener = listener
         self._instance = instance_id
@@ -154,7 +140,7 @@ class RedisPresence:
             try:
                 async with asyncio.timeout(START_TIMEOUT):
                     await self._heartbeat()
-            except _REDIS_ERRORS:
+            except REDIS_ERRORS:
                 log.debug("first presence heartbeat failed; the loop tries again", exc_info=True)
         self._loop_task = asyncio.ensure_future(self._heartbeat_forever())
 
@@ -164,7 +150,7 @@ class RedisPresence:
         self, room: str, connection_id: str, user_id: str, name: str
     ) -> tuple[list[User], bool]:
         self._local.setdefault(room, {})[connection_id] = (user_id, name)
-        entry = _encode(_Entry(user_id, name))
+        entry = encode_entry(Entry(user_id, name))
         self._own.setdefault(room, {})[self._field(connection_id)] = entry
         self._write(room, connection_id, entry)
         if room not in self._remote:
@@ -225,7 +211,7 @@ class RedisPresence:
                 pipe.delete(MARKER_PREFIX + self._instance)
                 await pipe.execute()
             await self._notify(sorted(rooms))
-        except _REDIS_ERRORS:
+        except REDIS_ERRORS:
             log.info("could not remove presence entries on shutdown; they expire on their own")
         finally:
             await self._redis.aclose()
@@ -251,7 +237,7 @@ class RedisPresence:
     # Writing
 
     def _field(self, connection_id: str) -> str:
-        return f"{self._instance}:{connection_id}"
+        return field_of(self._instance, connection_id)
 
     def _touch(self, rooms: Iterable[str]) -> None:
         """``rooms`` were written to (queued, or answered): tell the reads in flight."""
@@ -294,7 +280,7 @@ class RedisPresence:
                         if written:
                             pipe.hset(KEY_PREFIX + room, mapping=cast(Any, written))
                     await pipe.execute()
-            except _REDIS_ERRORS:
+            except REDIS_ERRORS:
                 self._unsynced.update(writes)
                 log.debug("presence writes not made; they are redone when Redis is back")
                 return
@@ -353,18 +339,26 @@ class RedisPresence:
                 for room in rooms:
                     pipe.hgetall(KEY_PREFIX + room)
                 alive, *hashes = await pipe.execute()
-        except _REDIS_ERRORS:
+        except REDIS_ERRORS:
             return
         finally:
             del self._reads[read_id]
         alive_ids = set()
         for instance, heartbeat in alive:
-            alive_ids.add(_text(instance))
-            self._seen[_text(instance)] = float(heartbeat)
+            alive_ids.add(text(instance))
+            self._seen[text(instance)] = float(heartbeat)
         stale: list[tuple[str, list[Any]]] = []
         drifted: list[str] = []
         for room, fields in zip(rooms, hashes, strict=True):
-            dead_fields, own = self._absorb(room, fields, alive_ids, now)
+            remote, dead_fields, own = read_room(
+                self._instance,
+                fields,
+                alive=alive_ids,
+                seen=self._seen,
+                previous=self._remote.get(room, {}),
+                now=now,
+            )
+            self._remote[room] = remote
             stale.append((room, dead_fields))
             if not self._check_own(room, own, written):
                 drifted.append(room)
@@ -372,46 +366,11 @@ class RedisPresence:
             self._heal(drifted)
         dead = [(room, fields) for room, fields in stale if fields]
         if dead:
-            with contextlib.suppress(*_REDIS_ERRORS):
+            with contextlib.suppress(*REDIS_ERRORS):
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for room, fields in dead:
                         pipe.hdel(KEY_PREFIX + room, *fields)
                     await pipe.execute()
-
-    def _absorb(
-        self, room: str, fields: dict[Any, Any], alive: set[str], now: float
-    ) -> tuple[list[Any], dict[str, bytes]]:
-        """Update the remote entries of ``room`` from its hash; return dead instances' fields,
-        and this instance's own fields as Redis holds them (field → entry)."""
-        read: dict[str, dict[str, str]] = {}
-        dead: list[Any] = []
-        own: dict[str, bytes] = {}
-        for field, value in fields.items():
-            instance = _text(field).split(":", 1)[0]
-            if instance == self._instance:
-                own[_text(field)] = value  # shown from self._local; checked by _check_own
-                continue
-            try:
-                entry = _decode_entry(value)
-            except msgspec.DecodeError:
-                dead.append(field)
-                continue
-            read.setdefault(instance, {})[entry.user_id] = entry.name
-        previous = self._remote.get(room, {})
-        remote: dict[str, dict[str, str]] = {}
-        for instance in set(read) | set(previous):
-            if instance in alive:
-                users = read.get(instance, {})
-            elif now - self._seen.get(instance, 0.0) < INSTANCE_TTL:
-                # Alive a moment ago but gone from Redis: Redis restarted; it will rewrite.
-                users = read.get(instance) or previous.get(instance, {})
-            else:
-                users = {}
-                dead.extend(f for f in fields if _text(f).split(":", 1)[0] == instance)
-            if users:
-                remote[instance] = users
-        self._remote[room] = remote
-        return dead, own
 
     def _check_own(self, room: str, own: dict[str, bytes], written: set[str]) -> bool:
         """Whether Redis held exactly this instance's entries of ``room`` (``own``, as a read
@@ -456,7 +415,7 @@ class RedisPresence:
                 continue
             try:
                 await self._heartbeat()
-            except _REDIS_ERRORS:
+            except REDIS_ERRORS:
                 log.debug("presence heartbeat failed", exc_info=True)
             now = time.monotonic()
             if now - last_refresh >= REFRESH_INTERVAL:
@@ -488,13 +447,13 @@ class RedisPresence:
                 for room in ordered:
                     pipe.hkeys(KEY_PREFIX + room)
                 keys = await pipe.execute()
-        except _REDIS_ERRORS:
+        except REDIS_ERRORS:
             self._unsynced |= rooms
             return
         for room, fields in zip(ordered, keys, strict=True):
             wanted = self._own.get(room, {})
             pending = self._writes.setdefault(room, {})
-            for field in map(_text, fields):
+            for field in map(text, fields):
                 if field.startswith(ours) and field not in wanted:
                     pending.setdefault(field, None)
             for field, entry in wanted.items():
@@ -503,7 +462,3 @@ class RedisPresence:
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._tasks.spawn(coro)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

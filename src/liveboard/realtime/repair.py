@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from liveboard.background import TaskSet
-from liveboard.events import WORKSPACE_ROOM_PREFIX, Event, workspace_room
+from liveboard.protocol import BrokerEvent, RoomName, workspace_room
 from liveboard.realtime.hub import Hub, Room
 from liveboard.realtime.metrics import Metrics
 from liveboard.store import eventlog
@@ -111,7 +111,7 @@ def needs_catch_up(room: Room, head: int | None, filling: bool) -> bool:
 
 def projects_of(workspace: Room, rooms: Iterable[Room]) -> list[Room]:
     """The project rooms among ``rooms`` that belong to the workspace of room ``workspace``."""
-    workspace_id = workspace.name.removeprefix(WORKSPACE_ROOM_PREFIX)
+    workspace_id = RoomName.of(workspace.name).id
     return [r for r in rooms if not r.is_workspace and r.workspace_id == workspace_id]
 
 
@@ -182,7 +182,7 @@ class LogRepair:
         else:
             self._attempts.closed(room.name)
 
-    async def read_range(self, room: str, low: int, high: int) -> list[Event]:
+    async def read_range(self, room: str, low: int, high: int) -> list[BrokerEvent]:
         """The log's events of ``room`` from offset ``low`` to ``high``, in order, at most
         ``READ_BATCH`` of them (none when the log no longer has them)."""
         async with self._db.read_one() as conn:

@@ -25,13 +25,14 @@ import math
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from liveboard.auth import Principal
+from liveboard.protocol import CloseCode
 from liveboard.ratelimit import TokenBucket
-from liveboard.realtime.connection import WebSocketConnection
-from liveboard.realtime.frames import PING_FRAME, close_frame, pong_frame, text_frame
 from liveboard.realtime.hub import Outlet
+from liveboard.realtime.transport import Connection
+from liveboard.realtime.transport.frames import PING_FRAME, pong_frame, text_frame
 
 if TYPE_CHECKING:
     from liveboard.config import Settings
@@ -48,26 +49,13 @@ NOWHERE: frozenset[str] = frozenset()
 #: A timer counts as due this much before its time (the loop's clock granularity), seconds.
 TIMER_SLACK = 0.001
 
-# Close codes (CONTRACT §4)
-CLOSE_NORMAL = 1000
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_UNSUPPORTED = 1003
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_RESTARTING = 1012
-CLOSE_TOKEN_EXPIRED = 4001
-CLOSE_SLOW_CONSUMER = 4008
-
-
-class Closable(Protocol):
-    """The closing side of a WebSocket: aiohttp's ``WebSocketResponse`` or ours."""
-
-    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
-
 
 class Session:
-    """State of one connection. Created by the endpoint after a successful upgrade."""
+    """State of one connection. Created by the endpoint after a successful upgrade.
+
+    It reads and closes its socket through ``connection`` (the transport seam), whichever path
+    upgraded it, and writes frames to the socket itself through ``outlet``.
+    """
 
     # Slots: thousands of these live at once (a few hundred bytes each saved).
     __slots__ = (
@@ -84,27 +72,26 @@ class Session:
         "_settings",
         "_subscriptions",
         "_timer",
-        "_transport",
         "busy",
         "closing",
+        "connection",
         "connection_id",
         "outlet",
         "principal",
-        "ws",
     )
 
     def __init__(
         self,
-        ws: Closable,
-        transport: asyncio.Transport,
+        connection: Connection,
         connection_id: str,
         principal: Principal,
         settings: Settings,
     ) -> None:
-        self.ws = ws
+        self.connection = connection
         self.connection_id = connection_id
         self.principal = principal
-        self.outlet = Outlet(transport, connection_id, principal.user_id)
+        # The hub writes to the socket itself: no layer between a frame and its write.
+        self.outlet = Outlet(connection.transport, connection_id, principal.user_id)
         # room → workspace id, for revocation when a member is removed
         self._subscriptions: dict[str, str] = {}
         # Rooms where this connection is present. Immutable, so that the many connections never
@@ -114,7 +101,6 @@ class Session:
         self._revoked: dict[str, int] = {}
         self.closing = False
         self.busy = False  # handling a message: frames wait, unread, meanwhile
-        self._transport = transport
         self._settings = settings
         now = time.monotonic()
         self._bucket = TokenBucket(RATE, BURST, now)
@@ -290,7 +276,7 @@ class Session:
         self._heartbeat_due = sent_at + self._settings.heartbeat_timeout
 
     def _expired(self) -> None:
-        self.close(CLOSE_TOKEN_EXPIRED, "token expired")
+        self.close(CloseCode.TOKEN_EXPIRED, "token expired")
 
     # Closing
 
@@ -305,12 +291,11 @@ class Session:
 
     async def _close(self, code: int, reason: str) -> None:
         try:
-            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), 3.0)
+            await asyncio.wait_for(self.connection.close(code, reason), 3.0)
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
         finally:
-            if not self._transport.is_closing():
-                self._transport.abort()
+            self.connection.abort()
 
     async def wait_closed(self) -> None:
         """Wait for a close handshake started by ``close`` to finish (bounded by its timeout)."""
@@ -324,22 +309,19 @@ class Session:
         self.closing = True
         self.outlet.closed = True
         self._cancel_timers()
-        if not self._transport.is_closing():
-            if isinstance(self.ws, WebSocketConnection):
-                self.ws.close_now(code, reason)  # so that it never writes a second close frame
-            else:
-                self._transport.write(close_frame(code, reason))
+        transport = self.connection.transport
+        if not transport.is_closing():
+            self.connection.close_now(code, reason)
             # The peer may never read what is queued: give it a moment, then let go (even if
             # a graceful close began meanwhile, which would wait for the peer to read).
-            self._loop.call_later(2.0, self._transport.abort)
+            self._loop.call_later(2.0, transport.abort)
 
     def abort(self) -> None:
         """Drop the connection without a handshake (dead peer)."""
         self.closing = True
         self.outlet.closed = True
         self._cancel_timers()
-        if not self._transport.is_closing():
-            self._transport.abort()
+        self.connection.abort()
 
     def abort_timers(self) -> None:
         """The connection is over or closing on its own: no more frames, pings or expiry."""

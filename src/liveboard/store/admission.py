@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy import and_, bindparam, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from liveboard.events import WORKSPACE_ROOM_PREFIX
-from liveboard.store.eventlog import RoomPosition
+from liveboard.protocol import Position
+from liveboard.protocol.rooms import WORKSPACE_ROOM_PREFIX
 from liveboard.store.schema import members, projects, rooms
 
 
@@ -22,8 +22,8 @@ class Admission:
     """A subscription the database allows, and where its streams start."""
 
     workspace_id: str
-    position: RoomPosition  # the room's head
-    workspace_head: RoomPosition  # its workspace room's head (the same for a workspace room)
+    position: Position  # the room's head
+    workspace_head: Position  # its workspace room's head (the same for a workspace room)
 
 
 # Built once: a subscribe runs one of these, and building the statement (and its cache key)
@@ -74,8 +74,8 @@ async def admit_project(
         return None
     return Admission(
         workspace_id=str(row[0]),
-        position=RoomPosition(offset=int(row[1]), epoch=str(row[2])),
-        workspace_head=RoomPosition(offset=int(row[3]), epoch=str(row[4])),
+        position=Position(offset=int(row[1]), epoch=str(row[2])),
+        workspace_head=Position(offset=int(row[3]), epoch=str(row[4])),
     )
 
 
@@ -87,5 +87,5 @@ async def admit_workspace(
     row = (await conn.execute(_ADMIT_WORKSPACE, params)).first()
     if row is None:
         return None
-    position = RoomPosition(offset=int(row[0]), epoch=str(row[1]))
+    position = Position(offset=int(row[0]), epoch=str(row[1]))
     return Admission(workspace_id=workspace_id, position=position, workspace_head=position)

@@ -17,27 +17,20 @@ import msgspec
 from sqlalchemy import BigInteger, String, Text, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from liveboard.events import Event
+from liveboard.protocol import BrokerEvent, Position
 from liveboard.store.schema import events, rooms
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
-class RoomPosition(msgspec.Struct, frozen=True):
-    """The head of a room's log: the last committed offset and the log's epoch."""
-
-    offset: int
-    epoch: str
-
-
 def new_epoch() -> str:
     return secrets.token_hex(4)
 
 
-async def create_room(conn: AsyncConnection, room: str) -> RoomPosition:
+async def create_room(conn: AsyncConnection, room: str) -> Position:
     """Create a room's log head at offset 0 with a fresh epoch."""
-    position = RoomPosition(offset=0, epoch=new_epoch())
+    position = Position(offset=0, epoch=new_epoch())
     await conn.execute(rooms.insert().values(room=room, epoch=position.epoch, last_offset=0))
     return position
 
@@ -105,7 +98,7 @@ async def append_event(
     ts: int,
     origin: str | None = None,
     depends_on: str | None = None,
-) -> Event:
+) -> BrokerEvent:
     """Append one event to ``room`` inside the caller's write transaction and return it.
 
     ``depends_on``: a room (a project's workspace room) whose head this transaction reads into
@@ -139,7 +132,7 @@ async def append_event(
             _INSERT_EVENT, {"room": room, "offset": offset, "epoch": epoch, **values}
         )
     depended = 0 if depends_on is None else int(appended.depended or 0)
-    return Event(
+    return BrokerEvent(
         type=type,
         room=room,
         offset=offset,
@@ -152,36 +145,34 @@ async def append_event(
     )
 
 
-async def room_position(conn: AsyncConnection, room: str) -> RoomPosition | None:
+async def room_position(conn: AsyncConnection, room: str) -> Position | None:
     """The room's head, or None when the room does not exist."""
     row = (
         await conn.execute(select(rooms.c.last_offset, rooms.c.epoch).where(rooms.c.room == room))
     ).first()
-    return None if row is None else RoomPosition(offset=int(row.last_offset), epoch=str(row.epoch))
+    return None if row is None else Position(offset=int(row.last_offset), epoch=str(row.epoch))
 
 
-async def room_positions(conn: AsyncConnection, names: list[str]) -> dict[str, RoomPosition]:
+async def room_positions(conn: AsyncConnection, names: list[str]) -> dict[str, Position]:
     """Heads of several rooms at once (rooms that do not exist are absent from the result)."""
     if not names:
         return {}
     result = await conn.execute(
         select(rooms.c.room, rooms.c.last_offset, rooms.c.epoch).where(rooms.c.room.in_(names))
     )
-    return {
-        str(r.room): RoomPosition(offset=int(r.last_offset), epoch=str(r.epoch)) for r in result
-    }
+    return {str(r.room): Position(offset=int(r.last_offset), epoch=str(r.epoch)) for r in result}
 
 
 async def read_events(
     conn: AsyncConnection, room: str, *, after: int, limit: int, up_to: int | None = None
-) -> list[Event]:
+) -> list[BrokerEvent]:
     """Events of ``room`` with offset > ``after`` (and ≤ ``up_to``), in offset order."""
     query = select(events).where(events.c.room == room, events.c.offset > after)
     if up_to is not None:
         query = query.where(events.c.offset <= up_to)
     result = await conn.execute(query.order_by(events.c.offset).limit(limit))
     return [
-        Event(
+        BrokerEvent(
             type=str(r.type),
             room=str(r.room),
             offset=int(r.offset),

@@ -9,8 +9,8 @@ import msgspec
 from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from liveboard.protocol import Member, Project, Role, Task, Workspace
 from liveboard.store.schema import members, projects, tasks, workspaces
-from liveboard.tasks.models import Member, Project, Role, Task, Workspace
 
 _encode_statuses = msgspec.json.Encoder().encode
 _decode_statuses = msgspec.json.Decoder(list[str]).decode
@@ -231,23 +231,20 @@ async def last_order(
     return None if value is None else float(value)
 
 
+#: The column of each task field ``save_task`` may write.
+_TASK_COLUMNS: dict[str, str] = {
+    "title": "title",
+    "description": "description",
+    "assignee_id": "assignee_id",
+    "status": "status",
+    "order": "sort_order",
+}
+
+
 async def save_task(conn: AsyncConnection, task: Task, changed: Sequence[str]) -> None:
-    """Write the named fields (wire names) of ``task`` plus version and updated_at."""
-    columns = {
-        "title": "title",
-        "description": "description",
-        "assigneeId": "assignee_id",
-        "status": "status",
-        "order": "sort_order",
-    }
-    source = {
-        "title": task.title,
-        "description": task.description,
-        "assigneeId": task.assignee_id,
-        "status": task.status,
-        "order": task.order,
-    }
-    values: dict[str, Any] = {columns[f]: source[f] for f in changed}
+    """Write the named fields (``Task``'s attribute names) of ``task``, its version and
+    ``updated_at``."""
+    values: dict[str, Any] = {_TASK_COLUMNS[f]: getattr(task, f) for f in changed}
     values.update(task_id=task.id, version=task.version, updated_at=task.updated_at)
     await conn.execute(_SAVE_TASK, values)
 

@@ -15,9 +15,10 @@ from aiohttp import web
 from msgspec import UNSET
 
 from liveboard import errors
+from liveboard.protocol import Member, Project, Task, TaskSnapshot, Workspace
 from liveboard.rest import actor, json_response, read_body
 from liveboard.tasks import schemas
-from liveboard.tasks.models import Member, Project, Task, TaskSnapshot, Workspace
+from liveboard.tasks.changes import TaskChanges
 from liveboard.tasks.service import TaskService
 from liveboard.text import MAX_ID_LENGTH, MAX_USER_ID_LENGTH, storable
 
@@ -172,13 +173,10 @@ async def update_task(request: web.Request) -> web.StreamResponse:
             raise errors.validation_error(
                 field, f"{field} cannot be changed here; use POST /api/tasks/{{tid}}/move"
             )
-    changes: dict[str, Any] = {}
-    if body.title is not UNSET:
-        changes["title"] = body.title
-    if body.description is not UNSET:
-        changes["description"] = body.description
-    if body.assignee_id is not UNSET:
-        changes["assigneeId"] = body.assignee_id
+    # Absent fields stay UNSET (kept); "assigneeId": null is None (unassign).
+    changes = TaskChanges(
+        title=body.title, description=body.description, assignee_id=body.assignee_id
+    )
     version = _expected_version(request, None if body.version is UNSET else body.version)
     task = await _service(request).update_task(
         actor(request), _path(request, "tid"), changes, expected_version=version

@@ -45,7 +45,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from liveboard.events import Event, EventPublisher
+from liveboard.events import EventPublisher
+from liveboard.protocol import BrokerEvent
 
 __all__ = ["Outbox", "PublishOrder", "Ticket"]
 
@@ -133,10 +134,10 @@ class Outbox:
 
     def __init__(self, order: PublishOrder) -> None:
         self._order = order
-        self._events: list[Event] = []
+        self._events: list[BrokerEvent] = []
         self._tickets: dict[str, Ticket] = {}
 
-    def add(self, event: Event) -> None:
+    def add(self, event: BrokerEvent) -> None:
         """Record an event just appended to the log (see ``PublishOrder.register``)."""
         if event.room not in self._tickets:
             self._tickets[event.room] = self._order.register(event.room)

@@ -32,7 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard import errors
 from liveboard.auth import Actor
-from liveboard.events import (
+from liveboard.events import EventPublisher
+from liveboard.protocol import (
+    DEFAULT_STATUSES,
     MEMBER_ADDED,
     MEMBER_REMOVED,
     PROJECT_CREATED,
@@ -40,22 +42,19 @@ from liveboard.events import (
     TASK_DELETED,
     TASK_MOVED,
     TASK_UPDATED,
-    EventPublisher,
-    project_room,
-    workspace_room,
-)
-from liveboard.store import eventlog, records
-from liveboard.store.database import Database
-from liveboard.tasks.models import (
-    DEFAULT_STATUSES,
     Member,
     Project,
     Role,
     Task,
     TaskSnapshot,
     Workspace,
+    project_room,
     to_builtins,
+    workspace_room,
 )
+from liveboard.store import eventlog, records
+from liveboard.store.database import Database
+from liveboard.tasks.changes import TaskChanges, diff, wire_changes
 from liveboard.tasks.publish_order import Outbox, PublishOrder
 
 MANAGER_ROLES: frozenset[Role] = frozenset({"owner", "admin"})
@@ -266,26 +265,21 @@ class TaskService:
         self,
         actor: Actor,
         task_id: str,
-        changes: dict[str, Any],
+        changes: TaskChanges,
         *,
         expected_version: int | None = None,
     ) -> Task:
-        """Apply ``changes`` (wire names: title, description, assigneeId) to a task."""
+        """Apply ``changes`` to a task; an assignee given must be a member of its workspace."""
         async with self._write() as (conn, outbox):
             task, project = await self._task_for_change(conn, task_id, actor, expected_version)
             now = self._clock()  # after the task's row lock: see _task_for_change
-            if "assigneeId" in changes and changes["assigneeId"] is not None:
-                await self._check_assignee(conn, project.workspace_id, changes["assigneeId"])
-            current = to_builtins(task)
-            diff = {
-                field: {"from": current[field], "to": value}
-                for field, value in changes.items()
-                if current[field] != value
-            }
-            if not diff:
+            if isinstance(changes.assignee_id, str):  # given, and not None (unassign)
+                await self._check_assignee(conn, project.workspace_id, changes.assignee_id)
+            found = diff(task, changes)
+            if not found:
                 return task
-            updated = _replace(task, now, **{f: c["to"] for f, c in diff.items()})
-            await records.save_task(conn, updated, list(diff))
+            updated = _replace(task, now, **{field: new for field, (_, new) in found.items()})
+            await records.save_task(conn, updated, list(found))
             await self._append(
                 conn,
                 outbox,
@@ -293,7 +287,7 @@ class TaskService:
                 TASK_UPDATED,
                 actor,
                 now,
-                {"task": to_builtins(updated), "changes": diff},
+                {"task": to_builtins(updated), "changes": wire_changes(found)},
                 workspace_id=project.workspace_id,
             )
         return updated
@@ -466,7 +460,6 @@ def _after(last: float | None) -> float:
     return math.floor(last) + 1.0
 
 
-def _replace(task: Task, now: Clock, **wire_fields: Any) -> Task:
-    """``task`` with the given fields (wire names) changed, its version bumped and time set."""
-    fields = {("assignee_id" if k == "assigneeId" else k): v for k, v in wire_fields.items()}
+def _replace(task: Task, now: Clock, **fields: Any) -> Task:
+    """``task`` with the given fields changed, its version bumped and its time set."""
     return msgspec.structs.replace(task, **fields, version=task.version + 1, updated_at=now.iso)

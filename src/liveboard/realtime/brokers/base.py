@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from liveboard.events import Event
+from liveboard.protocol import BrokerEvent
 
 
 class BrokerHandler(Protocol):
     """Implemented by the node; called by the broker on the event loop."""
 
-    def on_events(self, events: Sequence[Event]) -> None:
+    def on_events(self, events: Sequence[BrokerEvent]) -> None:
         """Events from the broker (one read's worth), possibly for several rooms."""
         ...
 
@@ -45,7 +45,7 @@ class Broker(Protocol):
 
     async def start(self) -> None: ...
 
-    async def publish(self, events: Sequence[Event]) -> None:
+    async def publish(self, events: Sequence[BrokerEvent]) -> None:
         """Hand events to every instance. Never raises for an outage: the log has them.
 
         The events reach this instance's handler before ``publish`` returns, whatever the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from liveboard.events import Event
+from liveboard.protocol import BrokerEvent
 from liveboard.realtime.brokers.base import BrokerHandler
 
 
@@ -24,7 +24,7 @@ class MemoryBroker:
     async def start(self) -> None:
         return None
 
-    async def publish(self, events: Sequence[Event]) -> None:
+    async def publish(self, events: Sequence[BrokerEvent]) -> None:
         if not self._closed and events:
             self._handler.on_events(events)
 

@@ -4,7 +4,8 @@ Each room ``R`` is the channel ``liveboard:room:R``; a message is one event's
 ``encode_broker_event`` bytes. Guarantees, on top of those of ``base.Broker``:
 
 * ``publish`` first hands the events to the local handler, so subscribers on this instance get
-  them whatever the state of Redis (CONTRACT §5.4), then PUBLISHes them in one round trip. It
+  them whatever the state of Redis (CONTRACT §5.4), then PUBLISHes them in one round trip
+  (``brokers.redis_publisher``, on a pool of its own: ``brokers.redis_pools``). It
   never raises for an outage and waits at most ``PUBLISH_TIMEOUT`` for Redis: on failure the
   events are dropped (the log has them) and the broker is marked down. The instance also gets its
   own events back from Redis; the node drops those duplicates by offset.
@@ -34,38 +35,33 @@ import contextlib
 import logging
 import random
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 import msgspec
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection, parse_url
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
 from liveboard.background import TaskSet
-from liveboard.events import Event, decode_event, encode_broker_event
+from liveboard.protocol import BrokerEvent, decode_broker_event
 from liveboard.realtime.brokers.base import BrokerHandler
+from liveboard.realtime.brokers.redis_pools import REDIS_ERRORS, connection_pool, describe
+from liveboard.realtime.brokers.redis_publisher import (
+    CHANNEL_PREFIX,
+    PRESENCE_SIGNAL,
+    RedisPublisher,
+    channel_of,
+)
 
 log = logging.getLogger("liveboard.broker.redis")
 
-#: Channel of room ``R``: ``liveboard:room:R``.
-CHANNEL_PREFIX: Final = "liveboard:room:"
-#: Payloads on a room's channel that start with this are presence signals, not events (events
-#: are JSON objects and start with ``{``); the instance id follows.
-PRESENCE_SIGNAL: Final = b"presence:"
-#: Connections the publisher may open at once (concurrent requests share them).
-PUBLISH_CONNECTIONS: Final = 16
+__all__ = ["CHANNEL_PREFIX", "PRESENCE_SIGNAL", "RedisBroker", "channel_of"]
 
 # Timeouts (seconds)
-CONNECT_TIMEOUT: Final = 1.0
-SOCKET_TIMEOUT: Final = 2.0
-#: Longest a ``publish`` waits for Redis (a REST request is waiting on it).
-PUBLISH_TIMEOUT: Final = 1.0
 #: Longest a SUBSCRIBE/UNSUBSCRIBE waits for its confirmation before the link is deemed broken.
 CONFIRM_TIMEOUT: Final = 2.0
-#: An idle subscriber connection, and a publisher known to be down, are PINGed this often.
+#: An idle subscriber connection is PINGed this often (``redis_publisher`` has its own).
 PING_INTERVAL: Final = 1.0
 PING_TIMEOUT: Final = 2.0
 #: ``start`` waits this long for the first connection (it never fails: Redis may come later).
@@ -79,19 +75,6 @@ BACKOFF_MAX: Final = 2.0
 
 # Limits
 MAX_BATCH: Final = 1000
-MAX_UNSENT_ROOMS: Final = 10_000
-
-#: What an unreachable or misbehaving Redis raises (``asyncio.TimeoutError`` is ``TimeoutError``).
-_REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
-
-
-def channel_of(room: str) -> bytes:
-    """The pub/sub channel that carries ``room``'s events."""
-    return (CHANNEL_PREFIX + room).encode()
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class RedisBroker:
@@ -109,34 +92,20 @@ class RedisBroker:
     ) -> None:
         self._handler = handler
         self._unsubscribe_delay = unsubscribe_delay
-        self._presence_payload = PRESENCE_SIGNAL + instance_id.encode()
-        url_options = parse_url(redis_url)
-
-        def pool(retries: int, role: str) -> ConnectionPool:
-            # The URL may tune timeouts; the protocol and retries are what this code relies on.
-            options: dict[str, Any] = {
-                "socket_connect_timeout": CONNECT_TIMEOUT,
-                "socket_timeout": SOCKET_TIMEOUT,
-                "client_name": f"liveboard:{instance_id}:{role}",
-                **url_options,
-                "protocol": 2,  # the reader parses RESP2 pub/sub replies
-                "retry": Retry(NoBackoff(), retries),
-            }
-            # Blocking: a burst of publishes waits for a free connection (bounded by the
-            # publish timeout) instead of failing when the pool is exhausted.
-            return BlockingConnectionPool(
-                max_connections=PUBLISH_CONNECTIONS, timeout=PUBLISH_TIMEOUT, **options
-            )
-
-        # One retry on a fresh connection: a pooled connection may be stale after a restart.
-        self._publisher = Redis(connection_pool=pool(1, "pub"))
-        # No hidden retries on the subscriber side: every reconnect goes through the supervisor,
-        # which re-subscribes and calls ``on_broker_restored``.
-        self._subscriber_pool = pool(0, "sub")
+        self._publisher = RedisPublisher(redis_url, instance_id=instance_id, on_change=self._report)
+        self._presence_payload = self._publisher.presence_payload
+        # Only the factory of the subscriber connection (``make_connection``, which no pool
+        # limit applies to; one at a time: ``_session``). No hidden retries: every reconnect goes
+        # through the supervisor, which re-subscribes and calls ``on_broker_restored``.
+        self._subscriber_pool = connection_pool(
+            redis_url,
+            max_connections=1,
+            timeout=CONFIRM_TIMEOUT,
+            client_name=f"liveboard:{instance_id}:sub",
+            fixed={"protocol": 2, "retry": Retry(NoBackoff(), 0)},  # the reader parses RESP2
+        )
         #: Times the subscriber connection was re-established after being up.
         self.reconnects = 0
-        #: ``publish`` calls (and re-sends) whose PUBLISH failed.
-        self.publish_failures = 0
         #: Messages on a room channel that were not a valid event.
         self.malformed_messages = 0
 
@@ -155,12 +124,7 @@ class RedisBroker:
         self._session_was_up = False
         self._ever_up = False
         self._started = asyncio.Event()
-        self._publisher_down = False
-        self._unsent: dict[str, Event] = {}  # room → last event whose PUBLISH failed
         self._reported_up: bool | None = None
-        self._inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._supervisor: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -168,118 +132,42 @@ class RedisBroker:
     @property
     def up(self) -> bool:
         """True when both the subscriber connection and the last publish (or PING) succeeded."""
-        return self._subscriber_up and not self._publisher_down and not self._closed
+        return self._subscriber_up and not self._publisher.down and not self._closed
 
     async def start(self) -> None:
         """Start the subscriber and health tasks; wait up to ``START_TIMEOUT`` to be ``up``."""
         if self._supervisor is not None or self._closed:
             return
         self._supervisor = asyncio.create_task(self._supervise(), name="redis-broker-supervisor")
-        self._watcher = asyncio.create_task(self._watch_publisher(), name="redis-broker-watcher")
+        self._watcher = asyncio.create_task(self._publisher.watch(), name="redis-broker-watcher")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(START_TIMEOUT):
                 await self._started.wait()
 
     # Publishing
 
-    async def publish(self, events: Sequence[Event]) -> None:
+    async def publish(self, events: Sequence[BrokerEvent]) -> None:
         """Deliver locally at once, then PUBLISH; never raises for an outage (see module doc)."""
         if self._closed or not events:
             return
         self._deliver(events)
-        self._inflight += 1
-        self._idle.clear()
-        try:
-            await self._send(events)
-        finally:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self._idle.set()
+        await self._publisher.send(events)
 
     async def publish_presence(self, rooms: Sequence[str]) -> None:
         """Signal a presence change of each of ``rooms`` to the other instances, in one
         pipeline (best effort)."""
         if self._closed or not rooms:
             return
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
-                if len(rooms) == 1:
-                    await self._publisher.publish(channel_of(rooms[0]), self._presence_payload)
-                else:
-                    pipe = self._publisher.pipeline(transaction=False)
-                    for room in rooms:
-                        pipe.publish(channel_of(room), self._presence_payload)
-                    await pipe.execute()
-        except _REDIS_ERRORS:
-            pass  # the presence manager's periodic refresh repairs it
+        await self._publisher.publish_presence(rooms)
 
     async def flush(self, timeout: float) -> None:  # noqa: ASYNC109 (bounded by design)
         """Wait (at most ``timeout`` s) for publishes in progress and re-send dropped events."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._idle.wait()
-                if self._unsent and not self._publisher_down:
-                    await self._send_unsent()
+        await self._publisher.flush(timeout)
 
-    async def _send(self, events: Sequence[Event]) -> bool:
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT):
-                if len(events) == 1:
-                    await self._publisher.publish(
-                        channel_of(events[0].room), encode_broker_event(events[0])
-                    )
-                else:
-                    pipe = self._publisher.pipeline(transaction=False)
-                    for event in events:
-                        pipe.publish(channel_of(event.room), encode_broker_event(event))
-                    await pipe.execute()
-        except _REDIS_ERRORS as exc:
-            self.publish_failures += 1
-            for event in events:
-                self._remember_unsent(event)
-            if not self._publisher_down:
-                self._publisher_down = True
-                self._report(f"publish failed: {_describe(exc)}")
-            return False
-        if self._publisher_down:
-            self._publisher_down = False
-            self._report()
-        return True
-
-    def _remember_unsent(self, event: Event) -> None:
-        previous = self._unsent.pop(event.room, None)
-        if previous is not None and previous.offset > event.offset:
-            event = previous
-        elif previous is None and len(self._unsent) >= MAX_UNSENT_ROOMS:
-            del self._unsent[next(iter(self._unsent))]
-        self._unsent[event.room] = event
-
-    async def _send_unsent(self) -> None:
-        unsent, self._unsent = self._unsent, {}
-        sent = False
-        try:
-            sent = await self._send(list(unsent.values()))
-        finally:
-            if not sent:  # failed or cancelled: keep them, unless a newer one came meanwhile
-                for room, event in unsent.items():
-                    self._unsent.setdefault(room, event)
-
-    async def _watch_publisher(self) -> None:
-        """While publishing is known to fail, PING so that ``up`` comes back without traffic."""
-        while not self._closed:
-            await asyncio.sleep(PING_INTERVAL)
-            try:
-                if self._publisher_down:
-                    async with asyncio.timeout(PUBLISH_TIMEOUT):
-                        await self._publisher.ping()
-                    self._publisher_down = False
-                    self._report()
-                if self._unsent and not self._publisher_down:
-                    await self._send_unsent()
-            except _REDIS_ERRORS:
-                continue
-            except Exception:
-                log.exception("Redis publisher health check failed")
+    @property
+    def publish_failures(self) -> int:
+        """``publish`` calls (and re-sends) whose PUBLISH failed."""
+        return self._publisher.failures
 
     # Subscribing
 
@@ -362,7 +250,7 @@ class RedisBroker:
             if self._closed:
                 return
             error = None if reader.cancelled() else reader.exception()
-            if error is not None and not isinstance(error, _REDIS_ERRORS):
+            if error is not None and not isinstance(error, REDIS_ERRORS):
                 log.error("Redis subscriber failed unexpectedly", exc_info=error)
             if self._session_was_up:
                 delay = BACKOFF_MIN
@@ -383,12 +271,12 @@ class RedisBroker:
                 if channels:
                     await conn.send_command("SUBSCRIBE", *channels)
             await self._read(conn, set(channels), restore=self._ever_up or bool(channels))
-        except _REDIS_ERRORS as exc:
-            self._end_session(conn, _describe(exc))
+        except REDIS_ERRORS as exc:
+            self._end_session(conn, describe(exc))
             raise
         finally:
             self._end_session(conn, "subscriber connection closed")
-            with contextlib.suppress(*_REDIS_ERRORS):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await conn.disconnect(nowait=True)
 
     async def _read(self, conn: AbstractConnection, pending: set[bytes], *, restore: bool) -> None:
@@ -404,7 +292,7 @@ class RedisBroker:
                 await conn.send_command("PING")
                 continue
             pinged = False  # anything received proves the link alive
-            events: list[Event] = []
+            events: list[BrokerEvent] = []
             try:
                 self._on_reply(reply, events, pending)
                 # Whatever has already arrived goes out in the same batch; never wait for more.
@@ -419,7 +307,7 @@ class RedisBroker:
             if not self._subscriber_up and not pending:
                 self._session_up(restore)
 
-    def _on_reply(self, reply: object, events: list[Event], pending: set[bytes]) -> None:
+    def _on_reply(self, reply: object, events: list[BrokerEvent], pending: set[bytes]) -> None:
         if not isinstance(reply, list) or len(reply) != 3:
             return  # PONG
         kind, channel, payload = reply
@@ -435,7 +323,7 @@ class RedisBroker:
                         log.exception("on_presence_signal failed")
                 return
             try:
-                event = decode_event(payload)
+                event = decode_broker_event(payload)
                 if channel_of(event.room) != channel:
                     raise ValueError(f"an event of room {event.room!r}")
             except (msgspec.DecodeError, TypeError, ValueError) as exc:
@@ -477,7 +365,7 @@ class RedisBroker:
 
     # Shared
 
-    def _deliver(self, events: Sequence[Event]) -> None:
+    def _deliver(self, events: Sequence[BrokerEvent]) -> None:
         try:
             self._handler.on_events(events)
         except Exception:
@@ -517,5 +405,5 @@ class RedisBroker:
         for task in tasks:
             if not task.cancelled():
                 task.exception()  # retrieved: the supervisor may not have done it
-        await self._publisher.aclose(close_connection_pool=True)
+        await self._publisher.aclose()
         await self._subscriber_pool.disconnect()

@@ -5,11 +5,22 @@ Field names are snake_case in Python and camelCase on the wire (``rename="camel"
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import msgspec
 
-Role = Literal["owner", "admin", "member"]
+__all__ = [
+    "DEFAULT_STATUSES",
+    "Member",
+    "Project",
+    "Role",
+    "Task",
+    "TaskSnapshot",
+    "Workspace",
+    "to_builtins",
+]
+
+Role: TypeAlias = Literal["owner", "admin", "member"]
 DEFAULT_STATUSES: tuple[str, ...] = ("todo", "in_progress", "done")
 
 

@@ -15,9 +15,9 @@ within ``body_timeout`` of its head (``rest.read_body``); an idle keep-alive con
 closed by aiohttp after ``keepalive_timeout``; an HTTP response the client stops reading for
 ``send_timeout`` is cut (``GuardedHttp``; a WebSocket has the slow-consumer bound instead).
 
-Refusals and timeouts are counted (``Metrics``) and logged through a ``Tally``: the first at
-once, then at most one line per ``TALLY_WINDOW`` seconds with their number, so that a flood of
-them cannot flood the log.
+Refusals and timeouts are counted (``Counters``: the process's ``Metrics``) and logged through a
+``Tally``: the first at once, then at most one line per ``TALLY_WINDOW`` seconds with their number,
+so that a flood of them cannot flood the log.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Final, cast
+from typing import Final, Protocol, cast
 
 from aiohttp import web
 
-from liveboard.realtime import handshake
-from liveboard.realtime.metrics import Metrics
+from liveboard.realtime.transport import handshake
+from liveboard.realtime.transport.sockets import peer_host
 
 log = logging.getLogger("liveboard.guard")
 
@@ -42,6 +42,15 @@ REFUSAL: Final = handshake.error_response(
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Counters(Protocol):
+    """The counters the guard bumps (``metrics.Metrics`` has them, among others)."""
+
+    connections_refused: int
+    head_timeouts: int
+    send_timeouts: int
+    body_timeouts: int
 
 
 def address_key(host: str | None) -> str:
@@ -128,14 +137,6 @@ class Tally:
         self._handle = asyncio.get_running_loop().call_later(self.window, self._flush)
 
 
-def peer_host(transport: asyncio.BaseTransport) -> str | None:
-    try:
-        peer = transport.get_extra_info("peername")
-    except (AttributeError, OSError):  # uvloop raises AttributeError once the socket is gone
-        return None
-    return str(peer[0]) if isinstance(peer, tuple) and peer else None
-
-
 class ConnectionGuard:
     """The connections of one listener that have not authenticated yet, and its timeouts.
 
@@ -147,7 +148,7 @@ class ConnectionGuard:
 
     def __init__(
         self,
-        metrics: Metrics,
+        metrics: Counters,
         *,
         head_timeout: float = 10.0,
         body_timeout: float = 30.0,

@@ -24,8 +24,8 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
-from liveboard.realtime import handshake
-from liveboard.realtime.guard import ConnectionGuard
+from liveboard.realtime.transport import handshake
+from liveboard.realtime.transport.guard import ConnectionGuard
 
 UpgradeHandler = Callable[[asyncio.Transport, handshake.Upgrade, bytes], None]
 

@@ -1,8 +1,8 @@
 """A WebSocket connection served by liveboard itself after its own handshake (``router``).
 
 It reads frames with ``rfc6455.FrameReader`` and hands whole messages to one consumer through
-``receive()``, with the same message types as aiohttp's ``WebSocketResponse`` so that one message
-loop (``endpoint.serve``) serves both. What it guarantees:
+``receive()``: a ``Connection`` (``base``), as the aiohttp adapter is, so that one message loop
+serves both. What it guarantees beyond the seam's:
 
 * Messages reach ``receive()`` in arrival order. At most ``INBOX_HIGH`` of them wait: past that,
   what is buffered stays unparsed and reading from the socket pauses, so a flooding peer is
@@ -15,7 +15,7 @@ loop (``endpoint.serve``) serves both. What it guarantees:
   that the close frame is not lost to a reset.
 * A close frame from the peer is answered with 1000 (or completes the close this side began),
   then the socket closes; ``receive()`` returns ``CLOSE``, then ``CLOSED`` for good.
-* ``close(code, message)`` sends one close frame, stops delivering messages and reads on until
+* ``close(code, reason)`` sends one close frame, stops delivering messages and reads on until
   the peer's close frame arrives or the socket is gone (the caller bounds the wait); then the
   socket closes. No frame is written after a close frame.
 
@@ -27,12 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any, NamedTuple
 
-from aiohttp import WSMsgType
-
-from liveboard.realtime.frames import close_frame
-from liveboard.realtime.rfc6455 import (
+from liveboard.realtime.transport.base import CLOSED_MESSAGE, Message, MessageKind
+from liveboard.realtime.transport.frames import close_frame
+from liveboard.realtime.transport.rfc6455 import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -42,28 +40,16 @@ from liveboard.realtime.rfc6455 import (
     FrameError,
     FrameReader,
 )
+from liveboard.realtime.transport.sockets import LINGER_SECONDS
 
 #: Messages waiting for the consumer before parsing and reading stop, and resume.
 INBOX_HIGH = 64
 INBOX_LOW = 16
-#: After a violation, how long the rest of the peer's input is read and dropped.
-LINGER_SECONDS = 1.0
-
-
-class Message(NamedTuple):
-    """One received message: the fields of aiohttp's ``WSMessage`` that the loop reads."""
-
-    type: WSMsgType
-    data: Any
-    extra: Any = None
-
-
-CLOSED_MESSAGE = Message(WSMsgType.CLOSED, None)
-_TYPES = {
-    OP_TEXT: WSMsgType.TEXT,
-    OP_BINARY: WSMsgType.BINARY,
-    OP_PING: WSMsgType.PING,
-    OP_PONG: WSMsgType.PONG,
+_KINDS = {
+    OP_TEXT: MessageKind.TEXT,
+    OP_BINARY: MessageKind.BINARY,
+    OP_PING: MessageKind.PING,
+    OP_PONG: MessageKind.PONG,
 }
 
 
@@ -72,7 +58,7 @@ def _nothing() -> None:
 
 
 class WebSocketConnection(asyncio.Protocol):
-    """The protocol of an upgraded socket; ``receive``/``close`` for its one consumer."""
+    """The protocol of an upgraded socket, and the ``Connection`` its one consumer reads."""
 
     __slots__ = (
         "_close_done",
@@ -181,9 +167,9 @@ class WebSocketConnection(asyncio.Protocol):
             self._parse()  # what is buffered first (cheap when nothing is), then the socket
         return message
 
-    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
+    async def close(self, code: int = 1000, reason: str = "") -> bool:
         """Send a close frame, then wait for the peer's (bounded by the caller) and close."""
-        if not self._write_close(code, message.decode("utf-8", "replace")):
+        if not self._write_close(code, reason):
             return False
         if not self._done:
             self._close_done = self._loop.create_future()
@@ -194,6 +180,11 @@ class WebSocketConnection(asyncio.Protocol):
     def close_now(self, code: int, reason: str) -> bool:
         """Write a close frame after whatever is queued, without waiting; False if one was."""
         return self._write_close(code, reason)
+
+    def abort(self) -> None:
+        """Drop the socket without a close frame."""
+        if not self._transport.is_closing():
+            self._transport.abort()
 
     # Internals
 
@@ -227,7 +218,7 @@ class WebSocketConnection(asyncio.Protocol):
         if frame.opcode == OP_CLOSE:
             self._peer_closed(frame.code)
         elif not self._close_sent:  # closing: messages are no longer delivered
-            self._deliver(Message(_TYPES[frame.opcode], frame.data))
+            self._deliver(Message(_KINDS[frame.opcode], frame.data))
 
     def _update_reading(self) -> None:
         transport = self._transport
@@ -261,7 +252,7 @@ class WebSocketConnection(asyncio.Protocol):
             self._transport.write(close_frame(1000))
         self._settle_close()
         self._transport.close()
-        self._deliver(Message(WSMsgType.CLOSE, code))
+        self._deliver(Message(MessageKind.CLOSE, code))
 
     def _settle_close(self) -> None:
         done = self._close_done
@@ -284,7 +275,7 @@ class WebSocketConnection(asyncio.Protocol):
                 self._transport.write_eof()
         self._lingering = True
         self._loop.call_later(LINGER_SECONDS, self._end_linger)
-        self._deliver(Message(WSMsgType.ERROR, FrameError(code, reason)))
+        self._deliver(Message(MessageKind.ERROR, FrameError(code, reason)))
 
     def _end_linger(self) -> None:
         transport = self._transport
