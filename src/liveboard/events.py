@@ -14,9 +14,13 @@ from liveboard.protocol import BrokerEvent
 class EventPublisher(Protocol):
     """Where the task service hands committed events, in commit order, after each commit.
 
-    Called once per committed transaction with that transaction's events. Implementations must
-    not raise for a broker outage: the event log already holds the events, and recovery reads
-    them from there. The real-time node implements this; tests may use ``RecordingPublisher``.
+    Commit order, per room, among one service's transactions: ``publish`` for an earlier commit
+    is called, and runs to its first suspension, before ``publish`` for a later one is called
+    (``tasks.publish_order``); what it does before its first ``await`` (the node: deliver to its
+    own hub) sees each room's events in offset order. Called once per committed transaction
+    with that transaction's events. Implementations must not raise for a broker outage: the
+    event log already holds the events, and recovery reads them from there. The real-time node
+    implements this; tests may use ``RecordingPublisher``.
     """
 
     async def publish(self, events: Sequence[BrokerEvent]) -> None: ...

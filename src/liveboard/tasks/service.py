@@ -4,7 +4,9 @@ Guarantees:
 
 * Every mutation runs in one write transaction that also appends its event to the room's log
   (``store.eventlog``); the event exists if and only if the change committed (CONTRACT §5.1).
-* Committed events are handed to the ``EventPublisher`` after the commit, in commit order.
+* Committed events are handed to the ``EventPublisher`` after the commit, each room's in commit
+  (= offset) order among this instance's transactions: a transaction waits for those that
+  appended to the room before it to publish or fail (``tasks.publish_order``).
 * Anything in a workspace the caller is not a member of is reported as not found: existence is
   not leaked. A member lacking the role gets ``forbidden``.
 * ``version`` starts at 1 and grows by exactly 1 on every change of a task; a stale expected
@@ -19,7 +21,8 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +42,6 @@ from liveboard.protocol import (
     TASK_DELETED,
     TASK_MOVED,
     TASK_UPDATED,
-    BrokerEvent,
     Member,
     Project,
     Role,
@@ -53,6 +55,7 @@ from liveboard.protocol import (
 from liveboard.store import eventlog, records
 from liveboard.store.database import Database
 from liveboard.tasks.changes import TaskChanges, diff, wire_changes
+from liveboard.tasks.publish_order import Outbox, PublishOrder
 
 MANAGER_ROLES: frozenset[Role] = frozenset({"owner", "admin"})
 
@@ -89,6 +92,7 @@ class TaskService:
         self.db = db
         self.publisher = publisher
         self._clock = clock
+        self._order = PublishOrder()
 
     # Workspaces and members
 
@@ -107,16 +111,21 @@ class TaskService:
 
     async def add_member(self, actor: Actor, workspace_id: str, user_id: str, role: Role) -> Member:
         now = self._clock()
-        async with self.db.write() as conn:
+        async with self._write() as (conn, outbox):
             await self._require_role(conn, workspace_id, actor, MANAGER_ROLES)
             if await records.role_of(conn, workspace_id, user_id) is not None:
                 raise errors.conflict(f"{user_id} is already a member of this workspace")
             await records.insert_member(conn, workspace_id, user_id, role, now.iso)
             member = Member(user_id=user_id, role=role)
-            event = await self._append(
-                conn, workspace_room(workspace_id), MEMBER_ADDED, actor, now, to_builtins(member)
+            await self._append(
+                conn,
+                outbox,
+                workspace_room(workspace_id),
+                MEMBER_ADDED,
+                actor,
+                now,
+                to_builtins(member),
             )
-        await self.publisher.publish([event])
         return member
 
     async def list_members(self, actor: Actor, workspace_id: str) -> list[Member]:
@@ -126,7 +135,7 @@ class TaskService:
 
     async def remove_member(self, actor: Actor, workspace_id: str, user_id: str) -> None:
         now = self._clock()
-        async with self.db.write() as conn:
+        async with self._write() as (conn, outbox):
             actor_role = await self._require_member(conn, workspace_id, actor)
             if user_id != actor.user_id and actor_role not in MANAGER_ROLES:
                 raise errors.forbidden("only the workspace owner or an admin can remove members")
@@ -136,10 +145,15 @@ class TaskService:
             if target_role == "owner":
                 raise errors.conflict("the workspace owner cannot be removed")
             await records.delete_member(conn, workspace_id, user_id)
-            event = await self._append(
-                conn, workspace_room(workspace_id), MEMBER_REMOVED, actor, now, {"userId": user_id}
+            await self._append(
+                conn,
+                outbox,
+                workspace_room(workspace_id),
+                MEMBER_REMOVED,
+                actor,
+                now,
+                {"userId": user_id},
             )
-        await self.publisher.publish([event])
 
     # Projects
 
@@ -154,19 +168,19 @@ class TaskService:
             statuses=list(statuses if statuses is not None else DEFAULT_STATUSES),
             created_at=now.iso,
         )
-        async with self.db.write() as conn:
+        async with self._write() as (conn, outbox):
             await self._require_member(conn, workspace_id, actor)
             await records.insert_project(conn, project)
             await eventlog.create_room(conn, project_room(project.id))
-            event = await self._append(
+            await self._append(
                 conn,
+                outbox,
                 workspace_room(workspace_id),
                 PROJECT_CREATED,
                 actor,
                 now,
                 {"project": to_builtins(project)},
             )
-        await self.publisher.publish([event])
         return project
 
     async def list_projects(self, actor: Actor, workspace_id: str) -> list[Project]:
@@ -202,7 +216,7 @@ class TaskService:
         order: float | None = None,
     ) -> Task:
         now = self._clock()
-        async with self.db.write() as conn:
+        async with self._write() as (conn, outbox):
             project = await self._visible_project(conn, project_id, actor)
             status = project.statuses[0] if status is None else status
             _check_status(project, status, "status")
@@ -224,8 +238,9 @@ class TaskService:
                 updated_at=now.iso,
             )
             await records.insert_task(conn, task)
-            event = await self._append(
+            await self._append(
                 conn,
+                outbox,
                 project_room(project_id),
                 TASK_CREATED,
                 actor,
@@ -233,7 +248,6 @@ class TaskService:
                 {"task": to_builtins(task)},
                 workspace_id=project.workspace_id,
             )
-        await self.publisher.publish([event])
         return task
 
     async def get_task(self, actor: Actor, task_id: str) -> Task:
@@ -256,7 +270,7 @@ class TaskService:
         expected_version: int | None = None,
     ) -> Task:
         """Apply ``changes`` to a task; an assignee given must be a member of its workspace."""
-        async with self.db.write() as conn:
+        async with self._write() as (conn, outbox):
             task, project = await self._task_for_change(conn, task_id, actor, expected_version)
             now = self._clock()  # after the task's row lock: see _task_for_change
             if isinstance(changes.assignee_id, str):  # given, and not None (unassign)
@@ -266,8 +280,9 @@ class TaskService:
                 return task
             updated = _replace(task, now, **{field: new for field, (_, new) in found.items()})
             await records.save_task(conn, updated, list(found))
-            event = await self._append(
+            await self._append(
                 conn,
+                outbox,
                 project_room(task.project_id),
                 TASK_UPDATED,
                 actor,
@@ -275,7 +290,6 @@ class TaskService:
                 {"task": to_builtins(updated), "changes": wire_changes(found)},
                 workspace_id=project.workspace_id,
             )
-        await self.publisher.publish([event])
         return updated
 
     async def move_task(
@@ -288,7 +302,7 @@ class TaskService:
         expected_version: int | None = None,
     ) -> Task:
         """Move a task to ``to_status`` at ``order`` (default: the end of that column)."""
-        async with self.db.write() as conn:
+        async with self._write() as (conn, outbox):
             task, project = await self._task_for_change(conn, task_id, actor, expected_version)
             now = self._clock()  # after the task's row lock: see _task_for_change
             _check_status(project, to_status, "toStatus")
@@ -302,8 +316,9 @@ class TaskService:
                 return task
             moved = _replace(task, now, status=to_status, order=order)
             await records.save_task(conn, moved, ["status", "order"])
-            event = await self._append(
+            await self._append(
                 conn,
+                outbox,
                 project_room(task.project_id),
                 TASK_MOVED,
                 actor,
@@ -316,18 +331,18 @@ class TaskService:
                 },
                 workspace_id=project.workspace_id,
             )
-        await self.publisher.publish([event])
         return moved
 
     async def delete_task(
         self, actor: Actor, task_id: str, *, expected_version: int | None = None
     ) -> None:
-        async with self.db.write() as conn:
+        async with self._write() as (conn, outbox):
             task, project = await self._task_for_change(conn, task_id, actor, expected_version)
             now = self._clock()  # after the task's row lock: see _task_for_change
             await records.delete_task(conn, task.id)
-            event = await self._append(
+            await self._append(
                 conn,
+                outbox,
                 project_room(task.project_id),
                 TASK_DELETED,
                 actor,
@@ -335,7 +350,6 @@ class TaskService:
                 {"taskId": task.id},
                 workspace_id=project.workspace_id,
             )
-        await self.publisher.publish([event])
 
     # Membership, used by the real-time layer as well
 
@@ -345,9 +359,21 @@ class TaskService:
 
     # Helpers
 
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[tuple[AsyncConnection, Outbox]]:
+        """A write transaction and the outbox of its events, published after it commits."""
+        outbox = Outbox(self._order)
+        try:
+            async with self.db.write() as conn:
+                yield conn, outbox
+            await outbox.publish(self.publisher)
+        finally:
+            outbox.abandon()  # rolled back, failed or cancelled: the room's line moves on
+
     async def _append(
         self,
         conn: AsyncConnection,
+        outbox: Outbox,
         room: str,
         type_: str,
         actor: Actor,
@@ -355,10 +381,11 @@ class TaskService:
         data: dict[str, Any],
         *,
         workspace_id: str | None = None,
-    ) -> BrokerEvent:
-        """Append an event; one of a project room names its workspace (``workspace_id``), so
-        that no instance releases it before the membership changes committed before it."""
-        return await eventlog.append_event(
+    ) -> None:
+        """Append an event, to be published after the commit; one of a project room names its
+        workspace (``workspace_id``), so that no instance releases it before the membership
+        changes committed before it."""
+        event = await eventlog.append_event(
             conn,
             room=room,
             type=type_,
@@ -368,6 +395,7 @@ class TaskService:
             origin=actor.origin,
             depends_on=None if workspace_id is None else workspace_room(workspace_id),
         )
+        outbox.add(event)  # still holding the room's row lock: its place in the room's line
 
     async def _require_member(self, conn: AsyncConnection, workspace_id: str, actor: Actor) -> Role:
         role = await records.role_of(conn, workspace_id, actor.user_id)

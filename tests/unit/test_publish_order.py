@@ -1,0 +1,246 @@
+"""The per-room publish order of committed events (``liveboard.tasks.publish_order``), no I/O.
+
+Transactions are simulated: each takes its tickets in the order its room's row lock would
+grant them (registration order), then "ends" and resumes in any order, as coroutines do after
+their COMMITs come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from liveboard.protocol import BrokerEvent
+from liveboard.tasks.publish_order import Outbox, PublishOrder
+
+ROOMS = ["project:p1", "project:p2", "workspace:w1"]
+
+
+def ev(room: str, offset: int) -> BrokerEvent:
+    return BrokerEvent(
+        type="task:updated",
+        room=room,
+        offset=offset,
+        epoch="e1",
+        ts=1_764_120_000_000 + offset,
+        user_id="alice",
+        data={},
+    )
+
+
+class Recorder:
+    """An EventPublisher that keeps each call's events."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[BrokerEvent]] = []
+
+    async def publish(self, events: Sequence[BrokerEvent]) -> None:
+        self.calls.append(list(events))
+
+    def offsets(self, room: str) -> list[int]:
+        return [e.offset for call in self.calls for e in call if e.room == room]
+
+
+def test_a_ticket_with_nobody_ahead_has_its_turn_without_suspending() -> None:
+    order = PublishOrder()
+    ticket = order.register("project:p1")
+    turn = order.turn(ticket)
+    with pytest.raises(StopIteration):  # the coroutine finished at its first step
+        turn.send(None)
+    order.release(ticket)
+    assert order.waiting_rooms() == 0
+
+
+async def test_a_later_ticket_waits_for_the_earlier_one_to_be_released() -> None:
+    order = PublishOrder()
+    first, second = order.register("project:p1"), order.register("project:p1")
+    waiting = asyncio.create_task(order.turn(second))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    await order.turn(first)  # first in line: no wait
+    order.release(first)
+    await asyncio.wait_for(waiting, 1)
+    order.release(second)
+    assert order.waiting_rooms() == 0
+
+
+async def test_releases_out_of_order_free_the_line_only_up_to_the_first_unreleased() -> None:
+    order = PublishOrder()
+    t1, t2, t3 = (order.register("project:p1") for _ in range(3))
+    waiting = asyncio.create_task(order.turn(t3))
+    order.release(t2)  # rolled back
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    assert not order.is_first(t3)
+    order.release(t1)
+    await asyncio.wait_for(waiting, 1)
+    assert order.is_first(t3)
+    order.release(t3)
+    order.release(t3)  # idempotent
+    assert order.waiting_rooms() == 0
+
+
+async def test_rooms_have_independent_lines() -> None:
+    order = PublishOrder()
+    busy = order.register("project:p1")
+    other = order.register("project:p2")
+    await asyncio.wait_for(order.turn(other), 1)
+    order.release(other)
+    order.release(busy)
+    assert order.waiting_rooms() == 0
+
+
+async def test_a_cancelled_waiter_that_releases_lets_the_next_one_go() -> None:
+    order = PublishOrder()
+    t1, t2, t3 = (order.register("project:p1") for _ in range(3))
+
+    async def after_commit(ticket: object) -> None:
+        assert ticket is t2
+        try:
+            await order.turn(t2)
+        finally:
+            order.release(t2)
+
+    cancelled = asyncio.create_task(after_commit(t2))
+    third = asyncio.create_task(order.turn(t3))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    order.release(t1)
+    await asyncio.wait_for(third, 1)
+    order.release(t3)
+    assert order.waiting_rooms() == 0
+
+
+async def test_an_outbox_takes_one_ticket_per_room_and_publishes_its_events_in_one_call() -> None:
+    order = PublishOrder()
+    recorder = Recorder()
+    outbox = Outbox(order)
+    outbox.add(ev("project:p1", 1))
+    outbox.add(ev("project:p1", 2))
+    outbox.add(ev("workspace:w1", 7))
+    assert order.waiting_rooms() == 2
+    await outbox.publish(recorder)
+    assert [[(e.room, e.offset) for e in call] for call in recorder.calls] == [
+        [("project:p1", 1), ("project:p1", 2), ("workspace:w1", 7)]
+    ]
+    assert order.waiting_rooms() == 0
+
+
+async def test_an_outbox_without_events_publishes_nothing() -> None:
+    recorder = Recorder()
+    outbox = Outbox(PublishOrder())
+    await outbox.publish(recorder)
+    outbox.abandon()
+    assert recorder.calls == []
+
+
+async def test_an_abandoned_outbox_leaves_every_line() -> None:
+    order = PublishOrder()
+    recorder = Recorder()
+    failed, later = Outbox(order), Outbox(order)
+    failed.add(ev("project:p1", 1))
+    failed.add(ev("workspace:w1", 1))
+    later.add(ev("project:p1", 1))  # the rolled-back offset, taken again
+    later.add(ev("workspace:w1", 1))
+    failed.abandon()
+    await asyncio.wait_for(later.publish(recorder), 1)
+    assert recorder.offsets("project:p1") == [1]
+    assert recorder.offsets("workspace:w1") == [1]
+    assert order.waiting_rooms() == 0
+
+
+async def test_the_next_publish_does_not_wait_for_the_previous_one_to_return() -> None:
+    """Handing over is ordered; the broker round trips that follow are not chained."""
+    order = PublishOrder()
+    started: list[int] = []
+    unblock = asyncio.Event()
+
+    class SlowPublisher:
+        async def publish(self, events: Sequence[BrokerEvent]) -> None:
+            started.append(events[0].offset)  # before the first suspension: in order
+            await unblock.wait()  # a PUBLISH that takes its time
+
+    slow = SlowPublisher()
+    first, second = Outbox(order), Outbox(order)
+    first.add(ev("project:p1", 1))
+    second.add(ev("project:p1", 2))
+    later = asyncio.create_task(second.publish(slow))
+    earlier = asyncio.create_task(first.publish(slow))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert started == [1, 2]
+    assert not earlier.done()
+    assert not later.done()
+    unblock.set()
+    await asyncio.wait_for(asyncio.gather(earlier, later), 1)
+    assert order.waiting_rooms() == 0
+
+
+# A transaction: the rooms it appends to, whether it commits, and how many loop turns pass
+# between its registration and the moment its coroutine resumes after the commit.
+transactions = st.lists(
+    st.tuples(
+        st.lists(st.sampled_from(ROOMS), min_size=1, max_size=3),
+        st.booleans(),
+        st.integers(min_value=0, max_value=6),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(transactions)
+def test_committed_events_are_published_in_offset_order_whatever_order_commits_resume(
+    plan: list[tuple[list[str], bool, int]],
+) -> None:
+    async def run() -> tuple[Recorder, dict[str, list[int]], PublishOrder]:
+        order = PublishOrder()
+        recorder = Recorder()
+        heads = dict.fromkeys(ROOMS, 0)
+        committed: dict[str, list[int]] = {room: [] for room in ROOMS}
+        outboxes = []
+        for rooms, commits, _ in plan:  # one at a time, as the rooms' row locks grant them
+            outbox = Outbox(order)
+            before = dict(heads)
+            for room in rooms:
+                heads[room] += 1
+                outbox.add(ev(room, heads[room]))
+                if commits:
+                    committed[room].append(heads[room])
+            if not commits:  # rolled back: its offsets are taken again by the next writer
+                heads = before
+            outboxes.append(outbox)
+
+        async def after_commit(outbox: Outbox, commits: bool, delay: int) -> None:
+            try:
+                for _ in range(delay):
+                    await asyncio.sleep(0)
+                if commits:
+                    await outbox.publish(recorder)
+            finally:
+                outbox.abandon()
+
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    after_commit(outbox, commits, delay)
+                    for outbox, (_, commits, delay) in zip(outboxes, plan, strict=True)
+                )
+            ),
+            5,
+        )
+        return recorder, committed, order
+
+    recorder, committed, order = asyncio.run(run())
+    for room in ROOMS:  # every committed event once, in offset order (1, 2, … n)
+        assert recorder.offsets(room) == committed[room]
+        assert committed[room] == list(range(1, len(committed[room]) + 1))
+    assert order.waiting_rooms() == 0
