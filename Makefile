@@ -114,6 +114,13 @@ fuzz: $(BIN)/.test
 soak: $(BIN)/.test
 	$(BIN)/python -m tests.soak.runner --duration 600
 
+# Retries through a proxy that loses 30 % of the answers, at the issue's size: 10,000 tasks
+# created and moved by 20 clients (`make test` runs 1,000), on SQLite and PostgreSQL.
+.PHONY: soak-retries
+soak: soak-retries
+soak-retries: $(BIN)/.test
+	LIVEBOARD_RETRY_TASKS=10000 $(BIN)/python -m pytest tests/integration/test_rest_retries.py $(PYTEST_ARGS)
+
 # Presence across every outage of docs/reliability.md (stalls of 5-45 s, partitions from Redis),
 # all at once, ~1.5 min; part of `make fuzz` (`make test` runs a 15 s stall and a 15 s pause).
 PRESENCE_OUTAGES ?= stall:5,stall:15,stall:25,stall:45,pause:15,cut:15

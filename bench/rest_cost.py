@@ -6,8 +6,10 @@ workspace, a project and a task, warms up with 20 requests, then sends ``--reque
 (a new title each) at ``--rate`` per second, each at its due time without waiting for the
 previous answer, and prints the server's CPU per request (utime + stime from /proc) and the
 response time percentiles. ``--profile FILE`` also records the server with py-spy (raw
-collapsed stacks). Run: ``.venv/bin/python -m bench.rest_cost`` (PostgreSQL at
-127.0.0.1:5432, or ``BENCH_POSTGRES_URL``; ``redis-server`` on PATH).
+collapsed stacks). ``--keys`` sends each PATCH with a fresh ``Idempotency-Key`` (what the SDKs
+do), so the difference from a run without it is the key's cost. Run:
+``.venv/bin/python -m bench.rest_cost`` (PostgreSQL at 127.0.0.1:5432, or ``BENCH_POSTGRES_URL``;
+``redis-server`` on PATH).
 """
 
 from __future__ import annotations
@@ -19,18 +21,34 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 
 from bench.infra import Postgres, RedisServer
-from bench.targets import LiveboardTarget
+from bench.targets import LiveboardTarget, Room
 
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 
 
-async def measure(requests: int, rate: float, profile: Path | None) -> dict[str, float]:
+async def patch(
+    http: aiohttp.ClientSession, target: LiveboardTarget, room: Room, title: str, *, key: bool
+) -> bool:
+    """One PATCH of the room's task (``target.mutate``), with a fresh key when ``key``."""
+    if not key:
+        return await target.mutate(http, room, title)
+    headers = {"Authorization": f"Bearer {target.owner_token}", "Idempotency-Key": uuid.uuid4().hex}
+    url = f"{target.http()}/api/tasks/{room.task_id}"
+    async with http.patch(url, json={"title": title}, headers=headers) as r:
+        await r.read()
+        return r.status == 200
+
+
+async def measure(
+    requests: int, rate: float, profile: Path | None, *, keys: bool = False
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="liveboard-rest-cost-") as tmp:
         workdir = Path(tmp)
         redis = RedisServer(workdir)
@@ -45,7 +63,7 @@ async def measure(requests: int, rate: float, profile: Path | None) -> dict[str,
             server = target.instances[0]
             async with aiohttp.ClientSession() as http:
                 for n in range(20):  # connections, caches, prepared statements
-                    assert await target.mutate(http, room, f"warm-up {n}")
+                    assert await patch(http, target, room, f"warm-up {n}", key=keys)
                 spy = None
                 if profile is not None:
                     seconds = str(int(requests / rate) + 1)
@@ -60,7 +78,7 @@ async def measure(requests: int, rate: float, profile: Path | None) -> dict[str,
 
                 async def one(number: int) -> None:
                     started = time.perf_counter()
-                    ok = await target.mutate(http, room, f"request {number}")
+                    ok = await patch(http, target, room, f"request {number}", key=keys)
                     if not ok:
                         raise RuntimeError(f"PATCH {number} failed")
                     answered_ms.append((time.perf_counter() - started) * 1000.0)
@@ -94,12 +112,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
     parser.add_argument("--profile", type=Path, help="py-spy the server into this file")
+    parser.add_argument("--keys", action="store_true", help="an Idempotency-Key on each PATCH")
     args = parser.parse_args()
     import uvloop
 
-    result = uvloop.run(measure(args.requests, args.rate, args.profile))
+    result = uvloop.run(measure(args.requests, args.rate, args.profile, keys=args.keys))
+    keyed = " with Idempotency-Key" if args.keys else ""
     print(
-        f"{args.requests} PATCH /api/tasks/{{id}} at {args.rate:g}/s: "
+        f"{args.requests} PATCH /api/tasks/{{id}}{keyed} at {args.rate:g}/s: "
         f"{result['cpu_ms_per_request']:.2f} ms of server CPU each, "
         f"response p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms"
     )

@@ -40,6 +40,7 @@ from liveboard.rest import json_response
 from liveboard.store.database import Database
 from liveboard.store.migrations import migrate
 from liveboard.tasks import api
+from liveboard.tasks.idempotency import GATE_KEY, IdempotencyGate
 from liveboard.tasks.service import TaskService
 
 SETTINGS_KEY: Final = web.AppKey("settings", Settings)
@@ -191,6 +192,7 @@ def _components(
         settings = app[SETTINGS_KEY]
         db = Database(settings.database_url)
         node: Node | None = None
+        pruning: asyncio.Task[None] | None = None
         try:
             await migrate(db)
             node = Node(settings, db, app[METRICS_KEY])
@@ -200,10 +202,15 @@ def _components(
             app[DATABASE_KEY] = db
             app[NODE_KEY] = node
             app[api.SERVICE_KEY] = service
+            gate = app[GATE_KEY] = IdempotencyGate(db, settings.idempotency_ttl)
+            pruning = asyncio.ensure_future(gate.prune_forever())
             if settings.dev:
                 await dev.seed_demo(service)
             yield
         finally:
+            if pruning is not None:
+                pruning.cancel()
+                await asyncio.gather(pruning, return_exceptions=True)
             if node is not None:
                 await node.shutdown()
             await db.aclose()

@@ -55,6 +55,8 @@ class Settings:
     # 0: no cap (behind a reverse proxy every connection comes from the proxy's address).
     max_pending_per_address: int = 256
     history_size: int = 1000
+    #: How long an ``Idempotency-Key``'s answer is kept (seconds; CONTRACT §6.1: at least 24 h).
+    idempotency_ttl: float = 86400.0
     # Mode
     dev: bool = False
     log_format: str = "text"
@@ -158,6 +160,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "max_connections_per_user": _int(env, "LIVEBOARD_MAX_CONNECTIONS_PER_USER", 50, minimum=1),
         "slow_consumer_bytes": _int(env, "LIVEBOARD_SLOW_CONSUMER_BYTES", 1 << 20, minimum=1024),
         "max_pending_per_address": _int(env, "LIVEBOARD_MAX_PENDING_PER_ADDRESS", 256, minimum=0),
+        "idempotency_ttl": _float(env, "LIVEBOARD_IDEMPOTENCY_TTL", 86400.0, minimum=1.0),
         "log_format": env.get("LIVEBOARD_LOG_FORMAT") or "text",
     }
     if values["log_format"] not in ("text", "json"):

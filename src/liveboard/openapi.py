@@ -12,6 +12,32 @@ from liveboard.tasks.api import ROUTES
 from liveboard.tasks.schemas import DevToken, ErrorResponse
 
 _REF = "#/components/schemas/{name}"
+#: Every mutation's optional key (CONTRACT §6.1).
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes the mutation safe to retry: a repeat of the same request with the same key, "
+        "by the same user, within the keys' lifetime (at least 24 h) is answered with the "
+        "first answer (status, body, headers) and changes and emits nothing. The same key "
+        "with a different request (method, path, If-Match or body bytes): 422. While the "
+        "first is still in progress: 409 with details.reason idempotency_key_in_flight."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+}
+#: What a mutation's success answer names: its event's position (absent: nothing emitted).
+_POSITION_HEADERS = {
+    "Liveboard-Offset": {
+        "description": "The offset of the event this mutation emitted, in the room it names "
+        "(a task's project room; a member's or project's workspace room)",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "Liveboard-Epoch": {
+        "description": "The epoch of that room's log, with Liveboard-Offset",
+        "schema": {"type": "string"},
+    },
+}
 _ERRORS = {
     "400": "bad_request",
     "401": "unauthorized",
@@ -40,12 +66,15 @@ def build_document(*, dev: bool = False) -> dict[str, Any]:
             "security": [{"bearer": []}],
             "responses": {},
         }
-        params = re.findall(r"\{(\w+)\}", route.path)
+        params: list[dict[str, Any]] = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in re.findall(r"\{(\w+)\}", route.path)
+        ]
+        mutation = route.method != "GET"
+        if mutation:
+            params.append(_IDEMPOTENCY_KEY)
         if params:
-            operation["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in params
-            ]
+            operation["parameters"] = params
         if route.body is not None:
             operation["requestBody"] = {
                 "required": True,
@@ -54,6 +83,8 @@ def build_document(*, dev: bool = False) -> dict[str, Any]:
         ok: dict[str, Any] = {"description": "success"}
         if route.answer is not None:
             ok["content"] = {"application/json": {"schema": refs[_key(route.answer)]}}
+        if mutation:
+            ok["headers"] = _POSITION_HEADERS
         operation["responses"][str(route.status)] = ok
         for status, code in _ERRORS.items():
             operation["responses"][status] = {

@@ -64,26 +64,9 @@ async def read_body(request: web.Request, model: type[T]) -> T:
 
     Whatever the bytes, the answer is one of those two (or 413 past the size limit): invalid
     UTF-8, nesting deeper than the decoder recurses (even inside a field the model ignores) and
-    a body that breaks its own framing are 400s. A client that leaves before its body is read
-    gets a 400 as well: it is gone and never sees it, and the access log records its request as
-    the client's mistake (one line), not as a server error. A body not complete within the
-    guard's ``body_timeout`` of the head is a 400 too; after it, aiohttp reads and drops the
-    rest for up to its ``lingering_time`` (set in ``cli.serve``) and closes the connection if
-    the rest has not arrived by then.
+    a body that breaks its own framing are 400s (``read_raw``).
     """
-    guard = request.app[GUARD_KEY]
-    try:
-        async with asyncio.timeout(guard.body_timeout):
-            raw = await request.read()
-    except TimeoutError:
-        guard.body_timed_out(request.transport)
-        message = f"the request body did not arrive within {guard.body_timeout:g}s"
-        raise errors.bad_request(message) from None
-    except ConnectionError:
-        # aiohttp ends the body's stream with ConnectionResetError when the peer leaves.
-        raise errors.bad_request("the connection closed before the body was complete") from None
-    except web.RequestPayloadError as exc:  # broken chunked framing, undecodable gzip/deflate
-        raise errors.bad_request(f"the body could not be read: {exc}") from None
+    raw = await read_raw(request)
     if not raw:
         raise errors.bad_request("a JSON body is required")
     try:
@@ -103,6 +86,31 @@ async def read_body(request: web.Request, model: type[T]) -> T:
         raise errors.bad_request("the body is not valid JSON (invalid UTF-8)") from None
     except RecursionError:
         raise errors.bad_request("the body is not valid JSON (nested too deeply)") from None
+
+
+async def read_raw(request: web.Request) -> bytes:
+    """The request's whole body (empty when it has none); read once, later calls are free.
+
+    A client that leaves before its body is read gets a 400: it is gone and never sees it, and
+    the access log records its request as the client's mistake (one line), not as a server
+    error. A body not complete within the guard's ``body_timeout`` of the head is a 400 too;
+    after it, aiohttp reads and drops the rest for up to its ``lingering_time`` (set in
+    ``cli.serve``) and closes the connection if the rest has not arrived by then. Broken
+    chunked framing or undecodable gzip/deflate is a 400.
+    """
+    guard = request.app[GUARD_KEY]
+    try:
+        async with asyncio.timeout(guard.body_timeout):
+            return await request.read()
+    except TimeoutError:
+        guard.body_timed_out(request.transport)
+        message = f"the request body did not arrive within {guard.body_timeout:g}s"
+        raise errors.bad_request(message) from None
+    except ConnectionError:
+        # aiohttp ends the body's stream with ConnectionResetError when the peer leaves.
+        raise errors.bad_request("the connection closed before the body was complete") from None
+    except web.RequestPayloadError as exc:  # broken chunked framing, undecodable gzip/deflate
+        raise errors.bad_request(f"the body could not be read: {exc}") from None
 
 
 def _field_of(message: str) -> str | None:

@@ -359,6 +359,38 @@ def test_rest_sends_the_token_and_connection_id_and_recognises_its_echo(page: Pa
     assert (result["own"], result["other"]) == (True, False)
 
 
+def test_mutations_carry_an_idempotency_key_that_their_retry_reuses(page: Page) -> None:
+    result = run(
+        page,
+        """
+        const seen = [];
+        window.fetch = async (url, init) => {
+          seen.push({ method: init.method, key: init.headers["Idempotency-Key"] ?? null, body: init.body });
+          if (seen.length === 1) {
+            return new Response(JSON.stringify({ error: { code: "unauthorized", message: "expired" } }),
+                                { status: 401 });
+          }
+          return new Response(JSON.stringify({ id: "tsk_1" }), { status: 200 });
+        };
+        let issued = 0;
+        const c = new m.LiveboardClient({ token: () => `tok${++issued}`, baseUrl: "http://h:1" });
+        await c.moveTask("tsk_1", { toStatus: "done" });
+        await c.moveTask("tsk_1", { toStatus: "todo" });
+        await c.request("GET", "/api/projects/p1");
+        await c.request("POST", "/api/tasks/tsk_1/move", { toStatus: "done" },
+                        { headers: { "Idempotency-Key": "mine" } });
+        return { seen, fresh: m.newIdempotencyKey() };
+        """,
+    )
+    first, retry, second, read, given = result["seen"]
+    assert len(first["key"] or "") >= 32
+    assert (retry["key"], retry["body"]) == (first["key"], first["body"])  # the 401's retry
+    assert second["key"] not in (None, first["key"])  # a new mutation, a new key
+    assert read["key"] is None  # reads carry none
+    assert given["key"] == "mine"
+    assert result["fresh"] not in (first["key"], second["key"])
+
+
 def test_board_applies_the_stream_to_its_model_with_optimistic_moves(page: Page) -> None:
     result = run(
         page,

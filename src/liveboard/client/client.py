@@ -270,6 +270,9 @@ class LiveboardClient(RestHelpers):
         if sub is not None:
             await self._rooms.unsubscribe(sub)
 
+    def last_position(self) -> Position | None:
+        return self._rest.last_position()
+
     async def _api(
         self,
         method: str,

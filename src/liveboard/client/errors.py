@@ -27,11 +27,13 @@ class LiveboardClientError(Exception):
 
 
 class ApiError(LiveboardClientError):
-    """A REST call answered with an error status (CONTRACT §3)."""
+    """A REST call answered with an error status (CONTRACT §3); ``reason`` is the body's
+    ``details.reason`` when it has one (e.g. ``idempotency_key_in_flight`` on a 409)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, reason: str | None = None) -> None:
         super().__init__(code, message)
         self.status = status
+        self.reason = reason
 
     def __repr__(self) -> str:
         return f"ApiError({self.status}, {self.code!r}, {self.message!r})"

@@ -9,6 +9,16 @@ Guarantees of ``RestApi.call``:
   event's ``origin`` names this client.
 * Any status other than the expected one raises ``ApiError(status, code, message)``, with
   ``code``/``message`` from the body's ``{"error": ...}`` envelope when there is one.
+* Each mutation (any method but GET) carries an ``Idempotency-Key``: a fresh random one unless
+  the caller's ``headers`` name one. Every attempt of the call re-sends that key and the same
+  body bytes: the retry after a 401, and up to ``MUTATION_RETRIES`` more when the answer is
+  lost (the connection fails before a status arrives) or the server says the key's first
+  attempt is still in progress (409 ``idempotency_key_in_flight``), after ``RETRY_DELAYS``.
+  The server applies the mutation once and answers every attempt alike (CONTRACT §6.1).
+* ``last_position()``, right after a mutation awaited in the same asyncio task, is the
+  position its answer named (``Liveboard-Offset``/``Liveboard-Epoch``): where its event is in
+  the room's stream; None when it emitted nothing. A ``Subscription`` that has delivered that
+  offset in that epoch has applied the change.
 
 ``RestHelpers`` is the typed surface over the task endpoints (CONTRACT §3), mixed into
 ``LiveboardClient``, which provides ``_api`` by delegating to its ``RestApi``.
@@ -16,21 +26,41 @@ Guarantees of ``RestApi.call``:
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Final
 
+import aiohttp
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from liveboard.client.errors import ApiError
 from liveboard.client.link import HttpSession
 from liveboard.client.tokens import TokenSource
-from liveboard.protocol import Project, Task, TaskSnapshot
+from liveboard.protocol import Position, Project, Task, TaskSnapshot
 
 _task = msgspec.json.Decoder(Task)
 _project = msgspec.json.Decoder(Project)
 _snapshot = msgspec.json.Decoder(TaskSnapshot)
+
+
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+#: Attempts of a mutation after its answer was lost or its key was still in flight, and the
+#: pause before each.
+MUTATION_RETRIES: Final = 3
+RETRY_DELAYS: Final = (0.05, 0.25, 1.0)
+_IN_FLIGHT = "idempotency_key_in_flight"
+
+
+def answered_position(headers: Any) -> Position | None:
+    """The position an answer's ``Liveboard-Offset``/``Liveboard-Epoch`` headers name, if any."""
+    offset, epoch = headers.get("Liveboard-Offset"), headers.get("Liveboard-Epoch")
+    if offset is None or epoch is None or not offset.isdigit():
+        return None
+    return Position(offset=int(offset), epoch=epoch)
 
 
 class RestApi:
@@ -49,6 +79,11 @@ class RestApi:
         self._http = http
         self._connection_id = connection_id
         self._refresh_margin = refresh_margin
+        self._position: ContextVar[Position | None] = ContextVar("position", default=None)
+
+    def last_position(self) -> Position | None:
+        """The position named by the answer to this task's last mutation (module docstring)."""
+        return self._position.get()
 
     async def call(
         self,
@@ -61,34 +96,61 @@ class RestApi:
     ) -> bytes:
         """``method path`` with ``body`` as JSON; the raw response body if status is ``expect``."""
         data = None if body is None else msgspec.json.encode(body)
-        for attempt in range(2):
+        extra = dict(headers or {})
+        mutation = method != "GET"
+        if mutation:
+            extra.setdefault(IDEMPOTENCY_HEADER, uuid.uuid4().hex)
+            self._position.set(None)
+        refreshed = False
+        retries = 0
+        while True:
             token = (
-                await self._tokens.valid(self._refresh_margin)
-                if attempt == 0
-                else await self._tokens.fresh()
+                await self._tokens.fresh()
+                if refreshed
+                else await self._tokens.valid(self._refresh_margin)
             )
-            all_headers = {"Authorization": f"Bearer {token}", **(headers or {})}
+            all_headers = {"Authorization": f"Bearer {token}", **extra}
             if data is not None:
                 all_headers["Content-Type"] = "application/json"
             connection_id = self._connection_id()
             if connection_id is not None:
                 all_headers["X-Connection-Id"] = connection_id
-            async with self._http.get().request(
-                method, self._base_url + path, data=data, headers=all_headers
-            ) as response:
-                raw = await response.read()
-                status = response.status
-            if status == 401 and attempt == 0 and not self._tokens.static:
+            try:
+                async with self._http.get().request(
+                    method, self._base_url + path, data=data, headers=all_headers
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
+                    position = answered_position(response.headers)
+            except aiohttp.ClientConnectionError:
+                if not mutation or retries >= MUTATION_RETRIES:
+                    raise
+                await asyncio.sleep(RETRY_DELAYS[min(retries, len(RETRY_DELAYS) - 1)])
+                retries += 1
+                continue
+            if status == 401 and not refreshed and not self._tokens.static:
+                refreshed = True
                 continue
             if status != expect:
-                raise _api_error(status, raw)
+                error = _api_error(status, raw)
+                if mutation and error.reason == _IN_FLIGHT and retries < MUTATION_RETRIES:
+                    await asyncio.sleep(RETRY_DELAYS[min(retries, len(RETRY_DELAYS) - 1)])
+                    retries += 1
+                    continue
+                raise error
+            if mutation:
+                self._position.set(position)
             return raw
-        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _ErrorDetails(msgspec.Struct):
+    reason: str | None = None
 
 
 class _ErrorBody(msgspec.Struct):
     code: str = "http_error"
     message: str = ""
+    details: _ErrorDetails | None = None
 
 
 class _ErrorEnvelope(msgspec.Struct):
@@ -101,7 +163,8 @@ def _api_error(status: int, raw: bytes) -> ApiError:
     except (msgspec.DecodeError, msgspec.ValidationError):
         text = raw[:200].decode(errors="replace")
         return ApiError(status, "http_error", text or f"HTTP {status}")
-    return ApiError(status, body.code, body.message or f"HTTP {status}")
+    reason = None if body.details is None else body.details.reason
+    return ApiError(status, body.code, body.message or f"HTTP {status}", reason)
 
 
 class RestHelpers(ABC):
@@ -117,6 +180,16 @@ class RestHelpers(ABC):
         expect: int = 200,
         headers: dict[str, str] | None = None,
     ) -> bytes: ...
+
+    @abstractmethod
+    def last_position(self) -> Position | None:
+        """Where the event of this asyncio task's last mutation is: the ``Position`` its answer
+        named (``Liveboard-Offset``/``Liveboard-Epoch``), None if it emitted nothing. Read it
+        right after awaiting the mutation, in the same task::
+
+            task = await client.move_task(task_id, "done")
+            position = client.last_position()  # Position(offset=42, epoch="…")
+        """
 
     async def get_snapshot(self, project_id: str) -> TaskSnapshot:
         """``GET /api/projects/{pid}/tasks``: every task, as of ``offset`` in ``epoch``."""

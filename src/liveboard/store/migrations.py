@@ -21,13 +21,23 @@ Migration = Callable[[AsyncConnection], Awaitable[None]]
 _ADVISORY_LOCK_KEY = 0x11FEB0A4D
 
 
+#: Tables a later migration creates: the initial schema is everything else.
+_LATER_TABLES = frozenset({schema.schema_migrations, schema.idempotency_keys})
+
+
 async def _initial_schema(conn: AsyncConnection) -> None:
-    tables = [t for t in schema.metadata.sorted_tables if t is not schema.schema_migrations]
+    tables = [t for t in schema.metadata.sorted_tables if t not in _LATER_TABLES]
+    await conn.run_sync(lambda sync: schema.metadata.create_all(sync, tables=tables))
+
+
+async def _idempotency_keys(conn: AsyncConnection) -> None:
+    tables = [schema.idempotency_keys]
     await conn.run_sync(lambda sync: schema.metadata.create_all(sync, tables=tables))
 
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _initial_schema),
+    (2, "idempotency keys", _idempotency_keys),
 ]
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -101,4 +102,21 @@ events = Table(
     Column("origin", String(128), nullable=True),
     Column("data", Text, nullable=False),  # JSON object, the envelope's `data`
     PrimaryKeyConstraint("room", "offset"),
+)
+
+# One row per Idempotency-Key of a user: the answer its request got (CONTRACT §6.1). Written by
+# the request's own write transaction, so a key exists if and only if its change committed.
+# ``created_at`` (unix ms) is what pruning reads, in batches, through its index.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("user_id", String(255), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("fingerprint", String(64), nullable=False),  # sha256 of the request, hex
+    Column("status", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("headers", Text, nullable=False),  # JSON object: the answer's headers
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", "key"),
+    Index("ix_idempotency_keys_created_at", "created_at"),
 )

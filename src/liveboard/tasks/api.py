@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
 from aiohttp import web
 from msgspec import UNSET
 
@@ -19,6 +20,8 @@ from liveboard.protocol import Member, Project, Task, TaskSnapshot, Workspace
 from liveboard.rest import actor, json_response, read_body
 from liveboard.tasks import schemas
 from liveboard.tasks.changes import TaskChanges
+from liveboard.tasks.idempotency import CLAIM_KEY, GATE_KEY, answer_response
+from liveboard.tasks.receipts import Answer, Receipt
 from liveboard.tasks.service import TaskService
 from liveboard.text import MAX_ID_LENGTH, MAX_USER_ID_LENGTH, storable
 
@@ -83,13 +86,40 @@ def _task_response(task: Task, status: int = 200) -> web.Response:
     return json_response(task, status=status, headers={"ETag": f'"{task.version}"'})
 
 
+_encode = msgspec.json.Encoder().encode
+
+
+def _receipt(request: web.Request, render: Callable[[Any], Answer]) -> Receipt:
+    """The receipt a mutation hands the service: how to answer, and the request's key if any."""
+    return Receipt(render, request.get(CLAIM_KEY))
+
+
+def _answered(receipt: Receipt) -> web.Response:
+    if receipt.answer is None:  # every mutation of the service settles its receipt
+        raise RuntimeError("the mutation did not settle its receipt")
+    return answer_response(receipt.answer)
+
+
+def _task_answer(status: int) -> Callable[[Task], Answer]:
+    return lambda task: Answer(status, _encode(task), {"ETag": f'"{task.version}"'})
+
+
+def _json_answer(status: int) -> Callable[[Any], Answer]:
+    return lambda value: Answer(status, _encode(value))
+
+
+def _no_content(_: None) -> Answer:
+    return Answer(204)
+
+
 # Workspaces and members
 
 
 async def create_workspace(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, schemas.CreateWorkspace)
-    ws = await _service(request).create_workspace(actor(request), body.name)
-    return json_response(ws, status=201)
+    receipt = _receipt(request, _json_answer(201))
+    await _service(request).create_workspace(actor(request), body.name, receipt=receipt)
+    return _answered(receipt)
 
 
 async def list_workspaces(request: web.Request) -> web.StreamResponse:
@@ -98,10 +128,11 @@ async def list_workspaces(request: web.Request) -> web.StreamResponse:
 
 async def add_member(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, schemas.AddMember)
-    member = await _service(request).add_member(
-        actor(request), _path(request, "wid"), body.user_id, body.role
+    receipt = _receipt(request, _json_answer(201))
+    await _service(request).add_member(
+        actor(request), _path(request, "wid"), body.user_id, body.role, receipt=receipt
     )
-    return json_response(member, status=201)
+    return _answered(receipt)
 
 
 async def list_members(request: web.Request) -> web.StreamResponse:
@@ -110,10 +141,11 @@ async def list_members(request: web.Request) -> web.StreamResponse:
 
 
 async def remove_member(request: web.Request) -> web.StreamResponse:
+    receipt = _receipt(request, _no_content)
     await _service(request).remove_member(
-        actor(request), _path(request, "wid"), _path(request, "uid")
+        actor(request), _path(request, "wid"), _path(request, "uid"), receipt=receipt
     )
-    return web.Response(status=204)
+    return _answered(receipt)
 
 
 # Projects
@@ -123,10 +155,11 @@ async def create_project(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, schemas.CreateProject)
     if body.statuses is not None and len(set(body.statuses)) != len(body.statuses):
         raise errors.validation_error("statuses", "must not repeat a status")
-    project = await _service(request).create_project(
-        actor(request), _path(request, "wid"), body.name, body.statuses
+    receipt = _receipt(request, _json_answer(201))
+    await _service(request).create_project(
+        actor(request), _path(request, "wid"), body.name, body.statuses, receipt=receipt
     )
-    return json_response(project, status=201)
+    return _answered(receipt)
 
 
 async def list_projects(request: web.Request) -> web.StreamResponse:
@@ -149,7 +182,8 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
 
 async def create_task(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, schemas.CreateTask)
-    task = await _service(request).create_task(
+    receipt = _receipt(request, _task_answer(201))
+    await _service(request).create_task(
         actor(request),
         _path(request, "pid"),
         title=body.title,
@@ -157,8 +191,9 @@ async def create_task(request: web.Request) -> web.StreamResponse:
         status=body.status,
         assignee_id=body.assignee_id,
         order=body.order,
+        receipt=receipt,
     )
-    return _task_response(task, status=201)
+    return _answered(receipt)
 
 
 async def get_task(request: web.Request) -> web.StreamResponse:
@@ -178,31 +213,36 @@ async def update_task(request: web.Request) -> web.StreamResponse:
         title=body.title, description=body.description, assignee_id=body.assignee_id
     )
     version = _expected_version(request, None if body.version is UNSET else body.version)
-    task = await _service(request).update_task(
-        actor(request), _path(request, "tid"), changes, expected_version=version
+    receipt = _receipt(request, _task_answer(200))
+    await _service(request).update_task(
+        actor(request), _path(request, "tid"), changes, expected_version=version, receipt=receipt
     )
-    return _task_response(task)
+    return _answered(receipt)
 
 
 async def move_task(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, schemas.MoveTask)
-    task = await _service(request).move_task(
+    receipt = _receipt(request, _task_answer(200))
+    await _service(request).move_task(
         actor(request),
         _path(request, "tid"),
         body.to_status,
         order=body.order,
         expected_version=_expected_version(request, body.version),
+        receipt=receipt,
     )
-    return _task_response(task)
+    return _answered(receipt)
 
 
 async def delete_task(request: web.Request) -> web.StreamResponse:
+    receipt = _receipt(request, _no_content)
     await _service(request).delete_task(
         actor(request),
         _path(request, "tid"),
         expected_version=_expected_version(request, None),
+        receipt=receipt,
     )
-    return web.Response(status=204)
+    return _answered(receipt)
 
 
 ROUTES: Final[tuple[Route, ...]] = (
@@ -299,6 +339,16 @@ ROUTES: Final[tuple[Route, ...]] = (
 )
 
 
+def _gated(handler: RouteHandler) -> RouteHandler:
+    """``handler`` behind the app's ``IdempotencyGate`` (every mutation: CONTRACT §6.1)."""
+
+    async def gated(request: web.Request) -> web.StreamResponse:
+        return await request.app[GATE_KEY].run(request, handler)
+
+    return gated
+
+
 def add_routes(app: web.Application) -> None:
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        handler = route.handler if route.method == "GET" else _gated(route.handler)
+        app.router.add_route(route.method, route.path, handler)

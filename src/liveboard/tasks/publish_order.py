@@ -46,7 +46,7 @@ import asyncio
 from collections import deque
 
 from liveboard.events import EventPublisher
-from liveboard.protocol import BrokerEvent
+from liveboard.protocol import BrokerEvent, Position
 
 __all__ = ["Outbox", "PublishOrder", "Ticket"]
 
@@ -142,6 +142,12 @@ class Outbox:
         if event.room not in self._tickets:
             self._tickets[event.room] = self._order.register(event.room)
         self._events.append(event)
+
+    def first_position(self) -> Position | None:
+        """Where the first event appended landed (None before any): what an answer names."""
+        if not self._events:
+            return None
+        return Position(offset=self._events[0].offset, epoch=self._events[0].epoch)
 
     async def publish(self, publisher: EventPublisher) -> None:
         """Wait for this transaction's turn in each room, then hand its events over (if any).

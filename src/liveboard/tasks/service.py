@@ -11,6 +11,8 @@ Guarantees:
   not leaked. A member lacking the role gets ``forbidden``.
 * ``version`` starts at 1 and grows by exactly 1 on every change of a task; a stale expected
   version is a ``conflict`` and changes nothing. A change that changes nothing emits nothing.
+* A mutation given a ``Receipt`` settles it last, inside its transaction (``tasks.receipts``):
+  its answer, naming its event, and (with an idempotency key) that answer stored with the change.
 
 Permissions: any member may read, create projects and create, edit, move and delete tasks;
 owners and admins manage members; the owner cannot be removed; a member may remove themself.
@@ -19,12 +21,8 @@ owners and admins manage members; the owner cannot be removed; a member may remo
 from __future__ import annotations
 
 import math
-import secrets
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -55,28 +53,11 @@ from liveboard.protocol import (
 from liveboard.store import eventlog, records
 from liveboard.store.database import Database
 from liveboard.tasks.changes import TaskChanges, diff, wire_changes
+from liveboard.tasks.clock import Clock, new_id
 from liveboard.tasks.publish_order import Outbox, PublishOrder
+from liveboard.tasks.receipts import Receipt
 
 MANAGER_ROLES: frozenset[Role] = frozenset({"owner", "admin"})
-
-
-@dataclass(frozen=True, slots=True)
-class Clock:
-    """One reading of the wall clock, as the API's ISO text and as event milliseconds."""
-
-    iso: str
-    ms: int
-
-    @staticmethod
-    def now() -> Clock:
-        ms = time.time_ns() // 1_000_000
-        moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-        return Clock(iso=moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z", ms=ms)
-
-
-def new_id(prefix: str) -> str:
-    """An opaque id: a short prefix and 96 random bits (URL- and room-name-safe)."""
-    return f"{prefix}_{secrets.token_urlsafe(12)}"
 
 
 class TaskService:
@@ -96,20 +77,31 @@ class TaskService:
 
     # Workspaces and members
 
-    async def create_workspace(self, actor: Actor, name: str) -> Workspace:
+    async def create_workspace(
+        self, actor: Actor, name: str, *, receipt: Receipt | None = None
+    ) -> Workspace:
         now = self._clock()
         ws = Workspace(id=new_id("ws"), name=name, created_at=now.iso)
-        async with self.db.write() as conn:
+        async with self._write() as (conn, outbox):
             await records.insert_workspace(conn, ws, actor.user_id)
             await records.insert_member(conn, ws.id, actor.user_id, "owner", now.iso)
             await eventlog.create_room(conn, workspace_room(ws.id))
+            await _settle(conn, outbox, receipt, ws)
         return ws
 
     async def list_workspaces(self, actor: Actor) -> list[Workspace]:
         async with self.db.read() as conn:
             return await records.workspaces_of(conn, actor.user_id)
 
-    async def add_member(self, actor: Actor, workspace_id: str, user_id: str, role: Role) -> Member:
+    async def add_member(
+        self,
+        actor: Actor,
+        workspace_id: str,
+        user_id: str,
+        role: Role,
+        *,
+        receipt: Receipt | None = None,
+    ) -> Member:
         now = self._clock()
         async with self._write() as (conn, outbox):
             await self._require_role(conn, workspace_id, actor, MANAGER_ROLES)
@@ -126,6 +118,7 @@ class TaskService:
                 now,
                 to_builtins(member),
             )
+            await _settle(conn, outbox, receipt, member)
         return member
 
     async def list_members(self, actor: Actor, workspace_id: str) -> list[Member]:
@@ -133,7 +126,9 @@ class TaskService:
             await self._require_member(conn, workspace_id, actor)
             return await records.members_of(conn, workspace_id)
 
-    async def remove_member(self, actor: Actor, workspace_id: str, user_id: str) -> None:
+    async def remove_member(
+        self, actor: Actor, workspace_id: str, user_id: str, *, receipt: Receipt | None = None
+    ) -> None:
         now = self._clock()
         async with self._write() as (conn, outbox):
             actor_role = await self._require_member(conn, workspace_id, actor)
@@ -154,11 +149,18 @@ class TaskService:
                 now,
                 {"userId": user_id},
             )
+            await _settle(conn, outbox, receipt, None)
 
     # Projects
 
     async def create_project(
-        self, actor: Actor, workspace_id: str, name: str, statuses: Sequence[str] | None
+        self,
+        actor: Actor,
+        workspace_id: str,
+        name: str,
+        statuses: Sequence[str] | None,
+        *,
+        receipt: Receipt | None = None,
     ) -> Project:
         now = self._clock()
         project = Project(
@@ -181,6 +183,7 @@ class TaskService:
                 now,
                 {"project": to_builtins(project)},
             )
+            await _settle(conn, outbox, receipt, project)
         return project
 
     async def list_projects(self, actor: Actor, workspace_id: str) -> list[Project]:
@@ -214,6 +217,7 @@ class TaskService:
         status: str | None = None,
         assignee_id: str | None = None,
         order: float | None = None,
+        receipt: Receipt | None = None,
     ) -> Task:
         now = self._clock()
         async with self._write() as (conn, outbox):
@@ -248,6 +252,7 @@ class TaskService:
                 {"task": to_builtins(task)},
                 workspace_id=project.workspace_id,
             )
+            await _settle(conn, outbox, receipt, task)
         return task
 
     async def get_task(self, actor: Actor, task_id: str) -> Task:
@@ -268,6 +273,7 @@ class TaskService:
         changes: TaskChanges,
         *,
         expected_version: int | None = None,
+        receipt: Receipt | None = None,
     ) -> Task:
         """Apply ``changes`` to a task; an assignee given must be a member of its workspace."""
         async with self._write() as (conn, outbox):
@@ -277,6 +283,7 @@ class TaskService:
                 await self._check_assignee(conn, project.workspace_id, changes.assignee_id)
             found = diff(task, changes)
             if not found:
+                await _settle(conn, outbox, receipt, task)
                 return task
             updated = _replace(task, now, **{field: new for field, (_, new) in found.items()})
             await records.save_task(conn, updated, list(found))
@@ -290,6 +297,7 @@ class TaskService:
                 {"task": to_builtins(updated), "changes": wire_changes(found)},
                 workspace_id=project.workspace_id,
             )
+            await _settle(conn, outbox, receipt, updated)
         return updated
 
     async def move_task(
@@ -300,6 +308,7 @@ class TaskService:
         *,
         order: float | None = None,
         expected_version: int | None = None,
+        receipt: Receipt | None = None,
     ) -> Task:
         """Move a task to ``to_status`` at ``order`` (default: the end of that column)."""
         async with self._write() as (conn, outbox):
@@ -313,6 +322,7 @@ class TaskService:
                 else:
                     order = _after(last)
             if to_status == task.status and order == task.order:
+                await _settle(conn, outbox, receipt, task)
                 return task
             moved = _replace(task, now, status=to_status, order=order)
             await records.save_task(conn, moved, ["status", "order"])
@@ -331,10 +341,16 @@ class TaskService:
                 },
                 workspace_id=project.workspace_id,
             )
+            await _settle(conn, outbox, receipt, moved)
         return moved
 
     async def delete_task(
-        self, actor: Actor, task_id: str, *, expected_version: int | None = None
+        self,
+        actor: Actor,
+        task_id: str,
+        *,
+        expected_version: int | None = None,
+        receipt: Receipt | None = None,
     ) -> None:
         async with self._write() as (conn, outbox):
             task, project = await self._task_for_change(conn, task_id, actor, expected_version)
@@ -350,6 +366,7 @@ class TaskService:
                 {"taskId": task.id},
                 workspace_id=project.workspace_id,
             )
+            await _settle(conn, outbox, receipt, None)
 
     # Membership, used by the real-time layer as well
 
@@ -445,6 +462,14 @@ class TaskService:
     async def _check_assignee(self, conn: AsyncConnection, workspace_id: str, user_id: str) -> None:
         if await records.role_of(conn, workspace_id, user_id) is None:
             raise errors.validation_error("assigneeId", "must be a member of the workspace")
+
+
+async def _settle(
+    conn: AsyncConnection, outbox: Outbox, receipt: Receipt | None, result: Any
+) -> None:
+    """The mutation's last step in its transaction: its receipt, naming its event if any."""
+    if receipt is not None:
+        await receipt.settle(conn, result, outbox.first_position())
 
 
 def _check_status(project: Project, status: str, field: str) -> None:

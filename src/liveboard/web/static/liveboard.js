@@ -97,6 +97,17 @@ export function decodeJwt(token) {
   }
 }
 
+/**
+ * A new Idempotency-Key: a random UUID (crypto.randomUUID needs a secure context; outside one,
+ * 128 bits from crypto.getRandomValues, in hex).
+ * @returns {string}
+ */
+export function newIdempotencyKey() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** Full-jitter exponential backoff. @param {number} attempt 0-based */
 export function backoffDelay(attempt, base = 500, max = 15000, random = Math.random) {
   const ceiling = Math.min(max, base * 2 ** Math.min(attempt, 30));
@@ -781,15 +792,21 @@ export class LiveboardClient extends Emitter {
 
   /**
    * A REST call with the Bearer token and X-Connection-Id. Resolves to the parsed JSON (or null
-   * for 204); rejects with a LiveboardError.
+   * for 204); rejects with a LiveboardError. A mutation (any method but GET) carries an
+   * `Idempotency-Key` (a fresh one unless `init.headers` has one), and a retry of it here (after
+   * a 401) re-sends the same key and the same body bytes, so the server applies it once.
    * @param {string} method @param {string} path @param {any} [body]
    * @param {{headers?: Record<string, string>, signal?: AbortSignal}} [init]
    */
   async request(method, path, body, init = {}) {
+    const payloadText = body === undefined ? undefined : JSON.stringify(body);
+    const key = method === "GET" ? null : newIdempotencyKey();
     for (let retry = 0; ; retry++) {
       const token = await this._tokens.get(retry > 0);
       /** @type {Record<string, string>} */
-      const headers = { Authorization: `Bearer ${token}`, ...(init.headers ?? {}) };
+      const headers = { Authorization: `Bearer ${token}` };
+      if (key) headers["Idempotency-Key"] = key;
+      Object.assign(headers, init.headers ?? {});
       if (this.connectionId) headers["X-Connection-Id"] = this.connectionId;
       if (body !== undefined) headers["Content-Type"] = "application/json";
       let response;
@@ -797,7 +814,7 @@ export class LiveboardClient extends Emitter {
         response = await fetch(this.baseUrl + path, {
           method,
           headers,
-          body: body === undefined ? undefined : JSON.stringify(body),
+          body: payloadText,
           signal: init.signal,
         });
       } catch (err) {
