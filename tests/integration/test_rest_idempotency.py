@@ -19,8 +19,10 @@ from typing import Any
 import asyncpg
 import pytest
 from multidict import CIMultiDict
+from sqlalchemy import event as sa_event
 from sqlalchemy import inspect
 
+from liveboard.app import DATABASE_KEY
 from liveboard.config import Settings
 from liveboard.store import eventlog, migrations
 from liveboard.store import idempotency as store_idempotency
@@ -493,3 +495,27 @@ async def test_migration_2_adds_the_keys_to_a_database_made_before_them(
         assert stored == store_idempotency.StoredAnswer("f" * 64, 201, b"{}", {})
     finally:
         await db.aclose()
+
+
+async def test_a_key_costs_a_mutation_one_statement(board: Board) -> None:
+    """Counted at the driver: the same PATCH without and with a key, on both databases."""
+    _wid, _project, task = await board.setup()
+    engine = board.client.app[DATABASE_KEY].engine.sync_engine
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    sa_event.listen(engine, "before_cursor_execute", count)
+    try:
+        costs = []
+        for n, key in enumerate([None, "k", None, "k2"]):
+            statements.clear()
+            body = {"title": f"title {n}"}
+            reply = await send(board, "PATCH", f"/api/tasks/{task['id']}", key=key, body=body)
+            assert reply.status == 200
+            costs.append(len(statements))
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", count)
+    assert costs[1] == costs[0] + 1
+    assert costs[3] == costs[2] + 1
