@@ -54,6 +54,11 @@ def build_document(*, dev: bool = False) -> dict[str, Any]:
         ok: dict[str, Any] = {"description": "success"}
         if route.answer is not None:
             ok["content"] = {"application/json": {"schema": refs[_key(route.answer)]}}
+        if route.headers:
+            ok["headers"] = {
+                name: {"description": text, "schema": {"type": "string"}}
+                for name, text in route.headers
+            }
         operation["responses"][str(route.status)] = ok
         for status, code in _ERRORS.items():
             operation["responses"][status] = {

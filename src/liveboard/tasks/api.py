@@ -17,12 +17,14 @@ from msgspec import UNSET
 from liveboard import errors
 from liveboard.protocol import Member, Project, Task, TaskSnapshot, Workspace
 from liveboard.rest import actor, json_response, read_body
-from liveboard.tasks import schemas
+from liveboard.tasks import merge, schemas
 from liveboard.tasks.changes import TaskChanges
 from liveboard.tasks.service import TaskService
 from liveboard.text import MAX_ID_LENGTH, MAX_USER_ID_LENGTH, storable
 
 SERVICE_KEY: Final = web.AppKey("task_service", TaskService)
+#: On a PATCH answer: the fields applied on top of a stale version (``tasks.merge``).
+MERGED_HEADER: Final = "Liveboard-Merged"
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -35,6 +37,8 @@ class Route:
     status: int = 200
     body: type[Any] | None = None
     answer: Any = None  # a model type, list[model], or None for an empty answer
+    #: Headers the success answer may carry: (name, description) pairs, for OpenAPI.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def _service(request: web.Request) -> TaskService:
@@ -178,10 +182,13 @@ async def update_task(request: web.Request) -> web.StreamResponse:
         title=body.title, description=body.description, assignee_id=body.assignee_id
     )
     version = _expected_version(request, None if body.version is UNSET else body.version)
-    task = await _service(request).update_task(
+    edited = await _service(request).update_task(
         actor(request), _path(request, "tid"), changes, expected_version=version
     )
-    return _task_response(task)
+    response = _task_response(edited.task)
+    if edited.merged:  # applied on top of a stale version: say which fields
+        response.headers[MERGED_HEADER] = ", ".join(merge.wire_fields(edited.merged))
+    return response
 
 
 async def move_task(request: web.Request) -> web.StreamResponse:
@@ -286,6 +293,16 @@ ROUTES: Final[tuple[Route, ...]] = (
         "Edit a task's title, description or assignee",
         body=schemas.UpdateTask,
         answer=Task,
+        headers=(
+            (
+                MERGED_HEADER,
+                "Present when the edit's version (body `version` or `If-Match`) was stale and "
+                "none of the fields it changes had changed since: the edit was applied on top "
+                "of the newer task. Its value lists those fields, e.g. `title, assigneeId`. "
+                "A stale version whose fields did change since is a 409 naming them in "
+                "`error.details.fields`.",
+            ),
+        ),
     ),
     Route(
         "POST",

@@ -10,7 +10,9 @@ Guarantees:
 * Anything in a workspace the caller is not a member of is reported as not found: existence is
   not leaked. A member lacking the role gets ``forbidden``.
 * ``version`` starts at 1 and grows by exactly 1 on every change of a task; a stale expected
-  version is a ``conflict`` and changes nothing. A change that changes nothing emits nothing.
+  version is a ``conflict`` and changes nothing, except for an edit whose fields nobody changed
+  since that version: it is applied (``tasks.merge``). A change that changes nothing emits
+  nothing.
 
 Permissions: any member may read, create projects and create, edit, move and delete tasks;
 owners and admins manage members; the owner cannot be removed; a member may remove themself.
@@ -54,6 +56,7 @@ from liveboard.protocol import (
 )
 from liveboard.store import eventlog, records
 from liveboard.store.database import Database
+from liveboard.tasks import merge
 from liveboard.tasks.changes import TaskChanges, diff, wire_changes
 from liveboard.tasks.publish_order import Outbox, PublishOrder
 
@@ -268,18 +271,26 @@ class TaskService:
         changes: TaskChanges,
         *,
         expected_version: int | None = None,
-    ) -> Task:
-        """Apply ``changes`` to a task; an assignee given must be a member of its workspace."""
+    ) -> merge.Edited:
+        """Apply ``changes`` to a task; an assignee given must be a member of its workspace.
+
+        From a stale ``expected_version``, the changes apply if none of their fields changed
+        since (``tasks.merge``: read from the locked row, so no concurrent edit can slip in
+        between); ``Edited.merged`` then names them. Else a conflict naming the fields."""
         async with self._write() as (conn, outbox):
-            task, project = await self._task_for_change(conn, task_id, actor, expected_version)
-            now = self._clock()  # after the task's row lock: see _task_for_change
+            task, project, fields = await self._lock_task(conn, task_id, actor)
+            now = self._clock()  # after the task's row lock: see _lock_task
+            found = diff(task, changes)
+            verdict = merge.decide(task.version, expected_version, found, fields)
+            if verdict.conflict is not None:
+                raise verdict.conflict
             if isinstance(changes.assignee_id, str):  # given, and not None (unassign)
                 await self._check_assignee(conn, project.workspace_id, changes.assignee_id)
-            found = diff(task, changes)
             if not found:
-                return task
+                return merge.Edited(task)
             updated = _replace(task, now, **{field: new for field, (_, new) in found.items()})
-            await records.save_task(conn, updated, list(found))
+            fields = merge.next_field_versions(fields, found, updated.version)
+            await records.save_task(conn, updated, list(found), fields)
             await self._append(
                 conn,
                 outbox,
@@ -290,7 +301,7 @@ class TaskService:
                 {"task": to_builtins(updated), "changes": wire_changes(found)},
                 workspace_id=project.workspace_id,
             )
-        return updated
+        return merge.Edited(updated, verdict.merged)
 
     async def move_task(
         self,
@@ -303,8 +314,10 @@ class TaskService:
     ) -> Task:
         """Move a task to ``to_status`` at ``order`` (default: the end of that column)."""
         async with self._write() as (conn, outbox):
-            task, project = await self._task_for_change(conn, task_id, actor, expected_version)
-            now = self._clock()  # after the task's row lock: see _task_for_change
+            task, project, fields = await self._task_for_change(
+                conn, task_id, actor, expected_version
+            )
+            now = self._clock()  # after the task's row lock: see _lock_task
             _check_status(project, to_status, "toStatus")
             if order is None:
                 last = await records.last_order(conn, task.project_id, to_status, excluding=task.id)
@@ -315,7 +328,7 @@ class TaskService:
             if to_status == task.status and order == task.order:
                 return task
             moved = _replace(task, now, status=to_status, order=order)
-            await records.save_task(conn, moved, ["status", "order"])
+            await records.save_task(conn, moved, ["status", "order"], fields)
             await self._append(
                 conn,
                 outbox,
@@ -337,8 +350,8 @@ class TaskService:
         self, actor: Actor, task_id: str, *, expected_version: int | None = None
     ) -> None:
         async with self._write() as (conn, outbox):
-            task, project = await self._task_for_change(conn, task_id, actor, expected_version)
-            now = self._clock()  # after the task's row lock: see _task_for_change
+            task, project, _ = await self._task_for_change(conn, task_id, actor, expected_version)
+            now = self._clock()  # after the task's row lock: see _lock_task
             await records.delete_task(conn, task.id)
             await self._append(
                 conn,
@@ -422,25 +435,31 @@ class TaskService:
             raise errors.not_found("project not found")
         return project
 
-    async def _task_for_change(
-        self, conn: AsyncConnection, task_id: str, actor: Actor, expected_version: int | None
-    ) -> tuple[Task, Project]:
-        """The task, locked for this transaction, and its project (404 unless visible).
+    async def _lock_task(
+        self, conn: AsyncConnection, task_id: str, actor: Actor
+    ) -> tuple[Task, Project, dict[str, int]]:
+        """The task, locked for this transaction, its project (404 unless visible) and its
+        fields' versions (``merge.known_field_versions``).
 
         Concurrent changes of one task queue on this row lock, so the caller reads the clock
         after it: the task's ``updatedAt`` and its event's ``ts`` are then close to the commit
         (CONTRACT: ``ts`` is the commit time), not the time the request began waiting.
         """
         found = await records.lock_task_for_change(conn, task_id, actor.user_id)
-        if found is None or found[2] is None:  # no such task, or not a member: the same 404
+        if found is None or found.role is None:  # no such task, or not a member: the same 404
             raise errors.not_found("task not found")
-        task, project, _role = found
+        task = found.task
+        fields = merge.known_field_versions(found.field_versions, found.fields_at, task.version)
+        return task, found.project, fields
+
+    async def _task_for_change(
+        self, conn: AsyncConnection, task_id: str, actor: Actor, expected_version: int | None
+    ) -> tuple[Task, Project, dict[str, int]]:
+        """``_lock_task``, and a conflict unless the task is at ``expected_version``."""
+        task, project, fields = await self._lock_task(conn, task_id, actor)
         if expected_version is not None and expected_version != task.version:
-            raise errors.conflict(
-                f"task is at version {task.version}, not {expected_version}",
-                details={"currentVersion": task.version},
-            )
-        return task, project
+            raise merge.version_conflict(task.version, expected_version)
+        return task, project, fields
 
     async def _check_assignee(self, conn: AsyncConnection, workspace_id: str, user_id: str) -> None:
         if await records.role_of(conn, workspace_id, user_id) is None:
