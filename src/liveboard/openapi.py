@@ -83,8 +83,14 @@ def build_document(*, dev: bool = False) -> dict[str, Any]:
         ok: dict[str, Any] = {"description": "success"}
         if route.answer is not None:
             ok["content"] = {"application/json": {"schema": refs[_key(route.answer)]}}
+        headers: dict[str, Any] = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in route.headers
+        }
         if mutation:
-            ok["headers"] = _POSITION_HEADERS
+            headers.update(_POSITION_HEADERS)
+        if headers:
+            ok["headers"] = headers
         operation["responses"][str(route.status)] = ok
         for status, code in _ERRORS.items():
             operation["responses"][status] = {

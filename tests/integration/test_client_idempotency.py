@@ -102,8 +102,10 @@ async def test_a_mutation_that_emits_nothing_has_no_position(
         assert client.last_position() is not None
         await client.update_task(task["id"], title=task["title"])  # changes nothing
         assert client.last_position() is None
-        with pytest.raises(ApiError) as refused:
-            await client.update_task(task["id"], title="x", version=1)
+        await client.update_task(task["id"], title="x")  # version 3, the title changed
+        assert client.last_position() is not None
+        with pytest.raises(ApiError) as refused:  # the title changed since version 2
+            await client.update_task(task["id"], title="y", version=2)
         assert (refused.value.status, refused.value.code) == (409, "conflict")
         assert client.last_position() is None
     finally:

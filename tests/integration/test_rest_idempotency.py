@@ -469,18 +469,18 @@ async def test_the_position_named_is_in_the_log(board: Board, settings: Settings
     assert events[0].data["task"] == reply.json()
 
 
-async def test_migration_2_adds_the_keys_to_a_database_made_before_them(
+async def test_migration_3_adds_the_keys_to_a_database_made_before_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = Database(f"sqlite:///{tmp_path / 'old.db'}")
     try:
         with monkeypatch.context() as patched:
-            patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
-            assert await migrations.migrate(db) == [1]
+            patched.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
+            assert await migrations.migrate(db) == [1, 2]
         async with db.read() as conn:
             tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
         assert "idempotency_keys" not in tables
-        assert await migrations.migrate(db) == [2]
+        assert await migrations.migrate(db) == [3]
         assert await migrations.migrate(db) == []
         claim = store_idempotency.Claim("u", "k", "f" * 64)
         async with db.write() as conn:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,9 +36,28 @@ async def _idempotency_keys(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda sync: schema.metadata.create_all(sync, tables=tables))
 
 
+async def _task_field_versions(conn: AsyncConnection) -> None:
+    """``tasks.title_version``, ``description_version``, ``assignee_version``, ``fields_at``.
+
+    Nullable, without a default, and left NULL on existing rows: when their fields last changed
+    is not known, and a NULL ``fields_at`` makes any edit of them from a stale version a
+    conflict, as before, until their next change records it. Adding such a column rewrites no
+    row (SQLite, and PostgreSQL since 11), and a release without them runs on beside it. A
+    database created by migration 1 from today's schema already has them: only missing ones
+    are added."""
+
+    def missing(sync: Any) -> list[str]:
+        present = {c["name"] for c in inspect(sync).get_columns(schema.tasks.name)}
+        return [c for c in schema.MERGE_COLUMNS if c not in present]
+
+    for column in await conn.run_sync(missing):
+        await conn.execute(text(f"ALTER TABLE tasks ADD COLUMN {column} INTEGER"))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _initial_schema),
-    (2, "idempotency keys", _idempotency_keys),
+    (2, "task field versions", _task_field_versions),
+    (3, "idempotency keys", _idempotency_keys),
 ]
 
 

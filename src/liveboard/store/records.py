@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, cast
 
 import msgspec
 from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard.protocol import Member, Project, Role, Task, Workspace
-from liveboard.store.schema import members, projects, tasks, workspaces
+from liveboard.store.schema import (
+    FIELD_VERSION_COLUMNS,
+    MERGE_COLUMNS,
+    members,
+    projects,
+    tasks,
+    workspaces,
+)
 
 _encode_statuses = msgspec.json.Encoder().encode
 _decode_statuses = msgspec.json.Decoder(list[str]).decode
@@ -148,6 +155,7 @@ async def insert_task(conn: AsyncConnection, task: Task) -> None:
             version=task.version,
             created_at=task.created_at,
             updated_at=task.updated_at,
+            **dict.fromkeys(MERGE_COLUMNS, task.version),
         )
     )
 
@@ -185,11 +193,24 @@ _LOCK_TASK_FOR_CHANGE = (
 _SAVE_TASK = update(tasks).where(tasks.c.id == bindparam("task_id"))
 
 
+class LockedTask(NamedTuple):
+    """A task as ``lock_task_for_change`` read it, with what the rules need around it."""
+
+    task: Task
+    project: Project
+    #: The caller's role in the project's workspace; None: not a member.
+    role: Role | None
+    #: The task's version when each editable field (``Task``'s name) got its current value, as
+    #: recorded at version ``fields_at`` (``save_task``); None: never recorded.
+    field_versions: dict[str, int | None]
+    fields_at: int | None
+
+
 async def lock_task_for_change(
     conn: AsyncConnection, task_id: str, user_id: str
-) -> tuple[Task, Project, Role | None] | None:
-    """The task (its row locked for the transaction), its project and ``user_id``'s role in
-    the project's workspace (None: not a member), in one round trip; None if no such task.
+) -> LockedTask | None:
+    """The task (its row locked for the transaction), its project, ``user_id``'s role in the
+    project's workspace and its fields' versions, in one round trip; None if no such task.
 
     One query because concurrent changes of a task queue on this lock: every round trip made
     while it is held is waited for by the next writer.
@@ -206,7 +227,17 @@ async def lock_task_for_change(
         statuses=_decode_statuses(row.project_statuses),
         created_at=row.project_created_at,
     )
-    return _task(row), project, cast("Role | None", row.member_role)
+    field_versions = {
+        field: None if (v := getattr(row, column)) is None else int(v)
+        for field, column in FIELD_VERSION_COLUMNS.items()
+    }
+    return LockedTask(
+        _task(row),
+        project,
+        cast("Role | None", row.member_role),
+        field_versions,
+        None if row.fields_at is None else int(row.fields_at),
+    )
 
 
 async def tasks_of(conn: AsyncConnection, project_id: str) -> list[Task]:
@@ -241,10 +272,15 @@ _TASK_COLUMNS: dict[str, str] = {
 }
 
 
-async def save_task(conn: AsyncConnection, task: Task, changed: Sequence[str]) -> None:
+async def save_task(
+    conn: AsyncConnection, task: Task, changed: Sequence[str], field_versions: Mapping[str, int]
+) -> None:
     """Write the named fields (``Task``'s attribute names) of ``task``, its version and
-    ``updated_at``."""
+    ``updated_at``, and ``field_versions`` (editable field → the version it was set at) as
+    recorded at ``task.version``."""
     values: dict[str, Any] = {_TASK_COLUMNS[f]: getattr(task, f) for f in changed}
+    values.update({FIELD_VERSION_COLUMNS[f]: v for f, v in field_versions.items()})
+    values["fields_at"] = task.version
     values.update(task_id=task.id, version=task.version, updated_at=task.updated_at)
     await conn.execute(_SAVE_TASK, values)
 

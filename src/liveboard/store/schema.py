@@ -77,8 +77,25 @@ tasks = Table(
     Column("version", Integer, nullable=False),
     Column("created_at", String(32), nullable=False),
     Column("updated_at", String(32), nullable=False),
+    # Migration 2, what lets an edit from a stale version be merged (tasks/merge.py): the
+    # task's version when each editable field got its current value, and the version whose
+    # write recorded them (fields_at). fields_at other than version: the task's last change was
+    # made by a release that records none of this (NULL: a row older than these columns).
+    Column("title_version", Integer, nullable=True),
+    Column("description_version", Integer, nullable=True),
+    Column("assignee_version", Integer, nullable=True),
+    Column("fields_at", Integer, nullable=True),
     Index("ix_tasks_project_status_order", "project_id", "status", "sort_order"),
 )
+
+#: The column of ``tasks`` recording when each editable field (``Task``'s name) was last set.
+FIELD_VERSION_COLUMNS: dict[str, str] = {
+    "title": "title_version",
+    "description": "description_version",
+    "assignee_id": "assignee_version",
+}
+#: The columns migration 2 adds to ``tasks``.
+MERGE_COLUMNS: tuple[str, ...] = (*FIELD_VERSION_COLUMNS.values(), "fields_at")
 
 # One row per room: the head of its event log. Incrementing last_offset in the same transaction
 # as the change is what makes offsets gap-free: the row lock serialises writers of one room.

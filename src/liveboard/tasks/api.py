@@ -18,7 +18,7 @@ from msgspec import UNSET
 from liveboard import errors
 from liveboard.protocol import Member, Project, Task, TaskSnapshot, Workspace
 from liveboard.rest import actor, json_response, read_body
-from liveboard.tasks import schemas
+from liveboard.tasks import merge, schemas
 from liveboard.tasks.changes import TaskChanges
 from liveboard.tasks.idempotency import CLAIM_KEY, GATE_KEY, answer_response
 from liveboard.tasks.receipts import Answer, Receipt
@@ -26,6 +26,8 @@ from liveboard.tasks.service import TaskService
 from liveboard.text import MAX_ID_LENGTH, MAX_USER_ID_LENGTH, storable
 
 SERVICE_KEY: Final = web.AppKey("task_service", TaskService)
+#: On a PATCH answer: the fields applied on top of a stale version (``tasks.merge``).
+MERGED_HEADER: Final = "Liveboard-Merged"
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -38,6 +40,8 @@ class Route:
     status: int = 200
     body: type[Any] | None = None
     answer: Any = None  # a model type, list[model], or None for an empty answer
+    #: Headers the success answer may carry: (name, description) pairs, for OpenAPI.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def _service(request: web.Request) -> TaskService:
@@ -106,6 +110,13 @@ def _task_answer(status: int) -> Callable[[Task], Answer]:
 
 def _json_answer(status: int) -> Callable[[Any], Answer]:
     return lambda value: Answer(status, _encode(value))
+
+
+def _edited_answer(edited: merge.Edited) -> Answer:
+    answer = _task_answer(200)(edited.task)
+    if edited.merged:  # applied on top of a stale version: say which fields
+        answer.headers[MERGED_HEADER] = ", ".join(merge.wire_fields(edited.merged))
+    return answer
 
 
 def _no_content(_: None) -> Answer:
@@ -213,7 +224,7 @@ async def update_task(request: web.Request) -> web.StreamResponse:
         title=body.title, description=body.description, assignee_id=body.assignee_id
     )
     version = _expected_version(request, None if body.version is UNSET else body.version)
-    receipt = _receipt(request, _task_answer(200))
+    receipt = _receipt(request, _edited_answer)
     await _service(request).update_task(
         actor(request), _path(request, "tid"), changes, expected_version=version, receipt=receipt
     )
@@ -326,6 +337,16 @@ ROUTES: Final[tuple[Route, ...]] = (
         "Edit a task's title, description or assignee",
         body=schemas.UpdateTask,
         answer=Task,
+        headers=(
+            (
+                MERGED_HEADER,
+                "Present when the edit's version (body `version` or `If-Match`) was stale and "
+                "none of the fields it changes had changed since: the edit was applied on top "
+                "of the newer task. Its value lists those fields, e.g. `title, assigneeId`. "
+                "A stale version whose fields did change since is a 409 naming them in "
+                "`error.details.fields`.",
+            ),
+        ),
     ),
     Route(
         "POST",

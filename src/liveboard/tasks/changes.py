@@ -4,7 +4,7 @@
 only for ``assignee_id``: unassign). ``diff`` compares it with a task: only the fields given
 whose value differs are changes, in the order title, description, assignee. ``wire_changes``
 writes those as ``task.updated``'s ``changes`` (CONTRACT §4: camelCase field names, each with
-``from`` and ``to``).
+``from`` and ``to``). ``bumped`` is a task after any change: its version + 1, its new time.
 """
 
 from __future__ import annotations
@@ -54,3 +54,8 @@ def diff(task: Task, changes: TaskChanges) -> dict[EditableField, Change]:
 def wire_changes(found: dict[EditableField, Change]) -> dict[str, dict[str, Any]]:
     """``found`` as ``task.updated``'s ``changes``: ``{"assigneeId": {"from": …, "to": …}}``."""
     return {WIRE_NAMES[field]: {"from": old, "to": new} for field, (old, new) in found.items()}
+
+
+def bumped(task: Task, updated_at: str, **fields: Any) -> Task:
+    """``task`` with the given fields changed, its version bumped and ``updatedAt`` set."""
+    return msgspec.structs.replace(task, **fields, version=task.version + 1, updated_at=updated_at)

@@ -30,8 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from liveboard.protocol import Position
 from liveboard.store import idempotency
 from liveboard.store.idempotency import Claim
+from liveboard.tasks.publish_order import Outbox
 
-__all__ = ["EPOCH_HEADER", "OFFSET_HEADER", "Answer", "KeyTakenError", "Receipt"]
+__all__ = ["EPOCH_HEADER", "OFFSET_HEADER", "Answer", "KeyTakenError", "Receipt", "settle"]
 
 OFFSET_HEADER: Final = "Liveboard-Offset"
 EPOCH_HEADER: Final = "Liveboard-Epoch"
@@ -77,3 +78,12 @@ class Receipt:
             if not stored:
                 raise KeyTakenError
         self.answer = answer
+
+
+async def settle(
+    conn: AsyncConnection, outbox: Outbox, receipt: Receipt | None, result: Any
+) -> None:
+    """A mutation's last step in its transaction: settle its receipt, if it has one, naming the
+    first event its outbox holds (the mutation's event; see the module)."""
+    if receipt is not None:
+        await receipt.settle(conn, result, outbox.first_position())

@@ -10,9 +10,10 @@ Guarantees:
 * Anything in a workspace the caller is not a member of is reported as not found: existence is
   not leaked. A member lacking the role gets ``forbidden``.
 * ``version`` starts at 1 and grows by exactly 1 on every change of a task; a stale expected
-  version is a ``conflict`` and changes nothing. A change that changes nothing emits nothing.
-* A mutation given a ``Receipt`` settles it last, inside its transaction (``tasks.receipts``):
-  its answer, naming its event, and (with an idempotency key) that answer stored with the change.
+  version is a ``conflict`` and changes nothing, except for an edit whose fields nobody changed
+  since that version: it is applied (``tasks.merge``). A change that changes nothing emits
+  nothing.
+* A mutation given a ``Receipt`` settles it last, in its transaction (``tasks.receipts``).
 
 Permissions: any member may read, create projects and create, edit, move and delete tasks;
 owners and admins manage members; the owner cannot be removed; a member may remove themself.
@@ -25,7 +26,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard import errors
@@ -52,10 +52,11 @@ from liveboard.protocol import (
 )
 from liveboard.store import eventlog, records
 from liveboard.store.database import Database
-from liveboard.tasks.changes import TaskChanges, diff, wire_changes
+from liveboard.tasks import merge
+from liveboard.tasks.changes import TaskChanges, bumped, diff, wire_changes
 from liveboard.tasks.clock import Clock, new_id
 from liveboard.tasks.publish_order import Outbox, PublishOrder
-from liveboard.tasks.receipts import Receipt
+from liveboard.tasks.receipts import Receipt, settle
 
 MANAGER_ROLES: frozenset[Role] = frozenset({"owner", "admin"})
 
@@ -86,7 +87,7 @@ class TaskService:
             await records.insert_workspace(conn, ws, actor.user_id)
             await records.insert_member(conn, ws.id, actor.user_id, "owner", now.iso)
             await eventlog.create_room(conn, workspace_room(ws.id))
-            await _settle(conn, outbox, receipt, ws)
+            await settle(conn, outbox, receipt, ws)
         return ws
 
     async def list_workspaces(self, actor: Actor) -> list[Workspace]:
@@ -118,7 +119,7 @@ class TaskService:
                 now,
                 to_builtins(member),
             )
-            await _settle(conn, outbox, receipt, member)
+            await settle(conn, outbox, receipt, member)
         return member
 
     async def list_members(self, actor: Actor, workspace_id: str) -> list[Member]:
@@ -149,7 +150,7 @@ class TaskService:
                 now,
                 {"userId": user_id},
             )
-            await _settle(conn, outbox, receipt, None)
+            await settle(conn, outbox, receipt, None)
 
     # Projects
 
@@ -183,7 +184,7 @@ class TaskService:
                 now,
                 {"project": to_builtins(project)},
             )
-            await _settle(conn, outbox, receipt, project)
+            await settle(conn, outbox, receipt, project)
         return project
 
     async def list_projects(self, actor: Actor, workspace_id: str) -> list[Project]:
@@ -252,7 +253,7 @@ class TaskService:
                 {"task": to_builtins(task)},
                 workspace_id=project.workspace_id,
             )
-            await _settle(conn, outbox, receipt, task)
+            await settle(conn, outbox, receipt, task)
         return task
 
     async def get_task(self, actor: Actor, task_id: str) -> Task:
@@ -274,19 +275,28 @@ class TaskService:
         *,
         expected_version: int | None = None,
         receipt: Receipt | None = None,
-    ) -> Task:
-        """Apply ``changes`` to a task; an assignee given must be a member of its workspace."""
+    ) -> merge.Edited:
+        """Apply ``changes`` to a task; an assignee given must be a member of its workspace.
+
+        From a stale ``expected_version``, the changes apply if none of their fields changed
+        since (``tasks.merge``: read from the locked row, so no concurrent edit can slip in
+        between); ``Edited.merged`` then names them. Else a conflict naming the fields."""
         async with self._write() as (conn, outbox):
-            task, project = await self._task_for_change(conn, task_id, actor, expected_version)
-            now = self._clock()  # after the task's row lock: see _task_for_change
+            task, project, fields = await self._lock_task(conn, task_id, actor)
+            now = self._clock()  # after the task's row lock: see _lock_task
+            found = diff(task, changes)
+            verdict = merge.decide(task.version, expected_version, found, fields)
+            if verdict.conflict is not None:
+                raise verdict.conflict
             if isinstance(changes.assignee_id, str):  # given, and not None (unassign)
                 await self._check_assignee(conn, project.workspace_id, changes.assignee_id)
-            found = diff(task, changes)
             if not found:
-                await _settle(conn, outbox, receipt, task)
-                return task
-            updated = _replace(task, now, **{field: new for field, (_, new) in found.items()})
-            await records.save_task(conn, updated, list(found))
+                kept = merge.Edited(task)
+                await settle(conn, outbox, receipt, kept)
+                return kept
+            updated = bumped(task, now.iso, **{field: new for field, (_, new) in found.items()})
+            fields = merge.next_field_versions(fields, found, updated.version)
+            await records.save_task(conn, updated, list(found), fields)
             await self._append(
                 conn,
                 outbox,
@@ -297,8 +307,9 @@ class TaskService:
                 {"task": to_builtins(updated), "changes": wire_changes(found)},
                 workspace_id=project.workspace_id,
             )
-            await _settle(conn, outbox, receipt, updated)
-        return updated
+            edited = merge.Edited(updated, verdict.merged)
+            await settle(conn, outbox, receipt, edited)
+        return edited
 
     async def move_task(
         self,
@@ -312,8 +323,10 @@ class TaskService:
     ) -> Task:
         """Move a task to ``to_status`` at ``order`` (default: the end of that column)."""
         async with self._write() as (conn, outbox):
-            task, project = await self._task_for_change(conn, task_id, actor, expected_version)
-            now = self._clock()  # after the task's row lock: see _task_for_change
+            task, project, fields = await self._task_for_change(
+                conn, task_id, actor, expected_version
+            )
+            now = self._clock()  # after the task's row lock: see _lock_task
             _check_status(project, to_status, "toStatus")
             if order is None:
                 last = await records.last_order(conn, task.project_id, to_status, excluding=task.id)
@@ -322,10 +335,10 @@ class TaskService:
                 else:
                     order = _after(last)
             if to_status == task.status and order == task.order:
-                await _settle(conn, outbox, receipt, task)
+                await settle(conn, outbox, receipt, task)
                 return task
-            moved = _replace(task, now, status=to_status, order=order)
-            await records.save_task(conn, moved, ["status", "order"])
+            moved = bumped(task, now.iso, status=to_status, order=order)
+            await records.save_task(conn, moved, ["status", "order"], fields)
             await self._append(
                 conn,
                 outbox,
@@ -341,7 +354,7 @@ class TaskService:
                 },
                 workspace_id=project.workspace_id,
             )
-            await _settle(conn, outbox, receipt, moved)
+            await settle(conn, outbox, receipt, moved)
         return moved
 
     async def delete_task(
@@ -353,8 +366,8 @@ class TaskService:
         receipt: Receipt | None = None,
     ) -> None:
         async with self._write() as (conn, outbox):
-            task, project = await self._task_for_change(conn, task_id, actor, expected_version)
-            now = self._clock()  # after the task's row lock: see _task_for_change
+            task, project, _ = await self._task_for_change(conn, task_id, actor, expected_version)
+            now = self._clock()  # after the task's row lock: see _lock_task
             await records.delete_task(conn, task.id)
             await self._append(
                 conn,
@@ -366,7 +379,7 @@ class TaskService:
                 {"taskId": task.id},
                 workspace_id=project.workspace_id,
             )
-            await _settle(conn, outbox, receipt, None)
+            await settle(conn, outbox, receipt, None)
 
     # Membership, used by the real-time layer as well
 
@@ -439,37 +452,35 @@ class TaskService:
             raise errors.not_found("project not found")
         return project
 
-    async def _task_for_change(
-        self, conn: AsyncConnection, task_id: str, actor: Actor, expected_version: int | None
-    ) -> tuple[Task, Project]:
-        """The task, locked for this transaction, and its project (404 unless visible).
+    async def _lock_task(
+        self, conn: AsyncConnection, task_id: str, actor: Actor
+    ) -> tuple[Task, Project, dict[str, int]]:
+        """The task, locked for this transaction, its project (404 unless visible) and its
+        fields' versions (``merge.known_field_versions``).
 
         Concurrent changes of one task queue on this row lock, so the caller reads the clock
         after it: the task's ``updatedAt`` and its event's ``ts`` are then close to the commit
         (CONTRACT: ``ts`` is the commit time), not the time the request began waiting.
         """
         found = await records.lock_task_for_change(conn, task_id, actor.user_id)
-        if found is None or found[2] is None:  # no such task, or not a member: the same 404
+        if found is None or found.role is None:  # no such task, or not a member: the same 404
             raise errors.not_found("task not found")
-        task, project, _role = found
+        task = found.task
+        fields = merge.known_field_versions(found.field_versions, found.fields_at, task.version)
+        return task, found.project, fields
+
+    async def _task_for_change(
+        self, conn: AsyncConnection, task_id: str, actor: Actor, expected_version: int | None
+    ) -> tuple[Task, Project, dict[str, int]]:
+        """``_lock_task``, and a conflict unless the task is at ``expected_version``."""
+        task, project, fields = await self._lock_task(conn, task_id, actor)
         if expected_version is not None and expected_version != task.version:
-            raise errors.conflict(
-                f"task is at version {task.version}, not {expected_version}",
-                details={"currentVersion": task.version},
-            )
-        return task, project
+            raise merge.version_conflict(task.version, expected_version)
+        return task, project, fields
 
     async def _check_assignee(self, conn: AsyncConnection, workspace_id: str, user_id: str) -> None:
         if await records.role_of(conn, workspace_id, user_id) is None:
             raise errors.validation_error("assigneeId", "must be a member of the workspace")
-
-
-async def _settle(
-    conn: AsyncConnection, outbox: Outbox, receipt: Receipt | None, result: Any
-) -> None:
-    """The mutation's last step in its transaction: its receipt, naming its event if any."""
-    if receipt is not None:
-        await receipt.settle(conn, result, outbox.first_position())
 
 
 def _check_status(project: Project, status: str, field: str) -> None:
@@ -483,8 +494,3 @@ def _after(last: float | None) -> float:
     if last is None:
         return 1.0
     return math.floor(last) + 1.0
-
-
-def _replace(task: Task, now: Clock, **fields: Any) -> Task:
-    """``task`` with the given fields changed, its version bumped and its time set."""
-    return msgspec.structs.replace(task, **fields, version=task.version + 1, updated_at=now.iso)
