@@ -519,3 +519,17 @@ async def test_a_key_costs_a_mutation_one_statement(board: Board) -> None:
         sa_event.remove(engine, "before_cursor_execute", count)
     assert costs[1] == costs[0] + 1
     assert costs[3] == costs[2] + 1
+
+
+async def test_a_merged_edit_is_replayed_with_its_merge_header(board: Board) -> None:
+    _wid, _project, task = await board.setup()
+    path = f"/api/tasks/{task['id']}"
+    assert (await send(board, "PATCH", path, body={"description": "theirs"})).status == 200
+    body = {"title": "mine", "version": 1}  # stale, but the title did not change since
+    first = await send(board, "PATCH", path, key="merge", body=body)
+    assert (first.status, first.headers.get("Liveboard-Merged")) == (200, "title")
+    published = board.event_count()
+    again = await send(board, "PATCH", path, key="merge", body=body)
+    assert again.same_as(first)
+    assert again.headers.get("Liveboard-Merged") == "title"
+    assert board.event_count() == published
