@@ -38,7 +38,7 @@ from liveboard.realtime.transport.router import ConnectionRouter
 from liveboard.realtime.transport.sockets import tune_socket
 from liveboard.rest import json_response
 from liveboard.store.database import Database
-from liveboard.store.migrations import migrate
+from liveboard.store.migrations import prepare_database
 from liveboard.tasks import api
 from liveboard.tasks.idempotency import GATE_KEY, IdempotencyGate
 from liveboard.tasks.service import TaskService
@@ -194,7 +194,7 @@ def _components(
         node: Node | None = None
         pruning: asyncio.Task[None] | None = None
         try:
-            await migrate(db)
+            await prepare_database(db, settings.db_wait)
             node = Node(settings, db, app[METRICS_KEY])
             await node.start()
             publisher: EventPublisher = node if observer is None else _Tee(node, observer)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from liveboard import __version__
 from liveboard.config import DEV_JWT_SECRET, Settings, load_settings
-from liveboard.errors import ConfigError
+from liveboard.errors import ConfigError, StartupError
 from liveboard.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -119,11 +119,14 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 async def run_migrations(settings: Settings) -> int:
     from liveboard.store.database import Database
-    from liveboard.store.migrations import migrate
+    from liveboard.store.migrations import prepare_database
 
     db = Database(settings.database_url)
     try:
-        applied = await migrate(db)
+        applied = await prepare_database(db, settings.db_wait)
+    except StartupError as exc:
+        log.error("%s", exc.message)
+        return 1
     finally:
         await db.aclose()
     print(f"applied migrations: {applied}" if applied else "database is up to date")
@@ -151,7 +154,12 @@ async def serve(settings: Settings) -> int:
         # (so the client gets the response rather than a reset), then the connection closes.
         lingering_time=min(LINGERING_TIME, settings.body_timeout),
     )
-    await runner.setup()
+    try:
+        await runner.setup()  # opens the database (waiting up to LIVEBOARD_DB_WAIT) and migrates
+    except StartupError as exc:
+        log.error("%s", exc.message)  # one line, no traceback
+        await runner.cleanup()
+        return 1
     listener: Listener | None = None
     try:
         try:

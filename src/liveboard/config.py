@@ -57,6 +57,8 @@ class Settings:
     history_size: int = 1000
     #: How long an ``Idempotency-Key``'s answer is kept (seconds; CONTRACT §6.1: at least 24 h).
     idempotency_ttl: float = 86400.0
+    #: At start, how long to keep retrying an unreachable database (seconds; 0: try once).
+    db_wait: float = 30.0
     # Mode
     dev: bool = False
     log_format: str = "text"
@@ -161,6 +163,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "slow_consumer_bytes": _int(env, "LIVEBOARD_SLOW_CONSUMER_BYTES", 1 << 20, minimum=1024),
         "max_pending_per_address": _int(env, "LIVEBOARD_MAX_PENDING_PER_ADDRESS", 256, minimum=0),
         "idempotency_ttl": _float(env, "LIVEBOARD_IDEMPOTENCY_TTL", 86400.0, minimum=1.0),
+        "db_wait": _float(env, "LIVEBOARD_DB_WAIT", 30.0, minimum=0.0),
         "log_format": env.get("LIVEBOARD_LOG_FORMAT") or "text",
     }
     if values["log_format"] not in ("text", "json"):

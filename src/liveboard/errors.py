@@ -5,6 +5,7 @@ Every error a user can see is data: a ``code`` from the contract's closed list a
 
     LiveboardError
     ├── ConfigError             bad or missing configuration (serve exits 2)
+    ├── StartupError            a dependency unusable at start (serve and migrate exit 1)
     ├── AuthError               a token that is missing, malformed, expired or not trusted (401)
     └── ApiError                a REST error with its HTTP status (400/403/404/409/413/422/429)
 
@@ -34,6 +35,14 @@ class ConfigError(LiveboardError):
     """The configuration is unusable; the message names the variable."""
 
     code = "config_error"
+
+
+class StartupError(LiveboardError):
+    """Start-up cannot go on (the database unreachable or refusing us, a migration failing).
+
+    The command logs the message as one line, without a traceback, and exits 1."""
+
+    code = "unavailable"
 
 
 class AuthError(LiveboardError):

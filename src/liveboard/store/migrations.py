@@ -14,7 +14,9 @@ from typing import Any
 from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from liveboard.errors import StartupError
 from liveboard.store import schema
+from liveboard.store.availability import reason, wait_for_database
 from liveboard.store.database import Database
 
 Migration = Callable[[AsyncConnection], Awaitable[None]]
@@ -88,3 +90,13 @@ async def migrate(db: Database) -> list[int]:
             )
             applied_now.append(version)
     return applied_now
+
+
+async def prepare_database(db: Database, wait: float) -> list[int]:
+    """At start: wait up to ``wait`` seconds for the database (``wait_for_database``), then
+    ``migrate``. Any failure is a ``StartupError`` whose message is one line."""
+    await wait_for_database(db, wait)
+    try:
+        return await migrate(db)
+    except Exception as error:
+        raise StartupError(f"database migrations failed: {reason(error)}") from None

@@ -1,0 +1,83 @@
+"""``LIVEBOARD_DB_WAIT``, and which start-up failures are
+retried (``store.availability.is_unreachable``) and how they read (``reason``)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from sqlalchemy import exc
+
+from liveboard.config import load_settings
+from liveboard.errors import ConfigError
+from liveboard.store.availability import describe, is_unreachable, reason
+
+
+def test_db_wait_defaults_to_30_and_accepts_0() -> None:
+    assert load_settings({}).db_wait == 30.0
+    assert load_settings({"LIVEBOARD_DB_WAIT": "0"}).db_wait == 0.0
+    assert load_settings({"LIVEBOARD_DB_WAIT": "2.5"}).db_wait == 2.5
+
+
+@pytest.mark.parametrize("raw", ["-1", "soon", "nan"])
+def test_db_wait_rejects_bad_values(raw: str) -> None:
+    with pytest.raises(ConfigError, match="LIVEBOARD_DB_WAIT"):
+        load_settings({"LIVEBOARD_DB_WAIT": raw})
+
+
+class _StartingUpError(Exception):
+    sqlstate = "57P03"
+
+
+class _AuthFailedError(Exception):
+    sqlstate = "28000"
+
+
+def _wrapped(error: Exception) -> exc.DBAPIError:
+    """``error`` as SQLAlchemy hands it over: a ``DBAPIError`` whose ``orig`` was raised from it."""
+    try:
+        try:
+            raise error
+        except Exception as driver:
+            raise RuntimeError("adapted") from driver
+    except RuntimeError as adapted:
+        return exc.DBAPIError("SELECT 1", None, adapted)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError(111, "Connection refused"),
+        socket.gaierror(-2, "Name or service not known"),
+        TimeoutError(),
+        _wrapped(ConnectionResetError(104, "Connection reset by peer")),
+        _wrapped(_StartingUpError("the database system is starting up")),
+    ],
+)
+def test_unreachable_failures_are_retried(error: BaseException) -> None:
+    assert is_unreachable(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        _wrapped(_AuthFailedError('role "nobody" does not exist')),
+        ValueError("invalid DSN"),
+        exc.ArgumentError("could not parse URL"),
+    ],
+)
+def test_other_failures_are_not_retried(error: BaseException) -> None:
+    assert not is_unreachable(error)
+
+
+def test_reason_is_the_drivers_first_line() -> None:
+    assert reason(_wrapped(_AuthFailedError('role "nobody" does not exist\nDETAIL: x'))) == (
+        'role "nobody" does not exist'
+    )
+    assert reason(TimeoutError()) == "timed out"
+    assert reason(ConnectionRefusedError()) == "ConnectionRefusedError"
+
+
+def test_describe_hides_the_password() -> None:
+    url = describe("postgresql://app:s3cret@db.internal:5432/liveboard")
+    assert url == "postgresql://app:***@db.internal:5432/liveboard"
