@@ -37,6 +37,7 @@ from liveboard.realtime.transport.http_errors import json_error_handlers
 from liveboard.realtime.transport.router import ConnectionRouter
 from liveboard.realtime.transport.sockets import tune_socket
 from liveboard.rest import json_response
+from liveboard.store.availability import probe
 from liveboard.store.database import Database
 from liveboard.store.migrations import prepare_database
 from liveboard.tasks import api
@@ -248,12 +249,31 @@ async def healthz(request: web.Request) -> web.StreamResponse:
     return json_response({"status": "ok"})
 
 
+#: How long ``/readyz`` waits for the database's ``SELECT 1``.
+READY_PROBE_TIMEOUT: Final = 1.5
+
+
 async def readyz(request: web.Request) -> web.StreamResponse:
+    """200 when the database answers (and Redis is up, with ``LIVEBOARD_REDIS_REQUIRED=1``);
+    503 ``unavailable`` naming the dependency that failed otherwise."""
     broker = request.app[NODE_KEY].broker
-    degraded = not broker.up
-    return json_response(
-        {"status": "ready", "broker": broker.name, "degraded": degraded},
-    )
+    failed: list[str] = []
+    try:
+        await asyncio.wait_for(probe(request.app[DATABASE_KEY]), READY_PROBE_TIMEOUT)
+    except Exception:  # any failure: the database cannot serve requests now
+        failed.append("database")
+    if request.app[SETTINGS_KEY].redis_required and not broker.up:
+        failed.append("redis")
+    if failed:
+        return json_response(
+            errors.error_body(
+                "unavailable",
+                f"not ready: {' and '.join(failed)} unreachable",
+                {"failed": failed},
+            ),
+            status=503,
+        )
+    return json_response({"status": "ready", "broker": broker.name, "degraded": not broker.up})
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:

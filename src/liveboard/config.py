@@ -59,6 +59,8 @@ class Settings:
     idempotency_ttl: float = 86400.0
     #: At start, how long to keep retrying an unreachable database (seconds; 0: try once).
     db_wait: float = 30.0
+    #: ``/readyz`` answers 503 while Redis is unreachable (it reports ``degraded`` otherwise).
+    redis_required: bool = False
     # Mode
     dev: bool = False
     log_format: str = "text"
@@ -100,6 +102,13 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> in
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name) or "0"
+    if raw not in ("0", "1"):
+        raise ConfigError(f"{name} must be 0 or 1, got {raw!r}")
+    return raw == "1"
 
 
 def _str(env: Mapping[str, str], name: str) -> str | None:
@@ -164,12 +173,15 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "max_pending_per_address": _int(env, "LIVEBOARD_MAX_PENDING_PER_ADDRESS", 256, minimum=0),
         "idempotency_ttl": _float(env, "LIVEBOARD_IDEMPOTENCY_TTL", 86400.0, minimum=1.0),
         "db_wait": _float(env, "LIVEBOARD_DB_WAIT", 30.0, minimum=0.0),
+        "redis_required": _flag(env, "LIVEBOARD_REDIS_REQUIRED"),
         "log_format": env.get("LIVEBOARD_LOG_FORMAT") or "text",
     }
     if values["log_format"] not in ("text", "json"):
         raise ConfigError(
             f"LIVEBOARD_LOG_FORMAT must be text or json, got {values['log_format']!r}"
         )
+    if values["redis_required"] and values["redis_url"] is None:
+        raise ConfigError("LIVEBOARD_REDIS_REQUIRED=1 needs LIVEBOARD_REDIS_URL")
     for key, value in overrides.items():
         if value is not None:
             values[key] = value

@@ -1,4 +1,4 @@
-"""``LIVEBOARD_DB_WAIT``, and which start-up failures are
+"""``LIVEBOARD_DB_WAIT`` and ``LIVEBOARD_REDIS_REQUIRED``, and which start-up failures are
 retried (``store.availability.is_unreachable``) and how they read (``reason``)."""
 
 from __future__ import annotations
@@ -23,6 +23,16 @@ def test_db_wait_defaults_to_30_and_accepts_0() -> None:
 def test_db_wait_rejects_bad_values(raw: str) -> None:
     with pytest.raises(ConfigError, match="LIVEBOARD_DB_WAIT"):
         load_settings({"LIVEBOARD_DB_WAIT": raw})
+
+
+def test_redis_required() -> None:
+    assert load_settings({}).redis_required is False
+    env = {"LIVEBOARD_REDIS_REQUIRED": "1", "LIVEBOARD_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    assert load_settings(env).redis_required is True
+    with pytest.raises(ConfigError, match="needs LIVEBOARD_REDIS_URL"):
+        load_settings({"LIVEBOARD_REDIS_REQUIRED": "1"})
+    with pytest.raises(ConfigError, match="must be 0 or 1"):
+        load_settings({"LIVEBOARD_REDIS_REQUIRED": "yes"})
 
 
 class _StartingUpError(Exception):
