@@ -52,7 +52,12 @@ class TcpProxy:
         """The proxy's address as a URL (by default a Redis URL, database 0)."""
         return f"{scheme}://127.0.0.1:{self.port}{path}"
 
-    async def start(self) -> TcpProxy:
+    async def start(self, port: int | None = None) -> TcpProxy:
+        """Listen on ``port`` (a test's client may already be trying it), else on a free one."""
+        if port is not None:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
+            self.port = port
+            return self
         for _attempt in range(3):  # the free port may be taken between choosing and binding it
             port = free_port()
             try:
