@@ -271,6 +271,8 @@ class LiveboardClient(RestHelpers):
             await self._rooms.unsubscribe(sub)
 
     def last_position(self) -> Position | None:
+        """The event position (``Liveboard-Offset``/``Liveboard-Epoch``) of the answer to the
+        current asyncio task's last mutation; None when it emitted no event or none was made."""
         return self._rest.last_position()
 
     async def _api(
