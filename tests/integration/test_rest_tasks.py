@@ -52,7 +52,7 @@ async def test_create_task_with_defaults(board: Board) -> None:
         type_="task:created",
         room=f"project:{project['id']}",
         user="bob",
-        data={"task": task},
+        data={"task": task, "afterId": None},
         after_ms=before,
     )
     assert events[0]["offset"] == 1
@@ -84,7 +84,7 @@ async def test_create_task_with_every_field(board: Board) -> None:
         type_="task:created",
         room=f"project:{project['id']}",
         user="alice",
-        data={"task": task},
+        data={"task": task, "afterId": None},
         origin="conn-7",
     )
     # The owner may be an assignee too.
@@ -422,6 +422,8 @@ async def test_move_to_another_column_goes_to_its_end(board: Board) -> None:
             "fromStatus": "todo",
             "toStatus": "done",
             "order": moved["order"],
+            "rank": moved["rank"],
+            "afterId": second["id"],
         },
     )
     status, got = await board.call("GET", f"/api/tasks/{task['id']}")
@@ -463,14 +465,25 @@ async def test_move_into_an_empty_column_and_within_a_column(board: Board) -> No
             "fromStatus": "todo",
             "toStatus": "in_progress",
             "order": events[0]["data"]["order"],
+            "rank": events[0]["data"]["rank"],
+            "afterId": None,
         },
         {
             "taskId": a["id"],
             "fromStatus": "todo",
             "toStatus": "todo",
             "order": events[1]["data"]["order"],
+            "rank": events[1]["data"]["rank"],
+            "afterId": c["id"],
         },
-        {"taskId": a["id"], "fromStatus": "todo", "toStatus": "todo", "order": c["order"] - 0.5},
+        {
+            "taskId": a["id"],
+            "fromStatus": "todo",
+            "toStatus": "todo",
+            "order": c["order"] - 0.5,
+            "rank": moved["rank"],
+            "afterId": None,
+        },
     ]
     assert [e["offset"] for e in events] == [4, 5, 6]
 

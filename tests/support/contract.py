@@ -50,6 +50,7 @@ TASK_KEYS = {
     "description",
     "status",
     "order",
+    "rank",
     "assigneeId",
     "createdById",
     "version",

@@ -16,6 +16,7 @@ use it without the server. Modules:
 - ``errors``: ``ProtocolError`` (answered with ``error``) and ``ERROR_CODES``.
 - ``close``: ``CloseCode`` and the reconnect policy (``close_action``, ``CloseAction``).
 - ``position``: ``Position`` (offset, epoch). ``rooms``: room names parsed into ``RoomName``.
+- ``ranks``: the rank keys that order a column's tasks (``key_between``, ``keys_between``).
 - ``models``: the resources clients see (``Task``, ``Project``, ``TaskSnapshot``, …).
 """
 

@@ -68,10 +68,12 @@ class TaskChanges(msgspec.Struct, frozen=True, omit_defaults=True, rename="camel
     assignee_id: AssigneeChange | UnsetType = UNSET
 
 
-class TaskCreatedData(msgspec.Struct, frozen=True):
-    """``task:created``: the new task."""
+class TaskCreatedData(msgspec.Struct, frozen=True, rename="camel"):
+    """``task:created``: the new task, and the task it follows in its column (``afterId``;
+    ``null``: the top). Its ``task.rank`` places it as well."""
 
     task: Task
+    after_id: str | None
 
 
 class TaskUpdatedData(msgspec.Struct, frozen=True):
@@ -82,13 +84,17 @@ class TaskUpdatedData(msgspec.Struct, frozen=True):
 
 
 class TaskMovedData(msgspec.Struct, frozen=True, rename="camel"):
-    """``task:moved``: the task's column before and after, and its new ``order`` in it (the
-    task's ``version`` grew by one and its ``updatedAt`` is the event's ``ts``)."""
+    """``task:moved``: the task's column before and after, its new ``order`` and ``rank`` in
+    it, and the task it now follows (``afterId``; ``null``: the top). The task's ``version``
+    grew by one and its ``updatedAt`` is the event's ``ts``. A column's rebalance (new ranks,
+    same order) is a ``task:moved`` per task, with ``fromStatus`` = ``toStatus``."""
 
     task_id: str
     from_status: str
     to_status: str
     order: float
+    rank: str
+    after_id: str | None
 
 
 class TaskDeletedData(msgspec.Struct, frozen=True, rename="camel"):

@@ -44,12 +44,18 @@ class Project(msgspec.Struct, frozen=True, rename="camel"):
 
 
 class Task(msgspec.Struct, frozen=True, rename="camel"):
+    """A task. Its column's display order is by ``rank`` (CONTRACT §6.2: strict, the same for
+    every reader; ranks compare as byte strings, ``liveboard.protocol.ranks``). ``order`` is the
+    number of CONTRACT §3, ascending (never descending) along the ranks; tasks placed by
+    neighbours may share one."""
+
     id: str
     project_id: str
     title: str
     description: str
     status: str
     order: float
+    rank: str
     assignee_id: str | None
     created_by_id: str
     version: int

@@ -145,6 +145,20 @@ async def append_event(
     )
 
 
+_LOCK_ROOM = (
+    select(rooms.c.last_offset).where(rooms.c.room == bindparam("head_room")).with_for_update()
+)
+
+
+async def lock_room(conn: AsyncConnection, room: str) -> None:
+    """Take now the row lock ``append_event`` takes on the room's head, for a transaction that
+    must read the room's state without any other writer of the room changing it before it
+    commits (a task's place in its column). PostgreSQL; on SQLite the write transaction already
+    holds the database's only write lock (``BEGIN IMMEDIATE``), and this is a no-op."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_LOCK_ROOM, {"head_room": room})
+
+
 async def room_position(conn: AsyncConnection, room: str) -> Position | None:
     """The room's head, or None when the room does not exist."""
     row = (

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from liveboard.errors import StartupError
 from liveboard.store import schema
 from liveboard.store.availability import reason, wait_for_database
+from liveboard.store.columns import ranks_backfill
 from liveboard.store.database import Database
 
 Migration = Callable[[AsyncConnection], Awaitable[None]]
@@ -56,10 +57,38 @@ async def _task_field_versions(conn: AsyncConnection) -> None:
         await conn.execute(text(f"ALTER TABLE tasks ADD COLUMN {column} INTEGER"))
 
 
+async def _task_ranks(conn: AsyncConnection) -> None:
+    """``tasks.sort_rank`` and its index, every column's tasks ranked in the order they were
+    listed in before (``order``, then ``created_at``, then ``id``).
+
+    The column stays nullable on SQLite (which cannot add NOT NULL to a table with rows); on
+    PostgreSQL it is NOT NULL once filled. Every writer of this release sets it, so a release
+    without it must not write beside this one (its new tasks would have no rank)."""
+
+    def missing(sync: Any) -> bool:
+        present = {c["name"] for c in inspect(sync).get_columns(schema.tasks.name)}
+        return "sort_rank" not in present
+
+    postgres = conn.dialect.name == "postgresql"
+    if await conn.run_sync(missing):
+        collate = ' COLLATE "C"' if postgres else ""
+        await conn.execute(text(f"ALTER TABLE tasks ADD COLUMN sort_rank VARCHAR(64){collate}"))
+    await ranks_backfill(conn)
+    if postgres:
+        await conn.execute(text("ALTER TABLE tasks ALTER COLUMN sort_rank SET NOT NULL"))
+    await conn.execute(
+        text(
+            "CREATE INDEX IF NOT EXISTS ix_tasks_project_status_rank "
+            "ON tasks (project_id, status, sort_rank)"
+        )
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _initial_schema),
     (2, "task field versions", _task_field_versions),
     (3, "idempotency keys", _idempotency_keys),
+    (4, "task ranks", _task_ranks),
 ]
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
 import msgspec
-from sqlalchemy import Row, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Row, and_, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard.protocol import Member, Project, Role, Task, Workspace
@@ -45,6 +45,7 @@ def _task(row: Row[Any]) -> Task:
         description=row.description,
         status=row.status,
         order=float(row.sort_order),
+        rank=row.sort_rank,
         assignee_id=row.assignee_id,
         created_by_id=row.created_by_id,
         version=int(row.version),
@@ -150,6 +151,7 @@ async def insert_task(conn: AsyncConnection, task: Task) -> None:
             description=task.description,
             status=task.status,
             sort_order=task.order,
+            sort_rank=task.rank,
             assignee_id=task.assignee_id,
             created_by_id=task.created_by_id,
             version=task.version,
@@ -244,22 +246,9 @@ async def tasks_of(conn: AsyncConnection, project_id: str) -> list[Task]:
     rows = await conn.execute(
         select(tasks)
         .where(tasks.c.project_id == project_id)
-        .order_by(tasks.c.status, tasks.c.sort_order, tasks.c.created_at, tasks.c.id)
+        .order_by(tasks.c.status, tasks.c.sort_rank, tasks.c.id)
     )
     return [_task(r) for r in rows]
-
-
-async def last_order(
-    conn: AsyncConnection, project_id: str, status: str, *, excluding: str | None = None
-) -> float | None:
-    """The largest ``order`` in a column, or None when it is empty."""
-    query = select(func.max(tasks.c.sort_order)).where(
-        tasks.c.project_id == project_id, tasks.c.status == status
-    )
-    if excluding is not None:
-        query = query.where(tasks.c.id != excluding)
-    value = await conn.scalar(query)
-    return None if value is None else float(value)
 
 
 #: The column of each task field ``save_task`` may write.
@@ -269,6 +258,7 @@ _TASK_COLUMNS: dict[str, str] = {
     "assignee_id": "assignee_id",
     "status": "status",
     "order": "sort_order",
+    "rank": "sort_rank",
 }
 
 

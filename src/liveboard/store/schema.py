@@ -24,6 +24,9 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+#: A rank (``liveboard.protocol.ranks``): ASCII, compared byte by byte on both databases.
+RANK_TYPE = String(64).with_variant(String(64, collation="C"), "postgresql")
+
 schema_migrations = Table(
     "schema_migrations",
     metadata,
@@ -85,7 +88,11 @@ tasks = Table(
     Column("description_version", Integer, nullable=True),
     Column("assignee_version", Integer, nullable=True),
     Column("fields_at", Integer, nullable=True),
+    # Migration 4: the task's rank in its column (liveboard.protocol.ranks), the display order.
+    # Compared byte by byte: PostgreSQL's "C" collation, SQLite's default (BINARY).
+    Column("sort_rank", RANK_TYPE, nullable=False),
     Index("ix_tasks_project_status_order", "project_id", "status", "sort_order"),
+    Index("ix_tasks_project_status_rank", "project_id", "status", "sort_rank"),
 )
 
 #: The column of ``tasks`` recording when each editable field (``Task``'s name) was last set.

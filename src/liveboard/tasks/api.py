@@ -21,6 +21,7 @@ from liveboard.rest import actor, json_response, read_body
 from liveboard.tasks import merge, schemas
 from liveboard.tasks.changes import TaskChanges
 from liveboard.tasks.idempotency import CLAIM_KEY, GATE_KEY, answer_response
+from liveboard.tasks.placement import Slot
 from liveboard.tasks.receipts import Answer, Receipt
 from liveboard.tasks.service import TaskService
 from liveboard.text import MAX_ID_LENGTH, MAX_USER_ID_LENGTH, storable
@@ -201,7 +202,7 @@ async def create_task(request: web.Request) -> web.StreamResponse:
         description=body.description,
         status=body.status,
         assignee_id=body.assignee_id,
-        order=body.order,
+        slot=Slot(body.after_id, body.before_id, body.order),
         receipt=receipt,
     )
     return _answered(receipt)
@@ -238,7 +239,7 @@ async def move_task(request: web.Request) -> web.StreamResponse:
         actor(request),
         _path(request, "tid"),
         body.to_status,
-        order=body.order,
+        slot=Slot(body.after_id, body.before_id, body.order),
         expected_version=_expected_version(request, body.version),
         receipt=receipt,
     )
@@ -352,7 +353,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         "POST",
         "/api/tasks/{tid}/move",
         move_task,
-        "Move a task to a column and position",
+        "Move a task to a column, after/before a neighbour (afterId, beforeId) or at the end",
         body=schemas.MoveTask,
         answer=Task,
     ),

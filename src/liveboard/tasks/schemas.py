@@ -13,13 +13,16 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from liveboard.text import MAX_USER_ID_LENGTH, NO_NUL_PATTERN
+from liveboard.text import MAX_ID_LENGTH, MAX_USER_ID_LENGTH, NO_NUL_PATTERN
 
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)]
 Title = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL_PATTERN)]
 Description = Annotated[str, Meta(max_length=20_000, pattern=NO_NUL_PATTERN)]
 UserId = Annotated[str, Meta(min_length=1, max_length=MAX_USER_ID_LENGTH, pattern=NO_NUL_PATTERN)]
 Status = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL_PATTERN)]
+#: A task's id naming a neighbour (CONTRACT §6.2); ``null`` is the top (``afterId``) or the end
+#: (``beforeId``) of the column, absent is "not given".
+TaskId = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH, pattern=NO_NUL_PATTERN)]
 Order = Annotated[float, Meta(ge=-1e15, le=1e15)]  # finite, and precise enough to insert between
 #: A task's version; the bound is a signed 64-bit integer's, like ``If-Match``'s.
 MAX_VERSION = 2**63 - 1
@@ -45,7 +48,10 @@ class CreateTask(msgspec.Struct, frozen=True, rename="camel"):
     description: Description = ""
     status: Status | None = None
     assignee_id: UserId | None = None
+    #: CONTRACT §3; not with afterId/beforeId (422).
     order: Order | None = None
+    after_id: TaskId | UnsetType | None = UNSET
+    before_id: TaskId | UnsetType | None = UNSET
 
 
 class UpdateTask(msgspec.Struct, frozen=True, rename="camel"):
@@ -60,7 +66,10 @@ class UpdateTask(msgspec.Struct, frozen=True, rename="camel"):
 
 class MoveTask(msgspec.Struct, frozen=True, rename="camel"):
     to_status: Status
+    #: CONTRACT §3; not with afterId/beforeId (422).
     order: Order | None = None
+    after_id: TaskId | UnsetType | None = UNSET
+    before_id: TaskId | UnsetType | None = UNSET
     version: Version | None = None
 
 

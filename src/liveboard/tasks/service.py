@@ -21,7 +21,6 @@ owners and admins manage members; the owner cannot be removed; a member may remo
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -51,10 +50,12 @@ from liveboard.protocol import (
     workspace_room,
 )
 from liveboard.store import eventlog, records
+from liveboard.store.columns import Ranked
 from liveboard.store.database import Database
 from liveboard.tasks import merge
 from liveboard.tasks.changes import TaskChanges, bumped, diff, wire_changes
 from liveboard.tasks.clock import Clock, new_id
+from liveboard.tasks.placement import END, Slot, place
 from liveboard.tasks.publish_order import Outbox, PublishOrder
 from liveboard.tasks.receipts import Receipt, settle
 
@@ -217,9 +218,10 @@ class TaskService:
         description: str = "",
         status: str | None = None,
         assignee_id: str | None = None,
-        order: float | None = None,
+        slot: Slot = END,
         receipt: Receipt | None = None,
     ) -> Task:
+        """Create a task in column ``status`` (default: the first) at ``slot`` (``placement``)."""
         now = self._clock()
         async with self._write() as (conn, outbox):
             project = await self._visible_project(conn, project_id, actor)
@@ -227,15 +229,20 @@ class TaskService:
             _check_status(project, status, "status")
             if assignee_id is not None:
                 await self._check_assignee(conn, project.workspace_id, assignee_id)
-            if order is None:
-                order = _after(await records.last_order(conn, project_id, status))
+            placed = await place(conn, project_id, status, slot, now=now.iso)
+            for data in placed.rerank_events():  # a rebalance's, before the change that caused it
+                room, ws = project_room(project_id), project.workspace_id
+                await self._append(
+                    conn, outbox, room, TASK_MOVED, actor, now, data, workspace_id=ws
+                )
             task = Task(
                 id=new_id("tsk"),
                 project_id=project_id,
                 title=title,
                 description=description,
                 status=status,
-                order=order,
+                order=placed.order,
+                rank=placed.rank,
                 assignee_id=assignee_id,
                 created_by_id=actor.user_id,
                 version=1,
@@ -250,7 +257,7 @@ class TaskService:
                 TASK_CREATED,
                 actor,
                 now,
-                {"task": to_builtins(task)},
+                {"task": to_builtins(task), "afterId": placed.after_id},
                 workspace_id=project.workspace_id,
             )
             await settle(conn, outbox, receipt, task)
@@ -317,28 +324,31 @@ class TaskService:
         task_id: str,
         to_status: str,
         *,
-        order: float | None = None,
+        slot: Slot = END,
         expected_version: int | None = None,
         receipt: Receipt | None = None,
     ) -> Task:
-        """Move a task to ``to_status`` at ``order`` (default: the end of that column)."""
+        """Move a task to column ``to_status`` at ``slot`` (``placement``; default: the end)."""
         async with self._write() as (conn, outbox):
             task, project, fields = await self._task_for_change(
                 conn, task_id, actor, expected_version
             )
             now = self._clock()  # after the task's row lock: see _lock_task
             _check_status(project, to_status, "toStatus")
-            if order is None:
-                last = await records.last_order(conn, task.project_id, to_status, excluding=task.id)
-                if to_status == task.status and (last is None or task.order > last):
-                    order = task.order  # already the last of its column
-                else:
-                    order = _after(last)
-            if to_status == task.status and order == task.order:
+            here = Ranked(task.id, task.rank, task.order)
+            placed = await place(conn, task.project_id, to_status, slot, here, task.status, now.iso)
+            if placed.unchanged:
                 await settle(conn, outbox, receipt, task)
                 return task
-            moved = bumped(task, now.iso, status=to_status, order=order)
-            await records.save_task(conn, moved, ["status", "order"], fields)
+            for data in placed.rerank_events():  # a rebalance's, before the change that caused it
+                room, ws = project_room(project.id), project.workspace_id
+                await self._append(
+                    conn, outbox, room, TASK_MOVED, actor, now, data, workspace_id=ws
+                )
+            if any(r.task_id == task.id for r in placed.reranked):  # its version grew by one
+                task = bumped(task, now.iso)
+            moved = bumped(task, now.iso, status=to_status, order=placed.order, rank=placed.rank)
+            await records.save_task(conn, moved, ["status", "order", "rank"], fields)
             await self._append(
                 conn,
                 outbox,
@@ -346,12 +356,7 @@ class TaskService:
                 TASK_MOVED,
                 actor,
                 now,
-                {
-                    "taskId": task.id,
-                    "fromStatus": task.status,
-                    "toStatus": to_status,
-                    "order": order,
-                },
+                placed.moved_data(task.id, task.status, to_status),
                 workspace_id=project.workspace_id,
             )
             await settle(conn, outbox, receipt, moved)
@@ -487,10 +492,3 @@ def _check_status(project: Project, status: str, field: str) -> None:
     if status not in project.statuses:
         allowed = ", ".join(project.statuses)
         raise errors.validation_error(field, f"must be one of the project's statuses ({allowed})")
-
-
-def _after(last: float | None) -> float:
-    """The order that puts a task after ``last`` (the end of a column)."""
-    if last is None:
-        return 1.0
-    return math.floor(last) + 1.0
