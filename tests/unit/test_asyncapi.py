@@ -171,6 +171,7 @@ TASK = protocol.Task(
     description="",
     status="todo",
     order=1.0,
+    rank="a0",
     assignee_id=None,
     created_by_id="alice",
     version=1,
@@ -185,7 +186,7 @@ PROJECT = protocol.Project(
     created_at="2026-12-06T09:00:00.000Z",
 )
 EVENT_PAYLOADS: dict[str, dict[str, Any]] = {
-    "task:created": {"task": protocol.to_builtins(TASK)},
+    "task:created": {"task": protocol.to_builtins(TASK), "afterId": None},
     "task:updated": {
         "task": protocol.to_builtins(TASK),
         "changes": {
@@ -193,7 +194,14 @@ EVENT_PAYLOADS: dict[str, dict[str, Any]] = {
             "assigneeId": {"from": None, "to": "bo"},
         },
     },
-    "task:moved": {"taskId": "tsk_1", "fromStatus": "todo", "toStatus": "done", "order": 2},
+    "task:moved": {
+        "taskId": "tsk_1",
+        "fromStatus": "todo",
+        "toStatus": "done",
+        "order": 2,
+        "rank": "a1",
+        "afterId": "tsk_0",
+    },
     "task:deleted": {"taskId": "tsk_1"},
     "project:created": {"project": protocol.to_builtins(PROJECT)},
     "member:added": {"userId": "bob", "role": "member"},
@@ -229,6 +237,7 @@ def test_encoded_events_validate_and_their_data_decodes_into_its_struct(kind: st
     ("kind", "data"),
     [
         ("task:moved", {"taskId": "t", "fromStatus": "todo", "toStatus": "done"}),  # no order
+        ("task:moved", {"taskId": "t", "fromStatus": "a", "toStatus": "b", "order": 1, "rank": 2}),
         ("task:moved", {"taskId": "t", "fromStatus": "todo", "status": "done", "order": 1}),
         ("task:deleted", {"task": {}}),
         ("task:updated", {"task": {}, "changes": {}}),

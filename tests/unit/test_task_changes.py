@@ -12,6 +12,7 @@ TASK = Task(
     description="",
     status="todo",
     order=1.0,
+    rank="a0",
     assignee_id="bob",
     created_by_id="alice",
     version=3,

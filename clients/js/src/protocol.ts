@@ -196,6 +196,12 @@ export interface Subscribed {
   id?: string | number;
 }
 
+/**
+ * A task. Its column's display order is by `rank` (CONTRACT §6.2: strict, the same for
+ * every reader; ranks compare as byte strings, `liveboard.protocol.ranks`). `order` is the
+ * number of CONTRACT §3, ascending (never descending) along the ranks; tasks placed by
+ * neighbours may share one.
+ */
 export interface Task {
   id: string;
   projectId: string;
@@ -203,6 +209,7 @@ export interface Task {
   description: string;
   status: string;
   order: number;
+  rank: string;
   assigneeId: string | null;
   createdById: string;
   version: number;
@@ -220,9 +227,13 @@ export interface TaskChanges {
   assigneeId?: AssigneeChange;
 }
 
-/** `task:created`: the new task. */
+/**
+ * `task:created`: the new task, and the task it follows in its column (`afterId`;
+ * `null`: the top). Its `task.rank` places it as well.
+ */
 export interface TaskCreatedData {
   task: Task;
+  afterId: string | null;
 }
 
 /**
@@ -267,14 +278,18 @@ export interface TaskDeletedEvent {
 }
 
 /**
- * `task:moved`: the task's column before and after, and its new `order` in it (the
- * task's `version` grew by one and its `updatedAt` is the event's `ts`).
+ * `task:moved`: the task's column before and after, its new `order` and `rank` in
+ * it, and the task it now follows (`afterId`; `null`: the top). The task's `version`
+ * grew by one and its `updatedAt` is the event's `ts`. A column's rebalance (new ranks,
+ * same order) is a `task:moved` per task, with `fromStatus` = `toStatus`.
  */
 export interface TaskMovedData {
   taskId: string;
   fromStatus: string;
   toStatus: string;
   order: number;
+  rank: string;
+  afterId: string | null;
 }
 
 /**
