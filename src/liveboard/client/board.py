@@ -10,8 +10,8 @@ position, and applies each event to ``tasks``. Guarantees:
 * On ``Resync`` (``recovered: false``, a server ``resync``, a gap), and whenever an event cannot
   be applied (another epoch, a move of an unknown task), the snapshot is fetched again and
   replaces the model; events already reflected in it are skipped. Failing fetches are retried.
-* ``task:moved`` carries no task: the board sets ``status`` and ``order``, bumps ``version`` by
-  one and sets ``updated_at`` from the event's commit time, exactly as the server does.
+* ``task:moved`` carries no task: the board sets ``status``, ``order`` and ``rank``, bumps
+  ``version`` by one and sets ``updated_at`` from the event's commit time, as the server does.
 """
 
 from __future__ import annotations
@@ -105,14 +105,17 @@ class Board:
         return [] if self._sub is None else list(self._sub.presence)
 
     def columns(self) -> dict[str, list[Task]]:
-        """Tasks by status (the project's statuses first, in order), each sorted by ``order``."""
+        """Tasks by status (the project's statuses first, in order), each in display order: by
+        ``order``, then ``rank``. The server never lets ``order`` descend along ranks, so this
+        is its strict rank order (CONTRACT §6.2), and a local change that sets only ``order``
+        still sorts where it goes."""
         columns: dict[str, list[Task]] = {
             status: [] for status in (self.project.statuses if self.project else [])
         }
         for task in self.tasks.values():
             columns.setdefault(task.status, []).append(task)
         for tasks in columns.values():
-            tasks.sort(key=lambda t: (t.order, t.created_at, t.id))
+            tasks.sort(key=lambda t: (t.order, t.rank))
         return columns
 
     def on_change(self, callback: Callable[[Board, SubscriptionItem | None], object]) -> None:
@@ -200,6 +203,7 @@ class Board:
                 current,
                 status=str(data["toStatus"]),
                 order=float(data["order"]),
+                rank=str(data.get("rank", current.rank)),
                 version=current.version + 1,
                 updated_at=iso_from_ms(event.ts),
             )

@@ -210,7 +210,12 @@ class RestHelpers(ABC):
         status: str | None = None,
         assignee_id: str | None = None,
         order: float | None = None,
+        after_id: str | UnsetType | None = UNSET,
+        before_id: str | UnsetType | None = UNSET,
     ) -> Task:
+        """Create a task in ``status`` (default: the project's first), placed by its neighbours:
+        after ``after_id`` (``None``: the top) and/or before ``before_id`` (``None``: the end);
+        neither: the end. ``order`` (CONTRACT §3) instead of neighbours still works."""
         body: dict[str, Any] = {"title": title}
         optional = {
             "description": description,
@@ -219,6 +224,7 @@ class RestHelpers(ABC):
             "order": order,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
+        body.update(_neighbours(after_id, before_id))
         raw = await self._api("POST", f"/api/projects/{project_id}/tasks", body, expect=201)
         return _task.decode(raw)
 
@@ -244,12 +250,18 @@ class RestHelpers(ABC):
         to_status: str,
         *,
         order: float | None = None,
+        after_id: str | UnsetType | None = UNSET,
+        before_id: str | UnsetType | None = UNSET,
         version: int | None = None,
     ) -> Task:
-        """Move to ``to_status`` at ``order`` (omitted: the end of that column)."""
+        """Move to column ``to_status``, after ``after_id`` (``None``: the top) and/or before
+        ``before_id`` (``None``: the end); neither: the end. The server picks the rank, so two
+        moves into one slot at once end in one order for everyone. ``order`` (CONTRACT §3)
+        instead of neighbours still works."""
         body: dict[str, Any] = {"toStatus": to_status}
         if order is not None:
             body["order"] = order
+        body.update(_neighbours(after_id, before_id))
         if version is not None:
             body["version"] = version
         return _task.decode(await self._api("POST", f"/api/tasks/{task_id}/move", body))
@@ -257,3 +269,11 @@ class RestHelpers(ABC):
     async def delete_task(self, task_id: str, *, version: int | None = None) -> None:
         headers = None if version is None else {"If-Match": f'"{version}"'}
         await self._api("DELETE", f"/api/tasks/{task_id}", expect=204, headers=headers)
+
+
+def _neighbours(
+    after_id: str | UnsetType | None, before_id: str | UnsetType | None
+) -> dict[str, str | None]:
+    """The ``afterId``/``beforeId`` of a body: each given one, ``null`` included."""
+    given = {"afterId": after_id, "beforeId": before_id}
+    return {name: value for name, value in given.items() if not isinstance(value, UnsetType)}

@@ -69,6 +69,7 @@
  * @property {string} description
  * @property {string} status
  * @property {number} order
+ * @property {string} rank  the display order in its column (CONTRACT §6.2), compared as strings
  * @property {string|null} assigneeId
  * @property {string} createdById
  * @property {number} version
@@ -858,8 +859,11 @@ export class LiveboardClient extends Emitter {
     return this.request("GET", `/api/projects/${encodeURIComponent(pid)}/tasks`);
   }
   /**
+   * Create a task, placed by its neighbours: `afterId` (null: the top of the column) and/or
+   * `beforeId` (null: the end); neither: the end. The server picks the rank. The numeric `order`
+   * of CONTRACT §3 still works, but not together with afterId/beforeId.
    * @param {string} pid
-   * @param {{title: string, description?: string, status?: string, assigneeId?: string|null, order?: number}} task
+   * @param {{title: string, description?: string, status?: string, assigneeId?: string|null, order?: number, afterId?: string|null, beforeId?: string|null}} task
    * @returns {Promise<Task>}
    */
   createTask(pid, task) {
@@ -874,7 +878,11 @@ export class LiveboardClient extends Emitter {
     return this.request("PATCH", `/api/tasks/${encodeURIComponent(tid)}`, patch);
   }
   /**
-   * @param {string} tid @param {{toStatus: string, order?: number, version?: number}} move
+   * Move a task to `toStatus`, after `afterId` (null: the top) and/or before `beforeId` (null:
+   * the end); neither: the end. Two moves into one slot at once end in one order everywhere.
+   * The numeric `order` of CONTRACT §3 still works, but not together with afterId/beforeId.
+   * @param {string} tid
+   * @param {{toStatus: string, order?: number, afterId?: string|null, beforeId?: string|null, version?: number}} move
    * @returns {Promise<Task>}
    */
   moveTask(tid, move) {
@@ -978,6 +986,7 @@ export class Board extends Emitter {
             ...previous,
             status: data.toStatus,
             order: data.order,
+            rank: data.rank ?? previous.rank,
             version: previous.version + 1,
             updatedAt: new Date(event.ts).toISOString(),
           };
@@ -1012,14 +1021,18 @@ export class Board extends Emitter {
     return [...out.values()];
   }
 
-  /** Columns in the project's order, each with its tasks sorted by `order`. */
+  /**
+   * Columns in the project's order, each in display order: by `order`, then `rank`. Committed
+   * tasks never have `order` descending along ranks, so this is the server's (strict) rank
+   * order; an optimistic change that only sets `order` still shows where it goes.
+   */
   columns() {
     const view = this.view();
     return this.statuses.map((status) => ({
       status,
       tasks: view
         .filter((t) => t.status === status)
-        .sort((a, b) => a.order - b.order || a.createdAt.localeCompare(b.createdAt)),
+        .sort((a, b) => a.order - b.order || (a.rank < b.rank ? -1 : a.rank > b.rank ? 1 : 0)),
     }));
   }
 
