@@ -121,6 +121,14 @@ soak: soak-retries
 soak-retries: $(BIN)/.test
 	LIVEBOARD_RETRY_TASKS=10000 $(BIN)/python -m pytest tests/integration/test_rest_retries.py $(PYTEST_ARGS)
 
+# Placement at the issue's counts: 10,000 insertions at one spot (SQLite and PostgreSQL) and
+# 1,000 pairs of simultaneous drops through two instances; prints the rank sizes (-s).
+.PHONY: soak-placement
+soak: soak-placement
+soak-placement: $(BIN)/.test $(JS)/node_modules/.package-lock.json
+	LIVEBOARD_PLACEMENT_INSERTS=10000 LIVEBOARD_PLACEMENT_PAIRS=1000 $(BIN)/python -m pytest -s \
+		tests/integration/test_placement.py -k "insertions or simultaneous" $(PYTEST_ARGS)
+
 # Presence across every outage of docs/reliability.md (stalls of 5-45 s, partitions from Redis),
 # all at once, ~1.5 min; part of `make fuzz` (`make test` runs a 15 s stall and a 15 s pause).
 PRESENCE_OUTAGES ?= stall:5,stall:15,stall:25,stall:45,pause:15,cut:15

@@ -236,9 +236,7 @@ async def test_simultaneous_drops_into_one_slot_give_one_order_everywhere(
             return str(task["id"])
 
     cards = await asyncio.gather(*(card(n) for n in range(2 * PAIRS)))
-    opened = [
-        await open_board(b.url, u, pid) for b, u in ((first, owner), (second, writers[0]))
-    ]
+    opened = [await open_board(b.url, u, pid) for b, u in ((first, owner), (second, writers[0]))]
     opened.append(await open_board(second.url, writers[1], pid))
     try:
         slot = {"toStatus": "todo", "afterId": anchor["id"]}
