@@ -89,7 +89,12 @@ def replay(events: list[dict[str, Any]], up_to: int) -> dict[str, dict[str, Any]
         elif event["type"] == "task:moved":
             task = tasks[data["taskId"]]
             assert task["status"] == data["fromStatus"], event
-            task.update(status=data["toStatus"], order=data["order"], version=task["version"] + 1)
+            task.update(
+                status=data["toStatus"],
+                order=data["order"],
+                rank=data["rank"],
+                version=task["version"] + 1,
+            )
         elif event["type"] == "task:deleted":
             del tasks[data["taskId"]]
         else:

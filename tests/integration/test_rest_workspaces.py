@@ -489,6 +489,7 @@ async def test_openapi_document_covers_the_contract(board: Board) -> None:
         "description",
         "status",
         "order",
+        "rank",
         "assigneeId",
         "createdById",
         "version",

@@ -73,7 +73,7 @@ async def test_task_events_payloads(board: Board) -> None:
         user=member,
         window=(before, now_ms()),
     )
-    assert event["data"] == {"task": created}
+    assert event["data"] == {"task": created, "afterId": None}
 
     # task:updated {task, changes}
     before = now_ms()
@@ -130,6 +130,8 @@ async def test_task_events_payloads(board: Board) -> None:
         "fromStatus": "todo",
         "toStatus": "in_progress",
         "order": 2.5,
+        "rank": moved["rank"],
+        "afterId": None,
     }
     assert moved["status"] == "in_progress"
 
@@ -143,6 +145,8 @@ async def test_task_events_payloads(board: Board) -> None:
         "fromStatus": "in_progress",
         "toStatus": "done",
         "order": moved2["order"],
+        "rank": moved2["rank"],
+        "afterId": None,
     }
 
     # task:deleted {taskId}

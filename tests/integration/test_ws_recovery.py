@@ -27,7 +27,7 @@ def since(snapshot: dict[str, Any]) -> dict[str, Any]:
     return {"offset": snapshot["offset"], "epoch": snapshot["epoch"]}
 
 
-FIELDS = ("id", "title", "description", "status", "order", "assigneeId")
+FIELDS = ("id", "title", "description", "status", "order", "rank", "assigneeId")
 
 
 def board_state(tasks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -41,7 +41,9 @@ def apply(state: dict[str, dict[str, Any]], event: dict[str, Any]) -> None:
         task = data["task"]
         state[task["id"]] = {f: task[f] for f in FIELDS}
     elif event["type"] == "task:moved":
-        state[data["taskId"]].update(status=data["toStatus"], order=data["order"])
+        state[data["taskId"]].update(
+            status=data["toStatus"], order=data["order"], rank=data["rank"]
+        )
     elif event["type"] == "task:deleted":
         del state[data["taskId"]]
     else:

@@ -40,7 +40,14 @@ on("member:added", (e) => {
 on("member:removed", (e) => void e.data.userId);
 
 // The data map alone.
-const moved: EventDataMap["task:moved"] = { taskId: "t1", fromStatus: "todo", toStatus: "done", order: 2 };
+const moved: EventDataMap["task:moved"] = {
+  taskId: "t1",
+  fromStatus: "todo",
+  toStatus: "done",
+  order: 2,
+  rank: "a1",
+  afterId: null,
+};
 void moved;
 
 // Every server message, narrowed by its `type`; the `never` proves the switch is exhaustive.
