@@ -16,6 +16,7 @@ insertions, 1,000 pairs) through ``LIVEBOARD_PLACEMENT_INSERTS`` / ``LIVEBOARD_P
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -55,9 +56,9 @@ async def column(board: Board, user: str, pid: str, status: str) -> list[Json]:
 def assert_strict(tasks: list[Json]) -> None:
     """Listed in strictly ascending rank (byte order), ``order`` never descending."""
     ranks = [t["rank"].encode() for t in tasks]
-    assert all(a < b for a, b in zip(ranks, ranks[1:], strict=False)), ranks
+    assert all(a < b for a, b in itertools.pairwise(ranks)), ranks
     orders = [t["order"] for t in tasks]
-    assert all(a <= b for a, b in zip(orders, orders[1:], strict=False)), orders
+    assert all(a <= b for a, b in itertools.pairwise(orders)), orders
 
 
 async def move(board: Board, user: str, tid: str, body: Json, expect: int = 200) -> Any:
@@ -94,7 +95,7 @@ async def test_neighbours_place_cards_and_the_list_is_in_display_order(
         # Moves: into another column (its top, after a card), within one, to the end.
         await move(board, user, b["id"], {"toStatus": "done"})
         moved = await move(board, user, mid["id"], {"toStatus": "done", "afterId": None})
-        assert moved["status"] == "done" and moved["version"] == 2
+        assert (moved["status"], moved["version"]) == ("done", 2)
         await move(board, user, top["id"], {"toStatus": "done", "afterId": mid["id"]})
         await move(board, user, end["id"], {"toStatus": "todo", "beforeId": a["id"]})
         assert ids(await column(board, user, pid, "done")) == ids([mid, top, b])
@@ -204,7 +205,7 @@ async def test_insertions_between_the_same_two_cards_keep_a_strict_short_order(
         assert ids(listed) == [first["id"], *reversed(ids(placed)), last["id"]]
         assert_strict(listed)
         sizes = sorted(len(t["rank"]) for t in listed)
-        assert longest <= MAX_RANK_LENGTH and sizes[-1] <= MAX_RANK_LENGTH
+        assert max(longest, sizes[-1]) <= MAX_RANK_LENGTH
         rebalanced = snapshot.offset - (INSERTS + 2)  # a task:moved per re-ranked task
         print(
             f"{INSERTS} insertions at one spot ({database_url.split(':')[0]}): "
