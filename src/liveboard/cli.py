@@ -15,7 +15,7 @@ from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from liveboard import __version__
-from liveboard.config import DEV_JWT_SECRET, Settings, load_settings
+from liveboard.config import DEV_JWT_SECRET, Settings, load_settings, requested_log_format
 from liveboard.errors import ConfigError, StartupError
 from liveboard.logs import configure_logging
 
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "no JWT key configured: set LIVEBOARD_JWT_SECRET (or LIVEBOARD_JWT_PUBLIC_KEY"
                     " / LIVEBOARD_JWT_JWKS_URL), or run with --dev"
                 )
-            configure_logging(settings.log_format)
+            configure_logging(settings.log_format, settings.log_level)
             return _run(serve(settings))
         if args.command == "token":
             settings = load_settings()
@@ -102,11 +102,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return _run(tail.run(args))
         settings = load_settings()
-        configure_logging(settings.log_format)
+        configure_logging(settings.log_format, settings.log_level)
         return _run(run_migrations(settings))
     except ConfigError as exc:
-        print(f"liveboard: {exc.message}", file=sys.stderr)
+        _report_config_error(exc, requested_log_format(getattr(args, "log_format", None)))
         return 2
+
+
+def _report_config_error(exc: ConfigError, fmt: str) -> None:
+    """One line on stderr: ``liveboard: …`` in the text format (as a usage error), one JSON
+    record when JSON logs were asked for (a log collector parses every line)."""
+    if fmt == "json":
+        configure_logging("json")
+        log.error("%s", exc.message)
+    else:
+        print(f"liveboard: {exc.message}", file=sys.stderr)
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:

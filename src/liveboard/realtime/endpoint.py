@@ -185,7 +185,7 @@ async def _serve_upgraded(
         log.exception("connection %s failed", session.connection_id)
     finally:
         connection.finish()
-        _access(path, remote, 101, started)
+        _access(path, remote, 101, started, session)
 
 
 def _refuse(
@@ -201,8 +201,14 @@ def _refuse(
     _access(path, remote, refusal.status, started)
 
 
-def _access(path: str, remote: str | None, status: int, started: float) -> None:
-    """The access log line aiohttp writes for the requests it serves (``logs.log_access``)."""
+def _access(
+    path: str, remote: str | None, status: int, started: float, session: Session | None = None
+) -> None:
+    """The access log line aiohttp writes for the requests it serves (``logs.log_access``),
+    with the connection's ids when it was admitted."""
     if logs.access_log.isEnabledFor(logging.INFO):
         seconds = asyncio.get_running_loop().time() - started
-        logs.log_access(logs.access_log, "GET", path, status, seconds, remote)
+        ids = {}
+        if session is not None:
+            ids = {"connection_id": session.connection_id, "user_id": session.user_id}
+        logs.log_access(logs.access_log, "GET", path, status, seconds, remote, **ids)
