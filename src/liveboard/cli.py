@@ -151,8 +151,8 @@ async def serve(settings: Settings) -> int:
     from liveboard.fdlimit import raise_open_files_limit, watch_open_files
     from liveboard.logs import AccessLogger
 
+    app = build_app(settings)  # first: a ConfigError (tracing without its package) is the only line
     raise_open_files_limit()
-    app = build_app(settings)
     runner = web.AppRunner(
         app,
         handle_signals=False,
