@@ -286,17 +286,21 @@ async def test_rest_lines_carry_the_request_id_and_the_client_behind_a_trusted_p
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", str(record["ts"])), record
 
 
-async def test_websocket_lines_carry_the_connection_and_user(
+async def test_websocket_lines_carry_the_connection_user_and_forwarded_client(
     server_factory: Callable[..., LiveboardProcess],
 ) -> None:
-    server = server_factory(env={"LIVEBOARD_LOG_FORMAT": "json"})
-    client = await WsClient.connect(server.ws_url, make_token("bob"))
+    server = server_factory(
+        env={"LIVEBOARD_LOG_FORMAT": "json", "LIVEBOARD_TRUSTED_PROXIES": "127.0.0.1"}
+    )
+    forwarded = {"X-Forwarded-For": "198.51.100.9"}
+    client = await WsClient.connect(server.ws_url, make_token("bob"), headers=forwarded)
     connection_id = client.connection_id
     await client.close()
     await asyncio.sleep(0.3)  # the server writes the line when the connection has ended
     assert server.terminate() == 0
     [line] = [r for r in _access_records(server) if r["path"] == "/ws/connect"]
     assert (line["status"], line["connection_id"], line["user_id"]) == (101, connection_id, "bob")
+    assert line["remote"] == "198.51.100.9"
     assert "request_id" not in line
 
 

@@ -17,6 +17,7 @@ with one line.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import textwrap
@@ -235,14 +236,22 @@ def _without_opentelemetry(
     )
 
 
-def test_tracing_asked_for_without_opentelemetry_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = _without_opentelemetry(
-        tmp_path, ["serve", "--port", "0"], {"OTEL_TRACES_EXPORTER": "otlp"}, 60
-    )
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_tracing_asked_for_without_opentelemetry_is_one_line_and_exit_2(
+    tmp_path: Path, fmt: str
+) -> None:
+    env = {"OTEL_TRACES_EXPORTER": "otlp", "LIVEBOARD_LOG_FORMAT": fmt}
+    result = _without_opentelemetry(tmp_path, ["serve", "--port", "0"], env, 60)
     assert result.returncode == 2, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "pip install 'liveboard[otel]'" in lines[0]
+    [line] = result.stderr.splitlines()
+    if fmt == "json":
+        record = json.loads(line)
+        assert (record["level"], record["logger"]) == ("error", "liveboard")
+        line = record["message"]
+    else:
+        assert line.startswith("liveboard: OTEL_* variables turn tracing on")
+    assert "OpenTelemetry is not installed" in line
+    assert "pip install 'liveboard[otel]'" in line
 
 
 def test_liveboard_runs_without_opentelemetry(tmp_path: Path) -> None:

@@ -18,11 +18,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from liveboard import logs, rest
+from liveboard import log_context, logs, rest
 from liveboard.auth import TokenVerifier
 from liveboard.background import TaskSet
 from liveboard.config import Settings
 from liveboard.connection_ids import new_connection_id
+from liveboard.forwarded import client_address
 from liveboard.protocol import CloseCode
 from liveboard.realtime.admission import RESTARTING_MESSAGE, Refusal, admit
 from liveboard.realtime.message_loop import serve
@@ -63,6 +64,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         refused = rest.error_response(400, "bad_request", upgrade.message)
         refused.headers.extend(upgrade.headers)
         return refused
+    client = _client(upgrade, request.remote, settings)
+    if client is not None:  # for the access line aiohttp writes
+        request[log_context.CLIENT_KEY] = client
     principal = await admit(
         node,
         settings,
@@ -134,7 +138,7 @@ class UpgradeAcceptor:
         app = self._app
         node, settings, verifier = app[NODE_KEY], app[WS_SETTINGS_KEY], app[WS_VERIFIER_KEY]
         started = asyncio.get_running_loop().time()
-        remote = peer_host(transport)
+        remote = _client(upgrade, peer_host(transport), settings)
         principal = await admit(
             node,
             settings,
@@ -186,6 +190,16 @@ async def _serve_upgraded(
     finally:
         connection.finish()
         _access(path, remote, 101, started, session)
+
+
+def _client(upgrade: handshake.Upgrade, peer: str | None, settings: Settings) -> str | None:
+    """The client's address: the peer's, or behind a trusted proxy the one it forwards."""
+    return client_address(
+        peer,
+        settings.trusted_proxies,
+        forwarded=upgrade.forwarded,
+        x_forwarded=upgrade.x_forwarded_for,
+    )
 
 
 def _refuse(

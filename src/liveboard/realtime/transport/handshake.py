@@ -70,6 +70,10 @@ class Upgrade(NamedTuple):
     origin: str | None
     authorization: str | None
     key: str
+    #: ``Forwarded`` and ``X-Forwarded-For`` values (each repeated header), for the log's
+    #: client address behind trusted proxies.
+    forwarded: tuple[str, ...] = ()
+    x_forwarded_for: tuple[str, ...] = ()
 
 
 def may_be_upgrade(start: bytes) -> bool:
@@ -164,7 +168,16 @@ def check_upgrade(
     host = single.get("host")
     if not host:
         return BadUpgrade("a Host header is required")
-    return Upgrade(path, raw_query, host, single.get("origin"), single.get("authorization"), key)
+    return Upgrade(
+        path,
+        raw_query,
+        host,
+        single.get("origin"),
+        single.get("authorization"),
+        key,
+        tuple(fields.get("forwarded", ())),
+        tuple(fields.get("x-forwarded-for", ())),
+    )
 
 
 def accept_value(key: str) -> str:
