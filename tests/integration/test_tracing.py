@@ -21,9 +21,11 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -37,8 +39,9 @@ from tests.support.app import AppClientFactory, make_settings
 from tests.support.contract import project_room
 from tests.support.redis_server import RedisServer
 from tests.support.rest import Board
+from tests.support.servers import LiveboardProcess
 from tests.support.timing import timeout
-from tests.support.tokens import make_token
+from tests.support.tokens import auth, make_token
 from tests.support.wsclient import WsClient
 
 pytestmark = [pytest.mark.timeout(90)]
@@ -293,3 +296,48 @@ def test_liveboard_runs_without_opentelemetry(tmp_path: Path) -> None:
     )
     assert served.returncode == 0, served.stderr
     assert served.stdout.split() == ["200", "True", "False"]
+
+
+async def test_a_server_process_traces_as_its_otel_variables_say(
+    server_factory: Callable[..., LiveboardProcess],
+) -> None:
+    """The standard variables alone: ``console`` writes one JSON span per line on stdout (the
+    log file here); the stop exports what is left."""
+    server = server_factory(
+        env={
+            "OTEL_TRACES_EXPORTER": "console",
+            "OTEL_SERVICE_NAME": "board-under-test",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=test",
+            "LIVEBOARD_LOG_FORMAT": "json",
+        }
+    )
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{server.url}/api/workspaces",
+            json={"name": "Traced"},
+            headers={
+                **auth("alice"),
+                "traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01",
+            },
+        ) as answer,
+    ):
+        assert answer.status == 201
+    assert server.terminate() == 0
+    records = [json.loads(line) for line in server.log_path.read_text().splitlines()]
+    spans = [r for r in records if "context" in r and "resource" in r]
+    [post] = [s for s in spans if s["name"] == "POST /api/workspaces"]
+    assert post["context"]["trace_id"] == f"0x{CALLER_TRACE}"
+    assert post["parent_id"] == f"0x{CALLER_SPAN}"
+    assert post["attributes"]["http.response.status_code"] == 201
+    resource = post["resource"]["attributes"]
+    assert resource["service.name"] == "board-under-test"
+    assert resource["deployment.environment.name"] == "test"
+    instance = next(r for r in records if "listening on" in r.get("message", ""))["instance"]
+    assert resource["service.instance.id"] == instance
+    [transaction] = [
+        s
+        for s in spans
+        if s["name"] == "liveboard.transaction" and s["parent_id"] == post["context"]["span_id"]
+    ]
+    assert transaction["attributes"] == {"db.system.name": "sqlite"}
