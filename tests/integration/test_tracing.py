@@ -82,7 +82,7 @@ async def _wait_for(condition: Any, what: str) -> None:
 
 @pytest.mark.postgres
 async def test_a_patch_is_traced_from_the_request_to_each_instance(
-    postgres_server_url: str,
+    module_postgres_url: str,
     redis_server: RedisServer,
     app_client_factory: AppClientFactory,
 ) -> None:
@@ -90,12 +90,12 @@ async def test_a_patch_is_traced_from_the_request_to_each_instance(
     tracing_b, spans_b = _tracing("instance-b")
     settings = {"redis_url": redis_server.url}
     client_a = await app_client_factory(
-        make_settings(postgres_server_url, instance_id="instance-a", **settings),
+        make_settings(module_postgres_url, instance_id="instance-a", **settings),
         publisher=RecordingPublisher(),
         tracing=tracing_a,
     )
     client_b = await app_client_factory(
-        make_settings(postgres_server_url, instance_id="instance-b", **settings),
+        make_settings(module_postgres_url, instance_id="instance-b", **settings),
         tracing=tracing_b,
     )
     board = Board(client_a, RecordingPublisher())
