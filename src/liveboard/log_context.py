@@ -4,7 +4,9 @@
   printable ASCII characters, no space), else a new random one (32 hex digits). The answer
   echoes it in ``X-Request-Id``, and every line written while the request is handled carries
   it (``request_id``), its access line included, with the authenticated user (``user_id``) and
-  the client's address behind trusted proxies (``remote``, see ``forwarded.py``).
+  the client's address behind trusted proxies (``remote``, see ``forwarded.py``). With tracing
+  on, they carry the request's trace too (``trace_id``, 32 hex digits, as tracing backends
+  show it).
 * A WebSocket connection's lines carry ``connection_id`` and ``user_id``: ``bind_connection``
   sets them for the task that serves it (and the timers it starts); lines written for it from
   elsewhere (the hub closing a slow consumer) pass them as ``extra``.
@@ -36,16 +38,20 @@ _SANE_REQUEST_ID = re.compile(r"[!-~]{1,128}")
 request_id: ContextVar[str | None] = ContextVar("liveboard_request_id", default=None)
 connection_id: ContextVar[str | None] = ContextVar("liveboard_connection_id", default=None)
 user_id: ContextVar[str | None] = ContextVar("liveboard_user_id", default=None)
+#: With tracing on, the trace of the request being handled (set by ``tracing.py``).
+trace_id: ContextVar[str | None] = ContextVar("liveboard_trace_id", default=None)
 
 #: What the access log reads back from a request (it runs after the middleware has returned).
 REQUEST_ID_KEY: Final = web.RequestKey("request_id", str)
 USER_ID_KEY: Final = web.RequestKey("user_id", str)
 CLIENT_KEY: Final = web.RequestKey("client_address", str)
+TRACE_ID_KEY: Final = web.RequestKey("trace_id", str)
 
 _FIELDS: Final = (
     ("request_id", request_id),
     ("connection_id", connection_id),
     ("user_id", user_id),
+    ("trace_id", trace_id),
 )
 
 

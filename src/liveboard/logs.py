@@ -94,7 +94,7 @@ class TextFormatter(logging.Formatter):
         return redact(text)
 
 
-_CONTEXT_FIELDS = ("request_id", "connection_id", "user_id")
+_CONTEXT_FIELDS = ("request_id", "connection_id", "user_id", "trace_id")
 
 
 def _context_suffix(record: logging.LogRecord) -> str:
@@ -242,4 +242,5 @@ class AccessLogger(AbstractAccessLogger):
             request.get(log_context.CLIENT_KEY, request.remote),
             request_id=request.get(log_context.REQUEST_ID_KEY),
             user_id=request.get(log_context.USER_ID_KEY),
+            trace_id=request.get(log_context.TRACE_ID_KEY),
         )

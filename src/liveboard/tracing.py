@@ -136,6 +136,9 @@ class Tracing:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
+            trace = format(span.get_span_context().trace_id, "032x")
+            request[log_context.TRACE_ID_KEY] = trace
+            logged = log_context.trace_id.set(trace)  # every line of the request names it
             try:
                 response = await handler(request)
             except web.HTTPException as exc:  # an answer aiohttp writes (a redirect, an error)
@@ -145,6 +148,8 @@ class Tracing:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 raise
+            finally:
+                log_context.trace_id.reset(logged)
             _set_status(span, response.status)
             return response
 

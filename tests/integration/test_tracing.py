@@ -330,6 +330,9 @@ async def test_a_server_process_traces_as_its_otel_variables_say(
     assert post["context"]["trace_id"] == f"0x{CALLER_TRACE}"
     assert post["parent_id"] == f"0x{CALLER_SPAN}"
     assert post["attributes"]["http.response.status_code"] == 201
+    # The request's log lines name its trace.
+    [access] = [r for r in records if r.get("path") == "/api/workspaces"]
+    assert (access["trace_id"], access["user_id"]) == (CALLER_TRACE, "alice")
     resource = post["resource"]["attributes"]
     assert resource["service.name"] == "board-under-test"
     assert resource["deployment.environment.name"] == "test"
