@@ -14,25 +14,10 @@ from typing import Any
 
 from liveboard.errors import ConfigError
 from liveboard.forwarded import Network, parse_trusted_proxies
+from liveboard.tracing_settings import TracingSettings, tracing_settings
 
 DEV_JWT_SECRET = "liveboard-development-secret-do-not-use-in-production"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-#: The span exporters liveboard can start (``OTEL_TRACES_EXPORTER``); ``none`` turns tracing off.
-TRACE_EXPORTERS = ("otlp", "console")
-
-
-@dataclass(frozen=True, slots=True)
-class TracingSettings:
-    """OpenTelemetry tracing, when the ``OTEL_*`` variables ask for it (see ``_tracing``).
-
-    Only the switch, the exporters and the service name are read here. The exporter's own
-    details (endpoint, headers, TLS, timeouts), the sampler, the batch processor's limits and
-    extra resource attributes are read by the OpenTelemetry SDK itself from the same standard
-    variables, as in every program it instruments (docs/operations.md lists them).
-    """
-
-    exporters: tuple[str, ...] = ("otlp",)
-    service_name: str = "liveboard"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,41 +162,6 @@ def _trusted_proxies(env: Mapping[str, str]) -> tuple[Network, ...]:
         raise ConfigError(f"LIVEBOARD_TRUSTED_PROXIES: {exc}") from None
 
 
-def _tracing(env: Mapping[str, str]) -> TracingSettings | None:
-    """Tracing is on when ``OTEL_TRACES_EXPORTER`` names an exporter, or (unset) when an OTLP
-    endpoint is set; ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none`` turn it off.
-
-    Off by default, unlike the specification's ``otlp``: a server that was not asked to trace
-    should not send spans to ``localhost:4318`` and log export failures.
-    """
-    if (env.get("OTEL_SDK_DISABLED") or "").strip().lower() == "true":
-        return None
-    raw = (env.get("OTEL_TRACES_EXPORTER") or "").strip().lower()
-    if not raw:
-        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
-            "OTEL_EXPORTER_OTLP_ENDPOINT"
-        )
-        raw = "otlp" if endpoint else "none"
-    names = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
-    if names == ("none",):
-        return None
-    unknown = [name for name in names if name not in TRACE_EXPORTERS]
-    if unknown:
-        raise ConfigError(
-            f"OTEL_TRACES_EXPORTER: liveboard can export to {', '.join(TRACE_EXPORTERS)} "
-            f"(or none), got {raw!r}"
-        )
-    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
-        "OTEL_EXPORTER_OTLP_PROTOCOL"
-    )
-    if "otlp" in names and protocol and protocol != "http/protobuf":
-        raise ConfigError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL: liveboard exports OTLP over http/protobuf, got "
-            f"{protocol!r}"
-        )
-    return TracingSettings(names, (env.get("OTEL_SERVICE_NAME") or "").strip() or "liveboard")
-
-
 def requested_log_format(flag: str | None, environ: Mapping[str, str] | None = None) -> str:
     """The log format asked for (``--log-format``, else ``LIVEBOARD_LOG_FORMAT``), for
     reporting a configuration error: never raises, and anything but ``json`` is ``text``."""
@@ -258,7 +208,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "log_format": env.get("LIVEBOARD_LOG_FORMAT") or "text",
         "log_level": _log_level(env),
         "trusted_proxies": _trusted_proxies(env),
-        "tracing": _tracing(env),
+        "tracing": tracing_settings(env),
     }
     if values["log_format"] not in ("text", "json"):
         raise ConfigError(

@@ -1,5 +1,5 @@
 """OpenTelemetry tracing: optional (``pip install 'liveboard[otel]'``), off unless the standard
-``OTEL_*`` variables turn it on (``config._tracing``).
+``OTEL_*`` variables turn it on (``tracing_settings.py``).
 
 Only ``app.py`` imports this module, and only when tracing is on: without OpenTelemetry
 installed liveboard imports and runs, and with tracing off the hot path pays one ``is None``
@@ -45,12 +45,13 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard import __version__, log_context
-from liveboard.config import Settings, TracingSettings
+from liveboard.config import Settings
 from liveboard.events import EventPublisher
 from liveboard.protocol import BrokerEvent
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.node import Node
 from liveboard.store.database import Database
+from liveboard.tracing_settings import TracingSettings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
