@@ -2,24 +2,27 @@
 ``OTEL_*`` variables turn it on (``tracing_settings.py``).
 
 Only ``app.py`` imports this module, and only when tracing is on: without OpenTelemetry
-installed liveboard imports and runs, and with tracing off the hot path pays one ``is None``
-check per broker read, never a no-op tracer call. The spans:
+installed liveboard imports and runs. The spans come from wrappers ``app.py`` chooses once, at
+start (a ``Database`` whose ``write`` is traced, a publisher, a ``Node`` whose ``on_events`` is):
+with tracing off the untraced classes run, and the hot path checks nothing at all. The spans:
 
 * ``{METHOD} {route}`` (server): each REST request, a child of the caller's W3C
   ``traceparent`` when it sends one; ``http.route`` (``/api/tasks/{tid}``), the status, the
-  request id of the log lines (``liveboard.request_id``), the client address.
-* ``liveboard.transaction``: a write transaction, from ``BEGIN`` to its commit or rollback.
-* ``liveboard.publish`` (producer): handing its committed events to the broker, after waiting
-  for the room's earlier transactions (``tasks/publish_order.py``); the first event's
+  request id of the log lines (``liveboard.request_id``), the client address. Its lines carry
+  its trace id (``log_context.trace_id``).
+* ``liveboard.transaction``: a write transaction, from ``BEGIN`` (on SQLite, from the wait for
+  the write lock) to its commit or rollback.
+* ``liveboard.publish`` (producer): handing one transaction's committed events to the broker
+  (once its turn in the room's line came, ``tasks/publish_order.py``); the first event's
   ``liveboard.room``, ``liveboard.offset`` and ``liveboard.epoch``, and ``liveboard.event_count``.
-* ``liveboard.deliver`` (consumer): one per event per instance, when the broker hands the event
-  to this instance's hub (before the room's ordering and the fan-out to its sockets, which
-  costs the same for any number of sockets and has no span of its own). It starts a trace of
-  its own and carries ``liveboard.room``, ``liveboard.offset``, ``liveboard.epoch``,
-  ``liveboard.event_type``; the resource's ``service.instance.id`` names the instance. On the
-  instance that published it, it links to the publish span. Elsewhere, the room and offset are
-  the join: the broker carries no trace context between instances. Events read back from the
-  log (a gap filled, a catch-up, the audit) are not traced.
+* ``liveboard.deliver`` (consumer): one per event per instance, around the hub's handling of
+  the broker read that brought it (its room's ordering, and the fan-out of what that released:
+  the same bytes to every socket, no span per socket). It starts a trace of its own and carries
+  ``liveboard.room``, ``liveboard.offset``, ``liveboard.epoch``, ``liveboard.event_type``; the
+  resource's ``service.instance.id`` names the instance. On the instance that published it, it
+  links to the publish span. Elsewhere, the room and offset are the join: the broker carries no
+  trace context between instances. Events read back from the log (a gap filled, a catch-up,
+  the audit) are not traced.
 
 The exporter's details (endpoint, headers, TLS, timeouts), the sampler (``OTEL_TRACES_SAMPLER``)
 and the batch limits (``OTEL_BSP_*``) are read by the SDK from the standard variables.
