@@ -224,7 +224,7 @@ def _components(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def components(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
-        db = Database(settings.database_url) if tracing is None else tracing.database(settings)
+        db = (Database if tracing is None else tracing.database)(settings.database_url)
         node: Node | None = None
         pruning: asyncio.Task[None] | None = None
         try:

@@ -35,7 +35,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -48,10 +48,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard import __version__, log_context
-from liveboard.config import Settings
 from liveboard.events import EventPublisher
 from liveboard.protocol import BrokerEvent
-from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.node import Node
 from liveboard.store.database import Database
 from liveboard.tracing_settings import TracingSettings
@@ -159,17 +157,19 @@ class Tracing:
 
     # The write path and each instance
 
-    def database(self, settings: Settings) -> Database:
-        """``settings``' database, whose write transactions are traced."""
-        return _TracedDatabase(self, settings.database_url)
+    def database(self, *args: Any, **kwargs: Any) -> Database:
+        """``Database(*args, **kwargs)``, whose write transactions are traced."""
+        db = _TracedDatabase(*args, **kwargs)
+        db.tracing = self
+        return db
 
     def publisher(self, publisher: EventPublisher) -> EventPublisher:
         """``publisher``, with a span around each hand-over of committed events."""
         return _TracedPublisher(self, publisher)
 
-    def node(self, settings: Settings, db: Database, metrics: Metrics) -> Node:
-        """The instance's node, with a delivery span per event the broker hands it."""
-        node = _TracedNode(settings, db, metrics)
+    def node(self, *args: Any, **kwargs: Any) -> Node:
+        """``Node(*args, **kwargs)``, with a delivery span per event the broker hands it."""
+        node = _TracedNode(*args, **kwargs)
         node.tracing = self
         return node
 
@@ -249,13 +249,13 @@ def _settle(future: asyncio.Future[None]) -> None:
 
 
 class _TracedDatabase(Database):
-    def __init__(self, tracing: Tracing, database_url: str) -> None:
-        super().__init__(database_url)
-        self._tracing = tracing
+    """A ``Database`` whose write transactions are spans (``Tracing.database``)."""
+
+    tracing: Tracing
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        with self._tracing.transaction("sqlite" if self.is_sqlite else "postgresql"):
+        with self.tracing.transaction("sqlite" if self.is_sqlite else "postgresql"):
             async with super().write() as conn:
                 yield conn
 
