@@ -8,6 +8,11 @@
   gzip or deflate body that does not decompress and a body abandoned half-way are each at most
   one INFO line (the access log's 400), with no ``ERROR``, no traceback and no 500.
 
+* Lines that join up (issue 21, item 3): every line of a REST request carries its request id
+  (a sane ``X-Request-Id``, echoed), the access line its user and the client's address, read
+  from ``Forwarded`` / ``X-Forwarded-For`` only when the peer is a trusted proxy; a WebSocket's
+  line carries its connection and user; ``ts`` is ISO 8601 UTC; ``LIVEBOARD_LOG_LEVEL``.
+
 Each test starts a real ``liveboard serve`` process, talks to it over raw sockets and reads the
 log file it wrote after stopping it.
 """
@@ -15,6 +20,7 @@ log file it wrote after stopping it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import socket
@@ -24,7 +30,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.support.servers import LiveboardProcess
+from tests.support.servers import LiveboardProcess, free_port
 from tests.support.timing import timeout
 from tests.support.tokens import make_token
 from tests.support.wsclient import WsClient
@@ -318,3 +324,36 @@ async def test_the_log_level_decides_whether_access_lines_are_written(
     if lines:
         assert lines[0].endswith(" request_id=text-1"), lines
     assert ("listening on" in log) == (level == "INFO")
+
+
+def _unverifiable_rs256_token() -> str:
+    def part(value: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    header = part({"alg": "RS256", "kid": "k1", "typ": "JWT"})
+    return f"{header}.{part({'sub': 'carol', 'exp': 9_999_999_999})}.c2ln"
+
+
+async def test_a_line_written_while_a_request_is_handled_carries_its_id(
+    server_factory: Callable[..., LiveboardProcess],
+) -> None:
+    """Not only the access line: the JWKS fetch a request starts (nobody answers) warns with
+    the request's id."""
+    server = server_factory(
+        env={
+            "LIVEBOARD_LOG_FORMAT": "json",
+            "LIVEBOARD_JWT_SECRET": "",
+            "LIVEBOARD_JWT_JWKS_URL": f"http://127.0.0.1:{free_port()}/jwks",
+        }
+    )
+    headers = {"X-Request-Id": "jwks-1", "Authorization": f"Bearer {_unverifiable_rs256_token()}"}
+    status_line, _ = await _request(server.port, "/api/workspaces", headers)
+    assert status_line.startswith("HTTP/1.1 401")
+    assert server.terminate() == 0
+    records = [json.loads(line) for line in _lines_after_start(server)]
+    [warning] = [r for r in records if r["logger"] == "liveboard.auth"]
+    assert warning["level"] == "warning"
+    assert "could not fetch the JWKS signing keys" in str(warning["message"])
+    assert warning["request_id"] == "jwks-1"
+    [access] = _access_records(server)
+    assert (access["request_id"], access["status"]) == ("jwks-1", 401)
