@@ -19,7 +19,6 @@ from liveboard import dev, errors, log_context, rest
 from liveboard.asyncapi import document_json as asyncapi_json
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
-from liveboard.errors import ConfigError
 from liveboard.events import EventPublisher
 from liveboard.fdlimit import open_files, open_files_limit
 from liveboard.openapi import build_document
@@ -44,6 +43,7 @@ from liveboard.store.migrations import prepare_database
 from liveboard.tasks import api
 from liveboard.tasks.idempotency import GATE_KEY, IdempotencyGate
 from liveboard.tasks.service import TaskService
+from liveboard.tracing_settings import require_opentelemetry
 
 if TYPE_CHECKING:
     from liveboard.tracing import Tracing
@@ -181,8 +181,11 @@ class Listener:
         await self._acceptor.wait_closed(grace)
 
 
-async def listen(runner: web.AppRunner, host: str, port: int, backlog: int = 1024) -> Listener:
-    """Accept connections for ``runner``'s application (set up) on ``host``:``port``."""
+async def listen(
+    runner: web.AppRunner, host: str, port: int, backlog: int = 1024, *, reuse_port: bool = False
+) -> Listener:
+    """Accept connections for ``runner``'s application (set up) on ``host``:``port``; with
+    ``reuse_port``, beside the other workers of a supervisor (``liveboard.workers``)."""
     http = runner.server
     assert http is not None, "runner.setup() first"
     guard = runner.app[GUARD_KEY]
@@ -200,6 +203,7 @@ async def listen(runner: web.AppRunner, host: str, port: int, backlog: int = 102
         port,
         backlog=backlog,
         reuse_address=True,
+        reuse_port=reuse_port or None,
     )
     for sock in server.sockets:  # once here rather than per connection: accepted sockets inherit
         tune_socket(sock)
@@ -209,13 +213,9 @@ async def listen(runner: web.AppRunner, host: str, port: int, backlog: int = 102
 def _start_tracing(settings: Settings) -> Tracing | None:
     if settings.tracing is None:
         return None
-    try:
-        from liveboard.tracing import start_tracing
-    except ImportError as exc:
-        raise ConfigError(
-            f"OTEL_* variables turn tracing on, but OpenTelemetry is not installed ({exc.name}):"
-            " pip install 'liveboard[otel]', or unset them"
-        ) from None
+    require_opentelemetry()
+    from liveboard.tracing import start_tracing
+
     return start_tracing(settings.tracing, settings.instance_id)
 
 

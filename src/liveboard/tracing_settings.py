@@ -6,6 +6,7 @@ that reads it); ``tracing.py`` starts what this decided.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -62,3 +63,24 @@ def tracing_settings(env: Mapping[str, str]) -> TracingSettings | None:
             f"{protocol!r}"
         )
     return TracingSettings(names, (env.get("OTEL_SERVICE_NAME") or "").strip() or "liveboard")
+
+
+#: What tracing needs installed (the ``otel`` extra).
+REQUIRED_PACKAGES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
+
+
+def require_opentelemetry() -> None:
+    """Raise ``ConfigError`` (one line: what to install) when tracing's packages are missing.
+
+    Checked before anything starts: by ``serve`` (the supervisor of ``--workers`` too, so that
+    workers do not die one after the other) and by ``app.build_app``."""
+    for name in REQUIRED_PACKAGES:
+        try:
+            missing = importlib.util.find_spec(name) is None
+        except ModuleNotFoundError:  # a parent package is missing
+            missing = True
+        if missing:
+            raise ConfigError(
+                f"OTEL_* variables turn tracing on, but OpenTelemetry is not installed ({name}):"
+                " pip install 'liveboard[otel]', or unset them"
+            )
