@@ -18,12 +18,14 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from liveboard import logs, rest
+from liveboard import log_context, logs, rest
 from liveboard.auth import TokenVerifier
 from liveboard.background import TaskSet
 from liveboard.config import Settings
 from liveboard.connection_ids import new_connection_id
+from liveboard.forwarded import client_address
 from liveboard.protocol import CloseCode
+from liveboard.protocol.subprotocols import SUBPROTOCOL, selected_subprotocol
 from liveboard.realtime.admission import RESTARTING_MESSAGE, Refusal, admit
 from liveboard.realtime.message_loop import serve
 from liveboard.realtime.node import Node
@@ -63,6 +65,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         refused = rest.error_response(400, "bad_request", upgrade.message)
         refused.headers.extend(upgrade.headers)
         return refused
+    client = _client(upgrade, request.remote, settings)
+    if client is not None:  # for the access line aiohttp writes
+        request[log_context.CLIENT_KEY] = client
     principal = await admit(
         node,
         settings,
@@ -71,6 +76,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         host=upgrade.host,
         authorization=upgrade.authorization,
         raw_query=upgrade.raw_query,
+        subprotocols=upgrade.subprotocols,
     )
     if isinstance(principal, Refusal):
         return rest.error_response(*principal)
@@ -79,7 +85,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     # upgrades of one user arriving together cannot all pass it.
     with node.reservation(principal.user_id):
         try:
-            response, connection = await aiohttp_ws.upgrade(request, settings.max_message_bytes)
+            response, connection = await aiohttp_ws.upgrade(
+                request, settings.max_message_bytes, (SUBPROTOCOL,)
+            )
         except ConnectionError:  # the peer left during the handshake: nothing to answer
             return web.Response(status=499)
         except web.HTTPException as exc:  # not a valid WebSocket upgrade (aiohttp's checks)
@@ -134,7 +142,7 @@ class UpgradeAcceptor:
         app = self._app
         node, settings, verifier = app[NODE_KEY], app[WS_SETTINGS_KEY], app[WS_VERIFIER_KEY]
         started = asyncio.get_running_loop().time()
-        remote = peer_host(transport)
+        remote = _client(upgrade, peer_host(transport), settings)
         principal = await admit(
             node,
             settings,
@@ -143,6 +151,7 @@ class UpgradeAcceptor:
             host=upgrade.host,
             authorization=upgrade.authorization,
             raw_query=upgrade.raw_query,
+            subprotocols=upgrade.subprotocols,
         )
         if not isinstance(principal, Refusal) and not node.accepting:
             # Shutdown began while the token was verified.
@@ -156,7 +165,8 @@ class UpgradeAcceptor:
         connection = WebSocketConnection(
             transport, settings.max_message_bytes, settings.slow_consumer_bytes
         )
-        transport.write(handshake.switching_protocols(upgrade.key))
+        selected = selected_subprotocol(upgrade.subprotocols)
+        transport.write(handshake.switching_protocols(upgrade.key, selected))
         connection_id = new_connection_id(principal.user_id)
         session = Session(connection, connection_id, principal, settings)
         connection.on_activity = session.touch
@@ -185,7 +195,17 @@ async def _serve_upgraded(
         log.exception("connection %s failed", session.connection_id)
     finally:
         connection.finish()
-        _access(path, remote, 101, started)
+        _access(path, remote, 101, started, session)
+
+
+def _client(upgrade: handshake.Upgrade, peer: str | None, settings: Settings) -> str | None:
+    """The client's address: the peer's, or behind a trusted proxy the one it forwards."""
+    return client_address(
+        peer,
+        settings.trusted_proxies,
+        forwarded=upgrade.forwarded,
+        x_forwarded=upgrade.x_forwarded_for,
+    )
 
 
 def _refuse(
@@ -201,8 +221,14 @@ def _refuse(
     _access(path, remote, refusal.status, started)
 
 
-def _access(path: str, remote: str | None, status: int, started: float) -> None:
-    """The access log line aiohttp writes for the requests it serves (``logs.log_access``)."""
+def _access(
+    path: str, remote: str | None, status: int, started: float, session: Session | None = None
+) -> None:
+    """The access log line aiohttp writes for the requests it serves (``logs.log_access``),
+    with the connection's ids when it was admitted."""
     if logs.access_log.isEnabledFor(logging.INFO):
         seconds = asyncio.get_running_loop().time() - started
-        logs.log_access(logs.access_log, "GET", path, status, seconds, remote)
+        ids = {}
+        if session is not None:
+            ids = {"connection_id": session.connection_id, "user_id": session.user_id}
+        logs.log_access(logs.access_log, "GET", path, status, seconds, remote, **ids)
