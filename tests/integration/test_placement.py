@@ -174,7 +174,7 @@ async def converged(boards: list[LiveBoard], snapshot: TaskSnapshot) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120 + 0.15 * INSERTS)
+@pytest.mark.timeout(120 + 0.5 * INSERTS)
 async def test_insertions_between_the_same_two_cards_keep_a_strict_short_order(
     server_factory: ServerFactory, database_url: str
 ) -> None:
