@@ -121,7 +121,12 @@ async def run_migrations(settings: Settings) -> int:
     from liveboard.store.database import Database
     from liveboard.store.migrations import prepare_database
 
-    db = Database(settings.database_url)
+    db = Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pgbouncer=settings.db_pgbouncer,
+    )
     try:
         applied = await prepare_database(db, settings.db_wait)
     except StartupError as exc:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from liveboard.errors import ConfigError
+from liveboard.store.database_url import parse_database_url
 
 DEV_JWT_SECRET = "liveboard-development-secret-do-not-use-in-production"
 
@@ -59,6 +60,11 @@ class Settings:
     idempotency_ttl: float = 86400.0
     #: At start, how long to keep retrying an unreachable database (seconds; 0: try once).
     db_wait: float = 30.0
+    #: PostgreSQL connections each process keeps open, and how many more it may open under load.
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    #: ``LIVEBOARD_DATABASE_URL`` is a PgBouncer in transaction mode: no prepared statement cache.
+    db_pgbouncer: bool = False
     #: ``/readyz`` answers 503 while Redis is unreachable (it reports ``degraded`` otherwise).
     redis_required: bool = False
     # Mode
@@ -124,12 +130,13 @@ def _origins(raw: str | None) -> tuple[str, ...] | None:
 
 
 def _check_database_url(url: str) -> str:
-    if url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        return url
-    raise ConfigError(
-        "LIVEBOARD_DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST[:PORT]/DB, "
-        f"got {url!r}"
-    )
+    """The URL's scheme and parameters (``parse_database_url``), and that the certificate and
+    key files it names can be read: a missing file would otherwise look like an unreachable
+    database and be retried for ``LIVEBOARD_DB_WAIT`` seconds."""
+    for parameter, path in parse_database_url(url).certificate_files:
+        if not os.access(os.path.expanduser(path), os.R_OK):
+            raise ConfigError(f"LIVEBOARD_DATABASE_URL: {parameter} file {path!r} is not readable")
+    return url
 
 
 def _check_redis_url(url: str | None) -> str | None:
@@ -174,6 +181,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "idempotency_ttl": _float(env, "LIVEBOARD_IDEMPOTENCY_TTL", 86400.0, minimum=1.0),
         "db_wait": _float(env, "LIVEBOARD_DB_WAIT", 30.0, minimum=0.0),
         "redis_required": _flag(env, "LIVEBOARD_REDIS_REQUIRED"),
+        "db_pool_size": _int(env, "LIVEBOARD_DB_POOL_SIZE", 10, minimum=1),
+        "db_max_overflow": _int(env, "LIVEBOARD_DB_MAX_OVERFLOW", 10, minimum=0),
+        "db_pgbouncer": _flag(env, "LIVEBOARD_DB_PGBOUNCER"),
         "log_format": env.get("LIVEBOARD_LOG_FORMAT") or "text",
     }
     if values["log_format"] not in ("text", "json"):

@@ -3,7 +3,8 @@
 ``wait_for_database`` retries only failures to reach the server: a refused or reset connection,
 a name that does not resolve, a timeout, PostgreSQL still starting up (SQLSTATE 57P03). Anything
 else (a wrong password, a database that does not exist, an unreadable SQLite file) cannot get
-better by waiting and fails at once. Either way the failure is a ``StartupError`` with one line
+better by waiting and fails at once; so does a TLS failure (a certificate that does not verify,
+a server that refuses the TLS ``sslmode=require`` asks for), though it arrives as an ``OSError``. Either way the failure is a ``StartupError`` with one line
 that names the database (without its password) and the reason.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -46,12 +48,22 @@ def is_unreachable(error: BaseException) -> bool:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
+        if _is_tls_failure(current):
+            return False
         if isinstance(current, OSError | TimeoutError):  # refused, reset, DNS, timeout
             return True
         if getattr(current, "sqlstate", None) == _CANNOT_CONNECT_NOW:
             return True
         pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
     return False
+
+
+def _is_tls_failure(error: BaseException) -> bool:
+    """A failed handshake or certificate check, or a server without TLS (asyncpg raises a plain
+    ``ConnectionError`` saying so; only its message tells it from a lost connection)."""
+    if isinstance(error, ssl.SSLError):
+        return True
+    return type(error) is ConnectionError and "rejected SSL upgrade" in str(error)
 
 
 def reason(error: BaseException) -> str:
