@@ -4,6 +4,7 @@ retried (``store.availability.is_unreachable``) and how they read (``reason``)."
 from __future__ import annotations
 
 import socket
+import ssl
 
 import pytest
 from sqlalchemy import exc
@@ -60,6 +61,7 @@ def _wrapped(error: Exception) -> exc.DBAPIError:
         ConnectionRefusedError(111, "Connection refused"),
         socket.gaierror(-2, "Name or service not known"),
         TimeoutError(),
+        ConnectionError("unexpected connection_lost() call"),
         _wrapped(ConnectionResetError(104, "Connection reset by peer")),
         _wrapped(_StartingUpError("the database system is starting up")),
     ],
@@ -74,6 +76,9 @@ def test_unreachable_failures_are_retried(error: BaseException) -> None:
         _wrapped(_AuthFailedError('role "nobody" does not exist')),
         ValueError("invalid DSN"),
         exc.ArgumentError("could not parse URL"),
+        # TLS: waiting does not make a certificate verify or a server speak TLS.
+        _wrapped(ssl.SSLCertVerificationError(1, "certificate verify failed")),
+        ConnectionError('PostgreSQL server at "db:5432" rejected SSL upgrade'),
     ],
 )
 def test_other_failures_are_not_retried(error: BaseException) -> None:

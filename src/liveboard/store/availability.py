@@ -4,8 +4,9 @@
 a name that does not resolve, a timeout, PostgreSQL still starting up (SQLSTATE 57P03). Anything
 else (a wrong password, a database that does not exist, an unreadable SQLite file) cannot get
 better by waiting and fails at once; so does a TLS failure (a certificate that does not verify,
-a server that refuses the TLS ``sslmode=require`` asks for), though it arrives as an ``OSError``. Either way the failure is a ``StartupError`` with one line
-that names the database (without its password) and the reason.
+a server without the TLS that ``sslmode=require`` asks for), though it arrives as an ``OSError``.
+Either way the failure is a ``StartupError`` with one line that names the database (without its
+password) and the reason.
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ from liveboard.errors import ConfigError
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 #: asyncpg interprets these itself (from the DSN), as libpq does.
 TLS_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+#: Those that name a file.
+CERTIFICATE_PARAMETERS = ("sslrootcert", "sslcert", "sslkey")
 #: Sent to the server in the start-up packet.
 STARTUP_PARAMETERS = ("application_name", "options")
 #: Every parameter a PostgreSQL URL may carry.
@@ -63,7 +65,7 @@ class DatabaseUrl:
     @property
     def certificate_files(self) -> tuple[tuple[str, str], ...]:
         """``(parameter, path)`` of each certificate or key file the URL names."""
-        return tuple((k, v) for k, v in self.parameters if k in ("sslrootcert", "sslcert", "sslkey"))
+        return tuple((k, v) for k, v in self.parameters if k in CERTIFICATE_PARAMETERS)
 
     def asyncpg_arguments(self) -> dict[str, Any]:
         """Keyword arguments for ``asyncpg.connect``: ``dsn``, and ``timeout`` and
