@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from liveboard.errors import ConfigError
@@ -82,6 +82,38 @@ class Settings:
         if self.dev and not self.jwt_configured:
             return replace(self, jwt_secret=DEV_JWT_SECRET)
         return self
+
+
+#: Settings no ``LIVEBOARD_*`` variable sets: ``--dev`` is a flag, the instance id is random,
+#: and the body limit and the catch-up window are fixed (the contract names no variable).
+NOT_FROM_ENVIRONMENT = frozenset({"dev", "instance_id", "max_body_bytes", "history_size"})
+#: ``LIVEBOARD_*`` variables that are not server settings: the SDK's (``liveboard.client.config``).
+OTHER_VARIABLES = frozenset({"LIVEBOARD_TOKEN"})
+
+
+def variable_name(setting: str) -> str:
+    """The variable of a ``Settings`` field: ``db_wait`` is ``LIVEBOARD_DB_WAIT``."""
+    return "LIVEBOARD_" + setting.upper()
+
+
+def setting_defaults() -> dict[str, Any]:
+    """Each variable ``load_settings`` reads and its setting's default, in ``Settings`` order.
+
+    Derived from ``Settings`` itself, so ``serve --help`` and ``check-config`` cannot drift
+    from it (a test checks that ``load_settings`` reads exactly these)."""
+    return {
+        variable_name(f.name): f.default
+        for f in fields(Settings)
+        if f.name not in NOT_FROM_ENVIRONMENT and f.default is not MISSING
+    }
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The ``LIVEBOARD_*`` variables set (``os.environ`` by default) that liveboard does not
+    read: typos, or settings of another version. Sorted."""
+    env = os.environ if environ is None else environ
+    known = set(setting_defaults()) | OTHER_VARIABLES
+    return sorted(name for name in env if name.startswith("LIVEBOARD_") and name not in known)
 
 
 def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
