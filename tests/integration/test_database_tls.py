@@ -41,10 +41,10 @@ def cluster() -> Iterator[PrivatePostgres]:
             postgres.stop()
 
 
-def migrate(database_url: str) -> subprocess.CompletedProcess[str]:
+def migrate(database_url: str, **extra: str) -> subprocess.CompletedProcess[str]:
     """``liveboard migrate`` against ``database_url`` (waiting up to 30 s for a reachable one)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEBOARD_")}
-    env.update(LIVEBOARD_DATABASE_URL=database_url, LIVEBOARD_DB_WAIT="30")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEBOARD_", "PGSSL"))}
+    env.update(LIVEBOARD_DATABASE_URL=database_url, LIVEBOARD_DB_WAIT="30", **extra)
     return subprocess.run(
         [sys.executable, "-m", "liveboard", "migrate"],
         cwd=ROOT,
@@ -104,6 +104,14 @@ def test_verify_full_with_another_root_fails_at_once(
     line = one_error_line(migrate(cluster.url(f"sslmode=verify-full&sslrootcert={other}")))
     assert "cannot use the database" in line
     assert "certificate verify failed" in line
+
+
+def test_verify_full_without_a_root_certificate_fails_at_once(
+    cluster: PrivatePostgres, tmp_path: Path
+) -> None:
+    """No ``sslrootcert`` and no ``~/.postgresql/root.crt`` (libpq's default place)."""
+    line = one_error_line(migrate(cluster.url("sslmode=verify-full"), HOME=str(tmp_path)))
+    assert f'root certificate file "{tmp_path}/.postgresql/root.crt" does not exist' in line
 
 
 def test_verify_full_by_a_name_the_certificate_does_not_carry(cluster: PrivatePostgres) -> None:

@@ -33,30 +33,41 @@ _CANNOT_CONNECT_NOW = "57P03"
 
 
 def describe(database_url: str) -> str:
-    """The database's URL without its password, for log lines."""
+    """The database's URL without its password and its parameters, for log lines."""
     try:
-        return make_url(database_url).render_as_string(hide_password=True)
+        return make_url(database_url).set(query={}).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL is reported by the connection attempt itself
         return "the configured database"
 
 
 def is_unreachable(error: BaseException) -> bool:
-    """True for a failure to reach the server (worth retrying), False for any other."""
-    seen: set[int] = set()
+    """True for a failure to reach the server (worth retrying), False for any other.
+
+    The whole chain (``orig``, causes, contexts) is looked at: a TLS failure or a
+    configuration error anywhere in it (asyncpg's ``ClientConfigurationError`` is a
+    ``ValueError``, raised while handling the ``FileNotFoundError`` of a missing root
+    certificate) makes it not worth retrying, even when an ``OSError`` is in it too."""
+    chain = _chain(error)
+    if any(_is_tls_failure(e) or isinstance(e, ValueError) for e in chain):
+        return False
+    return any(
+        isinstance(e, OSError | TimeoutError)  # refused, reset, DNS, timeout
+        or getattr(e, "sqlstate", None) == _CANNOT_CONNECT_NOW
+        for e in chain
+    )
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and every exception it wraps, was caused by or raised while handling."""
+    seen: dict[int, BaseException] = {}
     pending: list[BaseException | None] = [error]
     while pending:
         current = pending.pop()
         if current is None or id(current) in seen:
             continue
-        seen.add(id(current))
-        if _is_tls_failure(current):
-            return False
-        if isinstance(current, OSError | TimeoutError):  # refused, reset, DNS, timeout
-            return True
-        if getattr(current, "sqlstate", None) == _CANNOT_CONNECT_NOW:
-            return True
+        seen[id(current)] = current
         pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
-    return False
+    return list(seen.values())
 
 
 def _is_tls_failure(error: BaseException) -> bool:
