@@ -53,6 +53,13 @@ def test_each_parameter_goes_where_asyncpg_takes_it() -> None:
     assert parsed.get("sslcrl") is None
 
 
+def test_a_unix_socket_directory_as_host_parameter() -> None:
+    parsed = parse_database_url("postgresql://app@/liveboard?host=/run/postgresql&port=5433")
+    assert parsed.asyncpg_arguments() == {
+        "dsn": "postgresql://app@/liveboard?host=%2Frun%2Fpostgresql&port=5433"
+    }
+
+
 def test_sqlite_urls_are_not_judged() -> None:
     parsed = parse_database_url("sqlite:///./liveboard.db")
     assert not parsed.is_postgres

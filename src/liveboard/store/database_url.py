@@ -8,8 +8,8 @@ A PostgreSQL URL may carry the parameters managed services and libpq users hand 
 (a typo would otherwise be sent to the server as a setting, or ignored) with a ``ConfigError``
 naming it. What each becomes (``DatabaseUrl.asyncpg_arguments``):
 
-* ``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey``: left in the DSN that asyncpg parses
-  itself, with libpq's meaning (asyncpg's own libpq-compatible TLS set-up: ``require`` encrypts
+* ``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey`` (and ``host``, ``port``): left in the
+  DSN that asyncpg parses itself, with libpq's meaning (asyncpg's own libpq-compatible TLS set-up: ``require`` encrypts
   without verifying, ``verify-ca`` checks the chain, ``verify-full`` the host name too). Without
   ``sslmode`` asyncpg's default is ``prefer``, as libpq's.
 * ``application_name``, ``options``: sent in the start-up packet (asyncpg's
@@ -32,12 +32,14 @@ from liveboard.errors import ConfigError
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 #: asyncpg interprets these itself (from the DSN), as libpq does.
 TLS_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+#: ``host``: e.g. a Unix socket's directory (``postgresql:///liveboard?host=/run/postgresql``).
+DSN_PARAMETERS = (*TLS_PARAMETERS, "host", "port")
 #: Those that name a file.
 CERTIFICATE_PARAMETERS = ("sslrootcert", "sslcert", "sslkey")
 #: Sent to the server in the start-up packet.
 STARTUP_PARAMETERS = ("application_name", "options")
 #: Every parameter a PostgreSQL URL may carry.
-PARAMETERS = (*TLS_PARAMETERS, *STARTUP_PARAMETERS, "connect_timeout")
+PARAMETERS = (*DSN_PARAMETERS, *STARTUP_PARAMETERS, "connect_timeout")
 #: Parameters people bring from other tools, and what to use instead.
 _INSTEAD = {
     "pgbouncer": "set LIVEBOARD_DB_PGBOUNCER=1 instead",
@@ -100,7 +102,7 @@ def parse_database_url(url: str) -> DatabaseUrl:
     seen: set[str] = set()
     for key, value in pairs:
         _check_parameter(key, value, seen)
-    dsn_pairs = [(k, v) for k, v in pairs if k in TLS_PARAMETERS]
+    dsn_pairs = [(k, v) for k, v in pairs if k in DSN_PARAMETERS]
     dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(dsn_pairs), ""))
     return DatabaseUrl(url=url, is_postgres=True, dsn=dsn, parameters=tuple(pairs))
 
