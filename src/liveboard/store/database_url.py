@@ -9,9 +9,10 @@ A PostgreSQL URL may carry the parameters managed services and libpq users hand 
 naming it. What each becomes (``DatabaseUrl.asyncpg_arguments``):
 
 * ``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey`` (and ``host``, ``port``): left in the
-  DSN that asyncpg parses itself, with libpq's meaning (asyncpg's own libpq-compatible TLS set-up: ``require`` encrypts
-  without verifying, ``verify-ca`` checks the chain, ``verify-full`` the host name too). Without
-  ``sslmode`` asyncpg's default is ``prefer``, as libpq's.
+  DSN that asyncpg parses itself, with libpq's meaning (asyncpg's own libpq-compatible TLS
+  set-up: ``require`` encrypts without verifying, ``verify-ca`` checks the chain,
+  ``verify-full`` the host name too). Without ``sslmode`` asyncpg's default is ``prefer``, as
+  libpq's.
 * ``application_name``, ``options``: sent in the start-up packet (asyncpg's
   ``server_settings``); ``options`` is libpq's, e.g. ``-c search_path=app``.
 * ``connect_timeout``: seconds for one connection attempt (asyncpg's ``timeout``).
