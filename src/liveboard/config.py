@@ -166,7 +166,7 @@ def _check_database_url(url: str) -> str:
     key files it names can be read: a missing file would otherwise look like an unreachable
     database and be retried for ``LIVEBOARD_DB_WAIT`` seconds."""
     for parameter, path in parse_database_url(url).certificate_files:
-        if not os.access(os.path.expanduser(path), os.R_OK):
+        if not os.access(path, os.R_OK):
             raise ConfigError(f"LIVEBOARD_DATABASE_URL: {parameter} file {path!r} is not readable")
     return url
 

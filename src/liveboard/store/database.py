@@ -73,9 +73,10 @@ class Database:
         (PostgreSQL; SQLite has no pool). ``pgbouncer``: the URL points at a PgBouncer in
         transaction pooling mode, where consecutive transactions of one connection may run on
         different server connections, so no prepared statement may outlive its statement:
-        asyncpg's statement cache and SQLAlchemy's are off, and every statement is prepared
-        unnamed (asyncpg's choice without a cache), in the same round trip as its execution
-        as far as PgBouncer is concerned (Parse and Describe end with Flush, not Sync)."""
+        asyncpg's statement cache and SQLAlchemy's are off, so every statement is prepared
+        unnamed (asyncpg's choice without a cache), and asyncpg ends its Parse and Describe
+        with Flush, not Sync, so PgBouncer keeps the server connection for the Bind and
+        Execute that follow."""
         self.url = database_url
         parsed = parse_database_url(database_url)  # raises ConfigError on a bad parameter
         url = make_url(async_url(database_url))
