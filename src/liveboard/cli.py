@@ -18,7 +18,9 @@ from liveboard import __version__
 from liveboard.config import (
     DEV_JWT_SECRET,
     Settings,
+    check_workers,
     load_settings,
+    parse_workers,
     unknown_variables,
 )
 from liveboard.errors import ConfigError, StartupError
@@ -50,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="run one server process (REST + WebSocket)",
+        help="run the server (REST + WebSocket)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "settings (environment variables; a flag wins over its variable), with defaults:\n"
@@ -67,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-format", choices=("text", "json"), help="log format (LIVEBOARD_LOG_FORMAT)"
     )
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        help="server processes on one port, a number or auto = the CPU count"
+        " (LIVEBOARD_WORKERS, default 1; more than one needs LIVEBOARD_REDIS_URL)",
+    )
+    # Set by the supervisor for its workers: bind the port with SO_REUSEPORT.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     token = commands.add_parser("token", help="print an HS256 JWT signed with LIVEBOARD_JWT_SECRET")
     token.add_argument("--sub", required=True, help="the user id")
@@ -96,9 +106,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             settings = _serve_settings(
-                host=args.host, port=args.port, dev=args.dev or None, log_format=args.log_format
+                host=args.host,
+                port=args.port,
+                dev=args.dev or None,
+                log_format=args.log_format,
+                workers=parse_workers(args.workers, "--workers") if args.workers else None,
+                reuse_port=args.reuse_port or None,
             )
             configure_logging(settings.log_format)
+            if settings.workers > 1:
+                from liveboard.workers import Supervisor
+
+                return _run(Supervisor(settings).run())
             return _run(serve(settings))
         if args.command == "check-config":
             return check_config(dev=args.dev)
@@ -137,6 +156,7 @@ def _serve_settings(**flags: Any) -> Settings:
             "no JWT key configured: set LIVEBOARD_JWT_SECRET (or LIVEBOARD_JWT_PUBLIC_KEY"
             " / LIVEBOARD_JWT_JWKS_URL), or run with --dev"
         )
+    check_workers(settings)
     return settings
 
 
@@ -214,7 +234,9 @@ async def serve(settings: Settings) -> int:
     listener: Listener | None = None
     try:
         try:
-            listener = await listen(runner, settings.host, settings.port)
+            listener = await listen(
+                runner, settings.host, settings.port, reuse_port=settings.reuse_port
+            )
         except OSError as exc:
             log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror)
             return 1
