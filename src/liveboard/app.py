@@ -191,7 +191,7 @@ def _components(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def components(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, schema=settings.db_schema)
         node: Node | None = None
         pruning: asyncio.Task[None] | None = None
         try:

@@ -121,7 +121,7 @@ async def run_migrations(settings: Settings) -> int:
     from liveboard.store.database import Database
     from liveboard.store.migrations import prepare_database
 
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, schema=settings.db_schema)
     try:
         applied = await prepare_database(db, settings.db_wait)
     except StartupError as exc:

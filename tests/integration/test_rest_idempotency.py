@@ -315,7 +315,8 @@ async def writers_held(settings: Settings, room: str) -> AsyncIterator[None]:
     pg = await asyncpg.connect(url)
     try:
         async with pg.transaction():
-            await pg.execute("SELECT 1 FROM rooms WHERE room = $1 FOR UPDATE", room)
+            rooms = f"{settings.db_schema}.rooms"
+            await pg.execute(f"SELECT 1 FROM {rooms} WHERE room = $1 FOR UPDATE", room)
             yield
     finally:
         await pg.close()

@@ -77,7 +77,9 @@ class Event(msgspec.Struct, frozen=True, omit_defaults=True, rename={"user_id": 
     offset: int
     epoch: str
     ts: int
-    user_id: str
+    #: Who made the change; None (``null`` on the wire) for an event published by another
+    #: backend (CONTRACT §6.3), which no liveboard user made.
+    user_id: str | None
     data: dict[str, Any]
     origin: str | None = None
 

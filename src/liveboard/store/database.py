@@ -10,6 +10,11 @@ read-only snapshot. Guarantees:
 * A read snapshot sees one committed state: ``REPEATABLE READ`` on PostgreSQL, a deferred
   transaction in WAL mode on SQLite. That is what makes ``GET /api/projects/{pid}/tasks``
   consistent with the offset it returns.
+* On PostgreSQL every table is in the schema ``schema`` (``liveboard`` by default, CONTRACT
+  §6.3: an app sharing the database keeps its own ``public.tasks``): the tables of
+  ``store.schema`` have no schema of their own, and the engine's ``schema_translate_map`` puts
+  them in it, for queries and DDL alike. SQL written as text names tables through
+  ``Database.table``. SQLite has one namespace per file: there nothing is translated.
 * ``Database.read_one()`` is for one statement, which sees one committed state by itself: on
   PostgreSQL it runs outside a transaction (autocommit), without ``read``'s BEGIN and ROLLBACK
   round trips; on SQLite it is ``read``.
@@ -41,6 +46,9 @@ def async_url(database_url: str) -> str:
     raise ConfigError(f"unsupported database URL {database_url!r}")
 
 
+DEFAULT_SCHEMA = "liveboard"
+"""The PostgreSQL schema of liveboard's tables and functions unless configured otherwise."""
+
 IDLE_PING_SECONDS = 30.0
 """A pooled PostgreSQL connection idle for longer than this is pinged before it is used."""
 PING_TIMEOUT_SECONDS = 2.0
@@ -50,15 +58,20 @@ PING_TIMEOUT_SECONDS = 2.0
 class Database:
     """An engine plus the transaction discipline above. Start with ``connect``; ``aclose`` ends."""
 
-    def __init__(self, database_url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self, database_url: str, *, schema: str = DEFAULT_SCHEMA, echo: bool = False
+    ) -> None:
         self.url = database_url
         url = make_url(async_url(database_url))
         self.is_sqlite = url.get_backend_name() == "sqlite"
+        #: liveboard's PostgreSQL schema; None on SQLite (one namespace per file).
+        self.schema: str | None = None if self.is_sqlite else schema
         kwargs: dict[str, Any] = {"echo": echo}
         if not self.is_sqlite:
             # LIFO: the connection used last is used next, so under light traffic the pool keeps
             # reusing a warm connection instead of cycling through idle ones (and pinging them).
             kwargs.update(pool_size=10, max_overflow=10, pool_use_lifo=True)
+            kwargs["execution_options"] = {"schema_translate_map": {None: schema}}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
@@ -66,6 +79,11 @@ class Database:
         else:
             _install_postgres_checkout_check(self.engine)
         self._closed = False
+
+    def table(self, name: str) -> str:
+        """``name`` as SQL text names liveboard's table of that name (schema-qualified on
+        PostgreSQL). Schema names are checked identifiers (``config``): no quoting needed."""
+        return name if self.schema is None else f"{self.schema}.{name}"
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:

@@ -113,9 +113,10 @@ events = Table(
     Column("room", String(160), nullable=False),
     Column("offset", BigInteger, nullable=False, autoincrement=False),
     Column("epoch", String(32), nullable=False),
-    Column("type", String(32), nullable=False),
+    Column("type", String(64), nullable=False),
     Column("ts", BigInteger, nullable=False),
-    Column("user_id", String(255), nullable=False),
+    # NULL: an event no liveboard user made (published by another backend, CONTRACT §6.3).
+    Column("user_id", String(255), nullable=True),
     Column("origin", String(128), nullable=True),
     Column("data", Text, nullable=False),  # JSON object, the envelope's `data`
     PrimaryKeyConstraint("room", "offset"),
