@@ -118,33 +118,15 @@ async def _own_schema(conn: AsyncConnection) -> None:
         await conn.execute(text(f"ALTER TABLE public.{name} SET SCHEMA {target}"))
 
 
-async def _open_log(conn: AsyncConnection) -> None:
-    """Events from other backends (CONTRACT §6.3): ``events.type`` takes 64 characters and
-    ``events.user_id`` may be NULL (an event no liveboard user made); on PostgreSQL,
-    ``liveboard_emit`` and ``liveboard_position`` (``store.open_log_sql``).
-
-    PostgreSQL changes both columns in place (a longer varchar and a dropped NOT NULL rewrite
-    no row). SQLite cannot drop a NOT NULL: the events are copied into a new table, once."""
+async def _emit_functions(conn: AsyncConnection) -> None:
+    """``liveboard_emit`` and ``liveboard_position`` (CONTRACT §6.3, ``store.open_log_sql``) on
+    PostgreSQL, where ``events.type`` takes the 64 characters of a custom type (a longer
+    varchar rewrites no row; SQLite enforces no length). Nothing else on SQLite: there the
+    Python ``liveboard.emit`` writes the log itself."""
     target = _schema_of(conn)
     if target is None:
-
-        def nullable(sync: Any) -> bool:
-            columns = inspect(sync).get_columns(schema.events.name)
-            return any(c["name"] == "user_id" and c["nullable"] for c in columns)
-
-        if not await conn.run_sync(nullable):
-            await conn.execute(text("ALTER TABLE events RENAME TO events_before_open_log"))
-            tables = [schema.events]
-            await conn.run_sync(lambda sync: schema.metadata.create_all(sync, tables=tables))
-            columns = ", ".join(f'"{c.name}"' for c in schema.events.c)
-            await conn.execute(
-                text(f"INSERT INTO events ({columns}) SELECT {columns} FROM events_before_open_log")
-            )
-            await conn.execute(text("DROP TABLE events_before_open_log"))
         return
-    events = f"{target}.events"
-    await conn.execute(text(f"ALTER TABLE {events} ALTER COLUMN type TYPE VARCHAR(64)"))
-    await conn.execute(text(f"ALTER TABLE {events} ALTER COLUMN user_id DROP NOT NULL"))
+    await conn.execute(text(f"ALTER TABLE {target}.events ALTER COLUMN type TYPE VARCHAR(64)"))
     for statement in open_log_sql.function_statements(target):
         await conn.execute(text(statement))
 
@@ -154,7 +136,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (2, "task field versions", _task_field_versions),
     (3, "idempotency keys", _idempotency_keys),
     (4, "own schema", _own_schema),
-    (5, "open log", _open_log),
+    (5, "liveboard_emit and liveboard_position", _emit_functions),
 ]
 
 

@@ -5,13 +5,15 @@
 transaction, exactly as liveboard's own writes do (``store.eventlog``): ``UPDATE … RETURNING`` on
 the room's head row takes its row lock, so the room's writers, liveboard's and the app's alike,
 commit offsets previous + 1 with no gap and no duplicate; a transaction that rolls back takes its
-offset with it. The event's ``userId`` is null (it was not made by a liveboard user), its ``ts``
-the time of the call in unix milliseconds. It then ``pg_notify``s ``wakeup_channel(schema)``
-with ``"<room> <offset>"``: PostgreSQL delivers the notification when, and only if, the
-transaction commits, and every liveboard instance listening reads the room's log at once
-(``realtime.wakeup``). Rows locked: the room's head only (one row per call), the same lock a
-task change takes after its task's row and before its workspace room's: a transaction that emits
-to a project room and to its workspace room should emit to the project room first.
+offset with it. The event's ``userId`` is null (stored as ``''``, as ``store.eventlog`` writes
+an event no user caused), its ``ts`` the time of the call in unix milliseconds. It then
+``pg_notify``s ``wakeup_channel(schema)`` with ``"<room> <offset>"``: PostgreSQL delivers the
+notification when, and only if, the transaction commits, and every liveboard instance
+listening reads the room's log at once (``realtime.wakeup``).
+
+Rows locked: the room's head only (one row per call), the same lock a task change takes after
+its task's row and before its workspace room's: a transaction that emits to a project room and
+to its workspace room should emit to the project room first.
 
 Refused with SQLSTATE 22023 (``invalid_parameter_value``): a room that is not ``project:{id}``
 or ``workspace:{id}``, a type that is not a custom event type (the rule of
@@ -111,7 +113,7 @@ BEGIN
     END IF;
     INSERT INTO {schema}.events (room, "offset", epoch, type, ts, user_id, origin, data)
         VALUES (liveboard_emit.room, appended, room_epoch, liveboard_emit.type,
-                floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint, NULL, NULL,
+                floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint, '', NULL,
                 liveboard_emit.data::text);
     -- Sent at commit, and only then: the instances read the room's log at once.
     PERFORM pg_notify('{channel}', liveboard_emit.room || ' ' || appended);
