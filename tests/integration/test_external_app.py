@@ -95,8 +95,7 @@ async def test_a_comment_and_its_event_commit_together(
             )
         )
         assert added["offset"] == subscribed["offset"] + 1
-        (event,) = await client.events(1)
-        assert event["type"] == "comment:added"
+        event = await client.next("comment:added", wait=5)
         assert event["offset"] == added["offset"]
         assert event["userId"] is None
         assert event["data"]["commentId"] == added["commentId"]
@@ -110,7 +109,7 @@ async def test_a_comment_and_its_event_commit_together(
         assert "rolled back on purpose" in refused.stderr
         # An event of liveboard's own comes next, at the very next offset: nothing in between.
         await board.patch(owner, task["id"], {"title": "discussed twice"})
-        (after,) = await client.events(1)
+        after = await client.next(wait=5)  # the very next message
         assert (after["type"], after["offset"]) == ("task:updated", added["offset"] + 1)
 
         listed = answer(await example(database, "list", "--project", pid))

@@ -141,6 +141,6 @@ class LogWakeup:
             except TimeoutError:
                 pass
             try:
-                await conn.execute(";", timeout=PING_TIMEOUT)
+                await conn.fetchval("SELECT 1", timeout=PING_TIMEOUT)
             except Exception:
                 return
