@@ -12,6 +12,7 @@ default ``search_path`` finds:
   room: gap-free, each event once, on every instance (``LIVEBOARD_EMIT_TRANSACTIONS``, 1,000 for
   the issue's count; ``make test`` runs 200);
 * Redis stopped: still delivered on every instance (the wake-up does not use Redis);
+* an instance SIGKILLed while the app commits: the others deliver on;
 * the listening connection killed by the database: the instance listens again and keeps
   delivering at once;
 * every instance SIGKILLed right after the commit: after the restart a subscriber resuming
@@ -303,3 +304,21 @@ async def test_every_instance_killed_right_after_the_commit(
         assert [(e["offset"], e["data"]["body"]) for e in events] == [(offset, "then the crash")]
         await watcher.stop()
         await resumed.close()
+
+
+async def test_an_instance_killed_at_the_commit_does_not_stop_the_others(
+    cluster: Cluster, app_pool: asyncpg.Pool
+) -> None:
+    b1, b2 = await cluster.start(2)
+    owner, alice = cluster.user("owner"), cluster.user("alice")
+    _, pid = await shared_board(cluster, owner, alice)
+    room = project_room(pid)
+    await subscriber(b1, owner, room)
+    survivor = Watcher(await subscriber(b2, alice, room), "alice@2")
+    async with app_pool.acquire() as conn:
+        committing = asyncio.create_task(add_comment(conn, room, "t", "as one instance dies"))
+        cluster.servers[0].kill()  # SIGKILL while the commit is on its way
+        offset = await committing
+        later = await add_comment(conn, room, "t", "after it died")
+    await until_offset(survivor, room, later, wait=5)
+    assert_sequence(room_events(survivor, room), offset, later, survivor.name)
