@@ -1,8 +1,8 @@
 """``liveboard.emit`` / ``liveboard.position`` and the SQL functions under them (CONTRACT §6.3).
 
 On a new SQLite file and on PostgreSQL (``database_url``), the "app" uses connections of its
-own, never liveboard's ``Database``: an SQLAlchemy engine (async on both; sync on SQLite, the
-only sync driver installed) and asyncpg (PostgreSQL). Checked: the event lands at the next
+own, never liveboard's ``Database``: an SQLAlchemy engine (async and sync: pysqlite, psycopg)
+and asyncpg (PostgreSQL). Checked: the event lands at the next
 offset with ``userId`` null and the data given, in the caller's transaction (rolled back: no
 event, no offset used); bad rooms, types and data are refused before any SQL with the same
 rule as the HTTP route (``protocol.custom_events``), and the SQL function refuses exactly what
@@ -175,6 +175,27 @@ def test_a_sync_sqlalchemy_connection_on_sqlite(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     events = asyncio.run(logged(url, room))
+    assert [(e.offset, e.user_id, e.data) for e in events] == [(1, None, {"body": "hi"})]
+
+
+@pytest.mark.postgres
+def test_a_sync_sqlalchemy_connection_on_postgres(own_postgres_url: str) -> None:
+    room = asyncio.run(make_room(own_postgres_url))
+    engine = create_engine(own_postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as conn:
+            assert liveboard.emit(conn, room, "comment:added", {"body": "hi"}) == 1
+            assert liveboard.position(conn, room).offset == 1
+        with engine.connect() as conn:
+            assert liveboard.emit(conn, room, "comment:added", {"body": "gone"}) == 2
+            conn.rollback()
+        with engine.begin() as conn:
+            assert liveboard.position(conn, room, schema="liveboard").offset == 1
+        with engine.connect() as conn, pytest.raises(sqlalchemy.exc.DBAPIError, match="no room"):
+            liveboard.emit(conn, "project:nope", "comment:added", {})
+    finally:
+        engine.dispose()
+    events = asyncio.run(logged(own_postgres_url, room))
     assert [(e.offset, e.user_id, e.data) for e in events] == [(1, None, {"body": "hi"})]
 
 
