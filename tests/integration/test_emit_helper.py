@@ -243,22 +243,27 @@ async def sql_accepts(conn: asyncpg.Connection, room: str, event_type: str) -> b
 
 
 @pytest.mark.postgres
-async def test_an_old_installation_moves_out_of_public(own_postgres_url: str) -> None:
+@pytest.mark.parametrize("released", [3, 2], ids=["at-3", "at-2"])
+async def test_an_old_installation_moves_out_of_public(
+    own_postgres_url: str, released: int
+) -> None:
+    """liveboard as released before migration 4 (at migration 3, or still at 2): its tables in
+    public, beside the app's. Only liveboard's move."""
     url = own_postgres_url
     app = await asyncpg.connect(url)
     try:
-        # The app's own tables, one with a name liveboard uses (Rails' migrations table).
-        await app.execute("CREATE TABLE schema_migrations (version varchar PRIMARY KEY)")
-        await app.execute("INSERT INTO schema_migrations VALUES ('20260101')")
-        # liveboard as released before migration 4: its tables in public. (No table of the
-        # app may be called like one of liveboard's then: it would have clashed.)
-        await app.execute("ALTER TABLE schema_migrations RENAME TO app_migrations")
+        # The app's own migrations table (Rails names it schema_migrations: no table of the app
+        # could bear one of liveboard's names while liveboard's were in public).
+        await app.execute("CREATE TABLE app_migrations (version varchar PRIMARY KEY)")
+        await app.execute("INSERT INTO app_migrations VALUES ('20260101')")
+        if released < 3:  # a name only a later migration of liveboard's would have taken
+            await app.execute("CREATE TABLE idempotency_keys (app_key text PRIMARY KEY)")
         old = Database(url, schema="public")
         try:
             original = migrations.MIGRATIONS
-            migrations.MIGRATIONS = original[:3]
+            migrations.MIGRATIONS = original[:released]
             try:
-                assert await migrations.migrate(old) == [1, 2, 3]
+                assert await migrations.migrate(old) == list(range(1, released + 1))
             finally:
                 migrations.MIGRATIONS = original
             service = TaskService(old, RecordingPublisher())
@@ -267,7 +272,7 @@ async def test_an_old_installation_moves_out_of_public(own_postgres_url: str) ->
             await old.aclose()
         new = Database(url)
         try:
-            assert await migrations.migrate(new) == [4, 5]
+            assert await migrations.migrate(new) == list(range(released + 1, 6))
             assert await migrations.migrate(new) == []
             service = TaskService(new, RecordingPublisher())
             assert [w.id for w in await service.list_workspaces(Actor("alice"))] == [workspace.id]
@@ -275,9 +280,15 @@ async def test_an_old_installation_moves_out_of_public(own_postgres_url: str) ->
                 public = await conn.run_sync(
                     lambda sync: inspect(sync).get_table_names(schema="public")
                 )
+                ours = await conn.run_sync(
+                    lambda sync: inspect(sync).get_table_names(schema="liveboard")
+                )
         finally:
             await new.aclose()
-        assert public == ["app_migrations"]
+        assert sorted(public) == (
+            ["app_migrations"] if released >= 3 else ["app_migrations", "idempotency_keys"]
+        )
+        assert "idempotency_keys" in ours
         assert await app.fetchval("SELECT version FROM app_migrations") == "20260101"
         room = f"workspace:{workspace.id}"
         assert await liveboard.emit(app, room, "note:added", {}) == 1

@@ -109,13 +109,18 @@ async def _own_schema(conn: AsyncConnection) -> None:
     if not await _legacy_layout(conn):
         return
     target = _schema_of(conn)
-
-    def present(sync: Any) -> list[str]:
-        names = set(inspect(sync).get_table_names(schema="public"))
-        return [t.name for t in schema.metadata.sorted_tables if t.name in names]
-
-    for name in await conn.run_sync(present):
-        await conn.execute(text(f"ALTER TABLE public.{name} SET SCHEMA {target}"))
+    # Only the tables its recorded migrations made: a table of the app's that happens to bear
+    # the name of one a later migration would have made stays where it is.
+    versions = set(
+        (await conn.execute(text("SELECT version FROM public.schema_migrations"))).scalars()
+    )
+    moving = [schema.schema_migrations]
+    if 1 in versions:
+        moving += [t for t in schema.metadata.sorted_tables if t not in _LATER_TABLES]
+    if 3 in versions:
+        moving.append(schema.idempotency_keys)
+    for table in moving:
+        await conn.execute(text(f"ALTER TABLE public.{table.name} SET SCHEMA {target}"))
 
 
 async def _emit_functions(conn: AsyncConnection) -> None:
