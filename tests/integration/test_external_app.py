@@ -58,13 +58,15 @@ def node() -> str:
     return found
 
 
-async def example(database: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``node cli.js ARGS`` against ``database``."""
+async def example(
+    database: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``node cli.js ARGS`` against ``database`` (``env``: more of its environment)."""
     return await asyncio.to_thread(
         subprocess.run,
         [node(), "cli.js", *args],
         cwd=EXAMPLE,
-        env={"PATH": "/usr/bin:/bin", "DATABASE_URL": database},
+        env={"PATH": "/usr/bin:/bin", "DATABASE_URL": database, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout(30),
