@@ -88,7 +88,7 @@ tasks = Table(
     Column("description_version", Integer, nullable=True),
     Column("assignee_version", Integer, nullable=True),
     Column("fields_at", Integer, nullable=True),
-    # Migration 4: the task's rank in its column (liveboard.protocol.ranks), the display order.
+    # Migration 6: the task's rank in its column (liveboard.protocol.ranks), the display order.
     # Compared byte by byte: PostgreSQL's "C" collation, SQLite's default (BINARY).
     Column("sort_rank", RANK_TYPE, nullable=False),
     Index("ix_tasks_project_status_order", "project_id", "status", "sort_order"),
@@ -120,8 +120,11 @@ events = Table(
     Column("room", String(160), nullable=False),
     Column("offset", BigInteger, nullable=False, autoincrement=False),
     Column("epoch", String(32), nullable=False),
-    Column("type", String(32), nullable=False),
+    # Up to 64 characters since migration 4 (custom event types, CONTRACT §6.3).
+    Column("type", String(64), nullable=False),
     Column("ts", BigInteger, nullable=False),
+    # '' for an event no user caused (a service's: ``userId: null``): NOT NULL stays, so that
+    # no SQLite table has to be rebuilt; ``eventlog`` reads '' and NULL alike as null.
     Column("user_id", String(255), nullable=False),
     Column("origin", String(128), nullable=True),
     Column("data", Text, nullable=False),  # JSON object, the envelope's `data`
