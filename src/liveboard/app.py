@@ -36,6 +36,7 @@ from liveboard.realtime.transport.guard import GUARD_KEY, ConnectionGuard, track
 from liveboard.realtime.transport.http_errors import json_error_handlers
 from liveboard.realtime.transport.router import ConnectionRouter
 from liveboard.realtime.transport.sockets import tune_socket
+from liveboard.request_metrics import timing_middleware
 from liveboard.rest import json_response
 from liveboard.store.availability import probe
 from liveboard.store.database import Database
@@ -73,13 +74,15 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
 
     ``publisher``, when given, also receives every committed event (after the node).
     """
-    # track_requests first: the connection guard must see every request start and end.
-    middlewares = [track_requests, rest.error_middleware, rest.auth_middleware]
+    counters = Metrics()
+    # track_requests first: the connection guard must see every request start and end; then
+    # the timing, outside the error middleware, so that it sees the status sent.
+    timed = timing_middleware(counters.http_duration)
+    middlewares = [track_requests, timed, rest.error_middleware, rest.auth_middleware]
     if settings.dev:  # next: nothing else runs for a request to another host
-        middlewares.insert(1, dev.loopback_only)
+        middlewares.insert(2, dev.loopback_only)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     verifier = TokenVerifier(settings)
-    counters = Metrics()
     guard = ConnectionGuard(
         counters,
         head_timeout=settings.head_timeout,
@@ -192,6 +195,7 @@ def _components(
     async def components(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
         db = Database(settings.database_url)
+        app[METRICS_KEY].watch_database(db)
         node: Node | None = None
         pruning: asyncio.Task[None] | None = None
         try:
@@ -277,9 +281,9 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
-    return web.Response(
-        text=request.app[METRICS_KEY].render(), content_type="text/plain", charset="utf-8"
-    )
+    """The instance's metrics (Prometheus text, or OpenMetrics when the scraper asks)."""
+    body, content_type = request.app[METRICS_KEY].render(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:

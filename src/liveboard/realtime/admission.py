@@ -4,7 +4,8 @@
 error body: 503 while the server shuts down, 403 for a forbidden ``Origin`` (or, in dev mode, a
 host that is not loopback), 401 for a missing or bad token (``Authorization: Bearer`` or
 ``?token=``), 429 for a user who holds ``max_connections_per_user`` connections already. Every
-refusal but the 503 (and a 500 for a bug) is counted in ``connections_rejected``.
+refusal but the 503 (and a 500 for a bug) is counted in ``connections_rejected`` under its
+reason (``metrics.REFUSAL_REASONS``).
 """
 
 from __future__ import annotations
@@ -77,26 +78,26 @@ async def admit(
         if not node.accepting:
             return Refusal(503, "unavailable", RESTARTING_MESSAGE)
         if settings.dev and not dev.is_loopback_host(host):  # DNS rebinding: see ``dev``
-            return _rejected(node, Refusal(403, "forbidden", dev.NOT_LOOPBACK_MESSAGE))
+            return _rejected(node, "host", Refusal(403, "forbidden", dev.NOT_LOOPBACK_MESSAGE))
         if not origin_allowed(origin, host, settings.allowed_origins):
-            return _rejected(node, Refusal(403, "forbidden", "origin not allowed"))
+            return _rejected(node, "origin", Refusal(403, "forbidden", "origin not allowed"))
         token = bearer_token(authorization) or query_token(raw_query)
         if not token:
             message = "missing token: send Authorization: Bearer <jwt> or ?token=<jwt>"
-            return _rejected(node, Refusal(401, "unauthorized", message))
+            return _rejected(node, "missing_token", Refusal(401, "unauthorized", message))
         try:
             principal = await verifier.verify(token)
         except AuthError as exc:
-            return _rejected(node, Refusal(401, "unauthorized", exc.message))
+            return _rejected(node, "invalid_token", Refusal(401, "unauthorized", exc.message))
         if node.connections_of(principal.user_id) >= settings.max_connections_per_user:
             message = "too many connections for this user"
-            return _rejected(node, Refusal(429, "rate_limited", message))
+            return _rejected(node, "user_limit", Refusal(429, "rate_limited", message))
     except Exception:
         log.exception("unhandled error admitting a WebSocket connection")
         return Refusal(500, "internal_error", "internal server error")
     return principal
 
 
-def _rejected(node: Node, refusal: Refusal) -> Refusal:
-    node.metrics.connections_rejected += 1
+def _rejected(node: Node, reason: str, refusal: Refusal) -> Refusal:
+    node.metrics.connections_rejected.labels(reason).inc()
     return refusal

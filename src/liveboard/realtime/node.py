@@ -151,7 +151,7 @@ class Node:
     # EventPublisher: the task service hands committed events here
 
     async def publish(self, events: Sequence[BrokerEvent]) -> None:
-        self.metrics.events_published += len(events)
+        self.metrics.events_published.inc(len(events))
         await self.broker.publish(events)
 
     # BrokerHandler
@@ -161,7 +161,7 @@ class Node:
 
     def on_broker_restored(self) -> None:
         """After a broker outage, read every active room's missed events from the log."""
-        self.metrics.broker_reconnects += 1
+        self.metrics.broker_reconnects.labels(self.broker.name).inc()
         self.repair.catch_up_all()
 
     def on_presence_signal(self, room: str) -> None:
@@ -184,7 +184,7 @@ class Node:
             self.by_user[session.user_id] = [session]  # exactly one slot
         else:
             mine.append(session)
-        self.metrics.connections_opened += 1
+        self.metrics.connections_opened.inc()
 
     def connections_of(self, user_id: str) -> int:
         """Sessions of ``user_id``, counting upgrades admitted but not yet registered."""
@@ -206,8 +206,9 @@ class Node:
                 del self._reserved[user_id]
 
     async def disconnect(self, session: Session) -> None:
-        """Forget a closed session: leave its rooms and its presence."""
-        self.sessions.pop(session.connection_id, None)
+        """Forget a closed session (counted by how it ended): leave its rooms and presence."""
+        if self.sessions.pop(session.connection_id, None) is not None:
+            self.metrics.connections_closed.labels(session.ended_with).inc()
         mine = self.by_user.get(session.user_id)
         if mine is not None and session in mine:
             mine.remove(session)  # at most max_connections_per_user entries
@@ -466,7 +467,7 @@ class Node:
         (its events from the hub, or its pongs), counted once in ``slow_consumer_closes``."""
         session = self.sessions.get(outlet.connection_id)
         if session is not None and not session.closing:
-            self.metrics.slow_consumer_closes += 1
+            self.metrics.slow_consumer_closes.inc()
             log.info("closing slow consumer %s", outlet.connection_id)
             session.close_now(CloseCode.SLOW_CONSUMER, "slow consumer")
 
@@ -478,8 +479,18 @@ class Node:
     def _register_gauges(self) -> None:
         m = self.metrics
         m.gauge("liveboard_connections", "Open WebSocket connections.", lambda: len(self.sessions))
-        m.gauge("liveboard_subscriptions", "Room subscriptions.", self.hub.subscription_count)
-        m.gauge("liveboard_rooms", "Rooms with local subscribers.", lambda: len(self.hub.rooms))
+        m.gauge(
+            "liveboard_subscriptions",
+            "Room subscriptions, by room kind.",
+            lambda: self.hub.by_kind()[1],
+            label="kind",
+        )
+        m.gauge(
+            "liveboard_rooms",
+            "Rooms with local subscribers, by room kind.",
+            lambda: self.hub.by_kind()[0],
+            label="kind",
+        )
         m.gauge("liveboard_presence_rooms", "Rooms with presence.", self.presence.room_count)
         m.gauge(
             "liveboard_presence_users",
@@ -488,6 +499,8 @@ class Node:
         )
         m.gauge(
             "liveboard_broker_up",
-            "1 when the broker is reachable.",
-            lambda: 1.0 if self.broker.up else 0.0,
+            "1 when the broker is reachable, with the broker's name (redis, memory).",
+            lambda: {self.broker.name: 1.0 if self.broker.up else 0.0},
+            label="broker",
         )
+        m.broker_reconnects.labels(self.broker.name)  # exported from the start, at 0
