@@ -231,6 +231,10 @@ class Metrics:
         event.listen(engine, "after_cursor_execute", finished)
         event.listen(engine, "handle_error", failed)
 
+    def sample(self, name: str, **labels: str) -> float | None:
+        """The current value of one sample (``liveboard_resyncs_total``...), None if absent."""
+        return self.registry.get_sample_value(name, labels)
+
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition for a scraper's ``Accept`` header: body and its content type
         (Prometheus text, or OpenMetrics when the scraper asks for it)."""
