@@ -60,13 +60,14 @@ async def serve(node: Node, verifier: TokenVerifier, session: Session) -> None:
                 session.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
             elif kind is MessageKind.ERROR:  # the close frame (1009 / 1002 / 1007) is sent
                 code = getattr(message.data, "code", None)  # a FrameError, or aiohttp's
-                session.ended_with = str(code) if isinstance(code, int) else NO_CLOSE_FRAME
+                if session.ended_with == NO_CLOSE_FRAME and isinstance(code, int):
+                    session.ended_with = str(code)
                 session.abort_timers()  # nothing may be written after it
                 await linger(transport)
                 break
             elif kind is not MessageKind.PONG:
-                if kind is MessageKind.CLOSE and not session.closing:
-                    session.ended_with = PEER_CLOSED
+                if kind is MessageKind.CLOSE and session.ended_with == NO_CLOSE_FRAME:
+                    session.ended_with = PEER_CLOSED  # (this side sent no close frame first)
                 break  # CLOSE, CLOSED
     except Exception:
         log.exception("connection %s failed", session.connection_id)
