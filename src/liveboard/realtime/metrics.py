@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -72,6 +72,35 @@ ROOM_KINDS: Final = ("project", "workspace")
 
 #: What a scrape-time gauge's callback returns: a value, or values by one label's value.
 Reading = Callable[[], float | Mapping[str, float]]
+
+
+class _Hub(Protocol):
+    def by_kind(self) -> tuple[dict[str, int], dict[str, int]]: ...
+
+
+class _Presence(Protocol):
+    def room_count(self) -> int: ...
+    def user_count(self) -> int: ...
+
+
+class _Broker(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def up(self) -> bool: ...
+
+
+class _Node(Protocol):
+    """What ``watch_node`` reads of ``node.Node``."""
+
+    @property
+    def sessions(self) -> Mapping[str, object]: ...
+    @property
+    def hub(self) -> _Hub: ...
+    @property
+    def presence(self) -> _Presence: ...
+    @property
+    def broker(self) -> _Broker: ...
 
 
 class ScrapeGauges(Collector):
@@ -198,6 +227,37 @@ class Metrics:
     def gauge(self, name: str, help_text: str, read: Reading, label: str | None = None) -> None:
         """Register a gauge read at scrape time (with ``label``: ``read`` returns a mapping)."""
         self._gauges.add(name, help_text, read, label)
+
+    def watch_node(self, node: _Node) -> None:
+        """Export the real-time layer's state: connections, rooms, presence, the broker."""
+        self.gauge(
+            "liveboard_connections", "Open WebSocket connections.", lambda: len(node.sessions)
+        )
+        self.gauge(
+            "liveboard_subscriptions",
+            "Room subscriptions, by room kind.",
+            lambda: node.hub.by_kind()[1],
+            label="kind",
+        )
+        self.gauge(
+            "liveboard_rooms",
+            "Rooms with local subscribers, by room kind.",
+            lambda: node.hub.by_kind()[0],
+            label="kind",
+        )
+        self.gauge("liveboard_presence_rooms", "Rooms with presence.", node.presence.room_count)
+        self.gauge(
+            "liveboard_presence_users",
+            "Present users summed over rooms, as this instance sees them.",
+            node.presence.user_count,
+        )
+        self.gauge(
+            "liveboard_broker_up",
+            "1 when the broker is reachable, with the broker's name (redis, memory).",
+            lambda: {node.broker.name: 1.0 if node.broker.up else 0.0},
+            label="broker",
+        )
+        self.broker_reconnects.labels(node.broker.name)  # exported from the start, at 0
 
     def watch_database(self, db: Database) -> None:
         """Export ``db``'s pool use and time each of its statements."""

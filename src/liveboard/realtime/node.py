@@ -106,7 +106,7 @@ class Node:
         self.repair = repair.LogRepair(
             self.hub, db, self.metrics, self._tasks, resync=self._resync_subscribers
         )
-        self._register_gauges()
+        self.metrics.watch_node(self)
 
     def _presence_manager(self, settings: Settings) -> PresenceManager:
         if settings.redis_url is None:
@@ -475,32 +475,3 @@ class Node:
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.spawn(coro)
-
-    def _register_gauges(self) -> None:
-        m = self.metrics
-        m.gauge("liveboard_connections", "Open WebSocket connections.", lambda: len(self.sessions))
-        m.gauge(
-            "liveboard_subscriptions",
-            "Room subscriptions, by room kind.",
-            lambda: self.hub.by_kind()[1],
-            label="kind",
-        )
-        m.gauge(
-            "liveboard_rooms",
-            "Rooms with local subscribers, by room kind.",
-            lambda: self.hub.by_kind()[0],
-            label="kind",
-        )
-        m.gauge("liveboard_presence_rooms", "Rooms with presence.", self.presence.room_count)
-        m.gauge(
-            "liveboard_presence_users",
-            "Present users summed over rooms, as this instance sees them.",
-            self.presence.user_count,
-        )
-        m.gauge(
-            "liveboard_broker_up",
-            "1 when the broker is reachable, with the broker's name (redis, memory).",
-            lambda: {self.broker.name: 1.0 if self.broker.up else 0.0},
-            label="broker",
-        )
-        m.broker_reconnects.labels(self.broker.name)  # exported from the start, at 0
