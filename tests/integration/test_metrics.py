@@ -11,6 +11,7 @@ histogram, a closed connection is counted under how it ended, statements and aud
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,10 +20,14 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from sqlalchemy import exc, text
 
 import liveboard
 from liveboard.protocol import project_room
+from liveboard.realtime.metrics import Metrics
+from liveboard.store.database import Database
 from tests.support.board import Board
+from tests.support.postgres import fresh_postgres_database
 from tests.support.servers import LiveboardProcess, start_server
 from tests.support.timing import wait_until
 from tests.support.tokens import make_token
@@ -291,3 +296,58 @@ async def test_a_scrape_during_traffic_parses(board: Board) -> None:
         assert isinstance(result, Scrape)
         assert "liveboard_messages_sent" in result.families
     await watcher.events(10)
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    with fresh_postgres_database(postgres_server_url) as url:
+        yield url
+
+
+@pytest.mark.postgres
+async def test_the_pool_gauges_count_held_and_waiting_connections(postgres_url: str) -> None:
+    """On PostgreSQL: every connection held shows in ``in_use``; once the pool is exhausted, the
+    next caller shows in ``waiting`` until one is given back. Statements are timed, failed ones
+    too."""
+    db = Database(postgres_url)
+    metrics = Metrics()
+    metrics.watch_database(db)
+
+    def gauge(name: str) -> float | None:
+        return metrics.sample(f"liveboard_db_pool_{name}")
+
+    try:
+        async with contextlib.AsyncExitStack() as held:
+            blocked: asyncio.Task[None] | None = None
+            release = asyncio.Event()
+
+            async def hold_one() -> None:
+                async with db.read_one():
+                    await release.wait()
+
+            for count in range(1, 101):  # the pool's capacity is far below 100
+                conn = await held.enter_async_context(db.read_one())
+                assert gauge("in_use") == count
+                blocked = asyncio.ensure_future(hold_one())
+                await asyncio.sleep(0.3)
+                if not blocked.done() and gauge("in_use") == count:
+                    break  # the pool is exhausted: the task waits
+                release.set()
+                await blocked
+                release.clear()
+                blocked = None
+            assert blocked is not None, "the pool never ran out"
+            assert gauge("waiting") == 1
+            before = metrics.sample("liveboard_db_statement_duration_seconds_count") or 0.0
+            await conn.execute(text("SELECT 1"))
+            with contextlib.suppress(exc.DBAPIError):
+                await conn.execute(text("SELECT 1 / 0"))
+            after = metrics.sample("liveboard_db_statement_duration_seconds_count")
+            assert after == before + 2
+        # everything given back: the waiter got its connection
+        await wait_until(lambda: gauge("waiting") == 0 and gauge("in_use") == 1)
+        release.set()
+        await blocked
+        assert gauge("in_use") == 0
+    finally:
+        await db.aclose()

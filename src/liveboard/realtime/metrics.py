@@ -282,7 +282,8 @@ class Metrics:
                 timed.observe(time.perf_counter() - starts.pop())
 
         def failed(context: Any) -> None:
-            starts = context.connection.info.get("liveboard_started")
+            conn = context.connection  # None when the failure was in connecting
+            starts = None if conn is None else conn.info.get("liveboard_started")
             if starts:
                 timed.observe(time.perf_counter() - starts.pop())
 
