@@ -1,11 +1,11 @@
 """HTTP requests timed by method, route template and status (the request histogram).
 
 The route label is the matched route's template (``/api/projects/{pid}/tasks``), never the
-request's path, so ids never become label values; a request no route matches is ``unmatched``.
-A method outside the standard ones is ``other``. A request whose client left before the answer
-is counted with status ``499``. WebSocket upgrades are not timed here (their connection lasts
-hours; ``liveboard_connections_*`` count them), and no coroutine of this middleware stays alive
-while a WebSocket is served.
+request's path, so ids never become label values; a request no route matches (404, 405) is
+``unmatched``. A method outside the standard ones is ``other``. A request whose client left
+before the answer is counted with status ``499``. WebSocket upgrades are not timed here (their
+connection lasts hours; ``liveboard_connections_*`` count them), and no coroutine of this
+middleware stays alive while a WebSocket is served.
 """
 
 from __future__ import annotations

@@ -190,7 +190,10 @@ async def test_a_rest_call_lands_in_its_route_template_and_status(board: Board) 
     await board.call("GET", f"/api/projects/{pid}/tasks", owner)
     await board.call("GET", "/api/no-such-thing", owner, expect=404)
     await board.call("GET", "/api/projects/nope/tasks", owner, expect=404)
+    async with board.http.request("PROPFIND", board.url + "/healthz") as response:
+        odd_status = str(response.status)  # a method no route has: 405
     now = await scrape(board)
+    assert now.value(count, method="other", route="unmatched", status=odd_status) >= 1
     assert now.value(count, **ok) == earlier + 1
     assert now.value(count, route="unmatched", status="404") >= 1
     assert now.value(count, method="GET", route=route, status="404") >= 1
