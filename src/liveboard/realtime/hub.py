@@ -148,6 +148,7 @@ class Hub:
     ) -> None:
         self.rooms: dict[str, Room] = {}
         self._metrics = metrics
+        self._tally = metrics.fan_out
         self._limit = slow_consumer_bytes
         self._on_slow_consumer = on_slow_consumer
         self._on_gap = on_gap
@@ -400,9 +401,9 @@ class Hub:
 
     def _count(self, frames: int, size: int) -> None:
         """Count frames and bytes written (once per call that wrote, never per socket)."""
-        if frames:
-            self._metrics.messages_sent.inc(frames)
-            self._metrics.bytes_sent.inc(size)
+        tally = self._tally
+        tally.frames += frames
+        tally.bytes += size
 
     def _flush(
         self, batch: dict[Room, list[bytes]], dirty: list[Outlet], released: list[BrokerEvent]
@@ -423,12 +424,11 @@ class Hub:
             room_sent, room_size = self._write_room(room, frames)
             sent += room_sent
             size += room_size
-        self._count(sent, size)
+        tally = self._tally
+        tally.frames += sent
+        tally.bytes += size
         if released:
-            now_ms = time.time() * 1000.0
-            observe = self._metrics.delivery_latency.observe
-            for event in released:
-                observe(max(0.0, now_ms - event.ts) / 1000.0)
+            tally.delivered(time.time() * 1000.0, released)
 
     # Introspection
 

@@ -4,9 +4,11 @@ Guarantees:
 
 * One ``CollectorRegistry`` per ``Metrics`` (one per application), never the library's global
   one: several applications in one process (the tests) each export only their own numbers.
-* Counters and histograms are prometheus-client objects, bumped where things happen. On the
-  fan-out path they are bumped once per broker read or per event, never per socket
-  (``hub.Hub``); a bump is one locked add, ``Histogram.observe`` a few.
+* Counters and histograms are prometheus-client objects, bumped where things happen, except
+  on the fan-out path: there the hub adds to plain numbers (``FanOutTally``: frames, bytes, the
+  delivery latency's buckets), once per broker read or per event, never per socket, and they
+  are rendered at scrape time. A prometheus-client ``inc`` or ``observe`` costs 0.3-0.7 µs
+  (a lock, checks); a plain add costs 0.02 µs, and a bucket found by bisection 0.08 µs.
 * Gauges of the instance's state (connections, rooms, the database pool...) are read from
   callbacks at scrape time (``ScrapeGauges``), so keeping them costs nothing between scrapes.
 * No label carries a room id, a user id or a raw URL: label values come from closed sets
@@ -17,14 +19,16 @@ Guarantees:
   the counters' series for a value Prometheus does not use).
 
 Multiprocess mode (several worker processes behind one port; not built yet): every counter and
-histogram here works unchanged under ``PROMETHEUS_MULTIPROC_DIR``; the scrape-time gauges would
-be set by each worker on a timer into ``Gauge(multiprocess_mode="livesum")`` instead. See
-docs/operations.md, "Metrics with several worker processes".
+histogram object here works unchanged under ``PROMETHEUS_MULTIPROC_DIR``; what is rendered at
+scrape time (the gauges, the fan-out tally) would be written by each worker on a timer into
+multiprocess-mode objects instead. See docs/operations.md, "Metrics with several worker
+processes".
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Protocol
 
@@ -38,12 +42,18 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from sqlalchemy import event
 
 from liveboard import __version__
+from liveboard.protocol import BrokerEvent
 from liveboard.store.database import Database
 
 # Process-wide in prometheus-client; liveboard exports no ``_created`` series (see above).
@@ -72,6 +82,58 @@ ROOM_KINDS: Final = ("project", "workspace")
 
 #: What a scrape-time gauge's callback returns: a value, or values by one label's value.
 Reading = Callable[[], float | Mapping[str, float]]
+
+
+class FanOutTally:
+    """What the hub's fan-out adds up, as plain numbers (no lock, no call into the library):
+    frames and bytes written (each times sockets), and the delivery latency histogram's
+    buckets (``LATENCY_BUCKETS``, then the overflow), sum and count. Rendered at scrape time."""
+
+    __slots__ = ("bytes", "frames", "latency_buckets", "latency_count", "latency_sum")
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.bytes = 0
+        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+
+    def delivered(self, now_ms: float, events: Iterable[BrokerEvent]) -> None:
+        """Observe, for each event, commit time (``ts``, ms) to ``now_ms``."""
+        buckets = self.latency_buckets
+        total = 0.0
+        count = 0
+        for released in events:
+            seconds = max(0.0, now_ms - released.ts) / 1000.0
+            buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # le: the first bound >= it
+            total += seconds
+            count += 1
+        self.latency_sum += total
+        self.latency_count += count
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "liveboard_messages_sent",
+            "Frames the hub wrote to sockets (frames times sockets).",
+            value=self.frames,
+        )
+        yield CounterMetricFamily(
+            "liveboard_bytes_sent",
+            "Bytes of the frames the hub wrote to sockets.",
+            value=self.bytes,
+        )
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, count in zip(LATENCY_BUCKETS, self.latency_buckets, strict=False):
+            cumulative += count
+            buckets.append((str(bound), cumulative))
+        buckets.append(("+Inf", self.latency_count))
+        yield HistogramMetricFamily(
+            "liveboard_delivery_latency_seconds",
+            "Commit time to frame written, per event fanned out.",
+            buckets=buckets,
+            sum_value=self.latency_sum,
+        )
 
 
 class _Hub(Protocol):
@@ -140,12 +202,8 @@ class Metrics:
         self.events_published = counter(
             "liveboard_events_published", "Committed events handed to the broker."
         )
-        self.messages_sent = counter(
-            "liveboard_messages_sent", "Frames the hub wrote to sockets (frames times sockets)."
-        )
-        self.bytes_sent = counter(
-            "liveboard_bytes_sent", "Bytes of the frames the hub wrote to sockets."
-        )
+        self.fan_out = FanOutTally()
+        registry.register(self.fan_out)
         self.connections_opened = counter(
             "liveboard_connections_opened", "WebSocket connections accepted."
         )
@@ -184,12 +242,6 @@ class Metrics:
         self.send_timeouts = counter(
             "liveboard_send_timeouts",
             "HTTP connections cut because the client read none of a response in time.",
-        )
-        self.delivery_latency = Histogram(
-            "liveboard_delivery_latency_seconds",
-            "Commit time to frame written, per event fanned out.",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
         )
         self.http_duration = Histogram(
             "liveboard_http_request_duration_seconds",
