@@ -23,7 +23,7 @@ def test_the_latency_histogram_counts_each_event_in_the_first_bucket_not_below_i
     assert sample(f"{name}_bucket", le="+Inf") == 5
     assert sample(f"{name}_count") == 5
     assert abs((sample(f"{name}_sum") or 0) - 7.005) < 1e-9
-    buckets = [sample(f"{name}_bucket", le=str(b)) for b in LATENCY_BUCKETS]
+    buckets = [sample(f"{name}_bucket", le=str(b)) or 0.0 for b in LATENCY_BUCKETS]
     assert buckets == sorted(buckets)
 
 
