@@ -2,7 +2,7 @@
 
 Start: open the database and apply migrations → start the node (broker) → (``--dev``) seed the
 demo → serve. Stop (``cli.serve`` on SIGTERM): the listening socket closes (new connections are
-refused) → the node closes every WebSocket with 1012, spread over ``node.SHUTDOWN_SPREAD``
+refused) → the node closes every WebSocket with 1012, spread over ``shutdown.SHUTDOWN_SPREAD``
 seconds, and flushes the broker → the database closes.
 """
 
@@ -164,8 +164,11 @@ class Listener:
         await self._acceptor.wait_closed(grace)
 
 
-async def listen(runner: web.AppRunner, host: str, port: int, backlog: int = 1024) -> Listener:
-    """Accept connections for ``runner``'s application (set up) on ``host``:``port``."""
+async def listen(
+    runner: web.AppRunner, host: str, port: int, backlog: int = 1024, *, reuse_port: bool = False
+) -> Listener:
+    """Accept connections for ``runner``'s application (set up) on ``host``:``port``; with
+    ``reuse_port``, beside the other workers of a supervisor (``liveboard.workers``)."""
     http = runner.server
     assert http is not None, "runner.setup() first"
     guard = runner.app[GUARD_KEY]
@@ -183,6 +186,7 @@ async def listen(runner: web.AppRunner, host: str, port: int, backlog: int = 102
         port,
         backlog=backlog,
         reuse_address=True,
+        reuse_port=reuse_port or None,
     )
     for sock in server.sockets:  # once here rather than per connection: accepted sockets inherit
         tune_socket(sock)

@@ -64,7 +64,7 @@ def run(page: Page, body: str) -> Any:
     )
 
 
-def test_connects_with_the_token_in_the_url_and_reports_states(page: Page) -> None:
+def test_connects_with_the_token_in_the_subprotocol_and_reports_states(page: Page) -> None:
     result = run(
         page,
         """
@@ -74,12 +74,29 @@ def test_connects_with_the_token_in_the_url_and_reports_states(page: Page) -> No
         await flush();
         const ws = latest();
         ws.accept("c_1", "alice");
-        return { url: ws.url, states, id: c.connectionId, user: c.userId, state: c.state };
+        return {
+          url: ws.url, protocols: ws.protocols, states, id: c.connectionId, user: c.userId,
+          state: c.state,
+        };
         """,
     )
-    assert result["url"] == "ws://h:1/ws/connect?token=abc.def"
+    # CONTRACT §6.5: the token stays out of the URL that proxies and histories log.
+    assert result["url"] == "ws://h:1/ws/connect"
+    assert result["protocols"] == ["liveboard.v1", "liveboard.token.abc.def"]
     assert result["states"] == ["connected"]  # "connecting" was emitted in the constructor
     assert (result["id"], result["user"], result["state"]) == ("c_1", "alice", "connected")
+
+
+def test_the_token_can_still_go_in_the_url(page: Page) -> None:
+    result = run(
+        page,
+        """
+        const c = new m.LiveboardClient({ token: "abc.def", baseUrl: "http://h:1", tokenIn: "query" });
+        await flush();
+        return { url: latest().url, protocols: latest().protocols };
+        """,
+    )
+    assert result == {"url": "ws://h:1/ws/connect?token=abc.def", "protocols": []}
 
 
 def test_backoff_is_exponential_capped_with_full_jitter_then_offline(page: Page) -> None:
@@ -133,25 +150,58 @@ def test_no_reconnect_after_a_fatal_close(page: Page, code: int) -> None:
     assert result == {"sockets": 1, "state": "closed", "errors": [f"closed_{code}"]}
 
 
-def test_a_restarting_server_1012_adds_a_random_delay(page: Page) -> None:
+def test_a_restarting_server_1012_is_retried_at_a_flat_short_pace(page: Page) -> None:
+    result = run(
+        page,
+        """
+        Math.random = () => 0.5;
+        const events = [];
+        const c = new m.LiveboardClient({
+          token: "t", restartDelay: [200, 1800], restartWindow: 20000, offlineAfter: 3,
+        });
+        c.on("state", (s) => s.retryIn !== undefined && events.push([s.state, s.retryIn, s.restarting]));
+        await flush();
+        latest().accept();
+        latest().drop(1012, "restarting");
+        await advance(999);
+        const at999 = sockets.length;
+        await advance(1);
+        const at1000 = sockets.length;
+        // The server is still down: each connect fails before `connected`.
+        for (let i = 0; i < 8; i++) { latest().drop(1006); await advance(1000); }
+        const refusedInWindow = events.length;
+        // The window (20 s) is over: the usual backoff, from its first step.
+        await advance(20000);
+        latest().drop(1006);
+        await flush();
+        return { events, at999, at1000, refusedInWindow };
+        """,
+    )
+    # 200 + 0.5 * (1800 - 200) = 1000, never doubled, never "offline" (offlineAfter 3)
+    assert (result["at999"], result["at1000"]) == (1, 2)
+    in_window = result["events"][: result["refusedInWindow"]]
+    assert in_window == [["reconnecting", 1000, True]] * 9
+    assert result["events"][-1] == ["reconnecting", 250, False]  # random(0, 500) = 250
+
+
+def test_a_restarted_server_that_accepts_ends_the_restart_window(page: Page) -> None:
     result = run(
         page,
         """
         Math.random = () => 0.5;
         const delays = [];
-        const c = new m.LiveboardClient({ token: "t", restartDelay: [1000, 5000] });
-        c.on("state", (s) => s.retryIn !== undefined && delays.push(s.retryIn));
+        const c = new m.LiveboardClient({ token: "t", restartDelay: [0, 1000] });
+        c.on("state", (s) => s.retryIn !== undefined && delays.push([s.retryIn, s.restarting]));
         await flush();
         latest().accept();
-        latest().drop(1012, "restarting");
-        await advance(3200);
-        const at3200 = sockets.length;
-        await advance(200);
-        return { delays, at3200, at3400: sockets.length };
+        latest().drop(1012);
+        await advance(500);
+        latest().accept();              // back; then a dropped link is an ordinary one
+        latest().drop(1006);
+        return delays;
         """,
     )
-    # backoff random(0, 500) = 250, plus 1000 + 0.5 * 4000 = 3000
-    assert result == {"delays": [3250], "at3200": 1, "at3400": 2}
+    assert result == [[500, True], [250, False]]
 
 
 def test_heartbeat_detects_a_dead_link_and_reconnects(page: Page) -> None:
@@ -304,7 +354,7 @@ def test_token_provider_refreshes_before_expiry_and_after_4001(page: Page) -> No
         await flush();
         let ws = latest();
         ws.accept();
-        const firstUrl = ws.url;
+        const firstProtocols = ws.protocols.join(",");
         await advance(300000 - 30000 - 1);          // margin: 10% of the lifetime, 10..60 s
         const before = ws.types().includes("refresh");
         await advance(1);
@@ -315,7 +365,7 @@ def test_token_provider_refreshes_before_expiry_and_after_4001(page: Page) -> No
         await nextSocket(5);                          // at once, not after a backoff
         const reconnected = sockets.length;
         return { before, refreshed: !!refresh && refresh.token.split(".").length === 3,
-                 callsAfterRefresh, calls, reconnected, sameUrl: latest().url === firstUrl };
+                 callsAfterRefresh, calls, reconnected, sameToken: latest().protocols.join(",") === firstProtocols };
         """,
     )
     assert result["before"] is False
@@ -323,7 +373,7 @@ def test_token_provider_refreshes_before_expiry_and_after_4001(page: Page) -> No
     assert result["callsAfterRefresh"] == 2
     assert result["calls"] == 3  # a new token for the reconnect after 4001
     assert result["reconnected"] == 2
-    assert result["sameUrl"] is False
+    assert result["sameToken"] is False  # the reconnect carries the new token
 
 
 def test_rest_sends_the_token_and_connection_id_and_recognises_its_echo(page: Page) -> None:

@@ -2,10 +2,11 @@
 
 ``admit`` returns the principal, or a ``Refusal`` answered before any handshake with the REST
 error body: 503 while the server shuts down, 403 for a forbidden ``Origin`` (or, in dev mode, a
-host that is not loopback), 401 for a missing or bad token (``Authorization: Bearer`` or
-``?token=``), 429 for a user who holds ``max_connections_per_user`` connections already. Every
-refusal but the 503 (and a 500 for a bug) is counted in ``connections_rejected`` under its
-reason (``metrics.REFUSAL_REASONS``).
+host that is not loopback), 401 for a missing or bad token, 429 for a user who holds
+``max_connections_per_user`` connections already. The token is looked for in
+``Authorization: Bearer``, then a ``liveboard.token.<jwt>`` subprotocol (CONTRACT §6.5), then
+``?token=``. Every refusal but the 503 (and a 500 for a bug) is counted in
+``connections_rejected`` under its reason (``metrics.REFUSAL_REASONS``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ from liveboard import dev
 from liveboard.auth import Principal, TokenVerifier, bearer_token
 from liveboard.config import Settings
 from liveboard.errors import AuthError
+from liveboard.protocol.subprotocols import AmbiguousTokenError, subprotocol_token
 from liveboard.realtime.node import Node
 
 log = logging.getLogger("liveboard.ws")
 
 RESTARTING_MESSAGE = "server is restarting; reconnect shortly"
+MISSING_TOKEN_MESSAGE = (
+    "missing token: send Authorization: Bearer <jwt>, "
+    "Sec-WebSocket-Protocol: liveboard.v1, liveboard.token.<jwt>, or ?token=<jwt>"
+)
 
 
 class Refusal(NamedTuple):
@@ -72,6 +78,7 @@ async def admit(
     host: str | None,
     authorization: str | None,
     raw_query: str,
+    subprotocols: tuple[str, ...] = (),
 ) -> Principal | Refusal:
     """The checks before the upgrade, the same on both paths: the principal, or a refusal."""
     try:
@@ -81,9 +88,16 @@ async def admit(
             return _rejected(node, "host", Refusal(403, "forbidden", dev.NOT_LOOPBACK_MESSAGE))
         if not origin_allowed(origin, host, settings.allowed_origins):
             return _rejected(node, "origin", Refusal(403, "forbidden", "origin not allowed"))
-        token = bearer_token(authorization) or query_token(raw_query)
+        try:
+            token = (
+                bearer_token(authorization)
+                or subprotocol_token(subprotocols)
+                or query_token(raw_query)
+            )
+        except AmbiguousTokenError as exc:
+            return _rejected(node, "invalid_token", Refusal(401, "unauthorized", str(exc)))
         if not token:
-            message = "missing token: send Authorization: Bearer <jwt> or ?token=<jwt>"
+            message = MISSING_TOKEN_MESSAGE
             return _rejected(node, "missing_token", Refusal(401, "unauthorized", message))
         try:
             principal = await verifier.verify(token)
