@@ -18,11 +18,12 @@ Guarantees:
   ``liveboard_build_info{version}`` are included; ``*_created`` series are not (they would double
   the counters' series for a value Prometheus does not use).
 
-Multiprocess mode (several worker processes behind one port; not built yet): every counter and
-histogram object here works unchanged under ``PROMETHEUS_MULTIPROC_DIR``; what is rendered at
-scrape time (the gauges, the fan-out tally) would be written by each worker on a timer into
-multiprocess-mode objects instead. See docs/operations.md, "Metrics with several worker
-processes".
+With ``serve --workers N`` each worker exports its own numbers, and a scrape of the shared port
+reaches one of them. prometheus-client's multiprocess mode (one scrape for all workers) is not
+switched on yet: every counter and histogram object here works unchanged under
+``PROMETHEUS_MULTIPROC_DIR``; what is rendered at scrape time (the gauges, the fan-out tally)
+would be copied by each worker on a timer into multiprocess-mode objects. See
+docs/operations.md, "Metrics with several worker processes".
 """
 
 from __future__ import annotations
@@ -77,8 +78,6 @@ REFUSAL_REASONS: Final = ("origin", "host", "missing_token", "invalid_token", "u
 #: ended without any close frame from this side (lost, or dropped after an unanswered ping).
 PEER_CLOSED: Final = "peer"
 NO_CLOSE_FRAME: Final = "none"
-#: Room kinds (``liveboard_rooms``, ``liveboard_subscriptions``).
-ROOM_KINDS: Final = ("project", "workspace")
 
 #: What a scrape-time gauge's callback returns: a value, or values by one label's value.
 Reading = Callable[[], float | Mapping[str, float]]
