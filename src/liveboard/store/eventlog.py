@@ -20,6 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from liveboard.protocol import BrokerEvent, Position
 from liveboard.store.schema import events, rooms
 
+#: ``events.user_id`` of an event no user caused (``userId: null`` on the wire): no user id is
+#: empty (``liveboard.text``), and the column stays NOT NULL. NULL is read as null too.
+NO_USER = ""
+
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -93,7 +97,7 @@ async def append_event(
     *,
     room: str,
     type: str,
-    user_id: str,
+    user_id: str | None,
     data: dict[str, Any],
     ts: int,
     origin: str | None = None,
@@ -106,13 +110,15 @@ async def append_event(
     transaction began is at or below it; instances hold the event until they have released that
     room up to there. Not stored: events read back from the log have 0.
 
+    ``user_id`` None: no user caused the event (a service's; ``userId: null``).
+
     Raises ``sqlalchemy.exc.NoResultFound`` when the room does not exist.
     """
     # (Parameter names differ from the column names: SQLAlchemy reserves those for VALUES.)
     values = {
         "type": type,
         "ts": ts,
-        "user_id": user_id,
+        "user_id": user_id or NO_USER,
         "origin": origin,
         "data": _json_encode(data).decode(),
     }
@@ -178,7 +184,7 @@ async def read_events(
             offset=int(r.offset),
             epoch=str(r.epoch),
             ts=int(r.ts),
-            user_id=str(r.user_id),
+            user_id=r.user_id or None,
             data=_json_decode(r.data),
             origin=r.origin,
         )

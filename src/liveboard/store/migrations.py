@@ -25,7 +25,9 @@ _ADVISORY_LOCK_KEY = 0x11FEB0A4D
 
 
 #: Tables a later migration creates: the initial schema is everything else.
-_LATER_TABLES = frozenset({schema.schema_migrations, schema.idempotency_keys})
+_LATER_TABLES = frozenset(
+    {schema.schema_migrations, schema.idempotency_keys, schema.service_idempotency_keys}
+)
 
 
 async def _initial_schema(conn: AsyncConnection) -> None:
@@ -56,10 +58,24 @@ async def _task_field_versions(conn: AsyncConnection) -> None:
         await conn.execute(text(f"ALTER TABLE tasks ADD COLUMN {column} INTEGER"))
 
 
+async def _open_log(conn: AsyncConnection) -> None:
+    """Events from other backends (CONTRACT §6.3): event types up to 64 characters, and the
+    idempotency keys of services.
+
+    On PostgreSQL ``events.type`` grows from ``varchar(32)`` to ``varchar(64)``, a change of
+    the column's declared length only (no row is rewritten since PostgreSQL 9.2). SQLite
+    does not enforce a ``VARCHAR`` length: nothing to change there."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("ALTER TABLE events ALTER COLUMN type TYPE VARCHAR(64)"))
+    tables = [schema.service_idempotency_keys]
+    await conn.run_sync(lambda sync: schema.metadata.create_all(sync, tables=tables))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _initial_schema),
     (2, "task field versions", _task_field_versions),
     (3, "idempotency keys", _idempotency_keys),
+    (4, "open log: longer event types, service idempotency keys", _open_log),
 ]
 
 
