@@ -16,6 +16,7 @@ from typing import Final
 from aiohttp import web
 
 from liveboard import dev, errors, rest
+from liveboard.apikeys import ApiKeys
 from liveboard.asyncapi import document_json as asyncapi_json
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
@@ -40,8 +41,11 @@ from liveboard.rest import json_response
 from liveboard.store.availability import probe
 from liveboard.store.database import Database
 from liveboard.store.migrations import prepare_database
-from liveboard.tasks import api
+from liveboard.tasks import api, rooms_api
 from liveboard.tasks.idempotency import GATE_KEY, IdempotencyGate
+from liveboard.tasks.retention import Retention
+from liveboard.tasks.room_log import RoomLog
+from liveboard.tasks.rooms_api import MAX_EVENT_DATA_KEY, ROOM_LOG_KEY
 from liveboard.tasks.service import TaskService
 
 SETTINGS_KEY: Final = web.AppKey("settings", Settings)
@@ -99,6 +103,8 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
     app[SETTINGS_KEY] = settings
     app[WS_SETTINGS_KEY] = settings
     app[rest.VERIFIER_KEY] = verifier
+    app[rest.API_KEYS_KEY] = ApiKeys(settings.api_keys)
+    app[MAX_EVENT_DATA_KEY] = settings.max_event_data_bytes
     app[WS_VERIFIER_KEY] = verifier
     app[rest.RATE_LIMITER_KEY] = rest.RateLimiter(rate=50.0, burst=200.0)
     app[METRICS_KEY] = counters
@@ -107,6 +113,7 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
     app.on_shutdown.append(_close_sockets)
 
     api.add_routes(app)
+    rooms_api.add_routes(app)
     # No HEAD: a WebSocket upgrade is a GET (RFC 6455 §4.1); HEAD is answered 405.
     app.router.add_get("/ws/connect", websocket_handler, allow_head=False)
     app.router.add_get("/ws", websocket_handler, allow_head=False)
@@ -193,7 +200,7 @@ def _components(
         settings = app[SETTINGS_KEY]
         db = Database(settings.database_url)
         node: Node | None = None
-        pruning: asyncio.Task[None] | None = None
+        pruning: list[asyncio.Task[None]] = []
         try:
             await prepare_database(db, settings.db_wait)
             node = Node(settings, db, app[METRICS_KEY])
@@ -203,15 +210,25 @@ def _components(
             app[DATABASE_KEY] = db
             app[NODE_KEY] = node
             app[api.SERVICE_KEY] = service
+            app[ROOM_LOG_KEY] = RoomLog(service.writer)
             gate = app[GATE_KEY] = IdempotencyGate(db, settings.idempotency_ttl)
-            pruning = asyncio.ensure_future(gate.prune_forever())
+            retention = Retention(
+                db,
+                keep=max(settings.event_retention, settings.history_size),
+                recovery_window=settings.history_size,
+                max_age=settings.event_retention_age,
+            )
+            pruning = [
+                asyncio.ensure_future(gate.prune_forever()),
+                asyncio.ensure_future(retention.prune_forever()),
+            ]
             if settings.dev:
                 await dev.seed_demo(service)
             yield
         finally:
-            if pruning is not None:
-                pruning.cancel()
-                await asyncio.gather(pruning, return_exceptions=True)
+            for task in pruning:
+                task.cancel()
+            await asyncio.gather(*pruning, return_exceptions=True)
             if node is not None:
                 await node.shutdown()
             await db.aclose()

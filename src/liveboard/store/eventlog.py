@@ -14,7 +14,7 @@ import secrets
 from typing import Any
 
 import msgspec
-from sqlalchemy import BigInteger, String, Text, bindparam, func, select
+from sqlalchemy import BigInteger, String, Text, bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard.protocol import BrokerEvent, Position
@@ -196,3 +196,46 @@ async def oldest_offset(conn: AsyncConnection, room: str) -> int | None:
     """The smallest offset still kept for ``room``, or None when its log is empty."""
     value = await conn.scalar(select(func.min(events.c.offset)).where(events.c.room == room))
     return None if value is None else int(value)
+
+
+async def rooms_longer_than(
+    conn: AsyncConnection, offset: int, *, after_room: str, limit: int
+) -> list[tuple[str, int]]:
+    """Up to ``limit`` rooms whose head is past ``offset``, named after ``after_room`` (in name
+    order: a cursor over all rooms), with their heads."""
+    result = await conn.execute(
+        select(rooms.c.room, rooms.c.last_offset)
+        .where(rooms.c.last_offset > offset, rooms.c.room > after_room)
+        .order_by(rooms.c.room)
+        .limit(limit)
+    )
+    return [(str(r.room), int(r.last_offset)) for r in result]
+
+
+async def first_offset_since(
+    conn: AsyncConnection, room: str, ts: int, *, from_offset: int, up_to: int
+) -> int | None:
+    """The first offset in ``from_offset..up_to`` of ``room`` whose event's ``ts`` is at least
+    ``ts``; None when all of them are older. Walks the primary key in offset order from
+    ``from_offset``: it reads the old events it passes, which are the ones to prune."""
+    value = await conn.scalar(
+        select(events.c.offset)
+        .where(
+            events.c.room == room,
+            events.c.offset >= from_offset,
+            events.c.offset <= up_to,
+            events.c.ts >= ts,
+        )
+        .order_by(events.c.offset)
+        .limit(1)
+    )
+    return None if value is None else int(value)
+
+
+async def delete_through(conn: AsyncConnection, room: str, offset: int) -> int:
+    """Delete ``room``'s events with an offset at most ``offset``; return how many. The caller
+    bounds the range (a batch of consecutive offsets)."""
+    result = await conn.execute(
+        delete(events).where(events.c.room == room, events.c.offset <= offset)
+    )
+    return int(result.rowcount or 0)
