@@ -1,7 +1,8 @@
 """Logging set-up: plain text or one JSON object per line (``--log-format json``).
 
 The access log writes the method, the path without its query string (a WebSocket may carry its
-token there), the status and the duration: tokens never reach the logs.
+token there), the status and the duration: tokens and API keys never reach the logs (nor do
+headers; ``redact`` also removes an ``apikey …``/``Bearer …`` credential a library quotes).
 
 A client cannot forge a log line (CWE-117). In the text format every record is one line that
 starts with its timestamp: control characters in the message (C0, DEL, C1, U+2028/U+2029 and
@@ -27,11 +28,16 @@ _encode = msgspec.json.Encoder().encode
 # A token may reach a log line through a library that quotes a request line (a malformed or
 # oversized request): query strings (``?…`` after a path) and anything shaped like a JWT (even
 # truncated) are replaced before a line is written.
-_SECRETS = re.compile(r"(?<=[\w/])\?[^\s'\"\\]+|eyJ[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*){0,2}")
+# An ``Authorization`` value quoted whole (``apikey <key>``, ``Bearer <token>``) loses its
+# credential too: a service key has no recognisable shape of its own.
+_SECRETS = re.compile(
+    r"(?<=[\w/])\?[^\s'\"\\]+|eyJ[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*){0,2}"
+    r"|(?i:\b(?:apikey|bearer)\s+)[^\s'\"\\,]+"
+)
 
 
 def redact(text: str) -> str:
-    """``text`` with query strings and tokens replaced by ``[redacted]``."""
+    """``text`` with query strings, tokens and API keys replaced by ``[redacted]``."""
     return _SECRETS.sub("[redacted]", text)
 
 

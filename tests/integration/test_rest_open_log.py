@@ -60,7 +60,7 @@ async def service_room(board: Board) -> tuple[str, str]:
 
 
 async def test_publish_needs_an_api_key(board: Board) -> None:
-    wid, pid = await service_room(board)
+    _, pid = await service_room(board)
     path = f"/api/rooms/project:{pid}/events"
     body = {"type": "comment:added", "data": {"taskId": "t1"}}
     status, error = await board.call("POST", path, None, body=body)
