@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from liveboard.config import Settings
 from liveboard.protocol import decode_event
 from liveboard.store import eventlog
 from liveboard.store.database import Database
+from liveboard.tasks.retention import Retention
 from tests.support.app import AppClientFactory
 from tests.support.contract import assert_error
 from tests.support.postgres import module_database_url_fixture  # noqa: F401
@@ -244,3 +246,76 @@ async def test_history_pages_and_membership(board: Board, settings: Settings) ->
     assert [e["offset"] for e in page["events"]] == [4, 5, 6, 7]
     status, page = await board.call("GET", f"/api/rooms/{room}/events?after=3", "bob")
     assert "truncated" not in page
+
+
+async def test_history_cursor_across_pruning(board: Board, settings: Settings) -> None:
+    """A cursor returns every event once, in order, while retention prunes the room's start;
+    a gap is only ever where a page says ``truncated``."""
+    _, pid = await service_room(board)
+    room = f"project:{pid}"
+    for n in range(30):
+        await as_service(
+            board, "POST", f"/api/rooms/{room}/events", {"type": "note:added", "data": {"n": n}}
+        )
+    db = Database(settings.database_url)
+    retention = Retention(db, keep=12, recovery_window=6)
+    seen: list[int] = []
+    gaps_flagged = 0
+    after = 0
+    try:
+        while True:
+            status, page = await board.call(
+                "GET", f"/api/rooms/{room}/events?after={after}&limit=4", "alice"
+            )
+            if status == 404:  # alice is not a member: read as the service
+                status, page, _ = await as_service(
+                    board, "GET", f"/api/rooms/{room}/events?after={after}&limit=4"
+                )
+            assert status == 200, page
+            offsets = [e["offset"] for e in page["events"]]
+            if not offsets:
+                break
+            if offsets[0] != after + 1:
+                assert page.get("truncated") is True
+                gaps_flagged += 1
+            assert offsets == list(range(offsets[0], offsets[0] + len(offsets)))
+            seen += offsets
+            after = offsets[-1]
+            # Between the first pages the room grows; it is pruned between all of them.
+            if len(seen) <= 16:
+                await as_service(
+                    board, "POST", f"/api/rooms/{room}/events", {"type": "note:added", "data": {}}
+                )
+            pruned = await retention.prune()
+            assert pruned >= 0
+        assert seen == sorted(set(seen))
+        async with db.read() as conn:
+            oldest = await eventlog.oldest_offset(conn, room)
+            head = await eventlog.room_position(conn, room)
+        assert head is not None
+        assert oldest == head.offset - 12 + 1  # exactly `keep` kept
+        assert gaps_flagged >= 1
+        assert seen[-12:] == list(range(head.offset - 11, head.offset + 1))
+    finally:
+        await db.aclose()
+
+
+async def test_retention_with_an_age_keeps_the_recovery_window(
+    board: Board, settings: Settings
+) -> None:
+    _, pid = await service_room(board)
+    room = f"project:{pid}"
+    for n in range(20):
+        await as_service(
+            board, "POST", f"/api/rooms/{room}/events", {"type": "note:added", "data": {"n": n}}
+        )
+    db = Database(settings.database_url)
+    try:
+        # Every event is older than the age a clock an hour ahead sees: only the window stays.
+        later = time.time() + 3600
+        aged = Retention(db, keep=15, recovery_window=4, max_age=60.0, clock=lambda: later)
+        await aged.prune_room(room, 20)
+        async with db.read() as conn:
+            assert await eventlog.oldest_offset(conn, room) == 17
+    finally:
+        await db.aclose()
