@@ -13,21 +13,25 @@ import time
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard.config import Settings
 from liveboard.protocol import decode_event
-from liveboard.store import eventlog
+from liveboard.store import eventlog, migrations
+from liveboard.store import idempotency as store_idempotency
 from liveboard.store.database import Database
 from liveboard.tasks.retention import Retention
 from tests.support.app import AppClientFactory
 from tests.support.contract import assert_error
-from tests.support.postgres import module_database_url_fixture  # noqa: F401
+from tests.support.postgres import admin, module_database_url_fixture  # noqa: F401
 from tests.support.rest import Board, start_board
 from tests.support.tokens import unique
 
 KEY = "svc-" + secrets.token_urlsafe(24)
 OTHER_KEY = "svc-" + secrets.token_urlsafe(24)
 SERVICE = {"Authorization": f"apikey {KEY}"}
+_INITIAL_SCHEMA = migrations.MIGRATIONS[0][2]
 
 
 @pytest.fixture(name="board")
@@ -319,3 +323,55 @@ async def test_retention_with_an_age_keeps_the_recovery_window(
             assert await eventlog.oldest_offset(conn, room) == 17
     finally:
         await db.aclose()
+
+
+async def test_migration_4_on_a_database_made_before_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database migrated by an earlier release (``events.type`` of 32 characters on
+    PostgreSQL, no service keys) takes 64-character types and service keys after migration 4."""
+    name = unique("old").replace("-", "_")
+    if settings.database_url.startswith("sqlite"):
+        url = settings.database_url.replace("liveboard.db", f"{name}.db")
+    else:
+        await admin(f'CREATE DATABASE "{name}"')
+        url = f"{settings.database_url.rsplit('/', 1)[0]}/{name}"
+    db = Database(url)
+    try:
+        with monkeypatch.context() as patched:
+            earlier = [
+                (v, n, _initial_with_short_types if v == 1 else apply)
+                for v, n, apply in migrations.MIGRATIONS[:3]
+            ]
+            patched.setattr(migrations, "MIGRATIONS", earlier)
+            assert await migrations.migrate(db) == [1, 2, 3]
+        assert await migrations.migrate(db) == [4]
+        assert await migrations.migrate(db) == []
+        long_type = "n" * 31 + ":" + "m" * 32
+        async with db.write() as conn:
+            await eventlog.create_room(conn, "project:p")
+            await eventlog.append_event(
+                conn, room="project:p", type=long_type, user_id=None, data={}, ts=1
+            )
+            claim = store_idempotency.Claim("0123456789abcdef", "k", "f" * 64, service=True)
+            assert await store_idempotency.record(
+                conn, claim, status=201, body=b"{}", headers={}, now_ms=1
+            )
+        async with db.read() as conn:
+            (event,) = await eventlog.read_events(conn, "project:p", after=0, limit=5)
+            assert await store_idempotency.recall(conn, "0123456789abcdef", "k") is None
+            stored = await store_idempotency.recall(conn, "0123456789abcdef", "k", service=True)
+        assert (event.type, event.user_id) == (long_type, None)
+        assert stored is not None
+    finally:
+        await db.aclose()
+        if not url.startswith("sqlite"):
+            await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _initial_with_short_types(conn: AsyncConnection) -> None:
+    """Migration 1 as an earlier release ran it: ``events.type`` of 32 characters (and, as
+    today, none of the tables later migrations add)."""
+    await _INITIAL_SCHEMA(conn)
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("ALTER TABLE events ALTER COLUMN type TYPE VARCHAR(32)"))
