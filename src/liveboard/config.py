@@ -13,8 +13,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from liveboard.errors import ConfigError
+from liveboard.forwarded import Network, parse_trusted_proxies
+from liveboard.tracing_settings import TracingSettings, tracing_settings
 
 DEV_JWT_SECRET = "liveboard-development-secret-do-not-use-in-production"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +72,18 @@ class Settings:
     db_wait: float = 30.0
     #: ``/readyz`` answers 503 while Redis is unreachable (it reports ``degraded`` otherwise).
     redis_required: bool = False
+    #: Server processes ``serve`` runs on one port (CONTRACT §6.6); more than one needs a broker.
+    workers: int = 1
+    #: Bind the listening socket with SO_REUSEPORT: set by the supervisor for its workers.
+    reuse_port: bool = False
     # Mode
     dev: bool = False
     log_format: str = "text"
+    log_level: str = "INFO"
+    #: Peers whose ``Forwarded`` / ``X-Forwarded-For`` name the client (``forwarded.py``).
+    trusted_proxies: tuple[Network, ...] = ()
+    #: None: tracing is off (the default), and nothing of OpenTelemetry is imported.
+    tracing: TracingSettings | None = None
     instance_id: str = field(default_factory=lambda: os.urandom(6).hex())
 
     @property
@@ -168,6 +180,34 @@ def _retention_age(env: Mapping[str, str]) -> float | None:
     return _float(env, "LIVEBOARD_EVENT_RETENTION_AGE", 0.0, minimum=1.0)
 
 
+def parse_workers(raw: str, name: str = "LIVEBOARD_WORKERS") -> int:
+    """A worker count: a positive integer, or ``auto`` for the CPUs this process may run on."""
+    if raw == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
+            return max(1, os.cpu_count() or 1)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive integer or auto, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be a positive integer or auto, got {raw!r}")
+    return value
+
+
+def check_workers(settings: Settings) -> None:
+    """``serve``'s rule for several workers (CONTRACT §6.6): a broker, and not ``--dev``."""
+    if settings.workers == 1:
+        return
+    if settings.redis_url is None:
+        raise ConfigError(
+            f"{settings.workers} workers need a broker to share rooms: set LIVEBOARD_REDIS_URL"
+        )
+    if settings.dev:
+        raise ConfigError("--dev runs one process: drop --workers (or LIVEBOARD_WORKERS)")
+
+
 def _check_database_url(url: str) -> str:
     if url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         return url
@@ -181,6 +221,29 @@ def _check_redis_url(url: str | None) -> str | None:
     if url is None or url.startswith(("redis://", "rediss://", "unix://")):
         return url
     raise ConfigError(f"LIVEBOARD_REDIS_URL must be redis://HOST:PORT/DB, got {url!r}")
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    raw = env.get("LIVEBOARD_LOG_LEVEL") or "INFO"
+    if raw.upper() not in LOG_LEVELS:
+        raise ConfigError(
+            f"LIVEBOARD_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw!r}"
+        )
+    return raw.upper()
+
+
+def _trusted_proxies(env: Mapping[str, str]) -> tuple[Network, ...]:
+    try:
+        return parse_trusted_proxies(env.get("LIVEBOARD_TRUSTED_PROXIES") or "")
+    except ValueError as exc:
+        raise ConfigError(f"LIVEBOARD_TRUSTED_PROXIES: {exc}") from None
+
+
+def requested_log_format(flag: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The log format asked for (``--log-format``, else ``LIVEBOARD_LOG_FORMAT``), for
+    reporting a configuration error: never raises, and anything but ``json`` is ``text``."""
+    env = os.environ if environ is None else environ
+    return "json" if (flag or env.get("LIVEBOARD_LOG_FORMAT")) == "json" else "text"
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -224,6 +287,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "db_wait": _float(env, "LIVEBOARD_DB_WAIT", 30.0, minimum=0.0),
         "redis_required": _flag(env, "LIVEBOARD_REDIS_REQUIRED"),
         "log_format": env.get("LIVEBOARD_LOG_FORMAT") or "text",
+        "log_level": _log_level(env),
+        "trusted_proxies": _trusted_proxies(env),
+        "tracing": tracing_settings(env),
+        "workers": parse_workers(env.get("LIVEBOARD_WORKERS") or "1"),
     }
     if values["log_format"] not in ("text", "json"):
         raise ConfigError(

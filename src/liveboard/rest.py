@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 from aiohttp import web
 
-from liveboard import errors
+from liveboard import errors, log_context
 from liveboard.apikeys import ApiKeys, api_key
 from liveboard.auth import Actor, Principal, TokenVerifier, bearer_token
 from liveboard.connection_ids import issued_to_another
@@ -253,6 +253,7 @@ async def _authenticated(request: web.Request, handler: Handler) -> web.StreamRe
         return await _as_service(request, handler, presented)
     who = await request.app[VERIFIER_KEY].verify(token)
     request[PRINCIPAL_KEY] = who
+    log_context.bind_user(who.user_id)
     request.app[GUARD_KEY].release(request.transport)  # authenticated: off the per-address cap
     limiter = request.app.get(RATE_LIMITER_KEY)
     if limiter is not None and not limiter.allow(who.user_id):
@@ -270,5 +271,6 @@ async def _as_service(request: web.Request, handler: Handler, presented: str) ->
     if identity is None:
         raise errors.AuthError("unknown API key")
     request[API_KEY_ID_KEY] = identity
+    log_context.bind_user(f"apikey:{identity}")  # the key's public id (never the key)
     request.app[GUARD_KEY].release(request.transport)  # authenticated: off the per-address cap
     return await handler(request)
