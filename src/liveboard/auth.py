@@ -48,6 +48,7 @@ from jwt.algorithms import ECAlgorithm, HMACAlgorithm, RSAAlgorithm
 from jwt.exceptions import InvalidSubjectError
 from jwt.types import Options
 
+from liveboard.actor import Actor
 from liveboard.config import Settings
 from liveboard.errors import AuthError, ConfigError
 from liveboard.text import storable, user_id_problem
@@ -82,29 +83,6 @@ class Principal:
     user_id: str  # the `sub` claim
     name: str  # the `name` claim, or user_id when absent/empty
     expires_at: float  # the `exp` claim, unix seconds
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who makes a request: a user, or a service holding an API key (``user_id`` None, its
-    key's id in ``api_key_id``), and the WebSocket connection it came from, if known.
-
-    The REST layer builds it from a ``Principal`` (or an API key) and ``X-Connection-Id``; the
-    task service takes it, so the service needs nothing of HTTP and the HTTP layer nothing of
-    the service. The events a service causes carry ``userId: null``."""
-
-    user_id: str | None
-    origin: str | None = None
-    api_key_id: str | None = None
-
-    @classmethod
-    def service(cls, api_key_id: str) -> Actor:
-        """A service, acting with the API key whose id is ``api_key_id`` (CONTRACT §6.3)."""
-        return cls(user_id=None, api_key_id=api_key_id)
-
-    @property
-    def is_service(self) -> bool:
-        return self.user_id is None
 
 
 @dataclass(frozen=True, slots=True)
