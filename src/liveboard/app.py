@@ -231,7 +231,12 @@ def _components(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def components(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
-        db = (Database if tracing is None else tracing.database)(settings.database_url)
+        db = (Database if tracing is None else tracing.database)(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pgbouncer=settings.db_pgbouncer,
+        )
         node: Node | None = None
         pruning: list[asyncio.Task[None]] = []
         try:

@@ -29,15 +29,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.util import await_
 
 from liveboard.errors import ConfigError
+from liveboard.store.database_url import parse_database_url
+
+#: Connections each process keeps open to PostgreSQL (``LIVEBOARD_DB_POOL_SIZE``).
+POOL_SIZE = 10
+#: Connections it may open beyond those under load (``LIVEBOARD_DB_MAX_OVERFLOW``).
+MAX_OVERFLOW = 10
 
 
 def async_url(database_url: str) -> str:
-    """Map the contract's URL (``sqlite:///PATH``, ``postgresql://…``) to an async driver URL."""
+    """The SQLAlchemy URL for the contract's URL (``sqlite:///PATH``, ``postgresql://…``).
+
+    For PostgreSQL it names the driver only: where and how to connect is the DSN that asyncpg
+    parses itself (``DatabaseUrl.asyncpg_arguments``, passed as ``connect_args``), because
+    SQLAlchemy would hand the URL's libpq parameters (``sslmode``…) to asyncpg as keyword
+    arguments it does not take."""
     if database_url.startswith("sqlite:///"):
         return "sqlite+aiosqlite:///" + database_url.removeprefix("sqlite:///")
-    for prefix in ("postgresql://", "postgres://"):
-        if database_url.startswith(prefix):
-            return "postgresql+asyncpg://" + database_url.removeprefix(prefix)
+    if database_url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+asyncpg://"
     raise ConfigError(f"unsupported database URL {database_url!r}")
 
 
@@ -50,15 +60,40 @@ PING_TIMEOUT_SECONDS = 2.0
 class Database:
     """An engine plus the transaction discipline above. Start with ``connect``; ``aclose`` ends."""
 
-    def __init__(self, database_url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        echo: bool = False,
+        pool_size: int = POOL_SIZE,
+        max_overflow: int = MAX_OVERFLOW,
+        pgbouncer: bool = False,
+    ) -> None:
+        """``pool_size`` connections are kept open, ``max_overflow`` more are opened under load
+        (PostgreSQL; SQLite has no pool). ``pgbouncer``: the URL points at a PgBouncer in
+        transaction pooling mode, where consecutive transactions of one connection may run on
+        different server connections, so no prepared statement may outlive its statement:
+        asyncpg's statement cache and SQLAlchemy's are off, so every statement is prepared
+        unnamed (asyncpg's choice without a cache), and asyncpg ends its Parse and Describe
+        with Flush, not Sync, so PgBouncer keeps the server connection for the Bind and
+        Execute that follow."""
         self.url = database_url
+        parsed = parse_database_url(database_url)  # raises ConfigError on a bad parameter
         url = make_url(async_url(database_url))
-        self.is_sqlite = url.get_backend_name() == "sqlite"
+        self.is_sqlite = not parsed.is_postgres
         kwargs: dict[str, Any] = {"echo": echo}
-        if not self.is_sqlite:
+        if parsed.is_postgres:
+            connect_args = parsed.asyncpg_arguments()
+            if pgbouncer:
+                connect_args.update(statement_cache_size=0, prepared_statement_cache_size=0)
             # LIFO: the connection used last is used next, so under light traffic the pool keeps
             # reusing a warm connection instead of cycling through idle ones (and pinging them).
-            kwargs.update(pool_size=10, max_overflow=10, pool_use_lifo=True)
+            kwargs.update(
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_use_lifo=True,
+                connect_args=connect_args,
+            )
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
