@@ -203,6 +203,7 @@ async def run_migrations(settings: Settings) -> int:
 
     db = Database(
         settings.database_url,
+        schema=settings.db_schema,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pgbouncer=settings.db_pgbouncer,

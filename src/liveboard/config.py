@@ -8,6 +8,7 @@ command-line flags are passed as overrides and win over their variable. Invalid 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
@@ -28,6 +29,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     database_url: str = "sqlite:///./liveboard.db"
+    #: The PostgreSQL schema of liveboard's tables and functions (ignored on SQLite).
+    db_schema: str = "liveboard"
     redis_url: str | None = None
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
@@ -260,6 +263,19 @@ def _check_database_url(url: str) -> str:
     return url
 
 
+#: A schema name liveboard accepts: a plain lowercase SQL identifier, never quoted in SQL.
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def _check_db_schema(name: str) -> str:
+    if _SCHEMA_NAME.fullmatch(name) is None or name.startswith("pg_"):
+        raise ConfigError(
+            "LIVEBOARD_DB_SCHEMA must be a lowercase SQL identifier (letters, digits, '_', "
+            f"at most 63, not starting with a digit or pg_), got {name!r}"
+        )
+    return name
+
+
 def _check_redis_url(url: str | None) -> str | None:
     if url is None or url.startswith(("redis://", "rediss://", "unix://")):
         return url
@@ -301,6 +317,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "database_url": _check_database_url(
             env.get("LIVEBOARD_DATABASE_URL") or "sqlite:///./liveboard.db"
         ),
+        "db_schema": _check_db_schema(env.get("LIVEBOARD_DB_SCHEMA") or "liveboard"),
         "redis_url": _check_redis_url(_str(env, "LIVEBOARD_REDIS_URL")),
         "jwt_secret": _str(env, "LIVEBOARD_JWT_SECRET"),
         "jwt_public_key": _str(env, "LIVEBOARD_JWT_PUBLIC_KEY"),

@@ -347,17 +347,54 @@ def test_migrate_fresh_postgres_is_idempotent(tmp_path: Path, postgres_server_ur
         for _ in range(2):
             result = run(["migrate"], tmp_path, LIVEBOARD_DATABASE_URL=url)
             assert result.returncode == 0, result
-        tables = asyncio.run(postgres_tables(url))
+        tables = asyncio.run(postgres_tables(url, "liveboard"))
         assert {"workspaces", "members", "projects", "tasks", "rooms", "events"} <= tables
+        # Nothing of liveboard's in public but the two functions an app calls by name.
+        assert asyncio.run(postgres_tables(url, "public")) == set()
+        assert asyncio.run(postgres_functions(url, "public")) == {
+            "liveboard_emit",
+            "liveboard_position",
+        }
 
 
-async def postgres_tables(url: str) -> set[str]:
+@pytest.mark.postgres
+def test_migrate_into_a_configured_schema(tmp_path: Path, postgres_server_url: str) -> None:
+    with fresh_postgres_database(postgres_server_url) as url:
+        result = run(["migrate"], tmp_path, LIVEBOARD_DATABASE_URL=url, LIVEBOARD_DB_SCHEMA="rt")
+        assert result.returncode == 0, result
+        assert {"rooms", "events"} <= asyncio.run(postgres_tables(url, "rt"))
+        assert asyncio.run(postgres_tables(url, "liveboard")) == set()
+        assert {"liveboard_emit", "liveboard_position"} <= asyncio.run(
+            postgres_functions(url, "rt")
+        )
+
+
+def test_a_bad_schema_name_exits_2(tmp_path: Path) -> None:
+    result = run(["migrate"], tmp_path, LIVEBOARD_DB_SCHEMA="Live-Board")
+    assert result.returncode == 2, result
+    assert "LIVEBOARD_DB_SCHEMA must be a lowercase SQL identifier" in result.stderr
+
+
+async def postgres_tables(url: str, schema: str) -> set[str]:
     conn = await asyncpg.connect(url, timeout=5)
     try:
-        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)
     finally:
         await conn.close()
     return {str(r["tablename"]) for r in rows}
+
+
+async def postgres_functions(url: str, schema: str) -> set[str]:
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        rows = await conn.fetch(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = $1",
+            schema,
+        )
+    finally:
+        await conn.close()
+    return {str(r["proname"]) for r in rows}
 
 
 # serve

@@ -325,11 +325,12 @@ async def test_retention_with_an_age_keeps_the_recovery_window(
         await db.aclose()
 
 
-async def test_migration_4_on_a_database_made_before_it(
+async def test_migrations_after_3_on_a_database_made_before_them(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A database migrated by an earlier release (``events.type`` of 32 characters on
-    PostgreSQL, no service keys) takes 64-character types and service keys after migration 4."""
+    PostgreSQL, no service keys) takes 64-character types and service keys after the later
+    migrations (5 widens the column, 6 adds the service keys)."""
     name = unique("old").replace("-", "_")
     if settings.database_url.startswith("sqlite"):
         url = settings.database_url.replace("liveboard.db", f"{name}.db")
@@ -345,7 +346,9 @@ async def test_migration_4_on_a_database_made_before_it(
             ]
             patched.setattr(migrations, "MIGRATIONS", earlier)
             assert await migrations.migrate(db) == [1, 2, 3]
-        assert await migrations.migrate(db) == [4]
+        later = [v for v, _, _ in migrations.MIGRATIONS[3:]]
+        assert later[-1] == 6  # service idempotency keys (5 widens events.type on PostgreSQL)
+        assert await migrations.migrate(db) == later
         assert await migrations.migrate(db) == []
         long_type = "n" * 31 + ":" + "m" * 32
         async with db.write() as conn:
@@ -374,4 +377,5 @@ async def _initial_with_short_types(conn: AsyncConnection) -> None:
     today, none of the tables later migrations add)."""
     await _INITIAL_SCHEMA(conn)
     if conn.dialect.name == "postgresql":
-        await conn.execute(text("ALTER TABLE events ALTER COLUMN type TYPE VARCHAR(32)"))
+        events = migrations._table(conn, "events")
+        await conn.execute(text(f"ALTER TABLE {events} ALTER COLUMN type TYPE VARCHAR(32)"))

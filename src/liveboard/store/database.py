@@ -10,6 +10,11 @@ read-only snapshot. Guarantees:
 * A read snapshot sees one committed state: ``REPEATABLE READ`` on PostgreSQL, a deferred
   transaction in WAL mode on SQLite. That is what makes ``GET /api/projects/{pid}/tasks``
   consistent with the offset it returns.
+* On PostgreSQL every table is in the schema ``schema`` (``liveboard`` by default, CONTRACT
+  §6.3: an app sharing the database keeps its own ``public.tasks``): the tables of
+  ``store.schema`` have no schema of their own, and the engine's ``schema_translate_map`` puts
+  them in it, for queries and DDL alike. SQL written as text names tables through
+  ``Database.table``. SQLite has one namespace per file: there nothing is translated.
 * ``Database.read_one()`` is for one statement, which sees one committed state by itself: on
   PostgreSQL it runs outside a transaction (autocommit), without ``read``'s BEGIN and ROLLBACK
   round trips; on SQLite it is ``read``.
@@ -51,6 +56,9 @@ def async_url(database_url: str) -> str:
     raise ConfigError(f"unsupported database URL {database_url!r}")
 
 
+DEFAULT_SCHEMA = "liveboard"
+"""The PostgreSQL schema of liveboard's tables and functions unless configured otherwise."""
+
 IDLE_PING_SECONDS = 30.0
 """A pooled PostgreSQL connection idle for longer than this is pinged before it is used."""
 PING_TIMEOUT_SECONDS = 2.0
@@ -64,6 +72,7 @@ class Database:
         self,
         database_url: str,
         *,
+        schema: str = DEFAULT_SCHEMA,
         echo: bool = False,
         pool_size: int = POOL_SIZE,
         max_overflow: int = MAX_OVERFLOW,
@@ -76,11 +85,13 @@ class Database:
         asyncpg's statement cache and SQLAlchemy's are off, so every statement is prepared
         unnamed (asyncpg's choice without a cache), and asyncpg ends its Parse and Describe
         with Flush, not Sync, so PgBouncer keeps the server connection for the Bind and
-        Execute that follow."""
+        Execute that follow. ``schema``: liveboard's PostgreSQL schema (``LIVEBOARD_DB_SCHEMA``)."""
         self.url = database_url
         parsed = parse_database_url(database_url)  # raises ConfigError on a bad parameter
         url = make_url(async_url(database_url))
         self.is_sqlite = not parsed.is_postgres
+        #: liveboard's PostgreSQL schema; None on SQLite (one namespace per file).
+        self.schema: str | None = None if self.is_sqlite else schema
         kwargs: dict[str, Any] = {"echo": echo}
         if parsed.is_postgres:
             connect_args = parsed.asyncpg_arguments()
@@ -94,6 +105,7 @@ class Database:
                 pool_use_lifo=True,
                 connect_args=connect_args,
             )
+            kwargs["execution_options"] = {"schema_translate_map": {None: schema}}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
@@ -101,6 +113,11 @@ class Database:
         else:
             _install_postgres_checkout_check(self.engine)
         self._closed = False
+
+    def table(self, name: str) -> str:
+        """``name`` as SQL text names liveboard's table of that name (schema-qualified on
+        PostgreSQL). Schema names are checked identifiers (``config``): no quoting needed."""
+        return name if self.schema is None else f"{self.schema}.{name}"
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
