@@ -113,7 +113,7 @@ events = Table(
     Column("room", String(160), nullable=False),
     Column("offset", BigInteger, nullable=False, autoincrement=False),
     Column("epoch", String(32), nullable=False),
-    # Up to 64 characters since migration 4 (custom event types, CONTRACT §6.3).
+    # Up to 64 characters since migration 5 (custom event types, CONTRACT §6.3).
     Column("type", String(64), nullable=False),
     Column("ts", BigInteger, nullable=False),
     # '' for an event no user caused (a service's: ``userId: null``): NOT NULL stays, so that
