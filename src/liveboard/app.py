@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
-from liveboard import dev, errors, rest
+from liveboard import dev, errors, log_context, rest
+from liveboard.apikeys import ApiKeys
 from liveboard.asyncapi import document_json as asyncapi_json
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
@@ -36,18 +37,29 @@ from liveboard.realtime.transport.guard import GUARD_KEY, ConnectionGuard, track
 from liveboard.realtime.transport.http_errors import json_error_handlers
 from liveboard.realtime.transport.router import ConnectionRouter
 from liveboard.realtime.transport.sockets import tune_socket
+from liveboard.realtime.wakeup import LogWakeup
 from liveboard.request_metrics import timing_middleware
 from liveboard.rest import json_response
 from liveboard.store.availability import probe
 from liveboard.store.database import Database
 from liveboard.store.migrations import prepare_database
-from liveboard.tasks import api
+from liveboard.store.open_log_sql import wakeup_channel
+from liveboard.tasks import api, rooms_api
 from liveboard.tasks.idempotency import GATE_KEY, IdempotencyGate
+from liveboard.tasks.retention import Retention
+from liveboard.tasks.room_log import RoomLog
+from liveboard.tasks.rooms_api import MAX_EVENT_DATA_KEY, ROOM_LOG_KEY
 from liveboard.tasks.service import TaskService
+from liveboard.tracing_settings import require_opentelemetry
+
+if TYPE_CHECKING:
+    from liveboard.tracing import Tracing
 
 SETTINGS_KEY: Final = web.AppKey("settings", Settings)
 DATABASE_KEY: Final = web.AppKey("database", Database)
 METRICS_KEY: Final = web.AppKey("metrics", Metrics)
+#: The wake-up listening for other backends' commits (PostgreSQL only).
+WAKEUP_KEY: Final = web.AppKey("wakeup", LogWakeup)
 STATIC_DIR: Final = Path(__file__).parent / "web" / "static"
 #: The demo board's pages load scripts, styles and images from this server only and talk to it
 #: only (``'self'`` covers its ``ws:``/``wss:`` URLs, CSP Level 3); no inline script or style
@@ -69,18 +81,34 @@ class _Tee:
             await publisher.publish(events)
 
 
-def build_app(settings: Settings, *, publisher: EventPublisher | None = None) -> web.Application:
+def build_app(
+    settings: Settings,
+    *,
+    publisher: EventPublisher | None = None,
+    tracing: Tracing | None = None,
+) -> web.Application:
     """The whole server for ``settings`` (which must have a JWT key; see ``with_dev_defaults``).
 
     ``publisher``, when given, also receives every committed event (after the node).
+    ``tracing``: the spans' destination (tests); by default the one ``settings.tracing`` asks
+    for, if any. Raises ``ConfigError`` when tracing is asked for without OpenTelemetry.
     """
     counters = Metrics()
-    # track_requests first: the connection guard must see every request start and end; then
+    tracing = tracing or _start_tracing(settings)
+    # track_requests first: the connection guard must see every request start and end. Then
+    # the request's id and client address, which the span and every later line carry; then
     # the timing, outside the error middleware, so that it sees the status sent.
-    timed = timing_middleware(counters.http_duration)
-    middlewares = [track_requests, timed, rest.error_middleware, rest.auth_middleware]
+    middlewares = [
+        track_requests,
+        log_context.request_context(settings.trusted_proxies, rest.LONG_LIVED_PATHS),
+        timing_middleware(counters.http_duration),
+        rest.error_middleware,
+        rest.auth_middleware,
+    ]
+    if tracing is not None:  # outside error_middleware: the span sees the answer's status
+        middlewares.insert(2, tracing.middleware(rest.LONG_LIVED_PATHS))
     if settings.dev:  # next: nothing else runs for a request to another host
-        middlewares.insert(2, dev.loopback_only)
+        middlewares.insert(1, dev.loopback_only)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     verifier = TokenVerifier(settings)
     guard = ConnectionGuard(
@@ -102,14 +130,17 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
     app[SETTINGS_KEY] = settings
     app[WS_SETTINGS_KEY] = settings
     app[rest.VERIFIER_KEY] = verifier
+    app[rest.API_KEYS_KEY] = ApiKeys(settings.api_keys)
+    app[MAX_EVENT_DATA_KEY] = settings.max_event_data_bytes
     app[WS_VERIFIER_KEY] = verifier
     app[rest.RATE_LIMITER_KEY] = rest.RateLimiter(rate=50.0, burst=200.0)
     app[METRICS_KEY] = counters
     app[GUARD_KEY] = guard
-    app.cleanup_ctx.append(_components(publisher))
+    app.cleanup_ctx.append(_components(publisher, tracing))
     app.on_shutdown.append(_close_sockets)
 
     api.add_routes(app)
+    rooms_api.add_routes(app)
     # No HEAD: a WebSocket upgrade is a GET (RFC 6455 §4.1); HEAD is answered 405.
     app.router.add_get("/ws/connect", websocket_handler, allow_head=False)
     app.router.add_get("/ws", websocket_handler, allow_head=False)
@@ -193,37 +224,78 @@ async def listen(
     return Listener(server, acceptor, routers)
 
 
+def _start_tracing(settings: Settings) -> Tracing | None:
+    if settings.tracing is None:
+        return None
+    require_opentelemetry()
+    from liveboard.tracing import start_tracing
+
+    return start_tracing(settings.tracing, settings.instance_id)
+
+
 def _components(
-    observer: EventPublisher | None,
+    observer: EventPublisher | None, tracing: Tracing | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def components(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
-        db = Database(settings.database_url)
+        db = (Database if tracing is None else tracing.database)(
+            settings.database_url,
+            schema=settings.db_schema,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pgbouncer=settings.db_pgbouncer,
+        )
         app[METRICS_KEY].watch_database(db)
         node: Node | None = None
-        pruning: asyncio.Task[None] | None = None
+        wakeup: LogWakeup | None = None
+        pruning: list[asyncio.Task[None]] = []
         try:
             await prepare_database(db, settings.db_wait)
-            node = Node(settings, db, app[METRICS_KEY])
+            node = (Node if tracing is None else tracing.node)(settings, db, app[METRICS_KEY])
             await node.start()
+            if db.schema is not None:  # PostgreSQL: liveboard_emit's commits wake this instance
+                wakeup = LogWakeup(
+                    settings.database_url,
+                    wakeup_channel(db.schema),
+                    on_wake=node.repair.wake,
+                    on_listening=node.repair.catch_up_all,
+                )
+                wakeup.start()
+                app[WAKEUP_KEY] = wakeup
             publisher: EventPublisher = node if observer is None else _Tee(node, observer)
+            if tracing is not None:
+                publisher = tracing.publisher(publisher)
             service = TaskService(db, publisher)
             app[DATABASE_KEY] = db
             app[NODE_KEY] = node
             app[api.SERVICE_KEY] = service
+            app[ROOM_LOG_KEY] = RoomLog(service.writer)
             gate = app[GATE_KEY] = IdempotencyGate(db, settings.idempotency_ttl)
-            pruning = asyncio.ensure_future(gate.prune_forever())
+            retention = Retention(
+                db,
+                keep=max(settings.event_retention, settings.history_size),
+                recovery_window=settings.history_size,
+                max_age=settings.event_retention_age,
+            )
+            pruning = [
+                asyncio.ensure_future(gate.prune_forever()),
+                asyncio.ensure_future(retention.prune_forever()),
+            ]
             if settings.dev:
                 await dev.seed_demo(service)
             yield
         finally:
-            if pruning is not None:
-                pruning.cancel()
-                await asyncio.gather(pruning, return_exceptions=True)
+            for task in pruning:
+                task.cancel()
+            await asyncio.gather(*pruning, return_exceptions=True)
+            if wakeup is not None:
+                await wakeup.aclose()
             if node is not None:
                 await node.shutdown()
             await db.aclose()
             await app[rest.VERIFIER_KEY].aclose()
+            if tracing is not None:
+                await tracing.aclose()
 
     return components
 

@@ -8,13 +8,18 @@ command-line flags are passed as overrides and win over their variable. Invalid 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from liveboard.errors import ConfigError
+from liveboard.forwarded import Network, parse_trusted_proxies
+from liveboard.store.database_url import parse_database_url
+from liveboard.tracing_settings import TracingSettings, tracing_settings
 
 DEV_JWT_SECRET = "liveboard-development-secret-do-not-use-in-production"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +29,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     database_url: str = "sqlite:///./liveboard.db"
+    #: The PostgreSQL schema of liveboard's tables and functions (ignored on SQLite).
+    db_schema: str = "liveboard"
     redis_url: str | None = None
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
@@ -55,10 +62,23 @@ class Settings:
     # 0: no cap (behind a reverse proxy every connection comes from the proxy's address).
     max_pending_per_address: int = 256
     history_size: int = 1000
+    #: Service keys (``Authorization: apikey <key>``, CONTRACT §6.3); empty: none accepted.
+    api_keys: tuple[str, ...] = ()
+    #: Largest ``data`` of an event published over HTTP, in bytes of its JSON.
+    max_event_data_bytes: int = 65536
+    #: Events kept per room (never fewer than ``history_size``, the recovery window).
+    event_retention: int = 10000
+    #: Events older than this (seconds) are pruned too, beyond the recovery window; None: no age.
+    event_retention_age: float | None = None
     #: How long an ``Idempotency-Key``'s answer is kept (seconds; CONTRACT §6.1: at least 24 h).
     idempotency_ttl: float = 86400.0
     #: At start, how long to keep retrying an unreachable database (seconds; 0: try once).
     db_wait: float = 30.0
+    #: PostgreSQL connections each process keeps open, and how many more it may open under load.
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    #: ``LIVEBOARD_DATABASE_URL`` is a PgBouncer in transaction mode: no prepared statement cache.
+    db_pgbouncer: bool = False
     #: ``/readyz`` answers 503 while Redis is unreachable (it reports ``degraded`` otherwise).
     redis_required: bool = False
     #: Server processes ``serve`` runs on one port (CONTRACT §6.6); more than one needs a broker.
@@ -68,6 +88,11 @@ class Settings:
     # Mode
     dev: bool = False
     log_format: str = "text"
+    log_level: str = "INFO"
+    #: Peers whose ``Forwarded`` / ``X-Forwarded-For`` name the client (``forwarded.py``).
+    trusted_proxies: tuple[Network, ...] = ()
+    #: None: tracing is off (the default), and nothing of OpenTelemetry is imported.
+    tracing: TracingSettings | None = None
     instance_id: str = field(default_factory=lambda: os.urandom(6).hex())
 
     @property
@@ -80,6 +105,42 @@ class Settings:
         if self.dev and not self.jwt_configured:
             return replace(self, jwt_secret=DEV_JWT_SECRET)
         return self
+
+
+#: Settings no ``LIVEBOARD_*`` variable sets: ``--dev`` is a flag, ``reuse_port`` is the
+#: supervisor's flag for its workers, the instance id is random, and the body limit and the
+#: catch-up window are fixed (the contract names no variable); tracing comes from the standard
+#: ``OTEL_*`` variables.
+NOT_FROM_ENVIRONMENT = frozenset(
+    {"dev", "reuse_port", "instance_id", "max_body_bytes", "history_size", "tracing"}
+)
+#: ``LIVEBOARD_*`` variables that are not server settings: the SDK's (``liveboard.client.config``).
+OTHER_VARIABLES = frozenset({"LIVEBOARD_TOKEN"})
+
+
+def variable_name(setting: str) -> str:
+    """The variable of a ``Settings`` field: ``db_wait`` is ``LIVEBOARD_DB_WAIT``."""
+    return "LIVEBOARD_" + setting.upper()
+
+
+def setting_defaults() -> dict[str, Any]:
+    """Each variable ``load_settings`` reads and its setting's default, in ``Settings`` order.
+
+    Derived from ``Settings`` itself, so ``serve --help`` and ``check-config`` cannot drift
+    from it (a test checks that ``load_settings`` reads exactly these)."""
+    return {
+        variable_name(f.name): f.default
+        for f in fields(Settings)
+        if f.name not in NOT_FROM_ENVIRONMENT and f.default is not MISSING
+    }
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The ``LIVEBOARD_*`` variables set (``os.environ`` by default) that liveboard does not
+    read: typos, or settings of another version. Sorted."""
+    env = os.environ if environ is None else environ
+    known = set(setting_defaults()) | OTHER_VARIABLES
+    return sorted(name for name in env if name.startswith("LIVEBOARD_") and name not in known)
 
 
 def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
@@ -127,6 +188,43 @@ def _origins(raw: str | None) -> tuple[str, ...] | None:
     return items or None
 
 
+#: What an API key may consist of: printable ASCII without space or comma (the list's
+#: separator), long enough not to be guessed.
+API_KEY_MIN_LENGTH = 16
+API_KEY_MAX_LENGTH = 1024
+_API_KEY_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7F)) - {","}
+
+
+def _api_keys(raw: str | None) -> tuple[str, ...]:
+    """``LIVEBOARD_API_KEYS``: a comma list; surrounding blanks dropped, duplicates kept once.
+
+    A key that is too short or holds other characters is a ``ConfigError`` that does not quote
+    the key (error lines reach logs), only its position in the list."""
+    if raw is None:
+        return ()
+    keys: list[str] = []
+    for position, part in enumerate(raw.split(","), start=1):
+        key = part.strip()
+        if not key:
+            continue
+        fits = API_KEY_MIN_LENGTH <= len(key) <= API_KEY_MAX_LENGTH
+        if not fits or not set(key) <= _API_KEY_CHARACTERS:
+            raise ConfigError(
+                f"LIVEBOARD_API_KEYS: key {position} must be {API_KEY_MIN_LENGTH} to "
+                f"{API_KEY_MAX_LENGTH} printable ASCII characters without spaces or commas"
+            )
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
+
+
+def _retention_age(env: Mapping[str, str]) -> float | None:
+    raw = _str(env, "LIVEBOARD_EVENT_RETENTION_AGE")
+    if raw is None:
+        return None
+    return _float(env, "LIVEBOARD_EVENT_RETENTION_AGE", 0.0, minimum=1.0)
+
+
 def parse_workers(raw: str, name: str = "LIVEBOARD_WORKERS") -> int:
     """A worker count: a positive integer, or ``auto`` for the CPUs this process may run on."""
     if raw == "auto":
@@ -156,18 +254,55 @@ def check_workers(settings: Settings) -> None:
 
 
 def _check_database_url(url: str) -> str:
-    if url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        return url
-    raise ConfigError(
-        "LIVEBOARD_DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST[:PORT]/DB, "
-        f"got {url!r}"
-    )
+    """The URL's scheme and parameters (``parse_database_url``), and that the certificate and
+    key files it names can be read: a missing file would otherwise look like an unreachable
+    database and be retried for ``LIVEBOARD_DB_WAIT`` seconds."""
+    for parameter, path in parse_database_url(url).certificate_files:
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"LIVEBOARD_DATABASE_URL: {parameter} file {path!r} is not readable")
+    return url
+
+
+#: A schema name liveboard accepts: a plain lowercase SQL identifier, never quoted in SQL.
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def _check_db_schema(name: str) -> str:
+    if _SCHEMA_NAME.fullmatch(name) is None or name.startswith("pg_"):
+        raise ConfigError(
+            "LIVEBOARD_DB_SCHEMA must be a lowercase SQL identifier (letters, digits, '_', "
+            f"at most 63, not starting with a digit or pg_), got {name!r}"
+        )
+    return name
 
 
 def _check_redis_url(url: str | None) -> str | None:
     if url is None or url.startswith(("redis://", "rediss://", "unix://")):
         return url
     raise ConfigError(f"LIVEBOARD_REDIS_URL must be redis://HOST:PORT/DB, got {url!r}")
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    raw = env.get("LIVEBOARD_LOG_LEVEL") or "INFO"
+    if raw.upper() not in LOG_LEVELS:
+        raise ConfigError(
+            f"LIVEBOARD_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw!r}"
+        )
+    return raw.upper()
+
+
+def _trusted_proxies(env: Mapping[str, str]) -> tuple[Network, ...]:
+    try:
+        return parse_trusted_proxies(env.get("LIVEBOARD_TRUSTED_PROXIES") or "")
+    except ValueError as exc:
+        raise ConfigError(f"LIVEBOARD_TRUSTED_PROXIES: {exc}") from None
+
+
+def requested_log_format(flag: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The log format asked for (``--log-format``, else ``LIVEBOARD_LOG_FORMAT``), for
+    reporting a configuration error: never raises, and anything but ``json`` is ``text``."""
+    env = os.environ if environ is None else environ
+    return "json" if (flag or env.get("LIVEBOARD_LOG_FORMAT")) == "json" else "text"
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -182,6 +317,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "database_url": _check_database_url(
             env.get("LIVEBOARD_DATABASE_URL") or "sqlite:///./liveboard.db"
         ),
+        "db_schema": _check_db_schema(env.get("LIVEBOARD_DB_SCHEMA") or "liveboard"),
         "redis_url": _check_redis_url(_str(env, "LIVEBOARD_REDIS_URL")),
         "jwt_secret": _str(env, "LIVEBOARD_JWT_SECRET"),
         "jwt_public_key": _str(env, "LIVEBOARD_JWT_PUBLIC_KEY"),
@@ -203,10 +339,20 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "max_connections_per_user": _int(env, "LIVEBOARD_MAX_CONNECTIONS_PER_USER", 50, minimum=1),
         "slow_consumer_bytes": _int(env, "LIVEBOARD_SLOW_CONSUMER_BYTES", 1 << 20, minimum=1024),
         "max_pending_per_address": _int(env, "LIVEBOARD_MAX_PENDING_PER_ADDRESS", 256, minimum=0),
+        "api_keys": _api_keys(_str(env, "LIVEBOARD_API_KEYS")),
+        "max_event_data_bytes": _int(env, "LIVEBOARD_MAX_EVENT_DATA_BYTES", 65536, minimum=2),
+        "event_retention": _int(env, "LIVEBOARD_EVENT_RETENTION", 10000, minimum=1000),
+        "event_retention_age": _retention_age(env),
         "idempotency_ttl": _float(env, "LIVEBOARD_IDEMPOTENCY_TTL", 86400.0, minimum=1.0),
         "db_wait": _float(env, "LIVEBOARD_DB_WAIT", 30.0, minimum=0.0),
         "redis_required": _flag(env, "LIVEBOARD_REDIS_REQUIRED"),
+        "db_pool_size": _int(env, "LIVEBOARD_DB_POOL_SIZE", 10, minimum=1),
+        "db_max_overflow": _int(env, "LIVEBOARD_DB_MAX_OVERFLOW", 10, minimum=0),
+        "db_pgbouncer": _flag(env, "LIVEBOARD_DB_PGBOUNCER"),
         "log_format": env.get("LIVEBOARD_LOG_FORMAT") or "text",
+        "log_level": _log_level(env),
+        "trusted_proxies": _trusted_proxies(env),
+        "tracing": tracing_settings(env),
         "workers": parse_workers(env.get("LIVEBOARD_WORKERS") or "1"),
     }
     if values["log_format"] not in ("text", "json"):

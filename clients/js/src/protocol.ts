@@ -43,8 +43,11 @@ export interface MemberAddedEvent {
   epoch: string;
   /** Commit time, unix milliseconds. */
   ts: number;
-  /** Who made the change. */
-  userId: string;
+  /**
+   * Who made the change; null when a service published the event (an API key or
+   * `liveboard_emit`).
+   */
+  userId: string | null;
   data: MemberAddedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
   origin?: string;
@@ -69,8 +72,11 @@ export interface MemberRemovedEvent {
   epoch: string;
   /** Commit time, unix milliseconds. */
   ts: number;
-  /** Who made the change. */
-  userId: string;
+  /**
+   * Who made the change; null when a service published the event (an API key or
+   * `liveboard_emit`).
+   */
+  userId: string | null;
   data: MemberRemovedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
   origin?: string;
@@ -147,8 +153,11 @@ export interface ProjectCreatedEvent {
   epoch: string;
   /** Commit time, unix milliseconds. */
   ts: number;
-  /** Who made the change. */
-  userId: string;
+  /**
+   * Who made the change; null when a service published the event (an API key or
+   * `liveboard_emit`).
+   */
+  userId: string | null;
   data: ProjectCreatedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
   origin?: string;
@@ -236,8 +245,11 @@ export interface TaskCreatedEvent {
   epoch: string;
   /** Commit time, unix milliseconds. */
   ts: number;
-  /** Who made the change. */
-  userId: string;
+  /**
+   * Who made the change; null when a service published the event (an API key or
+   * `liveboard_emit`).
+   */
+  userId: string | null;
   data: TaskCreatedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
   origin?: string;
@@ -259,8 +271,11 @@ export interface TaskDeletedEvent {
   epoch: string;
   /** Commit time, unix milliseconds. */
   ts: number;
-  /** Who made the change. */
-  userId: string;
+  /**
+   * Who made the change; null when a service published the event (an API key or
+   * `liveboard_emit`).
+   */
+  userId: string | null;
   data: TaskDeletedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
   origin?: string;
@@ -288,8 +303,11 @@ export interface TaskMovedEvent {
   epoch: string;
   /** Commit time, unix milliseconds. */
   ts: number;
-  /** Who made the change. */
-  userId: string;
+  /**
+   * Who made the change; null when a service published the event (an API key or
+   * `liveboard_emit`).
+   */
+  userId: string | null;
   data: TaskMovedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
   origin?: string;
@@ -312,8 +330,11 @@ export interface TaskUpdatedEvent {
   epoch: string;
   /** Commit time, unix milliseconds. */
   ts: number;
-  /** Who made the change. */
-  userId: string;
+  /**
+   * Who made the change; null when a service published the event (an API key or
+   * `liveboard_emit`).
+   */
+  userId: string | null;
   data: TaskUpdatedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
   origin?: string;

@@ -11,11 +11,13 @@ use it without the server. Modules:
 - ``events``: ``Event`` (a committed change, as subscribers receive it), the event types,
   ``BrokerEvent`` (the servers' envelope: an ``Event`` plus ``workspace_offset``) and their
   encoders and decoders.
+- ``custom_events``: the rule for event types other backends publish (CONTRACT §6.3).
 - ``event_data``: each event type's ``data`` as a typed struct (``TaskMovedData``, …;
   ``EVENT_DATA``), for the generated documents and for clients.
 - ``errors``: ``ProtocolError`` (answered with ``error``) and ``ERROR_CODES``.
 - ``close``: ``CloseCode`` and the reconnect policy (``close_action``, ``CloseAction``).
 - ``position``: ``Position`` (offset, epoch). ``rooms``: room names parsed into ``RoomName``.
+- ``room_log``: the bodies of publishing and of reading a room's history over REST.
 - ``models``: the resources clients see (``Task``, ``Project``, ``TaskSnapshot``, …).
 """
 
@@ -31,6 +33,13 @@ from liveboard.protocol.client_messages import (
     parse_client_message,
 )
 from liveboard.protocol.close import CloseAction, CloseCode, close_action
+from liveboard.protocol.custom_events import (
+    CUSTOM_EVENT_TYPE_PATTERN,
+    MAX_EVENT_TYPE_LENGTH,
+    RESERVED_EVENT_TYPES,
+    check_custom_event_type,
+    custom_event_type_problem,
+)
 from liveboard.protocol.errors import ERROR_CODES, MessageId, ProtocolError
 from liveboard.protocol.event_data import (
     EVENT_DATA,
@@ -73,6 +82,13 @@ from liveboard.protocol.models import (
     to_builtins,
 )
 from liveboard.protocol.position import MAX_OFFSET, Position
+from liveboard.protocol.room_log import (
+    HISTORY_DEFAULT_LIMIT,
+    HISTORY_MAX_LIMIT,
+    Published,
+    PublishEvent,
+    RoomHistory,
+)
 from liveboard.protocol.rooms import (
     ROOM_ID_MAX_LENGTH,
     RoomKind,
@@ -107,15 +123,20 @@ from liveboard.protocol.server_messages import (
 
 __all__ = [
     "CLIENT_MESSAGE_TYPES",
+    "CUSTOM_EVENT_TYPE_PATTERN",
     "DEFAULT_STATUSES",
     "ERROR_CODES",
     "EVENT_DATA",
     "EVENT_TYPES",
+    "HISTORY_DEFAULT_LIMIT",
+    "HISTORY_MAX_LIMIT",
     "INTERNAL_EVENT_FIELDS",
+    "MAX_EVENT_TYPE_LENGTH",
     "MAX_OFFSET",
     "MEMBER_ADDED",
     "MEMBER_REMOVED",
     "PROJECT_CREATED",
+    "RESERVED_EVENT_TYPES",
     "ROOM_ID_MAX_LENGTH",
     "SERVER_MESSAGE_TYPES",
     "TASK_CREATED",
@@ -143,11 +164,14 @@ __all__ = [
     "Project",
     "ProjectCreatedData",
     "ProtocolError",
+    "PublishEvent",
+    "Published",
     "Refresh",
     "Refreshed",
     "Reply",
     "ResyncNotice",
     "Role",
+    "RoomHistory",
     "RoomKind",
     "RoomName",
     "ServerMessage",
@@ -164,7 +188,9 @@ __all__ = [
     "Unsubscribe",
     "Unsubscribed",
     "Workspace",
+    "check_custom_event_type",
     "close_action",
+    "custom_event_type_problem",
     "decode_broker_event",
     "decode_event",
     "decode_server_message",

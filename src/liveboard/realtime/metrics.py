@@ -226,6 +226,10 @@ class Metrics:
             "liveboard_broker_reconnects", "Broker reconnections.", ("broker",)
         )
         self.catch_ups = counter("liveboard_catch_ups", "Rooms caught up from the event log.")
+        self.wakeups = counter(
+            "liveboard_wakeups",
+            "Rooms read from the event log because another backend committed an event.",
+        )
         self.connections_refused = counter(
             "liveboard_connections_refused",
             "Connections refused on accept: their address held too many unauthenticated ones.",
