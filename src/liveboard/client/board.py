@@ -129,7 +129,6 @@ class Board:
         board._consumer = asyncio.ensure_future(board._consume(board._sub))
         board._sender = asyncio.ensure_future(board._send_writes())
         client.on_state_change(board._on_state)
-        )
         if join_presence:
             await board._sub.join_presence()
         return board
