@@ -213,6 +213,7 @@ def test_changes_made_offline_survive_a_reload_and_land_once_in_order(
     # In order, as Bob's activity list shows them (newest first there).
     items = bob.locator("[data-testid=activity-item]")
     expect(items).to_have_count(25, timeout=WAIT_MS)
-    shown = [re.sub(r"^You |^Alice Martin ", "", text.split("\n")[0]) for text in items.all_inner_texts()]
+    texts = items.locator(".activity-text p").all_inner_texts()
+    shown = [text.removeprefix("Alice Martin ") for text in texts]
     assert list(reversed(shown)) == expected, json.dumps(shown, ensure_ascii=False, indent=1)
     assert alice.errors == [] and bob.errors == []  # type: ignore[attr-defined]

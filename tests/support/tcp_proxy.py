@@ -156,7 +156,6 @@ class TcpProxy:
         finally:
             _close(writer)
 
-
     async def _pump_late(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """``_pump``, each chunk written ``delay`` seconds after it was read (order kept)."""
         loop = asyncio.get_running_loop()
