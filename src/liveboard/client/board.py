@@ -181,8 +181,11 @@ class Board:
         return self._write(Write(uuid.uuid4().hex, "move", task_id, None, to_status, after))
 
     def rename(self, task_id: str, title: str) -> asyncio.Future[Task | None]:
-        """Change a card's title (``PATCH``)."""
-        return self._write(Write(uuid.uuid4().hex, "rename", task_id, title))
+        """Change a card's title (``PATCH`` with the version the user saw, when it was confirmed:
+        if someone else changed the title since, the server refuses it and it is undone)."""
+        current = None if self.is_pending(task_id) else self.tasks.get(task_id)
+        version = None if current is None else current.version
+        return self._write(Write(uuid.uuid4().hex, "rename", task_id, title, version=version))
 
     def delete(self, task_id: str) -> asyncio.Future[Task | None]:
         """Delete a card (the future gives None)."""
@@ -341,9 +344,8 @@ class Board:
             return "POST", f"{path}/move", {"toStatus": write.status, **place}, 200
         if write.kind == "rename":
             body = {"title": write.title}
-            current = self.tasks.get(write.task_id)
-            if current is not None:
-                body["version"] = current.version
+            if write.version is not None:
+                body["version"] = write.version
             return "PATCH", path, body, 200
         return "DELETE", path, None, 204
 

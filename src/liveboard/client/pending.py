@@ -43,6 +43,9 @@ class Write:
     title: str | None = None
     status: str | None = None
     after_id: AfterId = UNSET
+    #: A rename's base: the card's confirmed version when the user made it (None: the card had
+    #: local changes of its own then, so no version is sent and the last write wins).
+    version: int | None = None
     answered: bool = False
     at: Position | None = None
     task: Task | None = None

@@ -902,7 +902,7 @@ export class LiveboardClient extends Emitter {
  * @property {string} key        its Idempotency-Key, reused by every attempt (after reloads too)
  * @property {"create"|"move"|"rename"|"delete"} kind
  * @property {string} taskId     the task's id; a create's is `local:<key>` until it is answered
- * @property {{title?: string, status?: string, afterId?: string|null, description?: string}} fields
+ * @property {{title?: string, status?: string, afterId?: string|null, version?: number}} fields
  * @property {boolean} [held]    a delete in its undo window: not sent yet
  * @property {boolean} [answered] the server accepted it
  * @property {Position|null} [at] the position its answer named (its event)
@@ -1347,7 +1347,9 @@ export class Board extends Emitter {
 
   /** @param {string} taskId @param {string} title */
   rename(taskId, title) {
-    return this._write({ key: newIdempotencyKey(), kind: "rename", taskId, fields: { title } });
+    // The version the user saw (when confirmed): a title someone changed since is a 409.
+    const version = this.isPending(taskId) ? undefined : this.tasks.get(taskId)?.version;
+    return this._write({ key: newIdempotencyKey(), kind: "rename", taskId, fields: { title, version } });
   }
 
   /**
@@ -1460,7 +1462,7 @@ export class Board extends Emitter {
       case "move":
         return ["POST", `${tid}/move`, { toStatus: w.fields.status, ...place(w.fields.status ?? "") }];
       case "rename":
-        return ["PATCH", tid, { title: w.fields.title, version: this.tasks.get(w.taskId)?.version }];
+        return ["PATCH", tid, { title: w.fields.title, version: w.fields.version }];
       default:
         return ["DELETE", tid, undefined];
     }
