@@ -113,7 +113,8 @@ def test_a_move_shows_at_once_while_the_server_answers_2_s_late(
     expect(_card(_column(alice, "in_progress"), title)).to_have_count(1)
     expect(_card(_column(bob, "in_progress"), title)).to_have_count(1, timeout=WAIT_MS)
     assert alice.evaluate("window.liveboard.board.writes.list.length") == 0
-    assert alice.errors == [] and bob.errors == []  # type: ignore[attr-defined]
+    assert alice.errors == []  # type: ignore[attr-defined]
+    assert bob.errors == []  # type: ignore[attr-defined]
 
 
 def test_a_refused_move_is_undone_with_a_sentence(
@@ -125,7 +126,8 @@ def test_a_refused_move_is_undone_with_a_sentence(
     assert task_id
     proxy.pause()  # Alice's move waits on the wire while Bob deletes the card
     seen = alice.evaluate(CLICK_AND_LOOK, [task_id, "right"])
-    assert seen["column"] == "in_progress" and seen["pending"] == "true"
+    assert seen["column"] == "in_progress"
+    assert seen["pending"] == "true"
     _delete(server, task_id)
     proxy.resume()
     toast = alice.locator(".toast-error")
@@ -216,4 +218,5 @@ def test_changes_made_offline_survive_a_reload_and_land_once_in_order(
     texts = items.locator(".activity-text p").all_inner_texts()
     shown = [text.removeprefix("Alice Martin ") for text in texts]
     assert list(reversed(shown)) == expected, json.dumps(shown, ensure_ascii=False, indent=1)
-    assert alice.errors == [] and bob.errors == []  # type: ignore[attr-defined]
+    assert alice.errors == []  # type: ignore[attr-defined]
+    assert bob.errors == []  # type: ignore[attr-defined]
