@@ -2,7 +2,7 @@
 
 Start: open the database and apply migrations → start the node (broker) → (``--dev``) seed the
 demo → serve. Stop (``cli.serve`` on SIGTERM): the listening socket closes (new connections are
-refused) → the node closes every WebSocket with 1012, spread over ``node.SHUTDOWN_SPREAD``
+refused) → the node closes every WebSocket with 1012, spread over ``shutdown.SHUTDOWN_SPREAD``
 seconds, and flushes the broker → the database closes.
 """
 

@@ -34,8 +34,8 @@ window.advance = async (ms) => {
 window.sockets = [];
 class FakeSocket {
   static CONNECTING = 0; static OPEN = 1; static CLOSING = 2; static CLOSED = 3;
-  constructor(url) {
-    this.url = url; this.readyState = 0; this.sent = []; this.closedWith = null;
+  constructor(url, protocols = []) {
+    this.url = url; this.protocols = protocols; this.readyState = 0; this.sent = []; this.closedWith = null;
     this.onmessage = this.onclose = this.onerror = null;
     sockets.push(this);
   }

@@ -64,7 +64,7 @@ def run(page: Page, body: str) -> Any:
     )
 
 
-def test_connects_with_the_token_in_the_url_and_reports_states(page: Page) -> None:
+def test_connects_with_the_token_in_the_subprotocol_and_reports_states(page: Page) -> None:
     result = run(
         page,
         """
@@ -74,12 +74,29 @@ def test_connects_with_the_token_in_the_url_and_reports_states(page: Page) -> No
         await flush();
         const ws = latest();
         ws.accept("c_1", "alice");
-        return { url: ws.url, states, id: c.connectionId, user: c.userId, state: c.state };
+        return {
+          url: ws.url, protocols: ws.protocols, states, id: c.connectionId, user: c.userId,
+          state: c.state,
+        };
         """,
     )
-    assert result["url"] == "ws://h:1/ws/connect?token=abc.def"
+    # CONTRACT §6.5: the token stays out of the URL that proxies and histories log.
+    assert result["url"] == "ws://h:1/ws/connect"
+    assert result["protocols"] == ["liveboard.v1", "liveboard.token.abc.def"]
     assert result["states"] == ["connected"]  # "connecting" was emitted in the constructor
     assert (result["id"], result["user"], result["state"]) == ("c_1", "alice", "connected")
+
+
+def test_the_token_can_still_go_in_the_url(page: Page) -> None:
+    result = run(
+        page,
+        """
+        const c = new m.LiveboardClient({ token: "abc.def", baseUrl: "http://h:1", tokenIn: "query" });
+        await flush();
+        return { url: latest().url, protocols: latest().protocols };
+        """,
+    )
+    assert result == {"url": "ws://h:1/ws/connect?token=abc.def", "protocols": []}
 
 
 def test_backoff_is_exponential_capped_with_full_jitter_then_offline(page: Page) -> None:
@@ -304,7 +321,7 @@ def test_token_provider_refreshes_before_expiry_and_after_4001(page: Page) -> No
         await flush();
         let ws = latest();
         ws.accept();
-        const firstUrl = ws.url;
+        const firstProtocols = ws.protocols.join(",");
         await advance(300000 - 30000 - 1);          // margin: 10% of the lifetime, 10..60 s
         const before = ws.types().includes("refresh");
         await advance(1);
@@ -315,7 +332,7 @@ def test_token_provider_refreshes_before_expiry_and_after_4001(page: Page) -> No
         await nextSocket(5);                          // at once, not after a backoff
         const reconnected = sockets.length;
         return { before, refreshed: !!refresh && refresh.token.split(".").length === 3,
-                 callsAfterRefresh, calls, reconnected, sameUrl: latest().url === firstUrl };
+                 callsAfterRefresh, calls, reconnected, sameToken: latest().protocols.join(",") === firstProtocols };
         """,
     )
     assert result["before"] is False
@@ -323,7 +340,7 @@ def test_token_provider_refreshes_before_expiry_and_after_4001(page: Page) -> No
     assert result["callsAfterRefresh"] == 2
     assert result["calls"] == 3  # a new token for the reconnect after 4001
     assert result["reconnected"] == 2
-    assert result["sameUrl"] is False
+    assert result["sameToken"] is False  # the reconnect carries the new token
 
 
 def test_rest_sends_the_token_and_connection_id_and_recognises_its_echo(page: Page) -> None:

@@ -2,9 +2,11 @@
 
 ``admit`` returns the principal, or a ``Refusal`` answered before any handshake with the REST
 error body: 503 while the server shuts down, 403 for a forbidden ``Origin`` (or, in dev mode, a
-host that is not loopback), 401 for a missing or bad token (``Authorization: Bearer`` or
-``?token=``), 429 for a user who holds ``max_connections_per_user`` connections already. Every
-refusal but the 503 (and a 500 for a bug) is counted in ``connections_rejected``.
+host that is not loopback), 401 for a missing or bad token, 429 for a user who holds
+``max_connections_per_user`` connections already. The token is looked for in
+``Authorization: Bearer``, then a ``liveboard.token.<jwt>`` subprotocol (CONTRACT §6.5), then
+``?token=``. Every refusal but the 503 (and a 500 for a bug) is counted in
+``connections_rejected``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ from liveboard import dev
 from liveboard.auth import Principal, TokenVerifier, bearer_token
 from liveboard.config import Settings
 from liveboard.errors import AuthError
+from liveboard.protocol.subprotocols import AmbiguousTokenError, subprotocol_token
 from liveboard.realtime.node import Node
 
 log = logging.getLogger("liveboard.ws")
 
 RESTARTING_MESSAGE = "server is restarting; reconnect shortly"
+MISSING_TOKEN_MESSAGE = (
+    "missing token: send Authorization: Bearer <jwt>, "
+    "Sec-WebSocket-Protocol: liveboard.v1, liveboard.token.<jwt>, or ?token=<jwt>"
+)
 
 
 class Refusal(NamedTuple):
@@ -71,6 +78,7 @@ async def admit(
     host: str | None,
     authorization: str | None,
     raw_query: str,
+    subprotocols: tuple[str, ...] = (),
 ) -> Principal | Refusal:
     """The checks before the upgrade, the same on both paths: the principal, or a refusal."""
     try:
@@ -80,10 +88,16 @@ async def admit(
             return _rejected(node, Refusal(403, "forbidden", dev.NOT_LOOPBACK_MESSAGE))
         if not origin_allowed(origin, host, settings.allowed_origins):
             return _rejected(node, Refusal(403, "forbidden", "origin not allowed"))
-        token = bearer_token(authorization) or query_token(raw_query)
+        try:
+            token = (
+                bearer_token(authorization)
+                or subprotocol_token(subprotocols)
+                or query_token(raw_query)
+            )
+        except AmbiguousTokenError as exc:
+            return _rejected(node, Refusal(401, "unauthorized", str(exc)))
         if not token:
-            message = "missing token: send Authorization: Bearer <jwt> or ?token=<jwt>"
-            return _rejected(node, Refusal(401, "unauthorized", message))
+            return _rejected(node, Refusal(401, "unauthorized", MISSING_TOKEN_MESSAGE))
         try:
             principal = await verifier.verify(token)
         except AuthError as exc:

@@ -24,6 +24,7 @@ from liveboard.background import TaskSet
 from liveboard.config import Settings
 from liveboard.connection_ids import new_connection_id
 from liveboard.protocol import CloseCode
+from liveboard.protocol.subprotocols import SUBPROTOCOL, selected_subprotocol
 from liveboard.realtime.admission import RESTARTING_MESSAGE, Refusal, admit
 from liveboard.realtime.message_loop import serve
 from liveboard.realtime.node import Node
@@ -71,6 +72,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         host=upgrade.host,
         authorization=upgrade.authorization,
         raw_query=upgrade.raw_query,
+        subprotocols=upgrade.subprotocols,
     )
     if isinstance(principal, Refusal):
         return rest.error_response(*principal)
@@ -79,7 +81,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     # upgrades of one user arriving together cannot all pass it.
     with node.reservation(principal.user_id):
         try:
-            response, connection = await aiohttp_ws.upgrade(request, settings.max_message_bytes)
+            response, connection = await aiohttp_ws.upgrade(
+                request, settings.max_message_bytes, (SUBPROTOCOL,)
+            )
         except ConnectionError:  # the peer left during the handshake: nothing to answer
             return web.Response(status=499)
         except web.HTTPException as exc:  # not a valid WebSocket upgrade (aiohttp's checks)
@@ -143,6 +147,7 @@ class UpgradeAcceptor:
             host=upgrade.host,
             authorization=upgrade.authorization,
             raw_query=upgrade.raw_query,
+            subprotocols=upgrade.subprotocols,
         )
         if not isinstance(principal, Refusal) and not node.accepting:
             # Shutdown began while the token was verified.
@@ -156,7 +161,8 @@ class UpgradeAcceptor:
         connection = WebSocketConnection(
             transport, settings.max_message_bytes, settings.slow_consumer_bytes
         )
-        transport.write(handshake.switching_protocols(upgrade.key))
+        selected = selected_subprotocol(upgrade.subprotocols)
+        transport.write(handshake.switching_protocols(upgrade.key, selected))
         connection_id = new_connection_id(principal.user_id)
         session = Session(connection, connection_id, principal, settings)
         connection.on_activity = session.touch

@@ -57,14 +57,12 @@ from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import RecoveryBuffer, is_recovered
 from liveboard.realtime.presence import MemoryPresence, PresenceDiff, PresenceManager
 from liveboard.realtime.session import Session
+from liveboard.realtime.shutdown import SHUTDOWN_BATCH, SHUTDOWN_SPREAD, shutdown_pauses
 from liveboard.store import eventlog
 from liveboard.store.admission import admit_project, admit_workspace
 from liveboard.store.database import Database
 
 log = logging.getLogger("liveboard.node")
-
-#: How long a graceful shutdown spreads its 1012 closes over, so clients do not return at once.
-SHUTDOWN_SPREAD = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +136,11 @@ class Node:
         self.accepting = False
         sessions = list(self.sessions.values())
         if sessions:
-            step = SHUTDOWN_SPREAD / len(sessions)
-            for index, session in enumerate(sessions):
+            pauses = shutdown_pauses(len(sessions), SHUTDOWN_SPREAD, SHUTDOWN_BATCH)
+            for session, pause in zip(sessions, pauses, strict=True):
                 session.close(CloseCode.RESTARTING, "server restarting")
-                if step >= 0.001 and index % 50 == 49:
-                    await asyncio.sleep(step * 50)
+                if pause:
+                    await asyncio.sleep(pause)
             await asyncio.sleep(0.2)
         self.repair.stop()
         await self.presence.aclose()  # before the broker: it signals the other instances

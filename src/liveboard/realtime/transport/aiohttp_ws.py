@@ -45,10 +45,11 @@ _KINDS = {
 
 
 async def upgrade(
-    request: web.Request, max_message_bytes: int
+    request: web.Request, max_message_bytes: int, subprotocols: tuple[str, ...] = ()
 ) -> tuple[web.StreamResponse, AiohttpConnection | None]:
     """Answer ``request`` with aiohttp's handshake: the response for aiohttp to return and
-    the connection (None if the socket was gone by then).
+    the connection (None if the socket was gone by then). The first of the client's offered
+    subprotocols that is in ``subprotocols`` is selected, as aiohttp does; no other is echoed.
 
     Raises ``ConnectionError`` if the peer left during the handshake and ``web.HTTPException``
     if aiohttp found the request not a valid upgrade.
@@ -59,6 +60,7 @@ async def upgrade(
         compress=False,  # frames are pre-encoded once for every socket; see docs/protocol.md
         # aiohttp refuses a message of max_msg_size bytes; the contract accepts that size.
         max_msg_size=max_message_bytes + 1,
+        protocols=subprotocols,
     )
     await ws.prepare(request)
     transport = request.transport

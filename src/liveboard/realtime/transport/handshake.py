@@ -6,7 +6,10 @@ requests on a keep-alive connection, parsed by aiohttp; ``endpoint.websocket_han
 upgrade is accepted only over HTTP/1.1, without a body, with one non-empty ``Host``, one
 ``Upgrade: websocket``, ``Connection: upgrade``, one ``Sec-WebSocket-Version: 13`` and one
 ``Sec-WebSocket-Key`` of 16 bytes, and at most one ``Origin`` and one ``Authorization`` (RFC 6455
-§4.1, §11.3; RFC 6454 §7.3; RFC 9110 §5.3: a field that is not a list may not be repeated).
+§4.1, §11.3; RFC 6454 §7.3; RFC 9110 §5.3: a field that is not a list may not be repeated). At
+most one ``Sec-WebSocket-Protocol`` line too, stricter than RFC 6455 §11.3.4 allows: aiohttp's
+path selects a subprotocol from the first line only, and browsers send one, so both paths read
+the same list.
 
 ``parse_upgrade`` reads the head at least as strictly as aiohttp's parser does (printable ASCII,
 header names that are RFC 9110 tokens, no folded lines, aiohttp's line and header-count limits):
@@ -45,6 +48,7 @@ SINGLETONS: Final = (
     "sec-websocket-version",
     "origin",
     "authorization",
+    "sec-websocket-protocol",
 )
 _PREFIX: Final = b"GET /ws"
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -70,6 +74,8 @@ class Upgrade(NamedTuple):
     origin: str | None
     authorization: str | None
     key: str
+    #: ``Sec-WebSocket-Protocol``'s entries, in order (the admission reads a token from them).
+    subprotocols: tuple[str, ...] = ()
 
 
 def may_be_upgrade(start: bytes) -> bool:
@@ -164,7 +170,15 @@ def check_upgrade(
     host = single.get("host")
     if not host:
         return BadUpgrade("a Host header is required")
-    return Upgrade(path, raw_query, host, single.get("origin"), single.get("authorization"), key)
+    return Upgrade(
+        path,
+        raw_query,
+        host,
+        single.get("origin"),
+        single.get("authorization"),
+        key,
+        _list_entries(single.get("sec-websocket-protocol", "")),
+    )
 
 
 def accept_value(key: str) -> str:
@@ -173,13 +187,15 @@ def accept_value(key: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-def switching_protocols(key: str) -> bytes:
-    """The 101 response that completes the handshake (no subprotocol, no extension)."""
+def switching_protocols(key: str, subprotocol: str | None = None) -> bytes:
+    """The 101 response that completes the handshake, naming ``subprotocol`` if one was
+    selected (no extension)."""
+    selected = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
     return (
         "HTTP/1.1 101 Switching Protocols\r\n"
         "Upgrade: websocket\r\n"
         "Connection: Upgrade\r\n"
-        f"Sec-WebSocket-Accept: {accept_value(key)}\r\n\r\n"
+        f"{selected}Sec-WebSocket-Accept: {accept_value(key)}\r\n\r\n"
     ).encode("ascii")
 
 
@@ -197,6 +213,11 @@ def error_response(
         f"{extra}Connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+def _list_entries(value: str) -> tuple[str, ...]:
+    """A list-valued field's entries (RFC 9110 §5.6.1), in order, empty ones dropped."""
+    return tuple(entry for entry in (part.strip(" \t") for part in value.split(",")) if entry)
 
 
 def _printable(text: str) -> bool:

@@ -47,6 +47,9 @@
  *                                        after close code 1012 (server restarting).
  * @property {number} [stableAfter=5000]  ms a connection must last to reset the backoff.
  * @property {boolean} [autoConnect=true] connect in the constructor.
+ * @property {"protocol"|"query"} [tokenIn="protocol"]  where the upgrade carries the token: the
+ *   `Sec-WebSocket-Protocol` header (`liveboard.v1, liveboard.token.<jwt>`, kept out of URLs that
+ *   proxies and histories log), or `?token=` for a server older than that.
  *
  * @typedef {{offset: number, epoch: string}} Position  A room's stream position.
  *
@@ -516,7 +519,10 @@ export class LiveboardClient extends Emitter {
     const sep = this.wsUrl.includes("?") ? "&" : "?";
     let ws;
     try {
-      ws = new WebSocket(`${this.wsUrl}${sep}token=${encodeURIComponent(token)}`);
+      ws =
+        this.options.tokenIn === "query"
+          ? new WebSocket(`${this.wsUrl}${sep}token=${encodeURIComponent(token)}`)
+          : new WebSocket(this.wsUrl, ["liveboard.v1", `liveboard.token.${token}`]);
     } catch (err) {
       this._scheduleRetry(this._backoff(), String(err));
       return;
