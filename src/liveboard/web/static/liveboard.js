@@ -1239,6 +1239,7 @@ export class Board extends Emitter {
     this.subscription?.unsubscribe();
     this.subscription = null;
     this._offState();
+    clearTimeout(this._retryTimer);
   }
 
   /** @returns {Promise<Position>} */
