@@ -220,3 +220,31 @@ def test_changes_made_offline_survive_a_reload_and_land_once_in_order(
     assert list(reversed(shown)) == expected, json.dumps(shown, ensure_ascii=False, indent=1)
     assert alice.errors == []  # type: ignore[attr-defined]
     assert bob.errors == []  # type: ignore[attr-defined]
+
+
+def test_a_delete_can_be_undone_for_a_few_seconds_and_is_sent_after(
+    browser: Browser, server: LiveboardProcess
+) -> None:
+    alice = _open(browser, server.url, "alice")
+    bob = _open(browser, server.url, "bob")
+    kept, gone = "Pick the hero image", "Plan the launch-day rota"
+
+    # Deleted, then undone within the window: back on Alice's board, never deleted on the server.
+    _card(alice, kept).locator("[data-testid=delete-task]").click()
+    expect(_card(alice, kept)).to_have_count(0)
+    alice.locator("[data-testid=undo-delete]").click()
+    expect(_card(_column(alice, "todo"), kept)).to_have_count(1)
+    expect(_card(alice, kept)).to_have_attribute("data-pending", "false")
+
+    # Deleted and left alone: the DELETE goes out when the window ends, and Bob's card goes.
+    _card(alice, gone).locator("[data-testid=delete-task]").click()
+    expect(_card(alice, gone)).to_have_count(0)
+    expect(alice.locator("[data-testid=undo-toast]")).to_have_count(1)
+    expect(_card(bob, gone)).to_have_count(0, timeout=WAIT_MS)
+    expect(_card(bob, kept)).to_have_count(1)
+    project_id = alice.evaluate("window.liveboard.board.projectId")
+    titles = {t["title"] for t in _tasks(server, project_id)}
+    assert kept in titles
+    assert gone not in titles
+    assert alice.errors == []  # type: ignore[attr-defined]
+    assert bob.errors == []  # type: ignore[attr-defined]
