@@ -913,6 +913,7 @@ export class LiveboardClient extends Emitter {
  * @property {boolean} [answered] the server accepted it
  * @property {Position|null} [at] the position its answer named (its event)
  * @property {Task} [task]       a create's answer
+ * @property {number} [made]     when it was made (ms; orders the stored writes)
  */
 
 /** A strict order of the cards of a column: `order`, then creation time, then id. */
@@ -1101,16 +1102,21 @@ function transient(/** @type {any} */ err) {
   return s === 0 || s === 401 || s === 408 || s === 429 || s >= 500 || err?.details?.reason === "idempotency_key_in_flight";
 }
 
-/** Keeps a board's unsent writes in IndexedDB (one record per board and user). */
+/**
+ * Keeps a board's unsent writes in IndexedDB: one record per write, keyed [board, made, key], so
+ * that tabs of one user add and remove only their own and a reload reads them in order.
+ */
 class WriteStore {
-  /** @param {string} key */
-  constructor(key) {
-    this.key = key;
+  /** @param {string} board */
+  constructor(board) {
+    this.board = board;
+    /** @type {Map<string, any[]>} the records this page has stored: write key → record key */
+    this._mine = new Map();
     /** @type {Promise<any>} */
     this._last = Promise.resolve();
   }
 
-  /** @param {IDBTransactionMode} mode @param {(s: IDBObjectStore) => IDBRequest} op */
+  /** @param {IDBTransactionMode} mode @param {(s: IDBObjectStore) => any} op */
   async _run(mode, op) {
     const db = await (WriteStore._db ??= new Promise((resolve, reject) => {
       const open = indexedDB.open("liveboard", 1);
@@ -1119,23 +1125,30 @@ class WriteStore {
       open.onerror = () => reject(open.error);
     }));
     return new Promise((resolve, reject) => {
-      const req = op(db.transaction("writes", mode).objectStore("writes"));
-      req.onsuccess = () => resolve(req.result);
-      req.onerror = () => reject(req.error);
+      const tx = db.transaction("writes", mode);
+      const req = op(tx.objectStore("writes"));
+      tx.oncomplete = () => resolve(req?.result);
+      tx.onerror = () => reject(tx.error);
     });
   }
 
   /** @returns {Promise<Write[]>} */
   async load() {
-    return (await this._run("readonly", (s) => s.get(this.key))) ?? [];
+    const range = IDBKeyRange.bound([this.board], [this.board, []]);
+    return (await this._run("readonly", (s) => s.getAll(range))) ?? [];
   }
 
-  /** Save `writes` (saves happen in call order). @param {Write[]} writes */
+  /** Store `writes` in place of what this page stored before (in call order). @param {Write[]} writes */
   save(writes) {
-    const copy = writes.map((w) => ({ ...w }));
-    this._last = this._last.then(() => this._run("readwrite", (s) => s.put(copy, this.key))).catch(
-      (err) => console.warn("liveboard: cannot save the queued writes", err),
-    );
+    const records = writes.map((w) => /** @type {[any[], Write]} */ ([[this.board, w.made ?? 0, w.key], { ...w }]));
+    const gone = [...this._mine].filter(([key]) => !writes.some((w) => w.key === key));
+    this._mine = new Map(records.map(([id, w]) => [w.key, id]));
+    this._last = this._last
+      .then(() => this._run("readwrite", (s) => {
+        for (const [, id] of gone) s.delete(id);
+        for (const [id, w] of records) s.put(w, id);
+      }))
+      .catch((err) => console.warn("liveboard: cannot save the queued writes", err));
     return this._last;
   }
 }
@@ -1200,7 +1213,8 @@ export class Board extends Emitter {
     this._restored ??= (async () => {
       if (!this._store) return 0;
       try {
-        this.writes = new PendingWrites([...(await this._store.load()), ...this.writes.list]);
+        const stored = await this._store.load();
+        this.writes = new PendingWrites([...stored, ...this.writes.list]);
       } catch (err) {
         console.warn("liveboard: cannot read the queued writes", err);
       }
@@ -1399,6 +1413,7 @@ export class Board extends Emitter {
 
   /** @param {Write} write @returns {Promise<any>} */
   _write(write) {
+    write.made = Date.now() + (Board._seq = ((Board._seq ?? 0) + 1) % 1000) / 1000; // order across reloads
     this.writes.add(write);
     const done = new Promise((resolve, reject) => this._waiters.set(write.key, { resolve, reject }));
     done.catch(() => {}); // the app hears of a refusal through `rollback`
