@@ -150,25 +150,58 @@ def test_no_reconnect_after_a_fatal_close(page: Page, code: int) -> None:
     assert result == {"sockets": 1, "state": "closed", "errors": [f"closed_{code}"]}
 
 
-def test_a_restarting_server_1012_adds_a_random_delay(page: Page) -> None:
+def test_a_restarting_server_1012_is_retried_at_a_flat_short_pace(page: Page) -> None:
+    result = run(
+        page,
+        """
+        Math.random = () => 0.5;
+        const events = [];
+        const c = new m.LiveboardClient({
+          token: "t", restartDelay: [200, 1800], restartWindow: 20000, offlineAfter: 3,
+        });
+        c.on("state", (s) => s.retryIn !== undefined && events.push([s.state, s.retryIn, s.restarting]));
+        await flush();
+        latest().accept();
+        latest().drop(1012, "restarting");
+        await advance(999);
+        const at999 = sockets.length;
+        await advance(1);
+        const at1000 = sockets.length;
+        // The server is still down: each connect fails before `connected`.
+        for (let i = 0; i < 8; i++) { latest().drop(1006); await advance(1000); }
+        const refusedInWindow = events.length;
+        // The window (20 s) is over: the usual backoff, from its first step.
+        await advance(20000);
+        latest().drop(1006);
+        await flush();
+        return { events, at999, at1000, refusedInWindow };
+        """,
+    )
+    # 200 + 0.5 * (1800 - 200) = 1000, never doubled, never "offline" (offlineAfter 3)
+    assert (result["at999"], result["at1000"]) == (1, 2)
+    in_window = result["events"][: result["refusedInWindow"]]
+    assert in_window == [["reconnecting", 1000, True]] * 9
+    assert result["events"][-1] == ["reconnecting", 250, False]  # random(0, 500) = 250
+
+
+def test_a_restarted_server_that_accepts_ends_the_restart_window(page: Page) -> None:
     result = run(
         page,
         """
         Math.random = () => 0.5;
         const delays = [];
-        const c = new m.LiveboardClient({ token: "t", restartDelay: [1000, 5000] });
-        c.on("state", (s) => s.retryIn !== undefined && delays.push(s.retryIn));
+        const c = new m.LiveboardClient({ token: "t", restartDelay: [0, 1000] });
+        c.on("state", (s) => s.retryIn !== undefined && delays.push([s.retryIn, s.restarting]));
         await flush();
         latest().accept();
-        latest().drop(1012, "restarting");
-        await advance(3200);
-        const at3200 = sockets.length;
-        await advance(200);
-        return { delays, at3200, at3400: sockets.length };
+        latest().drop(1012);
+        await advance(500);
+        latest().accept();              // back; then a dropped link is an ordinary one
+        latest().drop(1006);
+        return delays;
         """,
     )
-    # backoff random(0, 500) = 250, plus 1000 + 0.5 * 4000 = 3000
-    assert result == {"delays": [3250], "at3200": 1, "at3400": 2}
+    assert result == [[500, True], [250, False]]
 
 
 def test_heartbeat_detects_a_dead_link_and_reconnects(page: Page) -> None:

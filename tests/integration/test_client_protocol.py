@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,7 +34,7 @@ from liveboard.client import (
     Subscription,
     SubscriptionItem,
 )
-from tests.support.timing import timeout
+from tests.support.timing import timeout, wait_until
 from tests.support.tokens import make_token
 
 Json = dict[str, Any]
@@ -332,13 +333,17 @@ async def test_client_bug_close_codes_are_fatal(fake: FakeServer, code: int) -> 
         await client.aclose()
 
 
-async def test_1012_reconnects_after_backoff_plus_a_random_restart_delay(
-    fake: FakeServer,
-) -> None:
-    class Top(random.Random):
-        def uniform(self, a: float, b: float) -> float:
-            return b
+CONNECTION_LOGGER = "liveboard.client"
 
+
+class Top(random.Random):
+    """Every draw at the top of its range: the delays are their ceilings."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+async def test_1012_reconnects_after_a_short_random_restart_delay(fake: FakeServer) -> None:
     fake.script = _idle
     async with _client(fake, rng=Top(), backoff_base=0.1, restart_delay=0.6) as client:
         conn = await fake.next_connection()
@@ -346,8 +351,40 @@ async def test_1012_reconnects_after_backoff_plus_a_random_restart_delay(
         await conn.close(1012)
         conn2 = await fake.next_connection()
         waited = conn2.opened_at - closed_at
-        assert 0.7 <= waited < 0.7 + timeout(1.0)  # attempt 0 ceiling (0.1) + restart (0.6)
+        assert 0.6 <= waited < 0.6 + timeout(1.0)  # the restart delay alone, no backoff on top
         assert client.last_close_code == 1012
+
+
+def _reconnect_delays(records: list[logging.LogRecord]) -> list[float]:
+    return [
+        float(record.args[2])  # type: ignore[index]
+        for record in records
+        if record.name == CONNECTION_LOGGER and "reconnecting in" in record.msg
+    ]
+
+
+async def test_connects_refused_after_1012_do_not_double_the_delay(
+    fake: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the restarted server is down its clients retry every ``restart_delay`` at most;
+    the exponential backoff comes back once a connection succeeded."""
+    caplog.set_level(logging.INFO, logger=CONNECTION_LOGGER)
+    fake.script = _idle
+    options = {"backoff_base": 0.05, "backoff_cap": 5.0, "restart_delay": 0.1}
+    async with _client(fake, rng=Top(), **options):
+        conn = await fake.next_connection()
+        fake.refuse_with = 503
+        await conn.close(1012)
+        await wait_until(lambda: len(_reconnect_delays(caplog.records)) >= 6, wait=10)
+        assert _reconnect_delays(caplog.records)[:6] == [0.1] * 6  # not 0.05, 0.1, 0.2, 0.4…
+        fake.refuse_with = None
+        conn = await fake.next_connection()
+        caplog.clear()
+        fake.refuse_with = 503
+        await conn.close(1011)  # not a restart: the usual backoff, from its first step
+        await wait_until(lambda: len(_reconnect_delays(caplog.records)) >= 4, wait=10)
+        assert _reconnect_delays(caplog.records)[:4] == [0.05, 0.1, 0.2, 0.4]
+        fake.refuse_with = None
 
 
 async def test_4001_asks_the_provider_for_a_new_token(fake: FakeServer) -> None:

@@ -76,8 +76,44 @@ def test_backoff_grows_is_capped_and_resets() -> None:
     assert backoff.next_delay() == 0.5
 
 
+def test_a_restart_window_gives_flat_short_delays_then_the_backoff_again() -> None:
+    class Top(random.Random):
+        def uniform(self, a: float, b: float) -> float:
+            return b
+
+    backoff = Backoff(0.5, 8.0, Top(), restart_delay=1.5, restart_window=30.0)
+    backoff.next_delay(0.0)
+    backoff.next_delay(0.0)
+    backoff.server_restarting(100.0)
+    assert backoff.restarting(129.9)
+    # Refused connects inside the window: flat, and not counted as attempts.
+    assert [backoff.next_delay(100.0 + t) for t in range(0, 30, 3)] == [1.5] * 10
+    assert backoff.attempt == 0
+    # The window over (the server never came back): the backoff from its first step.
+    assert not backoff.restarting(130.0)
+    assert [backoff.next_delay(130.0) for _ in range(3)] == [0.5, 1.0, 2.0]
+
+
+def test_a_connection_ends_the_restart_window() -> None:
+    backoff = Backoff(0.5, 8.0, random.Random(1), restart_delay=1.5, restart_window=30.0)
+    backoff.server_restarting(0.0)
+    assert backoff.restarting(1.0)
+    backoff.connected()
+    assert not backoff.restarting(1.0)
+    assert backoff.next_delay(1.0) <= 0.5  # attempt 0 of the usual backoff
+
+
+def test_restart_delays_are_spread_over_the_whole_range() -> None:
+    backoff = Backoff(0.5, 8.0, random.Random(7), restart_delay=1.5, restart_window=30.0)
+    backoff.server_restarting(0.0)
+    delays = [backoff.next_delay(1.0) for _ in range(4000)]
+    assert 0.0 <= min(delays) < 0.05
+    assert 1.45 < max(delays) <= 1.5
+    assert 0.70 < sum(delays) / len(delays) < 0.80  # uniform: mean = restart_delay / 2
+
+
 def test_backoff_rejects_negative_parameters() -> None:
-    with pytest.raises(ValueError, match="base and cap"):
+    with pytest.raises(ValueError, match="base, cap"):
         Backoff(-1.0, 1.0)
     with pytest.raises(ValueError, match="attempt"):
         backoff_ceiling(-1, 1.0, 1.0)

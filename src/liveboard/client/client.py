@@ -76,7 +76,8 @@ class LiveboardClient(RestHelpers):
         backoff_cap: float = 30.0,
         refresh_margin: float = 30.0,
         session: aiohttp.ClientSession | None = None,
-        restart_delay: float = 3.0,
+        restart_delay: float = 1.5,
+        restart_window: float = 30.0,
         stable_after: float = 5.0,
         connect_timeout: float = 10.0,
         rng: random.Random | None = None,
@@ -92,6 +93,7 @@ class LiveboardClient(RestHelpers):
             backoff_cap=backoff_cap,
             refresh_margin=refresh_margin,
             restart_delay=restart_delay,
+            restart_window=restart_window,
             stable_after=stable_after,
             connect_timeout=connect_timeout,
         )

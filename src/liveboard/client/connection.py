@@ -2,11 +2,13 @@
 
 Guarantees of ``ConnectionManager``:
 
-* **Reconnects after any disconnect** — a dropped link, a server restart (1012: backoff plus a
-  random extra delay of up to ``restart_delay`` seconds), 1011, 4008, 4001 (the next attempt
+* **Reconnects after any disconnect** — a dropped link, 1011, 4008, 4001 (the next attempt
   asks the token provider for a new token) — with exponential backoff and full jitter: the
   n-th consecutive attempt waits ``uniform(0, min(backoff_cap, backoff_base * 2**n))``. The
   count starts again once a connection has stayed up ``stable_after`` seconds.
+* **Comes back soon after a server restart**: after 1012 (or 1013) every attempt for
+  ``restart_window`` seconds waits ``uniform(0, restart_delay)``, not doubled by the connects
+  refused while the server is down; then the backoff above resumes.
 * **Stops for good** (state ``closed``, ``error`` set, ``on_stop(error)`` called) on close
   codes that mean a client bug (1002, 1003, 1007, 1008, 1009), on 4001 with a *static* token
   (it has expired and cannot be renewed) and on HTTP 401 at upgrade with a static token. With
@@ -91,7 +93,8 @@ class ConnectionSettings:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     refresh_margin: float = 30.0
-    restart_delay: float = 3.0
+    restart_delay: float = 1.5
+    restart_window: float = 30.0
     stable_after: float = 5.0
     connect_timeout: float = 10.0
 
@@ -226,7 +229,14 @@ class ConnectionManager:
 
     async def _run(self) -> None:
         settings = self.settings
-        backoff = Backoff(settings.backoff_base, settings.backoff_cap, self._rng)
+        backoff = Backoff(
+            settings.backoff_base,
+            settings.backoff_cap,
+            self._rng,
+            restart_delay=settings.restart_delay,
+            restart_window=settings.restart_window,
+        )
+        clock = asyncio.get_running_loop().time
         try:
             while not self.closing:
                 try:
@@ -239,6 +249,7 @@ class ConnectionManager:
                 if self.closing:
                     break
                 if end.connected:
+                    backoff.connected()
                     self.last_close_code = end.close_code
                     if end.duration >= settings.stable_after:
                         backoff.reset()
@@ -260,9 +271,9 @@ class ConnectionManager:
                         end.close_code,
                     )
                 # NEW_TOKEN with a provider: the next attempt asks it for a token, as each does.
-                delay = backoff.next_delay()
                 if action is CloseAction.RECONNECT_LATER:
-                    delay += self._rng.uniform(0.0, settings.restart_delay)
+                    backoff.server_restarting(clock())
+                delay = backoff.next_delay(clock())
                 log.info(
                     "connection %s (%s); reconnecting in %.2fs",
                     "closed" if end.connected else "failed",

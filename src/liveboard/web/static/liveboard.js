@@ -43,8 +43,11 @@
  * @property {number} [backoffMax=15000]  ms; the cap of that delay.
  * @property {number} [offlineAfter=5]    failed attempts in a row before the state is `offline`
  *                                        (the client keeps trying, at the capped delay).
- * @property {[number, number]} [restartDelay=[1000, 5000]]  ms range of the extra random delay
- *                                        after close code 1012 (server restarting).
+ * @property {[number, number]} [restartDelay=[0, 1500]]  ms range of the delay of each attempt
+ *                                        after close code 1012/1013 (server restarting): flat,
+ *                                        not doubled by connects refused while it is down.
+ * @property {number} [restartWindow=30000]  ms after a 1012 during which that holds; then the
+ *                                        usual backoff.
  * @property {number} [stableAfter=5000]  ms a connection must last to reset the backoff.
  * @property {boolean} [autoConnect=true] connect in the constructor.
  * @property {"protocol"|"query"} [tokenIn="protocol"]  where the upgrade carries the token: the
@@ -83,7 +86,7 @@
  */
 
 const FATAL_CLOSE_CODES = new Set([1003, 1008, 1009]);
-const CLOSE_RESTARTING = 1012;
+const RESTART_CLOSE_CODES = new Set([1012, 1013]);
 const CLOSE_TOKEN_EXPIRED = 4001;
 const CLOSE_DEAD_LINK = 4900; // our own: heartbeat or connect timeout (never sent by the server)
 
@@ -395,7 +398,8 @@ export class LiveboardClient extends Emitter {
       backoffBase: 500,
       backoffMax: 15000,
       offlineAfter: 5,
-      restartDelay: /** @type {[number, number]} */ ([1000, 5000]),
+      restartDelay: /** @type {[number, number]} */ ([0, 1500]),
+      restartWindow: 30000,
       stableAfter: 5000,
       ...options,
     };
@@ -413,6 +417,7 @@ export class LiveboardClient extends Emitter {
     /** @type {WebSocket|null} */
     this._ws = null;
     this._attempt = 0;
+    this._restartUntil = 0;
     this._freshToken = false;
     this._msgId = 0;
     this._connectedAt = 0;
@@ -578,13 +583,22 @@ export class LiveboardClient extends Emitter {
     // A connection refused before `connected` may be an auth failure (browsers hide the 401):
     // ask the provider for a new token next time. So does 4001.
     this._freshToken = !wasConnected || code === CLOSE_TOKEN_EXPIRED;
-    let delay = this._backoff();
-    if (code === CLOSE_TOKEN_EXPIRED && this._attempt === 0) delay = 0;
-    if (code === CLOSE_RESTARTING) {
-      const [lo, hi] = this.options.restartDelay;
-      delay += lo + Math.random() * (hi - lo);
+    // A restarting server is coming back soon: retry at a short, flat, jittered pace until it
+    // does (or the window ends); doubling on each refused connect pushed clients' return far
+    // past the moment it listened.
+    if (RESTART_CLOSE_CODES.has(code)) {
+      this._restartUntil = Date.now() + this.options.restartWindow;
+      this._attempt = 0;
     }
-    this._scheduleRetry(delay, reason, code);
+    const restarting = Date.now() < this._restartUntil;
+    let delay = restarting ? this._restartDelay() : this._backoff();
+    if (code === CLOSE_TOKEN_EXPIRED && this._attempt === 0) delay = 0;
+    this._scheduleRetry(delay, reason, code, restarting);
+  }
+
+  _restartDelay() {
+    const [lo, hi] = this.options.restartDelay;
+    return lo + Math.random() * (hi - lo);
   }
 
   /** The delay before the next attempt: full jitter, exponential, capped. */
@@ -592,9 +606,12 @@ export class LiveboardClient extends Emitter {
     return backoffDelay(this._attempt, this.options.backoffBase, this.options.backoffMax);
   }
 
-  /** @param {number} delay @param {string} [reason] @param {number} [code] */
-  _scheduleRetry(delay, reason, code) {
-    this._attempt += 1;
+  /**
+   * @param {number} delay @param {string} [reason] @param {number} [code]
+   * @param {boolean} [restarting] inside a restart window: not counted as a failed attempt
+   */
+  _scheduleRetry(delay, reason, code, restarting = false) {
+    if (!restarting) this._attempt += 1;
     const offline =
       (globalThis.navigator && globalThis.navigator.onLine === false) ||
       this._attempt > this.options.offlineAfter;
@@ -602,6 +619,7 @@ export class LiveboardClient extends Emitter {
       retryIn: delay,
       code,
       reason,
+      restarting,
     });
     if (globalThis.navigator && globalThis.navigator.onLine === false) return; // wait for "online"
     this._setTimer("retry", delay, () => void this._open());
@@ -698,6 +716,7 @@ export class LiveboardClient extends Emitter {
   _onConnected(msg) {
     this._clearTimer("connect");
     this._connectedAt = Date.now();
+    this._restartUntil = 0;
     this.connectionId = msg.connectionId;
     this.userId = msg.userId;
     this._ownIds.add(msg.connectionId);
