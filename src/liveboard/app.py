@@ -161,8 +161,11 @@ class Listener:
         await self._acceptor.wait_closed(grace)
 
 
-async def listen(runner: web.AppRunner, host: str, port: int, backlog: int = 1024) -> Listener:
-    """Accept connections for ``runner``'s application (set up) on ``host``:``port``."""
+async def listen(
+    runner: web.AppRunner, host: str, port: int, backlog: int = 1024, *, reuse_port: bool = False
+) -> Listener:
+    """Accept connections for ``runner``'s application (set up) on ``host``:``port``; with
+    ``reuse_port``, beside the other workers of a supervisor (``liveboard.workers``)."""
     http = runner.server
     assert http is not None, "runner.setup() first"
     guard = runner.app[GUARD_KEY]
@@ -180,6 +183,7 @@ async def listen(runner: web.AppRunner, host: str, port: int, backlog: int = 102
         port,
         backlog=backlog,
         reuse_address=True,
+        reuse_port=reuse_port or None,
     )
     for sock in server.sockets:  # once here rather than per connection: accepted sockets inherit
         tune_socket(sock)

@@ -23,6 +23,8 @@ human message that never contains the token. Guarantees:
   ``JWKS_MIN_REFETCH_SECONDS`` and the previous set, if any, stays in use (a warning is logged
   for each failure).
 * With a secret or PEM key, ``verify`` never awaits: it is pure CPU work (microseconds for HS256).
+* A verified token is answered from memory (``token_cache``) until its ``exp``, for at most
+  ``VERIFIED_MAX_AGE`` s and the JWKS lifetime, and until a refetched JWKS set differs.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from jwt.types import Options
 from liveboard.config import Settings
 from liveboard.errors import AuthError, ConfigError
 from liveboard.text import storable, user_id_problem
+from liveboard.token_cache import VerifiedTokens
 
 __all__ = ["Principal", "TokenVerifier", "bearer_token", "issue_token"]
 
@@ -56,6 +59,8 @@ log = logging.getLogger(__name__)
 
 #: Longest token accepted, in characters (bounds the work an unauthenticated peer can cause).
 MAX_TOKEN_LENGTH = 16 * 1024
+#: The longest a verified token is answered from memory before it is verified again.
+VERIFIED_MAX_AGE = 300.0
 #: Latest ``exp`` accepted: 2**53 - 1 seconds, the largest integer a JavaScript number holds
 #: exactly (``refreshed.expiresAt`` reaches browsers) and far inside a float (no overflow).
 MAX_EXP = 2**53 - 1
@@ -254,11 +259,19 @@ class TokenVerifier:
         self._jwks_expires = 0.0
         self._last_attempt: float | None = None
         self._last_failure: float | None = None
+        # No older than the JWKS set (a verification after it expired starts the refetch), and
+        # forgotten whenever a refetched set differs: a removed key stops working at once.
+        self._verified: VerifiedTokens[Principal] = VerifiedTokens(
+            max_age=min(VERIFIED_MAX_AGE, self._jwks_cache_seconds), leeway=leeway
+        )
 
     async def verify(self, token: str) -> Principal:
         """The principal of a valid token; AuthError (message without the token) otherwise.
 
-        Awaits only when the token needs a JWKS key that is not cached.
+        Awaits only when the token needs a JWKS key that is not cached. A token that verified
+        is remembered (``token_cache.VerifiedTokens``) until its ``exp``, for at most
+        ``VERIFIED_MAX_AGE`` seconds (no longer than the JWKS set is cached), and until the JWKS
+        set changes.
         """
         if not self._allowed:
             raise AuthError("no token signing key is configured")
@@ -268,6 +281,15 @@ class TokenVerifier:
             raise AuthError("token is empty")
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthError("token too long")
+        now = time.time()
+        remembered = self._verified.get(token, now)
+        if remembered is not None:
+            return remembered
+        principal = await self._verify(token)
+        self._verified.put(token, principal, principal.expires_at, now)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         header = _unverified_header(token)
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or algorithm not in self._allowed:
@@ -384,6 +406,8 @@ class TokenVerifier:
             self._last_failure = time.monotonic()
             log.exception("could not fetch the JWKS signing keys")
         else:
+            if keys != self._jwks:  # a removed key stops working now, remembered tokens too
+                self._verified.clear()
             self._jwks = keys
             self._jwks_expires = time.monotonic() + self._jwks_cache_seconds
             self._last_failure = None

@@ -15,7 +15,13 @@ from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from liveboard import __version__
-from liveboard.config import DEV_JWT_SECRET, Settings, load_settings
+from liveboard.config import (
+    DEV_JWT_SECRET,
+    Settings,
+    check_workers,
+    load_settings,
+    parse_workers,
+)
 from liveboard.errors import ConfigError, StartupError
 from liveboard.logs import configure_logging
 
@@ -41,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"liveboard {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run one server process (REST + WebSocket)")
+    serve = commands.add_parser("serve", help="run the server (REST + WebSocket)")
     serve.add_argument("--host", help="listen address (LIVEBOARD_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (LIVEBOARD_PORT, default 8000)")
     serve.add_argument(
@@ -50,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-format", choices=("text", "json"), help="log format (LIVEBOARD_LOG_FORMAT)"
     )
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        help="server processes on one port, a number or auto = the CPU count"
+        " (LIVEBOARD_WORKERS, default 1; more than one needs LIVEBOARD_REDIS_URL)",
+    )
+    # Set by the supervisor for its workers: bind the port with SO_REUSEPORT.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     token = commands.add_parser("token", help="print an HS256 JWT signed with LIVEBOARD_JWT_SECRET")
     token.add_argument("--sub", required=True, help="the user id")
@@ -74,13 +88,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 port=args.port,
                 dev=args.dev or None,
                 log_format=args.log_format,
+                workers=parse_workers(args.workers, "--workers") if args.workers else None,
+                reuse_port=args.reuse_port or None,
             ).with_dev_defaults()
             if not settings.jwt_configured:
                 raise ConfigError(
                     "no JWT key configured: set LIVEBOARD_JWT_SECRET (or LIVEBOARD_JWT_PUBLIC_KEY"
                     " / LIVEBOARD_JWT_JWKS_URL), or run with --dev"
                 )
+            check_workers(settings)
             configure_logging(settings.log_format)
+            if settings.workers > 1:
+                from liveboard.workers import Supervisor
+
+                return _run(Supervisor(settings).run())
             return _run(serve(settings))
         if args.command == "token":
             settings = load_settings()
@@ -163,7 +184,9 @@ async def serve(settings: Settings) -> int:
     listener: Listener | None = None
     try:
         try:
-            listener = await listen(runner, settings.host, settings.port)
+            listener = await listen(
+                runner, settings.host, settings.port, reuse_port=settings.reuse_port
+            )
         except OSError as exc:
             log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror)
             return 1

@@ -61,6 +61,10 @@ class Settings:
     db_wait: float = 30.0
     #: ``/readyz`` answers 503 while Redis is unreachable (it reports ``degraded`` otherwise).
     redis_required: bool = False
+    #: Server processes ``serve`` runs on one port (CONTRACT §6.6); more than one needs a broker.
+    workers: int = 1
+    #: Bind the listening socket with SO_REUSEPORT: set by the supervisor for its workers.
+    reuse_port: bool = False
     # Mode
     dev: bool = False
     log_format: str = "text"
@@ -123,6 +127,34 @@ def _origins(raw: str | None) -> tuple[str, ...] | None:
     return items or None
 
 
+def parse_workers(raw: str, name: str = "LIVEBOARD_WORKERS") -> int:
+    """A worker count: a positive integer, or ``auto`` for the CPUs this process may run on."""
+    if raw == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
+            return max(1, os.cpu_count() or 1)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive integer or auto, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be a positive integer or auto, got {raw!r}")
+    return value
+
+
+def check_workers(settings: Settings) -> None:
+    """``serve``'s rule for several workers (CONTRACT §6.6): a broker, and not ``--dev``."""
+    if settings.workers == 1:
+        return
+    if settings.redis_url is None:
+        raise ConfigError(
+            f"{settings.workers} workers need a broker to share rooms: set LIVEBOARD_REDIS_URL"
+        )
+    if settings.dev:
+        raise ConfigError("--dev runs one process: drop --workers (or LIVEBOARD_WORKERS)")
+
+
 def _check_database_url(url: str) -> str:
     if url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         return url
@@ -175,6 +207,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "db_wait": _float(env, "LIVEBOARD_DB_WAIT", 30.0, minimum=0.0),
         "redis_required": _flag(env, "LIVEBOARD_REDIS_REQUIRED"),
         "log_format": env.get("LIVEBOARD_LOG_FORMAT") or "text",
+        "workers": parse_workers(env.get("LIVEBOARD_WORKERS") or "1"),
     }
     if values["log_format"] not in ("text", "json"):
         raise ConfigError(
