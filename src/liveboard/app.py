@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
-from liveboard import dev, errors, rest
+from liveboard import dev, errors, log_context, rest
 from liveboard.asyncapi import document_json as asyncapi_json
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
@@ -43,6 +43,10 @@ from liveboard.store.migrations import prepare_database
 from liveboard.tasks import api
 from liveboard.tasks.idempotency import GATE_KEY, IdempotencyGate
 from liveboard.tasks.service import TaskService
+from liveboard.tracing_settings import require_opentelemetry
+
+if TYPE_CHECKING:
+    from liveboard.tracing import Tracing
 
 SETTINGS_KEY: Final = web.AppKey("settings", Settings)
 DATABASE_KEY: Final = web.AppKey("database", Database)
@@ -68,13 +72,29 @@ class _Tee:
             await publisher.publish(events)
 
 
-def build_app(settings: Settings, *, publisher: EventPublisher | None = None) -> web.Application:
+def build_app(
+    settings: Settings,
+    *,
+    publisher: EventPublisher | None = None,
+    tracing: Tracing | None = None,
+) -> web.Application:
     """The whole server for ``settings`` (which must have a JWT key; see ``with_dev_defaults``).
 
     ``publisher``, when given, also receives every committed event (after the node).
+    ``tracing``: the spans' destination (tests); by default the one ``settings.tracing`` asks
+    for, if any. Raises ``ConfigError`` when tracing is asked for without OpenTelemetry.
     """
-    # track_requests first: the connection guard must see every request start and end.
-    middlewares = [track_requests, rest.error_middleware, rest.auth_middleware]
+    tracing = tracing or _start_tracing(settings)
+    # track_requests first: the connection guard must see every request start and end. Then
+    # the request's id and client address, which the span and every later line carry.
+    middlewares = [
+        track_requests,
+        log_context.request_context(settings.trusted_proxies, rest.LONG_LIVED_PATHS),
+        rest.error_middleware,
+        rest.auth_middleware,
+    ]
+    if tracing is not None:  # outside error_middleware: the span sees the answer's status
+        middlewares.insert(2, tracing.middleware(rest.LONG_LIVED_PATHS))
     if settings.dev:  # next: nothing else runs for a request to another host
         middlewares.insert(1, dev.loopback_only)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
@@ -103,7 +123,7 @@ def build_app(settings: Settings, *, publisher: EventPublisher | None = None) ->
     app[rest.RATE_LIMITER_KEY] = rest.RateLimiter(rate=50.0, burst=200.0)
     app[METRICS_KEY] = counters
     app[GUARD_KEY] = guard
-    app.cleanup_ctx.append(_components(publisher))
+    app.cleanup_ctx.append(_components(publisher, tracing))
     app.on_shutdown.append(_close_sockets)
 
     api.add_routes(app)
@@ -190,19 +210,30 @@ async def listen(
     return Listener(server, acceptor, routers)
 
 
+def _start_tracing(settings: Settings) -> Tracing | None:
+    if settings.tracing is None:
+        return None
+    require_opentelemetry()
+    from liveboard.tracing import start_tracing
+
+    return start_tracing(settings.tracing, settings.instance_id)
+
+
 def _components(
-    observer: EventPublisher | None,
+    observer: EventPublisher | None, tracing: Tracing | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def components(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
-        db = Database(settings.database_url)
+        db = (Database if tracing is None else tracing.database)(settings.database_url)
         node: Node | None = None
         pruning: asyncio.Task[None] | None = None
         try:
             await prepare_database(db, settings.db_wait)
-            node = Node(settings, db, app[METRICS_KEY])
+            node = (Node if tracing is None else tracing.node)(settings, db, app[METRICS_KEY])
             await node.start()
             publisher: EventPublisher = node if observer is None else _Tee(node, observer)
+            if tracing is not None:
+                publisher = tracing.publisher(publisher)
             service = TaskService(db, publisher)
             app[DATABASE_KEY] = db
             app[NODE_KEY] = node
@@ -220,6 +251,8 @@ def _components(
                 await node.shutdown()
             await db.aclose()
             await app[rest.VERIFIER_KEY].aclose()
+            if tracing is not None:
+                await tracing.aclose()
 
     return components
 

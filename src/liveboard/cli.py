@@ -21,9 +21,11 @@ from liveboard.config import (
     check_workers,
     load_settings,
     parse_workers,
+    requested_log_format,
 )
 from liveboard.errors import ConfigError, StartupError
 from liveboard.logs import configure_logging
+from liveboard.tracing_settings import require_opentelemetry
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -97,7 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     " / LIVEBOARD_JWT_JWKS_URL), or run with --dev"
                 )
             check_workers(settings)
-            configure_logging(settings.log_format)
+            if settings.tracing is not None:
+                require_opentelemetry()
+            configure_logging(settings.log_format, settings.log_level)
             if settings.workers > 1:
                 from liveboard.workers import Supervisor
 
@@ -123,11 +127,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return _run(tail.run(args))
         settings = load_settings()
-        configure_logging(settings.log_format)
+        configure_logging(settings.log_format, settings.log_level)
         return _run(run_migrations(settings))
     except ConfigError as exc:
-        print(f"liveboard: {exc.message}", file=sys.stderr)
+        _report_config_error(exc, requested_log_format(getattr(args, "log_format", None)))
         return 2
+
+
+def _report_config_error(exc: ConfigError, fmt: str) -> None:
+    """One line on stderr: ``liveboard: …`` in the text format (as a usage error), one JSON
+    record when JSON logs were asked for (a log collector parses every line)."""
+    if fmt == "json":
+        configure_logging("json")
+        log.error("%s", exc.message)
+    else:
+        print(f"liveboard: {exc.message}", file=sys.stderr)
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
@@ -162,8 +176,8 @@ async def serve(settings: Settings) -> int:
     from liveboard.fdlimit import raise_open_files_limit, watch_open_files
     from liveboard.logs import AccessLogger
 
+    app = build_app(settings)  # first: a ConfigError (tracing without its package) is the only line
     raise_open_files_limit()
-    app = build_app(settings)
     runner = web.AppRunner(
         app,
         handle_signals=False,

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from liveboard.errors import ConfigError
+from liveboard.forwarded import Network, parse_trusted_proxies
+from liveboard.tracing_settings import TracingSettings, tracing_settings
 
 DEV_JWT_SECRET = "liveboard-development-secret-do-not-use-in-production"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,11 @@ class Settings:
     # Mode
     dev: bool = False
     log_format: str = "text"
+    log_level: str = "INFO"
+    #: Peers whose ``Forwarded`` / ``X-Forwarded-For`` name the client (``forwarded.py``).
+    trusted_proxies: tuple[Network, ...] = ()
+    #: None: tracing is off (the default), and nothing of OpenTelemetry is imported.
+    tracing: TracingSettings | None = None
     instance_id: str = field(default_factory=lambda: os.urandom(6).hex())
 
     @property
@@ -170,6 +178,29 @@ def _check_redis_url(url: str | None) -> str | None:
     raise ConfigError(f"LIVEBOARD_REDIS_URL must be redis://HOST:PORT/DB, got {url!r}")
 
 
+def _log_level(env: Mapping[str, str]) -> str:
+    raw = env.get("LIVEBOARD_LOG_LEVEL") or "INFO"
+    if raw.upper() not in LOG_LEVELS:
+        raise ConfigError(
+            f"LIVEBOARD_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw!r}"
+        )
+    return raw.upper()
+
+
+def _trusted_proxies(env: Mapping[str, str]) -> tuple[Network, ...]:
+    try:
+        return parse_trusted_proxies(env.get("LIVEBOARD_TRUSTED_PROXIES") or "")
+    except ValueError as exc:
+        raise ConfigError(f"LIVEBOARD_TRUSTED_PROXIES: {exc}") from None
+
+
+def requested_log_format(flag: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The log format asked for (``--log-format``, else ``LIVEBOARD_LOG_FORMAT``), for
+    reporting a configuration error: never raises, and anything but ``json`` is ``text``."""
+    env = os.environ if environ is None else environ
+    return "json" if (flag or env.get("LIVEBOARD_LOG_FORMAT")) == "json" else "text"
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read the environment (``os.environ`` by default); keyword overrides win (CLI flags).
 
@@ -207,6 +238,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "db_wait": _float(env, "LIVEBOARD_DB_WAIT", 30.0, minimum=0.0),
         "redis_required": _flag(env, "LIVEBOARD_REDIS_REQUIRED"),
         "log_format": env.get("LIVEBOARD_LOG_FORMAT") or "text",
+        "log_level": _log_level(env),
+        "trusted_proxies": _trusted_proxies(env),
+        "tracing": tracing_settings(env),
         "workers": parse_workers(env.get("LIVEBOARD_WORKERS") or "1"),
     }
     if values["log_format"] not in ("text", "json"):

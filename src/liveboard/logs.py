@@ -1,7 +1,12 @@
 """Logging set-up: plain text or one JSON object per line (``--log-format json``).
 
 The access log writes the method, the path without its query string (a WebSocket may carry its
-token there), the status and the duration: tokens never reach the logs.
+token there), the status and the duration: tokens never reach the logs. It writes at INFO, like
+every web server's access log: ``LIVEBOARD_LOG_LEVEL=WARNING`` leaves it out.
+
+Each line carries the ids of the work it belongs to (``log_context``): ``request_id``,
+``connection_id``, ``user_id``. In JSON they are fields, with ``ts`` an ISO 8601 UTC time with
+milliseconds (``2026-12-06T11:46:28.123Z``); in text they follow the message as ``name=value``.
 
 A client cannot forge a log line (CWE-117). In the text format every record is one line that
 starts with its timestamp: control characters in the message (C0, DEL, C1, U+2028/U+2029 and
@@ -16,12 +21,15 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
+
+from liveboard import log_context
 
 _encode = msgspec.json.Encoder().encode
 # A token may reach a log line through a library that quotes a request line (a malformed or
@@ -69,7 +77,7 @@ class TextFormatter(logging.Formatter):
     tokens redacted."""
 
     def format(self, record: logging.LogRecord) -> str:
-        record.message = escape_controls(record.getMessage())
+        record.message = escape_controls(record.getMessage() + _context_suffix(record))
         if self.usesTime():
             record.asctime = self.formatTime(record, self.datefmt)
         text = self.formatMessage(record)
@@ -86,6 +94,25 @@ class TextFormatter(logging.Formatter):
         return redact(text)
 
 
+_CONTEXT_FIELDS = ("request_id", "connection_id", "user_id", "trace_id")
+
+
+def _context_suffix(record: logging.LogRecord) -> str:
+    """`` request_id=… user_id=…``: the record's ids, for the text format."""
+    parts = [
+        f" {name}={value}"
+        for name in _CONTEXT_FIELDS
+        if (value := getattr(record, name, None)) is not None
+    ]
+    return "".join(parts)
+
+
+def iso_timestamp(created: float) -> str:
+    """``created`` (unix seconds) as ISO 8601 UTC with milliseconds: ``…T11:46:28.123Z``."""
+    moment = datetime.fromtimestamp(created, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message and any ``extra`` fields."""
 
@@ -94,7 +121,7 @@ class JsonFormatter(logging.Formatter):
 
     def _format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": round(record.created, 3),
+            "ts": iso_timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -149,8 +176,11 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
+def configure_logging(fmt: str = "text", level: int | str = logging.INFO) -> None:
+    """Send every record to stderr in ``fmt`` (``text`` or ``json``), from ``level`` up
+    (a number or a name: ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR``)."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(log_context.ContextFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -174,28 +204,43 @@ def log_access(
     status: int,
     seconds: float,
     remote: str | None,
+    **ids: str | None,
 ) -> None:
-    """One access log line (the path without its query string), alike on both paths."""
+    """One access log line (the path without its query string), alike on both paths.
+
+    ``ids``: ``request_id``, ``connection_id``, ``user_id`` when known (the line is written
+    after the work's context has ended, so they are passed)."""
+    extra: dict[str, Any] = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "ms": round(seconds * 1000, 2),
+        "remote": remote,
+    }
+    extra.update((name, value) for name, value in ids.items() if value is not None)
     logger.info(
         "%s %s %d %.1fms",
         method,
         path,
         status,
         seconds * 1000,
-        extra={
-            "method": method,
-            "path": path,
-            "status": status,
-            "ms": round(seconds * 1000, 2),
-            "remote": remote,
-        },
+        extra=extra,
     )
 
 
 class AccessLogger(AbstractAccessLogger):
-    """Access log without query strings."""
+    """Access log without query strings, with the request's id, user and client address
+    (``log_context.request_context``; a request refused before it ran has the peer's)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time_: float) -> None:
         log_access(
-            self.logger, request.method, request.path, response.status, time_, request.remote
+            self.logger,
+            request.method,
+            request.path,
+            response.status,
+            time_,
+            request.get(log_context.CLIENT_KEY, request.remote),
+            request_id=request.get(log_context.REQUEST_ID_KEY),
+            user_id=request.get(log_context.USER_ID_KEY),
+            trace_id=request.get(log_context.TRACE_ID_KEY),
         )

@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 from aiohttp import web
 
-from liveboard import errors
+from liveboard import errors, log_context
 from liveboard.auth import Actor, Principal, TokenVerifier, bearer_token
 from liveboard.connection_ids import issued_to_another
 from liveboard.ratelimit import TokenBucket
@@ -216,6 +216,7 @@ async def _authenticated(request: web.Request, handler: Handler) -> web.StreamRe
         raise errors.AuthError("missing bearer token")
     who = await request.app[VERIFIER_KEY].verify(token)
     request[PRINCIPAL_KEY] = who
+    log_context.bind_user(who.user_id)
     request.app[GUARD_KEY].release(request.transport)  # authenticated: off the per-address cap
     limiter = request.app.get(RATE_LIMITER_KEY)
     if limiter is not None and not limiter.allow(who.user_id):

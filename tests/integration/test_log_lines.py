@@ -8,6 +8,11 @@
   gzip or deflate body that does not decompress and a body abandoned half-way are each at most
   one INFO line (the access log's 400), with no ``ERROR``, no traceback and no 500.
 
+* Lines that join up (issue 21, item 3): every line of a REST request carries its request id
+  (a sane ``X-Request-Id``, echoed), the access line its user and the client's address, read
+  from ``Forwarded`` / ``X-Forwarded-For`` only when the peer is a trusted proxy; a WebSocket's
+  line carries its connection and user; ``ts`` is ISO 8601 UTC; ``LIVEBOARD_LOG_LEVEL``.
+
 Each test starts a real ``liveboard serve`` process, talks to it over raw sockets and reads the
 log file it wrote after stopping it.
 """
@@ -15,6 +20,7 @@ log file it wrote after stopping it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import socket
@@ -24,9 +30,10 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.support.servers import LiveboardProcess
+from tests.support.servers import LiveboardProcess, free_port
 from tests.support.timing import timeout
 from tests.support.tokens import make_token
+from tests.support.wsclient import WsClient
 
 RECORD_START = re.compile(
     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: "
@@ -214,3 +221,139 @@ async def test_abandoned_body_is_a_400_access_line(
         )
     else:
         assert " INFO aiohttp.access: POST /api/workspaces 400 " in lines[0], lines
+
+
+# Logs that join up (issue 21, item 3): ids on each line, the client behind trusted proxies.
+
+
+async def _request(
+    port: int, path: str, headers: dict[str, str], *, source: str = "127.0.0.1"
+) -> tuple[str, dict[str, str]]:
+    """One GET from ``source`` (a loopback address); its status line and headers."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{lines}\r\n".encode())
+        answer = (await asyncio.wait_for(reader.read(), timeout(10))).decode("latin-1")
+    finally:
+        writer.close()
+    head = answer.split("\r\n\r\n", 1)[0].split("\r\n")
+    fields = dict(line.split(": ", 1) for line in head[1:])
+    return head[0], {name.lower(): value for name, value in fields.items()}
+
+
+def _access_records(server: LiveboardProcess) -> list[dict[str, object]]:
+    records = [json.loads(line) for line in _lines_after_start(server)]
+    return [r for r in records if r["logger"] == "aiohttp.access"]
+
+
+async def test_rest_lines_carry_the_request_id_and_the_client_behind_a_trusted_proxy(
+    server_factory: Callable[..., LiveboardProcess],
+) -> None:
+    server = server_factory(
+        env={"LIVEBOARD_LOG_FORMAT": "json", "LIVEBOARD_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8"}
+    )
+    token = make_token("alice")
+    calls = [
+        # (peer, headers) → the access line's remote
+        ("127.0.0.1", {"X-Request-Id": "r-trusted", "X-Forwarded-For": "6.6.6.6, 198.51.100.7"}),
+        ("127.0.0.1", {"X-Request-Id": "r-rfc7239", "Forwarded": 'for="[2001:db8::9]:443"'}),
+        ("127.0.0.1", {"X-Request-Id": "r-chain", "X-Forwarded-For": "198.51.100.8, 10.1.1.1"}),
+        ("127.0.0.2", {"X-Request-Id": "r-untrusted", "X-Forwarded-For": "198.51.100.7"}),
+        ("127.0.0.2", {"X-Request-Id": "r-forged", "Forwarded": "for=198.51.100.7"}),
+        ("127.0.0.1", {"X-Request-Id": "r-user", "Authorization": f"Bearer {token}"}),
+        ("127.0.0.1", {"X-Request-Id": "has space"}),
+        ("127.0.0.1", {"X-Request-Id": "x" * 129}),
+    ]
+    answers = []
+    for source, headers in calls:
+        path = "/api/workspaces" if "Authorization" in headers else "/readyz"
+        answers.append(await _request(server.port, path, headers, source=source))
+    assert server.terminate() == 0
+
+    access = _access_records(server)
+    assert len(access) == len(calls), access
+    by_id = {str(r["request_id"]): r for r in access}
+    assert by_id["r-trusted"]["remote"] == "198.51.100.7"
+    assert by_id["r-rfc7239"]["remote"] == "2001:db8::9"
+    assert by_id["r-chain"]["remote"] == "198.51.100.8"
+    assert by_id["r-untrusted"]["remote"] == "127.0.0.2"  # a header from anyone else: ignored
+    assert by_id["r-forged"]["remote"] == "127.0.0.2"
+    assert (by_id["r-user"]["status"], by_id["r-user"]["user_id"]) == (200, "alice")
+    assert "user_id" not in by_id["r-trusted"]
+    # Each answer echoes its line's id; an insane id is replaced by a new one.
+    for (status_line, headers), record in zip(answers, access, strict=True):
+        assert status_line.startswith("HTTP/1.1 200"), status_line
+        assert headers["x-request-id"] == record["request_id"]
+    generated = [str(r["request_id"]) for r in access[-2:]]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in generated), generated
+    assert generated[0] != generated[1]
+    for record in access:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", str(record["ts"])), record
+
+
+async def test_websocket_lines_carry_the_connection_user_and_forwarded_client(
+    server_factory: Callable[..., LiveboardProcess],
+) -> None:
+    server = server_factory(
+        env={"LIVEBOARD_LOG_FORMAT": "json", "LIVEBOARD_TRUSTED_PROXIES": "127.0.0.1"}
+    )
+    forwarded = {"X-Forwarded-For": "198.51.100.9"}
+    client = await WsClient.connect(server.ws_url, make_token("bob"), headers=forwarded)
+    connection_id = client.connection_id
+    await client.close()
+    await asyncio.sleep(0.3)  # the server writes the line when the connection has ended
+    assert server.terminate() == 0
+    [line] = [r for r in _access_records(server) if r["path"] == "/ws/connect"]
+    assert (line["status"], line["connection_id"], line["user_id"]) == (101, connection_id, "bob")
+    assert line["remote"] == "198.51.100.9"
+    assert "request_id" not in line
+
+
+@pytest.mark.parametrize(("level", "access_lines"), [("INFO", 1), ("WARNING", 0)])
+async def test_the_log_level_decides_whether_access_lines_are_written(
+    server_factory: Callable[..., LiveboardProcess], level: str, access_lines: int
+) -> None:
+    server = server_factory(env={"LIVEBOARD_LOG_LEVEL": level})
+    status_line, _ = await _request(server.port, "/api/x", {"X-Request-Id": "text-1"})
+    assert status_line.startswith("HTTP/1.1 401")
+    assert server.terminate() == 0
+    log = server.log_path.read_text(encoding="utf-8")
+    lines = [line for line in log.splitlines() if "aiohttp.access" in line and "/api/x" in line]
+    assert len(lines) == access_lines, log
+    if lines:
+        assert lines[0].endswith(" request_id=text-1"), lines
+    assert ("listening on" in log) == (level == "INFO")
+
+
+def _unverifiable_rs256_token() -> str:
+    def part(value: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    header = part({"alg": "RS256", "kid": "k1", "typ": "JWT"})
+    return f"{header}.{part({'sub': 'carol', 'exp': 9_999_999_999})}.c2ln"
+
+
+async def test_a_line_written_while_a_request_is_handled_carries_its_id(
+    server_factory: Callable[..., LiveboardProcess],
+) -> None:
+    """Not only the access line: the JWKS fetch a request starts (nobody answers) warns with
+    the request's id."""
+    server = server_factory(
+        env={
+            "LIVEBOARD_LOG_FORMAT": "json",
+            "LIVEBOARD_JWT_SECRET": "",
+            "LIVEBOARD_JWT_JWKS_URL": f"http://127.0.0.1:{free_port()}/jwks",
+        }
+    )
+    headers = {"X-Request-Id": "jwks-1", "Authorization": f"Bearer {_unverifiable_rs256_token()}"}
+    status_line, _ = await _request(server.port, "/api/workspaces", headers)
+    assert status_line.startswith("HTTP/1.1 401")
+    assert server.terminate() == 0
+    records = [json.loads(line) for line in _lines_after_start(server)]
+    [warning] = [r for r in records if r["logger"] == "liveboard.auth"]
+    assert warning["level"] == "warning"
+    assert "could not fetch the JWKS signing keys" in str(warning["message"])
+    assert warning["request_id"] == "jwks-1"
+    [access] = _access_records(server)
+    assert (access["request_id"], access["status"]) == ("jwks-1", 401)

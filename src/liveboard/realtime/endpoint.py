@@ -18,11 +18,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from liveboard import logs, rest
+from liveboard import log_context, logs, rest
 from liveboard.auth import TokenVerifier
 from liveboard.background import TaskSet
 from liveboard.config import Settings
 from liveboard.connection_ids import new_connection_id
+from liveboard.forwarded import client_address
 from liveboard.protocol import CloseCode
 from liveboard.protocol.subprotocols import SUBPROTOCOL, selected_subprotocol
 from liveboard.realtime.admission import RESTARTING_MESSAGE, Refusal, admit
@@ -64,6 +65,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         refused = rest.error_response(400, "bad_request", upgrade.message)
         refused.headers.extend(upgrade.headers)
         return refused
+    client = _client(upgrade, request.remote, settings)
+    if client is not None:  # for the access line aiohttp writes
+        request[log_context.CLIENT_KEY] = client
     principal = await admit(
         node,
         settings,
@@ -138,7 +142,7 @@ class UpgradeAcceptor:
         app = self._app
         node, settings, verifier = app[NODE_KEY], app[WS_SETTINGS_KEY], app[WS_VERIFIER_KEY]
         started = asyncio.get_running_loop().time()
-        remote = peer_host(transport)
+        remote = _client(upgrade, peer_host(transport), settings)
         principal = await admit(
             node,
             settings,
@@ -191,7 +195,17 @@ async def _serve_upgraded(
         log.exception("connection %s failed", session.connection_id)
     finally:
         connection.finish()
-        _access(path, remote, 101, started)
+        _access(path, remote, 101, started, session)
+
+
+def _client(upgrade: handshake.Upgrade, peer: str | None, settings: Settings) -> str | None:
+    """The client's address: the peer's, or behind a trusted proxy the one it forwards."""
+    return client_address(
+        peer,
+        settings.trusted_proxies,
+        forwarded=upgrade.forwarded,
+        x_forwarded=upgrade.x_forwarded_for,
+    )
 
 
 def _refuse(
@@ -207,8 +221,14 @@ def _refuse(
     _access(path, remote, refusal.status, started)
 
 
-def _access(path: str, remote: str | None, status: int, started: float) -> None:
-    """The access log line aiohttp writes for the requests it serves (``logs.log_access``)."""
+def _access(
+    path: str, remote: str | None, status: int, started: float, session: Session | None = None
+) -> None:
+    """The access log line aiohttp writes for the requests it serves (``logs.log_access``),
+    with the connection's ids when it was admitted."""
     if logs.access_log.isEnabledFor(logging.INFO):
         seconds = asyncio.get_running_loop().time() - started
-        logs.log_access(logs.access_log, "GET", path, status, seconds, remote)
+        ids = {}
+        if session is not None:
+            ids = {"connection_id": session.connection_id, "user_id": session.user_id}
+        logs.log_access(logs.access_log, "GET", path, status, seconds, remote, **ids)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from liveboard import protocol
+from liveboard import log_context, protocol
 from liveboard.auth import TokenVerifier
 from liveboard.errors import AuthError
 from liveboard.protocol import CloseCode, ProtocolError
@@ -36,6 +36,8 @@ async def serve(node: Node, verifier: TokenVerifier, session: Session) -> None:
     the per-user limit counts it).
     """
     transport = session.connection.transport
+    # This task serves the connection alone: its lines, and its timers', are the connection's.
+    log_context.bind_connection(session.connection_id, session.user_id)
     session.send(protocol.encode_connected(session.connection_id, session.user_id))
     session.start_timers()
     if not node.accepting:  # registered after the shutdown took its list of sessions

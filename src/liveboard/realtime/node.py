@@ -465,7 +465,8 @@ class Node:
         session = self.sessions.get(outlet.connection_id)
         if session is not None and not session.closing:
             self.metrics.slow_consumer_closes += 1
-            log.info("closing slow consumer %s", outlet.connection_id)
+            ids = {"connection_id": outlet.connection_id, "user_id": outlet.user_id}
+            log.info("closing slow consumer %s", outlet.connection_id, extra=ids)
             session.close_now(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     # Housekeeping

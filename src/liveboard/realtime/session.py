@@ -263,7 +263,11 @@ class Session:
                 if now >= self._heartbeat_due:
                     self._ping()
             else:
-                log.info("dropping %s: no answer to ping", self.connection_id)
+                log.info(
+                    "dropping %s: no answer to ping",
+                    self.connection_id,
+                    extra={"connection_id": self.connection_id, "user_id": self.user_id},
+                )
                 self.abort()
                 return
         self._arm()

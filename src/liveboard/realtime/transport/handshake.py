@@ -76,6 +76,10 @@ class Upgrade(NamedTuple):
     key: str
     #: ``Sec-WebSocket-Protocol``'s entries, in order (the admission reads a token from them).
     subprotocols: tuple[str, ...] = ()
+    #: ``Forwarded`` and ``X-Forwarded-For`` values (each repeated header), for the log's
+    #: client address behind trusted proxies.
+    forwarded: tuple[str, ...] = ()
+    x_forwarded_for: tuple[str, ...] = ()
 
 
 def may_be_upgrade(start: bytes) -> bool:
@@ -178,6 +182,8 @@ def check_upgrade(
         single.get("authorization"),
         key,
         _list_entries(single.get("sec-websocket-protocol", "")),
+        tuple(fields.get("forwarded", ())),
+        tuple(fields.get("x-forwarded-for", ())),
     )
 
 
