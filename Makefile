@@ -60,6 +60,13 @@ $(JS)/node_modules/.package-lock.json: $(JS)/package.json $(JS)/package-lock.jso
 
 $(JS)/node_modules: $(JS)/node_modules/.package-lock.json
 
+# The example integration (examples/external-app, a Node.js app with `pg`), whose test runs in
+# `make test`: its dependencies from its committed package-lock.json, the same way.
+EXAMPLE := examples/external-app
+$(EXAMPLE)/node_modules/.package-lock.json: $(EXAMPLE)/package.json $(EXAMPLE)/package-lock.json
+	cd $(EXAMPLE) && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
 # Regenerate what liveboard.protocol generates: docs/asyncapi.json (the AsyncAPI document that
 # GET /asyncapi.json serves) and clients/js/src/protocol.ts (TypeScript declarations). A test
 # fails while either is stale.
@@ -75,7 +82,7 @@ WAIT_SECONDS ?= 300
 wait:
 	@$(PYTHON) -m tools.wait_for_server http://$(HOST):$(PORT)/healthz $(WAIT_SECONDS)
 
-test: $(BIN)/.test $(BIN)/.bench $(JS)/node_modules/.package-lock.json
+test: $(BIN)/.test $(BIN)/.bench $(JS)/node_modules/.package-lock.json $(EXAMPLE)/node_modules/.package-lock.json
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
@@ -145,4 +152,4 @@ lock-uv: $(UV)
 	echo "uv==$(UV_VERSION)" | $(UV) pip compile --generate-hashes --no-header --quiet - -o requirements-uv.lock
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(JS)/node_modules
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(JS)/node_modules $(EXAMPLE)/node_modules

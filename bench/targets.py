@@ -261,16 +261,17 @@ class LiveboardTarget(Target):
                 self.rooms.append(Room(pid, tid, snapshot["epoch"], snapshot["offset"]))
         db = await self.db()
         present = await db.fetchval(
-            "SELECT count(*) FROM members WHERE workspace_id = $1", self.workspace_id
+            "SELECT count(*) FROM liveboard.members WHERE workspace_id = $1", self.workspace_id
         )
         if present < users + 1:
             now = iso_now()
             await db.execute(
-                "DELETE FROM members WHERE workspace_id = $1 AND user_id LIKE 'u%'",
+                "DELETE FROM liveboard.members WHERE workspace_id = $1 AND user_id LIKE 'u%'",
                 self.workspace_id,
             )
             await db.copy_records_to_table(
                 "members",
+                schema_name="liveboard",
                 records=[(self.workspace_id, f"u{i}", "member", now) for i in range(users)],
                 columns=["workspace_id", "user_id", "role", "created_at"],
             )
@@ -295,10 +296,10 @@ class LiveboardTarget(Target):
         # harness and PostgreSQL from competing with the server for the 2 cores.
         await db.execute(
             "WITH appended AS ("
-            ' INSERT INTO events (room, "offset", epoch, type, ts, user_id, origin, data)'
+            ' INSERT INTO liveboard.events (room, "offset", epoch, type, ts, user_id, origin, data)'
             " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[],"
             " $5::bigint[], $6::text[], $7::text[], $8::text[]))"
-            " UPDATE rooms SET last_offset = v.o FROM unnest($9::text[], $10::bigint[])"
+            " UPDATE liveboard.rooms SET last_offset = v.o FROM unnest($9::text[], $10::bigint[])"
             " AS v(r, o) WHERE rooms.room = v.r",
             names,
             offsets,

@@ -36,10 +36,12 @@ from liveboard.realtime.transport.guard import GUARD_KEY, ConnectionGuard, track
 from liveboard.realtime.transport.http_errors import json_error_handlers
 from liveboard.realtime.transport.router import ConnectionRouter
 from liveboard.realtime.transport.sockets import tune_socket
+from liveboard.realtime.wakeup import LogWakeup
 from liveboard.rest import json_response
 from liveboard.store.availability import probe
 from liveboard.store.database import Database
 from liveboard.store.migrations import prepare_database
+from liveboard.store.open_log_sql import wakeup_channel
 from liveboard.tasks import api
 from liveboard.tasks.idempotency import GATE_KEY, IdempotencyGate
 from liveboard.tasks.service import TaskService
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
 SETTINGS_KEY: Final = web.AppKey("settings", Settings)
 DATABASE_KEY: Final = web.AppKey("database", Database)
 METRICS_KEY: Final = web.AppKey("metrics", Metrics)
+#: The wake-up listening for other backends' commits (PostgreSQL only).
+WAKEUP_KEY: Final = web.AppKey("wakeup", LogWakeup)
 STATIC_DIR: Final = Path(__file__).parent / "web" / "static"
 #: The demo board's pages load scripts, styles and images from this server only and talk to it
 #: only (``'self'`` covers its ``ws:``/``wss:`` URLs, CSP Level 3); no inline script or style
@@ -224,13 +228,29 @@ def _components(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def components(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
-        db = (Database if tracing is None else tracing.database)(settings.database_url)
+        db = (Database if tracing is None else tracing.database)(
+            settings.database_url,
+            schema=settings.db_schema,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pgbouncer=settings.db_pgbouncer,
+        )
         node: Node | None = None
+        wakeup: LogWakeup | None = None
         pruning: asyncio.Task[None] | None = None
         try:
             await prepare_database(db, settings.db_wait)
             node = (Node if tracing is None else tracing.node)(settings, db, app[METRICS_KEY])
             await node.start()
+            if db.schema is not None:  # PostgreSQL: liveboard_emit's commits wake this instance
+                wakeup = LogWakeup(
+                    settings.database_url,
+                    wakeup_channel(db.schema),
+                    on_wake=node.repair.wake,
+                    on_listening=node.repair.catch_up_all,
+                )
+                wakeup.start()
+                app[WAKEUP_KEY] = wakeup
             publisher: EventPublisher = node if observer is None else _Tee(node, observer)
             if tracing is not None:
                 publisher = tracing.publisher(publisher)
@@ -247,6 +267,8 @@ def _components(
             if pruning is not None:
                 pruning.cancel()
                 await asyncio.gather(pruning, return_exceptions=True)
+            if wakeup is not None:
+                await wakeup.aclose()
             if node is not None:
                 await node.shutdown()
             await db.aclose()

@@ -1,4 +1,4 @@
-"""The ``liveboard`` command: ``serve``, ``token`` and ``migrate`` (CONTRACT §1).
+"""The ``liveboard`` command: ``serve``, ``token``, ``migrate`` and ``check-config`` (CONTRACT §1).
 
 Exit codes: 0 success (including a graceful stop on SIGTERM/SIGINT), 1 runtime failure,
 2 bad usage or configuration (one clear line on stderr).
@@ -22,6 +22,7 @@ from liveboard.config import (
     load_settings,
     parse_workers,
     requested_log_format,
+    unknown_variables,
 )
 from liveboard.errors import ConfigError, StartupError
 from liveboard.logs import configure_logging
@@ -49,7 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"liveboard {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the server (REST + WebSocket)")
+    from liveboard.settings_report import settings_help
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the server (REST + WebSocket)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "settings (environment variables; a flag wins over its variable), with defaults:\n"
+            f"{settings_help()}\n\n"
+            "What each one means: README.md and docs/operations.md. `liveboard check-config`\n"
+            "validates the environment and prints the effective values."
+        ),
+    )
     serve.add_argument("--host", help="listen address (LIVEBOARD_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (LIVEBOARD_PORT, default 8000)")
     serve.add_argument(
@@ -75,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("migrate", help="apply pending database migrations and exit")
 
+    check = commands.add_parser(
+        "check-config",
+        help="validate the LIVEBOARD_* environment and print the effective settings",
+        description="Validate the LIVEBOARD_* environment as `serve` would (exit 2 with one line"
+        " on an invalid setting), warn about LIVEBOARD_* variables liveboard does not read, and"
+        " print every setting's effective value with secrets masked. Connects to nothing.",
+    )
+    check.add_argument("--dev", action="store_true", help="check as `serve --dev` would")
+
     from liveboard.client import tail
 
     tail.add_arguments(commands.add_parser("tail", help="print a room's live events"))
@@ -85,28 +107,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
-            settings = load_settings(
+            settings = _serve_settings(
                 host=args.host,
                 port=args.port,
                 dev=args.dev or None,
                 log_format=args.log_format,
                 workers=parse_workers(args.workers, "--workers") if args.workers else None,
                 reuse_port=args.reuse_port or None,
-            ).with_dev_defaults()
-            if not settings.jwt_configured:
-                raise ConfigError(
-                    "no JWT key configured: set LIVEBOARD_JWT_SECRET (or LIVEBOARD_JWT_PUBLIC_KEY"
-                    " / LIVEBOARD_JWT_JWKS_URL), or run with --dev"
-                )
-            check_workers(settings)
-            if settings.tracing is not None:
-                require_opentelemetry()
+            )
             configure_logging(settings.log_format, settings.log_level)
             if settings.workers > 1:
                 from liveboard.workers import Supervisor
 
                 return _run(Supervisor(settings).run())
             return _run(serve(settings))
+        if args.command == "check-config":
+            return check_config(dev=args.dev)
         if args.command == "token":
             settings = load_settings()
             secret = DEV_JWT_SECRET if args.dev else settings.jwt_secret
@@ -134,6 +150,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _serve_settings(**flags: Any) -> Settings:
+    """The settings ``serve`` runs with; ``ConfigError`` when they cannot serve."""
+    settings = load_settings(**flags).with_dev_defaults()
+    if not settings.jwt_configured:
+        raise ConfigError(
+            "no JWT key configured: set LIVEBOARD_JWT_SECRET (or LIVEBOARD_JWT_PUBLIC_KEY"
+            " / LIVEBOARD_JWT_JWKS_URL), or run with --dev"
+        )
+    check_workers(settings)
+    if settings.tracing is not None:
+        require_opentelemetry()  # tracing asked for (OTEL_*) needs the otel extra
+    return settings
+
+
+def check_config(*, dev: bool) -> int:
+    """``liveboard check-config``: warnings on stderr, the effective settings on stdout, 0.
+
+    An invalid setting raises ``ConfigError`` (``main`` prints it and exits 2)."""
+    from liveboard.settings_report import effective_settings, unknown_variable_warnings
+
+    settings = _serve_settings(dev=dev or None)
+    for warning in unknown_variable_warnings(unknown_variables()):
+        print(f"liveboard: {warning}", file=sys.stderr)
+    print("\n".join(effective_settings(settings)))
+    if dev:
+        print("# --dev: development mode (the development JWT secret when no key is set)")
+    return 0
+
+
 def _report_config_error(exc: ConfigError, fmt: str) -> None:
     """One line on stderr: ``liveboard: …`` in the text format (as a usage error), one JSON
     record when JSON logs were asked for (a log collector parses every line)."""
@@ -156,7 +201,13 @@ async def run_migrations(settings: Settings) -> int:
     from liveboard.store.database import Database
     from liveboard.store.migrations import prepare_database
 
-    db = Database(settings.database_url)
+    db = Database(
+        settings.database_url,
+        schema=settings.db_schema,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pgbouncer=settings.db_pgbouncer,
+    )
     try:
         applied = await prepare_database(db, settings.db_wait)
     except StartupError as exc:

@@ -8,12 +8,14 @@ command-line flags are passed as overrides and win over their variable. Invalid 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from liveboard.errors import ConfigError
 from liveboard.forwarded import Network, parse_trusted_proxies
+from liveboard.store.database_url import parse_database_url
 from liveboard.tracing_settings import TracingSettings, tracing_settings
 
 DEV_JWT_SECRET = "liveboard-development-secret-do-not-use-in-production"
@@ -27,6 +29,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     database_url: str = "sqlite:///./liveboard.db"
+    #: The PostgreSQL schema of liveboard's tables and functions (ignored on SQLite).
+    db_schema: str = "liveboard"
     redis_url: str | None = None
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
@@ -62,6 +66,11 @@ class Settings:
     idempotency_ttl: float = 86400.0
     #: At start, how long to keep retrying an unreachable database (seconds; 0: try once).
     db_wait: float = 30.0
+    #: PostgreSQL connections each process keeps open, and how many more it may open under load.
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    #: ``LIVEBOARD_DATABASE_URL`` is a PgBouncer in transaction mode: no prepared statement cache.
+    db_pgbouncer: bool = False
     #: ``/readyz`` answers 503 while Redis is unreachable (it reports ``degraded`` otherwise).
     redis_required: bool = False
     #: Server processes ``serve`` runs on one port (CONTRACT §6.6); more than one needs a broker.
@@ -88,6 +97,42 @@ class Settings:
         if self.dev and not self.jwt_configured:
             return replace(self, jwt_secret=DEV_JWT_SECRET)
         return self
+
+
+#: Settings no ``LIVEBOARD_*`` variable sets: ``--dev`` is a flag, ``reuse_port`` is the
+#: supervisor's flag for its workers, the instance id is random, and the body limit and the
+#: catch-up window are fixed (the contract names no variable); tracing comes from the standard
+#: ``OTEL_*`` variables.
+NOT_FROM_ENVIRONMENT = frozenset(
+    {"dev", "reuse_port", "instance_id", "max_body_bytes", "history_size", "tracing"}
+)
+#: ``LIVEBOARD_*`` variables that are not server settings: the SDK's (``liveboard.client.config``).
+OTHER_VARIABLES = frozenset({"LIVEBOARD_TOKEN"})
+
+
+def variable_name(setting: str) -> str:
+    """The variable of a ``Settings`` field: ``db_wait`` is ``LIVEBOARD_DB_WAIT``."""
+    return "LIVEBOARD_" + setting.upper()
+
+
+def setting_defaults() -> dict[str, Any]:
+    """Each variable ``load_settings`` reads and its setting's default, in ``Settings`` order.
+
+    Derived from ``Settings`` itself, so ``serve --help`` and ``check-config`` cannot drift
+    from it (a test checks that ``load_settings`` reads exactly these)."""
+    return {
+        variable_name(f.name): f.default
+        for f in fields(Settings)
+        if f.name not in NOT_FROM_ENVIRONMENT and f.default is not MISSING
+    }
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The ``LIVEBOARD_*`` variables set (``os.environ`` by default) that liveboard does not
+    read: typos, or settings of another version. Sorted."""
+    env = os.environ if environ is None else environ
+    known = set(setting_defaults()) | OTHER_VARIABLES
+    return sorted(name for name in env if name.startswith("LIVEBOARD_") and name not in known)
 
 
 def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
@@ -164,12 +209,26 @@ def check_workers(settings: Settings) -> None:
 
 
 def _check_database_url(url: str) -> str:
-    if url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        return url
-    raise ConfigError(
-        "LIVEBOARD_DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST[:PORT]/DB, "
-        f"got {url!r}"
-    )
+    """The URL's scheme and parameters (``parse_database_url``), and that the certificate and
+    key files it names can be read: a missing file would otherwise look like an unreachable
+    database and be retried for ``LIVEBOARD_DB_WAIT`` seconds."""
+    for parameter, path in parse_database_url(url).certificate_files:
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"LIVEBOARD_DATABASE_URL: {parameter} file {path!r} is not readable")
+    return url
+
+
+#: A schema name liveboard accepts: a plain lowercase SQL identifier, never quoted in SQL.
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def _check_db_schema(name: str) -> str:
+    if _SCHEMA_NAME.fullmatch(name) is None or name.startswith("pg_"):
+        raise ConfigError(
+            "LIVEBOARD_DB_SCHEMA must be a lowercase SQL identifier (letters, digits, '_', "
+            f"at most 63, not starting with a digit or pg_), got {name!r}"
+        )
+    return name
 
 
 def _check_redis_url(url: str | None) -> str | None:
@@ -213,6 +272,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "database_url": _check_database_url(
             env.get("LIVEBOARD_DATABASE_URL") or "sqlite:///./liveboard.db"
         ),
+        "db_schema": _check_db_schema(env.get("LIVEBOARD_DB_SCHEMA") or "liveboard"),
         "redis_url": _check_redis_url(_str(env, "LIVEBOARD_REDIS_URL")),
         "jwt_secret": _str(env, "LIVEBOARD_JWT_SECRET"),
         "jwt_public_key": _str(env, "LIVEBOARD_JWT_PUBLIC_KEY"),
@@ -237,6 +297,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "idempotency_ttl": _float(env, "LIVEBOARD_IDEMPOTENCY_TTL", 86400.0, minimum=1.0),
         "db_wait": _float(env, "LIVEBOARD_DB_WAIT", 30.0, minimum=0.0),
         "redis_required": _flag(env, "LIVEBOARD_REDIS_REQUIRED"),
+        "db_pool_size": _int(env, "LIVEBOARD_DB_POOL_SIZE", 10, minimum=1),
+        "db_max_overflow": _int(env, "LIVEBOARD_DB_MAX_OVERFLOW", 10, minimum=0),
+        "db_pgbouncer": _flag(env, "LIVEBOARD_DB_PGBOUNCER"),
         "log_format": env.get("LIVEBOARD_LOG_FORMAT") or "text",
         "log_level": _log_level(env),
         "trusted_proxies": _trusted_proxies(env),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -26,7 +27,7 @@ import asyncpg
 import jwt
 import pytest
 
-from liveboard.config import DEV_JWT_SECRET
+from liveboard.config import DEV_JWT_SECRET, setting_defaults
 from tests.support.postgres import fresh_postgres_database
 from tests.support.servers import free_port
 from tests.support.timing import timeout
@@ -171,6 +172,86 @@ def test_invalid_database_url_exits_2(tmp_path: Path) -> None:
     assert "LIVEBOARD_DATABASE_URL" in one_line(result.stderr)
 
 
+def test_an_unknown_database_url_parameter_exits_2(tmp_path: Path) -> None:
+    result = run(
+        ["serve", "--port", str(free_port())],
+        tmp_path,
+        LIVEBOARD_DATABASE_URL="postgresql://app:pw@127.0.0.1:5432/db?sslmode=require&sslmod=x",
+        LIVEBOARD_JWT_SECRET=TEST_SECRET,
+    )
+    assert result.returncode == 2, result
+    line = one_line(result.stderr)
+    assert line.startswith("liveboard: LIVEBOARD_DATABASE_URL: unknown parameter 'sslmod'")
+    assert "pw" not in line
+
+
+def test_serve_help_lists_every_setting(tmp_path: Path) -> None:
+    result = run(["serve", "--help"], tmp_path)
+    assert result.returncode == 0, result
+    listed = re.findall(r"^  (LIVEBOARD_[A-Z_]+) ", result.stdout, flags=re.MULTILINE)
+    assert listed == list(setting_defaults())
+    assert "LIVEBOARD_DB_POOL_SIZE               10" in result.stdout
+    assert "check-config" in result.stdout
+
+
+# check-config
+
+
+def test_check_config_prints_the_effective_settings_masked(tmp_path: Path) -> None:
+    result = run(
+        ["check-config"],
+        tmp_path,
+        LIVEBOARD_DATABASE_URL="postgresql://app:hunter2@db.internal:5432/lb?sslmode=require",
+        LIVEBOARD_REDIS_URL="redis://:redispass@cache:6379/0",
+        LIVEBOARD_JWT_SECRET=TEST_SECRET,
+        LIVEBOARD_DB_POOL_SIZE="4",
+        LIVEBOARD_DB_POOLSIZE="3",  # a typo
+    )
+    assert result.returncode == 0, result
+    lines = result.stdout.splitlines()
+    assert (
+        "LIVEBOARD_DATABASE_URL=postgresql://app:***@db.internal:5432/lb?sslmode=require" in lines
+    )
+    assert "LIVEBOARD_REDIS_URL=redis://:***@cache:6379/0" in lines
+    assert "LIVEBOARD_JWT_SECRET=***" in lines
+    assert "LIVEBOARD_DB_POOL_SIZE=4" in lines
+    assert "LIVEBOARD_DB_MAX_OVERFLOW=10  # default" in lines
+    assert [line.split("=", 1)[0] for line in lines] == list(setting_defaults())
+    for secret in ("hunter2", "redispass", TEST_SECRET):
+        assert secret not in result.stdout + result.stderr
+    assert one_line(result.stderr) == (
+        "liveboard: warning: LIVEBOARD_DB_POOLSIZE is not a liveboard setting"
+        " (did you mean LIVEBOARD_DB_POOL_SIZE?); it is ignored"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"LIVEBOARD_DB_MAX_OVERFLOW": "-1"}, "LIVEBOARD_DB_MAX_OVERFLOW must be at least 0"),
+        (
+            {"LIVEBOARD_DATABASE_URL": "postgresql://u@h/db?sslmode=required"},
+            "LIVEBOARD_DATABASE_URL: sslmode must be one of",
+        ),
+        ({"LIVEBOARD_JWT_SECRET": ""}, "no JWT key configured"),
+    ],
+)
+def test_check_config_refuses_an_invalid_setting_with_one_line(
+    tmp_path: Path, env: dict[str, str], says: str
+) -> None:
+    result = run(["check-config"], tmp_path, **{"LIVEBOARD_JWT_SECRET": TEST_SECRET, **env})
+    assert result.returncode == 2, result
+    assert says in one_line(result.stderr)
+    assert result.stdout == ""
+
+
+def test_check_config_dev_needs_no_key(tmp_path: Path) -> None:
+    result = run(["check-config", "--dev"], tmp_path)
+    assert result.returncode == 0, result
+    assert "LIVEBOARD_JWT_SECRET=***" in result.stdout.splitlines()
+    assert DEV_JWT_SECRET not in result.stdout
+
+
 # token
 
 
@@ -266,17 +347,54 @@ def test_migrate_fresh_postgres_is_idempotent(tmp_path: Path, postgres_server_ur
         for _ in range(2):
             result = run(["migrate"], tmp_path, LIVEBOARD_DATABASE_URL=url)
             assert result.returncode == 0, result
-        tables = asyncio.run(postgres_tables(url))
+        tables = asyncio.run(postgres_tables(url, "liveboard"))
         assert {"workspaces", "members", "projects", "tasks", "rooms", "events"} <= tables
+        # Nothing of liveboard's in public but the two functions an app calls by name.
+        assert asyncio.run(postgres_tables(url, "public")) == set()
+        assert asyncio.run(postgres_functions(url, "public")) == {
+            "liveboard_emit",
+            "liveboard_position",
+        }
 
 
-async def postgres_tables(url: str) -> set[str]:
+@pytest.mark.postgres
+def test_migrate_into_a_configured_schema(tmp_path: Path, postgres_server_url: str) -> None:
+    with fresh_postgres_database(postgres_server_url) as url:
+        result = run(["migrate"], tmp_path, LIVEBOARD_DATABASE_URL=url, LIVEBOARD_DB_SCHEMA="rt")
+        assert result.returncode == 0, result
+        assert {"rooms", "events"} <= asyncio.run(postgres_tables(url, "rt"))
+        assert asyncio.run(postgres_tables(url, "liveboard")) == set()
+        assert {"liveboard_emit", "liveboard_position"} <= asyncio.run(
+            postgres_functions(url, "rt")
+        )
+
+
+def test_a_bad_schema_name_exits_2(tmp_path: Path) -> None:
+    result = run(["migrate"], tmp_path, LIVEBOARD_DB_SCHEMA="Live-Board")
+    assert result.returncode == 2, result
+    assert "LIVEBOARD_DB_SCHEMA must be a lowercase SQL identifier" in result.stderr
+
+
+async def postgres_tables(url: str, schema: str) -> set[str]:
     conn = await asyncpg.connect(url, timeout=5)
     try:
-        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)
     finally:
         await conn.close()
     return {str(r["tablename"]) for r in rows}
+
+
+async def postgres_functions(url: str, schema: str) -> set[str]:
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        rows = await conn.fetch(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = $1",
+            schema,
+        )
+    finally:
+        await conn.close()
+    return {str(r["proname"]) for r in rows}
 
 
 # serve

@@ -121,7 +121,9 @@ async def removed_in_database(cluster: Cluster, wid: str, user: str, wait: float
     try:
         deadline = time.monotonic() + timeout(wait)
         while await conn.fetchval(
-            "SELECT count(*) FROM members WHERE workspace_id = $1 AND user_id = $2", wid, user
+            "SELECT count(*) FROM liveboard.members WHERE workspace_id = $1 AND user_id = $2",
+            wid,
+            user,
         ):
             assert time.monotonic() < deadline, "the removal never committed"
             await asyncio.sleep(0.005)
@@ -255,7 +257,7 @@ async def test_a_write_waiting_on_its_room_while_the_removal_commits_is_held(
         await hold.start()
         # Another writer of the project holds its head row, as any concurrent task write does.
         await holder.execute(
-            "UPDATE rooms SET last_offset = last_offset WHERE room = $1", scene.room
+            "UPDATE liveboard.rooms SET last_offset = last_offset WHERE room = $1", scene.room
         )
         writing = asyncio.create_task(scene.task(third, "committed after the removal"))
         await _until_a_statement_waits_on_a_lock(holder)

@@ -297,8 +297,10 @@ async def test_migration_2_and_changes_made_without_field_versions_never_merge(
         # Back to the schema before migration 2, as a database made by an older release.
         async with db.write() as conn:
             for column in MERGE_COLUMNS:
-                await conn.execute(text(f"ALTER TABLE tasks DROP COLUMN {column}"))
-            await conn.execute(text("DELETE FROM schema_migrations WHERE version = 2"))
+                await conn.execute(text(f"ALTER TABLE {db.table('tasks')} DROP COLUMN {column}"))
+            await conn.execute(
+                text(f"DELETE FROM {db.table('schema_migrations')} WHERE version = 2")
+            )
         await db.aclose()
         db = Database(own_database_url)  # new connections: no statement cached on the old table
         assert await migrate(db) == [2]
@@ -328,7 +330,10 @@ async def test_migration_2_and_changes_made_without_field_versions_never_merge(
         # upgraded, during a rolling upgrade): its UPDATE, as that release writes it.
         async with db.write() as conn:
             await conn.execute(
-                text("UPDATE tasks SET title = 'theirs', version = version + 1 WHERE id = :id"),
+                text(
+                    f"UPDATE {db.table('tasks')} SET title = 'theirs', version = version + 1 "
+                    "WHERE id = :id"
+                ),
                 {"id": old.id},
             )
         # Version 7's change is not known: every field counts as changed at 7.

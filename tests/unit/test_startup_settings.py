@@ -4,6 +4,7 @@ retried (``store.availability.is_unreachable``) and how they read (``reason``)."
 from __future__ import annotations
 
 import socket
+import ssl
 
 import pytest
 from sqlalchemy import exc
@@ -43,6 +44,17 @@ class _AuthFailedError(Exception):
     sqlstate = "28000"
 
 
+def _raised_while_handling(error: Exception, handled: Exception) -> Exception:
+    """``error`` raised in an ``except`` block for ``handled`` (its ``__context__``)."""
+    try:
+        try:
+            raise handled
+        except type(handled):
+            raise error  # noqa: B904 - the implicit context is what is being tested
+    except type(error) as raised:
+        return raised
+
+
 def _wrapped(error: Exception) -> exc.DBAPIError:
     """``error`` as SQLAlchemy hands it over: a ``DBAPIError`` whose ``orig`` was raised from it."""
     try:
@@ -60,6 +72,7 @@ def _wrapped(error: Exception) -> exc.DBAPIError:
         ConnectionRefusedError(111, "Connection refused"),
         socket.gaierror(-2, "Name or service not known"),
         TimeoutError(),
+        ConnectionError("unexpected connection_lost() call"),
         _wrapped(ConnectionResetError(104, "Connection reset by peer")),
         _wrapped(_StartingUpError("the database system is starting up")),
     ],
@@ -74,6 +87,13 @@ def test_unreachable_failures_are_retried(error: BaseException) -> None:
         _wrapped(_AuthFailedError('role "nobody" does not exist')),
         ValueError("invalid DSN"),
         exc.ArgumentError("could not parse URL"),
+        # TLS: waiting does not make a certificate verify or a server speak TLS.
+        _wrapped(ssl.SSLCertVerificationError(1, "certificate verify failed")),
+        ConnectionError('PostgreSQL server at "db:5432" rejected SSL upgrade'),
+        _raised_while_handling(
+            ValueError('root certificate file "/root/.postgresql/root.crt" does not exist'),
+            FileNotFoundError(2, "No such file or directory"),
+        ),
     ],
 )
 def test_other_failures_are_not_retried(error: BaseException) -> None:
@@ -89,5 +109,5 @@ def test_reason_is_the_drivers_first_line() -> None:
 
 
 def test_describe_hides_the_password() -> None:
-    url = describe("postgresql://app:s3cret@db.internal:5432/liveboard")
+    url = describe("postgresql://app:s3cret@db.internal:5432/liveboard?sslmode=require")
     assert url == "postgresql://app:***@db.internal:5432/liveboard"

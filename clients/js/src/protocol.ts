@@ -44,7 +44,7 @@ export interface MemberAddedEvent {
   /** Commit time, unix milliseconds. */
   ts: number;
   /** Who made the change. */
-  userId: string;
+  userId: string | null;
   data: MemberAddedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
   origin?: string;
@@ -70,7 +70,7 @@ export interface MemberRemovedEvent {
   /** Commit time, unix milliseconds. */
   ts: number;
   /** Who made the change. */
-  userId: string;
+  userId: string | null;
   data: MemberRemovedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
   origin?: string;
@@ -148,7 +148,7 @@ export interface ProjectCreatedEvent {
   /** Commit time, unix milliseconds. */
   ts: number;
   /** Who made the change. */
-  userId: string;
+  userId: string | null;
   data: ProjectCreatedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
   origin?: string;
@@ -237,7 +237,7 @@ export interface TaskCreatedEvent {
   /** Commit time, unix milliseconds. */
   ts: number;
   /** Who made the change. */
-  userId: string;
+  userId: string | null;
   data: TaskCreatedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
   origin?: string;
@@ -260,7 +260,7 @@ export interface TaskDeletedEvent {
   /** Commit time, unix milliseconds. */
   ts: number;
   /** Who made the change. */
-  userId: string;
+  userId: string | null;
   data: TaskDeletedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
   origin?: string;
@@ -289,7 +289,7 @@ export interface TaskMovedEvent {
   /** Commit time, unix milliseconds. */
   ts: number;
   /** Who made the change. */
-  userId: string;
+  userId: string | null;
   data: TaskMovedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
   origin?: string;
@@ -313,7 +313,7 @@ export interface TaskUpdatedEvent {
   /** Commit time, unix milliseconds. */
   ts: number;
   /** Who made the change. */
-  userId: string;
+  userId: string | null;
   data: TaskUpdatedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
   origin?: string;

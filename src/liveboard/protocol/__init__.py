@@ -11,6 +11,7 @@ use it without the server. Modules:
 - ``events``: ``Event`` (a committed change, as subscribers receive it), the event types,
   ``BrokerEvent`` (the servers' envelope: an ``Event`` plus ``workspace_offset``) and their
   encoders and decoders.
+- ``custom_events``: the rule for event types other backends publish (CONTRACT §6.3).
 - ``event_data``: each event type's ``data`` as a typed struct (``TaskMovedData``, …;
   ``EVENT_DATA``), for the generated documents and for clients.
 - ``errors``: ``ProtocolError`` (answered with ``error``) and ``ERROR_CODES``.
@@ -31,6 +32,13 @@ from liveboard.protocol.client_messages import (
     parse_client_message,
 )
 from liveboard.protocol.close import CloseAction, CloseCode, close_action
+from liveboard.protocol.custom_events import (
+    CUSTOM_EVENT_TYPE_PATTERN,
+    MAX_EVENT_TYPE_LENGTH,
+    RESERVED_EVENT_TYPES,
+    check_custom_event_type,
+    custom_event_type_problem,
+)
 from liveboard.protocol.errors import ERROR_CODES, MessageId, ProtocolError
 from liveboard.protocol.event_data import (
     EVENT_DATA,
@@ -107,15 +115,18 @@ from liveboard.protocol.server_messages import (
 
 __all__ = [
     "CLIENT_MESSAGE_TYPES",
+    "CUSTOM_EVENT_TYPE_PATTERN",
     "DEFAULT_STATUSES",
     "ERROR_CODES",
     "EVENT_DATA",
     "EVENT_TYPES",
     "INTERNAL_EVENT_FIELDS",
+    "MAX_EVENT_TYPE_LENGTH",
     "MAX_OFFSET",
     "MEMBER_ADDED",
     "MEMBER_REMOVED",
     "PROJECT_CREATED",
+    "RESERVED_EVENT_TYPES",
     "ROOM_ID_MAX_LENGTH",
     "SERVER_MESSAGE_TYPES",
     "TASK_CREATED",
@@ -164,7 +175,9 @@ __all__ = [
     "Unsubscribe",
     "Unsubscribed",
     "Workspace",
+    "check_custom_event_type",
     "close_action",
+    "custom_event_type_problem",
     "decode_broker_event",
     "decode_event",
     "decode_server_message",

@@ -69,7 +69,8 @@ class Event(msgspec.Struct, frozen=True, omit_defaults=True, rename={"user_id": 
 
     ``data`` is ``{task}`` / ``{task, changes}`` / ``{taskId, fromStatus, toStatus, order}`` /
     ``{taskId}`` for the task events, ``{project}``, ``{userId, role}``, ``{userId}`` for
-    ``project:created``, ``member:added``, ``member:removed``.
+    ``project:created``, ``member:added``, ``member:removed``; any JSON object for a type
+    another backend published (``custom_events``), whose ``userId`` is null.
     """
 
     type: str
@@ -77,7 +78,8 @@ class Event(msgspec.Struct, frozen=True, omit_defaults=True, rename={"user_id": 
     offset: int
     epoch: str
     ts: int
-    user_id: str
+    #: Who made the change; null for an event a service published (CONTRACT §6.3).
+    user_id: str | None
     data: dict[str, Any]
     origin: str | None = None
 

@@ -44,6 +44,8 @@ class Metrics:
         self.resyncs = 0
         self.broker_reconnects = 0
         self.catch_ups = 0
+        #: Rooms read from the log because another backend's commit woke this instance.
+        self.wakeups = 0
         self.connections_refused = 0
         self.head_timeouts = 0
         self.body_timeouts = 0
@@ -90,6 +92,11 @@ class Metrics:
             "liveboard_broker_reconnects_total", "Broker reconnections.", self.broker_reconnects
         )
         counter("liveboard_catch_ups_total", "Rooms caught up from the event log.", self.catch_ups)
+        counter(
+            "liveboard_wakeups_total",
+            "Rooms read from the event log because another backend committed an event.",
+            self.wakeups,
+        )
         counter(
             "liveboard_connections_refused_total",
             "Connections refused on accept: their address held too many unauthenticated ones.",

@@ -21,6 +21,11 @@ room's stream (``Hub``'s ``on_gap``) and each loss of continuity (its ``on_resyn
   workspace room is brought up to date by a read made after theirs, so that a ``member:removed``
   committed before any of them ends the removed member's subscriptions first (CONTRACT §3):
   whatever the log held at the first read, the later read holds too.
+* Wake-up (``wake``): an event committed by another backend (``liveboard_emit``, announced by
+  ``realtime.wakeup``) is read from the log at once for a room active here, by ``catch_up``; at
+  most one such read runs per room, and a wake-up arriving during it makes it read once more.
+  A room whose first subscriber is still reading its position is read as soon as it has one
+  (within ``WAKE_WAIT``; the audit covers a join slower than that).
 * Resync (``resync_room``): when a hole cannot be filled or the room's epoch changed, the
   ``resync`` callback tells the room's subscribers here and ends their subscriptions. Of a
   workspace room, its project rooms here are resynced too (they relied on it to apply
@@ -72,6 +77,8 @@ READ_BATCH = 1000
 #: catches up rooms whose broker messages were lost: one indexed query per period for all
 #: active rooms of the instance.
 AUDIT_INTERVAL = 1.0
+#: How long a wake-up waits for a room's first subscriber to learn its position (seconds).
+WAKE_WAIT = 1.0
 
 
 class GapAttempts:
@@ -137,6 +144,8 @@ class LogRepair:
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
         self._attempts = GapAttempts()
         self._audit_task: asyncio.Task[None] | None = None
+        # Rooms being read for a wake-up: True when another wake-up came during the read.
+        self._waking: dict[str, bool] = {}
 
     def start(self) -> None:
         """Start the periodic audit."""
@@ -251,6 +260,37 @@ class LogRepair:
             if needs_catch_up(room, offset, room.name in self._gap_timers):
                 self._metrics.catch_ups += 1
                 await self.catch_up(room)
+
+    # Wake-ups
+
+    def wake(self, name: str, offset: int) -> None:
+        """Room ``name`` has a new event at ``offset`` in the log: read it now if it is active
+        here and not yet released (see the module)."""
+        room = self._hub.rooms.get(name)
+        if room is None or (room.sequencer is not None and offset <= room.released):
+            return
+        if name in self._waking:
+            self._waking[name] = True
+            return
+        self._waking[name] = False
+        self._metrics.wakeups += 1
+        self._tasks.spawn(self._read_awake(room), name=f"wake {name}")
+
+    async def _read_awake(self, room: Room) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + WAKE_WAIT
+            while room.sequencer is None and loop.time() < deadline:
+                if self._hub.rooms.get(room.name) is not room:
+                    return
+                await asyncio.sleep(0.005)
+            while True:
+                await self.catch_up(room)
+                if not self._waking.get(room.name):
+                    return
+                self._waking[room.name] = False
+        finally:
+            self._waking.pop(room.name, None)
 
     # Resync
 

@@ -3,14 +3,17 @@
 ``wait_for_database`` retries only failures to reach the server: a refused or reset connection,
 a name that does not resolve, a timeout, PostgreSQL still starting up (SQLSTATE 57P03). Anything
 else (a wrong password, a database that does not exist, an unreadable SQLite file) cannot get
-better by waiting and fails at once. Either way the failure is a ``StartupError`` with one line
-that names the database (without its password) and the reason.
+better by waiting and fails at once; so does a TLS failure (a certificate that does not verify,
+a server without the TLS that ``sslmode=require`` asks for), though it arrives as an ``OSError``.
+Either way the failure is a ``StartupError`` with one line that names the database (without its
+password) and the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -30,28 +33,49 @@ _CANNOT_CONNECT_NOW = "57P03"
 
 
 def describe(database_url: str) -> str:
-    """The database's URL without its password, for log lines."""
+    """The database's URL without its password and its parameters, for log lines."""
     try:
-        return make_url(database_url).render_as_string(hide_password=True)
+        return make_url(database_url).set(query={}).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL is reported by the connection attempt itself
         return "the configured database"
 
 
 def is_unreachable(error: BaseException) -> bool:
-    """True for a failure to reach the server (worth retrying), False for any other."""
-    seen: set[int] = set()
+    """True for a failure to reach the server (worth retrying), False for any other.
+
+    The whole chain (``orig``, causes, contexts) is looked at: a TLS failure or a
+    configuration error anywhere in it (asyncpg's ``ClientConfigurationError`` is a
+    ``ValueError``, raised while handling the ``FileNotFoundError`` of a missing root
+    certificate) makes it not worth retrying, even when an ``OSError`` is in it too."""
+    chain = _chain(error)
+    if any(_is_tls_failure(e) or isinstance(e, ValueError) for e in chain):
+        return False
+    return any(
+        isinstance(e, OSError | TimeoutError)  # refused, reset, DNS, timeout
+        or getattr(e, "sqlstate", None) == _CANNOT_CONNECT_NOW
+        for e in chain
+    )
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and every exception it wraps, was caused by or raised while handling."""
+    seen: dict[int, BaseException] = {}
     pending: list[BaseException | None] = [error]
     while pending:
         current = pending.pop()
         if current is None or id(current) in seen:
             continue
-        seen.add(id(current))
-        if isinstance(current, OSError | TimeoutError):  # refused, reset, DNS, timeout
-            return True
-        if getattr(current, "sqlstate", None) == _CANNOT_CONNECT_NOW:
-            return True
+        seen[id(current)] = current
         pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
-    return False
+    return list(seen.values())
+
+
+def _is_tls_failure(error: BaseException) -> bool:
+    """A failed handshake or certificate check, or a server without TLS (asyncpg raises a plain
+    ``ConnectionError`` saying so; only its message tells it from a lost connection)."""
+    if isinstance(error, ssl.SSLError):
+        return True
+    return type(error) is ConnectionError and "rejected SSL upgrade" in str(error)
 
 
 def reason(error: BaseException) -> str:

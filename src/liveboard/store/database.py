@@ -10,6 +10,11 @@ read-only snapshot. Guarantees:
 * A read snapshot sees one committed state: ``REPEATABLE READ`` on PostgreSQL, a deferred
   transaction in WAL mode on SQLite. That is what makes ``GET /api/projects/{pid}/tasks``
   consistent with the offset it returns.
+* On PostgreSQL every table is in the schema ``schema`` (``liveboard`` by default, CONTRACT
+  §6.3: an app sharing the database keeps its own ``public.tasks``): the tables of
+  ``store.schema`` have no schema of their own, and the engine's ``schema_translate_map`` puts
+  them in it, for queries and DDL alike. SQL written as text names tables through
+  ``Database.table``. SQLite has one namespace per file: there nothing is translated.
 * ``Database.read_one()`` is for one statement, which sees one committed state by itself: on
   PostgreSQL it runs outside a transaction (autocommit), without ``read``'s BEGIN and ROLLBACK
   round trips; on SQLite it is ``read``.
@@ -29,17 +34,30 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.util import await_
 
 from liveboard.errors import ConfigError
+from liveboard.store.database_url import parse_database_url
+
+#: Connections each process keeps open to PostgreSQL (``LIVEBOARD_DB_POOL_SIZE``).
+POOL_SIZE = 10
+#: Connections it may open beyond those under load (``LIVEBOARD_DB_MAX_OVERFLOW``).
+MAX_OVERFLOW = 10
 
 
 def async_url(database_url: str) -> str:
-    """Map the contract's URL (``sqlite:///PATH``, ``postgresql://…``) to an async driver URL."""
+    """The SQLAlchemy URL for the contract's URL (``sqlite:///PATH``, ``postgresql://…``).
+
+    For PostgreSQL it names the driver only: where and how to connect is the DSN that asyncpg
+    parses itself (``DatabaseUrl.asyncpg_arguments``, passed as ``connect_args``), because
+    SQLAlchemy would hand the URL's libpq parameters (``sslmode``…) to asyncpg as keyword
+    arguments it does not take."""
     if database_url.startswith("sqlite:///"):
         return "sqlite+aiosqlite:///" + database_url.removeprefix("sqlite:///")
-    for prefix in ("postgresql://", "postgres://"):
-        if database_url.startswith(prefix):
-            return "postgresql+asyncpg://" + database_url.removeprefix(prefix)
+    if database_url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+asyncpg://"
     raise ConfigError(f"unsupported database URL {database_url!r}")
 
+
+DEFAULT_SCHEMA = "liveboard"
+"""The PostgreSQL schema of liveboard's tables and functions unless configured otherwise."""
 
 IDLE_PING_SECONDS = 30.0
 """A pooled PostgreSQL connection idle for longer than this is pinged before it is used."""
@@ -50,15 +68,44 @@ PING_TIMEOUT_SECONDS = 2.0
 class Database:
     """An engine plus the transaction discipline above. Start with ``connect``; ``aclose`` ends."""
 
-    def __init__(self, database_url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        echo: bool = False,
+        pool_size: int = POOL_SIZE,
+        max_overflow: int = MAX_OVERFLOW,
+        pgbouncer: bool = False,
+    ) -> None:
+        """``pool_size`` connections are kept open, ``max_overflow`` more are opened under load
+        (PostgreSQL; SQLite has no pool). ``pgbouncer``: the URL points at a PgBouncer in
+        transaction pooling mode, where consecutive transactions of one connection may run on
+        different server connections, so no prepared statement may outlive its statement:
+        asyncpg's statement cache and SQLAlchemy's are off, so every statement is prepared
+        unnamed (asyncpg's choice without a cache), and asyncpg ends its Parse and Describe
+        with Flush, not Sync, so PgBouncer keeps the server connection for the Bind and
+        Execute that follow. ``schema``: liveboard's PostgreSQL schema (``LIVEBOARD_DB_SCHEMA``)."""
         self.url = database_url
+        parsed = parse_database_url(database_url)  # raises ConfigError on a bad parameter
         url = make_url(async_url(database_url))
-        self.is_sqlite = url.get_backend_name() == "sqlite"
+        self.is_sqlite = not parsed.is_postgres
+        #: liveboard's PostgreSQL schema; None on SQLite (one namespace per file).
+        self.schema: str | None = None if self.is_sqlite else schema
         kwargs: dict[str, Any] = {"echo": echo}
-        if not self.is_sqlite:
+        if parsed.is_postgres:
+            connect_args = parsed.asyncpg_arguments()
+            if pgbouncer:
+                connect_args.update(statement_cache_size=0, prepared_statement_cache_size=0)
             # LIFO: the connection used last is used next, so under light traffic the pool keeps
             # reusing a warm connection instead of cycling through idle ones (and pinging them).
-            kwargs.update(pool_size=10, max_overflow=10, pool_use_lifo=True)
+            kwargs.update(
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_use_lifo=True,
+                connect_args=connect_args,
+            )
+            kwargs["execution_options"] = {"schema_translate_map": {None: schema}}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
@@ -66,6 +113,11 @@ class Database:
         else:
             _install_postgres_checkout_check(self.engine)
         self._closed = False
+
+    def table(self, name: str) -> str:
+        """``name`` as SQL text names liveboard's table of that name (schema-qualified on
+        PostgreSQL). Schema names are checked identifiers (``config``): no quoting needed."""
+        return name if self.schema is None else f"{self.schema}.{name}"
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:

@@ -178,7 +178,7 @@ async def read_events(
             offset=int(r.offset),
             epoch=str(r.epoch),
             ts=int(r.ts),
-            user_id=str(r.user_id),
+            user_id=r.user_id or None,
             data=_json_decode(r.data),
             origin=r.origin,
         )

@@ -113,8 +113,11 @@ events = Table(
     Column("room", String(160), nullable=False),
     Column("offset", BigInteger, nullable=False, autoincrement=False),
     Column("epoch", String(32), nullable=False),
-    Column("type", String(32), nullable=False),
+    # Up to 64 characters since migration 4 (custom event types, CONTRACT §6.3).
+    Column("type", String(64), nullable=False),
     Column("ts", BigInteger, nullable=False),
+    # '' for an event no user caused (a service's: ``userId: null``): NOT NULL stays, so that
+    # no SQLite table has to be rebuilt; ``eventlog`` reads '' and NULL alike as null.
     Column("user_id", String(255), nullable=False),
     Column("origin", String(128), nullable=True),
     Column("data", Text, nullable=False),  # JSON object, the envelope's `data`
