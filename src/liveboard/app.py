@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from liveboard import dev, errors, log_context, rest
+from liveboard.apikeys import ApiKeys
 from liveboard.asyncapi import document_json as asyncapi_json
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
@@ -42,8 +43,11 @@ from liveboard.store.availability import probe
 from liveboard.store.database import Database
 from liveboard.store.migrations import prepare_database
 from liveboard.store.open_log_sql import wakeup_channel
-from liveboard.tasks import api
+from liveboard.tasks import api, rooms_api
 from liveboard.tasks.idempotency import GATE_KEY, IdempotencyGate
+from liveboard.tasks.retention import Retention
+from liveboard.tasks.room_log import RoomLog
+from liveboard.tasks.rooms_api import MAX_EVENT_DATA_KEY, ROOM_LOG_KEY
 from liveboard.tasks.service import TaskService
 from liveboard.tracing_settings import require_opentelemetry
 
@@ -123,6 +127,8 @@ def build_app(
     app[SETTINGS_KEY] = settings
     app[WS_SETTINGS_KEY] = settings
     app[rest.VERIFIER_KEY] = verifier
+    app[rest.API_KEYS_KEY] = ApiKeys(settings.api_keys)
+    app[MAX_EVENT_DATA_KEY] = settings.max_event_data_bytes
     app[WS_VERIFIER_KEY] = verifier
     app[rest.RATE_LIMITER_KEY] = rest.RateLimiter(rate=50.0, burst=200.0)
     app[METRICS_KEY] = counters
@@ -131,6 +137,7 @@ def build_app(
     app.on_shutdown.append(_close_sockets)
 
     api.add_routes(app)
+    rooms_api.add_routes(app)
     # No HEAD: a WebSocket upgrade is a GET (RFC 6455 §4.1); HEAD is answered 405.
     app.router.add_get("/ws/connect", websocket_handler, allow_head=False)
     app.router.add_get("/ws", websocket_handler, allow_head=False)
@@ -237,7 +244,7 @@ def _components(
         )
         node: Node | None = None
         wakeup: LogWakeup | None = None
-        pruning: asyncio.Task[None] | None = None
+        pruning: list[asyncio.Task[None]] = []
         try:
             await prepare_database(db, settings.db_wait)
             node = (Node if tracing is None else tracing.node)(settings, db, app[METRICS_KEY])
@@ -258,15 +265,25 @@ def _components(
             app[DATABASE_KEY] = db
             app[NODE_KEY] = node
             app[api.SERVICE_KEY] = service
+            app[ROOM_LOG_KEY] = RoomLog(service.writer)
             gate = app[GATE_KEY] = IdempotencyGate(db, settings.idempotency_ttl)
-            pruning = asyncio.ensure_future(gate.prune_forever())
+            retention = Retention(
+                db,
+                keep=max(settings.event_retention, settings.history_size),
+                recovery_window=settings.history_size,
+                max_age=settings.event_retention_age,
+            )
+            pruning = [
+                asyncio.ensure_future(gate.prune_forever()),
+                asyncio.ensure_future(retention.prune_forever()),
+            ]
             if settings.dev:
                 await dev.seed_demo(service)
             yield
         finally:
-            if pruning is not None:
-                pruning.cancel()
-                await asyncio.gather(pruning, return_exceptions=True)
+            for task in pruning:
+                task.cancel()
+            await asyncio.gather(*pruning, return_exceptions=True)
             if wakeup is not None:
                 await wakeup.aclose()
             if node is not None:

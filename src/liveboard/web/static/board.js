@@ -791,12 +791,62 @@ async function start(/** @type {string} */ user) {
   $("message").hidden = true;
   buildColumns();
   render();
+  followComments(project.id);
   $("workspace").hidden = false;
   const boardEl = $("board");
   boardEl.addEventListener("click", onBoardClick);
   boardEl.addEventListener("keydown", onBoardKey);
   // For debugging in the console.
   Object.assign(window, { liveboard: { client, board } });
+}
+
+// ---- comment counts: `comment:added` events another backend publishes (docs/own-backend.md)
+
+/** task id → number of `comment:added` events seen; offsets counted (history and live overlap) */
+const comments = { counts: new Map(), seen: new Set(), epoch: "" };
+
+/** Count the project's `comment:added` events: its history, then live ones. */
+function followComments(/** @type {string} */ projectId) {
+  const room = `project:${projectId}`;
+  const count = (/** @type {any} */ event) => {
+    if (event.type !== "comment:added" || typeof event.data?.taskId !== "string") return;
+    if (event.epoch !== comments.epoch) {
+      comments.epoch = event.epoch;
+      comments.counts.clear();
+      comments.seen.clear();
+    }
+    if (comments.seen.has(event.offset)) return;
+    comments.seen.add(event.offset);
+    const id = event.data.taskId;
+    comments.counts.set(id, (comments.counts.get(id) ?? 0) + 1);
+    showCommentCount(id);
+  };
+  board.subscription?.on("event", count);
+  board.on("reset", () => comments.counts.forEach((_, id) => showCommentCount(id)));
+  board.on("change", (change) => showCommentCount(change.taskId));
+  void (async () => {
+    // At most 20 pages of history: enough for a demo, bounded for a long-lived room.
+    for (let after = 0, page = 0; page < 20; page++) {
+      const history = await client.history(room, after, 1000);
+      if (history.events.length === 0) break;
+      history.events.forEach(count);
+      after = history.events[history.events.length - 1].offset;
+    }
+  })().catch((err) => console.warn("could not read the room's history", err));
+}
+
+/** The card's comment badge, created on first use, kept in step with the count. */
+function showCommentCount(/** @type {string|undefined} */ taskId) {
+  const n = taskId ? comments.counts.get(taskId) : undefined;
+  const card = taskId ? cards.get(taskId) : undefined;
+  if (!n || !card) return;
+  let badge = /** @type {HTMLElement|null} */ (card.querySelector(".card-comments"));
+  if (!badge) {
+    badge = h("span", { class: "card-comments", "data-testid": "comment-count" });
+    card.querySelector(".card-footer")?.prepend(badge);
+  }
+  badge.textContent = `💬 ${n}`;
+  badge.title = `${n} comment${n === 1 ? "" : "s"}`;
 }
 
 const user = params.get("user");

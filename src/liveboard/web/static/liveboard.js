@@ -56,13 +56,15 @@
  *
  * @typedef {{offset: number, epoch: string}} Position  A room's stream position.
  *
- * @typedef {object} ServerEvent  An event of a room (task:*, project:created, member:*).
+ * @typedef {object} ServerEvent  An event of a room: liveboard's own (task:*, project:created,
+ *   member:*) and any `namespace:name` another backend published (e.g. `comment:added`), all in
+ *   this one envelope and delivered the same way (a subscription's `event`).
  * @property {string} type
  * @property {string} room
  * @property {number} offset
  * @property {string} epoch
  * @property {number} ts       Commit time, unix ms.
- * @property {string} userId   Who made the change.
+ * @property {string|null} userId  Who made the change; null for an event a service published.
  * @property {string} [origin] Connection id given in X-Connection-Id by the author.
  * @property {any} data
  *
@@ -915,6 +917,18 @@ export class LiveboardClient extends Emitter {
   /** @param {string} tid @returns {Promise<null>} */
   deleteTask(tid) {
     return this.request("DELETE", `/api/tasks/${encodeURIComponent(tid)}`);
+  }
+  /**
+   * A page of a room's history: its events with an offset above `after`, ascending (at most
+   * `limit`, 1 to 1000, default 100), in the envelope subscribers receive, and the room's head.
+   * `truncated` is true when events after `after` are no longer kept. Page on with the last
+   * event's offset as the next `after`; a page with no events has reached the head.
+   * @param {string} room @param {number} [after=0] @param {number} [limit=100]
+   * @returns {Promise<{events: ServerEvent[], offset: number, epoch: string, truncated?: boolean}>}
+   */
+  history(room, after = 0, limit = 100) {
+    const query = `after=${encodeURIComponent(after)}&limit=${encodeURIComponent(limit)}`;
+    return this.request("GET", `/api/rooms/${encodeURIComponent(room)}/events?${query}`);
   }
 }
 
