@@ -332,10 +332,14 @@ class Board:
     def _request(self, write: Write) -> tuple[str, str, dict[str, Any] | None, int]:
         path = f"/api/tasks/{write.task_id}"
         place: dict[str, Any] = {}
-        if write.after_id is not UNSET:
+        if write.after_id is not UNSET and self._column(write.status or "", write.task_id):
+            # CONTRACT §6.2: the server places it by its neighbour. A server without §6.2 (its
+            # tasks have no ``rank``) ignores afterId and gets the numeric ``order`` too, which a
+            # §6.2 server would refuse next to afterId (422). An empty column needs neither.
             place["afterId"] = write.after_id
+            ranked = any(getattr(t, "rank", None) is not None for t in self.tasks.values())
             order = self._order_after(write.status or "", write.after_id, write.task_id)
-            if order is not None:
+            if order is not None and not ranked:
                 place["order"] = order
         if write.kind == "create":
             body = {"title": write.title, "status": write.status, **place}

@@ -1502,11 +1502,15 @@ export class Board extends Emitter {
   /** @param {Write} w @returns {[string, string, any]} */
   _call(w) {
     const tid = `/api/tasks/${encodeURIComponent(w.taskId)}`;
-    // §6.2 placement by neighbours (`afterId`); the numeric `order` for servers without it.
+    // Placed by its neighbour (CONTRACT §6.2: the server picks the rank; none = the end). A server
+    // without §6.2 (its tasks have no `rank`) ignores afterId: it gets the numeric `order` too,
+    // which a §6.2 server would refuse next to afterId (422). An empty column needs neither.
     const place = (/** @type {string} */ status) => {
       const after = w.fields.afterId;
-      if (after === undefined) return {};
-      const i = after === null ? 0 : this._column(status, w.taskId).findIndex((t) => t.id === after) + 1;
+      const column = this._column(status, w.taskId);
+      if (after === undefined || !column.length) return {};
+      if ([...this.tasks.values()].some((t) => typeof t.rank === "string")) return { afterId: after };
+      const i = after === null ? 0 : column.findIndex((t) => t.id === after) + 1;
       return { afterId: after, order: this.orderAt(status, i > 0 || after === null ? i : undefined, w.taskId) };
     };
     switch (w.kind) {
