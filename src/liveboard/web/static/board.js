@@ -122,6 +122,31 @@ function toast(text, kind = "info") {
   setTimeout(() => el.remove(), 4400);
 }
 
+/** A toast with an Undo button (for `ms`); `undo` returns whether it was in time. */
+function undoToast(/** @type {string} */ text, /** @type {() => boolean} */ undo, ms = 5000) {
+  const button = h("button", { type: "button", "data-testid": "undo-delete" }, ["Undo"]);
+  const el = h("div", { class: "toast toast-undo", role: "status", "data-testid": "undo-toast" }, [
+    h("span", {}, [text]),
+    button,
+  ]);
+  button.addEventListener("click", () => {
+    el.remove();
+    if (!undo()) toast("Too late to undo: the card is deleted.", "error");
+  });
+  $("toasts").append(el);
+  setTimeout(() => el.classList.add("toast-out"), ms - 400);
+  setTimeout(() => el.remove(), ms);
+}
+
+/** "2 changes waiting": writes the server has not accepted yet (offline, or on their way). */
+function renderQueue(/** @type {number} */ waiting) {
+  const el = $("queue");
+  el.hidden = waiting === 0;
+  el.dataset.waiting = String(waiting);
+  el.textContent = waiting === 1 ? "1 change waiting" : `${waiting} changes waiting`;
+  el.title = "Made here, not yet accepted by the server; sent in order when the connection is back";
+}
+
 function showMessage(/** @type {string} */ text) {
   $("message-text").textContent = text;
   $("message").hidden = false;
@@ -343,6 +368,10 @@ function createCard(task) {
 /** @param {HTMLElement} card @param {Task} task @param {number} col */
 function updateCard(card, task, col) {
   card.dataset.status = task.status;
+  // Shown at once, confirmed when the stream brings its event (or undone with a message).
+  const pending = board.isPending(task.id);
+  card.classList.toggle("is-pending", pending);
+  card.dataset.pending = String(pending);
   card.dataset.version = String(task.version);
   card.setAttribute("aria-label", task.title);
   if (editing !== task.id) {
@@ -506,15 +535,17 @@ function reorder(/** @type {string} */ id, /** @type {number} */ delta) {
   board.move(id, task.status, target).catch(() => {});
 }
 
+/** How long a deleted card can be brought back: its DELETE is sent only after this. */
+const UNDO_MS = 5000;
+
 function remove(/** @type {string} */ id) {
   const task = board.task(id);
   const card = cards.get(id);
   // Keep keyboard users in the column: focus a neighbour first.
   const neighbour = card?.nextElementSibling ?? card?.previousElementSibling;
-  board
-    .remove(id)
-    .then(() => task && toast(`Deleted “${task.title}”`))
-    .catch(() => {});
+  const deletion = board.remove(id, { undoFor: UNDO_MS });
+  deletion.catch(() => {});
+  if (task) undoToast(`Deleted “${task.title}”`, deletion.undo, UNDO_MS);
   if (neighbour instanceof HTMLElement) neighbour.focus();
 }
 
@@ -688,6 +719,11 @@ async function start(/** @type {string} */ user) {
   client = new LiveboardClient({ token: () => devToken(user), backoffMax: maxDelay });
   client.on("state", renderConnection);
   renderConnection({ state: client.state });
+  if (params.get("project")) {
+    // Show the changes a previous visit left unsent, even while the server cannot be reached.
+    board = new Board(client, /** @type {string} */ (params.get("project")), { user });
+    void board.restore().then(() => renderQueue(/** @type {Board} */ (board).waiting));
+  }
 
   const workspaces = await patiently(() => client.listWorkspaces());
   if (workspaces.length === 0) {
@@ -726,8 +762,19 @@ async function start(/** @type {string} */ user) {
   }
   document.title = `${project.name} · liveboard`;
 
-  board = new Board(client, project.id);
+  if (board?.projectId !== project.id) {
+    board = new Board(client, project.id, { user });
+    void board.restore();
+  }
+  // Remember the project, so that a reload shows its queued changes before the network is back.
+  const here = new URLSearchParams(location.search);
+  if (here.get("project") !== project.id) {
+    here.set("project", project.id);
+    history.replaceState(null, "", `?${here}`);
+  }
   board.on("reset", () => render());
+  board.on("queue", (q) => renderQueue(q.waiting));
+  board.on("rollback", (r) => toast(r.message, "error"));
   board.on("change", (change) => {
     if (change.type === "task:deleted" && !change.own) leave(change.taskId);
     render();
@@ -739,11 +786,7 @@ async function start(/** @type {string} */ user) {
   board.on("presence", (p) => renderPresence(p.users));
   board.on("resync", () => toast("Catching up: the board was reloaded from the server."));
   board.on("revoked", () => showMessage("You no longer have access to this project."));
-  board.on("error", (e) => {
-    if (e.code === "conflict") toast("Someone changed this task meanwhile; showing their version.", "error");
-    else if (e.code === "not_found") toast("That task no longer exists.", "error");
-    else toast(e.message, "error");
-  });
+  board.on("error", (e) => toast(e.message, "error"));
   await patiently(() => board.start());
   $("message").hidden = true;
   buildColumns();
