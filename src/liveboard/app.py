@@ -356,9 +356,33 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     return json_response({"status": "ready", "broker": broker.name, "degraded": not broker.up})
 
 
+async def serve_metrics_alone(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serve ``app``'s ``/metrics``, and nothing else, on ``host``:``port`` (the metrics port:
+    kept off the public port, and one per worker under ``--workers``). Returns the runner to
+    clean up at shutdown; raises ``OSError`` if the port cannot be had."""
+
+    async def metrics_of_app(request: web.Request) -> web.StreamResponse:
+        return _metrics_response(app[METRICS_KEY], request)
+
+    metrics_app = web.Application()
+    metrics_app.router.add_get("/metrics", metrics_of_app)
+    runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner
+
+
 async def metrics(request: web.Request) -> web.StreamResponse:
     """The instance's metrics (Prometheus text, or OpenMetrics when the scraper asks)."""
-    body, content_type = request.app[METRICS_KEY].render(request.headers.get("Accept"))
+    return _metrics_response(request.app[METRICS_KEY], request)
+
+
+def _metrics_response(metrics: Metrics, request: web.Request) -> web.StreamResponse:
+    body, content_type = metrics.render(request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 

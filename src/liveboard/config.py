@@ -83,6 +83,9 @@ class Settings:
     redis_required: bool = False
     #: Server processes ``serve`` runs on one port (CONTRACT §6.6); more than one needs a broker.
     workers: int = 1
+    #: Also serve ``/metrics`` (only) on this port; with several workers, worker ``i`` on
+    #: ``metrics_port + i``, so each is scraped on its own. None: only on the main port.
+    metrics_port: int | None = None
     #: Bind the listening socket with SO_REUSEPORT: set by the supervisor for its workers.
     reuse_port: bool = False
     # Mode
@@ -153,6 +156,16 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float)
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
     if not value >= minimum:  # also rejects NaN
         raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    value = _int(env, name, 0, minimum=1)
+    if value > 65535:
+        raise ConfigError(f"{name} must be a TCP port (1-65535), got {raw!r}")
     return value
 
 
@@ -354,6 +367,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "trusted_proxies": _trusted_proxies(env),
         "tracing": tracing_settings(env),
         "workers": parse_workers(env.get("LIVEBOARD_WORKERS") or "1"),
+        "metrics_port": _port(env, "LIVEBOARD_METRICS_PORT"),
     }
     if values["log_format"] not in ("text", "json"):
         raise ConfigError(
