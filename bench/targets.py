@@ -185,6 +185,8 @@ class LiveboardTarget(Target):
         super().__init__(workdir, redis, postgres)
         self.owner_token = ""
         self.workspace_id = ""
+        #: More environment for the instances (e.g. ``LIVEBOARD_API_KEYS``).
+        self.extra_env: dict[str, str] = {}
         self._db: asyncpg.Connection | None = None
         self._encode = msgspec.json.Encoder().encode
 
@@ -198,6 +200,7 @@ class LiveboardTarget(Target):
             "LIVEBOARD_JWT_SECRET": SECRET,
             "LIVEBOARD_REDIS_URL": self.redis.url,
             "LIVEBOARD_LOG_FORMAT": "text",
+            **self.extra_env,
         }
         started = []
         for index in range(count):

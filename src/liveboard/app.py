@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from liveboard import dev, errors, log_context, rest
+from liveboard.apikeys import ApiKeys
 from liveboard.asyncapi import document_json as asyncapi_json
 from liveboard.auth import TokenVerifier
 from liveboard.config import Settings
@@ -37,13 +38,17 @@ from liveboard.realtime.transport.http_errors import json_error_handlers
 from liveboard.realtime.transport.router import ConnectionRouter
 from liveboard.realtime.transport.sockets import tune_socket
 from liveboard.realtime.wakeup import LogWakeup
+from liveboard.request_metrics import timing_middleware
 from liveboard.rest import json_response
 from liveboard.store.availability import probe
 from liveboard.store.database import Database
 from liveboard.store.migrations import prepare_database
 from liveboard.store.open_log_sql import wakeup_channel
-from liveboard.tasks import api
+from liveboard.tasks import api, rooms_api
 from liveboard.tasks.idempotency import GATE_KEY, IdempotencyGate
+from liveboard.tasks.retention import Retention
+from liveboard.tasks.room_log import RoomLog
+from liveboard.tasks.rooms_api import MAX_EVENT_DATA_KEY, ROOM_LOG_KEY
 from liveboard.tasks.service import TaskService
 from liveboard.tracing_settings import require_opentelemetry
 
@@ -88,12 +93,15 @@ def build_app(
     ``tracing``: the spans' destination (tests); by default the one ``settings.tracing`` asks
     for, if any. Raises ``ConfigError`` when tracing is asked for without OpenTelemetry.
     """
+    counters = Metrics()
     tracing = tracing or _start_tracing(settings)
     # track_requests first: the connection guard must see every request start and end. Then
-    # the request's id and client address, which the span and every later line carry.
+    # the request's id and client address, which the span and every later line carry; then
+    # the timing, outside the error middleware, so that it sees the status sent.
     middlewares = [
         track_requests,
         log_context.request_context(settings.trusted_proxies, rest.LONG_LIVED_PATHS),
+        timing_middleware(counters.http_duration),
         rest.error_middleware,
         rest.auth_middleware,
     ]
@@ -103,7 +111,6 @@ def build_app(
         middlewares.insert(1, dev.loopback_only)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     verifier = TokenVerifier(settings)
-    counters = Metrics()
     guard = ConnectionGuard(
         counters,
         head_timeout=settings.head_timeout,
@@ -123,6 +130,8 @@ def build_app(
     app[SETTINGS_KEY] = settings
     app[WS_SETTINGS_KEY] = settings
     app[rest.VERIFIER_KEY] = verifier
+    app[rest.API_KEYS_KEY] = ApiKeys(settings.api_keys)
+    app[MAX_EVENT_DATA_KEY] = settings.max_event_data_bytes
     app[WS_VERIFIER_KEY] = verifier
     app[rest.RATE_LIMITER_KEY] = rest.RateLimiter(rate=50.0, burst=200.0)
     app[METRICS_KEY] = counters
@@ -131,6 +140,7 @@ def build_app(
     app.on_shutdown.append(_close_sockets)
 
     api.add_routes(app)
+    rooms_api.add_routes(app)
     # No HEAD: a WebSocket upgrade is a GET (RFC 6455 §4.1); HEAD is answered 405.
     app.router.add_get("/ws/connect", websocket_handler, allow_head=False)
     app.router.add_get("/ws", websocket_handler, allow_head=False)
@@ -235,9 +245,10 @@ def _components(
             max_overflow=settings.db_max_overflow,
             pgbouncer=settings.db_pgbouncer,
         )
+        app[METRICS_KEY].watch_database(db)
         node: Node | None = None
         wakeup: LogWakeup | None = None
-        pruning: asyncio.Task[None] | None = None
+        pruning: list[asyncio.Task[None]] = []
         try:
             await prepare_database(db, settings.db_wait)
             node = (Node if tracing is None else tracing.node)(settings, db, app[METRICS_KEY])
@@ -258,15 +269,25 @@ def _components(
             app[DATABASE_KEY] = db
             app[NODE_KEY] = node
             app[api.SERVICE_KEY] = service
+            app[ROOM_LOG_KEY] = RoomLog(service.writer)
             gate = app[GATE_KEY] = IdempotencyGate(db, settings.idempotency_ttl)
-            pruning = asyncio.ensure_future(gate.prune_forever())
+            retention = Retention(
+                db,
+                keep=max(settings.event_retention, settings.history_size),
+                recovery_window=settings.history_size,
+                max_age=settings.event_retention_age,
+            )
+            pruning = [
+                asyncio.ensure_future(gate.prune_forever()),
+                asyncio.ensure_future(retention.prune_forever()),
+            ]
             if settings.dev:
                 await dev.seed_demo(service)
             yield
         finally:
-            if pruning is not None:
-                pruning.cancel()
-                await asyncio.gather(pruning, return_exceptions=True)
+            for task in pruning:
+                task.cancel()
+            await asyncio.gather(*pruning, return_exceptions=True)
             if wakeup is not None:
                 await wakeup.aclose()
             if node is not None:
@@ -335,10 +356,34 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     return json_response({"status": "ready", "broker": broker.name, "degraded": not broker.up})
 
 
+async def serve_metrics_alone(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serve ``app``'s ``/metrics``, and nothing else, on ``host``:``port`` (the metrics port:
+    kept off the public port, and one per worker under ``--workers``). Returns the runner to
+    clean up at shutdown; raises ``OSError`` if the port cannot be had."""
+
+    async def metrics_of_app(request: web.Request) -> web.StreamResponse:
+        return _metrics_response(app[METRICS_KEY], request)
+
+    metrics_app = web.Application()
+    metrics_app.router.add_get("/metrics", metrics_of_app)
+    runner = web.AppRunner(metrics_app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner
+
+
 async def metrics(request: web.Request) -> web.StreamResponse:
-    return web.Response(
-        text=request.app[METRICS_KEY].render(), content_type="text/plain", charset="utf-8"
-    )
+    """The instance's metrics (Prometheus text, or OpenMetrics when the scraper asks)."""
+    return _metrics_response(request.app[METRICS_KEY], request)
+
+
+def _metrics_response(metrics: Metrics, request: web.Request) -> web.StreamResponse:
+    body, content_type = metrics.render(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:

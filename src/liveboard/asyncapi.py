@@ -340,7 +340,11 @@ def _event_envelope(event: dict[str, Any], kind: str, data_name: str) -> dict[st
     properties["type"] = {"enum": [kind]}
     properties["data"] = {"$ref": _SCHEMAS.format(name=data_name)}
     properties["ts"] = {**properties["ts"], "description": "Commit time, unix milliseconds."}
-    properties["userId"] = {**properties["userId"], "description": "Who made the change."}
+    properties["userId"] = {
+        **properties["userId"],
+        "description": "Who made the change; null when a service published the event "
+        "(an API key or `liveboard_emit`).",
+    }
     properties["origin"] = {
         **properties["origin"],
         "description": "The connection whose REST call made the change (`X-Connection-Id`).",

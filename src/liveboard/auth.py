@@ -48,12 +48,13 @@ from jwt.algorithms import ECAlgorithm, HMACAlgorithm, RSAAlgorithm
 from jwt.exceptions import InvalidSubjectError
 from jwt.types import Options
 
+from liveboard.actor import Actor
 from liveboard.config import Settings
 from liveboard.errors import AuthError, ConfigError
 from liveboard.text import storable, user_id_problem
 from liveboard.token_cache import VerifiedTokens
 
-__all__ = ["Principal", "TokenVerifier", "bearer_token", "issue_token"]
+__all__ = ["Actor", "Principal", "TokenVerifier", "bearer_token", "issue_token"]
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +83,6 @@ class Principal:
     user_id: str  # the `sub` claim
     name: str  # the `name` claim, or user_id when absent/empty
     expires_at: float  # the `exp` claim, unix seconds
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who makes a request: the user, and the WebSocket connection it came from, if known.
-
-    The REST layer builds it from a ``Principal`` and ``X-Connection-Id``; the task service
-    takes it, so the service needs nothing of HTTP and the HTTP layer nothing of the service."""
-
-    user_id: str
-    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         help="server processes on one port, a number or auto = the CPU count"
         " (LIVEBOARD_WORKERS, default 1; more than one needs LIVEBOARD_REDIS_URL)",
     )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="P",
+        help="also serve /metrics alone on port P; with --workers, worker i on P+i"
+        " (LIVEBOARD_METRICS_PORT)",
+    )
     # Set by the supervisor for its workers: bind the port with SO_REUSEPORT.
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
@@ -114,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_format=args.log_format,
                 workers=parse_workers(args.workers, "--workers") if args.workers else None,
                 reuse_port=args.reuse_port or None,
+                metrics_port=_metrics_port(args.metrics_port),
             )
             configure_logging(settings.log_format, settings.log_level)
             if settings.workers > 1:
@@ -189,6 +197,12 @@ def _report_config_error(exc: ConfigError, fmt: str) -> None:
         print(f"liveboard: {exc.message}", file=sys.stderr)
 
 
+def _metrics_port(value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= 65535:
+        raise ConfigError(f"--metrics-port must be a TCP port (1-65535), got {value}")
+    return value
+
+
 def _run(coro: Coroutine[Any, Any, int]) -> int:
     try:
         import uvloop
@@ -223,7 +237,7 @@ async def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT, then stop gracefully: refuse new connections, close sockets."""
     from aiohttp import web
 
-    from liveboard.app import build_app, listen
+    from liveboard.app import build_app, listen, serve_metrics_alone
     from liveboard.fdlimit import raise_open_files_limit, watch_open_files
     from liveboard.logs import AccessLogger
 
@@ -247,6 +261,7 @@ async def serve(settings: Settings) -> int:
         await runner.cleanup()
         return 1
     listener: Listener | None = None
+    metrics_runner: web.AppRunner | None = None
     try:
         try:
             listener = await listen(
@@ -256,6 +271,19 @@ async def serve(settings: Settings) -> int:
             log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror)
             return 1
         port = listener.port or settings.port
+        if settings.metrics_port is not None:
+            try:
+                metrics_runner = await serve_metrics_alone(
+                    app, settings.host, settings.metrics_port
+                )
+            except OSError as exc:
+                log.error(
+                    "cannot listen on %s:%s for /metrics: %s",
+                    settings.host,
+                    settings.metrics_port,
+                    exc.strerror,
+                )
+                return 1
         log.info(
             "liveboard %s listening on http://%s:%s%s",
             __version__,
@@ -275,6 +303,8 @@ async def serve(settings: Settings) -> int:
             watch.cancel()
         log.info("shutting down")
     finally:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await _shut_down(app, runner, listener)
     return 0
 

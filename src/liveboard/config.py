@@ -62,6 +62,14 @@ class Settings:
     # 0: no cap (behind a reverse proxy every connection comes from the proxy's address).
     max_pending_per_address: int = 256
     history_size: int = 1000
+    #: Service keys (``Authorization: apikey <key>``, CONTRACT §6.3); empty: none accepted.
+    api_keys: tuple[str, ...] = ()
+    #: Largest ``data`` of an event published over HTTP, in bytes of its JSON.
+    max_event_data_bytes: int = 65536
+    #: Events kept per room (never fewer than ``history_size``, the recovery window).
+    event_retention: int = 10000
+    #: Events older than this (seconds) are pruned too, beyond the recovery window; None: no age.
+    event_retention_age: float | None = None
     #: How long an ``Idempotency-Key``'s answer is kept (seconds; CONTRACT §6.1: at least 24 h).
     idempotency_ttl: float = 86400.0
     #: At start, how long to keep retrying an unreachable database (seconds; 0: try once).
@@ -75,6 +83,9 @@ class Settings:
     redis_required: bool = False
     #: Server processes ``serve`` runs on one port (CONTRACT §6.6); more than one needs a broker.
     workers: int = 1
+    #: Also serve ``/metrics`` (only) on this port; with several workers, worker ``i`` on
+    #: ``metrics_port + i``, so each is scraped on its own. None: only on the main port.
+    metrics_port: int | None = None
     #: Bind the listening socket with SO_REUSEPORT: set by the supervisor for its workers.
     reuse_port: bool = False
     # Mode
@@ -148,6 +159,16 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float)
     return value
 
 
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    value = _int(env, name, 0, minimum=1)
+    if value > 65535:
+        raise ConfigError(f"{name} must be a TCP port (1-65535), got {raw!r}")
+    return value
+
+
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -178,6 +199,43 @@ def _origins(raw: str | None) -> tuple[str, ...] | None:
         return None
     items = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
     return items or None
+
+
+#: What an API key may consist of: printable ASCII without space or comma (the list's
+#: separator), long enough not to be guessed.
+API_KEY_MIN_LENGTH = 16
+API_KEY_MAX_LENGTH = 1024
+_API_KEY_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7F)) - {","}
+
+
+def _api_keys(raw: str | None) -> tuple[str, ...]:
+    """``LIVEBOARD_API_KEYS``: a comma list; surrounding blanks dropped, duplicates kept once.
+
+    A key that is too short or holds other characters is a ``ConfigError`` that does not quote
+    the key (error lines reach logs), only its position in the list."""
+    if raw is None:
+        return ()
+    keys: list[str] = []
+    for position, part in enumerate(raw.split(","), start=1):
+        key = part.strip()
+        if not key:
+            continue
+        fits = API_KEY_MIN_LENGTH <= len(key) <= API_KEY_MAX_LENGTH
+        if not fits or not set(key) <= _API_KEY_CHARACTERS:
+            raise ConfigError(
+                f"LIVEBOARD_API_KEYS: key {position} must be {API_KEY_MIN_LENGTH} to "
+                f"{API_KEY_MAX_LENGTH} printable ASCII characters without spaces or commas"
+            )
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
+
+
+def _retention_age(env: Mapping[str, str]) -> float | None:
+    raw = _str(env, "LIVEBOARD_EVENT_RETENTION_AGE")
+    if raw is None:
+        return None
+    return _float(env, "LIVEBOARD_EVENT_RETENTION_AGE", 0.0, minimum=1.0)
 
 
 def parse_workers(raw: str, name: str = "LIVEBOARD_WORKERS") -> int:
@@ -294,6 +352,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "max_connections_per_user": _int(env, "LIVEBOARD_MAX_CONNECTIONS_PER_USER", 50, minimum=1),
         "slow_consumer_bytes": _int(env, "LIVEBOARD_SLOW_CONSUMER_BYTES", 1 << 20, minimum=1024),
         "max_pending_per_address": _int(env, "LIVEBOARD_MAX_PENDING_PER_ADDRESS", 256, minimum=0),
+        "api_keys": _api_keys(_str(env, "LIVEBOARD_API_KEYS")),
+        "max_event_data_bytes": _int(env, "LIVEBOARD_MAX_EVENT_DATA_BYTES", 65536, minimum=2),
+        "event_retention": _int(env, "LIVEBOARD_EVENT_RETENTION", 10000, minimum=1000),
+        "event_retention_age": _retention_age(env),
         "idempotency_ttl": _float(env, "LIVEBOARD_IDEMPOTENCY_TTL", 86400.0, minimum=1.0),
         "db_wait": _float(env, "LIVEBOARD_DB_WAIT", 30.0, minimum=0.0),
         "redis_required": _flag(env, "LIVEBOARD_REDIS_REQUIRED"),
@@ -305,6 +367,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "trusted_proxies": _trusted_proxies(env),
         "tracing": tracing_settings(env),
         "workers": parse_workers(env.get("LIVEBOARD_WORKERS") or "1"),
+        "metrics_port": _port(env, "LIVEBOARD_METRICS_PORT"),
     }
     if values["log_format"] not in ("text", "json"):
         raise ConfigError(

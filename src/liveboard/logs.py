@@ -1,8 +1,9 @@
 """Logging set-up: plain text or one JSON object per line (``--log-format json``).
 
 The access log writes the method, the path without its query string (a WebSocket may carry its
-token there), the status and the duration: tokens never reach the logs. It writes at INFO, like
-every web server's access log: ``LIVEBOARD_LOG_LEVEL=WARNING`` leaves it out.
+token there), the status and the duration: tokens and API keys never reach the logs (nor do
+headers; ``redact`` also removes an ``apikey …``/``Bearer …`` credential a library quotes). It
+writes at INFO, like every web server's access log: ``LIVEBOARD_LOG_LEVEL=WARNING`` leaves it out.
 
 Each line carries the ids of the work it belongs to (``log_context``): ``request_id``,
 ``connection_id``, ``user_id``. In JSON they are fields, with ``ts`` an ISO 8601 UTC time with
@@ -35,11 +36,16 @@ _encode = msgspec.json.Encoder().encode
 # A token may reach a log line through a library that quotes a request line (a malformed or
 # oversized request): query strings (``?…`` after a path) and anything shaped like a JWT (even
 # truncated) are replaced before a line is written.
-_SECRETS = re.compile(r"(?<=[\w/])\?[^\s'\"\\]+|eyJ[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*){0,2}")
+# An ``Authorization`` value quoted whole (``apikey <key>``, ``Bearer <token>``) loses its
+# credential too: a service key has no recognisable shape of its own.
+_SECRETS = re.compile(
+    r"(?<=[\w/])\?[^\s'\"\\]+|eyJ[A-Za-z0-9_\-]*(?:\.[A-Za-z0-9_\-]*){0,2}"
+    r"|(?i:\b(?:apikey|bearer)\s+)[^\s'\"\\,]+"
+)
 
 
 def redact(text: str) -> str:
-    """``text`` with query strings and tokens replaced by ``[redacted]``."""
+    """``text`` with query strings, tokens and API keys replaced by ``[redacted]``."""
     return _SECRETS.sub("[redacted]", text)
 
 

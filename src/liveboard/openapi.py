@@ -8,8 +8,11 @@ from typing import Any, get_args, get_origin
 import msgspec
 
 from liveboard import __version__
-from liveboard.tasks.api import ROUTES
+from liveboard.tasks.api import ROUTES as TASK_ROUTES
+from liveboard.tasks.rooms_api import ROOM_ROUTES
 from liveboard.tasks.schemas import DevToken, ErrorResponse
+
+ROUTES = (*TASK_ROUTES, *ROOM_ROUTES)
 
 _REF = "#/components/schemas/{name}"
 #: Every mutation's optional key (CONTRACT §6.1).
@@ -63,12 +66,25 @@ def build_document(*, dev: bool = False) -> dict[str, Any]:
         operation: dict[str, Any] = {
             "summary": route.summary,
             "operationId": route.handler.__name__,
-            "security": [{"bearer": []}],
+            # A service's API key may call every route; some only it.
+            "security": [{"apikey": []}]
+            if route.service_only
+            else [{"bearer": []}, {"apikey": []}],
             "responses": {},
         }
         params: list[dict[str, Any]] = [
             {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
             for p in re.findall(r"\{(\w+)\}", route.path)
+        ]
+        params += [
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": text,
+                "schema": {"type": "integer", "minimum": 0},
+            }
+            for name, text in route.query
         ]
         mutation = route.method != "GET"
         if mutation:
@@ -92,6 +108,8 @@ def build_document(*, dev: bool = False) -> dict[str, Any]:
         if headers:
             ok["headers"] = headers
         operation["responses"][str(route.status)] = ok
+        if route.also is not None:
+            operation["responses"][str(route.also)] = {**ok, "description": "already there"}
         for status, code in _ERRORS.items():
             operation["responses"][status] = {
                 "description": code,
@@ -125,7 +143,13 @@ def build_document(*, dev: bool = False) -> dict[str, Any]:
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "apikey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "A service key of LIVEBOARD_API_KEYS: `apikey <key>`.",
+                },
             },
         },
     }

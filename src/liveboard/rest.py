@@ -18,6 +18,7 @@ import msgspec
 from aiohttp import web
 
 from liveboard import errors, log_context
+from liveboard.apikeys import ApiKeys, api_key
 from liveboard.auth import Actor, Principal, TokenVerifier, bearer_token
 from liveboard.connection_ids import issued_to_another
 from liveboard.ratelimit import TokenBucket
@@ -30,7 +31,10 @@ T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PRINCIPAL_KEY: Final = web.RequestKey("principal", Principal)
+#: A request authenticated with an API key: the key's id (``apikeys.key_id``), never the key.
+API_KEY_ID_KEY: Final = web.RequestKey("api_key_id", str)
 VERIFIER_KEY: Final = web.AppKey("verifier", TokenVerifier)
+API_KEYS_KEY: Final = web.AppKey("api_keys", ApiKeys)
 
 _encoder = msgspec.json.Encoder()
 _FIELD_AT = re.compile(r"at `\$\.?([^`]*)`")
@@ -125,9 +129,38 @@ def principal(request: web.Request) -> Principal:
         raise errors.ApiError(401, "unauthorized", "authentication required") from None
 
 
+def service_key_id(request: web.Request) -> str | None:
+    """The id of the API key the request was authenticated with; None for a user's token."""
+    return request.get(API_KEY_ID_KEY)
+
+
+def require_service(request: web.Request) -> str:
+    """The request's API key id; 403 ``forbidden`` for a user's token (CONTRACT §6.3)."""
+    key = service_key_id(request)
+    if key is None:
+        raise errors.forbidden("this call needs an API key (Authorization: apikey <key>)")
+    return key
+
+
+def idempotency_scope(request: web.Request) -> tuple[str, bool]:
+    """Whose ``Idempotency-Key`` a request carries (CONTRACT §6.1): ``(user id, False)``, or
+    ``(API key id, True)``; keys of users and of services are kept apart."""
+    key = service_key_id(request)
+    if key is not None:
+        return key, True
+    return principal(request).user_id, False
+
+
 def actor(request: web.Request) -> Actor:
-    """The caller and, from ``X-Connection-Id``, the WebSocket connection the change comes from."""
+    """The caller and, from ``X-Connection-Id``, the WebSocket connection the change comes from.
+
+    A service (an API key) has no connection: ``X-Connection-Id`` from it is a 400."""
     origin = request.headers.get("X-Connection-Id")
+    key = service_key_id(request)
+    if key is not None:
+        if origin is not None:
+            raise errors.bad_request("X-Connection-Id names a user's connection, not a service's")
+        return Actor.service(key)
     user_id = principal(request).user_id
     if origin is not None:
         if not _CONNECTION_ID.match(origin):
@@ -211,9 +244,13 @@ def auth_middleware(request: web.Request, handler: Handler) -> Awaitable[web.Str
 
 
 async def _authenticated(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = bearer_token(request.headers.get("Authorization"))
+    authorization = request.headers.get("Authorization")
+    token = bearer_token(authorization)
     if token is None:
-        raise errors.AuthError("missing bearer token")
+        presented = api_key(authorization)
+        if presented is None:
+            raise errors.AuthError("missing bearer token")
+        return await _as_service(request, handler, presented)
     who = await request.app[VERIFIER_KEY].verify(token)
     request[PRINCIPAL_KEY] = who
     log_context.bind_user(who.user_id)
@@ -221,4 +258,19 @@ async def _authenticated(request: web.Request, handler: Handler) -> web.StreamRe
     limiter = request.app.get(RATE_LIMITER_KEY)
     if limiter is not None and not limiter.allow(who.user_id):
         raise errors.ApiError(429, "rate_limited", "too many requests; slow down")
+    return await handler(request)
+
+
+async def _as_service(request: web.Request, handler: Handler, presented: str) -> web.StreamResponse:
+    """A request with ``Authorization: apikey <key>``: 401 unless the key is configured.
+
+    Services are not rate-limited per caller like users: a backend publishing for many users
+    is one caller (``LIVEBOARD_API_KEYS`` is for trusted backends only)."""
+    keys = request.app.get(API_KEYS_KEY)
+    identity = None if keys is None else keys.identify(presented)
+    if identity is None:
+        raise errors.AuthError("unknown API key")
+    request[API_KEY_ID_KEY] = identity
+    log_context.bind_user(f"apikey:{identity}")  # the key's public id (never the key)
+    request.app[GUARD_KEY].release(request.transport)  # authenticated: off the per-address cap
     return await handler(request)

@@ -56,8 +56,12 @@ class RestartBudget:
         return len(self._deaths) <= self.max_deaths
 
 
-def worker_command(settings: Settings, port: int) -> list[str]:
-    """The command line of one worker: ``serve`` on the supervisor's port, one process."""
+def worker_command(settings: Settings, port: int, index: int = 0) -> list[str]:
+    """The command line of worker ``index``: ``serve`` on the supervisor's port, one process,
+    its metrics (if asked for) on ``metrics_port + index``."""
+    metrics = (
+        ["--metrics-port", str(settings.metrics_port + index)] if settings.metrics_port else []
+    )
     return [
         sys.executable,
         "-m",
@@ -72,6 +76,7 @@ def worker_command(settings: Settings, port: int) -> list[str]:
         "--reuse-port",
         "--log-format",
         settings.log_format,
+        *metrics,
     ]
 
 
@@ -158,7 +163,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             process = await asyncio.create_subprocess_exec(
-                *worker_command(self.settings, port), preexec_fn=_die_with_parent
+                *worker_command(self.settings, port, index), preexec_fn=_die_with_parent
             )
             self._workers[index] = process
             log.info("worker %d started (pid %d)", index, process.pid)

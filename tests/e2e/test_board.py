@@ -220,3 +220,48 @@ def test_titles_count_characters_as_the_server_does_under_the_boards_csp(
         assert alice.errors == []  # type: ignore[attr-defined]
     finally:
         context.close()
+
+
+def test_comment_counts_from_events_another_backend_publishes(
+    browser: Browser,
+    server_factory: Callable[..., LiveboardProcess],
+    tmp_path: Path,
+) -> None:
+    """``comment:added`` events published with an API key show as a count on the card: those
+    before the page opened (read from the room's history) and those after (live)."""
+    key = "svc-e2e-0123456789abcdef"
+    server = server_factory(
+        dev=True,
+        database_url=f"sqlite:///{tmp_path / 'board.db'}",
+        env={"LIVEBOARD_API_KEYS": key},
+    )
+
+    def publish(pid: str, task_id: str) -> None:
+        request = urllib.request.Request(
+            f"{server.url}/api/rooms/project:{pid}/events",
+            data=json.dumps({"type": "comment:added", "data": {"taskId": task_id}}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"apikey {key}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 201
+
+    token = _dev_token(server, "alice")
+    workspace = _get_json(f"{server.url}/api/workspaces", token=token)[0]
+    project = _get_json(f"{server.url}/api/workspaces/{workspace['id']}/projects", token=token)[0]
+    tasks = _get_json(f"{server.url}/api/projects/{project['id']}/tasks", token=token)["tasks"]
+    first, second = tasks[0]["id"], tasks[1]["id"]
+    publish(project["id"], first)
+    publish(project["id"], first)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = _open_board(context, server, "alice")
+        badge = page.locator(f'[data-task-id="{first}"] [data-testid=comment-count]')
+        expect(badge).to_have_text("💬 2", timeout=WAIT_MS)
+        publish(project["id"], first)
+        publish(project["id"], second)
+        expect(badge).to_have_text("💬 3", timeout=WAIT_MS)
+        other = page.locator(f'[data-task-id="{second}"] [data-testid=comment-count]')
+        expect(other).to_have_text("💬 1", timeout=WAIT_MS)
+        assert page.errors == []  # type: ignore[attr-defined]
+    finally:
+        context.close()

@@ -455,8 +455,8 @@ def test_board_applies_the_stream_to_its_model_with_optimistic_moves(page: Page)
             statuses: ["todo", "done"], createdAt: "" });
           if (url.endsWith("/api/projects/p1/tasks")) return json({ tasks: [task("a", "todo", 1),
             task("b", "todo", 2)], offset: 2, epoch: "e" });
-          if (url.endsWith("/move")) return new Promise((resolve) => { moveReply = () => resolve(json(
-            { ...task("a", "done", 1, 2) })); });
+          if (url.endsWith("/move")) return new Promise((resolve) => { moveReply = () => resolve(new Response(
+            JSON.stringify(task("a", "done", 1, 2)), { status: 200, headers: { "Liveboard-Offset": "4", "Liveboard-Epoch": "e" } })); });
           throw new Error("unexpected " + url);
         };
         const c = new m.LiveboardClient({ token: "t" });
@@ -477,14 +477,15 @@ def test_board_applies_the_stream_to_its_model_with_optimistic_moves(page: Page)
         const moving = board.move("a", "done");    // optimistic: shown at once
         await flush();
         const optimistic = cols();
-        ev(4, "task:moved", { taskId: "a", fromStatus: "todo", toStatus: "done", order: 1 }, "c_me");
         moveReply();
         await moving;
+        const answeredPending = board.isPending("a");   // answered, its event (offset 4) not yet applied
+        ev(4, "task:moved", { taskId: "a", fromStatus: "todo", toStatus: "done", order: 1 }, "c_me");
         const confirmed = cols();
         ev(5, "task:updated", { task: { ...task("b", "todo", 2, 2), title: "B!" }, changes: { title: { from: "b", to: "B!" } } });
         ev(6, "task:deleted", { taskId: "c" });
         return { afterCreate, optimistic, confirmed, final: cols(), title: board.tasks.get("b").title,
-                 version: board.tasks.get("a").version, pending: board._pending.size, changes,
+                 version: board.tasks.get("a").version, pending: board.writes.list.length, answeredPending, changes,
                  position: board.position };
         """,
     )
@@ -495,6 +496,7 @@ def test_board_applies_the_stream_to_its_model_with_optimistic_moves(page: Page)
     assert result["title"] == "B!"
     assert result["version"] == 2
     assert result["pending"] == 0
+    assert result["answeredPending"] is True
     assert ["task:moved", "a", True] in result["changes"]
     assert ["task:created", "c", False] in result["changes"]
     assert result["position"] == {"offset": 6, "epoch": "e"}

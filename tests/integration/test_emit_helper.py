@@ -280,7 +280,9 @@ async def test_an_old_installation_moves_out_of_public(
             await old.aclose()
         new = Database(url)
         try:
-            assert await migrations.migrate(new) == list(range(released + 1, len(original) + 1))
+            assert await migrations.migrate(new) == list(
+                range(released + 1, len(migrations.MIGRATIONS) + 1)
+            )
             assert await migrations.migrate(new) == []
             service = TaskService(new, RecordingPublisher())
             assert [w.id for w in await service.list_workspaces(Actor("alice"))] == [workspace.id]
@@ -313,7 +315,7 @@ async def test_an_apps_table_named_like_liveboards_is_left_alone(own_postgres_ur
         await app.execute("CREATE TABLE tasks (id serial PRIMARY KEY, title text)")
         db = Database(url)
         try:
-            assert await migrations.migrate(db) == [v for v, _, _ in migrations.MIGRATIONS]
+            assert await migrations.migrate(db) == list(range(1, len(migrations.MIGRATIONS) + 1))
         finally:
             await db.aclose()
         tables = await app.fetch(

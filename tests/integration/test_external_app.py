@@ -7,7 +7,9 @@ separate Node.js process against the same database, with its own ``comments`` ta
 * ``add``: the comment row and ``liveboard_emit(…, 'comment:added', …)`` in one transaction; a
   subscriber gets the event at the offset the app was told, with the comment's data;
 * ``add --roll-back``: emits, then fails before COMMIT: no row, no event, no offset consumed;
-* ``list``: the comments and the room's position read in one snapshot agree with the log.
+* ``list``: the comments and the room's position read in one snapshot agree with the log;
+* ``add --http``: the comment row, then ``POST /api/rooms/{room}/events`` with an API key and
+  the comment's ``Idempotency-Key``; a retry with that key publishes nothing new.
 
 The npm dependencies come from the example's lock (``npm ci``, wired into ``make test``).
 """
@@ -130,3 +132,72 @@ async def test_a_comment_for_a_project_liveboard_does_not_know_is_refused(
     listed = await example(database, "list", "--project", "nope")
     assert listed.returncode == 1
     assert "liveboard_position: no room 'project:nope'" in listed.stderr
+
+
+API_KEY = "example-app-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module", name="keyed_server")
+def keyed_server_fixture(
+    database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveboardProcess]:
+    """A second instance on the same database, taking the example's API key."""
+    directory = tmp_path_factory.mktemp("external_app_http")
+    process = LiveboardProcess(
+        database_url=database,
+        log_path=directory / "server.log",
+        env={"LIVEBOARD_API_KEYS": API_KEY},
+    ).start()
+    yield process
+    process.kill()
+
+
+async def test_the_http_variant_publishes_once_per_comment(
+    keyed_server: LiveboardProcess, database: str
+) -> None:
+    answer(await example(database, "migrate"))
+    async with Board(keyed_server) as board:
+        owner = board.user("owner")
+        _, pid = await board.board(owner)
+        task = await board.task(owner, pid, "discussed over HTTP")
+        room = project_room(pid)
+        client = await board.connect(owner)
+        subscribed = await client.subscribe(room)
+        env = {"LIVEBOARD_URL": keyed_server.url, "LIVEBOARD_API_KEY": API_KEY}
+        added = answer(
+            await example(
+                database,
+                "add",
+                "--http",
+                "--project",
+                pid,
+                "--task",
+                task["id"],
+                "--body",
+                "Posted",
+                env=env,
+            )
+        )
+        assert added["offset"] == subscribed["offset"] + 1
+        event = await client.next("comment:added", wait=5)
+        assert (event["offset"], event["userId"]) == (added["offset"], None)
+        assert event["data"]["commentId"] == added["commentId"]
+        # A retry with the comment's key (an answer lost on the way) publishes nothing new. A
+        # retry repeats the request's bytes: JavaScript's JSON.stringify of the example's object
+        # (its key order, no spaces), rebuilt here.
+        headers = {
+            "Authorization": f"apikey {API_KEY}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": f"comment-{added['commentId']}",
+        }
+        order = ("taskId", "commentId", "author", "body", "createdAt")
+        data = {key: event["data"][key] for key in order}
+        body = json.dumps({"type": "comment:added", "data": data}, separators=(",", ":"))
+        async with board.http.post(
+            f"{keyed_server.url}/api/rooms/{room}/events", data=body.encode(), headers=headers
+        ) as response:
+            assert response.status == 201
+            assert (await response.json())["offset"] == added["offset"]
+        await board.patch(owner, task["id"], {"title": "after the retry"})
+        after = await client.next(wait=5)
+        assert (after["type"], after["offset"]) == ("task:updated", added["offset"] + 1)

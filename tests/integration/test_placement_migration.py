@@ -1,4 +1,4 @@
-"""Migration 6 (task ranks) on a database made before it, on SQLite and PostgreSQL: every column
+"""Migration 7 (task ranks) on a database made before it, on SQLite and PostgreSQL: every column
 is ranked in the order it was listed in before (``order``, then ``createdAt``, then ``id``), and
 placement works on the ranks it wrote."""
 
@@ -21,7 +21,7 @@ from tests.support.postgres import DATABASE_PARAMS, fresh_postgres_database
 
 @pytest.fixture(params=DATABASE_PARAMS, name="own_database_url")
 def own_database_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database of this test alone: its schema is taken back to before migration 6."""
+    """A database of this test alone: its schema is taken back to before migration 7."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'old.db'}"
         return
@@ -38,7 +38,7 @@ async def test_migration_4_ranks_existing_columns_in_their_old_order(own_databas
         wid = (await service.create_workspace(alice, "W")).id
         pid = (await service.create_project(alice, wid, "P", None)).id
         made = [await service.create_task(alice, pid, title=f"t{n}") for n in range(6)]
-        # Back to the schema before migration 6, with orders as an older release left them:
+        # Back to the schema before migration 7, with orders as an older release left them:
         # ties included (broken by createdAt, then id), and two columns.
         orders = [(5.0, "todo"), (1.0, "todo"), (5.0, "todo"), (-2.5, "todo"), (3.0, "done")]
         orders.append((1.0, "done"))
@@ -47,7 +47,7 @@ async def test_migration_4_ranks_existing_columns_in_their_old_order(own_databas
             await conn.execute(text(f"DROP INDEX {index}"))
             await conn.execute(text(f"ALTER TABLE {tasks} DROP COLUMN sort_rank"))
             migrations = db.table("schema_migrations")
-            await conn.execute(text(f"DELETE FROM {migrations} WHERE version = 6"))
+            await conn.execute(text(f"DELETE FROM {migrations} WHERE version = 7"))
             for task, (order, status) in zip(made, orders, strict=True):
                 await conn.execute(
                     text(
@@ -58,7 +58,7 @@ async def test_migration_4_ranks_existing_columns_in_their_old_order(own_databas
                 )
         await db.aclose()
         db = Database(own_database_url)  # new connections: no statement cached on the old table
-        assert await migrate(db) == [6]
+        assert await migrate(db) == [7]
         assert await migrate(db) == []
         service = TaskService(db, RecordingPublisher())
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ import pytest
 
 from tests.support.board import Board
 from tests.support.contract import project_room
+from tests.support.probes import parse_metrics
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ROOT, LiveboardProcess, free_port
 from tests.support.timing import timeout, wait_until
@@ -52,10 +54,16 @@ class Supervised:
     """A ``serve --workers`` process and its workers."""
 
     def __init__(self, database_url: str, redis: RedisServer, directory: Path) -> None:
+        #: Worker i serves /metrics alone on metrics_port + i.
+        self.metrics_port = free_ports_in_a_row(WORKERS)
         self.server = LiveboardProcess(
             database_url=database_url,
             log_path=directory / "supervisor.log",
-            env={"LIVEBOARD_REDIS_URL": redis.url, "LIVEBOARD_WORKERS": str(WORKERS)},
+            env={
+                "LIVEBOARD_REDIS_URL": redis.url,
+                "LIVEBOARD_WORKERS": str(WORKERS),
+                "LIVEBOARD_METRICS_PORT": str(self.metrics_port),
+            },
         )
         self.board = Board(self.server)
 
@@ -86,6 +94,22 @@ class Supervised:
                 return owner
             time.sleep(0.02)
         raise AssertionError(f"no worker holds the connection from port {client_port}")
+
+
+def free_ports_in_a_row(count: int) -> int:
+    """The first of ``count`` consecutive ports that nothing listens on right now."""
+    for _ in range(100):
+        first = free_port()
+        if first + count - 1 > 65535:
+            continue
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise AssertionError(f"no {count} free ports in a row")
 
 
 @pytest.fixture
@@ -184,6 +208,25 @@ async def test_connections_spread_and_events_and_presence_cross_workers(
         await watcher.client.send({"type": "presence", "action": "join", "room": room})
     for watcher in joiners:
         await watcher.until_users(room, sorted([alice, bob]), wait=5)
+
+
+async def test_each_worker_is_scraped_on_its_own_metrics_port(supervised: Supervised) -> None:
+    board = supervised.board
+    clients = [await board.connect(board.user("alice")) for _ in range(10)]
+    spread = Counter(supervised.worker_of(client) for client in clients)
+    scraped = []
+    for index in range(WORKERS):
+        url = f"http://127.0.0.1:{supervised.metrics_port + index}/metrics"
+        async with board.http.get(url) as response:
+            assert response.status == 200
+            scraped.append(parse_metrics(await response.text()))
+    # Each port answers for one worker: together they count every connection, once.
+    assert sum(metrics["liveboard_connections"] for metrics in scraped) == len(clients)
+    assert sorted(int(m["liveboard_connections"]) for m in scraped) == sorted(
+        [*spread.values(), *[0] * (WORKERS - len(spread))]
+    )
+    async with board.http.get(f"http://127.0.0.1:{supervised.metrics_port}/healthz") as response:
+        assert response.status == 404  # the metrics port serves /metrics alone
 
 
 async def test_a_killed_worker_is_replaced_and_its_clients_recover(

@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.probes import add_totals
 from tests.support.redis_server import RedisServer
 from tests.support.servers import LiveboardProcess
 from tests.support.tokens import auth, make_token
@@ -197,6 +198,7 @@ async def _gauges(http: aiohttp.ClientSession, server: LiveboardProcess) -> dict
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
             values[name] = float(value)
+    add_totals(values)
     return values
 
 

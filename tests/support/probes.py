@@ -1,7 +1,10 @@
 """A server observed from outside: its ``/metrics`` and ``/healthz``, and its process in ``/proc``.
 
 ``parse_metrics`` reads Prometheus text strictly (invalid lines kept apart, for the tests of the
-exposition itself); ``metrics`` and ``healthy`` fetch ``/metrics`` and ``/healthz`` blocking
+exposition itself); both it and ``metrics`` also give each labelled family's total under its
+bare name (``liveboard_rooms`` = the sum of ``liveboard_rooms{kind=…}``; ``add_totals``), so a
+test that needs no label reads one number. ``metrics`` and ``healthy`` fetch ``/metrics`` and
+``/healthz`` blocking
 (call them with ``asyncio.to_thread`` from async code). ``rss_kib``, ``open_fds``, ``fd_kinds``
 and ``holds_connection`` read a server process's memory, descriptors and sockets (Linux).
 """
@@ -13,7 +16,8 @@ import os
 import re
 import urllib.request
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)")
+# A label value is quoted and may hold braces (a route template: ``route="/api/projects/{pid}"``).
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{(?:[^}"]|"(?:[^"\\]|\\.)*")*\})?)\s+(\S+)$')
 
 
 class MetricsText(dict[str, float]):
@@ -36,7 +40,19 @@ def parse_metrics(text: str) -> MetricsText:
             samples[match.group(1)] = float(match.group(2))
         except ValueError:
             samples.invalid.append(line)
+    add_totals(samples)
     return samples
+
+
+def add_totals(samples: dict[str, float]) -> None:
+    """Add, for each labelled name without an unlabelled sample, the sum of its samples under
+    the bare name (not for histogram buckets, whose sum means nothing)."""
+    totals: dict[str, float] = {}
+    for key, value in samples.items():
+        name, brace, _ = key.partition("{")
+        if brace and not name.endswith("_bucket") and name not in samples:
+            totals[name] = totals.get(name, 0.0) + value
+    samples.update(totals)
 
 
 def metrics(base_url: str) -> dict[str, float]:
@@ -48,6 +64,7 @@ def metrics(base_url: str) -> dict[str, float]:
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
+    add_totals(samples)
     return samples
 
 

@@ -16,12 +16,21 @@ has three states:
   sides and each new one is closed as soon as it is accepted, until ``resume``.
 
 ``connections`` counts the connections accepted so far (to check the process did use the proxy).
+
+``TcpProxy(..., delayable=True)`` also has a ``delay`` (seconds, 0 by default, changeable at any
+time): every chunk from the target reaches the client that much after the proxy read it, in
+order, as over a slow link; the client's bytes still reach the target at once (the server does
+the work now; its answer, and anything else it sends, arrives late). ``ProxyThread`` runs a
+proxy on an event loop of its own, for synchronous tests (Playwright's sync API).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections.abc import Coroutine
+from typing import Any
 
 from tests.support.servers import free_port
 
@@ -31,10 +40,12 @@ CHUNK = 65536
 class TcpProxy:
     """Forwards ``127.0.0.1:port`` to ``target``; can be paused or cut (see the module doc)."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, delayable: bool = False) -> None:
         self.target = (target_host, target_port)
         self.port = 0
         self.connections = 0
+        self.delay = 0.0
+        self._delayable = delayable
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._cut = False
@@ -112,9 +123,12 @@ class TcpProxy:
                 return
             upstream_reader, upstream = await asyncio.open_connection(*self.target)
             self._writers.add(upstream)
-            await asyncio.gather(
-                self._pump(client_reader, upstream), self._pump(upstream_reader, client)
+            downstream = (
+                self._pump_late(upstream_reader, client)
+                if self._delayable
+                else self._pump(upstream_reader, client)
             )
+            await asyncio.gather(self._pump(client_reader, upstream), downstream)
         except OSError:
             pass
         finally:
@@ -141,6 +155,90 @@ class TcpProxy:
             pass
         finally:
             _close(writer)
+
+    async def _pump_late(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """``_pump``, each chunk written ``delay`` seconds after it was read (order kept)."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                while not self._cut:
+                    await self._flowing.wait()
+                    data = await reader.read(CHUNK)
+                    if not data:
+                        break
+                    chunks.put_nowait((loop.time() + self.delay, data))
+            except OSError:
+                pass
+            finally:
+                chunks.put_nowait(None)
+
+        reading = asyncio.ensure_future(read())
+        try:
+            while (chunk := await chunks.get()) is not None:
+                due, data = chunk
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                await self._flowing.wait()
+                if self._cut:
+                    break
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            reading.cancel()
+            _close(writer)
+
+
+class ProxyThread:
+    """A ``TcpProxy`` on its own event loop in a daemon thread; every method waits for it."""
+
+    def __init__(self, target_host: str, target_port: int, *, delayable: bool = False) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.proxy = TcpProxy(target_host, target_port, delayable=delayable)
+        self._run(self.proxy.start())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy.port}"
+
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+
+    async def _call(self, name: str) -> None:
+        getattr(self.proxy, name)()
+
+    def pause(self) -> None:
+        self._run(self._call("pause"))
+
+    def cut(self) -> None:
+        self._run(self._call("cut"))
+
+    def resume(self) -> None:
+        self._run(self._call("resume"))
+
+    def set_delay(self, seconds: float) -> None:
+        async def set_it() -> None:
+            self.proxy.delay = seconds
+
+        self._run(set_it())
+
+    def close(self) -> None:
+        async def wind_down() -> None:
+            self.proxy.cut()  # the pumps end on their closed streams, rather than cancelled
+            for _ in range(100):
+                if not self.proxy._tasks:
+                    break
+                await asyncio.sleep(0.02)
+            await self.proxy.aclose()
+
+        self._run(wind_down())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
 
 
 def _close(writer: asyncio.StreamWriter) -> None:

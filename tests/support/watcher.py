@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from liveboard.protocol import SERVER_MESSAGE_TYPES
 from tests.support.contract import EVENT_TYPES, Json
 from tests.support.timing import timeout
 from tests.support.wsclient import WsClient
@@ -70,7 +71,7 @@ class Watcher:
         return [
             r.message
             for r in self.received
-            if r.message.get("type") in EVENT_TYPES and r.message.get("room") == room
+            if r.message.get("room") == room and _is_event(r.message)
         ]
 
     def offsets(self, room: str) -> list[int]:
@@ -157,3 +158,10 @@ def event_of(watcher: Watcher, room: str, task_id: str, version: int) -> Receive
         if task["id"] == task_id and int(task["version"]) == version:
             return r
     return None
+
+
+def _is_event(message: Json) -> bool:
+    """liveboard's own event types, and any other type the server does not send for itself
+    (an event another backend published: CONTRACT §6.3)."""
+    kind = message.get("type")
+    return kind in EVENT_TYPES or (kind not in SERVER_MESSAGE_TYPES and "offset" in message)

@@ -195,10 +195,13 @@ def test_send_to_room_reaches_live_subscribers_only(hub: Hub) -> None:
 def test_metrics_count_deliveries_and_latency(hub: Hub) -> None:
     live_subscriber(hub, "a")
     live_subscriber(hub, "b")
+    a_frames = live_subscriber(hub, "a")
     hub.deliver([ev(1), ev(2)])
     metrics = hub._metrics
-    assert metrics.messages_sent == 4
-    assert metrics.delivery_latency.count == 2
+    assert metrics.sample("liveboard_messages_sent_total") == 6
+    # bytes: what each socket was written, times sockets
+    assert metrics.sample("liveboard_bytes_sent_total") == 3 * sum(map(len, a_frames.writes))
+    assert metrics.sample("liveboard_delivery_latency_seconds_count") == 2
 
 
 def test_a_watched_workspace_room_is_sequenced_and_reported(recorder: Recorder) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from liveboard.config import Settings
+import pytest
+
+from liveboard.config import Settings, load_settings
+from liveboard.errors import ConfigError
 from liveboard.workers import RestartBudget, worker_command
 
 
@@ -27,3 +30,17 @@ def test_a_worker_serves_one_process_on_the_supervisors_port_with_reuse_port() -
     assert command[1:4] == ["-m", "liveboard", "serve"]
     joined = " ".join(command)
     assert "--host 0.0.0.0 --port 8123 --workers 1 --reuse-port --log-format json" in joined
+
+
+def test_worker_i_serves_its_metrics_on_the_base_port_plus_i() -> None:
+    settings = Settings(workers=3, metrics_port=9100)
+    assert worker_command(settings, 8000, 2)[-2:] == ["--metrics-port", "9102"]
+    assert "--metrics-port" not in worker_command(Settings(workers=3), 8000, 2)
+
+
+def test_the_metrics_port_is_a_tcp_port() -> None:
+    assert load_settings({"LIVEBOARD_METRICS_PORT": "9100"}).metrics_port == 9100
+    assert load_settings({}).metrics_port is None
+    for bad in ("0", "70000", "x"):
+        with pytest.raises(ConfigError, match="LIVEBOARD_METRICS_PORT"):
+            load_settings({"LIVEBOARD_METRICS_PORT": bad})

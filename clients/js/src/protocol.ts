@@ -43,7 +43,10 @@ export interface MemberAddedEvent {
   epoch: string;
   /** Commit time, unix milliseconds. */
   ts: number;
-  /** Who made the change. */
+  /**
+   * Who made the change; null when a service published the event (an API key or
+   * `liveboard_emit`).
+   */
   userId: string | null;
   data: MemberAddedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
@@ -69,7 +72,10 @@ export interface MemberRemovedEvent {
   epoch: string;
   /** Commit time, unix milliseconds. */
   ts: number;
-  /** Who made the change. */
+  /**
+   * Who made the change; null when a service published the event (an API key or
+   * `liveboard_emit`).
+   */
   userId: string | null;
   data: MemberRemovedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
@@ -147,7 +153,10 @@ export interface ProjectCreatedEvent {
   epoch: string;
   /** Commit time, unix milliseconds. */
   ts: number;
-  /** Who made the change. */
+  /**
+   * Who made the change; null when a service published the event (an API key or
+   * `liveboard_emit`).
+   */
   userId: string | null;
   data: ProjectCreatedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
@@ -247,7 +256,10 @@ export interface TaskCreatedEvent {
   epoch: string;
   /** Commit time, unix milliseconds. */
   ts: number;
-  /** Who made the change. */
+  /**
+   * Who made the change; null when a service published the event (an API key or
+   * `liveboard_emit`).
+   */
   userId: string | null;
   data: TaskCreatedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
@@ -270,7 +282,10 @@ export interface TaskDeletedEvent {
   epoch: string;
   /** Commit time, unix milliseconds. */
   ts: number;
-  /** Who made the change. */
+  /**
+   * Who made the change; null when a service published the event (an API key or
+   * `liveboard_emit`).
+   */
   userId: string | null;
   data: TaskDeletedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
@@ -303,7 +318,10 @@ export interface TaskMovedEvent {
   epoch: string;
   /** Commit time, unix milliseconds. */
   ts: number;
-  /** Who made the change. */
+  /**
+   * Who made the change; null when a service published the event (an API key or
+   * `liveboard_emit`).
+   */
   userId: string | null;
   data: TaskMovedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */
@@ -327,7 +345,10 @@ export interface TaskUpdatedEvent {
   epoch: string;
   /** Commit time, unix milliseconds. */
   ts: number;
-  /** Who made the change. */
+  /**
+   * Who made the change; null when a service published the event (an API key or
+   * `liveboard_emit`).
+   */
   userId: string | null;
   data: TaskUpdatedData;
   /** The connection whose REST call made the change (`X-Connection-Id`). */

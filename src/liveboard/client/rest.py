@@ -32,6 +32,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Final
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
@@ -40,11 +41,19 @@ from msgspec import UNSET, UnsetType
 from liveboard.client.errors import ApiError
 from liveboard.client.link import HttpSession
 from liveboard.client.tokens import TokenSource
-from liveboard.protocol import Position, Project, Task, TaskSnapshot
+from liveboard.protocol import (
+    HISTORY_DEFAULT_LIMIT,
+    Position,
+    Project,
+    RoomHistory,
+    Task,
+    TaskSnapshot,
+)
 
 _task = msgspec.json.Decoder(Task)
 _project = msgspec.json.Decoder(Project)
 _snapshot = msgspec.json.Decoder(TaskSnapshot)
+_history = msgspec.json.Decoder(RoomHistory)
 
 
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
@@ -269,6 +278,18 @@ class RestHelpers(ABC):
     async def delete_task(self, task_id: str, *, version: int | None = None) -> None:
         headers = None if version is None else {"If-Match": f'"{version}"'}
         await self._api("DELETE", f"/api/tasks/{task_id}", expect=204, headers=headers)
+
+    async def history(
+        self, room: str, after: int = 0, limit: int = HISTORY_DEFAULT_LIMIT
+    ) -> RoomHistory:
+        """``GET /api/rooms/{room}/events``: up to ``limit`` (1-1000) events of ``room`` with an
+        offset above ``after``, ascending, each an ``Event`` as a subscription delivers it
+        (liveboard's own types and those other backends publish alike), and the room's head
+        (``offset``, ``epoch``). ``truncated``: events after ``after`` are no longer kept.
+        Page on with the last event's offset as the next ``after``; an empty page is the head.
+        A room the user may not read is ``ApiError`` 404."""
+        path = f"/api/rooms/{quote(room, safe='')}/events?after={after}&limit={limit}"
+        return _history.decode(await self._api("GET", path))
 
 
 def _neighbours(

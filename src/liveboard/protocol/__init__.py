@@ -18,6 +18,7 @@ use it without the server. Modules:
 - ``close``: ``CloseCode`` and the reconnect policy (``close_action``, ``CloseAction``).
 - ``position``: ``Position`` (offset, epoch). ``rooms``: room names parsed into ``RoomName``.
 - ``ranks``: the rank keys that order a column's tasks (``key_between``, ``keys_between``).
+- ``room_log``: the bodies of publishing and of reading a room's history over REST.
 - ``models``: the resources clients see (``Task``, ``Project``, ``TaskSnapshot``, …).
 """
 
@@ -82,6 +83,13 @@ from liveboard.protocol.models import (
     to_builtins,
 )
 from liveboard.protocol.position import MAX_OFFSET, Position
+from liveboard.protocol.room_log import (
+    HISTORY_DEFAULT_LIMIT,
+    HISTORY_MAX_LIMIT,
+    Published,
+    PublishEvent,
+    RoomHistory,
+)
 from liveboard.protocol.rooms import (
     ROOM_ID_MAX_LENGTH,
     RoomKind,
@@ -121,6 +129,8 @@ __all__ = [
     "ERROR_CODES",
     "EVENT_DATA",
     "EVENT_TYPES",
+    "HISTORY_DEFAULT_LIMIT",
+    "HISTORY_MAX_LIMIT",
     "INTERNAL_EVENT_FIELDS",
     "MAX_EVENT_TYPE_LENGTH",
     "MAX_OFFSET",
@@ -155,11 +165,14 @@ __all__ = [
     "Project",
     "ProjectCreatedData",
     "ProtocolError",
+    "PublishEvent",
+    "Published",
     "Refresh",
     "Refreshed",
     "Reply",
     "ResyncNotice",
     "Role",
+    "RoomHistory",
     "RoomKind",
     "RoomName",
     "ServerMessage",

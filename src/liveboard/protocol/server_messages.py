@@ -8,8 +8,9 @@ client gave one; optional fields (``recovered``, ``reason``) only when set. Meas
 users, the same as the server's private structs they replace.
 
 ``decode_server_message`` is the other end, for clients and tests: one frame into an ``Event``
-or one of the structs below, or ``None`` for a message type it does not know (a newer server
-may send more; unknown keys are ignored too).
+(liveboard's own event types, and any other type in an event's envelope: an event another
+backend published) or one of the structs below, or ``None`` for a message type it does not know
+(a newer server may send more; unknown keys are ignored too).
 """
 
 from __future__ import annotations
@@ -163,7 +164,14 @@ def decode_server_message(raw: str | bytes) -> ServerMessage | None:
     if kind in EVENT_TYPES:
         return decode_event(raw)
     decoder = _decoders.get(kind)
-    return None if decoder is None else decoder.decode(raw)
+    if decoder is not None:
+        return decoder.decode(raw)
+    # Any other type is an event another backend published (CONTRACT §6.3) when it has an
+    # event's envelope; a message a newer server sends that is not one is skipped.
+    try:
+        return decode_event(raw)
+    except msgspec.ValidationError:
+        return None
 
 
 def encode_connected(connection_id: str, user_id: str) -> bytes:

@@ -6,7 +6,7 @@ host that is not loopback), 401 for a missing or bad token, 429 for a user who h
 ``max_connections_per_user`` connections already. The token is looked for in
 ``Authorization: Bearer``, then a ``liveboard.token.<jwt>`` subprotocol (CONTRACT §6.5), then
 ``?token=``. Every refusal but the 503 (and a 500 for a bug) is counted in
-``connections_rejected``.
+``connections_rejected`` under its reason (``metrics.REFUSAL_REASONS``).
 """
 
 from __future__ import annotations
@@ -85,9 +85,9 @@ async def admit(
         if not node.accepting:
             return Refusal(503, "unavailable", RESTARTING_MESSAGE)
         if settings.dev and not dev.is_loopback_host(host):  # DNS rebinding: see ``dev``
-            return _rejected(node, Refusal(403, "forbidden", dev.NOT_LOOPBACK_MESSAGE))
+            return _rejected(node, "host", Refusal(403, "forbidden", dev.NOT_LOOPBACK_MESSAGE))
         if not origin_allowed(origin, host, settings.allowed_origins):
-            return _rejected(node, Refusal(403, "forbidden", "origin not allowed"))
+            return _rejected(node, "origin", Refusal(403, "forbidden", "origin not allowed"))
         try:
             token = (
                 bearer_token(authorization)
@@ -95,22 +95,23 @@ async def admit(
                 or query_token(raw_query)
             )
         except AmbiguousTokenError as exc:
-            return _rejected(node, Refusal(401, "unauthorized", str(exc)))
+            return _rejected(node, "invalid_token", Refusal(401, "unauthorized", str(exc)))
         if not token:
-            return _rejected(node, Refusal(401, "unauthorized", MISSING_TOKEN_MESSAGE))
+            message = MISSING_TOKEN_MESSAGE
+            return _rejected(node, "missing_token", Refusal(401, "unauthorized", message))
         try:
             principal = await verifier.verify(token)
         except AuthError as exc:
-            return _rejected(node, Refusal(401, "unauthorized", exc.message))
+            return _rejected(node, "invalid_token", Refusal(401, "unauthorized", exc.message))
         if node.connections_of(principal.user_id) >= settings.max_connections_per_user:
             message = "too many connections for this user"
-            return _rejected(node, Refusal(429, "rate_limited", message))
+            return _rejected(node, "user_limit", Refusal(429, "rate_limited", message))
     except Exception:
         log.exception("unhandled error admitting a WebSocket connection")
         return Refusal(500, "internal_error", "internal server error")
     return principal
 
 
-def _rejected(node: Node, refusal: Refusal) -> Refusal:
-    node.metrics.connections_rejected += 1
+def _rejected(node: Node, reason: str, refusal: Refusal) -> Refusal:
+    node.metrics.connections_rejected.labels(reason).inc()
     return refusal

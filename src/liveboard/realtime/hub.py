@@ -148,6 +148,7 @@ class Hub:
     ) -> None:
         self.rooms: dict[str, Room] = {}
         self._metrics = metrics
+        self._tally = metrics.fan_out
         self._limit = slow_consumer_bytes
         self._on_slow_consumer = on_slow_consumer
         self._on_gap = on_gap
@@ -269,8 +270,7 @@ class Hub:
         room = self.rooms.get(name)
         if room is None:
             return
-        sent = self._write_room(room, [text_frame(payload)])
-        self._metrics.messages_sent += sent
+        self._count(*self._write_room(room, [text_frame(payload)]))
 
     def _release(self, room: Room, result: OfferResult) -> None:
         batch: dict[Room, list[bytes]] = {}
@@ -348,15 +348,14 @@ class Hub:
         if room.joining and result.deliver:
             # The live set is about to grow: what it had so far goes to the subscribers that
             # were live when it was released, not to the joiners promoted now (which have it).
-            sent = self._write_room(room, batch.pop(room, []))
-            self._metrics.messages_sent += sent
+            self._count(*self._write_room(room, batch.pop(room, [])))
             self._promote(room)
         released = result.deliver
         if workspace and room.waiting and result.deliver:
             released = released + self._release_waiting(room, batch, dirty)
         sequencer = room.sequencer
         if result.resync:
-            self._metrics.resyncs += 1
+            self._metrics.resyncs.inc()
             self._on_resync(room)
         elif sequencer is not None and sequencer.missing is not None:
             self._on_gap(room)
@@ -370,20 +369,20 @@ class Hub:
         for outlet in ready:
             # What was queued for it as a joiner leaves first: from now on it gets the room's
             # buffer, which may be written before this call ends (another joiner's promotion).
-            sent = len(outlet.pending)
-            if sent and not outlet.closed:
-                self._metrics.messages_sent += sent
+            pending = outlet.pending
+            if pending and not outlet.closed:
+                self._count(len(pending), sum(map(len, pending)))
                 if outlet.flush() > self._limit:
                     self._on_slow_consumer(outlet)
-            outlet.pending.clear()
+            pending.clear()
             del room.joining[outlet]
             room.live[outlet] = None
 
-    def _write_room(self, room: Room, frames: list[bytes]) -> int:
-        """Write ``frames``, joined once, to each live subscriber of ``room``; the number of
-        frames written (frames times sockets)."""
+    def _write_room(self, room: Room, frames: list[bytes]) -> tuple[int, int]:
+        """Write ``frames``, joined once, to each live subscriber of ``room``; the frames and
+        the bytes written (each times sockets)."""
         if not frames:
-            return 0
+            return 0, 0
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         limit = self._limit
         written = 0
@@ -398,31 +397,51 @@ class Hub:
                 slow.append(outlet)
         for outlet in slow:  # after the loop: closing one may change the room
             self._on_slow_consumer(outlet)
-        return written * len(frames)
+        return written * len(frames), written * len(data)
+
+    def _count(self, frames: int, size: int) -> None:
+        """Count frames and bytes written (once per call that wrote, never per socket)."""
+        tally = self._tally
+        tally.frames += frames
+        tally.bytes += size
 
     def _flush(
         self, batch: dict[Room, list[bytes]], dirty: list[Outlet], released: list[BrokerEvent]
     ) -> None:
-        sent = 0
+        sent = size = 0
         # Joiners' own frames first: a joiner promoted during this call also gets the room's
         # buffer below, which holds only events released after its own.
         for outlet in dirty:
-            sent += len(outlet.pending)
+            pending = outlet.pending
             if outlet.closed:
-                outlet.pending.clear()
+                pending.clear()
                 continue
+            sent += len(pending)
+            size += sum(map(len, pending))
             if outlet.flush() > self._limit:
                 self._on_slow_consumer(outlet)
         for room, frames in batch.items():
-            sent += self._write_room(room, frames)
-        metrics = self._metrics
-        metrics.messages_sent += sent
+            room_sent, room_size = self._write_room(room, frames)
+            sent += room_sent
+            size += room_size
+        tally = self._tally
+        tally.frames += sent
+        tally.bytes += size
         if released:
-            now_ms = time.time() * 1000.0
-            for event in released:
-                metrics.delivery_latency.observe(max(0.0, now_ms - event.ts) / 1000.0)
+            tally.delivered(time.time() * 1000.0, released)
 
     # Introspection
 
     def subscription_count(self) -> int:
         return sum(len(r.live) + len(r.joining) for r in self.rooms.values())
+
+    def by_kind(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Rooms here (a workspace room kept for its project rooms' revocations counts), and
+        subscriptions, by room kind (``project``, ``workspace``)."""
+        rooms = {"project": 0, "workspace": 0}
+        subscriptions = {"project": 0, "workspace": 0}
+        for room in self.rooms.values():
+            kind = "workspace" if room.is_workspace else "project"
+            rooms[kind] += 1
+            subscriptions[kind] += len(room.live) + len(room.joining)
+        return rooms, subscriptions

@@ -16,6 +16,7 @@ from liveboard import log_context, protocol
 from liveboard.auth import TokenVerifier
 from liveboard.errors import AuthError
 from liveboard.protocol import CloseCode, ProtocolError
+from liveboard.realtime.metrics import NO_CLOSE_FRAME, PEER_CLOSED
 from liveboard.realtime.node import Node
 from liveboard.realtime.session import Session
 from liveboard.realtime.transport import MessageKind
@@ -60,10 +61,15 @@ async def serve(node: Node, verifier: TokenVerifier, session: Session) -> None:
             elif kind is MessageKind.BINARY:
                 session.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
             elif kind is MessageKind.ERROR:  # the close frame (1009 / 1002 / 1007) is sent
+                code = getattr(message.data, "code", None)  # a FrameError, or aiohttp's
+                if session.ended_with == NO_CLOSE_FRAME and isinstance(code, int):
+                    session.ended_with = str(code)
                 session.abort_timers()  # nothing may be written after it
                 await linger(transport)
                 break
             elif kind is not MessageKind.PONG:
+                if kind is MessageKind.CLOSE and session.ended_with == NO_CLOSE_FRAME:
+                    session.ended_with = PEER_CLOSED  # (this side sent no close frame first)
                 break  # CLOSE, CLOSED
     except Exception:
         log.exception("connection %s failed", session.connection_id)

@@ -104,7 +104,7 @@ class Node:
         self.repair = repair.LogRepair(
             self.hub, db, self.metrics, self._tasks, resync=self._resync_subscribers
         )
-        self._register_gauges()
+        self.metrics.watch_node(self)
 
     def _presence_manager(self, settings: Settings) -> PresenceManager:
         if settings.redis_url is None:
@@ -149,7 +149,7 @@ class Node:
     # EventPublisher: the task service hands committed events here
 
     async def publish(self, events: Sequence[BrokerEvent]) -> None:
-        self.metrics.events_published += len(events)
+        self.metrics.events_published.inc(len(events))
         await self.broker.publish(events)
 
     # BrokerHandler
@@ -159,7 +159,7 @@ class Node:
 
     def on_broker_restored(self) -> None:
         """After a broker outage, read every active room's missed events from the log."""
-        self.metrics.broker_reconnects += 1
+        self.metrics.broker_reconnects.labels(self.broker.name).inc()
         self.repair.catch_up_all()
 
     def on_presence_signal(self, room: str) -> None:
@@ -182,7 +182,7 @@ class Node:
             self.by_user[session.user_id] = [session]  # exactly one slot
         else:
             mine.append(session)
-        self.metrics.connections_opened += 1
+        self.metrics.connections_opened.inc()
 
     def connections_of(self, user_id: str) -> int:
         """Sessions of ``user_id``, counting upgrades admitted but not yet registered."""
@@ -204,8 +204,9 @@ class Node:
                 del self._reserved[user_id]
 
     async def disconnect(self, session: Session) -> None:
-        """Forget a closed session: leave its rooms and its presence."""
-        self.sessions.pop(session.connection_id, None)
+        """Forget a closed session (counted by how it ended): leave its rooms and presence."""
+        if self.sessions.pop(session.connection_id, None) is not None:
+            self.metrics.connections_closed.labels(session.ended_with).inc()
         mine = self.by_user.get(session.user_id)
         if mine is not None and session in mine:
             mine.remove(session)  # at most max_connections_per_user entries
@@ -464,7 +465,7 @@ class Node:
         (its events from the hub, or its pongs), counted once in ``slow_consumer_closes``."""
         session = self.sessions.get(outlet.connection_id)
         if session is not None and not session.closing:
-            self.metrics.slow_consumer_closes += 1
+            self.metrics.slow_consumer_closes.inc()
             ids = {"connection_id": outlet.connection_id, "user_id": outlet.user_id}
             log.info("closing slow consumer %s", outlet.connection_id, extra=ids)
             session.close_now(CloseCode.SLOW_CONSUMER, "slow consumer")
@@ -473,20 +474,3 @@ class Node:
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.spawn(coro)
-
-    def _register_gauges(self) -> None:
-        m = self.metrics
-        m.gauge("liveboard_connections", "Open WebSocket connections.", lambda: len(self.sessions))
-        m.gauge("liveboard_subscriptions", "Room subscriptions.", self.hub.subscription_count)
-        m.gauge("liveboard_rooms", "Rooms with local subscribers.", lambda: len(self.hub.rooms))
-        m.gauge("liveboard_presence_rooms", "Rooms with presence.", self.presence.room_count)
-        m.gauge(
-            "liveboard_presence_users",
-            "Present users summed over rooms, as this instance sees them.",
-            self.presence.user_count,
-        )
-        m.gauge(
-            "liveboard_broker_up",
-            "1 when the broker is reachable.",
-            lambda: 1.0 if self.broker.up else 0.0,
-        )

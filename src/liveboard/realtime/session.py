@@ -31,6 +31,7 @@ from liveboard.auth import Principal
 from liveboard.protocol import CloseCode
 from liveboard.ratelimit import TokenBucket
 from liveboard.realtime.hub import Outlet
+from liveboard.realtime.metrics import NO_CLOSE_FRAME
 from liveboard.realtime.transport import Connection
 from liveboard.realtime.transport.frames import PING_FRAME, pong_frame, text_frame
 
@@ -76,6 +77,7 @@ class Session:
         "closing",
         "connection",
         "connection_id",
+        "ended_with",
         "outlet",
         "principal",
     )
@@ -100,6 +102,9 @@ class Session:
         # workspace id → offset of the latest member:removed of this user seen in its room
         self._revoked: dict[str, int] = {}
         self.closing = False
+        # How the connection ended, for ``connections_closed``: the close code this side sent
+        # first, ``peer`` when the client closed first, ``none`` without a close frame.
+        self.ended_with = NO_CLOSE_FRAME
         self.busy = False  # handling a message: frames wait, unread, meanwhile
         self._settings = settings
         now = time.monotonic()
@@ -289,6 +294,7 @@ class Session:
         if self.closing:
             return
         self.closing = True
+        self.ended_with = str(code)
         self.outlet.closed = True
         self._cancel_timers()
         self._close_task = asyncio.ensure_future(self._close(code, reason))
@@ -311,6 +317,7 @@ class Session:
         if self.closing:
             return
         self.closing = True
+        self.ended_with = str(code)
         self.outlet.closed = True
         self._cancel_timers()
         transport = self.connection.transport

@@ -113,6 +113,26 @@ class Database:
         else:
             _install_postgres_checkout_check(self.engine)
         self._closed = False
+        #: Connections held through this object now, and callers waiting for one (metrics).
+        self.in_use = 0
+        self.waiting = 0
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection, counted in ``waiting`` until the pool hands it out and in
+        ``in_use`` until it goes back."""
+        conn = self.engine.connect()
+        self.waiting += 1
+        try:
+            await conn.start()
+        finally:
+            self.waiting -= 1
+        self.in_use += 1
+        try:
+            yield conn
+        finally:
+            self.in_use -= 1
+            await conn.close()
 
     def table(self, name: str) -> str:
         """``name`` as SQL text names liveboard's table of that name (schema-qualified on
@@ -123,10 +143,10 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A transaction that may write; committed when the block exits without an exception."""
         if self._write_lock is None:
-            async with self.engine.begin() as conn:
+            async with self._connection() as conn, conn.begin():
                 yield conn
             return
-        async with self._write_lock, self.engine.connect() as conn:
+        async with self._write_lock, self._connection() as conn:
             await conn.execution_options(liveboard_write=True)
             async with conn.begin():
                 yield conn
@@ -134,7 +154,7 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A consistent read-only snapshot."""
-        async with self.engine.connect() as conn:
+        async with self._connection() as conn:
             if not self.is_sqlite:
                 await conn.execution_options(isolation_level="REPEATABLE READ")
             async with conn.begin():
@@ -154,7 +174,7 @@ class Database:
             async with self.read() as conn:
                 yield conn
             return
-        async with self.engine.connect() as conn:
+        async with self._connection() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 

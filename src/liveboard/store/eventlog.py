@@ -14,11 +14,15 @@ import secrets
 from typing import Any
 
 import msgspec
-from sqlalchemy import BigInteger, String, Text, bindparam, func, select
+from sqlalchemy import BigInteger, String, Text, bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard.protocol import BrokerEvent, Position
 from liveboard.store.schema import events, rooms
+
+#: ``events.user_id`` of an event no user caused (``userId: null`` on the wire): no user id is
+#: empty (``liveboard.text``), and the column stays NOT NULL. NULL is read as null too.
+NO_USER = ""
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder(dict[str, Any]).decode
@@ -93,7 +97,7 @@ async def append_event(
     *,
     room: str,
     type: str,
-    user_id: str,
+    user_id: str | None,
     data: dict[str, Any],
     ts: int,
     origin: str | None = None,
@@ -106,13 +110,15 @@ async def append_event(
     transaction began is at or below it; instances hold the event until they have released that
     room up to there. Not stored: events read back from the log have 0.
 
+    ``user_id`` None: no user caused the event (a service's; ``userId: null``).
+
     Raises ``sqlalchemy.exc.NoResultFound`` when the room does not exist.
     """
     # (Parameter names differ from the column names: SQLAlchemy reserves those for VALUES.)
     values = {
         "type": type,
         "ts": ts,
-        "user_id": user_id,
+        "user_id": user_id or NO_USER,
         "origin": origin,
         "data": _json_encode(data).decode(),
     }
@@ -204,3 +210,46 @@ async def oldest_offset(conn: AsyncConnection, room: str) -> int | None:
     """The smallest offset still kept for ``room``, or None when its log is empty."""
     value = await conn.scalar(select(func.min(events.c.offset)).where(events.c.room == room))
     return None if value is None else int(value)
+
+
+async def rooms_longer_than(
+    conn: AsyncConnection, offset: int, *, after_room: str, limit: int
+) -> list[tuple[str, int]]:
+    """Up to ``limit`` rooms whose head is past ``offset``, named after ``after_room`` (in name
+    order: a cursor over all rooms), with their heads."""
+    result = await conn.execute(
+        select(rooms.c.room, rooms.c.last_offset)
+        .where(rooms.c.last_offset > offset, rooms.c.room > after_room)
+        .order_by(rooms.c.room)
+        .limit(limit)
+    )
+    return [(str(r.room), int(r.last_offset)) for r in result]
+
+
+async def first_offset_since(
+    conn: AsyncConnection, room: str, ts: int, *, from_offset: int, up_to: int
+) -> int | None:
+    """The first offset in ``from_offset..up_to`` of ``room`` whose event's ``ts`` is at least
+    ``ts``; None when all of them are older. Walks the primary key in offset order from
+    ``from_offset``: it reads the old events it passes, which are the ones to prune."""
+    value = await conn.scalar(
+        select(events.c.offset)
+        .where(
+            events.c.room == room,
+            events.c.offset >= from_offset,
+            events.c.offset <= up_to,
+            events.c.ts >= ts,
+        )
+        .order_by(events.c.offset)
+        .limit(1)
+    )
+    return None if value is None else int(value)
+
+
+async def delete_through(conn: AsyncConnection, room: str, offset: int) -> int:
+    """Delete ``room``'s events with an offset at most ``offset``; return how many. The caller
+    bounds the range (a batch of consecutive offsets)."""
+    result = await conn.execute(
+        delete(events).where(events.c.room == room, events.c.offset <= offset)
+    )
+    return int(result.rowcount or 0)

@@ -19,25 +19,29 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from sqlalchemy import bindparam, delete, select, tuple_
+from sqlalchemy import Table, bindparam, delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from liveboard.store.schema import idempotency_keys
+from liveboard.store.schema import idempotency_keys, service_idempotency_keys
 
 __all__ = ["Claim", "StoredAnswer", "prune", "recall", "record"]
 
-_table = idempotency_keys
+_TABLES = (idempotency_keys, service_idempotency_keys)
 _headers_encode = msgspec.json.Encoder().encode
 _headers_decode = msgspec.json.Decoder(dict[str, str]).decode
 
 
 class Claim(msgspec.Struct, frozen=True):
-    """A user's key and the fingerprint of the request that carries it."""
+    """A caller's key and the fingerprint of the request that carries it.
+
+    ``user_id`` is the caller: a user's id, or with ``service`` an API key's id; the two are
+    kept in separate tables, so neither can hold the other's keys."""
 
     user_id: str
     key: str
     fingerprint: str
+    service: bool = False
 
 
 class StoredAnswer(msgspec.Struct, frozen=True):
@@ -49,29 +53,37 @@ class StoredAnswer(msgspec.Struct, frozen=True):
     headers: dict[str, str]
 
 
-_ROW: dict[str, Any] = {
-    "user_id": bindparam("user_id"),
-    "key": bindparam("key"),
-    "fingerprint": bindparam("fingerprint"),
-    "status": bindparam("status"),
-    "body": bindparam("body"),
-    "headers": bindparam("headers"),
-    "created_at": bindparam("created_at"),
-}
-# Built once per dialect: both spell ON CONFLICT DO NOTHING alike, through their own insert.
-_RECORD = {
-    "postgresql": postgresql.insert(_table)
-    .values(_ROW)
-    .on_conflict_do_nothing(index_elements=[_table.c.user_id, _table.c.key])
-    .returning(_table.c.created_at),
-    "sqlite": sqlite.insert(_table)
-    .values(_ROW)
-    .on_conflict_do_nothing(index_elements=[_table.c.user_id, _table.c.key])
-    .returning(_table.c.created_at),
-}
-_RECALL = select(_table.c.fingerprint, _table.c.status, _table.c.body, _table.c.headers).where(
-    _table.c.user_id == bindparam("user_id"), _table.c.key == bindparam("key")
-)
+def _statements(table: Table) -> tuple[dict[str, Any], Any]:
+    """The insert (per dialect) and the read of one table; its first column is the scope."""
+    scope = table.c[0]
+    row: dict[str, Any] = {
+        scope.name: bindparam("user_id"),
+        "key": bindparam("key"),
+        "fingerprint": bindparam("fingerprint"),
+        "status": bindparam("status"),
+        "body": bindparam("body"),
+        "headers": bindparam("headers"),
+        "created_at": bindparam("created_at"),
+    }
+    # Both dialects spell ON CONFLICT DO NOTHING alike, through their own insert.
+    record = {
+        "postgresql": postgresql.insert(table)
+        .values(row)
+        .on_conflict_do_nothing(index_elements=[scope, table.c.key])
+        .returning(table.c.created_at),
+        "sqlite": sqlite.insert(table)
+        .values(row)
+        .on_conflict_do_nothing(index_elements=[scope, table.c.key])
+        .returning(table.c.created_at),
+    }
+    recall = select(table.c.fingerprint, table.c.status, table.c.body, table.c.headers).where(
+        scope == bindparam("user_id"), table.c.key == bindparam("key")
+    )
+    return record, recall
+
+
+# Built once (a keyed mutation runs one): index 0 users', 1 services'.
+_RECORD, _RECALL = zip(*(_statements(table) for table in _TABLES), strict=True)
 
 
 async def record(
@@ -85,7 +97,7 @@ async def record(
 ) -> bool:
     """Store ``claim``'s answer in the caller's write transaction; False if the key is taken."""
     row = await conn.execute(
-        _RECORD[conn.dialect.name],
+        _RECORD[claim.service][conn.dialect.name],
         {
             "user_id": claim.user_id,
             "key": claim.key,
@@ -99,9 +111,11 @@ async def record(
     return row.first() is not None
 
 
-async def recall(conn: AsyncConnection, user_id: str, key: str) -> StoredAnswer | None:
-    """The answer stored for ``user_id``'s ``key``, or None."""
-    row = (await conn.execute(_RECALL, {"user_id": user_id, "key": key})).first()
+async def recall(
+    conn: AsyncConnection, user_id: str, key: str, *, service: bool = False
+) -> StoredAnswer | None:
+    """The answer stored for ``user_id``'s ``key`` (an API key id's, with ``service``), or None."""
+    row = (await conn.execute(_RECALL[service], {"user_id": user_id, "key": key})).first()
     if row is None:
         return None
     return StoredAnswer(
@@ -113,14 +127,17 @@ async def recall(conn: AsyncConnection, user_id: str, key: str) -> StoredAnswer 
 
 
 async def prune(conn: AsyncConnection, *, older_than_ms: int, batch: int) -> int:
-    """Delete up to ``batch`` keys created before ``older_than_ms``; return how many."""
-    oldest = (
-        select(_table.c.user_id, _table.c.key)
-        .where(_table.c.created_at < older_than_ms)
-        .order_by(_table.c.created_at)
-        .limit(batch)
-    )
-    result = await conn.execute(
-        delete(_table).where(tuple_(_table.c.user_id, _table.c.key).in_(oldest))
-    )
-    return int(result.rowcount or 0)
+    """Delete up to ``batch`` keys created before ``older_than_ms`` from each table (users',
+    then services'); return how many in all."""
+    deleted = 0
+    for table in _TABLES:
+        scope = table.c[0]
+        oldest = (
+            select(scope, table.c.key)
+            .where(table.c.created_at < older_than_ms)
+            .order_by(table.c.created_at)
+            .limit(batch)
+        )
+        result = await conn.execute(delete(table).where(tuple_(scope, table.c.key).in_(oldest)))
+        deleted += int(result.rowcount or 0)
+    return deleted

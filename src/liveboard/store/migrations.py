@@ -44,7 +44,9 @@ def _table(conn: AsyncConnection, name: str) -> str:
 
 
 #: Tables a later migration creates: the initial schema is everything else.
-_LATER_TABLES = frozenset({schema.schema_migrations, schema.idempotency_keys})
+_LATER_TABLES = frozenset(
+    {schema.schema_migrations, schema.idempotency_keys, schema.service_idempotency_keys}
+)
 
 
 async def _initial_schema(conn: AsyncConnection) -> None:
@@ -167,13 +169,20 @@ async def _task_ranks(conn: AsyncConnection) -> None:
     )
 
 
+async def _service_idempotency_keys(conn: AsyncConnection) -> None:
+    """The idempotency keys of services (API keys, CONTRACT §6.3), a table of their own."""
+    tables = [schema.service_idempotency_keys]
+    await conn.run_sync(lambda sync: schema.metadata.create_all(sync, tables=tables))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _initial_schema),
     (2, "task field versions", _task_field_versions),
     (3, "idempotency keys", _idempotency_keys),
     (4, "own schema", _own_schema),
     (5, "liveboard_emit and liveboard_position", _emit_functions),
-    (6, "task ranks", _task_ranks),
+    (6, "service idempotency keys", _service_idempotency_keys),
+    (7, "task ranks", _task_ranks),
 ]
 
 

@@ -75,6 +75,17 @@ async def workspaces_of(conn: AsyncConnection, user_id: str) -> list[Workspace]:
     return [_workspace(r) for r in rows]
 
 
+async def get_workspace(conn: AsyncConnection, workspace_id: str) -> Workspace | None:
+    row = (await conn.execute(select(workspaces).where(workspaces.c.id == workspace_id))).first()
+    return None if row is None else _workspace(row)
+
+
+async def all_workspaces(conn: AsyncConnection) -> list[Workspace]:
+    """Every workspace (what a service's API key sees), oldest first."""
+    rows = await conn.execute(select(workspaces).order_by(workspaces.c.created_at, workspaces.c.id))
+    return [_workspace(r) for r in rows]
+
+
 async def role_of(conn: AsyncConnection, workspace_id: str, user_id: str) -> Role | None:
     role = await conn.scalar(
         select(members.c.role).where(

@@ -88,7 +88,7 @@ tasks = Table(
     Column("description_version", Integer, nullable=True),
     Column("assignee_version", Integer, nullable=True),
     Column("fields_at", Integer, nullable=True),
-    # Migration 6: the task's rank in its column (liveboard.protocol.ranks), the display order.
+    # Migration 7: the task's rank in its column (liveboard.protocol.ranks), the display order.
     # Compared byte by byte: PostgreSQL's "C" collation, SQLite's default (BINARY).
     Column("sort_rank", RANK_TYPE, nullable=False),
     Index("ix_tasks_project_status_order", "project_id", "status", "sort_order"),
@@ -120,7 +120,7 @@ events = Table(
     Column("room", String(160), nullable=False),
     Column("offset", BigInteger, nullable=False, autoincrement=False),
     Column("epoch", String(32), nullable=False),
-    # Up to 64 characters since migration 4 (custom event types, CONTRACT §6.3).
+    # Up to 64 characters since migration 5 (custom event types, CONTRACT §6.3).
     Column("type", String(64), nullable=False),
     Column("ts", BigInteger, nullable=False),
     # '' for an event no user caused (a service's: ``userId: null``): NOT NULL stays, so that
@@ -131,19 +131,29 @@ events = Table(
     PrimaryKeyConstraint("room", "offset"),
 )
 
+
 # One row per Idempotency-Key of a user: the answer its request got (CONTRACT §6.1). Written by
 # the request's own write transaction, so a key exists if and only if its change committed.
 # ``created_at`` (unix ms) is what pruning reads, in batches, through its index.
-idempotency_keys = Table(
-    "idempotency_keys",
-    metadata,
-    Column("user_id", String(255), nullable=False),
-    Column("key", String(255), nullable=False),
-    Column("fingerprint", String(64), nullable=False),  # sha256 of the request, hex
-    Column("status", Integer, nullable=False),
-    Column("body", LargeBinary, nullable=False),
-    Column("headers", Text, nullable=False),  # JSON object: the answer's headers
-    Column("created_at", BigInteger, nullable=False),
-    PrimaryKeyConstraint("user_id", "key"),
-    Index("ix_idempotency_keys_created_at", "created_at"),
-)
+def _idempotency_table(name: str, scope: str) -> Table:
+    """A table of idempotency keys whose owner (the key's scope) is the column ``scope``."""
+    return Table(
+        name,
+        metadata,
+        Column(scope, String(255), nullable=False),
+        Column("key", String(255), nullable=False),
+        Column("fingerprint", String(64), nullable=False),  # sha256 of the request, hex
+        Column("status", Integer, nullable=False),
+        Column("body", LargeBinary, nullable=False),
+        Column("headers", Text, nullable=False),  # JSON object: the answer's headers
+        Column("created_at", BigInteger, nullable=False),
+        PrimaryKeyConstraint(scope, "key"),
+        Index(f"ix_{name}_created_at", "created_at"),
+    )
+
+
+idempotency_keys = _idempotency_table("idempotency_keys", "user_id")
+# The same for services (CONTRACT §6.3): keyed by the API key's id (``apikeys.key_id``). A
+# table of its own, not a prefix in ``user_id``: any text may be a user id (a token's ``sub``),
+# so no value there could be kept for services without a user being able to hold it too.
+service_idempotency_keys = _idempotency_table("service_idempotency_keys", "api_key_id")

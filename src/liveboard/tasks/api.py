@@ -43,6 +43,12 @@ class Route:
     answer: Any = None  # a model type, list[model], or None for an empty answer
     #: Headers the success answer may carry: (name, description) pairs, for OpenAPI.
     headers: tuple[tuple[str, str], ...] = ()
+    #: Integer query parameters: (name, description) pairs, for OpenAPI.
+    query: tuple[tuple[str, str], ...] = ()
+    #: Only a service's API key may call it (a user's token: 403).
+    service_only: bool = False
+    #: Another success status, e.g. 200 for a ``PUT`` that found the resource (OpenAPI).
+    also: int | None = None
 
 
 def _service(request: web.Request) -> TaskService:
@@ -94,12 +100,12 @@ def _task_response(task: Task, status: int = 200) -> web.Response:
 _encode = msgspec.json.Encoder().encode
 
 
-def _receipt(request: web.Request, render: Callable[[Any], Answer]) -> Receipt:
+def receipt_for(request: web.Request, render: Callable[[Any], Answer]) -> Receipt:
     """The receipt a mutation hands the service: how to answer, and the request's key if any."""
     return Receipt(render, request.get(CLAIM_KEY))
 
 
-def _answered(receipt: Receipt) -> web.Response:
+def answered(receipt: Receipt) -> web.Response:
     if receipt.answer is None:  # every mutation of the service settles its receipt
         raise RuntimeError("the mutation did not settle its receipt")
     return answer_response(receipt.answer)
@@ -129,9 +135,9 @@ def _no_content(_: None) -> Answer:
 
 async def create_workspace(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, schemas.CreateWorkspace)
-    receipt = _receipt(request, _json_answer(201))
+    receipt = receipt_for(request, _json_answer(201))
     await _service(request).create_workspace(actor(request), body.name, receipt=receipt)
-    return _answered(receipt)
+    return answered(receipt)
 
 
 async def list_workspaces(request: web.Request) -> web.StreamResponse:
@@ -140,11 +146,11 @@ async def list_workspaces(request: web.Request) -> web.StreamResponse:
 
 async def add_member(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, schemas.AddMember)
-    receipt = _receipt(request, _json_answer(201))
+    receipt = receipt_for(request, _json_answer(201))
     await _service(request).add_member(
         actor(request), _path(request, "wid"), body.user_id, body.role, receipt=receipt
     )
-    return _answered(receipt)
+    return answered(receipt)
 
 
 async def list_members(request: web.Request) -> web.StreamResponse:
@@ -153,11 +159,11 @@ async def list_members(request: web.Request) -> web.StreamResponse:
 
 
 async def remove_member(request: web.Request) -> web.StreamResponse:
-    receipt = _receipt(request, _no_content)
+    receipt = receipt_for(request, _no_content)
     await _service(request).remove_member(
         actor(request), _path(request, "wid"), _path(request, "uid"), receipt=receipt
     )
-    return _answered(receipt)
+    return answered(receipt)
 
 
 # Projects
@@ -167,11 +173,11 @@ async def create_project(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, schemas.CreateProject)
     if body.statuses is not None and len(set(body.statuses)) != len(body.statuses):
         raise errors.validation_error("statuses", "must not repeat a status")
-    receipt = _receipt(request, _json_answer(201))
+    receipt = receipt_for(request, _json_answer(201))
     await _service(request).create_project(
         actor(request), _path(request, "wid"), body.name, body.statuses, receipt=receipt
     )
-    return _answered(receipt)
+    return answered(receipt)
 
 
 async def list_projects(request: web.Request) -> web.StreamResponse:
@@ -194,7 +200,7 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
 
 async def create_task(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, schemas.CreateTask)
-    receipt = _receipt(request, _task_answer(201))
+    receipt = receipt_for(request, _task_answer(201))
     await _service(request).create_task(
         actor(request),
         _path(request, "pid"),
@@ -205,7 +211,7 @@ async def create_task(request: web.Request) -> web.StreamResponse:
         slot=Slot(body.after_id, body.before_id, body.order),
         receipt=receipt,
     )
-    return _answered(receipt)
+    return answered(receipt)
 
 
 async def get_task(request: web.Request) -> web.StreamResponse:
@@ -225,16 +231,16 @@ async def update_task(request: web.Request) -> web.StreamResponse:
         title=body.title, description=body.description, assignee_id=body.assignee_id
     )
     version = _expected_version(request, None if body.version is UNSET else body.version)
-    receipt = _receipt(request, _edited_answer)
+    receipt = receipt_for(request, _edited_answer)
     await _service(request).update_task(
         actor(request), _path(request, "tid"), changes, expected_version=version, receipt=receipt
     )
-    return _answered(receipt)
+    return answered(receipt)
 
 
 async def move_task(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, schemas.MoveTask)
-    receipt = _receipt(request, _task_answer(200))
+    receipt = receipt_for(request, _task_answer(200))
     await _service(request).move_task(
         actor(request),
         _path(request, "tid"),
@@ -243,18 +249,18 @@ async def move_task(request: web.Request) -> web.StreamResponse:
         expected_version=_expected_version(request, body.version),
         receipt=receipt,
     )
-    return _answered(receipt)
+    return answered(receipt)
 
 
 async def delete_task(request: web.Request) -> web.StreamResponse:
-    receipt = _receipt(request, _no_content)
+    receipt = receipt_for(request, _no_content)
     await _service(request).delete_task(
         actor(request),
         _path(request, "tid"),
         expected_version=_expected_version(request, None),
         receipt=receipt,
     )
-    return _answered(receipt)
+    return answered(receipt)
 
 
 ROUTES: Final[tuple[Route, ...]] = (
@@ -361,7 +367,7 @@ ROUTES: Final[tuple[Route, ...]] = (
 )
 
 
-def _gated(handler: RouteHandler) -> RouteHandler:
+def gated(handler: RouteHandler) -> RouteHandler:
     """``handler`` behind the app's ``IdempotencyGate`` (every mutation: CONTRACT §6.1)."""
 
     async def gated(request: web.Request) -> web.StreamResponse:
@@ -372,5 +378,5 @@ def _gated(handler: RouteHandler) -> RouteHandler:
 
 def add_routes(app: web.Application) -> None:
     for route in ROUTES:
-        handler = route.handler if route.method == "GET" else _gated(route.handler)
+        handler = route.handler if route.method == "GET" else gated(route.handler)
         app.router.add_route(route.method, route.path, handler)

@@ -47,7 +47,7 @@ from typing import Final
 from aiohttp import web
 
 from liveboard import errors
-from liveboard.rest import principal, read_raw
+from liveboard.rest import idempotency_scope, read_raw
 from liveboard.store import idempotency
 from liveboard.store.database import Database
 from liveboard.store.idempotency import Claim, StoredAnswer
@@ -95,7 +95,7 @@ class IdempotencyGate:
         self._db = db
         self._ttl = ttl
         self._clock = clock
-        self._in_flight: set[tuple[str, str]] = set()
+        self._in_flight: set[tuple[str, str, bool]] = set()
 
     async def run(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Serve a mutation: as is without a key, else as the module says."""
@@ -106,9 +106,9 @@ class IdempotencyGate:
             raise errors.bad_request(
                 f"{HEADER} must be one value of 1 to 255 printable ASCII characters"
             )
-        user_id = principal(request).user_id
-        claim = Claim(user_id, values[0], fingerprint(request, await read_raw(request)))
-        slot = (user_id, claim.key)
+        caller, service = idempotency_scope(request)
+        claim = Claim(caller, values[0], fingerprint(request, await read_raw(request)), service)
+        slot = (caller, claim.key, service)
         if slot in self._in_flight:
             raise errors.conflict(
                 f"a request with this {HEADER} is still in progress; retry once it has ended",
@@ -135,7 +135,7 @@ class IdempotencyGate:
 
     async def _recall(self, claim: Claim) -> StoredAnswer | None:
         async with self._db.read_one() as conn:
-            return await idempotency.recall(conn, claim.user_id, claim.key)
+            return await idempotency.recall(conn, claim.user_id, claim.key, service=claim.service)
 
     async def prune(self) -> int:
         """Delete the keys older than the TTL, a batch at a time; return how many."""

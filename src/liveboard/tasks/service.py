@@ -8,7 +8,8 @@ Guarantees:
   (= offset) order among this instance's transactions: a transaction waits for those that
   appended to the room before it to publish or fail (``tasks.publish_order``).
 * Anything in a workspace the caller is not a member of is reported as not found: existence is
-  not leaked. A member lacking the role gets ``forbidden``.
+  not leaked. A member lacking the role gets ``forbidden``. A service (API key) is the owner of
+  every workspace and changes no task (``tasks.access``).
 * ``version`` starts at 1 and grows by exactly 1 on every change of a task; a stale expected
   version is a ``conflict`` and changes nothing, except for an edit whose fields nobody changed
   since that version: it is applied (``tasks.merge``). A change that changes nothing emits
@@ -17,12 +18,13 @@ Guarantees:
 
 Permissions: any member may read, create projects and create, edit, move and delete tasks;
 owners and admins manage members; the owner cannot be removed; a member may remove themself.
+A service may also create workspaces and projects with ids of its own (``put_workspace``,
+``put_project``: created when absent, the existing one as it is otherwise).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -52,14 +54,14 @@ from liveboard.protocol import (
 from liveboard.store import eventlog, records
 from liveboard.store.columns import Ranked
 from liveboard.store.database import Database
-from liveboard.tasks import merge
+from liveboard.tasks import access, merge
+from liveboard.tasks.access import MANAGER_ROLES
 from liveboard.tasks.changes import TaskChanges, bumped, diff, wire_changes
 from liveboard.tasks.clock import Clock, new_id
 from liveboard.tasks.placement import END, Slot, place
-from liveboard.tasks.publish_order import Outbox, PublishOrder
+from liveboard.tasks.publish_order import Outbox
 from liveboard.tasks.receipts import Receipt, settle
-
-MANAGER_ROLES: frozenset[Role] = frozenset({"owner", "admin"})
+from liveboard.tasks.writer import EventWriter
 
 
 class TaskService:
@@ -75,24 +77,47 @@ class TaskService:
         self.db = db
         self.publisher = publisher
         self._clock = clock
-        self._order = PublishOrder()
+        #: Shared with every other writer of the event log on this instance (``rooms.api``).
+        self.writer = EventWriter(db, publisher)
+        self._write = self.writer.transaction
 
     # Workspaces and members
 
     async def create_workspace(
         self, actor: Actor, name: str, *, receipt: Receipt | None = None
     ) -> Workspace:
-        now = self._clock()
-        ws = Workspace(id=new_id("ws"), name=name, created_at=now.iso)
+        ws = Workspace(id=new_id("ws"), name=name, created_at=self._clock().iso)
         async with self._write() as (conn, outbox):
-            await records.insert_workspace(conn, ws, actor.user_id)
-            await records.insert_member(conn, ws.id, actor.user_id, "owner", now.iso)
-            await eventlog.create_room(conn, workspace_room(ws.id))
+            await self._insert_workspace(conn, actor, ws)
             await settle(conn, outbox, receipt, ws)
         return ws
 
+    async def put_workspace(
+        self, actor: Actor, workspace_id: str, name: str, *, receipt: Receipt | None = None
+    ) -> tuple[Workspace, bool]:
+        """Workspace ``workspace_id``, created (True) unless it exists (False: as it is)."""
+        ws = Workspace(id=workspace_id, name=name, created_at=self._clock().iso)
+        async with self._write() as (conn, outbox):
+            found = await records.get_workspace(conn, workspace_id)
+            if found is None:
+                await self._insert_workspace(conn, actor, ws)
+            result = (ws, True) if found is None else (found, False)
+            await settle(conn, outbox, receipt, result)
+        return result
+
+    async def _insert_workspace(self, conn: AsyncConnection, actor: Actor, ws: Workspace) -> None:
+        """A new workspace and its room; a user who creates one is its owner (a service is the
+        owner of every workspace without being a member)."""
+        creator = actor.user_id if actor.user_id is not None else f"apikey:{actor.api_key_id}"
+        await records.insert_workspace(conn, ws, creator)
+        if actor.user_id is not None:
+            await records.insert_member(conn, ws.id, actor.user_id, "owner", ws.created_at)
+        await eventlog.create_room(conn, workspace_room(ws.id))
+
     async def list_workspaces(self, actor: Actor) -> list[Workspace]:
         async with self.db.read() as conn:
+            if actor.user_id is None:
+                return await records.all_workspaces(conn)
             return await records.workspaces_of(conn, actor.user_id)
 
     async def add_member(
@@ -163,17 +188,57 @@ class TaskService:
         statuses: Sequence[str] | None,
         *,
         receipt: Receipt | None = None,
+        project_id: str | None = None,
     ) -> Project:
+        """A new project; with ``project_id`` (``put_project``) that id, else a new one."""
+        project, _ = await self._add_project(
+            actor, workspace_id, name, statuses, project_id, receipt=receipt, reuse=False
+        )
+        return project
+
+    async def put_project(
+        self,
+        actor: Actor,
+        workspace_id: str,
+        project_id: str,
+        name: str,
+        statuses: Sequence[str] | None,
+        *,
+        receipt: Receipt | None = None,
+    ) -> tuple[Project, bool]:
+        """Project ``project_id`` of the workspace, created (True) unless it exists (False: as
+        it is, no event). An id taken in another workspace is a conflict."""
+        return await self._add_project(
+            actor, workspace_id, name, statuses, project_id, receipt=receipt, reuse=True
+        )
+
+    async def _add_project(
+        self,
+        actor: Actor,
+        workspace_id: str,
+        name: str,
+        statuses: Sequence[str] | None,
+        project_id: str | None,
+        *,
+        receipt: Receipt | None,
+        reuse: bool,
+    ) -> tuple[Project, bool]:
         now = self._clock()
         project = Project(
-            id=new_id("prj"),
+            id=project_id or new_id("prj"),
             workspace_id=workspace_id,
             name=name,
             statuses=list(statuses if statuses is not None else DEFAULT_STATUSES),
             created_at=now.iso,
         )
         async with self._write() as (conn, outbox):
-            await self._require_member(conn, workspace_id, actor)
+            await access.require_member(conn, workspace_id, actor)
+            found = await records.get_project(conn, project.id) if reuse else None
+            if found is not None:
+                if found.workspace_id != workspace_id:
+                    raise errors.conflict(f"project {project.id} belongs to another workspace")
+                await settle(conn, outbox, receipt, (found, False))
+                return found, False
             await records.insert_project(conn, project)
             await eventlog.create_room(conn, project_room(project.id))
             await self._append(
@@ -185,8 +250,8 @@ class TaskService:
                 now,
                 {"project": to_builtins(project)},
             )
-            await settle(conn, outbox, receipt, project)
-        return project
+            await settle(conn, outbox, receipt, (project, True) if reuse else project)
+        return project, True
 
     async def list_projects(self, actor: Actor, workspace_id: str) -> list[Project]:
         async with self.db.read() as conn:
@@ -225,6 +290,7 @@ class TaskService:
         now = self._clock()
         async with self._write() as (conn, outbox):
             project = await self._visible_project(conn, project_id, actor)
+            creator = access.refuse_service(actor)
             status = project.statuses[0] if status is None else status
             _check_status(project, status, "status")
             if assignee_id is not None:
@@ -244,7 +310,7 @@ class TaskService:
                 order=placed.order,
                 rank=placed.rank,
                 assignee_id=assignee_id,
-                created_by_id=actor.user_id,
+                created_by_id=creator,
                 version=1,
                 created_at=now.iso,
                 updated_at=now.iso,
@@ -394,17 +460,6 @@ class TaskService:
 
     # Helpers
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[tuple[AsyncConnection, Outbox]]:
-        """A write transaction and the outbox of its events, published after it commits."""
-        outbox = Outbox(self._order)
-        try:
-            async with self.db.write() as conn:
-                yield conn, outbox
-            await outbox.publish(self.publisher)
-        finally:
-            outbox.abandon()  # rolled back, failed or cancelled: the room's line moves on
-
     async def _append(
         self,
         conn: AsyncConnection,
@@ -417,75 +472,18 @@ class TaskService:
         *,
         workspace_id: str | None = None,
     ) -> None:
-        """Append an event, to be published after the commit; one of a project room names its
-        workspace (``workspace_id``), so that no instance releases it before the membership
-        changes committed before it."""
-        event = await eventlog.append_event(
-            conn,
-            room=room,
-            type=type_,
-            user_id=actor.user_id,
-            data=data,
-            ts=now.ms,
-            origin=actor.origin,
-            depends_on=None if workspace_id is None else workspace_room(workspace_id),
+        """``EventWriter.append`` at ``now``."""
+        await self.writer.append(
+            conn, outbox, room, type_, actor, now.ms, data, workspace_id=workspace_id
         )
-        outbox.add(event)  # still holding the room's row lock: its place in the room's line
 
-    async def _require_member(self, conn: AsyncConnection, workspace_id: str, actor: Actor) -> Role:
-        role = await records.role_of(conn, workspace_id, actor.user_id)
-        if role is None:
-            raise errors.not_found("workspace not found")
-        return role
+    _require_member = staticmethod(access.require_member)
+    _require_role = staticmethod(access.require_role)
+    _visible_project = staticmethod(access.visible_project)
 
-    async def _require_role(
-        self, conn: AsyncConnection, workspace_id: str, actor: Actor, allowed: frozenset[Role]
-    ) -> Role:
-        role = await self._require_member(conn, workspace_id, actor)
-        if role not in allowed:
-            raise errors.forbidden("only the workspace owner or an admin can do this")
-        return role
-
-    async def _visible_project(
-        self, conn: AsyncConnection, project_id: str, actor: Actor
-    ) -> Project:
-        project = await records.get_project(conn, project_id)
-        if (
-            project is None
-            or await records.role_of(conn, project.workspace_id, actor.user_id) is None
-        ):
-            raise errors.not_found("project not found")
-        return project
-
-    async def _lock_task(
-        self, conn: AsyncConnection, task_id: str, actor: Actor
-    ) -> tuple[Task, Project, dict[str, int]]:
-        """The task, locked for this transaction, its project (404 unless visible) and its
-        fields' versions (``merge.known_field_versions``).
-
-        Concurrent changes of one task queue on this row lock, so the caller reads the clock
-        after it: the task's ``updatedAt`` and its event's ``ts`` are then close to the commit
-        (CONTRACT: ``ts`` is the commit time), not the time the request began waiting.
-        """
-        found = await records.lock_task_for_change(conn, task_id, actor.user_id)
-        if found is None or found.role is None:  # no such task, or not a member: the same 404
-            raise errors.not_found("task not found")
-        task = found.task
-        fields = merge.known_field_versions(found.field_versions, found.fields_at, task.version)
-        return task, found.project, fields
-
-    async def _task_for_change(
-        self, conn: AsyncConnection, task_id: str, actor: Actor, expected_version: int | None
-    ) -> tuple[Task, Project, dict[str, int]]:
-        """``_lock_task``, and a conflict unless the task is at ``expected_version``."""
-        task, project, fields = await self._lock_task(conn, task_id, actor)
-        if expected_version is not None and expected_version != task.version:
-            raise merge.version_conflict(task.version, expected_version)
-        return task, project, fields
-
-    async def _check_assignee(self, conn: AsyncConnection, workspace_id: str, user_id: str) -> None:
-        if await records.role_of(conn, workspace_id, user_id) is None:
-            raise errors.validation_error("assigneeId", "must be a member of the workspace")
+    _lock_task = staticmethod(access.lock_task)
+    _task_for_change = staticmethod(access.task_for_change)
+    _check_assignee = staticmethod(access.check_assignee)
 
 
 def _check_status(project: Project, status: str, field: str) -> None:

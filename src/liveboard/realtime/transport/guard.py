@@ -44,13 +44,23 @@ REFUSAL: Final = handshake.error_response(
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class Count(Protocol):
+    """A counter (prometheus-client's ``Counter``)."""
+
+    def inc(self, amount: float = 1) -> None: ...
+
+
 class Counters(Protocol):
     """The counters the guard bumps (``metrics.Metrics`` has them, among others)."""
 
-    connections_refused: int
-    head_timeouts: int
-    send_timeouts: int
-    body_timeouts: int
+    @property
+    def connections_refused(self) -> Count: ...
+    @property
+    def head_timeouts(self) -> Count: ...
+    @property
+    def send_timeouts(self) -> Count: ...
+    @property
+    def body_timeouts(self) -> Count: ...
 
 
 def address_key(host: str | None) -> str:
@@ -193,7 +203,7 @@ class ConnectionGuard:
         it has been answered 429 and closed."""
         key = address_key(peer_host(transport))
         if not self._counts.add(key):
-            self.metrics.connections_refused += 1
+            self.metrics.connections_refused.inc()
             self._refused.record(key)
             transport.write(REFUSAL)
             transport.close()
@@ -214,15 +224,15 @@ class ConnectionGuard:
         return start + self.head_timeout
 
     def head_timed_out(self, transport: asyncio.BaseTransport) -> None:
-        self.metrics.head_timeouts += 1
+        self.metrics.head_timeouts.inc()
         self._head_late.record(address_key(peer_host(transport)))
 
     def send_timed_out(self, transport: asyncio.BaseTransport) -> None:
-        self.metrics.send_timeouts += 1
+        self.metrics.send_timeouts.inc()
         self._send_stalled.record(address_key(peer_host(transport)))
 
     def body_timed_out(self, transport: asyncio.BaseTransport | None) -> None:
-        self.metrics.body_timeouts += 1
+        self.metrics.body_timeouts.inc()
         host = peer_host(transport) if transport is not None else None
         self._body_late.record(address_key(host))
 

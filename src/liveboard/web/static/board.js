@@ -122,6 +122,31 @@ function toast(text, kind = "info") {
   setTimeout(() => el.remove(), 4400);
 }
 
+/** A toast with an Undo button (for `ms`); `undo` returns whether it was in time. */
+function undoToast(/** @type {string} */ text, /** @type {() => boolean} */ undo, ms = 5000) {
+  const button = h("button", { type: "button", "data-testid": "undo-delete" }, ["Undo"]);
+  const el = h("div", { class: "toast toast-undo", role: "status", "data-testid": "undo-toast" }, [
+    h("span", {}, [text]),
+    button,
+  ]);
+  button.addEventListener("click", () => {
+    el.remove();
+    if (!undo()) toast("Too late to undo: the card is deleted.", "error");
+  });
+  $("toasts").append(el);
+  setTimeout(() => el.classList.add("toast-out"), ms - 400);
+  setTimeout(() => el.remove(), ms);
+}
+
+/** "2 changes waiting": writes the server has not accepted yet (offline, or on their way). */
+function renderQueue(/** @type {number} */ waiting) {
+  const el = $("queue");
+  el.hidden = waiting === 0;
+  el.dataset.waiting = String(waiting);
+  el.textContent = waiting === 1 ? "1 change waiting" : `${waiting} changes waiting`;
+  el.title = "Made here, not yet accepted by the server; sent in order when the connection is back";
+}
+
 function showMessage(/** @type {string} */ text) {
   $("message-text").textContent = text;
   $("message").hidden = false;
@@ -343,6 +368,10 @@ function createCard(task) {
 /** @param {HTMLElement} card @param {Task} task @param {number} col */
 function updateCard(card, task, col) {
   card.dataset.status = task.status;
+  // Shown at once, confirmed when the stream brings its event (or undone with a message).
+  const pending = board.isPending(task.id);
+  card.classList.toggle("is-pending", pending);
+  card.dataset.pending = String(pending);
   card.dataset.version = String(task.version);
   card.setAttribute("aria-label", task.title);
   if (editing !== task.id) {
@@ -506,15 +535,17 @@ function reorder(/** @type {string} */ id, /** @type {number} */ delta) {
   board.move(id, task.status, target).catch(() => {});
 }
 
+/** How long a deleted card can be brought back: its DELETE is sent only after this. */
+const UNDO_MS = 5000;
+
 function remove(/** @type {string} */ id) {
   const task = board.task(id);
   const card = cards.get(id);
   // Keep keyboard users in the column: focus a neighbour first.
   const neighbour = card?.nextElementSibling ?? card?.previousElementSibling;
-  board
-    .remove(id)
-    .then(() => task && toast(`Deleted “${task.title}”`))
-    .catch(() => {});
+  const deletion = board.remove(id, { undoFor: UNDO_MS });
+  deletion.catch(() => {});
+  if (task) undoToast(`Deleted “${task.title}”`, deletion.undo, UNDO_MS);
   if (neighbour instanceof HTMLElement) neighbour.focus();
 }
 
@@ -688,6 +719,11 @@ async function start(/** @type {string} */ user) {
   client = new LiveboardClient({ token: () => devToken(user), backoffMax: maxDelay });
   client.on("state", renderConnection);
   renderConnection({ state: client.state });
+  if (params.get("project")) {
+    // Show the changes a previous visit left unsent, even while the server cannot be reached.
+    board = new Board(client, /** @type {string} */ (params.get("project")), { user });
+    void board.restore().then(() => renderQueue(/** @type {Board} */ (board).waiting));
+  }
 
   const workspaces = await patiently(() => client.listWorkspaces());
   if (workspaces.length === 0) {
@@ -726,8 +762,19 @@ async function start(/** @type {string} */ user) {
   }
   document.title = `${project.name} · liveboard`;
 
-  board = new Board(client, project.id);
+  if (board?.projectId !== project.id) {
+    board = new Board(client, project.id, { user });
+    void board.restore();
+  }
+  // Remember the project, so that a reload shows its queued changes before the network is back.
+  const here = new URLSearchParams(location.search);
+  if (here.get("project") !== project.id) {
+    here.set("project", project.id);
+    history.replaceState(null, "", `?${here}`);
+  }
   board.on("reset", () => render());
+  board.on("queue", (q) => renderQueue(q.waiting));
+  board.on("rollback", (r) => toast(r.message, "error"));
   board.on("change", (change) => {
     if (change.type === "task:deleted" && !change.own) leave(change.taskId);
     render();
@@ -739,21 +786,67 @@ async function start(/** @type {string} */ user) {
   board.on("presence", (p) => renderPresence(p.users));
   board.on("resync", () => toast("Catching up: the board was reloaded from the server."));
   board.on("revoked", () => showMessage("You no longer have access to this project."));
-  board.on("error", (e) => {
-    if (e.code === "conflict") toast("Someone changed this task meanwhile; showing their version.", "error");
-    else if (e.code === "not_found") toast("That task no longer exists.", "error");
-    else toast(e.message, "error");
-  });
+  board.on("error", (e) => toast(e.message, "error"));
   await patiently(() => board.start());
   $("message").hidden = true;
   buildColumns();
   render();
+  followComments(project.id);
   $("workspace").hidden = false;
   const boardEl = $("board");
   boardEl.addEventListener("click", onBoardClick);
   boardEl.addEventListener("keydown", onBoardKey);
   // For debugging in the console.
   Object.assign(window, { liveboard: { client, board } });
+}
+
+// ---- comment counts: `comment:added` events another backend publishes (docs/own-backend.md)
+
+/** task id → number of `comment:added` events seen; offsets counted (history and live overlap) */
+const comments = { counts: new Map(), seen: new Set(), epoch: "" };
+
+/** Count the project's `comment:added` events: its history, then live ones. */
+function followComments(/** @type {string} */ projectId) {
+  const room = `project:${projectId}`;
+  const count = (/** @type {any} */ event) => {
+    if (event.type !== "comment:added" || typeof event.data?.taskId !== "string") return;
+    if (event.epoch !== comments.epoch) {
+      comments.epoch = event.epoch;
+      comments.counts.clear();
+      comments.seen.clear();
+    }
+    if (comments.seen.has(event.offset)) return;
+    comments.seen.add(event.offset);
+    const id = event.data.taskId;
+    comments.counts.set(id, (comments.counts.get(id) ?? 0) + 1);
+    showCommentCount(id);
+  };
+  board.subscription?.on("event", count);
+  board.on("reset", () => comments.counts.forEach((_, id) => showCommentCount(id)));
+  board.on("change", (change) => showCommentCount(change.taskId));
+  void (async () => {
+    // At most 20 pages of history: enough for a demo, bounded for a long-lived room.
+    for (let after = 0, page = 0; page < 20; page++) {
+      const history = await client.history(room, after, 1000);
+      if (history.events.length === 0) break;
+      history.events.forEach(count);
+      after = history.events[history.events.length - 1].offset;
+    }
+  })().catch((err) => console.warn("could not read the room's history", err));
+}
+
+/** The card's comment badge, created on first use, kept in step with the count. */
+function showCommentCount(/** @type {string|undefined} */ taskId) {
+  const n = taskId ? comments.counts.get(taskId) : undefined;
+  const card = taskId ? cards.get(taskId) : undefined;
+  if (!n || !card) return;
+  let badge = /** @type {HTMLElement|null} */ (card.querySelector(".card-comments"));
+  if (!badge) {
+    badge = h("span", { class: "card-comments", "data-testid": "comment-count" });
+    card.querySelector(".card-footer")?.prepend(badge);
+  }
+  badge.textContent = `💬 ${n}`;
+  badge.title = `${n} comment${n === 1 ? "" : "s"}`;
 }
 
 const user = params.get("user");

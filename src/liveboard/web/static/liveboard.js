@@ -56,13 +56,15 @@
  *
  * @typedef {{offset: number, epoch: string}} Position  A room's stream position.
  *
- * @typedef {object} ServerEvent  An event of a room (task:*, project:created, member:*).
+ * @typedef {object} ServerEvent  An event of a room: liveboard's own (task:*, project:created,
+ *   member:*) and any `namespace:name` another backend published (e.g. `comment:added`), all in
+ *   this one envelope and delivered the same way (a subscription's `event`).
  * @property {string} type
  * @property {string} room
  * @property {number} offset
  * @property {string} epoch
  * @property {number} ts       Commit time, unix ms.
- * @property {string} userId   Who made the change.
+ * @property {string|null} userId  Who made the change; null for an event a service published.
  * @property {string} [origin] Connection id given in X-Connection-Id by the author.
  * @property {any} data
  *
@@ -821,8 +823,10 @@ export class LiveboardClient extends Emitter {
    * for 204); rejects with a LiveboardError. A mutation (any method but GET) carries an
    * `Idempotency-Key` (a fresh one unless `init.headers` has one), and a retry of it here (after
    * a 401) re-sends the same key and the same body bytes, so the server applies it once.
+   * `init.answer`, if given, receives the event position the answer named (`Liveboard-Offset`
+   * and `Liveboard-Epoch`, CONTRACT §6.1): `answer.position` is `{offset, epoch}` or null.
    * @param {string} method @param {string} path @param {any} [body]
-   * @param {{headers?: Record<string, string>, signal?: AbortSignal}} [init]
+   * @param {{headers?: Record<string, string>, signal?: AbortSignal, answer?: {position?: Position|null}}} [init]
    */
   async request(method, path, body, init = {}) {
     const payloadText = body === undefined ? undefined : JSON.stringify(body);
@@ -847,6 +851,11 @@ export class LiveboardClient extends Emitter {
         throw new LiveboardError(0, "network_error", `cannot reach the server (${err})`);
       }
       if (response.status === 401 && retry === 0 && this._tokens.canRefresh) continue;
+      if (init.answer) {
+        const offset = response.headers.get("Liveboard-Offset");
+        const epoch = response.headers.get("Liveboard-Epoch");
+        init.answer.position = offset && epoch ? { offset: Number(offset), epoch } : null;
+      }
       if (response.status === 204) return null;
       let payload = null;
       try {
@@ -917,26 +926,297 @@ export class LiveboardClient extends Emitter {
   deleteTask(tid) {
     return this.request("DELETE", `/api/tasks/${encodeURIComponent(tid)}`);
   }
+  /**
+   * A page of a room's history: its events with an offset above `after`, ascending (at most
+   * `limit`, 1 to 1000, default 100), in the envelope subscribers receive, and the room's head.
+   * `truncated` is true when events after `after` are no longer kept. Page on with the last
+   * event's offset as the next `after`; a page with no events has reached the head.
+   * @param {string} room @param {number} [after=0] @param {number} [limit=100]
+   * @returns {Promise<{events: ServerEvent[], offset: number, epoch: string, truncated?: boolean}>}
+   */
+  history(room, after = 0, limit = 100) {
+    const query = `after=${encodeURIComponent(after)}&limit=${encodeURIComponent(limit)}`;
+    return this.request("GET", `/api/rooms/${encodeURIComponent(room)}/events?${query}`);
+  }
+}
+
+
+// ---- the optimistic board ----------------------------------------------------------------------
+
+/**
+ * @typedef {object} Write  A local change of a board, from the moment it is made until the
+ *   stream has applied its event (docs/browser-client.md, "Optimistic board").
+ * @property {string} key        its Idempotency-Key, reused by every attempt (after reloads too)
+ * @property {"create"|"move"|"rename"|"delete"} kind
+ * @property {string} taskId     the task's id; a create's is `local:<key>` until it is answered
+ * @property {{title?: string, status?: string, afterId?: string|null, version?: number}} fields
+ * @property {boolean} [held]    a delete in its undo window: not sent yet
+ * @property {boolean} [answered] the server accepted it
+ * @property {Position|null} [at] the position its answer named (its event)
+ * @property {Task} [task]       a create's answer
+ * @property {number} [made]     when it was made (ms; orders the stored writes)
+ */
+
+/** A strict order of the cards of a column: `order`, then creation time, then id. */
+export function compareTasks(/** @type {Task} */ a, /** @type {Task} */ b) {
+  for (const k of /** @type {const} */ (["order", "rank", "createdAt", "id"])) {
+    if (a[k] < b[k]) return -1;
+    if (a[k] > b[k]) return 1;
+  }
+  return 0;
+}
+
+/** Put `task` into `list` after `afterId` (null: first), else at the end. */
+function place(/** @type {Task[]} */ list, /** @type {Task} */ task, /** @type {any} */ afterId) {
+  const i = afterId ? list.findIndex((t) => t.id === afterId) : -1;
+  list.splice(afterId === null ? 0 : i >= 0 ? i + 1 : list.length, 0, task);
 }
 
 /**
- * The live tasks of one project: snapshot, then the stream, applied to a local model.
+ * The writes of a board not yet reflected by its stream, in the order they were made. Pure (no
+ * I/O, no timers): the Board feeds it what happens and draws `columns()`.
+ *
+ * - A write is shown on top of the confirmed tasks from the moment it is `add`ed.
+ * - It is dropped exactly when the board has applied its event: `settle(position)` with the
+ *   position's offset at or past the one its answer named (`answered`), in that epoch; or at
+ *   once when the answer named no event; or on `refused` (with the writes that needed it: the
+ *   later changes of a card whose create was refused).
+ * - `next()` is the write to send: the first one not yet answered, skipping held ones (and the
+ *   later writes of their card), so writes go out one at a time, in order.
+ */
+export class PendingWrites {
+  /** @param {Write[]} [writes] writes restored from storage */
+  constructor(writes = []) {
+    /** @type {Write[]} */
+    this.list = writes.map((w) => ({ ...w, answered: false }));
+  }
+
+  /** @param {Write} write */
+  add(write) {
+    this.list.push(write);
+  }
+
+  /** @param {string} key */
+  get(key) {
+    return this.list.find((w) => w.key === key);
+  }
+
+  /** Writes the server has not accepted yet (what a user would call "waiting"). */
+  unsent() {
+    return this.list.filter((w) => !w.answered);
+  }
+
+  /** True while a write of `taskId` is shown but not confirmed. @param {string} taskId */
+  isPending(taskId) {
+    return this.list.some((w) => w.taskId === taskId);
+  }
+
+  /** @returns {Write|undefined} */
+  next() {
+    const held = new Set();
+    for (const w of this.list) {
+      if (w.answered) continue;
+      if (w.held || held.has(w.taskId)) held.add(w.taskId);
+      else return w;
+    }
+    return undefined;
+  }
+
+  /**
+   * The server accepted `key`: its event is at `at` (null: it emitted none, nothing to wait for).
+   * A create's answer gives the task its real id, in this and every later write.
+   * @param {string} key @param {Position|null} at @param {Task} [task]
+   */
+  answered(key, at, task) {
+    const w = this.get(key);
+    if (!w) return;
+    w.answered = true;
+    w.at = at;
+    if (w.kind === "create" && task) {
+      w.task = task;
+      const temp = w.taskId;
+      for (const other of this.list) {
+        if (other.taskId === temp) other.taskId = task.id;
+        if (other.fields.afterId === temp) other.fields.afterId = task.id;
+      }
+    }
+    if (!at) this.remove(key);
+  }
+
+  /** The server refused `key`: drop it and the writes that depend on it; returns them. */
+  refused(/** @type {string} */ key) {
+    const w = this.get(key);
+    if (!w) return [];
+    const gone = this.list.filter(
+      (o) => o === w || (w.kind === "create" && (o.taskId === w.taskId || o.fields.afterId === w.taskId)),
+    );
+    this.list = this.list.filter((o) => !gone.includes(o));
+    return gone;
+  }
+
+  /** Forget `key` (an undone delete). @param {string} key */
+  remove(key) {
+    this.list = this.list.filter((w) => w.key !== key);
+  }
+
+  /**
+   * The board now reflects every event up to `position`: drop the answered writes whose event is
+   * in it. A snapshot (`snapshot`) in another epoch replaces everything: those go too.
+   * @param {Position} position @param {boolean} [snapshot]
+   */
+  settle(position, snapshot = false) {
+    const before = this.list.length;
+    this.list = this.list.filter(
+      (w) =>
+        !w.answered ||
+        !w.at ||
+        (w.at.epoch === position.epoch ? w.at.offset > position.offset : !snapshot),
+    );
+    return before - this.list.length;
+  }
+
+  /**
+   * What to draw: `tasks` (the confirmed model) in columns, with every write applied on top,
+   * in order. @param {Iterable<Task>} tasks @param {string[]} statuses
+   */
+  columns(tasks, statuses) {
+    /** @type {Map<string, Task[]>} */
+    const cols = new Map(statuses.map((s) => [s, []]));
+    for (const t of tasks) cols.get(t.status)?.push(t);
+    for (const list of cols.values()) list.sort(compareTasks);
+    const find = (/** @type {string} */ id) => {
+      for (const list of cols.values()) {
+        const i = list.findIndex((t) => t.id === id);
+        if (i >= 0) return { list, i, task: list[i] };
+      }
+      return null;
+    };
+    for (const w of this.list) {
+      const found = find(w.taskId);
+      if (w.kind === "create") {
+        if (found) found.list.splice(found.i, 1);
+        const base = w.task ?? found?.task;
+        const task = /** @type {Task} */ ({
+          ...{ description: "", assigneeId: null, version: 0, createdAt: "", updatedAt: "" },
+          ...base,
+          id: w.taskId,
+          title: w.fields.title,
+          status: w.fields.status,
+        });
+        const list = cols.get(task.status);
+        if (list) place(list, task, w.fields.afterId);
+      } else if (!found) {
+        continue; // deleted meanwhile (by someone else): nothing to show
+      } else if (w.kind === "delete") {
+        found.list.splice(found.i, 1);
+      } else if (w.kind === "rename") {
+        found.list[found.i] = { ...found.task, title: /** @type {string} */ (w.fields.title) };
+      } else {
+        const list = cols.get(/** @type {string} */ (w.fields.status));
+        if (!list) continue;
+        found.list.splice(found.i, 1);
+        place(list, { ...found.task, status: /** @type {string} */ (w.fields.status) }, w.fields.afterId);
+      }
+    }
+    return statuses.map((status) => ({ status, tasks: /** @type {Task[]} */ (cols.get(status)) }));
+  }
+}
+
+/** A human sentence for a refused write (shown by apps; `err` is the LiveboardError). */
+export function refusalMessage(/** @type {Write} */ write, /** @type {any} */ err) {
+  const what = { create: "new card", move: "move", rename: "edit", delete: "delete" }[write.kind];
+  switch (err?.status) {
+    case 409:
+      return `Someone else changed this card — your ${what} was undone.`;
+    case 404:
+      return `This card was deleted by someone else — your ${what} was undone.`;
+    case 403:
+      return `You may not change this board any more — your ${what} was undone.`;
+    default:
+      return `The server refused your ${what} (${err?.message ?? "error"}) — it was undone.`;
+  }
+}
+
+/** True for a failure that may pass (network, timeouts, overload, key still in flight). */
+function transient(/** @type {any} */ err) {
+  const s = err?.status ?? 0;
+  return s === 0 || s === 401 || s === 408 || s === 429 || s >= 500 || err?.details?.reason === "idempotency_key_in_flight";
+}
+
+/**
+ * Keeps a board's unsent writes in IndexedDB: one record per write, keyed [board, made, key], so
+ * that tabs of one user add and remove only their own and a reload reads them in order.
+ */
+class WriteStore {
+  /** @param {string} board */
+  constructor(board) {
+    this.board = board;
+    /** @type {Map<string, any[]>} the records this page has stored: write key → record key */
+    this._mine = new Map();
+    /** @type {Promise<any>} */
+    this._last = Promise.resolve();
+  }
+
+  /** @param {IDBTransactionMode} mode @param {(s: IDBObjectStore) => any} op */
+  async _run(mode, op) {
+    const db = await (WriteStore._db ??= new Promise((resolve, reject) => {
+      const open = indexedDB.open("liveboard", 1);
+      open.onupgradeneeded = () => open.result.createObjectStore("writes");
+      open.onsuccess = () => resolve(open.result);
+      open.onerror = () => reject(open.error);
+    }));
+    return new Promise((resolve, reject) => {
+      const tx = db.transaction("writes", mode);
+      const req = op(tx.objectStore("writes"));
+      tx.oncomplete = () => resolve(req?.result);
+      tx.onerror = () => reject(tx.error);
+    });
+  }
+
+  /** @returns {Promise<Write[]>} */
+  async load() {
+    const range = IDBKeyRange.bound([this.board], [this.board, []]);
+    return (await this._run("readonly", (s) => s.getAll(range))) ?? [];
+  }
+
+  /** Store `writes` in place of what this page stored before (in call order). @param {Write[]} writes */
+  save(writes) {
+    const records = writes.map((w) => /** @type {[any[], Write]} */ ([[this.board, w.made ?? 0, w.key], { ...w }]));
+    const gone = [...this._mine].filter(([key]) => !writes.some((w) => w.key === key));
+    this._mine = new Map(records.map(([id, w]) => [w.key, id]));
+    this._last = this._last
+      .then(() => this._run("readwrite", (s) => {
+        for (const [, id] of gone) s.delete(id);
+        for (const [id, w] of records) s.put(w, id);
+      }))
+      .catch((err) => console.warn("liveboard: cannot save the queued writes", err));
+    return this._last;
+  }
+}
+/** @type {Promise<IDBDatabase>|undefined} */
+WriteStore._db = undefined;
+
+/**
+ * The live tasks of one project: snapshot, then the stream, applied to a local model, with the
+ * user's changes shown at once (docs/browser-client.md, "Optimistic board").
  *
  * Events: `reset` (the snapshot was (re)loaded), `change` ({type, taskId, task, previous, event,
- * own}), `presence` ({users, joined, left}), `resync` ({reason}), `revoked` ({reason}), `error`
- * ({code, message}). `columns()` gives what to draw: local changes not yet confirmed by the
- * stream are shown optimistically, and rolled back if the server refuses them.
+ * own}; type "local" for a local change or its confirmation), `rollback` ({write, error,
+ * message}: the server refused a change, which is undone), `queue` ({waiting}: writes not yet
+ * accepted by the server), `presence`, `resync`, `revoked`, `error` ({code, message}).
  */
 export class Board extends Emitter {
   /**
    * @param {LiveboardClient} client @param {string} projectId
-   * @param {{presence?: boolean}} [options]
+   * @param {{presence?: boolean, user?: string, storage?: boolean}} [options]
+   *   user: whose writes these are; with it (and IndexedDB), unsent writes survive a reload and
+   *   are sent by the next Board of that user and project. storage: false keeps them in memory.
    */
   constructor(client, projectId, options = {}) {
     super();
     this.client = client;
     this.projectId = projectId;
-    this.options = { presence: true, ...options };
+    this.options = { presence: true, storage: true, ...options };
     /** @type {Project|null} */
     this.project = null;
     /** @type {Map<string, Task>} the tasks as of `position` */
@@ -947,16 +1227,48 @@ export class Board extends Emitter {
     this.presence = [];
     /** @type {Subscription|null} */
     this.subscription = null;
-    /** optimistic changes: task id → {kind, patch, task, version, timer} */
-    this._pending = new Map();
+    this.writes = new PendingWrites();
+    /** key → {resolve, reject} of the promise a change method returned */
+    this._waiters = new Map();
+    this._sending = false;
+    this._retries = 0;
+    this._store =
+      this.options.user && this.options.storage && globalThis.indexedDB
+        ? new WriteStore(`${client.baseUrl} ${projectId} ${this.options.user}`)
+        : null;
+    this._restored = null;
+    this._offState = client.on("state", (s) => s.state === "connected" && this._send());
   }
 
   get statuses() {
     return this.project?.statuses ?? [];
   }
 
-  /** Load the project and its snapshot, then follow its room. */
+  /** Writes not yet accepted by the server (shown as "n changes waiting"). */
+  get waiting() {
+    return this.writes.unsent().length;
+  }
+
+  /** Load the writes a previous page left unsent (also done by `start`); resolves to their number. */
+  restore() {
+    this._restored ??= (async () => {
+      if (!this._store) return 0;
+      try {
+        const stored = await this._store.load();
+        this.writes = new PendingWrites([...stored, ...this.writes.list]);
+      } catch (err) {
+        console.warn("liveboard: cannot read the queued writes", err);
+      }
+      this.writes.list.forEach((w) => (w.held = false)); // a reload ends an undo window
+      this._changed();
+      return this.writes.list.length;
+    })();
+    return this._restored;
+  }
+
+  /** Load the project and its snapshot, then follow its room and send queued writes. */
   async start() {
+    await this.restore();
     this.project = await this.client.getProject(this.projectId);
     const position = await this._load();
     this.subscription = this.client.subscribe(`project:${this.projectId}`, {
@@ -973,13 +1285,16 @@ export class Board extends Emitter {
     sub.on("resync", (r) => this.emit("resync", r));
     sub.on("revoked", (r) => this.emit("revoked", r));
     sub.on("error", (e) => this.emit("error", e));
+    this._send();
     return this;
   }
 
-  /** Stop following the project. */
+  /** Stop following the project (queued writes stay stored for the next Board). */
   stop() {
     this.subscription?.unsubscribe();
     this.subscription = null;
+    this._offState();
+    clearTimeout(this._retryTimer);
   }
 
   /** @returns {Promise<Position>} */
@@ -987,7 +1302,7 @@ export class Board extends Emitter {
     const snapshot = await this.client.listTasks(this.projectId);
     this.tasks = new Map(snapshot.tasks.map((t) => [t.id, t]));
     this.position = { offset: snapshot.offset, epoch: snapshot.epoch };
-    this._settle();
+    this.writes.settle(this.position, true);
     this.emit("reset", { tasks: [...this.tasks.values()] });
     return this.position;
   }
@@ -1009,8 +1324,9 @@ export class Board extends Emitter {
         if (previous) {
           task = {
             ...previous,
+            ...(data.task ?? {}),
             status: data.toStatus,
-            order: data.order,
+            order: data.task?.order ?? data.order,
             rank: data.rank ?? previous.rank,
             version: previous.version + 1,
             updatedAt: new Date(event.ts).toISOString(),
@@ -1025,40 +1341,20 @@ export class Board extends Emitter {
         return;
     }
     this.position = { offset: event.offset, epoch: event.epoch };
-    this._settle();
+    this.writes.settle(this.position);
     this.emit("change", { type: event.type, taskId, task, previous, event, own });
   }
 
   // ---- what to draw --------------------------------------------------------------------------
 
-  /** The tasks as the user should see them (model + optimistic changes). @returns {Task[]} */
-  view() {
-    /** @type {Map<string, Task>} */
-    const out = new Map();
-    for (const [id, task] of this.tasks) {
-      const p = this._pending.get(id);
-      if (p?.kind === "delete") continue;
-      out.set(id, p?.patch ? { ...task, ...p.patch } : task);
-    }
-    for (const [id, p] of this._pending) {
-      if (p.kind === "create" && p.task && !out.has(id)) out.set(id, p.task);
-    }
-    return [...out.values()];
+  /** Columns in the project's order, each in display order, local changes applied. */
+  columns() {
+    return this.writes.columns(this.tasks.values(), this.statuses);
   }
 
-  /**
-   * Columns in the project's order, each in display order: by `order`, then `rank`. Committed
-   * tasks never have `order` descending along ranks, so this is the server's (strict) rank
-   * order; an optimistic change that only sets `order` still shows where it goes.
-   */
-  columns() {
-    const view = this.view();
-    return this.statuses.map((status) => ({
-      status,
-      tasks: view
-        .filter((t) => t.status === status)
-        .sort((a, b) => a.order - b.order || (a.rank < b.rank ? -1 : a.rank > b.rank ? 1 : 0)),
-    }));
+  /** The tasks as the user should see them (model + local changes). @returns {Task[]} */
+  view() {
+    return this.columns().flatMap((c) => c.tasks);
   }
 
   /** @param {string} id @returns {Task|undefined} */
@@ -1066,22 +1362,57 @@ export class Board extends Emitter {
     return this.view().find((t) => t.id === id);
   }
 
+  /** True while a local change of the task is not yet confirmed by the stream. */
+  isPending(/** @type {string} */ id) {
+    return this.writes.isPending(id);
+  }
+
+  /**
+   * The `order` that puts a task at `index` of column `status` (not counting `exceptId`):
+   * halfway between its neighbours, or one past the end (for servers without §6.2).
+   * @param {string} status @param {number} [index] @param {string} [exceptId]
+   */
+  orderAt(status, index, exceptId) {
+    const tasks = this._column(status, exceptId);
+    const at = index === undefined ? tasks.length : Math.max(0, Math.min(index, tasks.length));
+    const [before, after] = [tasks[at - 1], tasks[at]];
+    if (before && after) return (before.order + after.order) / 2;
+    if (before) return Math.floor(before.order) + 1;
+    return after ? after.order - 1 : 1;
+  }
+
+  /** @param {string} status @param {string} [exceptId] */
+  _column(status, exceptId) {
+    return (this.columns().find((c) => c.status === status)?.tasks ?? []).filter((t) => t.id !== exceptId);
+  }
+
+  /** `afterId` for `index` of a column (null: the top; undefined: the end). */
+  _after(/** @type {string} */ status, /** @type {number|undefined} */ index, /** @type {string} */ exceptId) {
+    if (index === undefined) return undefined;
+    const tasks = this._column(status, exceptId);
+    if (index >= tasks.length) return undefined;
+    return index <= 0 ? null : tasks[index - 1].id;
+  }
+
   // ---- changes (optimistic) ------------------------------------------------------------------
 
-  /** @param {{title: string, status?: string, description?: string, assigneeId?: string|null, order?: number}} fields */
-  async createTask(fields) {
-    const task = await this._mutate(null, "create", null, () =>
-      this.client.createTask(this.projectId, fields),
-    );
-    return task;
+  /**
+   * Add a card (at `index` of its column; default: the end). Shown at once with the id
+   * `local:<key>`, which becomes the server's when it answers. Resolves to the created task.
+   * @param {{title: string, status?: string, description?: string}} fields @param {number} [index]
+   */
+  createTask(fields, index) {
+    const status = fields.status ?? this.statuses[0];
+    const key = newIdempotencyKey();
+    return this._write({ key, kind: "create", taskId: `local:${key}`,
+      fields: { ...fields, status, afterId: this._after(status, index, "") } });
   }
 
   /** @param {string} taskId @param {string} title */
   rename(taskId, title) {
-    const current = this.task(taskId);
-    return this._mutate(taskId, "patch", { title }, () =>
-      this.client.updateTask(taskId, { title, version: current?.version }),
-    );
+    // The version the user saw (when confirmed): a title someone changed since is a 409.
+    const version = this.isPending(taskId) ? undefined : this.tasks.get(taskId)?.version;
+    return this._write({ key: newIdempotencyKey(), kind: "rename", taskId, fields: { title, version } });
   }
 
   /**
@@ -1089,94 +1420,130 @@ export class Board extends Emitter {
    * @param {string} taskId @param {string} toStatus @param {number} [index]
    */
   move(taskId, toStatus, index) {
-    const order = this.orderAt(toStatus, index, taskId);
-    return this._mutate(taskId, "patch", { status: toStatus, order }, () =>
-      this.client.moveTask(taskId, { toStatus, order }),
-    );
-  }
-
-  /** @param {string} taskId */
-  remove(taskId) {
-    return this._mutate(taskId, "delete", null, () => this.client.deleteTask(taskId));
+    const afterId = this._after(toStatus, index, taskId);
+    return this._write({ key: newIdempotencyKey(), kind: "move", taskId, fields: { status: toStatus, afterId } });
   }
 
   /**
-   * The `order` that puts a task at `index` of column `status` (not counting `exceptId`):
-   * halfway between its neighbours, or one past the end.
-   * @param {string} status @param {number} [index] @param {string} [exceptId]
+   * Delete a task: it disappears at once. With `undoFor` (ms) the request waits that long, and
+   * `undo()` within it brings the card back without asking the server.
+   * @param {string} taskId @param {{undoFor?: number}} [options]
    */
-  orderAt(status, index, exceptId) {
-    const tasks = (this.columns().find((c) => c.status === status)?.tasks ?? []).filter(
-      (t) => t.id !== exceptId,
-    );
-    const at = index === undefined ? tasks.length : Math.max(0, Math.min(index, tasks.length));
-    const before = tasks[at - 1];
-    const after = tasks[at];
-    if (before && after) return (before.order + after.order) / 2;
-    if (before) return Math.floor(before.order) + 1;
-    if (after) return after.order - 1;
-    return 1;
+  remove(taskId, options = {}) {
+    const key = newIdempotencyKey();
+    const held = (options.undoFor ?? 0) > 0;
+    const done = this._write({ key, kind: "delete", taskId, fields: {}, held });
+    if (!held) return Object.assign(done, { undo: () => false });
+    const timer = setTimeout(() => {
+      const w = this.writes.get(key);
+      if (w) w.held = false;
+      this._changed();
+      this._send();
+    }, options.undoFor);
+    const undo = () => {
+      const w = this.writes.get(key);
+      if (!w?.held) return false;
+      clearTimeout(timer);
+      this.writes.remove(key);
+      this._waiters.get(key)?.resolve(null);
+      this._waiters.delete(key);
+      this._changed();
+      return true;
+    };
+    return Object.assign(done, { undo });
   }
 
-  /**
-   * @param {string|null} taskId @param {"create"|"patch"|"delete"} kind @param {any} patch
-   * @param {() => Promise<any>} call
-   */
-  async _mutate(taskId, kind, patch, call) {
-    const token = {};
-    if (taskId) {
-      const prior = this._pending.get(taskId);
-      const merged = kind === "patch" ? { ...(prior?.patch ?? {}), ...patch } : null;
-      this._setPending(taskId, { kind, patch: merged, version: null, token });
-    }
-    let result;
+  /** @param {Write} write @returns {Promise<any>} */
+  _write(write) {
+    write.made = Date.now() + (Board._seq = ((Board._seq ?? 0) + 1) % 1000) / 1000; // order across reloads
+    this.writes.add(write);
+    const done = new Promise((resolve, reject) => this._waiters.set(write.key, { resolve, reject }));
+    done.catch(() => {}); // the app hears of a refusal through `rollback`
+    this._changed(write.taskId);
+    this._send();
+    return done;
+  }
+
+  /** Tell the app the local state changed, and store what is unsent. */
+  _changed(/** @type {string} */ taskId = "") {
+    void this._store?.save(this.writes.unsent());
+    this.emit("queue", { waiting: this.waiting });
+    this.emit("change", { type: "local", taskId, own: true });
+  }
+
+  /** Send queued writes one at a time, in order, until none is left or the network fails. */
+  async _send() {
+    if (this._sending || !this.position) return;
+    this._sending = true;
     try {
-      result = await call();
-    } catch (err) {
-      if (taskId && this._pending.get(taskId)?.token === token) this._clearPending(taskId);
-      this.emit("change", { type: "rollback", taskId, own: true });
-      this.emit("error", { code: err?.code ?? "error", message: String(err?.message ?? err), err });
-      throw err;
-    }
-    if (kind === "create" && result && !this.tasks.has(result.id)) {
-      this._setPending(result.id, { kind, task: result, version: result.version, token });
-    } else if (taskId && this._pending.get(taskId)?.token === token) {
-      const p = this._pending.get(taskId);
-      p.version = result?.version ?? null;
-    }
-    this._settle();
-    this.emit("change", { type: "local", taskId: taskId ?? result?.id, own: true });
-    return result;
-  }
-
-  _setPending(id, entry) {
-    this._clearPending(id);
-    // Whatever happens, the stream is the truth after a while.
-    entry.timer = setTimeout(() => {
-      if (this._pending.get(id) === entry) {
-        this._pending.delete(id);
-        this.emit("change", { type: "local", taskId: id, own: true });
+      for (let w; (w = this.writes.next()); ) {
+        /** @type {{position?: Position|null}} */
+        const answer = {};
+        let result;
+        try {
+          result = await this.client.request(...this._call(w), { headers: { "Idempotency-Key": w.key }, answer });
+        } catch (err) {
+          if (transient(err)) {
+            this._retry();
+            return;
+          }
+          this._refused(w, err);
+          continue;
+        }
+        this._retries = 0;
+        this.writes.answered(w.key, answer.position ?? null, w.kind === "create" ? result : undefined);
+        if (this.position) this.writes.settle(this.position);
+        this._waiters.get(w.key)?.resolve(result);
+        this._waiters.delete(w.key);
+        this._changed(w.taskId);
       }
-    }, 15000);
-    this._pending.set(id, entry);
-  }
-
-  _clearPending(id) {
-    const p = this._pending.get(id);
-    if (p) clearTimeout(p.timer);
-    this._pending.delete(id);
-  }
-
-  /** Drop optimistic changes that the model now reflects. */
-  _settle() {
-    for (const [id, p] of [...this._pending]) {
-      const task = this.tasks.get(id);
-      const done =
-        (p.kind === "create" && task) ||
-        (p.kind === "delete" && !task) ||
-        (p.kind === "patch" && task && p.version !== null && task.version >= p.version) ||
-        (p.kind === "patch" && !task && p.version !== null);
-      if (done) this._clearPending(id);
+    } finally {
+      this._sending = false;
     }
+  }
+
+  /** Try again after a backoff, or as soon as the client connects again. */
+  _retry() {
+    clearTimeout(this._retryTimer);
+    this._retryTimer = setTimeout(() => this._send(), backoffDelay(this._retries++, 1000, 30000));
+  }
+
+  /** @param {Write} w @returns {[string, string, any]} */
+  _call(w) {
+    const tid = `/api/tasks/${encodeURIComponent(w.taskId)}`;
+    // Placed by its neighbour (CONTRACT §6.2: the server picks the rank; none = the end). A server
+    // without §6.2 (its tasks have no `rank`) ignores afterId: it gets the numeric `order` too,
+    // which a §6.2 server would refuse next to afterId (422). An empty column needs neither.
+    const place = (/** @type {string} */ status) => {
+      const after = w.fields.afterId;
+      const column = this._column(status, w.taskId);
+      if (after === undefined || !column.length) return {};
+      if ([...this.tasks.values()].some((t) => typeof t.rank === "string")) return { afterId: after };
+      const i = after === null ? 0 : column.findIndex((t) => t.id === after) + 1;
+      return { afterId: after, order: this.orderAt(status, i > 0 || after === null ? i : undefined, w.taskId) };
+    };
+    switch (w.kind) {
+      case "create": {
+        const { afterId, ...task } = w.fields;
+        return ["POST", `/api/projects/${encodeURIComponent(this.projectId)}/tasks`, { ...task, ...place(task.status ?? "") }];
+      }
+      case "move":
+        return ["POST", `${tid}/move`, { toStatus: w.fields.status, ...place(w.fields.status ?? "") }];
+      case "rename":
+        return ["PATCH", tid, { title: w.fields.title, version: w.fields.version }];
+      default:
+        return ["DELETE", tid, undefined];
+    }
+  }
+
+  /** @param {Write} w @param {any} err */
+  _refused(w, err) {
+    for (const gone of this.writes.refused(w.key)) {
+      this._waiters.get(gone.key)?.reject(err);
+      this._waiters.delete(gone.key);
+    }
+    const message = refusalMessage(w, err);
+    this._changed(w.taskId);
+    this.emit("rollback", { write: w, error: err, message });
   }
 }
