@@ -179,6 +179,7 @@ class PendingWrites:
                 description="",
                 status=status,
                 order=0.0,
+                rank="",  # placed by after_id, not sorted: the server gives it its rank
                 assignee_id=None,
                 created_by_id="",
                 version=0,
