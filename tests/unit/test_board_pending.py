@@ -20,6 +20,7 @@ def task(tid: str, status: str, order: float, **extra: Any) -> Task:
         "description": "",
         "status": status,
         "order": order,
+        "rank": f"a{int(order)}",
         "assignee_id": None,
         "created_by_id": "u",
         "version": 1,
