@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ async def make_room(database_url: str) -> str:
     try:
         await migrations.migrate(db)
         service = TaskService(db, RecordingPublisher())
-        alice = Actor("alice")
+        alice = Actor(f"alice-{secrets.token_hex(3)}")  # the database is shared with other modules
         workspace = await service.create_workspace(alice, "W")
         project = await service.create_project(alice, workspace.id, "P", None)
     finally:
