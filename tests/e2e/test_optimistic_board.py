@@ -248,3 +248,38 @@ def test_a_delete_can_be_undone_for_a_few_seconds_and_is_sent_after(
     assert gone not in titles
     assert alice.errors == []  # type: ignore[attr-defined]
     assert bob.errors == []  # type: ignore[attr-defined]
+
+
+def test_a_move_whose_neighbour_left_the_column_is_undone_in_place(
+    browser: Browser, server: LiveboardProcess, proxy: ProxyThread
+) -> None:
+    """Dropped after a card that Bob moves away meanwhile: the server refuses the placement
+    (422, CONTRACT §6.2) and the card goes back where it was, with a sentence."""
+    alice = _open(browser, proxy.url, "alice")
+    title, neighbour = "Write the launch announcement", "Choose the domain name"
+    task_id = _card(alice, title).get_attribute("data-task-id")
+    neighbour_id = _card(alice, neighbour).get_attribute("data-task-id")
+    index = alice.evaluate(
+        """(id) => window.liveboard.board.columns().find((c) => c.status === "done")
+             .tasks.findIndex((t) => t.id === id) + 1""",
+        neighbour_id,
+    )
+    proxy.pause()  # Alice's drop waits on the wire while Bob moves the neighbour away
+    # Not awaited: the move's promise settles only once the server answers (after the resume).
+    alice.evaluate(f"() => {{ void window.liveboard.board.move({task_id!r}, 'done', {index}); }}")
+    expect(_card(_column(alice, "done"), title)).to_have_attribute("data-pending", "true")
+    _get_json(
+        f"{server.url}/api/tasks/{neighbour_id}/move",
+        token=_dev_token(server, "bob"),
+        body={"toStatus": "todo"},
+    )
+    proxy.resume()
+    expect(alice.locator(".toast-error")).to_have_text(
+        "The cards around where you put it moved meanwhile — your move was undone.",
+        timeout=WAIT_MS,
+    )
+    expect(_card(_column(alice, "todo"), title)).to_have_attribute(
+        "data-pending", "false", timeout=WAIT_MS
+    )
+    expect(_card(_column(alice, "todo"), neighbour)).to_have_count(1, timeout=WAIT_MS)
+    assert alice.errors == []  # type: ignore[attr-defined]

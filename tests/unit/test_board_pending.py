@@ -123,6 +123,10 @@ def test_refusals_read_as_sentences_and_only_passing_failures_are_retried() -> N
     rename = Write("k", "rename", "a")
     assert "deleted by someone else — your edit" in refusal_message(rename, 404, "")
     assert "(bad title)" in refusal_message(rename, 422, "bad title")
+    gone = "afterId: must be a task in the column 'done'"
+    assert refusal_message(move, 422, gone) == (
+        "The cards around where you put it moved meanwhile — your move was undone."
+    )
     assert [s for s in (401, 403, 404, 408, 409, 422, 429, 500, 503) if is_transient(s, None)] == [
         401,
         408,

@@ -19,6 +19,7 @@ questions, the same way liveboard.js's ``PendingWrites`` does:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -206,6 +207,9 @@ _WHAT: dict[WriteKind, str] = {
 }
 
 
+_NEIGHBOUR = re.compile(r"\b(afterId|beforeId)\b")
+
+
 def refusal_message(write: Write, status: int, detail: str) -> str:
     """A human sentence for a write the server refused with ``status`` (``detail``: its message)."""
     what = _WHAT[write.kind]
@@ -215,6 +219,9 @@ def refusal_message(write: Write, status: int, detail: str) -> str:
         return f"This card was deleted by someone else — your {what} was undone."
     if status == 403:
         return f"You may not change this board any more — your {what} was undone."
+    if status == 422 and _NEIGHBOUR.search(detail):
+        # A neighbour the card was placed by left its column meanwhile (CONTRACT §6.2).
+        return f"The cards around where you put it moved meanwhile — your {what} was undone."
     return f"The server refused your {what} ({detail}) — it was undone."
 
 

@@ -113,4 +113,8 @@ test("refusals read as sentences about the card, never as a fetch error", () => 
   assert.match(refusalMessage({ ...move, kind: "rename" }, { status: 404 }), /deleted by someone else — your edit/);
   assert.match(refusalMessage(move, { status: 403 }), /may not change this board/);
   assert.match(refusalMessage(move, { status: 422, message: "bad title" }), /refused your move \(bad title\)/);
+  assert.equal(
+    refusalMessage(move, { status: 422, message: "afterId: must be a task in the column 'done'" }),
+    "The cards around where you put it moved meanwhile — your move was undone.",
+  );
 });

@@ -1132,6 +1132,11 @@ export function refusalMessage(/** @type {Write} */ write, /** @type {any} */ er
       return `This card was deleted by someone else — your ${what} was undone.`;
     case 403:
       return `You may not change this board any more — your ${what} was undone.`;
+    case 422:
+      // A neighbour the card was placed by left its column meanwhile (CONTRACT §6.2).
+      if (/\b(afterId|beforeId)\b/.test(err?.message ?? ""))
+        return `The cards around where you put it moved meanwhile — your ${what} was undone.`;
+    // falls through
     default:
       return `The server refused your ${what} (${err?.message ?? "error"}) — it was undone.`;
   }
