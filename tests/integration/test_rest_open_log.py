@@ -347,7 +347,7 @@ async def test_migrations_after_3_on_a_database_made_before_them(
             patched.setattr(migrations, "MIGRATIONS", earlier)
             assert await migrations.migrate(db) == [1, 2, 3]
         later = [v for v, _, _ in migrations.MIGRATIONS[3:]]
-        assert later[-1] == 6  # service idempotency keys (5 widens events.type on PostgreSQL)
+        assert {5, 6} <= set(later)  # 5 widens events.type on PostgreSQL, 6 adds service keys
         assert await migrations.migrate(db) == later
         assert await migrations.migrate(db) == []
         long_type = "n" * 31 + ":" + "m" * 32
