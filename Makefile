@@ -122,7 +122,7 @@ soak: $(BIN)/.test
 	$(BIN)/python -m tests.soak.runner --duration 600
 
 # Retries through a proxy that loses 30 % of the answers, at the issue's size: 10,000 tasks
-# created and moved by 20 clients (`make test` runs 1,000), on SQLite and PostgreSQL.
+# created and moved by 20 clients (`make test` runs 500), on SQLite and PostgreSQL.
 .PHONY: soak-retries
 soak: soak-retries
 soak-retries: $(BIN)/.test

@@ -246,6 +246,9 @@ async def test_a_killed_worker_is_replaced_and_its_clients_recover(
     os.kill(victim, signal.SIGKILL)
     for client in on_victim:
         assert await client.expect_close(wait=10) in (None, 1006)
+    # Its listening socket closes with the process: a connection the kernel hashed to it just
+    # before is reset (a client's retry lands on a live worker). Write once it is gone.
+    await wait_until(lambda: not process_exists(victim), wait=10)
     # Changes while the worker is gone, through the other worker: on new connections (the
     # board's keep-alive ones to the killed worker are reset).
     writer = Board(supervised.server)
