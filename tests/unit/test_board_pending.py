@@ -135,3 +135,27 @@ def test_refusals_read_as_sentences_and_only_passing_failures_are_retried() -> N
         503,
     ]
     assert is_transient(409, "idempotency_key_in_flight")
+
+
+def test_the_echo_of_a_create_before_its_answer_binds_the_two() -> None:
+    pending = PendingWrites()
+    create = Write("k1", "create", "local:k1", title="New", status="todo")
+    pending.add(create)
+    created = Task(
+        id="t9",
+        project_id="p",
+        title="New",
+        description="",
+        status="todo",
+        order=1.0,
+        rank="a0",
+        assignee_id=None,
+        created_by_id="u",
+        version=1,
+        created_at="",
+        updated_at="",
+    )
+    pending.echoed(Position(offset=7, epoch="e1"), created)
+    assert create.answered
+    assert create.task_id == "t9"
+    assert pending.settle(Position(offset=7, epoch="e1")) == 1  # in the board: shown once

@@ -270,6 +270,14 @@ class Board:
         if event.type in (TASK_CREATED, TASK_UPDATED):
             task = msgspec.convert(data["task"], Task)
             self.tasks[task.id] = task
+            if (
+                event.type == TASK_CREATED
+                and event.origin
+                and event.origin == self.client.connection_id
+            ):
+                # The echo of this board's create can come before the create's answer: bind it to
+                # the create in flight, or the card would show twice until the answer arrives.
+                self.pending.echoed(Position(offset=event.offset, epoch=event.epoch), task)
         elif event.type == TASK_MOVED:
             current = self.tasks.get(str(data["taskId"]))
             if current is None:

@@ -93,6 +93,14 @@ class PendingWrites:
         """The write to send now: the first one the server has not accepted."""
         return next((w for w in self.writes if not w.answered), None)
 
+    def echoed(self, at: Position, task: Task) -> None:
+        """This client's own ``task:created`` arrived (at ``at``) before the create's answer: the
+        write in flight (the first unanswered one: writes are sent one at a time) is that create.
+        Answer it from the event; the HTTP answer, when it comes, says the same."""
+        write = self.next()
+        if write is not None and write.kind == "create" and write.task_id.startswith("local:"):
+            self.answered(write.key, at, task)
+
     def answered(self, key: str, at: Position | None, task: Task | None = None) -> None:
         """The server accepted ``key``; its event is at ``at`` (None: it emitted none)."""
         write = self.get(key)

@@ -103,7 +103,7 @@ test("writes go out one at a time, in order; a held delete waits and its card's 
 
 test("a write whose card was deleted by someone else shows nothing; restored writes start unanswered", () => {
   const w = new PendingWrites([{ key: "k1", kind: "move", taskId: "gone", fields: { status: "done" }, answered: true }]);
-  assert.equal(w.list[0].answered, false);
+  assert.ok(!w.list[0].answered);
   assert.deepEqual(ids(w), ["todo:a,b,c", "done:d"]);
 });
 
@@ -117,4 +117,25 @@ test("refusals read as sentences about the card, never as a fetch error", () => 
     refusalMessage(move, { status: 422, message: "afterId: must be a task in the column 'done'" }),
     "The cards around where you put it moved meanwhile — your move was undone.",
   );
+});
+
+test("the echo of a create that comes before its answer binds the two: one card, not two", () => {
+  const w = new PendingWrites();
+  w.add({ key: "k1", kind: "create", taskId: "local:k1", fields: { title: "New", status: "todo", afterId: "c" } });
+  w.add({ key: "k2", kind: "move", taskId: "local:k1", fields: { status: "done", afterId: null } });
+  const created = task("t9", "todo", 4, { title: "New" });
+  w.echoed({ type: "task:created", offset: 7, epoch: "e1" }, created);
+  // The stream's copy is the pending create's task: shown once, with the later move on top.
+  assert.deepEqual(ids(w, [...TASKS, created]), ["todo:a,b,c", "done:t9,d"]);
+  assert.equal(w.list[1].taskId, "t9");
+  assert.equal(w.settle(at(7)), 1); // the create is in the board now; the move still waits
+  w.answered("k1", at(7), created); // the HTTP answer, later, changes nothing
+  assert.deepEqual(ids(w, [...TASKS, created]), ["todo:a,b,c", "done:t9,d"]);
+});
+
+test("an echo binds only a create in flight", () => {
+  const w = new PendingWrites();
+  w.add({ key: "k1", kind: "move", taskId: "a", fields: { status: "done", afterId: null } });
+  w.echoed({ type: "task:created", offset: 3, epoch: "e1" }, task("t1", "todo", 9));
+  assert.ok(!w.list[0].answered);
 });

@@ -1043,6 +1043,19 @@ export class PendingWrites {
     if (!at) this.remove(key);
   }
 
+  /**
+   * This client's own `task:created` arrived from the stream before the create's answer: the
+   * write in flight (the first unanswered one: writes are sent one at a time) is that create.
+   * Answer it from the event; the HTTP answer, when it comes, says the same.
+   * @param {ServerEvent} event @param {Task} task
+   */
+  echoed(event, task) {
+    const w = this.next();
+    if (w?.kind === "create" && !w.answered && w.taskId.startsWith("local:")) {
+      this.answered(w.key, { offset: event.offset, epoch: event.epoch }, task);
+    }
+  }
+
   /** The server refused `key`: drop it and the writes that depend on it; returns them. */
   refused(/** @type {string} */ key) {
     const w = this.get(key);
@@ -1321,6 +1334,13 @@ export class Board extends Emitter {
     let task;
     switch (event.type) {
       case "task:created":
+        task = data.task;
+        this.tasks.set(task.id, task);
+        // The echo of this tab's create can come before the create's answer: writes go one at a
+        // time, so it is the unanswered create in flight. Bind them now, or the card would show
+        // twice (the pending copy and the confirmed one) until the answer arrives.
+        if (own) this.writes.echoed(event, task);
+        break;
       case "task:updated":
         task = data.task;
         this.tasks.set(task.id, task);
