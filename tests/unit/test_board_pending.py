@@ -159,3 +159,47 @@ def test_the_echo_of_a_create_before_its_answer_binds_the_two() -> None:
     assert create.answered
     assert create.task_id == "t9"
     assert pending.settle(Position(offset=7, epoch="e1")) == 1  # in the board: shown once
+
+
+def test_the_late_echo_of_an_answered_create_does_not_bind_the_next_create() -> None:
+    # Three creates queued offline go out one at a time. Create 1's HTTP answer comes first, then
+    # its echo, while create 2 is next: the echo is create 1's, not create 2's.
+    pending = PendingWrites()
+    for n in (1, 2):
+        pending.add(Write(f"k{n}", "create", f"local:k{n}", title="Idea", status="todo"))
+    first = _task("t1", title="Idea")
+    pending.answered("k1", Position(offset=7, epoch="e1"), first)
+    pending.echoed(Position(offset=7, epoch="e1"), first)
+    second = pending.get("k2")
+    assert second is not None
+    assert not second.answered
+    assert second.task_id == "local:k2"
+
+
+def test_an_echo_binds_only_the_create_that_made_its_card() -> None:
+    # A create made on this connection outside the Board (another title or column) is not it.
+    pending = PendingWrites()
+    pending.add(Write("k1", "create", "local:k1", title="Mine", status="todo"))
+    pending.echoed(Position(offset=3, epoch="e1"), _task("t5", title="Other"))
+    pending.echoed(Position(offset=4, epoch="e1"), _task("t6", title="Mine", status="done"))
+    write = pending.get("k1")
+    assert write is not None
+    assert not write.answered
+    assert write.task_id == "local:k1"
+
+
+def _task(task_id: str, *, title: str, status: str = "todo") -> Task:
+    return Task(
+        id=task_id,
+        project_id="p",
+        title=title,
+        description="",
+        status=status,
+        order=1.0,
+        rank="a0",
+        assignee_id=None,
+        created_by_id="u",
+        version=1,
+        created_at="",
+        updated_at="",
+    )

@@ -94,11 +94,23 @@ class PendingWrites:
         return next((w for w in self.writes if not w.answered), None)
 
     def echoed(self, at: Position, task: Task) -> None:
-        """This client's own ``task:created`` arrived (at ``at``) before the create's answer: the
-        write in flight (the first unanswered one: writes are sent one at a time) is that create.
-        Answer it from the event; the HTTP answer, when it comes, says the same."""
+        """This client's own ``task:created`` arrived (at ``at``): if it came before the create's
+        answer, it is the write in flight (the first unanswered one: writes are sent one at a
+        time), so answer that write from the event; the HTTP answer, when it comes, says the same.
+
+        The echo of a create that *was* answered already (the stream slower than HTTP) must not
+        bind the next create: a write that already names ``task.id`` means it was answered, and
+        the create in flight must have made this card (same title and column)."""
+        if any(w.task_id == task.id for w in self.writes):
+            return
         write = self.next()
-        if write is not None and write.kind == "create" and write.task_id.startswith("local:"):
+        if (
+            write is not None
+            and write.kind == "create"
+            and write.task_id.startswith("local:")
+            and write.title == task.title
+            and write.status == task.status
+        ):
             self.answered(write.key, at, task)
 
     def answered(self, key: str, at: Position | None, task: Task | None = None) -> None:

@@ -133,6 +133,28 @@ test("the echo of a create that comes before its answer binds the two: one card,
   assert.deepEqual(ids(w, [...TASKS, created]), ["todo:a,b,c", "done:t9,d"]);
 });
 
+test("the late echo of an answered create does not bind the next create", () => {
+  // Creates queued offline go out one at a time: create 1's answer comes, then its echo, while
+  // create 2 is next. The echo is create 1's.
+  const w = new PendingWrites();
+  w.add({ key: "k1", kind: "create", taskId: "local:k1", fields: { title: "Idea", status: "todo" } });
+  w.add({ key: "k2", kind: "create", taskId: "local:k2", fields: { title: "Idea", status: "todo" } });
+  const first = task("t1", "todo", 4, { title: "Idea" });
+  w.answered("k1", at(7), first);
+  w.echoed({ type: "task:created", offset: 7, epoch: "e1" }, first);
+  assert.equal(w.list[1].taskId, "local:k2");
+  assert.ok(!w.list[1].answered);
+});
+
+test("an echo binds only the create that made its card (same title and column)", () => {
+  const w = new PendingWrites();
+  w.add({ key: "k1", kind: "create", taskId: "local:k1", fields: { title: "Mine", status: "todo" } });
+  w.echoed({ type: "task:created", offset: 3, epoch: "e1" }, task("t5", "todo", 1, { title: "Other" }));
+  w.echoed({ type: "task:created", offset: 4, epoch: "e1" }, task("t6", "done", 1, { title: "Mine" }));
+  assert.equal(w.list[0].taskId, "local:k1");
+  assert.ok(!w.list[0].answered);
+});
+
 test("an echo binds only a create in flight", () => {
   const w = new PendingWrites();
   w.add({ key: "k1", kind: "move", taskId: "a", fields: { status: "done", afterId: null } });

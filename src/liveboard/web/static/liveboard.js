@@ -1044,14 +1044,24 @@ export class PendingWrites {
   }
 
   /**
-   * This client's own `task:created` arrived from the stream before the create's answer: the
-   * write in flight (the first unanswered one: writes are sent one at a time) is that create.
-   * Answer it from the event; the HTTP answer, when it comes, says the same.
+   * This client's own `task:created` arrived from the stream. If it came before the create's
+   * answer, it is the write in flight (the first unanswered one: writes are sent one at a time):
+   * answer that write from the event; the HTTP answer, when it comes, says the same.
+   * The echo of a create that was answered already (the stream slower than HTTP) must not bind
+   * the next create: a write that already names `task.id` was answered, and the create in flight
+   * must have made this card (same title and column).
    * @param {ServerEvent} event @param {Task} task
    */
   echoed(event, task) {
+    if (this.list.some((o) => o.taskId === task.id)) return;
     const w = this.next();
-    if (w?.kind === "create" && !w.answered && w.taskId.startsWith("local:")) {
+    if (
+      w?.kind === "create" &&
+      !w.answered &&
+      w.taskId.startsWith("local:") &&
+      w.fields.title === task.title &&
+      w.fields.status === task.status
+    ) {
       this.answered(w.key, { offset: event.offset, epoch: event.epoch }, task);
     }
   }
