@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,12 +40,17 @@ BIN = JS / "node_modules" / ".bin"
 STATIC = ROOT / "src" / "liveboard" / "web" / "static" / "liveboard.js"
 
 
+HOME = Path(tempfile.gettempdir()) / "liveboard-npm-home"
+
+
 def run(
     args: list[str], cwd: Path, env: dict[str, str] | None = None, wait: float = 120
 ) -> subprocess.CompletedProcess[str]:
     assert (BIN / "esbuild").exists(), "run `make clients/js/node_modules` (npm ci) first"
     base = {"PATH": f"{Path(shutil.which('node') or '/usr/bin/node').parent}:/usr/bin:/bin"}
-    base["HOME"] = str(cwd)  # npm writes its cache and logs under HOME: keep them in tmp
+    # npm writes its cache and logs under HOME: out of the worktree, and away from the user's.
+    HOME.mkdir(exist_ok=True)
+    base["HOME"] = str(HOME)
     return subprocess.run(
         args,
         cwd=cwd,
@@ -83,7 +89,7 @@ def server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Liveboa
 def tarball_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``npm pack`` (its ``prepack`` builds dist/: the esbuild bundle and tsc's declarations)."""
     out = tmp_path_factory.mktemp("pack")
-    ok(run(["npm", "pack", "--pack-destination", str(out)], JS, {"HOME": str(out)}))
+    ok(run(["npm", "pack", "--pack-destination", str(out)], JS))
     [tarball] = out.glob("liveboard-client-*.tgz")
     return tarball
 
