@@ -60,6 +60,20 @@ $(JS)/node_modules/.package-lock.json: $(JS)/package.json $(JS)/package-lock.jso
 
 $(JS)/node_modules: $(JS)/node_modules/.package-lock.json
 
+# The packages a user installs: `npm pack` of clients/js (@liveboard/client; its `prepack`
+# builds dist/ with the pinned esbuild and tsc) into dist/. tests/integration/
+# test_js_client_package.py installs that tarball into an empty project and uses it against a
+# live server. After changing clients/js/src, `make static-js` rebuilds the bundle the server
+# serves at /static/liveboard.js (committed: the Python package installs without Node; a test
+# fails while it is stale).
+.PHONY: dist static-js
+dist: $(JS)/node_modules/.package-lock.json
+	mkdir -p dist
+	cd $(JS) && $(NPM) pack --pack-destination ../../dist
+
+static-js: $(JS)/node_modules/.package-lock.json
+	cd $(JS) && $(NPM) run build:static
+
 # The example integration (examples/external-app, a Node.js app with `pg`), whose test runs in
 # `make test`: its dependencies from its committed package-lock.json, the same way.
 EXAMPLE := examples/external-app

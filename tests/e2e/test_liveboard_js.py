@@ -132,7 +132,9 @@ def test_backoff_is_exponential_capped_with_full_jitter_then_offline(page: Page)
     assert result["jitter"] == 1000  # random(0, min(4000, 500 * 2**3)) with random = 0.25
 
 
-@pytest.mark.parametrize("code", [1003, 1008, 1009])
+# Every code the protocol's policy calls fatal (CLOSE_ACTIONS in the generated protocol.ts, which
+# the client imports): RFC 6455's 1002, 1007 and 1010 too since issue 19.
+@pytest.mark.parametrize("code", [1002, 1003, 1007, 1008, 1009, 1010])
 def test_no_reconnect_after_a_fatal_close(page: Page, code: int) -> None:
     result = run(
         page,

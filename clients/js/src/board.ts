@@ -246,14 +246,13 @@ export class Board extends Emitter<BoardEvents> {
    */
   async start(options: StartOptions = {}): Promise<this> {
     const { signal } = options;
+    // The abort itself stops the board (once); a start it interrupted only gives up, so that it
+    // cannot stop a later start of the same board (StrictMode runs an effect twice).
     const check = (): void => {
-      if (signal?.aborted) {
-        this.stop();
-        throw signal.reason ?? new LiveboardError(0, "aborted", "aborted");
-      }
+      if (signal?.aborted) throw signal.reason ?? new LiveboardError(0, "aborted", "aborted");
     };
-    this._stopped = false;
     check();
+    this._stopped = false;
     signal?.addEventListener("abort", () => this.stop(), { once: true });
     await this.restore();
     check();

@@ -4,9 +4,9 @@
 //   (the open socket is kept alive with the `refresh` message);
 // - connection states: connecting, connected, reconnecting, offline (navigator.onLine is false,
 //   or several attempts in a row failed) and closed (close() was called, or the server refused
-//   the client for good: close codes 1003, 1008, 1009);
+//   the client for good: the close codes the protocol's policy calls fatal, CLOSE_ACTIONS);
 // - reconnect with exponential backoff and full jitter (capped), a flat short delay after 1012
-//   (server restarting), none after 1003/1008/1009;
+//   (server restarting), none after a fatal one;
 // - an application-level heartbeat: {"type":"ping"} every 15 s; no frame at all within 5 s
 //   after it means the link is dead, and the client reconnects at once;
 // - per-room {offset, epoch}: resubscribe with `since` after a reconnect; an event is never
@@ -18,8 +18,11 @@
 // - REST with the Bearer token and `X-Connection-Id`, so a tab recognises the echo of its own
 //   changes (`client.isOwn(event)`).
 import { Emitter } from "./emitter.js";
+import { CLOSE_ACTIONS } from "./protocol.js";
 import type {
   ClientMessage,
+  CloseAction,
+  CloseCode,
   EventMap,
   EventType,
   Position,
@@ -200,9 +203,8 @@ export interface TaskMove {
 
 export type { Position, PresenceUser, Project, Task };
 
-const FATAL_CLOSE_CODES = new Set([1003, 1008, 1009]);
-const RESTART_CLOSE_CODES = new Set([1012, 1013]);
-const CLOSE_TOKEN_EXPIRED = 4001;
+/** What to do after a close: the protocol's generated policy (a code not listed: reconnect). */
+const closeAction = (code: number): CloseAction => CLOSE_ACTIONS[code as CloseCode] ?? "reconnect";
 const CLOSE_DEAD_LINK = 4900; // our own: heartbeat or connect timeout (never sent by the server)
 const OPEN = 1; // WebSocket.OPEN, without needing the global
 
@@ -782,7 +784,8 @@ export class LiveboardClient extends Emitter<ClientEvents> {
     for (const sub of this._rooms.values()) sub._onDisconnect();
     if (wasConnected) this.emit("disconnected", { code, reason });
     if (this._stopped) return;
-    if (FATAL_CLOSE_CODES.has(code)) {
+    const action = closeAction(code);
+    if (action === "fatal") {
       this.emit("error", { code: `closed_${code}`, message: reason || `closed with ${code}` });
       this.close();
       return;
@@ -790,17 +793,17 @@ export class LiveboardClient extends Emitter<ClientEvents> {
     if (uptime >= this.options.stableAfter) this._attempt = 0;
     // A connection refused before `connected` may be an auth failure (browsers hide the 401):
     // ask the provider for a new token next time. So does 4001.
-    this._freshToken = !wasConnected || code === CLOSE_TOKEN_EXPIRED;
+    this._freshToken = !wasConnected || action === "new_token";
     // A restarting server is coming back soon: retry at a short, flat, jittered pace until it
     // does (or the window ends); doubling on each refused connect pushed clients' return far
     // past the moment it listened.
-    if (RESTART_CLOSE_CODES.has(code)) {
+    if (action === "reconnect_later") {
       this._restartUntil = Date.now() + this.options.restartWindow;
       this._attempt = 0;
     }
     const restarting = Date.now() < this._restartUntil;
     let delay = restarting ? this._restartDelay() : this._backoff();
-    if (code === CLOSE_TOKEN_EXPIRED && this._attempt === 0) delay = 0;
+    if (action === "new_token" && this._attempt === 0) delay = 0;
     this._scheduleRetry(delay, reason, code, restarting);
   }
 

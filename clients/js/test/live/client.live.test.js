@@ -138,6 +138,19 @@ test("an aborted start leaves nothing subscribed", async () => {
     assert.equal(carol._rooms.size, 1);
     later.abort();
     assert.equal(carol._rooms.size, 0);
+    // StrictMode: one board, started, aborted at once, started again: the first start gives up
+    // without stopping the second, which follows the room alone.
+    const twice = new Board(carol, projectId, { storage: false });
+    const first = new AbortController();
+    const abandoned = twice.start({ signal: first.signal }).then(() => "started", (err) => err.message);
+    first.abort(new Error("first mount"));
+    const second = new AbortController();
+    await twice.start({ signal: second.signal });
+    assert.equal(await abandoned, "first mount");
+    await twice.subscription.ready();
+    assert.equal(carol._rooms.get(`project:${projectId}`)._refs, 1);
+    second.abort();
+    assert.equal(carol._rooms.size, 0);
   } finally {
     carol.close();
   }

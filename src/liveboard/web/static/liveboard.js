@@ -27,10 +27,25 @@ var Emitter = class {
   }
 };
 
+// src/protocol.ts
+var CLOSE_ACTIONS = {
+  1e3: "reconnect",
+  1001: "reconnect",
+  1002: "fatal",
+  1003: "fatal",
+  1007: "fatal",
+  1008: "fatal",
+  1009: "fatal",
+  1010: "fatal",
+  1011: "reconnect",
+  1012: "reconnect_later",
+  1013: "reconnect_later",
+  4001: "new_token",
+  4008: "reconnect"
+};
+
 // src/client.ts
-var FATAL_CLOSE_CODES = /* @__PURE__ */ new Set([1003, 1008, 1009]);
-var RESTART_CLOSE_CODES = /* @__PURE__ */ new Set([1012, 1013]);
-var CLOSE_TOKEN_EXPIRED = 4001;
+var closeAction = (code) => CLOSE_ACTIONS[code] ?? "reconnect";
 var CLOSE_DEAD_LINK = 4900;
 var OPEN = 1;
 function decodeJwt(token) {
@@ -524,20 +539,21 @@ var LiveboardClient = class extends Emitter {
     for (const sub of this._rooms.values()) sub._onDisconnect();
     if (wasConnected) this.emit("disconnected", { code, reason });
     if (this._stopped) return;
-    if (FATAL_CLOSE_CODES.has(code)) {
+    const action = closeAction(code);
+    if (action === "fatal") {
       this.emit("error", { code: `closed_${code}`, message: reason || `closed with ${code}` });
       this.close();
       return;
     }
     if (uptime >= this.options.stableAfter) this._attempt = 0;
-    this._freshToken = !wasConnected || code === CLOSE_TOKEN_EXPIRED;
-    if (RESTART_CLOSE_CODES.has(code)) {
+    this._freshToken = !wasConnected || action === "new_token";
+    if (action === "reconnect_later") {
       this._restartUntil = Date.now() + this.options.restartWindow;
       this._attempt = 0;
     }
     const restarting = Date.now() < this._restartUntil;
     let delay = restarting ? this._restartDelay() : this._backoff();
-    if (code === CLOSE_TOKEN_EXPIRED && this._attempt === 0) delay = 0;
+    if (action === "new_token" && this._attempt === 0) delay = 0;
     this._scheduleRetry(delay, reason, code, restarting);
   }
   _restartDelay() {
@@ -1128,13 +1144,10 @@ var Board = class extends Emitter {
   async start(options = {}) {
     const { signal } = options;
     const check = () => {
-      if (signal?.aborted) {
-        this.stop();
-        throw signal.reason ?? new LiveboardError(0, "aborted", "aborted");
-      }
+      if (signal?.aborted) throw signal.reason ?? new LiveboardError(0, "aborted", "aborted");
     };
-    this._stopped = false;
     check();
+    this._stopped = false;
     signal?.addEventListener("abort", () => this.stop(), { once: true });
     await this.restore();
     check();
