@@ -60,16 +60,24 @@ $(JS)/node_modules/.package-lock.json: $(JS)/package.json $(JS)/package-lock.jso
 
 $(JS)/node_modules: $(JS)/node_modules/.package-lock.json
 
-# The packages a user installs: `npm pack` of clients/js (@liveboard/client; its `prepack`
-# builds dist/ with the pinned esbuild and tsc) into dist/. tests/integration/
+# clients/react (@liveboard/react): React, Vitest, @testing-library/react and happy-dom from its
+# committed package-lock.json; @liveboard/client is ../js, linked.
+REACT := clients/react
+$(REACT)/node_modules/.package-lock.json: $(REACT)/package.json $(REACT)/package-lock.json
+	cd $(REACT) && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+# The packages a user installs: `npm pack` of clients/js (@liveboard/client) and clients/react
+# (@liveboard/react) into dist/ (each `prepack` builds its dist/ with the pinned esbuild and tsc). tests/integration/
 # test_js_client_package.py installs that tarball into an empty project and uses it against a
 # live server. After changing clients/js/src, `make static-js` rebuilds the bundle the server
 # serves at /static/liveboard.js (committed: the Python package installs without Node; a test
 # fails while it is stale).
 .PHONY: dist static-js
-dist: $(JS)/node_modules/.package-lock.json
+dist: $(JS)/node_modules/.package-lock.json $(REACT)/node_modules/.package-lock.json
 	mkdir -p dist
 	cd $(JS) && $(NPM) pack --pack-destination ../../dist
+	cd $(REACT) && $(NPM) pack --pack-destination ../../dist
 
 static-js: $(JS)/node_modules/.package-lock.json
 	cd $(JS) && $(NPM) run build:static
@@ -96,7 +104,8 @@ WAIT_SECONDS ?= 300
 wait:
 	@$(PYTHON) -m tools.wait_for_server http://$(HOST):$(PORT)/healthz $(WAIT_SECONDS)
 
-test: $(BIN)/.test $(BIN)/.bench $(JS)/node_modules/.package-lock.json $(EXAMPLE)/node_modules/.package-lock.json
+test: $(BIN)/.test $(BIN)/.bench $(JS)/node_modules/.package-lock.json $(EXAMPLE)/node_modules/.package-lock.json \
+		$(REACT)/node_modules/.package-lock.json
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy

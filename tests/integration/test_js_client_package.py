@@ -9,6 +9,9 @@
   ``history()``, an aborted ``Board.start``, the frozen snapshot) against a real
   ``liveboard serve --dev``. Its ``typecheck`` is tests/integration/test_protocol_typescript.py
   (which also checks that misuses fail to compile), so tsc runs once per file set.
+- ``npm test`` of clients/react (issue 19 item 2): its typecheck, then Vitest with
+  @testing-library/react rendering ``useBoard``, ``usePresence`` and ``useConnectionState``
+  under StrictMode against the same live server.
 - ``npm pack`` (what ``make dist`` runs) makes a tarball that installs into an empty project
   with no network (the package has no dependencies); the same live test passes importing
   ``@liveboard/client`` from there, and the installed type declarations type-check a consumer
@@ -38,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 JS = ROOT / "clients" / "js"
 BIN = JS / "node_modules" / ".bin"
 STATIC = ROOT / "src" / "liveboard" / "web" / "static" / "liveboard.js"
+REACT = ROOT / "clients" / "react"
 
 
 HOME = Path(tempfile.gettempdir()) / "liveboard-npm-home"
@@ -152,3 +156,9 @@ def test_the_packed_tarball_installs_and_works(
     # Only the misspelt event name fails ("task:move": TS2345, and its handler's use of it).
     assert {(file, line) for file, line, _ in errors} == {("wrong.ts", "6")}, checked.stdout
     assert ("wrong.ts", "6", "TS2345") in errors, checked.stdout
+
+
+def test_the_react_hooks_pass_their_tests_against_the_live_server(server: LiveboardProcess) -> None:
+    assert (REACT / "node_modules" / ".bin" / "vitest").exists(), "run `make test` (npm ci)"
+    out = ok(run(["npm", "test"], REACT, {"LIVEBOARD_URL": server.url}))
+    assert "Tests  2 passed (2)" in out, out

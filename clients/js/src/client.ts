@@ -706,6 +706,11 @@ export class LiveboardClient extends Emitter<ClientEvents> {
     return sub;
   }
 
+  /** The subscription of `room` on this client, if any (what `subscribe` would share). */
+  room(room: string): Subscription | undefined {
+    return this._rooms.get(room);
+  }
+
   private async _open(): Promise<void> {
     if (this._stopped || this._opening || this._ws) return;
     this._clearTimer("retry");

@@ -1,6 +1,6 @@
 // Misuses of the client's API: this file must NOT compile, and each line marked `// TSnnnn`
-// must be reported with exactly that error (tests/integration/test_protocol_typescript.py):
-// a wrong event name or field fails tsc.
+// must be reported with exactly that error (tests/integration/test_protocol_typescript.py;
+// tsconfig.wrong.json checks it with wrong.ts): a wrong event name or field fails tsc.
 import { Board, LiveboardClient } from "../../src/index.js";
 
 const client = new LiveboardClient({ token: "jwt", baseUrl: "https://lb.example" });

@@ -468,6 +468,10 @@ var LiveboardClient = class extends Emitter {
     if (this.state === "connected") sub._subscribe();
     return sub;
   }
+  /** The subscription of `room` on this client, if any (what `subscribe` would share). */
+  room(room) {
+    return this._rooms.get(room);
+  }
   async _open() {
     if (this._stopped || this._opening || this._ws) return;
     this._clearTimer("retry");
