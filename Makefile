@@ -82,6 +82,14 @@ dist: $(JS)/node_modules/.package-lock.json $(REACT)/node_modules/.package-lock.
 static-js: $(JS)/node_modules/.package-lock.json
 	cd $(JS) && $(NPM) run build:static
 
+# The API reference of both packages, generated from their types by TypeDoc (pinned in clients/js)
+# into build/api/client and build/api/react; a warning (an undocumented exported type) fails it.
+.PHONY: api-docs
+api-docs: $(JS)/node_modules/.package-lock.json $(REACT)/node_modules/.package-lock.json
+	cd $(JS) && $(NPM) run build && $(NPM) run docs
+	cd $(REACT) && ../js/node_modules/.bin/typedoc --tsconfig tsconfig.build.json \
+		--out ../../build/api/react --treatWarningsAsErrors --readme none src/index.ts
+
 # The example integration (examples/external-app, a Node.js app with `pg`), whose test runs in
 # `make test`: its dependencies from its committed package-lock.json, the same way.
 EXAMPLE := examples/external-app

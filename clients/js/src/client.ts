@@ -72,7 +72,8 @@ export interface ClientOptions {
   WebSocket?: WebSocketConstructor;
 }
 
-type Settings = Required<Omit<ClientOptions, "baseUrl" | "wsUrl" | "WebSocket" | "token">>;
+/** The options in effect, defaults filled in. */
+export type ClientSettings = Required<Omit<ClientOptions, "baseUrl" | "wsUrl" | "WebSocket" | "token">>;
 
 /** An event of a room, as every subscriber receives it: liveboard's own or another backend's. */
 export interface RoomEvent<T extends string = string, D = unknown> {
@@ -584,7 +585,7 @@ const inBrowser = (): boolean => typeof window !== "undefined" && typeof documen
 export class LiveboardClient extends Emitter<ClientEvents> {
   readonly baseUrl: string;
   readonly wsUrl: string;
-  readonly options: Settings;
+  readonly options: ClientSettings;
   state: ConnectionState = "idle";
   /** This connection's id (sent as X-Connection-Id). */
   connectionId: string | null = null;
