@@ -164,6 +164,7 @@ export class Board extends Emitter<BoardEvents> {
   private _snapshot: BoardSnapshot | null = null;
   private _storeListeners = new Set<() => void>();
   private _stopped = false;
+  private _catching = false;
   private _loader = (): Promise<Position> => this._load();
 
   constructor(client: LiveboardClient, projectId: string, options: BoardOptions = {}) {
@@ -277,6 +278,7 @@ export class Board extends Emitter<BoardEvents> {
       sub.on("revoked", (r) => this.emit("revoked", r)),
       sub.on("error", (e) => this.emit("error", e)),
     );
+    void this._catchUp();
     void this._send();
     return this;
   }
@@ -293,6 +295,32 @@ export class Board extends Emitter<BoardEvents> {
     clearTimeout(this._retryTimer);
   }
 
+  /**
+   * A board that joined a subscription already under way may hold a snapshot older than the
+   * stream's position (events it missed before it listened): reload the snapshot until it is at
+   * or past that position (the events up to it are then skipped).
+   */
+  private async _catchUp(): Promise<void> {
+    if (this._catching) return;
+    this._catching = true;
+    try {
+      // A few rounds at most: the stream may move on while a snapshot loads. A snapshot in
+      // another epoch than the stream's is the subscription's resync to settle (it reloads
+      // every board's snapshot through their loaders).
+      for (let round = 0; round < 3; round++) {
+        const ahead = this.subscription?.position;
+        const at = this.position;
+        if (this._stopped || !ahead || (at && ahead.epoch === at.epoch && ahead.offset <= at.offset)) return;
+        if (round > 0 && at && ahead.epoch !== at.epoch) return;
+        await this._load();
+      }
+    } catch (err) {
+      this.emit("error", { code: "snapshot_failed", message: String((err as Error | null)?.message ?? err) });
+    } finally {
+      this._catching = false;
+    }
+  }
+
   private async _load(): Promise<Position> {
     const snapshot = await this.client.listTasks(this.projectId);
     this.tasks = new Map(snapshot.tasks.map((t) => [t.id, t]));
@@ -306,8 +334,8 @@ export class Board extends Emitter<BoardEvents> {
     // A subscription shared with another board may bring events this board's snapshot holds.
     const at = this.position;
     if (at && event.epoch === at.epoch && event.offset <= at.offset) return;
-    if (at && event.epoch === at.epoch && event.offset > at.offset + 1) {
-      void this._load(); // this board's snapshot is older than the shared stream: catch up
+    if (!at || event.epoch !== at.epoch || event.offset > at.offset + 1) {
+      void this._catchUp(); // this board's snapshot is older than the shared stream
       return;
     }
     const own = this.client.isOwn(event);

@@ -155,3 +155,26 @@ test("an aborted start leaves nothing subscribed", async () => {
     carol.close();
   }
 });
+
+test("two boards of one project on one client share its room; each applies each event once", async () => {
+  const first = await new Board(alice, projectId, { storage: false }).start();
+  const title = `shared ${Date.now()}`;
+  const created = first.createTask({ title, status: first.statuses[0] });
+  // The second board loads its snapshot while the first one's write is in flight.
+  const second = await new Board(alice, projectId, { storage: false }).start();
+  started.push(first, second);
+  await created;
+  const ids = (board) => board.getSnapshot().columns.map((c) => c.tasks.map((t) => t.id).join());
+  await until(() => titles(second).filter((t) => t === title).length === 1, "the card on the second board");
+  await until(() => !first.getSnapshot().pending.size, "the first board's write confirmed");
+  assert.deepEqual(ids(second), ids(first));
+  const room = alice.room(`project:${projectId}`);
+  assert.equal(first.subscription, second.subscription);
+  const refs = room._refs;
+  first.stop(); // the second board's stream goes on
+  assert.equal(room._refs, refs - 1);
+  const later = `shared later ${Date.now()}`;
+  await bob.createTask(projectId, { title: later });
+  await until(() => titles(second).includes(later), "an event after the first board stopped");
+  assert.ok(!titles(first).includes(later));
+});

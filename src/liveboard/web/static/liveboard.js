@@ -1078,6 +1078,7 @@ var Board = class extends Emitter {
   _snapshot = null;
   _storeListeners = /* @__PURE__ */ new Set();
   _stopped = false;
+  _catching = false;
   _loader = () => this._load();
   constructor(client, projectId, options = {}) {
     super();
@@ -1176,6 +1177,7 @@ var Board = class extends Emitter {
       sub.on("revoked", (r) => this.emit("revoked", r)),
       sub.on("error", (e) => this.emit("error", e))
     );
+    void this._catchUp();
     void this._send();
     return this;
   }
@@ -1190,6 +1192,28 @@ var Board = class extends Emitter {
     this.subscription = null;
     clearTimeout(this._retryTimer);
   }
+  /**
+   * A board that joined a subscription already under way may hold a snapshot older than the
+   * stream's position (events it missed before it listened): reload the snapshot until it is at
+   * or past that position (the events up to it are then skipped).
+   */
+  async _catchUp() {
+    if (this._catching) return;
+    this._catching = true;
+    try {
+      for (let round = 0; round < 3; round++) {
+        const ahead = this.subscription?.position;
+        const at = this.position;
+        if (this._stopped || !ahead || at && ahead.epoch === at.epoch && ahead.offset <= at.offset) return;
+        if (round > 0 && at && ahead.epoch !== at.epoch) return;
+        await this._load();
+      }
+    } catch (err) {
+      this.emit("error", { code: "snapshot_failed", message: String(err?.message ?? err) });
+    } finally {
+      this._catching = false;
+    }
+  }
   async _load() {
     const snapshot = await this.client.listTasks(this.projectId);
     this.tasks = new Map(snapshot.tasks.map((t) => [t.id, t]));
@@ -1201,8 +1225,8 @@ var Board = class extends Emitter {
   _apply(event) {
     const at = this.position;
     if (at && event.epoch === at.epoch && event.offset <= at.offset) return;
-    if (at && event.epoch === at.epoch && event.offset > at.offset + 1) {
-      void this._load();
+    if (!at || event.epoch !== at.epoch || event.offset > at.offset + 1) {
+      void this._catchUp();
       return;
     }
     const own = this.client.isOwn(event);
