@@ -132,6 +132,39 @@ def test_backoff_is_exponential_capped_with_full_jitter_then_offline(page: Page)
     assert result["jitter"] == 1000  # random(0, min(4000, 500 * 2**3)) with random = 0.25
 
 
+def test_retry_now_connects_at_once_and_starts_the_backoff_over(page: Page) -> None:
+    result = run(
+        page,
+        """
+        Math.random = () => 1;
+        const delays = [];
+        const c = new m.LiveboardClient({ token: "t", backoffBase: 500, backoffMax: 8000 });
+        c.on("state", (s) => s.retryIn !== undefined && delays.push(s.retryIn));
+        await flush();
+        latest().accept();
+        for (let i = 0; i < 4; i++) { latest().drop(1006); await nextSocket(); }
+        latest().drop(1006);            // the next attempt is 8 s away
+        await advance(100);
+        const before = sockets.length;
+        c.retryNow();
+        await flush();
+        const opened = sockets.length - before;
+        c.retryNow();                   // an attempt is under way: no second socket
+        await flush();
+        const again = sockets.length - before;
+        latest().drop(1006);            // that attempt failed: the backoff starts over
+        (await nextSocket()).accept();
+        c.retryNow();                   // connected: nothing to do
+        await flush();
+        return { delays, opened, again, sockets: sockets.length, state: c.state };
+        """,
+    )
+    assert result["delays"] == [500, 1000, 2000, 4000, 8000, 500]
+    assert (result["opened"], result["again"]) == (1, 1)
+    assert result["state"] == "connected"
+    assert result["sockets"] == 7
+
+
 @pytest.mark.parametrize("code", [1003, 1008, 1009])
 def test_no_reconnect_after_a_fatal_close(page: Page, code: int) -> None:
     result = run(

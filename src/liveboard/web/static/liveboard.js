@@ -468,6 +468,14 @@ export class LiveboardClient extends Emitter {
     this._setState("closed");
   }
 
+  /**
+   * Try to connect now instead of at the scheduled retry (a "Retry now" button), with the
+   * backoff started over. Does nothing while connected, closed, or while an attempt is under way.
+   */
+  retryNow() {
+    this._wake();
+  }
+
   /** Replace the token (or provider); used from the next connection attempt or refresh on. */
   setToken(/** @type {TokenOption} */ token) {
     this._tokens.set(token);
