@@ -217,6 +217,42 @@ def test_a_restarting_server_1012_is_retried_at_a_flat_short_pace(page: Page) ->
     assert result["events"][-1] == ["reconnecting", 250, False]  # random(0, 500) = 250
 
 
+def test_a_token_provider_down_with_the_restarting_server_keeps_the_flat_pace(
+    page: Page,
+) -> None:
+    """The demo board's provider fetches its token from the server that is restarting: each
+    attempt after the first refused connect asks it and fails. Those failures kept the flat pace
+    of the restart window too (they once fell back to the doubling backoff and, after 5, to
+    ``offline``: tabs returned 2-8 s after the server did)."""
+    result = run(
+        page,
+        """
+        Math.random = () => 0.5;
+        const events = [];
+        let serverUp = true;
+        const c = new m.LiveboardClient({
+          token: async () => { if (!serverUp) throw new Error("Failed to fetch"); return "t"; },
+          restartDelay: [0, 1000], offlineAfter: 3,
+        });
+        c.on("state", (s) => s.retryIn !== undefined && events.push([s.state, s.retryIn, s.restarting]));
+        await flush();
+        latest().accept();
+        serverUp = false;
+        latest().drop(1012, "restarting");
+        await advance(500);
+        latest().drop(1006);            // refused: the next attempt asks the provider again
+        await advance(8 * 500);         // ... which fails 8 times
+        const during = events.length;
+        serverUp = true;
+        await advance(500);
+        latest().accept();
+        return { events, during, state: c.state };
+        """,
+    )
+    assert result["events"][: result["during"]] == [["reconnecting", 500, True]] * 10
+    assert result["state"] == "connected"
+
+
 def test_a_restarted_server_that_accepts_ends_the_restart_window(page: Page) -> None:
     result = run(
         page,

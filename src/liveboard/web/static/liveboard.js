@@ -527,7 +527,10 @@ export class LiveboardClient extends Emitter {
         this.close();
         return;
       }
-      this._scheduleRetry(this._backoff(), `token provider failed: ${err?.message ?? err}`);
+      // A provider served by the restarting server fails too: same flat pace as a refused connect.
+      const restarting = Date.now() < this._restartUntil;
+      const delay = restarting ? this._restartDelay() : this._backoff();
+      this._scheduleRetry(delay, `token provider failed: ${err?.message ?? err}`, undefined, restarting);
       return;
     }
     this._opening = false;
