@@ -159,5 +159,12 @@ lock: $(UV)
 lock-uv: $(UV)
 	echo "uv==$(UV_VERSION)" | $(UV) pip compile --generate-hashes --no-header --quiet - -o requirements-uv.lock
 
+# Distributions: the Python client's wheels (liveboard-protocol, liveboard-client) into dist/,
+# built from src/liveboard/{protocol,client} with the locked hatchling (tools/dist_python.py).
+.PHONY: dist dist-python
+dist: dist-python
+dist-python: $(BIN)/.runtime
+	$(BIN)/python -m tools.dist_python dist
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(JS)/node_modules $(EXAMPLE)/node_modules
