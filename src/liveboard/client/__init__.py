@@ -16,7 +16,7 @@ the server.
 
 Installed without the server, this is the ``liveboard-client`` distribution (with
 ``liveboard-protocol``): it needs aiohttp and msgspec only, and importing it imports neither
-SQLAlchemy, asyncpg nor redis (docs/python-client.md).
+SQLAlchemy, asyncpg nor redis (docs/client.md, "Installing the client alone").
 """
 
 from liveboard.client.backoff import Backoff, full_jitter

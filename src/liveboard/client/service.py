@@ -101,8 +101,9 @@ class ServiceClient(RestHelpers):
         """Publish ``{type, data}`` into ``room``: subscribers get it as an ``Event`` in the
         room's order with every other event (``user_id`` None), and history keeps it.
 
-        ``type`` is ``namespace:name`` (lower case; not one of liveboard's own, see
-        ``liveboard.protocol.custom_event_type_problem``); ``data`` a JSON object. The answer is
+        ``type`` is ``namespace:name`` in lower case, and not a message type of the server's
+        (``liveboard.protocol.custom_event_type_problem`` says why one is refused: ``ApiError``
+        422); ``data`` a JSON object. The answer is
         the event's room, offset and epoch. With ``idempotency_key`` (e.g. your record's id) a
         repeat of the same call publishes nothing new and answers the first answer again.
         """
