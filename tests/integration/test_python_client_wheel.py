@@ -133,6 +133,9 @@ print(json.dumps({{
     assert seen["loaded"] == []
     assert seen["installed"] == []
     assert seen["server"] is False
+    # The console script of the client alone.
+    usage = run([venv_python.with_name("liveboard-tail"), "--help"], tmp_path).stdout
+    assert "--room" in usage
 
 
 def test_an_app_type_checks_against_the_installed_wheels(venv_python: Path, tmp_path: Path) -> None:
