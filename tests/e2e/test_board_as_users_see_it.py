@@ -174,6 +174,10 @@ def test_on_a_phone_the_header_fits_activity_has_history_and_a_finger_drags_a_ca
         ).to_have_count(1)
         assert items.count() >= 12  # and the seeded cards' creation
         expect(alice.locator("#activity-empty")).to_be_hidden()
+        # Its help speaks of touch on a touch screen, of keys elsewhere.
+        expect(alice.locator(".help-touch")).to_be_visible()
+        expect(alice.locator(".help-keys")).to_be_hidden()
+        expect(bob.locator(".help-keys")).to_be_visible()
 
         layout = alice.evaluate(LAYOUT)
         assert layout["width"] == 390
@@ -223,10 +227,16 @@ def test_on_a_phone_the_header_fits_activity_has_history_and_a_finger_drags_a_ca
                 page.evaluate(
                     "window.scrollTo(0, 0); document.getElementById('board').scrollLeft = 0"
                 )
-                page.mouse.move(0, 0)
+                if page is bob:  # (on the phone a mouse would turn it into a hover device)
+                    page.mouse.move(0, 0)
                 page.wait_for_timeout(2000)  # the highlight of the last change fades
-                # The phone's whole page: the Activity panel is under the board.
-                page.screenshot(path=str(Path(shots) / name), full_page=page is alice)
+                if page is alice:
+                    # The phone's whole page: the Activity panel is under the board. (Not with
+                    # full_page: Chromium draws that as a device that hovers.)
+                    height = page.evaluate("document.documentElement.scrollHeight")
+                    page.set_viewport_size({"width": 390, "height": height})
+                    page.wait_for_timeout(300)
+                page.screenshot(path=str(Path(shots) / name))
 
         for page in (alice, bob):
             assert page.errors == [], page.errors  # type: ignore[attr-defined]
