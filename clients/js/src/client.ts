@@ -672,6 +672,14 @@ export class LiveboardClient extends Emitter<ClientEvents> {
     this._setState("closed");
   }
 
+  /**
+   * Try to connect now instead of at the scheduled retry (a "Retry now" button), with the
+   * backoff started over. Does nothing while connected, closed, or while an attempt is under way.
+   */
+  retryNow(): void {
+    this._wake();
+  }
+
   /** Replace the token (or provider); used from the next connection attempt or refresh on. */
   setToken(token: TokenOption): void {
     this._tokens.set(token);
@@ -732,7 +740,10 @@ export class LiveboardClient extends Emitter<ClientEvents> {
         this.close();
         return;
       }
-      this._scheduleRetry(this._backoff(), `token provider failed: ${why(err)}`);
+      // A provider served by the restarting server fails too: same flat pace as a refused connect.
+      const restarting = Date.now() < this._restartUntil;
+      const delay = restarting ? this._restartDelay() : this._backoff();
+      this._scheduleRetry(delay, `token provider failed: ${why(err)}`, undefined, restarting);
       return;
     }
     this._opening = false;

@@ -437,6 +437,13 @@ var LiveboardClient = class extends Emitter {
     }
     this._setState("closed");
   }
+  /**
+   * Try to connect now instead of at the scheduled retry (a "Retry now" button), with the
+   * backoff started over. Does nothing while connected, closed, or while an attempt is under way.
+   */
+  retryNow() {
+    this._wake();
+  }
   /** Replace the token (or provider); used from the next connection attempt or refresh on. */
   setToken(token) {
     this._tokens.set(token);
@@ -491,7 +498,9 @@ var LiveboardClient = class extends Emitter {
         this.close();
         return;
       }
-      this._scheduleRetry(this._backoff(), `token provider failed: ${why(err)}`);
+      const restarting = Date.now() < this._restartUntil;
+      const delay = restarting ? this._restartDelay() : this._backoff();
+      this._scheduleRetry(delay, `token provider failed: ${why(err)}`, void 0, restarting);
       return;
     }
     this._opening = false;
