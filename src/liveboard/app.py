@@ -253,7 +253,9 @@ def _components(
             await prepare_database(db, settings.db_wait)
             node = (Node if tracing is None else tracing.node)(settings, db, app[METRICS_KEY])
             await node.start()
-            if db.schema is not None:  # PostgreSQL: liveboard_emit's commits wake this instance
+            # PostgreSQL: liveboard_emit's commits wake this instance (the postgres broker
+            # listens on the same channel itself: it takes its place).
+            if db.schema is not None and node.broker.name != "postgres":
                 wakeup = LogWakeup(
                     settings.database_url,
                     wakeup_channel(db.schema),

@@ -33,13 +33,13 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from liveboard import protocol
 from liveboard.background import TaskSet
-from liveboard.config import Settings
+from liveboard.config import Settings, broker_kind
 from liveboard.protocol import (
     MEMBER_REMOVED,
     BrokerEvent,
@@ -90,9 +90,7 @@ class Node:
             on_resync=lambda room: self.repair.resync_room(room),
             on_workspace_events=self._on_workspace_events,
         )
-        self.broker: Broker = create_broker(
-            settings.redis_url, self, instance_id=settings.instance_id
-        )
+        self.broker: Broker = self._broker(settings, db)
         self.presence: PresenceManager = self._presence_manager(settings)
         self.sessions: dict[str, Session] = {}
         # user → their sessions: a list, since most users have one (a dict of one is 224 bytes)
@@ -106,8 +104,48 @@ class Node:
         )
         self.metrics.watch_node(self)
 
+    def _broker(self, settings: Settings, db: Database) -> Broker:
+        kind = broker_kind(settings)
+        extra: dict[str, Callable[[str], None]] = {}
+        if kind == "postgres" and db.schema is not None:
+            from liveboard.realtime.presence_postgres import presence_channel
+
+            # Presence messages come on the broker's listening connection (late-bound: the
+            # presence manager is made after the broker).
+            extra[presence_channel(db.schema)] = lambda payload: self._presence_message(payload)
+        return create_broker(
+            settings.redis_url,
+            self,
+            instance_id=settings.instance_id,
+            kind=kind,
+            db=db,
+            database_url=settings.database_url,
+            extra_channels=extra,
+        )
+
+    def _presence_message(self, payload: str) -> None:
+        from liveboard.realtime.presence_postgres import PostgresPresence
+
+        if isinstance(self.presence, PostgresPresence):
+            self.presence.on_message(payload)
+
     def _presence_manager(self, settings: Settings) -> PresenceManager:
-        if settings.redis_url is None:
+        if self.broker.name == "postgres":
+            from liveboard.realtime.brokers.postgres import PostgresBroker
+            from liveboard.realtime.presence_postgres import PostgresPresence, presence_channel
+
+            broker = self.broker
+            assert isinstance(broker, PostgresBroker)
+            assert self.db.schema is not None
+            channel = presence_channel(self.db.schema)
+            return PostgresPresence(
+                self,
+                instance_id=settings.instance_id,
+                active_rooms=lambda: self.hub.rooms.keys(),
+                send=lambda payloads: broker.notify(channel, payloads),
+                available=lambda: broker.up,
+            )
+        if settings.redis_url is None or self.broker.name != "redis":
             return MemoryPresence(self)
         from liveboard.realtime.presence_redis import RedisPresence
 
