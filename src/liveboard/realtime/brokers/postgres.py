@@ -124,6 +124,7 @@ class PostgresBroker:
         self._resend: asyncio.TimerHandle | None = None
         self._sender: asyncio.Task[None] | None = None
         self._conn: Any = None
+        self._conn_lock = asyncio.Lock()
         self._retry_at = 0.0
         self._retry_delay = RETRY_MIN
         self._send_failing = False
@@ -221,6 +222,11 @@ class PostgresBroker:
             self._tasks.spawn(self._send_soon())
 
     async def _execute(self, channel: str, payloads: list[str]) -> bool:
+        # One command at a time on the connection (publishes and presence share it).
+        async with self._conn_lock:
+            return await self._execute_locked(channel, payloads)
+
+    async def _execute_locked(self, channel: str, payloads: list[str]) -> bool:
         loop = asyncio.get_running_loop()
         if self._conn is None:
             if loop.time() < self._retry_at:
