@@ -24,6 +24,7 @@ from liveboard.events import EventPublisher
 from liveboard.fdlimit import open_files, open_files_limit
 from liveboard.openapi import build_document
 from liveboard.protocol import BrokerEvent
+from liveboard.realtime.brokers.wakeup import LogWakeup
 from liveboard.realtime.endpoint import (
     NODE_KEY,
     WS_SETTINGS_KEY,
@@ -37,7 +38,6 @@ from liveboard.realtime.transport.guard import GUARD_KEY, ConnectionGuard, track
 from liveboard.realtime.transport.http_errors import json_error_handlers
 from liveboard.realtime.transport.router import ConnectionRouter
 from liveboard.realtime.transport.sockets import tune_socket
-from liveboard.realtime.wakeup import LogWakeup
 from liveboard.request_metrics import timing_middleware
 from liveboard.rest import json_response
 from liveboard.store.availability import probe

@@ -33,13 +33,13 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from liveboard import protocol
 from liveboard.background import TaskSet
-from liveboard.config import Settings, broker_kind
+from liveboard.config import Settings
 from liveboard.protocol import (
     MEMBER_REMOVED,
     BrokerEvent,
@@ -50,12 +50,12 @@ from liveboard.protocol import (
     encode_event,
     workspace_room,
 )
-from liveboard.realtime import repair
-from liveboard.realtime.brokers import Broker, create_broker
+from liveboard.realtime import repair, wiring
+from liveboard.realtime.brokers import Broker
 from liveboard.realtime.hub import Hub, Outlet, Room
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import RecoveryBuffer, is_recovered
-from liveboard.realtime.presence import MemoryPresence, PresenceDiff, PresenceManager
+from liveboard.realtime.presence import PresenceDiff, PresenceManager
 from liveboard.realtime.session import Session
 from liveboard.realtime.shutdown import SHUTDOWN_BATCH, SHUTDOWN_SPREAD, shutdown_pauses
 from liveboard.store import eventlog
@@ -90,8 +90,8 @@ class Node:
             on_resync=lambda room: self.repair.resync_room(room),
             on_workspace_events=self._on_workspace_events,
         )
-        self.broker: Broker = self._broker(settings, db)
-        self.presence: PresenceManager = self._presence_manager(settings)
+        self.broker: Broker = wiring.make_broker(self, settings, db)
+        self.presence: PresenceManager = wiring.make_presence(self, settings)
         self.sessions: dict[str, Session] = {}
         # user → their sessions: a list, since most users have one (a dict of one is 224 bytes)
         self.by_user: dict[str, list[Session]] = {}
@@ -103,60 +103,6 @@ class Node:
             self.hub, db, self.metrics, self._tasks, resync=self._resync_subscribers
         )
         self.metrics.watch_node(self)
-
-    def _broker(self, settings: Settings, db: Database) -> Broker:
-        kind = broker_kind(settings)
-        extra: dict[str, Callable[[str], None]] = {}
-        if kind == "postgres" and db.schema is not None:
-            from liveboard.realtime.presence_postgres import presence_channel
-
-            # Presence messages come on the broker's listening connection (late-bound: the
-            # presence manager is made after the broker).
-            extra[presence_channel(db.schema)] = lambda payload: self._presence_message(payload)
-        return create_broker(
-            settings.redis_url,
-            self,
-            instance_id=settings.instance_id,
-            kind=kind,
-            db=db,
-            database_url=settings.database_url,
-            extra_channels=extra,
-        )
-
-    def _presence_message(self, payload: str) -> None:
-        from liveboard.realtime.presence_postgres import PostgresPresence
-
-        if isinstance(self.presence, PostgresPresence):
-            self.presence.on_message(payload)
-
-    def _presence_manager(self, settings: Settings) -> PresenceManager:
-        if self.broker.name == "postgres":
-            from liveboard.realtime.brokers.postgres import PostgresBroker
-            from liveboard.realtime.presence_postgres import PostgresPresence, presence_channel
-
-            broker = self.broker
-            assert isinstance(broker, PostgresBroker)
-            assert self.db.schema is not None
-            channel = presence_channel(self.db.schema)
-            return PostgresPresence(
-                self,
-                instance_id=settings.instance_id,
-                active_rooms=lambda: self.hub.rooms.keys(),
-                send=lambda payloads: broker.notify(channel, payloads),
-                available=lambda: broker.up,
-            )
-        if settings.redis_url is None or self.broker.name != "redis":
-            return MemoryPresence(self)
-        from liveboard.realtime.presence_redis import RedisPresence
-
-        return RedisPresence(
-            settings.redis_url,
-            self,
-            instance_id=settings.instance_id,
-            active_rooms=lambda: self.hub.rooms.keys(),
-            signal=self.broker.publish_presence,
-            available=lambda: self.broker.up,
-        )
 
     # Lifecycle
 

@@ -11,7 +11,8 @@ For a deployment with PostgreSQL and no Redis that runs several instances or ``-
   of the broker's own (not the pool's). A notification that cannot be sent (the database is
   unreachable) is kept and sent with the next one that can, so the other instances see the
   room's head move and read what they missed; meanwhile ``publish`` returns at once.
-* Receiving: one connection per instance ``LISTEN``s (``wakeup.LogWakeup``: pings, reconnects).
+* Receiving: one connection per instance ``LISTEN``s (``brokers.wakeup.LogWakeup``: pings,
+  reconnects).
   A notification of a subscribed room, from another instance or from ``liveboard_emit``, has
   the room read from the log (``eventlog.read_events_held``), from the last offset read for it
   to the offset named. One read per room at a time: notifications arriving meanwhile make it
@@ -47,7 +48,13 @@ import asyncpg  # type: ignore[import-untyped]  # (no type information shipped)
 from liveboard.background import TaskSet
 from liveboard.protocol import BrokerEvent
 from liveboard.realtime.brokers.base import BrokerHandler
-from liveboard.realtime.wakeup import CONNECT_TIMEOUT, RETRY_MAX, RETRY_MIN, LogWakeup, parse_sender
+from liveboard.realtime.brokers.wakeup import (
+    CONNECT_TIMEOUT,
+    RETRY_MAX,
+    RETRY_MIN,
+    LogWakeup,
+    parse_sender,
+)
 from liveboard.store import eventlog
 from liveboard.store.database import Database
 from liveboard.store.database_url import parse_database_url
