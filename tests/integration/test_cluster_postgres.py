@@ -2,18 +2,17 @@
 
 Real ``liveboard serve`` processes on one PostgreSQL database and no Redis at all:
 
-* events made through one instance reach subscribers on every instance, in offset order, once,
-  and concurrent changes through all of them end in one order, the same everywhere (the Redis
-  cluster's test, run on this broker);
 * presence is the same on every instance within 1 s (the Redis cluster's test, on this broker);
 * the listening connections killed by the database (``pg_terminate_backend``) in the middle of
   a burst: the instances listen again, ``/metrics`` counts it, and every subscriber ends with
   the complete ordered sequence (what the Redis ``CLIENT KILL`` test checks);
 * an instance SIGKILLed in the middle of a burst: the survivor's subscribers get every committed
   event within 5 s, in order, once;
-* a SIGKILLed instance's users leave everywhere within 15 s (slow: the Redis cluster's test);
-* ``serve --workers 2``: connections spread over both workers, events and presence cross them
-  (the Redis workers' test, on this broker).
+* with ``LIVEBOARD_PG_BROKER_FULL=1`` (``make soak-pg-broker``), the Redis cluster's tests on
+  this broker too: events made through one instance reach subscribers on every instance, in
+  offset order, once, and concurrent changes through all three end in one order, the same
+  everywhere; a SIGKILLed instance's users leave everywhere within 15 s; and
+  ``serve --workers 2``: connections spread over both workers, events and presence cross them.
 """
 
 from __future__ import annotations
@@ -41,19 +40,24 @@ from tests.support.writers import Writers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
 
-# The Redis cluster's and workers' tests, run here on this module's fixtures (no Redis).
-test_events_reach_every_instance_in_order = (
-    test_cluster_events.test_events_reach_every_instance_in_order
-)
+#: ``make soak-pg-broker``: also run the Redis cluster's events-in-order and dead-instance
+#: tests and the workers' test on this broker (about a minute more than ``make test``).
+FULL = os.environ.get("LIVEBOARD_PG_BROKER_FULL") == "1"
+
+# The Redis cluster's tests, run here on this module's fixtures (no Redis).
 test_presence_is_shared_within_a_second = (
     test_cluster_presence.test_presence_is_shared_within_a_second
 )
-test_dead_instance_users_leave_within_15_s = (
-    test_cluster_presence.test_dead_instance_users_leave_within_15_s
-)
-test_workers_spread_and_share_rooms = (
-    test_workers.test_connections_spread_and_events_and_presence_cross_workers
-)
+if FULL:
+    test_events_reach_every_instance_in_order = (
+        test_cluster_events.test_events_reach_every_instance_in_order
+    )
+    test_dead_instance_users_leave_within_15_s = (
+        test_cluster_presence.test_dead_instance_users_leave_within_15_s
+    )
+    test_workers_spread_and_share_rooms = (
+        test_workers.test_connections_spread_and_events_and_presence_cross_workers
+    )
 
 
 @pytest.fixture(name="cluster")
