@@ -5,7 +5,8 @@ Real ``liveboard serve`` processes on one PostgreSQL database and no Redis at al
 * presence is the same on every instance within 1 s (the Redis cluster's test, on this broker);
 * the listening connections killed by the database (``pg_terminate_backend``) in the middle of
   a burst: the instances listen again, ``/metrics`` counts it, and every subscriber ends with
-  the complete ordered sequence (what the Redis ``CLIENT KILL`` test checks);
+  the complete ordered sequence (what the Redis ``CLIENT KILL`` test checks); presence shows
+  nobody leaving, and a join after it crosses within 1 s;
 * an instance SIGKILLed in the middle of a burst: the survivor's subscribers get every committed
   event within 5 s, in order, once;
 * with ``LIVEBOARD_PG_BROKER_FULL=1`` (``make soak-pg-broker``), the Redis cluster's tests on
@@ -32,7 +33,7 @@ from tests.integration import test_cluster_events, test_cluster_presence, test_w
 from tests.integration.test_cluster_events import QUIET, head, new_tasks
 from tests.integration.test_workers import Supervised
 from tests.support.cluster import Cluster
-from tests.support.cluster_setup import shared_board, subscriber
+from tests.support.cluster_setup import join_presence, shared_board, subscriber
 from tests.support.contract import project_room
 from tests.support.timing import timeout
 from tests.support.watcher import Watcher, assert_sequence
@@ -104,13 +105,17 @@ async def _terminate_listeners(database_url: str) -> int:
 async def test_listening_connections_terminated_mid_burst_lose_nothing(cluster: Cluster) -> None:
     b1, b2 = await cluster.start(2)
     owner, alice, bob = cluster.user("owner"), cluster.user("alice"), cluster.user("bob")
+    carol = cluster.user("carol")
     writers = [cluster.user(f"writer{i}") for i in range(2)]
-    _, pid = await shared_board(cluster, owner, alice, bob, *writers)
+    _, pid = await shared_board(cluster, owner, alice, bob, carol, *writers)
     room = project_room(pid)
     jobs = await new_tasks(b1, pid, writers)
     base = await head(b1, owner, pid)
     local = Watcher(await subscriber(b1, alice, room), "alice@1")
     remote = Watcher(await subscriber(b2, bob, room), "bob@2")
+    for w in (local, remote):
+        await join_presence(w.client, room)
+    await remote.until_users(room, [alice, bob], wait=1.0)
     before = [(await cluster.metrics(b))["liveboard_broker_reconnects_total"] for b in (b1, b2)]
 
     burst = Writers(b1, jobs).start()
@@ -128,6 +133,13 @@ async def test_listening_connections_terminated_mid_burst_lose_nothing(cluster: 
         await asyncio.sleep(0.05)
     took = time.monotonic() - killed
     await cluster.wait_ready([b1, b2], degraded=False, wait=2)
+    # Presence after it: nobody shown leaving, and a new join crosses within 1 s.
+    joiner = Watcher(await subscriber(b1, carol, room), "carol@1")
+    await join_presence(joiner.client, room)
+    for w in (remote, local, joiner):
+        await w.until_users(room, [alice, bob, carol], wait=1.0)
+    for w in (local, remote):
+        assert all(not r.message["left"] for r in w.presence_updates(room)), w.name
     mark = await head(b1, owner, pid)
     await remote.until_offset(room, mark + 10, wait=5)  # events flow again
     await burst.stop()

@@ -282,6 +282,19 @@ class PostgresPresence:
             self._asked.pop(room, None)
             self._answered.pop(room, None)
 
+    def on_listening(self) -> None:
+        """The broker listens again: what the others sent meanwhile was lost to this instance,
+        so ask them about every room shown here, and tell them ours."""
+        if self._closed:
+            return
+        self._asking |= self._views_or_active()
+        self._dirty |= set(self._local)
+        now = time.monotonic()
+        for states in self._remote.values():  # kept while away: renewed until they answer
+            for instance, (users, _expires) in list(states.items()):
+                states[instance] = (users, now + INSTANCE_TTL)
+        self._flush_later()
+
     # Sending
 
     def _changed(self, room: str) -> None:
@@ -354,12 +367,7 @@ class PostgresPresence:
             available = self._available()
             try:
                 if available and not self._was_available:
-                    # Listening again: what the others sent meanwhile was lost to us.
-                    self._asking |= self._views_or_active()
-                    now = time.monotonic()
-                    for states in self._remote.values():  # kept while away: renew
-                        for instance, (users, _expires) in list(states.items()):
-                            states[instance] = (users, now + INSTANCE_TTL)
+                    self.on_listening()  # (the broker's hook does it too, at once)
                 if available:
                     self._expire(time.monotonic())
                     await self._flush(every_room=True)

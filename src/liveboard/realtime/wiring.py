@@ -61,13 +61,15 @@ def make_presence(node: Node, settings: Settings) -> PresenceManager:
         assert node.db.schema is not None
         channel = presence_channel(node.db.schema)
         pg_broker = broker
-        return PostgresPresence(
+        presence = PostgresPresence(
             node,
             instance_id=settings.instance_id,
             active_rooms=lambda: node.hub.rooms.keys(),
             send=lambda payloads: pg_broker.notify(channel, payloads),
             available=lambda: pg_broker.up,
         )
+        pg_broker.listening_hooks.append(presence.on_listening)
+        return presence
     if settings.redis_url is None or broker.name != "redis":
         return MemoryPresence(node)
     from liveboard.realtime.presence_redis import RedisPresence

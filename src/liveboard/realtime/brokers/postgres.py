@@ -138,6 +138,8 @@ class PostgresBroker:
         self._listened_before = False
         self._tasks = TaskSet(log)
         self._closed = False
+        #: Called each time a connection listens again (presence asks about its rooms then).
+        self.listening_hooks: list[Callable[[], None]] = []
         #: Counters for tests and metrics.
         self.publish_failures = 0
         self.reconnects = 0
@@ -290,6 +292,8 @@ class PostgresBroker:
         # of every room wanted, the first time too if rooms were wanted before it listened.
         if again or self._rooms:
             self._handler.on_broker_restored()
+        for hook in self.listening_hooks:
+            hook()
         if self._pending and (self._sender is None or self._sender.done()):
             # Kept notifications: the database answers again, send them now.
             self._tasks.spawn(self._send_soon())
@@ -356,6 +360,8 @@ class PostgresBroker:
         if self._sender is not None:
             self._sender.cancel()
             await asyncio.gather(self._sender, return_exceptions=True)
+        if self._batch is not None and not self._batch.done():
+            self._batch.set_result(None)  # nobody waits on a closed broker
         if self._conn is not None:
             conn, self._conn = self._conn, None
             try:
