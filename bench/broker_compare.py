@@ -73,10 +73,10 @@ def main(paths: list[str]) -> int:
         cells = []
         for pair in pairs:
             r = ratio(pair)
-            redis, pg = (f"{v:,.3g}" if v is not None else "–" for v in pair)
-            cells.append(f"{redis} / {pg} ({r:.2f}×)" if r is not None else f"{redis} / {pg}")
+            redis, pg = (f"{v:,.3g}" if v is not None else "-" for v in pair)
+            cells.append(f"{redis} / {pg} ({r:.2f}x)" if r is not None else f"{redis} / {pg}")
         ratios = [r for r in map(ratio, pairs) if r is not None]
-        spread = f"{min(ratios):.2f}–{max(ratios):.2f}×" if ratios else "–"
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}x" if ratios else "-"
         print(f"| {figure} | " + " | ".join(cells) + f" | {spread} |")
     return 0
 
