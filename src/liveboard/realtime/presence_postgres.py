@@ -359,6 +359,11 @@ class PostgresPresence:
         wanted = self._views_or_active()
         for room in [r for r in self._remote if r not in wanted]:
             del self._remote[room]  # nobody here cares any more
+        # A split state arrives within one message batch; parts left from a lost one are
+        # dropped here (its sender sends it whole again at its next heartbeat).
+        self._parts.clear()
+        for instance in [i for i, seen in self._seen.items() if now - seen > 10 * INSTANCE_TTL]:
+            del self._seen[instance]  # gone long ago (every restart is a new instance id)
 
     # Liveness
 
