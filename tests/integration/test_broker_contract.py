@@ -770,3 +770,36 @@ async def test_pg_malformed_notifications_are_skipped(pg_url: str) -> None:
         await eventually(lambda: rec_b.offsets(room) == [1], what="the valid one")
         assert b.malformed_messages == 3
         assert b.up
+
+
+async def test_pg_project_events_name_their_workspace_head_read_with_them(pg_url: str) -> None:
+    """A project room's events read after a notification name the head of its workspace room
+    in the same snapshot: a removal committed before them is held ahead of them by the hub."""
+    wid, pid = f"w{secrets.token_hex(4)}", f"p{secrets.token_hex(4)}"
+    room = f"project:{pid}"
+    async with _pg_instances(pg_url) as [(a, _), (b, rec_b)]:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute(
+                "INSERT INTO liveboard.workspaces (id, name, created_by, created_at)"
+                " VALUES ($1, 'w', 'owner', 'now')",
+                wid,
+            )
+            await conn.execute(
+                "INSERT INTO liveboard.projects (id, workspace_id, name, statuses, created_at)"
+                " VALUES ($1, $2, 'p', '[]', 'now')",
+                pid,
+                wid,
+            )
+        finally:
+            await conn.close()
+        await _append(pg_url, f"workspace:{wid}", 3)  # e.g. a member:removed at 3
+        await b.subscribe(room)
+        await a.publish(await _append(pg_url, room, 2))
+        await eventually(lambda: rec_b.offsets(room) == [1, 2], what="the project's events")
+        assert [e.workspace_offset for e in rec_b.events(room)] == [3, 3]
+        other = _room()  # a project room with no project row: nothing to wait for
+        await b.subscribe(other)
+        await a.publish(await _append(pg_url, other, 1))
+        await eventually(lambda: rec_b.offsets(other) == [1], what="the other room's event")
+        assert rec_b.events(other)[0].workspace_offset == 0
