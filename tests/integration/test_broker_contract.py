@@ -1,11 +1,16 @@
-"""The broker contract, run against every broker; then what only the Redis broker promises.
+"""The broker contract, run against every broker; then what the Redis and postgres brokers promise.
 
-Common contract (``MemoryBroker`` and ``RedisBroker`` on a private ``redis-server``): every
-published event reaches the local handler, in publish order; ``up`` once started;
-``unsubscribe`` and ``aclose`` are idempotent. Redis only: delivery between two instances for
-subscribed rooms only, ``subscribe`` returning once active, outages (server stopped and
-restarted, subscriber connection killed) survived with ``on_broker_restored``, malformed
-payloads skipped.
+Common contract (``MemoryBroker``, ``RedisBroker`` on a private ``redis-server``,
+``PostgresBroker`` on the module's PostgreSQL database): every published event reaches the
+local handler, in publish order; ``up`` once started; ``unsubscribe`` and ``aclose`` are
+idempotent. Redis only: delivery between two instances for subscribed rooms only, ``subscribe``
+returning once active, outages (server stopped and restarted, subscriber connection killed)
+survived with ``on_broker_restored``, malformed payloads skipped. PostgreSQL only (the shared
+server is never stopped: its connections are terminated instead): delivery between instances of
+the subscribed rooms only, read from the log, in order, once, coalesced; ``liveboard_emit``
+wakes them; the listening connection terminated (restored, ``on_broker_restored``) and the
+notifying one (the notification kept and sent again); malformed notifications skipped; a project
+room's events name their workspace room's head.
 """
 
 from __future__ import annotations
