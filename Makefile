@@ -143,8 +143,8 @@ soak-placement: $(BIN)/.test $(JS)/node_modules/.package-lock.json
 		tests/integration/test_placement.py -k "insertions or simultaneous" $(PYTEST_ARGS)
 
 # Several instances on the postgres broker, no Redis, in full: also the Redis cluster's
-# events-in-order and dead-instance tests and `--workers 2`, run on this broker (~1 min more
-# than `make test`, which runs the kills and presence within a second).
+# events-in-order, presence and dead-instance tests and `--workers 2`, run on this broker
+# (~1.5 min more than `make test`, which runs the kills, with presence across them).
 .PHONY: soak-pg-broker
 soak: soak-pg-broker
 soak-pg-broker: $(BIN)/.test
