@@ -327,7 +327,8 @@ class PostgresBroker:
                 if wanted is None or (handed is not None and wanted <= handed):
                     return
                 # A room not read yet starts at the first offset named since it was wanted.
-                after = self._from.pop(room, wanted) - 1 if handed is None else handed
+                start = self._from.pop(room, wanted)
+                after = start - 1 if handed is None else handed
                 self.log_reads += 1
                 async with self._db.read_one() as conn:
                     events = await eventlog.read_events_held(
