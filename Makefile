@@ -196,3 +196,12 @@ docs-python: $(BIN)/.runtime $(BIN)/.docs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(JS)/node_modules $(EXAMPLE)/node_modules
+
+# Redis Cluster failovers mid-stream, many rounds (`make test` runs one CLUSTER FAILOVER and one
+# killed master; the killed node rejoins as a replica between rounds), on a private 3 + 3 cluster.
+CLUSTER_FAILOVER_ROUNDS ?= 10
+.PHONY: soak-redis-cluster
+soak: soak-redis-cluster
+soak-redis-cluster: $(BIN)/.test
+	LIVEBOARD_CLUSTER_FAILOVER_ROUNDS=$(CLUSTER_FAILOVER_ROUNDS) $(BIN)/python -m pytest -s \
+		tests/integration/test_redis_cluster.py -k failovers $(PYTEST_ARGS)

@@ -1,16 +1,18 @@
 """The broker contract, run against every broker; then what the Redis and postgres brokers promise.
 
 Common contract (``MemoryBroker``, ``RedisBroker`` on a private ``redis-server``,
-``PostgresBroker`` on the module's PostgreSQL database): every published event reaches the
-local handler, in publish order; ``up`` once started; ``unsubscribe`` and ``aclose`` are
-idempotent. Redis only: delivery between two instances for subscribed rooms only, ``subscribe``
-returning once active, outages (server stopped and restarted, subscriber connection killed)
-survived with ``on_broker_restored``, malformed payloads skipped. PostgreSQL only (the shared
-server is never stopped: its connections are terminated instead): delivery between instances of
-the subscribed rooms only, read from the log, in order, once, coalesced; ``liveboard_emit``
-wakes them; the listening connection terminated (restored, ``on_broker_restored``) and the
-notifying one (the notification kept and sent again); malformed notifications skipped; a project
-room's events name their workspace room's head.
+``RedisClusterBroker`` on a private Redis Cluster: ``tests/integration/test_redis_cluster.py``
+has its multi-instance, outage and failover tests, and ``PostgresBroker`` on the module's
+PostgreSQL database): every published event reaches the local handler, in publish order; ``up``
+once started; ``unsubscribe`` and ``aclose`` are idempotent. Redis only: delivery between two
+instances for subscribed rooms only, ``subscribe`` returning once active, outages (server
+stopped and restarted, subscriber connection killed) survived with ``on_broker_restored``,
+malformed payloads skipped. PostgreSQL only (the shared server is never stopped: its
+connections are terminated instead): delivery between instances of the subscribed rooms only,
+read from the log, in order, once, coalesced; ``liveboard_emit`` wakes them; the listening
+connection terminated (restored, ``on_broker_restored``) and the notifying one (the
+notification kept and sent again); malformed notifications skipped; a project room's events
+name their workspace room's head.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from liveboard.store import eventlog
 from liveboard.store.database import Database
 from liveboard.store.migrations import prepare_database
 from liveboard.store.open_log_sql import wakeup_channel
+from tests.support.redis_cluster import RedisClusterNodes
 from tests.support.redis_server import RedisServer
 from tests.support.timing import timeout
 
@@ -95,11 +98,15 @@ BrokerFactory = Callable[[Recorder], Awaitable[Broker]]
 RedisFactory = Callable[[Recorder], Awaitable[RedisBroker]]
 
 
-@pytest.fixture(params=["memory", "redis", "postgres"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster", "postgres"])
 def broker_kind(request: pytest.FixtureRequest) -> tuple[str, str | None]:
-    """The kind, and the URL of its server (a private Redis, the module's PostgreSQL)."""
+    """The kind, and the URL of its server (a private Redis, a private Redis Cluster, the
+    module's PostgreSQL)."""
     if request.param == "redis":
         return "redis", request.getfixturevalue("redis_server").url
+    if request.param == "redis-cluster":
+        nodes: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+        return "redis", nodes.seed_url
     if request.param == "postgres":
         return "postgres", request.getfixturevalue("module_postgres_url")
     return "memory", None

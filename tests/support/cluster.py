@@ -26,6 +26,7 @@ from tests.support.board import Board
 from tests.support.contract import Json
 from tests.support.postgres import fresh_postgres_database
 from tests.support.probes import parse_metrics
+from tests.support.redis_cluster import RedisClusterNodes
 from tests.support.redis_server import RedisServer
 from tests.support.servers import LiveboardProcess
 from tests.support.timing import timeout
@@ -42,7 +43,11 @@ class Cluster:
     """Instances on one database and one Redis; ``boards[i]`` is the REST/WS harness of ``i``."""
 
     def __init__(
-        self, database_url: str, redis: RedisServer | None, directory: Path, broker: str = "redis"
+        self,
+        database_url: str,
+        redis: RedisServer | RedisClusterNodes | None,
+        directory: Path,
+        broker: str = "redis",
     ) -> None:
         """``broker="postgres"``: the instances use PostgreSQL's broker and no Redis at all."""
         self.database_url = database_url
@@ -76,7 +81,7 @@ class Cluster:
         return boards
 
     @property
-    def redis(self) -> RedisServer:
+    def redis(self) -> RedisServer | RedisClusterNodes:
         assert self._redis is not None, "this cluster runs without Redis"
         return self._redis
 

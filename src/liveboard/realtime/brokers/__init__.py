@@ -23,7 +23,8 @@ def create_broker(
     extra_channels: dict[str, Callable[[str], None]] | None = None,
 ) -> Broker:
     """The broker of ``kind`` (``memory``, ``redis``, ``postgres``); without a kind, the Redis
-    broker when ``redis_url`` is set, else the in-memory one. ``postgres`` needs ``db`` (its
+    broker when ``redis_url`` is set, else the in-memory one. ``redis`` with a
+    ``redis+cluster://`` URL is the Redis Cluster broker. ``postgres`` needs ``db`` (its
     log is the payload) and ``database_url``; ``extra_channels`` are more channels its listening
     connection takes (presence)."""
     if kind is None:
@@ -48,6 +49,12 @@ def create_broker(
         )
     if redis_url is None:
         raise ValueError("the redis broker needs a Redis URL")
+    from liveboard.realtime.brokers.redis_pools import is_cluster_url
+
+    if is_cluster_url(redis_url):
+        from liveboard.realtime.brokers.redis_cluster import RedisClusterBroker
+
+        return RedisClusterBroker(redis_url, handler, instance_id=instance_id)
     from liveboard.realtime.brokers.redis import RedisBroker
 
     return RedisBroker(redis_url, handler, instance_id=instance_id)

@@ -468,6 +468,14 @@ export class LiveboardClient extends Emitter {
     this._setState("closed");
   }
 
+  /**
+   * Try to connect now instead of at the scheduled retry (a "Retry now" button), with the
+   * backoff started over. Does nothing while connected, closed, or while an attempt is under way.
+   */
+  retryNow() {
+    this._wake();
+  }
+
   /** Replace the token (or provider); used from the next connection attempt or refresh on. */
   setToken(/** @type {TokenOption} */ token) {
     this._tokens.set(token);
@@ -519,7 +527,10 @@ export class LiveboardClient extends Emitter {
         this.close();
         return;
       }
-      this._scheduleRetry(this._backoff(), `token provider failed: ${err?.message ?? err}`);
+      // A provider served by the restarting server fails too: same flat pace as a refused connect.
+      const restarting = Date.now() < this._restartUntil;
+      const delay = restarting ? this._restartDelay() : this._backoff();
+      this._scheduleRetry(delay, `token provider failed: ${err?.message ?? err}`, undefined, restarting);
       return;
     }
     this._opening = false;
