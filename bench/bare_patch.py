@@ -4,10 +4,11 @@
 statements liveboard runs for it on PostgreSQL, compiled from liveboard's own SQLAlchemy
 statements (so the SQL is the same, not a copy that could drift): BEGIN; the task's row lock
 with its project and the caller's role (``records._LOCK_TASK_FOR_CHANGE``); the task's UPDATE
-(``records._SAVE_TASK`` with the columns liveboard writes for a title change); the event's
-append (``eventlog._APPEND_POSTGRES_DEPENDENT``, one statement); COMMIT. It answers the task
-as JSON. What it leaves out is what liveboard adds around that SQL: token verification, the
-rules (merge, access), SQLAlchemy's execution path, the publish, the request's middlewares.
+(``records._SAVE_TASK`` with the columns liveboard writes for a title change) and the event's
+append (``eventlog``), one statement or two as the liveboard it is run with does; COMMIT.
+It answers the task as JSON. What it leaves out is what liveboard adds around that SQL:
+token verification, the rules (merge, access), SQLAlchemy's execution path, the publish, the
+request's middlewares.
 
     python -m bench.bare_patch --port 8123 --dsn postgresql://…/db [--schema liveboard]
 
@@ -24,6 +25,7 @@ from typing import Any
 import asyncpg
 import msgspec
 from aiohttp import web
+from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 from liveboard.protocol import project_room, workspace_room
@@ -52,6 +54,13 @@ _SAVE_COLUMNS = ["title", *FIELD_VERSION_COLUMNS.values(), "fields_at", "version
 LOCK = _Statement(records._LOCK_TASK_FOR_CHANGE)
 SAVE = _Statement(records._SAVE_TASK, _SAVE_COLUMNS)
 APPEND = _Statement(eventlog._APPEND_POSTGRES_DEPENDENT)
+#: The task's UPDATE and the event's append as one statement, as liveboard runs them since
+#: ``eventlog.append_event(change=…)``; None when this file runs with a liveboard from
+#: before that (a before/after comparison), which runs them as two.
+SAVE_AND_APPEND: _Statement | None = None
+if hasattr(records, "task_change"):
+    _set = {c: bindparam(f"set_{c}") for c in _SAVE_COLUMNS}
+    SAVE_AND_APPEND = _Statement(eventlog._append_postgres(records._SAVE_TASK.values(_set))[1])
 
 
 async def patch(request: web.Request) -> web.Response:
@@ -68,7 +77,8 @@ async def patch(request: web.Request) -> web.Response:
         values: dict[str, Any] = {col: row[col] or row["version"] for col in _SAVE_COLUMNS[1:4]}
         values.update(title=body["title"], title_version=version, fields_at=version)
         values.update(version=version, updated_at=now, task_id=task_id)
-        await conn.execute(SAVE.sql, *SAVE.args(values))
+        if SAVE_AND_APPEND is None:
+            await conn.execute(SAVE.sql, *SAVE.args(values))
         task = {
             "id": task_id,
             "projectId": row["project_id"],
@@ -93,7 +103,12 @@ async def patch(request: web.Request) -> web.Response:
             "event_origin": None,
             "event_data": _encode(data).decode(),
         }
-        await conn.fetchrow(APPEND.sql, *APPEND.args(event))
+        if SAVE_AND_APPEND is None:
+            await conn.fetchrow(APPEND.sql, *APPEND.args(event))
+        else:
+            setting = {f"set_{c}": v for c, v in values.items() if c != "task_id"}
+            both = {**event, **setting, "task_id": task_id}
+            await conn.fetchrow(SAVE_AND_APPEND.sql, *SAVE_AND_APPEND.args(both))
     return web.Response(body=_encode(task), content_type="application/json")
 
 
