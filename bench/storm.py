@@ -21,8 +21,9 @@ connects as often), with ``since``. Measured from the moment the restarted serve
 
 The baseline is the ``src/`` of ``--baseline`` (a git ref, default ``main``), extracted with
 ``git archive`` and put first on the server's ``PYTHONPATH``; the build under test is this
-checkout. Each run measures both, in alternating order. ``--profile`` also records the build
-under test's restarted server with py-spy (the last run) and prints where its time went.
+checkout (its ``src/`` copied when the bench starts). Each run measures both, in alternating
+order. ``--profile`` also records the build under test's restarted server with py-spy from
+the moment it listens (the last run) and prints where its time went.
 
     .venv/bin/python -m bench.storm --clients 2000 --runs 3
     .venv/bin/python -m bench.storm --clients 10000 --runs 3 --delay 1.5 --profile
@@ -37,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,9 +191,10 @@ async def storm(
         server.stop()
         stopped = time.time()
         again = build.spawn(port, f"run{run}-restarted")
+        listen_at = await listening(f"http://127.0.0.1:{port}/healthz", again)
         spy: asyncio.subprocess.Process | None = None
         raw = build.workdir / f"profile-run{run}.txt"
-        if profile:
+        if profile:  # from listening on: the storm, not the imports and migrations before it
             spy = await asyncio.create_subprocess_exec(
                 str(Path(sys.executable).parent / "py-spy"),
                 *("record", "-r", "200", "-d", str(int(args.profile_seconds)), "-f", "raw"),
@@ -199,7 +202,6 @@ async def storm(
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        listen_at = await listening(f"http://127.0.0.1:{port}/healthz", again)
         cpu_at_listen = cpu_seconds(again.pid)
         heads = dict(target.heads)  # every event committed before the server listened
         deadline = time.monotonic() + CATCH_UP_LIMIT
@@ -253,6 +255,7 @@ async def storm(
         "cpu_per_reconnect_ms": 1000.0 * extra_cpu / max(1, reconnects),
         "refusals": refusals,
         "gaps": sum(r["gaps"] for r in results),
+        "gap_samples": [g for r in results for g in r["gap_samples"]][:10],
         "dups": sum(r["dups"] for r in results),
         "not_recovered": sum(r["not_recovered"] for r in results),
         "behind_at_end": sum(r["behind"] for r in results),
@@ -323,6 +326,12 @@ def ratios(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def copy_source(into: Path) -> Path:
+    """A copy of this checkout's ``src/`` under ``into``; its path."""
+    shutil.copytree(ROOT / "src", into / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    return into / "src"
+
+
 def extract_baseline(ref: str, into: Path) -> None:
     """``src/`` of git ref ``ref`` under ``into``."""
     archive = subprocess.run(
@@ -341,7 +350,8 @@ async def main_async(args: argparse.Namespace) -> int:
     await redis.ready()
     builds = {
         "before": Build("before", baseline / "src", workdir, redis),
-        "after": Build("after", None, workdir, redis),
+        # A copy: editing the checkout during a run must not change the restarted server.
+        "after": Build("after", copy_source(workdir / "current"), workdir, redis),
     }
     tokens = workdir / "tokens.json"
     write_tokens(tokens, args.users)

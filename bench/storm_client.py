@@ -51,6 +51,8 @@ class Head(msgspec.Struct):
 
 
 _decode = msgspec.json.Decoder(Head).decode
+#: The first gaps seen: [room, offset held, offset received, reconnects so far].
+GAP_SAMPLES: list[list[Any]] = []
 _encode = msgspec.json.encode
 
 
@@ -109,6 +111,8 @@ class Client(WSListener):
                 self.dups += 1
             else:
                 self.gaps += offset - self.last - 1
+                if len(GAP_SAMPLES) < 10:
+                    GAP_SAMPLES.append([self.room, self.last, offset, len(self.subscribed_at)])
                 self.last = offset
             if self.recording:
                 self.arrivals.append((time.time(), offset))
@@ -248,6 +252,7 @@ class Worker:
             "returned": returned,
             "reconnects": sum(len(c.subscribed_at) for c in self.clients),
             "gaps": sum(c.gaps for c in self.clients),
+            "gap_samples": GAP_SAMPLES,
             "dups": sum(c.dups for c in self.clients),
             "not_recovered": sum(c.not_recovered for c in self.clients),
             "refusals": dict(self.refusals),
