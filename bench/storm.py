@@ -8,8 +8,9 @@ rooms, each holding a known offset. While events are written at ``--rate`` per s
 robin over the rooms: the log, then Redis, as a server's commit does), the instance gets
 SIGTERM (1012 to every socket, spread out) and exits; the same command starts again on the same
 port. Every client comes back by itself after ``uniform(0, --delay)`` (retrying refused
-connects as often), with ``since``. Measured from the moment the restarted server answers
-``/healthz`` (polled every 10 ms, "listening"):
+connects as often, as the SDK does in its restart window), with ``since``; ``--delay 0`` is
+"all at once": every client connects the moment the new server listens. Measured from the
+moment the restarted server answers ``/healthz`` (polled every 10 ms, "listening"):
 
 * the time by which 50 %, 99 % and 100 % of the clients held every event of their room up to
   its head at that moment, gap-free (each event the previous + 1, none twice), with every
@@ -67,7 +68,7 @@ POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0
 #: Seconds of writes alone after the storm, for the CPU the writes cost (subtracted).
 STEADY = 3.0
 #: A storm not caught up by then is reported as such (the run goes on).
-CATCH_UP_LIMIT = 90.0
+CATCH_UP_LIMIT = 60.0
 #: Where each share of the profile is counted: the first pattern found in a sample's stack.
 PROFILE_PARTS = [
     ("JWT verification", ("auth.py", "token_cache", "jwt")),
@@ -192,6 +193,7 @@ async def storm(
         stopped = time.time()
         again = build.spawn(port, f"run{run}-restarted")
         listen_at = await listening(f"http://127.0.0.1:{port}/healthz", again)
+        await workers.all({"cmd": "release"})  # --delay 0: all at once, now
         spy: asyncio.subprocess.Process | None = None
         raw = build.workdir / f"profile-run{run}.txt"
         if profile:  # from listening on: the storm, not the imports and migrations before it
@@ -252,7 +254,9 @@ async def storm(
         "reconnects": reconnects,
         "server_cpu_s": cpu_storm,
         "steady_cpu_per_s": steady_rate,
-        "cpu_per_reconnect_ms": 1000.0 * extra_cpu / max(1, reconnects),
+        # Not caught up: the server was still working through the storm when the writes alone
+        # were measured, and the difference means nothing.
+        "cpu_per_reconnect_ms": None if late else 1000.0 * extra_cpu / max(1, reconnects),
         "refusals": refusals,
         "gaps": sum(r["gaps"] for r in results),
         "gap_samples": [g for r in results for g in r["gap_samples"]][:10],
@@ -375,7 +379,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 rows.append(row)
                 log(
                     f"  p50 {row['caught_p50_s']} p99 {row['caught_p99_s']} all "
-                    f"{row['caught_all_s']} s; {row['cpu_per_reconnect_ms']:.2f} ms CPU/reconnect;"
+                    f"{row['caught_all_s']} s; {row['cpu_per_reconnect_ms']} ms CPU/reconnect;"
                     f" refusals {row['refusals']}; gaps {row['gaps']} dups {row['dups']} "
                     f"not recovered {row['not_recovered']}"
                 )
@@ -411,7 +415,8 @@ def main() -> int:
         type=float,
         default=0.0,
         help="each client waits uniform(0, delay) s "
-        "before each attempt (0: at once; the SDK's restart window: 1.5)",
+        "before each attempt (0: all at once when the new server listens; the SDK's restart "
+        "window: 1.5)",
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--baseline", default="main", help="git ref of the baseline's src/")

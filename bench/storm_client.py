@@ -4,8 +4,10 @@ Driven like ``bench.loadgen`` (JSON commands on stdin, one JSON answer per line 
 Every client holds one liveboard connection subscribed to one room and keeps, for the whole
 run, the highest offset it has and the epoch: each event must be that offset + 1 (anything
 else is counted as a gap or a duplicate). When its connection ends (the server's 1012), it
-comes back by itself: it waits ``uniform(0, delay)`` (``delay`` 0: at once), connects, and
-subscribes with ``since`` = what it has; a connect refused (the server is down, or answers
+comes back by itself: it waits ``uniform(0, delay)``, connects, and subscribes with ``since``
+= what it has (``delay`` 0: "all at once": no attempt until the orchestrator says the new
+server listens, then every client at once, and a refused one again after ``uniform(RETRY_FLOOR,
+1)`` s, the 503's ``Retry-After``); a connect refused (the server is down, or answers
 503) or a handshake that times out is counted by kind and retried after another
 ``uniform(0, delay)`` (at least ``RETRY_FLOOR``), as the SDK does in its restart window (a
 503's ``Retry-After`` is not read, as the SDK does not). Each reconnect records when its
@@ -149,6 +151,7 @@ class Worker:
         self.lives: list[asyncio.Task[None]] = []
         self._source = 0
         self._rng = random.Random(index)
+        self.released = asyncio.Event()  # delay 0: the new server listens
 
     def source_address(self) -> str:
         self._source += 1
@@ -188,13 +191,19 @@ class Worker:
         """Come back after every close, for as long as the run lasts."""
         while True:
             await asyncio.shield(client.gone)
+            at_once = self.delay == 0.0
+            if at_once:
+                await self.released.wait()
             while True:
-                await asyncio.sleep(max(RETRY_FLOOR, self._rng.uniform(0.0, self.delay)))
+                if not at_once:
+                    await asyncio.sleep(max(RETRY_FLOOR, self._rng.uniform(0.0, self.delay)))
                 try:
                     await self.open(client)
                     break
                 except Exception as exc:  # counted; the client tries again
                     self.refusals[self._kind(exc)] += 1
+                    if at_once:
+                        await asyncio.sleep(self._rng.uniform(RETRY_FLOOR, 1.0))
                     if client.transport is not None and not client.gone.done():
                         client.transport.disconnect()
                     client.transport = None
@@ -209,12 +218,19 @@ class Worker:
 
         async def one(user: int, room: str) -> None:
             client = Client(self.tokens[user], room)
-            async with gate:
-                try:
-                    await self.open(client)
-                except Exception as exc:
-                    errors[self._kind(exc)] += 1
-                    return
+            for _attempt in range(5):  # the set-up, not the storm: a busy machine may time out
+                async with gate:
+                    try:
+                        await self.open(client)
+                        break
+                    except Exception as exc:
+                        errors[self._kind(exc)] += 1
+                        if client.transport is not None and not client.gone.done():
+                            client.transport.disconnect()
+                        client.transport = None
+                await asyncio.sleep(0.5)
+            else:
+                return
             self.clients.append(client)
 
         await asyncio.gather(*(one(int(u), str(r)) for u, r in specs))
@@ -230,6 +246,7 @@ class Worker:
     def arm(self) -> dict[str, Any]:
         """From now on, record arrivals (the storm is about to start)."""
         self.refusals.clear()
+        self.released.clear()
         for client in self.clients:
             client.recording = True
             client.arrivals.clear()
@@ -282,6 +299,9 @@ class Worker:
             return await self.connect(**command)
         if kind == "arm":
             return self.arm()
+        if kind == "release":
+            self.released.set()
+            return {}
         if kind == "collect":
             return self.collect(**command)
         if kind == "close":
