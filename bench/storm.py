@@ -85,7 +85,8 @@ def log(message: str) -> None:
 
 
 class Build:
-    """One build of the server (its ``PYTHONPATH``), its database and its rooms."""
+    """One build of the server (its ``PYTHONPATH``), its database and its rooms; every server
+    process it spawned (stopped by ``stop_all``, whatever happened)."""
 
     def __init__(self, name: str, src: Path | None, workdir: Path, redis: RedisServer) -> None:
         self.name = name
@@ -97,7 +98,7 @@ class Build:
             self.target.extra_env["PYTHONPATH"] = str(src)
         self.env: dict[str, str] = {}
         self.port = 0
-        self.process: Process | None = None
+        self.spawned: list[Process] = []
 
     async def setup(self, rooms: int, users: int) -> None:
         await self.target.create_database(f"bench_storm_{self.name}")
@@ -115,7 +116,15 @@ class Build:
             **self.target.extra_env,
         }
         argv = [PYTHON, "-m", "liveboard", "serve", "--port", str(port)]
-        return Process(f"{self.name}:{port}", argv, self.workdir / f"{label}.log", env)
+        process = Process(f"{self.name}:{port}", argv, self.workdir / f"{label}.log", env)
+        self.spawned.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.spawned:
+            with contextlib.suppress(Exception):
+                process.stop(kill=True)
+        self.spawned = []
 
 
 async def listening(url: str, process: Process, timeout: float = 60.0) -> float:  # noqa: ASYNC109
@@ -386,6 +395,7 @@ async def main_async(args: argparse.Namespace) -> int:
     finally:
         await workers.stop()
         for build in builds.values():
+            build.stop_all()
             await build.target.stop(kill=True)
         redis.stop()
         for build in builds.values():

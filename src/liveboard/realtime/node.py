@@ -54,18 +54,11 @@ from liveboard.realtime import repair
 from liveboard.realtime.brokers import Broker, create_broker
 from liveboard.realtime.hub import Hub, Outlet, Room
 from liveboard.realtime.metrics import Metrics
-from liveboard.realtime.ordering import RecoveryBuffer, is_recovered
+from liveboard.realtime.ordering import RecoveryBuffer
 from liveboard.realtime.presence import MemoryPresence, PresenceDiff, PresenceManager
 from liveboard.realtime.session import Session
 from liveboard.realtime.shutdown import SHUTDOWN_BATCH, SHUTDOWN_SPREAD, shutdown_pauses
-from liveboard.store import eventlog
-from liveboard.store.admission import (
-    Recovery,
-    admit_project,
-    admit_workspace,
-    recover,
-    recovery_statements,
-)
+from liveboard.realtime.subscribe_read import SubscribeReader
 from liveboard.store.database import Database
 
 log = logging.getLogger("liveboard.node")
@@ -108,17 +101,12 @@ class Node:
         #: Subscribes under way: what ``max_handshakes`` caps (admission refuses upgrades with
         #: 503 at the cap).
         self.handshakes = 0
-        # The recovery reads of subscribes with ``since`` use at most the pool's kept
-        # connections: in a storm they queue here rather than open (and close again) overflow
-        # connections, which cost more CPU than the reads (issue 20).
-        self._recovery_slots = asyncio.Semaphore(max(1, db.pool_size))
         self._interest: Counter[str] = Counter()
         self._tasks = TaskSet(log)
         self.repair = repair.LogRepair(
             self.hub, db, self.metrics, self._tasks, resync=self._resync_subscribers
         )
-        # PostgreSQL: a subscribe with ``since`` reads in one prepared statement (``_recover``).
-        self._recovery = None if db.is_sqlite else recovery_statements(db.table)
+        self.reader = SubscribeReader(db, settings.history_size)
         self.metrics.watch_node(self)
 
     def _presence_manager(self, settings: Settings) -> PresenceManager:
@@ -299,44 +287,14 @@ class Node:
         Returns what its stream starts from once registered; False when refused; True when
         there is nothing more to do (the session closed, or the room was reset, meanwhile)."""
         since = message.since
-        if since is not None and self._recovery is not None:
-            recovery = await self._recover(kind, rid, room.name, session.user_id, since)
-            if recovery is None:
-                return False
-            admission = recovery.admission
-            position = admission.position
-            oldest = recovery.oldest
-            history = recovery.history
-        else:
-            # Without ``since`` the admission is the only statement: no transaction needed.
-            reading = self.db.read() if since is not None else self.db.read_one()
-            async with reading as conn:
-                admit = admit_project if kind == "project" else admit_workspace
-                found = await admit(conn, rid, room.name, session.user_id)
-                if found is None:
-                    return False
-                admission, position = found, found.position
-                history, oldest = [], None
-                if since is not None:
-                    oldest = await eventlog.oldest_offset(conn, room.name)
-                    if self._may_recover(since, position, oldest):
-                        history = await eventlog.read_events(
-                            conn,
-                            room.name,
-                            after=since.offset,
-                            up_to=position.offset,
-                            limit=repair.READ_BATCH,
-                        )
+        read = await self.reader.read(kind, rid, room.name, session.user_id, since)
+        if read is None:
+            return False
+        admission, recovered, history = read.admission, read.recovered, read.history
+        position = admission.position
         workspace_id, workspace_head = admission.workspace_id, admission.workspace_head
         workspace_name = workspace_room(workspace_id)
-        recovered: bool | None = None
-        after = position.offset
-        if since is not None:
-            recovered = self._may_recover(since, position, oldest)
-            if recovered:
-                after = since.offset
-            else:
-                history = []
+        after = since.offset if recovered and since is not None else position.offset
         if session.closing:
             # Closed while we read: the session will not be told, and disconnect() only knows
             # the rooms the session is subscribed to, so leave this one here.
@@ -370,37 +328,6 @@ class Node:
             history=history,
             watches=workspace_name if first and kind == "project" else None,
         )
-
-    def _may_recover(self, since: Position, position: Position, oldest: int | None) -> bool:
-        """The contract's ``recovered`` for ``since`` against the room's head and the oldest
-        offset its log holds (None: none), within ``history_size``."""
-        return (
-            is_recovered(
-                since,
-                position.epoch,
-                position.offset,
-                position.offset + 1 if oldest is None else oldest,
-            )
-            and position.offset - since.offset <= self.settings.history_size
-        )
-
-    async def _recover(
-        self, kind: str, rid: str, room: str, user_id: str, since: Position
-    ) -> Recovery | None:
-        """The read of a subscribe with ``since`` as one statement (PostgreSQL)."""
-        assert self._recovery is not None
-        statement = self._recovery[0] if kind == "project" else self._recovery[1]
-        async with self._recovery_slots, self.db.driver() as driver:
-            return await recover(
-                driver,
-                statement,
-                rid=rid,
-                room=room,
-                user_id=user_id,
-                since=since,
-                history_size=self.settings.history_size,
-                limit=repair.READ_BATCH,
-            )
 
     async def _stream_from(
         self, session: Session, room: Room, start: Position, history: list[BrokerEvent]
