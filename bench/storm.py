@@ -72,8 +72,14 @@ CATCH_UP_LIMIT = 60.0
 #: Where each share of the profile is counted: the first pattern found in a sample's stack.
 PROFILE_PARTS = [
     ("JWT verification", ("auth.py", "token_cache", "jwt")),
-    ("the since read (SQLAlchemy + asyncpg)", ("_admit", "admission.py", "eventlog.py")),
-    ("accept, upgrade, session", ("endpoint.py", "handshake", "admission", "UpgradeAcceptor")),
+    (
+        "the subscribe's database read",
+        ("Node._admit", "subscribe_read.py", "store/admission.py", "eventlog.py"),
+    ),
+    (
+        "accept, upgrade, session",
+        ("endpoint.py", "handshake", "realtime/admission.py", "UpgradeAcceptor"),
+    ),
     ("subscribe (hub, broker interest)", ("node.py",)),
     ("asyncpg/SQLAlchemy elsewhere", ("sqlalchemy", "asyncpg")),
     ("fan-out of live events", ("hub.py", "redis")),
@@ -154,9 +160,16 @@ async def storm(
 ) -> dict[str, Any]:
     """One storm against ``build``: connect, write, SIGTERM, restart, measure."""
     target = build.target
-    port = free_port()
-    server = build.spawn(port, f"run{run}-first")
-    await listening(f"http://127.0.0.1:{port}/readyz", server)
+    for attempt in range(5):  # a port just picked may be taken meanwhile (a client's socket)
+        port = free_port()
+        server = build.spawn(port, f"run{run}-first-{attempt}")
+        try:
+            await listening(f"http://127.0.0.1:{port}/readyz", server)
+            break
+        except RuntimeError:
+            server.stop(kill=True)
+    else:
+        raise RuntimeError(f"{build.name}: no server started; see {build.workdir}")
     rooms = target.rooms
     specs = [[n % args.users, rooms[n % len(rooms)].name] for n in range(args.clients)]
     count = len(workers.procs)
