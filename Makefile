@@ -22,7 +22,7 @@ UV_PIP := $(UV) --quiet pip install --python $(BIN)/python --require-hashes
 UV_VERSION ?= 0.13.9
 HOST ?= 127.0.0.1
 PORT ?= 8000
-LOCKS := requirements.lock requirements-test.lock requirements-bench.lock requirements-build.lock requirements-uv.lock
+LOCKS := requirements.lock requirements-test.lock requirements-bench.lock requirements-build.lock requirements-uv.lock requirements-docs.lock
 
 .PHONY: venv run wait test test-unit lint lock lock-uv check-locks clean bench bench-quick soak fuzz asyncapi
 
@@ -46,6 +46,12 @@ $(BIN)/.test: $(BIN)/.runtime requirements-test.lock
 # Benchmark extras (load generator, the python-socketio peer, plots, profiler).
 $(BIN)/.bench: $(BIN)/.runtime requirements-bench.lock
 	$(UV_PIP) -r requirements-bench.lock
+	@touch $@
+
+# The API reference generator (pdoc and its dependencies, requirements-docs.lock): a lock of
+# its own, made by `make lock-docs`, so the docs tool changes none of the project's locks.
+$(BIN)/.docs: $(UV) requirements-docs.lock
+	$(UV_PIP) -r requirements-docs.lock
 	@touch $@
 
 venv: $(BIN)/.runtime
@@ -82,23 +88,23 @@ WAIT_SECONDS ?= 300
 wait:
 	@$(PYTHON) -m tools.wait_for_server http://$(HOST):$(PORT)/healthz $(WAIT_SECONDS)
 
-test: $(BIN)/.test $(BIN)/.bench $(JS)/node_modules/.package-lock.json $(EXAMPLE)/node_modules/.package-lock.json
+test: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.json $(EXAMPLE)/node_modules/.package-lock.json
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-unit: $(BIN)/.test $(BIN)/.bench $(JS)/node_modules/.package-lock.json
+test-unit: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.json
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: $(BIN)/.test
+lint: $(BIN)/.test $(BIN)/.docs
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
 
 # Each lock file closed under its packages' own requirements, extras included (offline: the
 # packages' metadata comes from the installed virtualenv).
-check-locks: $(BIN)/.test $(BIN)/.bench
+check-locks: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs
 	$(BIN)/python -m tools.lockcheck $(LOCKS)
 
 # The benchmark suite against python-socketio (≤ 10 min; needs redis-server and PostgreSQL):
@@ -155,9 +161,38 @@ lock: $(UV)
 	$(UV) export --frozen --only-group build --no-emit-project --format requirements-txt -o requirements-build.lock
 	$(MAKE) check-locks
 
+# Regenerate requirements-docs.lock (pdoc at PDOC_VERSION, every file's hash) with the pinned uv.
+PDOC_VERSION ?= 16.0.0
+.PHONY: lock-docs
+lock-docs: $(UV)
+	echo "pdoc==$(PDOC_VERSION)" | $(UV) pip compile --generate-hashes --python-version 3.11 \
+		--no-header --quiet - -o requirements-docs.lock
+
 # Move the pinned installer to UV_VERSION: the hashes of every file that release publishes.
 lock-uv: $(UV)
 	echo "uv==$(UV_VERSION)" | $(UV) pip compile --generate-hashes --no-header --quiet - -o requirements-uv.lock
 
+# Distributions: the Python client's wheels (liveboard-protocol, liveboard-client) into dist/,
+# built from src/liveboard/{protocol,client} with the locked hatchling (tools/dist_python.py).
+.PHONY: dist dist-python
+dist: dist-python
+dist-python: $(BIN)/.runtime
+	$(BIN)/python -m tools.dist_python dist
+
+# The Python SDK's API reference, generated from its types and docstrings by pdoc into
+# build/api/python/ (open index.html). tests/unit/test_python_api_docs.py generates it too.
+.PHONY: docs-python
+docs-python: $(BIN)/.runtime $(BIN)/.docs
+	$(BIN)/python -m tools.api_docs build/api/python
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(JS)/node_modules $(EXAMPLE)/node_modules
+
+# Redis Cluster failovers mid-stream, many rounds (`make test` runs one CLUSTER FAILOVER and one
+# killed master; the killed node rejoins as a replica between rounds), on a private 3 + 3 cluster.
+CLUSTER_FAILOVER_ROUNDS ?= 10
+.PHONY: soak-redis-cluster
+soak: soak-redis-cluster
+soak-redis-cluster: $(BIN)/.test
+	LIVEBOARD_CLUSTER_FAILOVER_ROUNDS=$(CLUSTER_FAILOVER_ROUNDS) $(BIN)/python -m pytest -s \
+		tests/integration/test_redis_cluster.py -k failovers $(PYTEST_ARGS)

@@ -248,6 +248,7 @@ def _components(
         app[METRICS_KEY].watch_database(db)
         node: Node | None = None
         wakeup: LogWakeup | None = None
+        service: TaskService | None = None
         pruning: list[asyncio.Task[None]] = []
         try:
             await prepare_database(db, settings.db_wait)
@@ -293,6 +294,8 @@ def _components(
             await asyncio.gather(*pruning, return_exceptions=True)
             if wakeup is not None:
                 await wakeup.aclose()
+            if service is not None:
+                await service.writer.drain()  # committed events reach the broker before it closes
             if node is not None:
                 await node.shutdown()
             await db.aclose()

@@ -298,7 +298,18 @@ def _check_db_schema(name: str) -> str:
 def _check_redis_url(url: str | None) -> str | None:
     if url is None or url.startswith(("redis://", "rediss://", "unix://")):
         return url
-    raise ConfigError(f"LIVEBOARD_REDIS_URL must be redis://HOST:PORT/DB, got {url!r}")
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        from liveboard.realtime.brokers.redis_pools import parse_cluster_url
+
+        try:
+            parse_cluster_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"LIVEBOARD_REDIS_URL: {exc}") from None
+        return url
+    raise ConfigError(
+        "LIVEBOARD_REDIS_URL must be redis://HOST:PORT/DB or "
+        f"redis+cluster://HOST:PORT[,HOST:PORT…], got {url!r}"
+    )
 
 
 def _log_level(env: Mapping[str, str]) -> str:

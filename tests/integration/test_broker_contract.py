@@ -1,6 +1,8 @@
 """The broker contract, run against every broker; then what only the Redis broker promises.
 
-Common contract (``MemoryBroker`` and ``RedisBroker`` on a private ``redis-server``): every
+Common contract (``MemoryBroker``, ``RedisBroker`` on a private ``redis-server``, and
+``RedisClusterBroker`` on a private Redis Cluster: ``tests/integration/test_redis_cluster.py``
+has its multi-instance, outage and failover tests): every
 published event reaches the local handler, in publish order; ``up`` once started;
 ``unsubscribe`` and ``aclose`` are idempotent. Redis only: delivery between two instances for
 subscribed rooms only, ``subscribe`` returning once active, outages (server stopped and
@@ -20,6 +22,7 @@ from redis.asyncio import Redis
 from liveboard.protocol import BrokerEvent, encode_event
 from liveboard.realtime.brokers import Broker, create_broker
 from liveboard.realtime.brokers.redis import RedisBroker, channel_of
+from tests.support.redis_cluster import RedisClusterNodes
 from tests.support.redis_server import RedisServer
 from tests.support.timing import timeout
 
@@ -82,10 +85,13 @@ BrokerFactory = Callable[[Recorder], Awaitable[Broker]]
 RedisFactory = Callable[[Recorder], Awaitable[RedisBroker]]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def broker_url(request: pytest.FixtureRequest) -> str | None:
     if request.param == "memory":
         return None
+    if request.param == "redis-cluster":
+        nodes: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+        return nodes.seed_url
     server: RedisServer = request.getfixturevalue("redis_server")
     return server.url
 

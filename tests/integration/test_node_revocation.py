@@ -80,6 +80,7 @@ class World:
         for name in members:
             await self.service.add_member(self.owner, self.wid, self.user(name), "member")
         self.pid = (await self.service.create_project(self.owner, self.wid, "P", None)).id
+        await self.service.writer.drain()
         self.publisher.events.clear()  # committed before anyone subscribed
 
     def session(self, name: str) -> tuple[Session, Socket]:
@@ -98,8 +99,9 @@ class World:
         assert socket.of(self.project)[0]["type"] == "subscribed", socket.messages()
         return session, socket
 
-    def published(self) -> list[BrokerEvent]:
+    async def published(self) -> list[BrokerEvent]:
         """What the service published since the last call (committed, not yet delivered)."""
+        await self.service.writer.drain()  # a change returns before its hand-over finishes
         events, self.publisher.events = self.publisher.events, []
         return events
 
@@ -110,13 +112,13 @@ class World:
     async def remove(self, name: str) -> BrokerEvent:
         """Remove ``name`` from the workspace; its publish is lost (returned, not delivered)."""
         await self.service.remove_member(self.owner, self.wid, self.user(name))
-        [removal] = self.published()
+        [removal] = await self.published()
         return removal
 
     async def task(self, title: str) -> BrokerEvent:
         """Create a task; its publish is returned, not delivered."""
         await self.service.create_task(self.owner, self.pid, title=title)
-        [event] = self.published()
+        [event] = await self.published()
         return event
 
 

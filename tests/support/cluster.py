@@ -26,6 +26,7 @@ from tests.support.board import Board
 from tests.support.contract import Json
 from tests.support.postgres import fresh_postgres_database
 from tests.support.probes import parse_metrics
+from tests.support.redis_cluster import RedisClusterNodes
 from tests.support.redis_server import RedisServer
 from tests.support.servers import LiveboardProcess
 from tests.support.timing import timeout
@@ -41,7 +42,9 @@ def cluster_database_fixture(postgres_server_url: str) -> Iterator[str]:
 class Cluster:
     """Instances on one database and one Redis; ``boards[i]`` is the REST/WS harness of ``i``."""
 
-    def __init__(self, database_url: str, redis: RedisServer, directory: Path) -> None:
+    def __init__(
+        self, database_url: str, redis: RedisServer | RedisClusterNodes, directory: Path
+    ) -> None:
         self.database_url = database_url
         self.redis = redis
         self.directory = directory
