@@ -66,6 +66,37 @@ $(JS)/node_modules/.package-lock.json: $(JS)/package.json $(JS)/package-lock.jso
 
 $(JS)/node_modules: $(JS)/node_modules/.package-lock.json
 
+# clients/react (@liveboard/react): React, Vitest, @testing-library/react and happy-dom from its
+# committed package-lock.json; @liveboard/client is ../js, linked.
+REACT := clients/react
+$(REACT)/node_modules/.package-lock.json: $(REACT)/package.json $(REACT)/package-lock.json
+	cd $(REACT) && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+# The packages a user installs: `npm pack` of clients/js (@liveboard/client) and clients/react
+# (@liveboard/react) into dist/ (each `prepack` builds its dist/ with the pinned esbuild and tsc). tests/integration/
+# test_js_client_package.py installs that tarball into an empty project and uses it against a
+# live server. After changing clients/js/src, `make static-js` rebuilds the bundle the server
+# serves at /static/liveboard.js (committed: the Python package installs without Node; a test
+# fails while it is stale).
+.PHONY: dist dist-npm static-js
+dist: dist-npm
+dist-npm: $(JS)/node_modules/.package-lock.json $(REACT)/node_modules/.package-lock.json
+	mkdir -p dist
+	cd $(JS) && $(NPM) pack --pack-destination ../../dist
+	cd $(REACT) && $(NPM) pack --pack-destination ../../dist
+
+static-js: $(JS)/node_modules/.package-lock.json
+	cd $(JS) && $(NPM) run build:static
+
+# The API reference of both packages, generated from their types by TypeDoc (pinned in clients/js)
+# into build/api/client and build/api/react; a warning (an undocumented exported type) fails it.
+.PHONY: api-docs
+api-docs: $(JS)/node_modules/.package-lock.json $(REACT)/node_modules/.package-lock.json
+	cd $(JS) && $(NPM) run build && $(NPM) run docs
+	cd $(REACT) && ../js/node_modules/.bin/typedoc --tsconfig tsconfig.build.json \
+		--out ../../build/api/react --treatWarningsAsErrors --readme none src/index.ts
+
 # The example integration (examples/external-app, a Node.js app with `pg`), whose test runs in
 # `make test`: its dependencies from its committed package-lock.json, the same way.
 EXAMPLE := examples/external-app
@@ -88,7 +119,8 @@ WAIT_SECONDS ?= 300
 wait:
 	@$(PYTHON) -m tools.wait_for_server http://$(HOST):$(PORT)/healthz $(WAIT_SECONDS)
 
-test: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.json $(EXAMPLE)/node_modules/.package-lock.json
+test: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.json $(EXAMPLE)/node_modules/.package-lock.json \
+		$(REACT)/node_modules/.package-lock.json
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
@@ -142,6 +174,15 @@ soak-placement: $(BIN)/.test $(JS)/node_modules/.package-lock.json
 	LIVEBOARD_PLACEMENT_INSERTS=10000 LIVEBOARD_PLACEMENT_PAIRS=1000 $(BIN)/python -m pytest -s \
 		tests/integration/test_placement.py -k "insertions or simultaneous" $(PYTEST_ARGS)
 
+# Several instances on the postgres broker, no Redis, in full: also the Redis cluster's
+# events-in-order, presence and dead-instance tests and `--workers 2`, run on this broker
+# (~1.5 min more than `make test`, which runs the kills, with presence across them).
+.PHONY: soak-pg-broker
+soak: soak-pg-broker
+soak-pg-broker: $(BIN)/.test
+	LIVEBOARD_PG_BROKER_FULL=1 $(BIN)/python -m pytest tests/integration/test_cluster_postgres.py \
+		-s $(PYTEST_ARGS)
+
 # Presence across every outage of docs/reliability.md (stalls of 5-45 s, partitions from Redis),
 # all at once, ~1.5 min; part of `make fuzz` (`make test` runs a 15 s stall and a 15 s pause).
 PRESENCE_OUTAGES ?= stall:5,stall:15,stall:25,stall:45,pause:15,cut:15
@@ -186,7 +227,8 @@ docs-python: $(BIN)/.runtime $(BIN)/.docs
 	$(BIN)/python -m tools.api_docs build/api/python
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(JS)/node_modules $(EXAMPLE)/node_modules
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(JS)/node_modules $(EXAMPLE)/node_modules \
+		$(REACT)/node_modules
 
 # Redis Cluster failovers mid-stream, many rounds (`make test` runs one CLUSTER FAILOVER and one
 # killed master; the killed node rejoins as a replica between rounds), on a private 3 + 3 cluster.

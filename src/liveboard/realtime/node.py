@@ -50,12 +50,12 @@ from liveboard.protocol import (
     encode_event,
     workspace_room,
 )
-from liveboard.realtime import repair
-from liveboard.realtime.brokers import Broker, create_broker
+from liveboard.realtime import repair, wiring
+from liveboard.realtime.brokers import Broker
 from liveboard.realtime.hub import Hub, Outlet, Room
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import RecoveryBuffer
-from liveboard.realtime.presence import MemoryPresence, PresenceDiff, PresenceManager
+from liveboard.realtime.presence import PresenceDiff, PresenceManager
 from liveboard.realtime.session import Session
 from liveboard.realtime.shutdown import SHUTDOWN_BATCH, SHUTDOWN_SPREAD, shutdown_pauses
 from liveboard.realtime.subscribe_read import SubscribeReader
@@ -89,10 +89,8 @@ class Node:
             on_resync=lambda room: self.repair.resync_room(room),
             on_workspace_events=self._on_workspace_events,
         )
-        self.broker: Broker = create_broker(
-            settings.redis_url, self, instance_id=settings.instance_id
-        )
-        self.presence: PresenceManager = self._presence_manager(settings)
+        self.broker: Broker = wiring.make_broker(self, settings, db)
+        self.presence: PresenceManager = wiring.make_presence(self, settings)
         self.sessions: dict[str, Session] = {}
         # user → their sessions: a list, since most users have one (a dict of one is 224 bytes)
         self.by_user: dict[str, list[Session]] = {}
@@ -108,20 +106,6 @@ class Node:
         )
         self.reader = SubscribeReader(db, settings.history_size)
         self.metrics.watch_node(self)
-
-    def _presence_manager(self, settings: Settings) -> PresenceManager:
-        if settings.redis_url is None:
-            return MemoryPresence(self)
-        from liveboard.realtime.presence_redis import RedisPresence
-
-        return RedisPresence(
-            settings.redis_url,
-            self,
-            instance_id=settings.instance_id,
-            active_rooms=lambda: self.hub.rooms.keys(),
-            signal=self.broker.publish_presence,
-            available=lambda: self.broker.up,
-        )
 
     # Lifecycle
 
