@@ -11,9 +11,9 @@ from redis.crc import key_slot
 
 from liveboard.config import load_settings
 from liveboard.errors import ConfigError
-from liveboard.realtime.brokers.redis_cluster import SlotMap
 from liveboard.realtime.brokers.redis_pools import is_cluster_url, parse_cluster_url
 from liveboard.realtime.brokers.redis_publisher import channel_of, cluster_channel_of, room_of
+from liveboard.realtime.brokers.redis_slots import SlotMap, ssubscribe_commands
 from liveboard.realtime.presence_layout import key_of
 
 
@@ -85,3 +85,10 @@ def test_the_slots_map_finds_each_channels_master() -> None:
     partial = SlotMap.parse(reply[1:2])
     served = [cluster_channel_of(f"project:{n}") for n in range(200)]
     assert {partial.address_of(c) for c in served} == {("127.0.0.1", 7000), None}
+
+
+def test_ssubscribe_commands_group_channels_by_slot() -> None:
+    same = [b"liveboard:room:{project:a}", b"x{project:a}"]  # one hash tag: one slot
+    other = b"liveboard:room:{project:b}"
+    commands = ssubscribe_commands([*same, other])
+    assert sorted(commands, key=len) == [["SSUBSCRIBE", other], ["SSUBSCRIBE", *same]]

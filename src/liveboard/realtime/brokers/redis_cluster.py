@@ -30,18 +30,16 @@ once every wanted channel is subscribed again after any outage), and on top:
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import random
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from liveboard.background import TaskSet
@@ -68,10 +66,11 @@ from liveboard.realtime.brokers.redis_publisher import (
     cluster_channel_of,
     room_of,
 )
+from liveboard.realtime.brokers.redis_slots import Address, Shard, SlotMap, ssubscribe_commands
 
 log = logging.getLogger("liveboard.broker.redis")
 
-__all__ = ["RedisClusterBroker", "SlotMap"]
+__all__ = ["RedisClusterBroker"]
 
 #: Longest wait between two attempts of a broken shard. Shorter than the single Redis's: the
 #: attempt that matters is the first after the replica took over (``CLUSTER SLOTS`` is read
@@ -80,56 +79,6 @@ BACKOFF_MAX: Final = 0.5
 #: The slots map is read again this often even when nothing broke (a resharding that moved
 #: no wanted channel is noticed this way).
 TOPOLOGY_INTERVAL: Final = 5.0
-
-Address = tuple[str, int]
-
-
-class SlotMap:
-    """Which master serves each slot, from a ``CLUSTER SLOTS`` answer (pure)."""
-
-    def __init__(self, ranges: Sequence[tuple[int, int, Address]]) -> None:
-        self.ranges = sorted(ranges)
-        self._starts = [start for start, _, _ in self.ranges]
-        self.masters: frozenset[Address] = frozenset(addr for _, _, addr in self.ranges)
-
-    @classmethod
-    def parse(cls, reply: Any) -> SlotMap:
-        """From ``CLUSTER SLOTS``: [[start, end, [host, port, id, …], replicas…], …]."""
-        ranges: list[tuple[int, int, Address]] = []
-        for start, end, master, *_ in reply:
-            host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
-            ranges.append((int(start), int(end), (host, int(master[1]))))
-        return cls(ranges)
-
-    def address_of(self, channel: bytes) -> Address | None:
-        """The master serving ``channel``'s slot, None if no node serves it."""
-        slot = key_slot(channel)
-        i = bisect.bisect_right(self._starts, slot) - 1
-        if i >= 0:
-            start, end, address = self.ranges[i]
-            if start <= slot <= end:
-                return address
-        return None
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SlotMap) and self.ranges == other.ranges
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.ranges))
-
-
-class _Shard:
-    """One master's subscriber connection and what it has confirmed."""
-
-    def __init__(self, address: Address) -> None:
-        self.address = address
-        self.conn: AbstractConnection | None = None
-        self.confirmed: set[bytes] = set()
-        self.lock = asyncio.Lock()  # one SSUBSCRIBE/SUNSUBSCRIBE in flight at a time
-        self.waiter: tuple[bytes, bytes, asyncio.Future[None]] | None = None
-        self.up = False
-        self.ever_up = False
-        self.task: asyncio.Task[None] | None = None
 
 
 class _MovedError(RedisConnectionError):
@@ -175,7 +124,7 @@ class RedisClusterBroker:
         self._unsubscribing = TaskSet(log)
         self._slots: SlotMap | None = None
         self._known: list[Address] = list(self._seeds)  # nodes to ask for the slots map
-        self._shards: dict[Address, _Shard] = {}
+        self._shards: dict[Address, Shard] = {}
         self._changed = asyncio.Event()  # a shard broke or saw a channel move
         self._needs_restore = False  # events may have been missed since the last time all up
         self._all_up = False
@@ -228,7 +177,7 @@ class RedisClusterBroker:
 
     # Subscribing
 
-    def _shard_of(self, channel: bytes) -> _Shard | None:
+    def _shard_of(self, channel: bytes) -> Shard | None:
         address = self._slots.address_of(channel) if self._slots is not None else None
         return self._shards.get(address) if address is not None else None
 
@@ -324,7 +273,7 @@ class RedisClusterBroker:
                 self._slots = slots
             self._changed.clear()
             for address in slots.masters:
-                shard = self._shards.setdefault(address, _Shard(address))
+                shard = self._shards.setdefault(address, Shard(address))
                 if shard.task is None or shard.task.done():
                     shard.task = asyncio.create_task(
                         self._session(shard), name=f"redis-cluster-shard-{address[1]}"
@@ -366,14 +315,14 @@ class RedisClusterBroker:
                     await conn.disconnect(nowait=True)
         raise error
 
-    async def _stop_shards(self, shards: list[_Shard]) -> None:
+    async def _stop_shards(self, shards: list[Shard]) -> None:
         tasks = [s.task for s in shards if s.task is not None and not s.task.done()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
 
-    async def _session(self, shard: _Shard) -> None:
+    async def _session(self, shard: Shard) -> None:
         """One master's subscriber connection: subscribe its wanted channels, read until it
         breaks."""
         host, port = shard.address
@@ -385,15 +334,8 @@ class RedisClusterBroker:
                 # Snapshot and publication of ``conn`` together: a later subscribe sends its own.
                 channels = sorted(c for c in self._wanted if self._shard_of(c) is shard)
                 shard.conn = conn
-                if channels:
-                    # One SSUBSCRIBE per slot (Redis refuses channels of several slots in one),
-                    # all sent in one write.
-                    by_slot: dict[int, list[bytes]] = {}
-                    for channel in channels:
-                        by_slot.setdefault(key_slot(channel), []).append(channel)
-                    commands: list[list[bytes | str]] = [
-                        ["SSUBSCRIBE", *group] for group in by_slot.values()
-                    ]
+                if channels:  # all sent in one write
+                    commands = ssubscribe_commands(channels)
                     await conn.send_packed_command(conn.pack_commands(commands))
             await self._read(shard, conn, set(channels))
         except REDIS_ERRORS as exc:
@@ -403,7 +345,7 @@ class RedisClusterBroker:
             with contextlib.suppress(*REDIS_ERRORS):
                 await conn.disconnect(nowait=True)
 
-    async def _read(self, shard: _Shard, conn: AbstractConnection, pending: set[bytes]) -> None:
+    async def _read(self, shard: Shard, conn: AbstractConnection, pending: set[bytes]) -> None:
         pinged = False
         if not pending:
             self._shard_up(shard)
@@ -431,7 +373,7 @@ class RedisClusterBroker:
                 self._shard_up(shard)
 
     def _on_reply(
-        self, shard: _Shard, reply: object, events: list[BrokerEvent], pending: set[bytes]
+        self, shard: Shard, reply: object, events: list[BrokerEvent], pending: set[bytes]
     ) -> None:
         if not isinstance(reply, list) or len(reply) != 3:
             return  # PONG
@@ -470,7 +412,7 @@ class RedisClusterBroker:
         if answers and waiter is not None and not waiter[2].done():
             waiter[2].set_result(None)
 
-    def _shard_up(self, shard: _Shard) -> None:
+    def _shard_up(self, shard: Shard) -> None:
         if shard.ever_up:
             self.reconnects += 1
         shard.up = shard.ever_up = self._progress = True
@@ -490,7 +432,7 @@ class RedisClusterBroker:
                 log.exception("on_broker_restored failed")
         self._ever_up = True
 
-    def _end_session(self, shard: _Shard, conn: AbstractConnection, reason: str) -> None:
+    def _end_session(self, shard: Shard, conn: AbstractConnection, reason: str) -> None:
         log.debug("Redis Cluster subscriber session ended: %s", reason)
         if shard.conn is conn:
             shard.conn = None
