@@ -86,6 +86,15 @@ dist-npm: $(JS)/node_modules/.package-lock.json $(REACT)/node_modules/.package-l
 	cd $(JS) && $(NPM) pack --pack-destination ../../dist
 	cd $(REACT) && $(NPM) pack --pack-destination ../../dist
 
+# The tarballs as files make can date: packed again when either package's source changes (the
+# React example, below, installs them).
+NPM_PACKED := dist/.npm-packed
+$(NPM_PACKED): $(JS)/package.json $(REACT)/package.json $(JS)/README.md $(REACT)/README.md \
+		$(wildcard $(JS)/src/*.ts $(JS)/scripts/*.mjs $(REACT)/src/*.ts $(REACT)/scripts/*.mjs) \
+		$(JS)/node_modules/.package-lock.json $(REACT)/node_modules/.package-lock.json
+	$(MAKE) dist-npm
+	@touch $@
+
 static-js: $(JS)/node_modules/.package-lock.json
 	cd $(JS) && $(NPM) run build:static
 
@@ -104,6 +113,14 @@ $(EXAMPLE)/node_modules/.package-lock.json: $(EXAMPLE)/package.json $(EXAMPLE)/p
 	cd $(EXAMPLE) && $(NPM) ci --no-audit --no-fund
 	@touch $@
 
+# The example React app (examples/react-board, Vite), whose browser test runs in `make test`:
+# React and Vite from its committed package-lock.json, @liveboard/client and @liveboard/react from
+# the tarballs in dist/ (`file:` dependencies: installed as from the registry, not linked).
+BOARD := examples/react-board
+$(BOARD)/node_modules/.package-lock.json: $(BOARD)/package.json $(BOARD)/package-lock.json $(NPM_PACKED)
+	cd $(BOARD) && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
 # Regenerate what liveboard.protocol generates: docs/asyncapi.json (the AsyncAPI document that
 # GET /asyncapi.json serves) and clients/js/src/protocol.ts (TypeScript declarations). A test
 # fails while either is stale.
@@ -120,7 +137,7 @@ wait:
 	@$(PYTHON) -m tools.wait_for_server http://$(HOST):$(PORT)/healthz $(WAIT_SECONDS)
 
 test: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.json $(EXAMPLE)/node_modules/.package-lock.json \
-		$(REACT)/node_modules/.package-lock.json
+		$(REACT)/node_modules/.package-lock.json $(BOARD)/node_modules/.package-lock.json
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
@@ -228,7 +245,7 @@ docs-python: $(BIN)/.runtime $(BIN)/.docs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(JS)/node_modules $(EXAMPLE)/node_modules \
-		$(REACT)/node_modules
+		$(REACT)/node_modules $(BOARD)/node_modules
 
 # Redis Cluster failovers mid-stream, many rounds (`make test` runs one CLUSTER FAILOVER and one
 # killed master; the killed node rejoins as a replica between rounds), on a private 3 + 3 cluster.
