@@ -22,7 +22,7 @@ UV_PIP := $(UV) --quiet pip install --python $(BIN)/python --require-hashes
 UV_VERSION ?= 0.13.9
 HOST ?= 127.0.0.1
 PORT ?= 8000
-LOCKS := requirements.lock requirements-test.lock requirements-bench.lock requirements-build.lock requirements-uv.lock
+LOCKS := requirements.lock requirements-test.lock requirements-bench.lock requirements-build.lock requirements-uv.lock requirements-docs.lock
 
 .PHONY: venv run wait test test-unit lint lock lock-uv check-locks clean bench bench-quick soak fuzz asyncapi
 
@@ -48,6 +48,12 @@ $(BIN)/.bench: $(BIN)/.runtime requirements-bench.lock
 	$(UV_PIP) -r requirements-bench.lock
 	@touch $@
 
+# The API reference generator (pdoc and its dependencies, requirements-docs.lock): a lock of
+# its own, made by `make lock-docs`, so the docs tool changes none of the project's locks.
+$(BIN)/.docs: $(UV) requirements-docs.lock
+	$(UV_PIP) -r requirements-docs.lock
+	@touch $@
+
 venv: $(BIN)/.runtime
 
 # The npm side (clients/js): the pinned TypeScript that checks the generated declarations,
@@ -60,11 +66,59 @@ $(JS)/node_modules/.package-lock.json: $(JS)/package.json $(JS)/package-lock.jso
 
 $(JS)/node_modules: $(JS)/node_modules/.package-lock.json
 
+# clients/react (@liveboard/react): React, Vitest, @testing-library/react and happy-dom from its
+# committed package-lock.json; @liveboard/client is ../js, linked.
+REACT := clients/react
+$(REACT)/node_modules/.package-lock.json: $(REACT)/package.json $(REACT)/package-lock.json
+	cd $(REACT) && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+# The packages a user installs: `npm pack` of clients/js (@liveboard/client) and clients/react
+# (@liveboard/react) into dist/ (each `prepack` builds its dist/ with the pinned esbuild and tsc). tests/integration/
+# test_js_client_package.py installs that tarball into an empty project and uses it against a
+# live server. After changing clients/js/src, `make static-js` rebuilds the bundle the server
+# serves at /static/liveboard.js (committed: the Python package installs without Node; a test
+# fails while it is stale).
+.PHONY: dist dist-npm static-js
+dist: dist-npm
+dist-npm: $(JS)/node_modules/.package-lock.json $(REACT)/node_modules/.package-lock.json
+	mkdir -p dist
+	cd $(JS) && $(NPM) pack --pack-destination ../../dist
+	cd $(REACT) && $(NPM) pack --pack-destination ../../dist
+
+# The tarballs as files make can date: packed again when either package's source changes (the
+# React example, below, installs them).
+NPM_PACKED := dist/.npm-packed
+$(NPM_PACKED): $(JS)/package.json $(REACT)/package.json $(JS)/README.md $(REACT)/README.md \
+		$(wildcard $(JS)/src/*.ts $(JS)/scripts/*.mjs $(REACT)/src/*.ts $(REACT)/scripts/*.mjs) \
+		$(JS)/node_modules/.package-lock.json $(REACT)/node_modules/.package-lock.json
+	$(MAKE) dist-npm
+	@touch $@
+
+static-js: $(JS)/node_modules/.package-lock.json
+	cd $(JS) && $(NPM) run build:static
+
+# The API reference of both packages, generated from their types by TypeDoc (pinned in clients/js)
+# into build/api/client and build/api/react; a warning (an undocumented exported type) fails it.
+.PHONY: api-docs
+api-docs: $(JS)/node_modules/.package-lock.json $(REACT)/node_modules/.package-lock.json
+	cd $(JS) && $(NPM) run build && $(NPM) run docs
+	cd $(REACT) && ../js/node_modules/.bin/typedoc --tsconfig tsconfig.build.json \
+		--out ../../build/api/react --treatWarningsAsErrors --readme none src/index.ts
+
 # The example integration (examples/external-app, a Node.js app with `pg`), whose test runs in
 # `make test`: its dependencies from its committed package-lock.json, the same way.
 EXAMPLE := examples/external-app
 $(EXAMPLE)/node_modules/.package-lock.json: $(EXAMPLE)/package.json $(EXAMPLE)/package-lock.json
 	cd $(EXAMPLE) && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+# The example React app (examples/react-board, Vite), whose browser test runs in `make test`:
+# React and Vite from its committed package-lock.json, @liveboard/client and @liveboard/react from
+# the tarballs in dist/ (`file:` dependencies: installed as from the registry, not linked).
+BOARD := examples/react-board
+$(BOARD)/node_modules/.package-lock.json: $(BOARD)/package.json $(BOARD)/package-lock.json $(NPM_PACKED)
+	cd $(BOARD) && $(NPM) ci --no-audit --no-fund
 	@touch $@
 
 # Regenerate what liveboard.protocol generates: docs/asyncapi.json (the AsyncAPI document that
@@ -100,23 +154,24 @@ PYTEST_RUN = $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope -m "n
 	&& { $(BIN)/python -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]; }
 endif
 
-test: $(BIN)/.test $(BIN)/.bench $(JS)/node_modules/.package-lock.json $(EXAMPLE)/node_modules/.package-lock.json
+test: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.json $(EXAMPLE)/node_modules/.package-lock.json \
+		$(REACT)/node_modules/.package-lock.json $(BOARD)/node_modules/.package-lock.json
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
 	$(PYTEST_RUN)
 
-test-unit: $(BIN)/.test $(BIN)/.bench $(JS)/node_modules/.package-lock.json
+test-unit: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.json
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: $(BIN)/.test
+lint: $(BIN)/.test $(BIN)/.docs
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
 
 # Each lock file closed under its packages' own requirements, extras included (offline: the
 # packages' metadata comes from the installed virtualenv).
-check-locks: $(BIN)/.test $(BIN)/.bench
+check-locks: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs
 	$(BIN)/python -m tools.lockcheck $(LOCKS)
 
 # The benchmark suite against python-socketio (≤ 10 min; needs redis-server and PostgreSQL):
@@ -154,6 +209,15 @@ soak-placement: $(BIN)/.test $(JS)/node_modules/.package-lock.json
 	LIVEBOARD_PLACEMENT_INSERTS=10000 LIVEBOARD_PLACEMENT_PAIRS=1000 $(BIN)/python -m pytest -s \
 		tests/integration/test_placement.py -k "insertions or simultaneous" $(PYTEST_ARGS)
 
+# Several instances on the postgres broker, no Redis, in full: also the Redis cluster's
+# events-in-order, presence and dead-instance tests and `--workers 2`, run on this broker
+# (~1.5 min more than `make test`, which runs the kills, with presence across them).
+.PHONY: soak-pg-broker
+soak: soak-pg-broker
+soak-pg-broker: $(BIN)/.test
+	LIVEBOARD_PG_BROKER_FULL=1 $(BIN)/python -m pytest tests/integration/test_cluster_postgres.py \
+		-s $(PYTEST_ARGS)
+
 # Presence across every outage of docs/reliability.md (stalls of 5-45 s, partitions from Redis),
 # all at once, ~1.5 min; part of `make fuzz` (`make test` runs a 15 s stall and a 15 s pause).
 PRESENCE_OUTAGES ?= stall:5,stall:15,stall:25,stall:45,pause:15,cut:15
@@ -173,9 +237,39 @@ lock: $(UV)
 	$(UV) export --frozen --only-group build --no-emit-project --format requirements-txt -o requirements-build.lock
 	$(MAKE) check-locks
 
+# Regenerate requirements-docs.lock (pdoc at PDOC_VERSION, every file's hash) with the pinned uv.
+PDOC_VERSION ?= 16.0.0
+.PHONY: lock-docs
+lock-docs: $(UV)
+	echo "pdoc==$(PDOC_VERSION)" | $(UV) pip compile --generate-hashes --python-version 3.11 \
+		--no-header --quiet - -o requirements-docs.lock
+
 # Move the pinned installer to UV_VERSION: the hashes of every file that release publishes.
 lock-uv: $(UV)
 	echo "uv==$(UV_VERSION)" | $(UV) pip compile --generate-hashes --no-header --quiet - -o requirements-uv.lock
 
+# Distributions: the Python client's wheels (liveboard-protocol, liveboard-client) into dist/,
+# built from src/liveboard/{protocol,client} with the locked hatchling (tools/dist_python.py).
+.PHONY: dist dist-python
+dist: dist-python
+dist-python: $(BIN)/.runtime
+	$(BIN)/python -m tools.dist_python dist
+
+# The Python SDK's API reference, generated from its types and docstrings by pdoc into
+# build/api/python/ (open index.html). tests/unit/test_python_api_docs.py generates it too.
+.PHONY: docs-python
+docs-python: $(BIN)/.runtime $(BIN)/.docs
+	$(BIN)/python -m tools.api_docs build/api/python
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(JS)/node_modules $(EXAMPLE)/node_modules
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(JS)/node_modules $(EXAMPLE)/node_modules \
+		$(REACT)/node_modules $(BOARD)/node_modules
+
+# Redis Cluster failovers mid-stream, many rounds (`make test` runs one CLUSTER FAILOVER and one
+# killed master; the killed node rejoins as a replica between rounds), on a private 3 + 3 cluster.
+CLUSTER_FAILOVER_ROUNDS ?= 10
+.PHONY: soak-redis-cluster
+soak: soak-redis-cluster
+soak-redis-cluster: $(BIN)/.test
+	LIVEBOARD_CLUSTER_FAILOVER_ROUNDS=$(CLUSTER_FAILOVER_ROUNDS) $(BIN)/python -m pytest -s \
+		tests/integration/test_redis_cluster.py -k failovers $(PYTEST_ARGS)

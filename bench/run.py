@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -46,7 +47,14 @@ import numpy as np
 
 from bench.floor import minimal_fanout_async, send_floor
 from bench.infra import ROOT, Postgres, RedisServer, Workers, raise_fd_limit
-from bench.targets import LiveboardTarget, Room, SocketioTarget, Target, write_tokens
+from bench.targets import (
+    LiveboardPostgresTarget,
+    LiveboardTarget,
+    Room,
+    SocketioTarget,
+    Target,
+    write_tokens,
+)
 
 RESULTS = ROOT / "bench" / "results"
 P99_LIMIT_MS = 50.0
@@ -145,7 +153,12 @@ def percentiles(latency: np.ndarray, missing: int) -> dict[str, float | None]:
 
 
 class Bench:
-    def __init__(self, config: Config, workdir: Path, only: set[str], profile: bool) -> None:
+    def __init__(
+        self, config: Config, workdir: Path, only: set[str], profile: bool, brokers: str = ""
+    ) -> None:
+        """``brokers``: compare liveboard's brokers (``redis-first`` / ``postgres-first``: liveboard
+        on Redis and on PostgreSQL's broker, in that order) instead of liveboard and the peer."""
+        self.brokers = brokers
         self.config = config
         self.workdir = workdir
         self.only = only
@@ -521,7 +534,8 @@ class Bench:
         target.rooms = []
         if isinstance(target, LiveboardTarget):
             target.workspace_id = ""
-        await target.create_database(f"bench_c_{target.proto}_{self.stamp}")
+        kind = target.name.replace("-", "_")
+        await target.create_database(f"bench_c_{kind}_{self.stamp}")
         try:
             await target.start(2)
             await target.setup(1, self.users)
@@ -737,8 +751,17 @@ class Bench:
                 rounds=50 if cfg.quick else 150
             )
         lb = LiveboardTarget(self.workdir, self.redis, self.postgres)
-        sio = SocketioTarget(self.workdir, self.redis, self.postgres)
+        sio: Target = SocketioTarget(self.workdir, self.redis, self.postgres)
+        targets = [lb, sio]
+        if self.brokers:
+            # liveboard on Redis against liveboard on PostgreSQL's broker (no Redis), in
+            # the order asked for (alternated between runs).
+            sio = LiveboardPostgresTarget(self.workdir, self.redis, self.postgres)
+            lb.ts_before_write = True
+            targets = [sio, lb] if self.brokers == "postgres-first" else [lb, sio]
         await lb.create_database(f"bench_lb_{self.stamp}")
+        if self.brokers:
+            await sio.create_database(f"bench_lbpg_{self.stamp}")
         scenarios = {
             "A": self.scenario_a,
             "B": self.scenario_b,
@@ -752,7 +775,7 @@ class Bench:
                     continue
                 self.log(f"scenario {key}")
                 entry: dict[str, Any] = {}
-                for target in (lb, sio):
+                for target in targets:
                     started = time.monotonic()
                     try:
                         entry[target.name] = await run(target)
@@ -1134,6 +1157,13 @@ def main() -> int:
     )
     parser.add_argument("--no-plot", action="store_true", help="skip docs/bench-latency.png")
     parser.add_argument(
+        "--brokers",
+        choices=["redis-first", "postgres-first"],
+        default="",
+        help="liveboard on Redis against liveboard on the postgres broker (in this order),"
+        " instead of against python-socketio; no ladder past 1,500 ev/s, no limit rates",
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=None,
@@ -1145,12 +1175,14 @@ def main() -> int:
     restore_autogroup = prioritise(niceness) if niceness else None
     only = {c for c in args.only.upper() if c in "ABCDE"}
     config = Config.make(args.quick, args.workers)
+    if args.brokers:
+        config = dataclasses.replace(config, ladder_max=1500.0, a_limit_rates=[])
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = RESULTS / f"{stamp}.work"
     workdir.mkdir()
     started = time.monotonic()
-    bench = Bench(config, workdir, only, args.profile)
+    bench = Bench(config, workdir, only, args.profile, args.brokers)
     import uvloop
 
     try:

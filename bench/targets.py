@@ -187,6 +187,8 @@ class LiveboardTarget(Target):
         self.workspace_id = ""
         #: More environment for the instances (e.g. ``LIVEBOARD_API_KEYS``).
         self.extra_env: dict[str, str] = {}
+        #: Stamp Redis events with the time before the append (see ``carry``).
+        self.ts_before_write = False
         self._db: asyncpg.Connection | None = None
         self._encode = msgspec.json.Encoder().encode
 
@@ -198,7 +200,7 @@ class LiveboardTarget(Target):
         env = {
             "LIVEBOARD_DATABASE_URL": self.database_url,
             "LIVEBOARD_JWT_SECRET": SECRET,
-            "LIVEBOARD_REDIS_URL": self.redis.url,
+            **self.broker_env(),
             "LIVEBOARD_LOG_FORMAT": "text",
             **self.extra_env,
         }
@@ -211,6 +213,10 @@ class LiveboardTarget(Target):
             if index == 0 and count > 1:  # let the first one apply the migrations alone
                 await self._ready(started, "/healthz", register=False)
         await self._ready(started, "/readyz")
+
+    def broker_env(self) -> dict[str, str]:
+        """How the instances carry events between them: Redis."""
+        return {"LIVEBOARD_REDIS_URL": self.redis.url}
 
     async def counters(self, index: int = 0) -> dict[str, float]:
         wanted = ("gap_fills", "catch_ups", "resyncs", "slow_consumer", "broker_reconnects")
@@ -315,7 +321,15 @@ class LiveboardTarget(Target):
             list(last),
             list(last.values()),
         )
-        ts = int(time.time() * 1000)
+        await self.carry(rows, before)
+
+    async def carry(self, rows: list[tuple[Room, int, dict[str, Any]]], before: int) -> None:
+        """What an instance's broker does after the commit: PUBLISH each event on Redis.
+
+        Stamped now (publish → receipt), or with ``ts_before_write`` at ``before``, the time
+        stamped in the log's rows, which the postgres broker delivers: comparing brokers, both
+        latencies then start before the append."""
+        ts = before if self.ts_before_write else int(time.time() * 1000)
         pipe = self.redis_client().pipeline(transaction=False)
         for room, offset, data in rows:
             event = {
@@ -348,6 +362,30 @@ class LiveboardTarget(Target):
                 await self._db.close()
             self._db = None
         await super().stop(kill=kill)
+
+
+class LiveboardPostgresTarget(LiveboardTarget):
+    """liveboard on the postgres broker (``LIVEBOARD_BROKER=postgres``, no Redis): after the
+    append, one ``pg_notify`` per room names the offsets appended, as the broker's publish
+    does, and every instance reads them from the log."""
+
+    name = "liveboard-pg"
+
+    def broker_env(self) -> dict[str, str]:
+        return {"LIVEBOARD_BROKER": "postgres"}
+
+    async def carry(self, rows: list[tuple[Room, int, dict[str, Any]]], before: int) -> None:
+        from liveboard.realtime.brokers.postgres import payload_of
+
+        spans: dict[str, tuple[int, int]] = {}
+        for room, offset, _data in rows:
+            first, last = spans.get(room.name, (offset, offset))
+            spans[room.name] = (min(first, offset), max(last, offset))
+        db = await self.db()
+        await db.execute(
+            "SELECT pg_notify('liveboard_events', p) FROM unnest($1::text[]) AS p",
+            [payload_of(name, first, last, "bench") for name, (first, last) in spans.items()],
+        )
 
 
 class _CollectingManager(socketio.AsyncRedisManager):  # type: ignore[misc]

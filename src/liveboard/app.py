@@ -24,6 +24,7 @@ from liveboard.events import EventPublisher
 from liveboard.fdlimit import open_files, open_files_limit
 from liveboard.openapi import build_document
 from liveboard.protocol import BrokerEvent
+from liveboard.realtime.brokers.wakeup import LogWakeup
 from liveboard.realtime.endpoint import (
     NODE_KEY,
     WS_SETTINGS_KEY,
@@ -37,7 +38,6 @@ from liveboard.realtime.transport.guard import GUARD_KEY, ConnectionGuard, track
 from liveboard.realtime.transport.http_errors import json_error_handlers
 from liveboard.realtime.transport.router import ConnectionRouter
 from liveboard.realtime.transport.sockets import tune_socket
-from liveboard.realtime.wakeup import LogWakeup
 from liveboard.request_metrics import timing_middleware
 from liveboard.rest import json_response
 from liveboard.store.availability import probe
@@ -248,12 +248,18 @@ def _components(
         app[METRICS_KEY].watch_database(db)
         node: Node | None = None
         wakeup: LogWakeup | None = None
+        service: TaskService | None = None
         pruning: list[asyncio.Task[None]] = []
         try:
             await prepare_database(db, settings.db_wait)
+            # Open the kept connections before listening: a restarted server's first second is
+            # a reconnect storm, which should not wait on (or pay for) connects.
+            await db.warm()
             node = (Node if tracing is None else tracing.node)(settings, db, app[METRICS_KEY])
             await node.start()
-            if db.schema is not None:  # PostgreSQL: liveboard_emit's commits wake this instance
+            # PostgreSQL: liveboard_emit's commits wake this instance (the postgres broker
+            # listens on the same channel itself: it takes its place).
+            if db.schema is not None and node.broker.name != "postgres":
                 wakeup = LogWakeup(
                     settings.database_url,
                     wakeup_channel(db.schema),
@@ -290,6 +296,8 @@ def _components(
             await asyncio.gather(*pruning, return_exceptions=True)
             if wakeup is not None:
                 await wakeup.aclose()
+            if service is not None:
+                await service.writer.drain()  # committed events reach the broker before it closes
             if node is not None:
                 await node.shutdown()
             await db.aclose()

@@ -32,6 +32,10 @@ class Settings:
     #: The PostgreSQL schema of liveboard's tables and functions (ignored on SQLite).
     db_schema: str = "liveboard"
     redis_url: str | None = None
+    #: Which broker carries events between instances: ``auto`` (Redis when
+    #: ``LIVEBOARD_REDIS_URL`` is set, else memory: one instance), ``memory``, ``redis``, or
+    #: ``postgres`` (PostgreSQL's NOTIFY and the log; several instances without Redis).
+    broker: str = "auto"
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_jwks_url: str | None = None
@@ -62,6 +66,12 @@ class Settings:
     # 0: no cap (behind a reverse proxy every connection comes from the proxy's address).
     max_pending_per_address: int = 256
     history_size: int = 1000
+    #: Subscribes under way (a reconnect's recovery read included) past which new WebSocket
+    #: upgrades are refused with 503 and ``Retry-After`` (a storm queues at the client, not in
+    #: handshakes that time out); 0: no cap.
+    max_handshakes: int = 500
+    #: The ``Retry-After`` of that 503, seconds.
+    handshake_retry_after: int = 1
     #: Service keys (``Authorization: apikey <key>``, CONTRACT §6.3); empty: none accepted.
     api_keys: tuple[str, ...] = ()
     #: Largest ``data`` of an event published over HTTP, in bytes of its JSON.
@@ -254,13 +264,25 @@ def parse_workers(raw: str, name: str = "LIVEBOARD_WORKERS") -> int:
     return value
 
 
+BROKERS = ("auto", "memory", "redis", "postgres")
+
+
+def broker_kind(settings: Settings) -> str:
+    """The broker ``settings`` choose: ``LIVEBOARD_BROKER``, or for ``auto`` Redis when
+    ``LIVEBOARD_REDIS_URL`` is set and the in-memory broker otherwise."""
+    if settings.broker != "auto":
+        return settings.broker
+    return "memory" if settings.redis_url is None else "redis"
+
+
 def check_workers(settings: Settings) -> None:
     """``serve``'s rule for several workers (CONTRACT §6.6): a broker, and not ``--dev``."""
     if settings.workers == 1:
         return
-    if settings.redis_url is None:
+    if broker_kind(settings) == "memory":
         raise ConfigError(
-            f"{settings.workers} workers need a broker to share rooms: set LIVEBOARD_REDIS_URL"
+            f"{settings.workers} workers need a broker to share rooms: set LIVEBOARD_REDIS_URL,"
+            " or LIVEBOARD_BROKER=postgres"
         )
     if settings.dev:
         raise ConfigError("--dev runs one process: drop --workers (or LIVEBOARD_WORKERS)")
@@ -292,7 +314,18 @@ def _check_db_schema(name: str) -> str:
 def _check_redis_url(url: str | None) -> str | None:
     if url is None or url.startswith(("redis://", "rediss://", "unix://")):
         return url
-    raise ConfigError(f"LIVEBOARD_REDIS_URL must be redis://HOST:PORT/DB, got {url!r}")
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        from liveboard.realtime.brokers.redis_pools import parse_cluster_url
+
+        try:
+            parse_cluster_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"LIVEBOARD_REDIS_URL: {exc}") from None
+        return url
+    raise ConfigError(
+        "LIVEBOARD_REDIS_URL must be redis://HOST:PORT/DB or "
+        f"redis+cluster://HOST:PORT[,HOST:PORT…], got {url!r}"
+    )
 
 
 def _log_level(env: Mapping[str, str]) -> str:
@@ -332,6 +365,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         ),
         "db_schema": _check_db_schema(env.get("LIVEBOARD_DB_SCHEMA") or "liveboard"),
         "redis_url": _check_redis_url(_str(env, "LIVEBOARD_REDIS_URL")),
+        "broker": _choice(env, "LIVEBOARD_BROKER", BROKERS),
         "jwt_secret": _str(env, "LIVEBOARD_JWT_SECRET"),
         "jwt_public_key": _str(env, "LIVEBOARD_JWT_PUBLIC_KEY"),
         "jwt_jwks_url": _str(env, "LIVEBOARD_JWT_JWKS_URL"),
@@ -352,6 +386,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "max_connections_per_user": _int(env, "LIVEBOARD_MAX_CONNECTIONS_PER_USER", 50, minimum=1),
         "slow_consumer_bytes": _int(env, "LIVEBOARD_SLOW_CONSUMER_BYTES", 1 << 20, minimum=1024),
         "max_pending_per_address": _int(env, "LIVEBOARD_MAX_PENDING_PER_ADDRESS", 256, minimum=0),
+        "max_handshakes": _int(env, "LIVEBOARD_MAX_HANDSHAKES", 500, minimum=0),
+        "handshake_retry_after": _int(env, "LIVEBOARD_HANDSHAKE_RETRY_AFTER", 1, minimum=1),
         "api_keys": _api_keys(_str(env, "LIVEBOARD_API_KEYS")),
         "max_event_data_bytes": _int(env, "LIVEBOARD_MAX_EVENT_DATA_BYTES", 65536, minimum=2),
         "event_retention": _int(env, "LIVEBOARD_EVENT_RETENTION", 10000, minimum=1000),
@@ -380,4 +416,19 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             values[key] = value
     if "database_url" in overrides and overrides["database_url"] is not None:
         _check_database_url(values["database_url"])
+    _check_broker(values["broker"], values["database_url"], values["redis_url"])
     return Settings(**values)
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or choices[0]).lower()
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {env.get(name)!r}")
+    return raw
+
+
+def _check_broker(broker: str, database_url: str, redis_url: str | None) -> None:
+    if broker == "postgres" and not parse_database_url(database_url).is_postgres:
+        raise ConfigError("LIVEBOARD_BROKER=postgres needs a PostgreSQL LIVEBOARD_DATABASE_URL")
+    if broker == "redis" and redis_url is None:
+        raise ConfigError("LIVEBOARD_BROKER=redis needs LIVEBOARD_REDIS_URL")

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from liveboard.config import Settings, setting_defaults
+from liveboard.config import Settings, broker_kind, setting_defaults
 
 MASK = "***"
 #: A setting whose name contains one of these is a secret as a whole.
@@ -60,13 +60,17 @@ def render(setting: str, value: Any) -> str:
 
 def effective_settings(settings: Settings) -> list[str]:
     """``LIVEBOARD_X=value`` for every setting, in ``Settings`` order, marked ``# default``
-    when the value is the default."""
+    when the value is the default; ``LIVEBOARD_BROKER``'s line also names the broker in use
+    (``# in use: redis``), which ``auto`` leaves to the other settings."""
     values = asdict(settings)
     lines = []
     for variable, default in setting_defaults().items():
         setting = variable.removeprefix("LIVEBOARD_").lower()
         line = f"{variable}={render(setting, values[setting])}"
-        lines.append(f"{line}  # default" if values[setting] == default else line)
+        notes = ["default"] if values[setting] == default else []
+        if setting == "broker":
+            notes.append(f"in use: {broker_kind(settings)}")
+        lines.append(f"{line}  # {'; '.join(notes)}" if notes else line)
     return lines
 
 

@@ -132,7 +132,42 @@ def test_backoff_is_exponential_capped_with_full_jitter_then_offline(page: Page)
     assert result["jitter"] == 1000  # random(0, min(4000, 500 * 2**3)) with random = 0.25
 
 
-@pytest.mark.parametrize("code", [1003, 1008, 1009])
+def test_retry_now_connects_at_once_and_starts_the_backoff_over(page: Page) -> None:
+    result = run(
+        page,
+        """
+        Math.random = () => 1;
+        const delays = [];
+        const c = new m.LiveboardClient({ token: "t", backoffBase: 500, backoffMax: 8000 });
+        c.on("state", (s) => s.retryIn !== undefined && delays.push(s.retryIn));
+        await flush();
+        latest().accept();
+        for (let i = 0; i < 4; i++) { latest().drop(1006); await nextSocket(); }
+        latest().drop(1006);            // the next attempt is 8 s away
+        await advance(100);
+        const before = sockets.length;
+        c.retryNow();
+        await flush();
+        const opened = sockets.length - before;
+        c.retryNow();                   // an attempt is under way: no second socket
+        await flush();
+        const again = sockets.length - before;
+        latest().drop(1006);            // that attempt failed: the backoff starts over
+        (await nextSocket()).accept();
+        c.retryNow();                   // connected: nothing to do
+        await flush();
+        return { delays, opened, again, sockets: sockets.length, state: c.state };
+        """,
+    )
+    assert result["delays"] == [500, 1000, 2000, 4000, 8000, 500]
+    assert (result["opened"], result["again"]) == (1, 1)
+    assert result["state"] == "connected"
+    assert result["sockets"] == 7
+
+
+# Every code the protocol's policy calls fatal (CLOSE_ACTIONS in the generated protocol.ts, which
+# the client imports): RFC 6455's 1002, 1007 and 1010 too since issue 19.
+@pytest.mark.parametrize("code", [1002, 1003, 1007, 1008, 1009, 1010])
 def test_no_reconnect_after_a_fatal_close(page: Page, code: int) -> None:
     result = run(
         page,
@@ -182,6 +217,42 @@ def test_a_restarting_server_1012_is_retried_at_a_flat_short_pace(page: Page) ->
     in_window = result["events"][: result["refusedInWindow"]]
     assert in_window == [["reconnecting", 1000, True]] * 9
     assert result["events"][-1] == ["reconnecting", 250, False]  # random(0, 500) = 250
+
+
+def test_a_token_provider_down_with_the_restarting_server_keeps_the_flat_pace(
+    page: Page,
+) -> None:
+    """The demo board's provider fetches its token from the server that is restarting: each
+    attempt after the first refused connect asks it and fails. Those failures kept the flat pace
+    of the restart window too (they once fell back to the doubling backoff and, after 5, to
+    ``offline``: tabs returned 2-8 s after the server did)."""
+    result = run(
+        page,
+        """
+        Math.random = () => 0.5;
+        const events = [];
+        let serverUp = true;
+        const c = new m.LiveboardClient({
+          token: async () => { if (!serverUp) throw new Error("Failed to fetch"); return "t"; },
+          restartDelay: [0, 1000], offlineAfter: 3,
+        });
+        c.on("state", (s) => s.retryIn !== undefined && events.push([s.state, s.retryIn, s.restarting]));
+        await flush();
+        latest().accept();
+        serverUp = false;
+        latest().drop(1012, "restarting");
+        await advance(500);
+        latest().drop(1006);            // refused: the next attempt asks the provider again
+        await advance(8 * 500);         // ... which fails 8 times
+        const during = events.length;
+        serverUp = true;
+        await advance(500);
+        latest().accept();
+        return { events, during, state: c.state };
+        """,
+    )
+    assert result["events"][: result["during"]] == [["reconnecting", 500, True]] * 10
+    assert result["state"] == "connected"
 
 
 def test_a_restarted_server_that_accepts_ends_the_restart_window(page: Page) -> None:

@@ -5,7 +5,8 @@ per-test helpers bound to it. A module that needs other settings defines its own
 (``board`` then uses it); modules with fixtures of the same names for other purposes (the
 REST and CLI modules) keep theirs, which take precedence.
 
-``redis_server`` is a private ``redis-server`` per test; ``cluster`` (on ``cluster_database``,
+``redis_server`` is a private ``redis-server`` per test, ``redis_cluster`` a private Redis
+Cluster (3 masters + 3 replicas) per session; ``cluster`` (on ``cluster_database``,
 one PostgreSQL database per module) starts several instances on it (``tests.support.cluster``).
 """
 
@@ -17,10 +18,11 @@ import pytest
 
 from tests.support.board import Board
 from tests.support.cluster import cluster_database_fixture, cluster_fixture
+from tests.support.redis_cluster import redis_cluster
 from tests.support.redis_server import redis_server
 from tests.support.servers import LiveboardProcess, start_server
 
-__all__ = ["cluster_database_fixture", "cluster_fixture", "redis_server"]
+__all__ = ["cluster_database_fixture", "cluster_fixture", "redis_cluster", "redis_server"]
 
 
 @pytest.fixture(scope="module")

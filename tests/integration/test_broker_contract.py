@@ -1,25 +1,41 @@
-"""The broker contract, run against every broker; then what only the Redis broker promises.
+"""The broker contract, run against every broker; then what the Redis and postgres brokers promise.
 
-Common contract (``MemoryBroker`` and ``RedisBroker`` on a private ``redis-server``): every
-published event reaches the local handler, in publish order; ``up`` once started;
-``unsubscribe`` and ``aclose`` are idempotent. Redis only: delivery between two instances for
-subscribed rooms only, ``subscribe`` returning once active, outages (server stopped and
-restarted, subscriber connection killed) survived with ``on_broker_restored``, malformed
-payloads skipped.
+Common contract (``MemoryBroker``, ``RedisBroker`` on a private ``redis-server``,
+``RedisClusterBroker`` on a private Redis Cluster: ``tests/integration/test_redis_cluster.py``
+has its multi-instance, outage and failover tests, and ``PostgresBroker`` on the module's
+PostgreSQL database): every published event reaches the local handler, in publish order; ``up``
+once started; ``unsubscribe`` and ``aclose`` are idempotent. Redis only: delivery between two
+instances for subscribed rooms only, ``subscribe`` returning once active, outages (server
+stopped and restarted, subscriber connection killed) survived with ``on_broker_restored``,
+malformed payloads skipped. PostgreSQL only (the shared server is never stopped: its
+connections are terminated instead): delivery between instances of the subscribed rooms only,
+read from the log, in order, once, coalesced; ``liveboard_emit`` wakes them; the listening
+connection terminated (restored, ``on_broker_restored``) and the notifying one (the
+notification kept and sent again); malformed notifications skipped; a project room's events
+name their workspace room's head.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
+import asyncpg
 import pytest
 from redis.asyncio import Redis
 
 from liveboard.protocol import BrokerEvent, encode_event
 from liveboard.realtime.brokers import Broker, create_broker
+from liveboard.realtime.brokers.postgres import PostgresBroker
 from liveboard.realtime.brokers.redis import RedisBroker, channel_of
+from liveboard.store import eventlog
+from liveboard.store.database import Database
+from liveboard.store.migrations import prepare_database
+from liveboard.store.open_log_sql import wakeup_channel
+from tests.support.redis_cluster import RedisClusterNodes
 from tests.support.redis_server import RedisServer
 from tests.support.timing import timeout
 
@@ -82,21 +98,41 @@ BrokerFactory = Callable[[Recorder], Awaitable[Broker]]
 RedisFactory = Callable[[Recorder], Awaitable[RedisBroker]]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def broker_url(request: pytest.FixtureRequest) -> str | None:
-    if request.param == "memory":
-        return None
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return server.url
+@pytest.fixture(params=["memory", "redis", "redis-cluster", "postgres"])
+def broker_kind(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """The kind, and the URL of its server (a private Redis, a private Redis Cluster, the
+    module's PostgreSQL)."""
+    if request.param == "redis":
+        return "redis", request.getfixturevalue("redis_server").url
+    if request.param == "redis-cluster":
+        nodes: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+        return "redis", nodes.seed_url
+    if request.param == "postgres":
+        return "postgres", request.getfixturevalue("module_postgres_url")
+    return "memory", None
 
 
 @pytest.fixture
-async def make_broker(broker_url: str | None) -> AsyncIterator[BrokerFactory]:
+async def make_broker(broker_kind: tuple[str, str | None]) -> AsyncIterator[BrokerFactory]:
     """Started brokers of the parametrised kind, built like the app does; closed at the end."""
     brokers: list[Broker] = []
+    kind, url = broker_kind
+    redis_url = url if kind == "redis" else None
+    database_url = url if kind == "postgres" else None
+    db = None
+    if database_url is not None:
+        db = Database(database_url)
+        await prepare_database(db, 10.0)
 
     async def make(handler: Recorder) -> Broker:
-        broker = create_broker(broker_url, handler, instance_id=f"test{len(brokers)}")
+        broker = create_broker(
+            redis_url,
+            handler,
+            instance_id=f"test{len(brokers)}",
+            kind=kind,
+            db=db,
+            database_url=database_url,
+        )
         brokers.append(broker)
         await broker.start()
         return broker
@@ -104,6 +140,8 @@ async def make_broker(broker_url: str | None) -> AsyncIterator[BrokerFactory]:
     yield make
     for broker in brokers:
         await broker.aclose()
+    if db is not None:
+        await db.aclose()
 
 
 @pytest.fixture
@@ -139,7 +177,7 @@ async def admin(redis_server: RedisServer) -> AsyncIterator[Redis]:
 async def test_up_once_started(make_broker: BrokerFactory) -> None:
     broker = await make_broker(Recorder())
     assert broker.up
-    assert broker.name in {"memory", "redis"}
+    assert broker.name in {"memory", "redis", "postgres"}
 
 
 async def test_events_arrive_in_publish_order(make_broker: BrokerFactory) -> None:
@@ -587,3 +625,193 @@ async def test_a_lingering_room_survives_a_reconnection(
         await eventually(lambda: broker.reconnects == 1 and broker.up, what="reconnected")
         await broker.subscribe(ROOM)
         await _arrives(publisher, handler, 1)
+
+
+# PostgreSQL: several instances (NOTIFY wakes them, the log is the payload)
+
+
+@contextlib.asynccontextmanager
+async def _pg_instances(url: str, count: int = 2) -> AsyncIterator[list[tuple[Any, Recorder]]]:
+    """``count`` postgres brokers ("instances") on ``url``'s log, each with its recorder."""
+    db = Database(url)
+    await prepare_database(db, 10.0)
+    made: list[tuple[Any, Recorder]] = []
+    try:
+        for n in range(count):
+            handler = Recorder()
+            broker = PostgresBroker(
+                url, handler, db=db, channel=wakeup_channel("liveboard"), instance_id=f"pg{n}"
+            )
+            await broker.start()
+            made.append((broker, handler))
+        yield made
+    finally:
+        for broker, _ in made:
+            await broker.aclose()
+        await db.aclose()
+
+
+async def _append(url: str, room: str, count: int) -> list[BrokerEvent]:
+    """``count`` events appended to ``room``'s log (created if new), as the task service does."""
+    db = Database(url)
+    try:
+        async with db.write() as conn:
+            if await eventlog.room_position(conn, room) is None:
+                await eventlog.create_room(conn, room)
+            return [
+                await eventlog.append_event(
+                    conn, room=room, type="task:updated", user_id="alice", data={"n": n}, ts=n
+                )
+                for n in range(count)
+            ]
+    finally:
+        await db.aclose()
+
+
+async def _backend(url: str, application: str) -> int:
+    """Terminate the connections named ``application``; how many there were."""
+    conn = await asyncpg.connect(url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = $1 AND datname = current_database()",
+                application,
+            )
+        )
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def pg_url(module_postgres_url: str) -> str:
+    return module_postgres_url
+
+
+def _room() -> str:
+    return f"project:pg{secrets.token_hex(4)}"
+
+
+async def test_pg_other_instance_reads_the_rooms_it_subscribed_from_the_log(pg_url: str) -> None:
+    room, other = _room(), _room()
+    async with _pg_instances(pg_url) as [(a, rec_a), (b, rec_b)]:
+        await b.subscribe(room)
+        await a.publish(await _append(pg_url, other, 1))  # B did not subscribe to it
+        events = await _append(pg_url, room, 3)
+        await a.publish(events[:2])
+        await a.publish(events[2:])
+        await eventually(lambda: len(rec_b.offsets(room)) == 3, what="B reads ROOM's events")
+        assert rec_b.offsets(room) == [1, 2, 3]  # once each, in order, from the log
+        assert [e.data for e in rec_b.events(room)] == [{"n": 0}, {"n": 1}, {"n": 2}]
+        assert rec_b.events(other) == []
+        assert rec_a.offsets(room) == [1, 2, 3]  # local, and no read of its own events
+        assert rec_b.restored == 0
+        assert a.log_reads == 0
+
+
+async def test_pg_many_events_arrive_in_order_across_instances(pg_url: str) -> None:
+    room = _room()
+    async with _pg_instances(pg_url) as [(a, _), (b, rec_b)]:
+        await b.subscribe(room)
+        for _ in range(20):
+            await a.publish(await _append(pg_url, room, 10))
+        await eventually(lambda: len(rec_b.offsets(room)) == 200, what="200 events")
+        assert rec_b.offsets(room) == list(range(1, 201))
+        assert b.log_reads <= 20  # coalesced: at most one read per notification
+
+
+async def test_pg_liveboard_emit_wakes_the_subscribed_instances(pg_url: str) -> None:
+    room = _room()
+    await _append(pg_url, room, 1)
+    async with _pg_instances(pg_url) as [(_, rec_a), (b, rec_b)]:
+        await b.subscribe(room)
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute("SELECT liveboard_emit($1, 'app:ping', '{\"x\": 1}'::jsonb)", room)
+        finally:
+            await conn.close()
+        await eventually(lambda: rec_b.offsets(room) == [2], what="the emitted event")
+        assert rec_b.events(room)[0].type == "app:ping"
+        assert rec_a.events(room) == []
+
+
+async def test_pg_listening_connection_terminated_is_restored(pg_url: str) -> None:
+    room = _room()
+    async with _pg_instances(pg_url) as [(a, _), (b, rec_b)]:
+        await b.subscribe(room)
+        await a.publish(await _append(pg_url, room, 1))
+        await eventually(lambda: rec_b.offsets(room) == [1], what="before the kill")
+
+        assert await _backend(pg_url, "liveboard listen") == 2
+        await eventually(lambda: not b.up, within=1.0, what="B sees the loss")
+        await eventually(lambda: b.up and rec_b.restored == 1, what="B listens again")
+        assert b.reconnects == 1
+        await a.publish(await _append(pg_url, room, 2))
+        await eventually(lambda: rec_b.offsets(room) == [1, 2, 3], what="events flow again")
+
+
+async def test_pg_notification_lost_to_a_killed_connection_is_sent_again(pg_url: str) -> None:
+    room = _room()
+    async with _pg_instances(pg_url) as [(a, _), (b, rec_b)]:
+        await b.subscribe(room)
+        await a.publish(await _append(pg_url, room, 1))
+        await eventually(lambda: rec_b.offsets(room) == [1], what="before the kill")
+
+        assert await _backend(pg_url, "liveboard notify") == 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await a.publish(await _append(pg_url, room, 1))  # its connection is found dead
+        assert loop.time() - started < timeout(1.5)
+        await a.publish(await _append(pg_url, room, 1))
+        await eventually(lambda: rec_b.offsets(room) == [1, 2, 3], what="both, from the log")
+        assert a.publish_failures >= 1
+        assert rec_b.restored == 0
+
+
+async def test_pg_malformed_notifications_are_skipped(pg_url: str) -> None:
+    room = _room()
+    async with _pg_instances(pg_url) as [(a, _), (b, rec_b)]:
+        await b.subscribe(room)
+        conn = await asyncpg.connect(pg_url)
+        try:
+            for bad in ("garbage", f"{room} x", f"{room} 1 2 3"):
+                await conn.execute("SELECT pg_notify($1, $2)", wakeup_channel("liveboard"), bad)
+        finally:
+            await conn.close()
+        await a.publish(await _append(pg_url, room, 1))
+        await eventually(lambda: rec_b.offsets(room) == [1], what="the valid one")
+        assert b.malformed_messages == 3
+        assert b.up
+
+
+async def test_pg_project_events_name_their_workspace_head_read_with_them(pg_url: str) -> None:
+    """A project room's events read after a notification name the head of its workspace room
+    in the same snapshot: a removal committed before them is held ahead of them by the hub."""
+    wid, pid = f"w{secrets.token_hex(4)}", f"p{secrets.token_hex(4)}"
+    room = f"project:{pid}"
+    async with _pg_instances(pg_url) as [(a, _), (b, rec_b)]:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            await conn.execute(
+                "INSERT INTO liveboard.workspaces (id, name, created_by, created_at)"
+                " VALUES ($1, 'w', 'owner', 'now')",
+                wid,
+            )
+            await conn.execute(
+                "INSERT INTO liveboard.projects (id, workspace_id, name, statuses, created_at)"
+                " VALUES ($1, $2, 'p', '[]', 'now')",
+                pid,
+                wid,
+            )
+        finally:
+            await conn.close()
+        await _append(pg_url, f"workspace:{wid}", 3)  # e.g. a member:removed at 3
+        await b.subscribe(room)
+        await a.publish(await _append(pg_url, room, 2))
+        await eventually(lambda: rec_b.offsets(room) == [1, 2], what="the project's events")
+        assert [e.workspace_offset for e in rec_b.events(room)] == [3, 3]
+        other = _room()  # a project room with no project row: nothing to wait for
+        await b.subscribe(other)
+        await a.publish(await _append(pg_url, other, 1))
+        await eventually(lambda: rec_b.offsets(other) == [1], what="the other room's event")
+        assert rec_b.events(other)[0].workspace_offset == 0

@@ -34,10 +34,12 @@ from liveboard.client import (
     FatalConnectionError,
     LiveboardClient,
     LiveboardClientError,
+    Member,
     Position,
     PresenceUpdate,
     Resync,
     Revoked,
+    ServiceClient,
     Subscription,
     SubscriptionItem,
     TaskSnapshot,
@@ -274,6 +276,43 @@ async def test_rest_helpers_send_the_connection_id_and_raise_typed_errors(
         assert await alice.ping() < 1.0
 
 
+async def test_workspace_member_and_project_helpers_raise_typed_errors(
+    server_factory: ServerFactory,
+) -> None:
+    """The happy paths run from the installed wheel (test_python_client_wheel.py); here, the
+    refusals each helper turns into ``ApiError``."""
+    server = server_factory(env={"LIVEBOARD_API_KEYS": "live-test-service-key-0123"})
+    async with (
+        sdk(server.url, make_token("alice")) as alice,
+        sdk(server.url, make_token("bob")) as bob,
+    ):
+        workspace = await alice.create_workspace("Refusals")
+        assert await alice.add_member(workspace.id, "bob") == Member(user_id="bob", role="member")
+        refusals = [
+            (bob.add_member(workspace.id, "carol"), 403, "forbidden"),
+            (alice.add_member(workspace.id, "bob"), 409, "conflict"),
+            (bob.create_workspace(""), 422, "validation_error"),
+            (alice.remove_member(workspace.id, "carol"), 404, "not_found"),
+            (alice.list_projects("ws_nobody_has"), 404, "not_found"),
+            (alice.create_project(workspace.id, "P", statuses=[]), 422, "validation_error"),
+        ]
+        for call, status, code in refusals:
+            with pytest.raises(ApiError) as raised:
+                await call
+            assert (raised.value.status, raised.value.code) == (status, code)
+    async with ServiceClient(server.url, "not-the-service-key-0123") as stranger:
+        with pytest.raises(ApiError) as raised:
+            await stranger.list_workspaces()
+        assert raised.value.status == 401
+    async with ServiceClient(server.url, "live-test-service-key-0123") as service:
+        with pytest.raises(ApiError) as raised:
+            await service.publish(f"workspace:{workspace.id}", "presence:update", {})
+        assert (raised.value.status, raised.value.code) == (422, "validation_error")
+        assert service.last_position() is None
+        published = await service.publish(f"workspace:{workspace.id}", "app:ping", {"n": 1})
+        assert service.last_position() == Position(offset=published.offset, epoch=published.epoch)
+
+
 # ---------------------------------------------------------------------------- recovery
 
 
@@ -291,15 +330,21 @@ async def test_recovers_every_event_across_a_server_restart(
                 await bob.create_task(pid, f"before {n}")
             assert offsets(await collect(sub, 3)) == [1, 2, 3]
 
+            await asyncio.wait_for(sub.ready(), timeout(1))  # live since subscribe returned
+
             gate.opened.clear()  # alice may not come back until we say so
             assert await asyncio.to_thread(server.terminate) == 0
             await alice.wait_for_state(ConnectionState.RECONNECTING)
+            ready = asyncio.ensure_future(sub.ready())  # not live again until resubscribed
             server = await restart(server_factory, server)
             for n in range(4):  # made while alice is away: she must recover them
                 await bob.create_task(pid, f"while away {n}")
             assert alice.connections == 1
+            assert not ready.done()
             gate.opened.set()
-            await alice.wait_for_state(ConnectionState.CONNECTED)
+            await asyncio.wait_for(ready, timeout(10))
+            assert alice.state is ConnectionState.CONNECTED
+            assert alice.connections == 2
             for n in range(3):
                 await bob.create_task(pid, f"after {n}")
 

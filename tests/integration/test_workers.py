@@ -53,14 +53,20 @@ WORKERS = 2
 class Supervised:
     """A ``serve --workers`` process and its workers."""
 
-    def __init__(self, database_url: str, redis: RedisServer, directory: Path) -> None:
+    def __init__(self, database_url: str, redis: RedisServer | None, directory: Path) -> None:
+        """``redis`` None: the workers share rooms through the postgres broker."""
         #: Worker i serves /metrics alone on metrics_port + i.
         self.metrics_port = free_ports_in_a_row(WORKERS)
+        broker = (
+            {"LIVEBOARD_BROKER": "postgres"}
+            if redis is None
+            else {"LIVEBOARD_REDIS_URL": redis.url}
+        )
         self.server = LiveboardProcess(
             database_url=database_url,
             log_path=directory / "supervisor.log",
             env={
-                "LIVEBOARD_REDIS_URL": redis.url,
+                **broker,
                 "LIVEBOARD_WORKERS": str(WORKERS),
                 "LIVEBOARD_METRICS_PORT": str(self.metrics_port),
             },

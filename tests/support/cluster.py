@@ -26,6 +26,7 @@ from tests.support.board import Board
 from tests.support.contract import Json
 from tests.support.postgres import fresh_postgres_database
 from tests.support.probes import parse_metrics
+from tests.support.redis_cluster import RedisClusterNodes
 from tests.support.redis_server import RedisServer
 from tests.support.servers import LiveboardProcess
 from tests.support.timing import timeout
@@ -41,9 +42,17 @@ def cluster_database_fixture(postgres_server_url: str) -> Iterator[str]:
 class Cluster:
     """Instances on one database and one Redis; ``boards[i]`` is the REST/WS harness of ``i``."""
 
-    def __init__(self, database_url: str, redis: RedisServer, directory: Path) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        redis: RedisServer | RedisClusterNodes | None,
+        directory: Path,
+        broker: str = "redis",
+    ) -> None:
+        """``broker="postgres"``: the instances use PostgreSQL's broker and no Redis at all."""
         self.database_url = database_url
-        self.redis = redis
+        self._redis = redis
+        self.broker = broker
         self.directory = directory
         self.servers: list[LiveboardProcess] = []
         self.boards: list[Board] = []
@@ -56,7 +65,7 @@ class Cluster:
             LiveboardProcess(
                 database_url=self.database_url,
                 log_path=self.directory / f"instance-{len(self.servers) + i + 1}.log",
-                env={"LIVEBOARD_REDIS_URL": self.redis.url, **(env or {})},
+                env={**self._broker_env(), **(env or {})},
             )
             for i in range(count)
         ]
@@ -70,6 +79,16 @@ class Cluster:
         await self.wait_ready(boards, degraded=False, wait=10.0)
         print(f"{count} instances ready in {time.monotonic() - began:.2f}s")
         return boards
+
+    @property
+    def redis(self) -> RedisServer | RedisClusterNodes:
+        assert self._redis is not None, "this cluster runs without Redis"
+        return self._redis
+
+    def _broker_env(self) -> dict[str, str]:
+        if self.broker == "postgres":
+            return {"LIVEBOARD_BROKER": "postgres"}
+        return {"LIVEBOARD_REDIS_URL": self.redis.url}
 
     def user(self, name: str) -> str:
         """A user id unique to this test."""
@@ -89,7 +108,11 @@ class Cluster:
             bodies = [await self.readyz(board) for board in boards]
             if all(b["degraded"] is degraded for b in bodies):
                 for body in bodies:
-                    assert body == {"status": "ready", "broker": "redis", "degraded": degraded}
+                    assert body == {
+                        "status": "ready",
+                        "broker": self.broker,
+                        "degraded": degraded,
+                    }
                 return time.monotonic() - started
             if time.monotonic() > deadline:
                 raise AssertionError(f"/readyz never said degraded={degraded} in {wait}s: {bodies}")

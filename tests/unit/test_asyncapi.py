@@ -8,7 +8,8 @@
   with the reconnect policy of ``close_action``;
 - every message the protocol's encoders write validates against its schema (closed: no
   undeclared field), and the schemas refuse what the protocol refuses;
-- liveboard.js's hand-written tables agree with the generated ones.
+- the browser client (clients/js/src) takes its close-code policy from protocol.ts and handles
+  every generated message and task event name.
 
 Events as the server really sends them are checked in tests/integration/test_asyncapi_live.py,
 the TypeScript declarations by tsc in tests/integration/test_protocol_typescript.py.
@@ -59,7 +60,7 @@ from tools.protocol_ts import typescript
 ROOT = Path(__file__).resolve().parents[2]
 VENDORED = ROOT / "tests" / "vendor" / "asyncapi-specs"
 SCHEMA_SHA256 = "d4571a420e6ffb7fcc7066c95a6db1202f299a3c51daa103d0706bf30f95e626"
-LIVEBOARD_JS = ROOT / "src" / "liveboard" / "web" / "static" / "liveboard.js"
+CLIENT_JS = ROOT / "clients" / "js" / "src"
 
 DOCUMENT = build_document()
 SCHEMAS = MessageSchemas(DOCUMENT)
@@ -298,12 +299,6 @@ def test_the_typescript_generator_refuses_what_it_cannot_express() -> None:
         typescript(document)
 
 
-def _js_set(name: str, source: str) -> set[int]:
-    match = re.search(rf"const {name} = new Set\(\[([\d, ]*)\]\)", source)
-    assert match, name
-    return {int(code) for code in match.group(1).split(",")}
-
-
 def _js_const(name: str, source: str) -> int:
     match = re.search(rf"const {name} = (\d+);", source)
     assert match, name
@@ -315,27 +310,23 @@ def _js_cases(source: str, start: str, end: str) -> set[str]:
     return set(re.findall(r'case "([^"]+)":', body))
 
 
-def test_liveboard_js_tables_agree_with_the_generated_ones() -> None:
-    """liveboard.js is hand-written until the npm package (issue 19) builds it from
-    clients/js/src/protocol.ts; until then its tables must not drift from the protocol's."""
-    source = LIVEBOARD_JS.read_text(encoding="utf-8")
-    codes = {c["code"]: c for c in DOCUMENT["channels"]["ws"]["x-close-codes"]}
-    fatal = {code for code, c in codes.items() if c["action"] == CloseAction.FATAL.value}
-    js_fatal = _js_set("FATAL_CLOSE_CODES", source)
-    # The browser client stops after the contract's fatal codes (1003, 1008, 1009) but still
-    # reconnects after RFC 6455's 1002, 1007 and 1010, which the policy calls fatal: a known
-    # difference, left for issue 19's rewrite (no behaviour change in issue 15).
-    assert js_fatal == fatal - {1002, 1007, 1010} == {1003, 1008, 1009}
-    later = {code for code, c in codes.items() if c["action"] == CloseAction.RECONNECT_LATER.value}
-    assert _js_set("RESTART_CLOSE_CODES", source) == later  # 1012 and 1013: come back soon
-    assert codes[_js_const("CLOSE_TOKEN_EXPIRED", source)]["name"] == "TOKEN_EXPIRED"
+def test_the_browser_client_follows_the_generated_tables() -> None:
+    """The browser client (clients/js/src, issue 19) takes its reconnect policy from the
+    generated protocol.ts (so 1002, 1007 and 1010 are fatal there too, as the policy says), and
+    handles every server message and task event by its generated name."""
+    client = (CLIENT_JS / "client.ts").read_text(encoding="utf-8")
+    board = (CLIENT_JS / "board.ts").read_text(encoding="utf-8")
+    assert 'import { CLOSE_ACTIONS } from "./protocol.js";' in client
+    assert re.search(r"const closeAction = .*CLOSE_ACTIONS\[code as CloseCode\]", client)
+    assert not re.search(r"new Set\(\[\d", client), "a hand-written table of close codes"
+    codes = {c["code"] for c in DOCUMENT["channels"]["ws"]["x-close-codes"]}
     # The client's own code for a dead link is one no server sends.
-    assert _js_const("CLOSE_DEAD_LINK", source) not in codes
+    assert _js_const("CLOSE_DEAD_LINK", client) not in codes
     # _onFrame handles every server message that is not an event, and only those.
-    handled = _js_cases(source, "  _onFrame(ws, data) {", "\n  }\n")
+    handled = _js_cases(client, "  private _onFrame(", "\n  }\n")
     assert handled == SERVER_MESSAGE_TYPES - EVENT_TYPES
     # Board._apply knows the task events, each by its generated name.
-    applied = _js_cases(source, "  _apply(event) {", "\n  }\n")
+    applied = _js_cases(board, "  private _apply(event: RoomEvent): void {", "\n  }\n")
     assert applied == {kind for kind in EVENT_TYPES if kind.startswith("task:")}
 
 

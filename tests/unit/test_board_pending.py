@@ -141,28 +141,14 @@ def test_the_echo_of_a_create_before_its_answer_binds_the_two() -> None:
     pending = PendingWrites()
     create = Write("k1", "create", "local:k1", title="New", status="todo")
     pending.add(create)
-    created = Task(
-        id="t9",
-        project_id="p",
-        title="New",
-        description="",
-        status="todo",
-        order=1.0,
-        rank="a0",
-        assignee_id=None,
-        created_by_id="u",
-        version=1,
-        created_at="",
-        updated_at="",
-    )
-    pending.echoed(Position(offset=7, epoch="e1"), created)
+    pending.echoed(Position(offset=7, epoch="e1"), _task("t9", title="New"))
     assert create.answered
     assert create.task_id == "t9"
     assert pending.settle(Position(offset=7, epoch="e1")) == 1  # in the board: shown once
 
 
 def test_the_late_echo_of_an_answered_create_does_not_bind_the_next_create() -> None:
-    # Three creates queued offline go out one at a time. Create 1's HTTP answer comes first, then
+    # Creates queued offline go out one at a time. Create 1's HTTP answer comes first, then
     # its echo, while create 2 is next: the echo is create 1's, not create 2's.
     pending = PendingWrites()
     for n in (1, 2):

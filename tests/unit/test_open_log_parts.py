@@ -20,7 +20,7 @@ from liveboard.protocol import (
     RESERVED_EVENT_TYPES,
 )
 from liveboard.protocol.rooms import ROOM_ID_MAX_LENGTH, ROOM_PATTERN
-from liveboard.realtime.wakeup import parse
+from liveboard.realtime.brokers.wakeup import parse
 from liveboard.store import open_log_sql
 
 

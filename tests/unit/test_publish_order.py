@@ -244,3 +244,36 @@ def test_committed_events_are_published_in_offset_order_whatever_order_commits_r
         assert recorder.offsets(room) == committed[room]
         assert committed[room] == list(range(1, len(committed[room]) + 1))
     assert order.waiting_rooms() == 0
+
+
+class SlowBroker:
+    """An EventPublisher whose broker round trip lasts until ``done`` is set."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.done = asyncio.Event()
+
+    async def publish(self, events: Sequence[BrokerEvent]) -> None:
+        self.started.extend(e.offset for e in events)
+        await self.done.wait()
+
+
+async def test_a_hand_over_returns_before_the_broker_is_done_and_keeps_the_room_order() -> None:
+    order = PublishOrder()
+    broker = SlowBroker()
+    first, second = Outbox(order), Outbox(order)
+    first.add(ev("project:p1", 1))
+    second.add(ev("project:p1", 2))
+    # The second transaction committed first; it waits for its turn, then hands over.
+    later = asyncio.create_task(second.hand_over(broker))
+    await asyncio.sleep(0)
+    earlier = await first.hand_over(broker)
+    assert earlier is not None
+    assert not earlier.done()
+    handing = await asyncio.wait_for(later, 1)
+    assert handing is not None
+    await asyncio.sleep(0)
+    assert broker.started == [1, 2]  # both calls began, in offset order, neither finished
+    assert order.waiting_rooms() == 0  # the line moved on without waiting for the broker
+    broker.done.set()
+    await asyncio.wait_for(asyncio.gather(earlier, handing), 1)

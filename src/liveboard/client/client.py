@@ -283,7 +283,7 @@ class LiveboardClient(RestHelpers):
         path: str,
         body: dict[str, Any] | None = None,
         *,
-        expect: int = 200,
+        expect: int | tuple[int, ...] = 200,
         headers: dict[str, str] | None = None,
     ) -> bytes:
         self._conn.check_open()

@@ -20,8 +20,10 @@ Guarantees of ``RestApi.call``:
   the room's stream; None when it emitted nothing. A ``Subscription`` that has delivered that
   offset in that epoch has applied the change.
 
-``RestHelpers`` is the typed surface over the task endpoints (CONTRACT §3), mixed into
-``LiveboardClient``, which provides ``_api`` by delegating to its ``RestApi``.
+``RestHelpers`` is the typed surface over the endpoints a user may call (CONTRACT §3, §6.4):
+workspaces, their members and projects, tasks and room history. It is mixed into
+``LiveboardClient`` and ``ServiceClient``, which provide ``_api`` by delegating to a ``RestApi``.
+Path segments (ids, room names) are percent-encoded, so any id reaches the server as given.
 """
 
 from __future__ import annotations
@@ -43,15 +45,23 @@ from liveboard.client.link import HttpSession
 from liveboard.client.tokens import TokenSource
 from liveboard.protocol import (
     HISTORY_DEFAULT_LIMIT,
+    Member,
     Position,
     Project,
+    Role,
     RoomHistory,
     Task,
     TaskSnapshot,
+    Workspace,
 )
 
 _task = msgspec.json.Decoder(Task)
 _project = msgspec.json.Decoder(Project)
+_projects = msgspec.json.Decoder(list[Project])
+_workspace = msgspec.json.Decoder(Workspace)
+_workspaces = msgspec.json.Decoder(list[Workspace])
+_member = msgspec.json.Decoder(Member)
+_members = msgspec.json.Decoder(list[Member])
 _snapshot = msgspec.json.Decoder(TaskSnapshot)
 _history = msgspec.json.Decoder(RoomHistory)
 
@@ -100,10 +110,12 @@ class RestApi:
         path: str,
         body: dict[str, Any] | None = None,
         *,
-        expect: int = 200,
+        expect: int | tuple[int, ...] = 200,
         headers: dict[str, str] | None = None,
     ) -> bytes:
-        """``method path`` with ``body`` as JSON; the raw response body if status is ``expect``."""
+        """``method path`` with ``body`` as JSON; the raw response body if the status is
+        ``expect`` (or one of them)."""
+        expected = (expect,) if isinstance(expect, int) else expect
         data = None if body is None else msgspec.json.encode(body)
         extra = dict(headers or {})
         mutation = method != "GET"
@@ -118,7 +130,7 @@ class RestApi:
                 if refreshed
                 else await self._tokens.valid(self._refresh_margin)
             )
-            all_headers = {"Authorization": f"Bearer {token}", **extra}
+            all_headers = {"Authorization": f"{self._tokens.scheme} {token}", **extra}
             if data is not None:
                 all_headers["Content-Type"] = "application/json"
             connection_id = self._connection_id()
@@ -140,7 +152,7 @@ class RestApi:
             if status == 401 and not refreshed and not self._tokens.static:
                 refreshed = True
                 continue
-            if status != expect:
+            if status not in expected:
                 error = _api_error(status, raw)
                 if mutation and error.reason == _IN_FLIGHT and retries < MUTATION_RETRIES:
                     await asyncio.sleep(RETRY_DELAYS[min(retries, len(RETRY_DELAYS) - 1)])
@@ -186,7 +198,7 @@ class RestHelpers(ABC):
         path: str,
         body: dict[str, Any] | None = None,
         *,
-        expect: int = 200,
+        expect: int | tuple[int, ...] = 200,
         headers: dict[str, str] | None = None,
     ) -> bytes: ...
 
@@ -199,6 +211,53 @@ class RestHelpers(ABC):
             task = await client.move_task(task_id, "done")
             position = client.last_position()  # Position(offset=42, epoch="…")
         """
+
+    # ------------------------------------------------------------------ workspaces and members
+
+    async def create_workspace(self, name: str) -> Workspace:
+        """``POST /api/workspaces``: a new workspace; the caller is its ``owner``."""
+        raw = await self._api("POST", "/api/workspaces", {"name": name}, expect=201)
+        return _workspace.decode(raw)
+
+    async def list_workspaces(self) -> list[Workspace]:
+        """``GET /api/workspaces``: the workspaces the caller belongs to."""
+        return _workspaces.decode(await self._api("GET", "/api/workspaces"))
+
+    async def add_member(self, workspace_id: str, user_id: str, role: Role = "member") -> Member:
+        """Add ``user_id`` as ``member`` or ``admin`` (owner/admin only: else ``ApiError`` 403;
+        409 if already a member). Emits ``member:added``."""
+        body = {"userId": user_id, "role": role}
+        raw = await self._api("POST", f"{_workspace_path(workspace_id)}/members", body, expect=201)
+        return _member.decode(raw)
+
+    async def list_members(self, workspace_id: str) -> list[Member]:
+        """``GET /api/workspaces/{wid}/members``: every member and their role."""
+        return _members.decode(await self._api("GET", f"{_workspace_path(workspace_id)}/members"))
+
+    async def remove_member(self, workspace_id: str, user_id: str) -> None:
+        """Remove ``user_id``: their subscriptions to the workspace's rooms end at once (their
+        SDK delivers ``Revoked``). Emits ``member:removed``."""
+        path = f"{_workspace_path(workspace_id)}/members/{quote(user_id, safe='')}"
+        await self._api("DELETE", path, expect=204)
+
+    # ------------------------------------------------------------------ projects
+
+    async def create_project(
+        self, workspace_id: str, name: str, *, statuses: list[str] | None = None
+    ) -> Project:
+        """A new project in ``workspace_id``; ``statuses`` (its columns, in order) default to
+        ``todo, in_progress, done``. Emits ``project:created``."""
+        body: dict[str, Any] = {"name": name}
+        if statuses is not None:
+            body["statuses"] = statuses
+        path = f"{_workspace_path(workspace_id)}/projects"
+        return _project.decode(await self._api("POST", path, body, expect=201))
+
+    async def list_projects(self, workspace_id: str) -> list[Project]:
+        """``GET /api/workspaces/{wid}/projects``."""
+        return _projects.decode(await self._api("GET", f"{_workspace_path(workspace_id)}/projects"))
+
+    # ------------------------------------------------------------------ tasks
 
     async def get_snapshot(self, project_id: str) -> TaskSnapshot:
         """``GET /api/projects/{pid}/tasks``: every task, as of ``offset`` in ``epoch``."""
@@ -290,6 +349,10 @@ class RestHelpers(ABC):
         A room the user may not read is ``ApiError`` 404."""
         path = f"/api/rooms/{quote(room, safe='')}/events?after={after}&limit={limit}"
         return _history.decode(await self._api("GET", path))
+
+
+def _workspace_path(workspace_id: str) -> str:
+    return f"/api/workspaces/{quote(workspace_id, safe='')}"
 
 
 def _neighbours(

@@ -142,6 +142,11 @@ class Rooms:
         with contextlib.suppress(ConnectionLostError):
             await link.send(Presence(action="leave", room=sub.room))
 
+    def is_live(self, sub: Subscription) -> bool:
+        """True when ``sub`` is subscribed on the current link, with no subscribe in flight."""
+        link = self._connection.link
+        return link is not None and self._subs.get(sub.room) is sub and sub.live_on(link.gen)
+
     # ------------------------------------------------------------------ driven by the client
 
     def link_up(self, link: Link) -> None:

@@ -55,6 +55,8 @@ class SubscriptionOwner(Protocol):
 
     async def leave_presence(self, sub: Subscription) -> None: ...
 
+    def is_live(self, sub: Subscription) -> bool: ...
+
 
 class Subscription:
     """A subscription to ``room``: ``async for item in sub`` and/or ``sub.on_event(cb)``.
@@ -98,6 +100,8 @@ class Subscription:
         self._resync_reason: str | None = None
         self._synced_gen = -1
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Futures of `ready()` calls, resolved by the next `subscribed` applied, or the end.
+        self._live_waiters: list[asyncio.Future[None]] = []
         # (future, user that must be present for it to be resolved, or None for any update)
         self._presence_waiters: list[tuple[asyncio.Future[None], str | None]] = []
 
@@ -140,6 +144,32 @@ class Subscription:
         """Stop appearing in the room's presence (the subscription goes on)."""
         self.present = False
         await self._owner.leave_presence(self)
+
+    async def ready(self) -> None:
+        """Wait until the subscription is live on the current connection: the server has
+        answered its latest ``subscribe`` there, so every event after ``position`` will be
+        delivered, in order, with no gap (or a ``Resync`` comes first).
+
+        Returns at once when it already is, as right after ``subscribe()`` (which waits for
+        the first answer). After a disconnect, or a resync, it waits for the answer to the
+        ``subscribe`` the SDK sends again, across as many reconnects as it takes. Raises the
+        error the stream ended with, or ``ClientClosedError`` once it has ended (after
+        ``Revoked``, ``unsubscribe()`` or ``aclose()``). Bound the wait with ``asyncio.timeout``.
+        Cancelling the wait does not affect the subscription.
+        """
+        await self.wait_until_subscribed()
+        while True:
+            if self.closed:
+                raise self._error or ClientClosedError("the subscription has ended")
+            if self._owner.is_live(self):
+                return
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._live_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._live_waiters.remove(waiter)
 
     async def get(self) -> SubscriptionItem:
         """The next item (one step of ``async for``); ``StopAsyncIteration`` at the end.
@@ -217,6 +247,7 @@ class Subscription:
                 self._emit(Resync(self.room, reason, reply.offset, reply.epoch))
         if not self._ready.done():
             self._ready.set_result(None)
+        self._wake_live_waiters()
 
     def deliver_event(self, event: Event) -> None:
         """An event of this room arrived: deliver it if it is the next one (see the class's
@@ -294,6 +325,14 @@ class Subscription:
             if not waiter.done():
                 waiter.set_result(None)
         self._presence_waiters.clear()
+        self._wake_live_waiters()
+
+    def _wake_live_waiters(self) -> None:
+        """Let every ``ready()`` look again (each checks for itself whether it is done)."""
+        waiters, self._live_waiters = self._live_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # ------------------------------------------------------------------ delivery
 

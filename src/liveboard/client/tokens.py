@@ -56,6 +56,9 @@ def refresh_delay(expires_at: float, now: float, margin: float) -> float:
 class TokenSource:
     """The client's token: a fixed string, or a provider called for each fresh one."""
 
+    #: The ``Authorization`` scheme the token is sent with.
+    scheme = "Bearer"
+
     def __init__(self, spec: TokenSpec) -> None:
         if isinstance(spec, str):
             if not spec:
@@ -93,3 +96,19 @@ class TokenSource:
             if self.static or exp is None or exp - margin > time.time():
                 return token
         return await self.fresh()
+
+
+class ApiKey(TokenSource):
+    """A service key (CONTRACT §6.3), sent as ``Authorization: apikey <key>``: fixed, never
+    refreshed, and never read as a JWT."""
+
+    scheme = "apikey"
+
+    def __init__(self, key: str) -> None:
+        if not isinstance(key, str) or not key:
+            raise ValueError("api_key must be a non-empty string")
+        super().__init__(key)
+
+    async def valid(self, margin: float) -> str:
+        assert self.current is not None
+        return self.current

@@ -2,14 +2,19 @@
 
 Layout in Redis:
 
-* ``liveboard:presence:{room}`` — a hash, one field per connection present in the room:
-  ``{instance}:{connectionId}`` → ``{"userId", "name"}`` (JSON).
+* ``liveboard:presence:R`` for room ``R`` — a hash, one field per connection present in the
+  room: ``{instance}:{connectionId}`` → ``{"userId", "name"}`` (JSON). On a Redis Cluster the
+  room is a hash tag, ``liveboard:presence:{R}`` (``key_of``): the room's presence lives on the
+  shard of its sharded channel, so one shard's failover touches both or neither.
 * ``liveboard:instances`` — a sorted set of instance ids scored by their last heartbeat (unix
   seconds). An instance whose heartbeat is older than ``INSTANCE_TTL`` is dead: its entries are
   ignored and removed by whichever instance notices first.
 * ``liveboard:instance:{id}`` — a marker with a TTL; when a heartbeat finds it gone, Redis lost its
   data (a restart), and the instance writes all its local entries again before it adds itself
-  to the instances set, so that no other instance reads it alive with no users.
+  to the instances set, so that no other instance reads it alive with no users. On a cluster
+  this set is one key on one shard, kept small: one member per live instance, those whose
+  heartbeat is older than ``PRUNE_AFTER`` removed by each heartbeat; every instance reads it
+  once per refresh (every 2 s), whatever the number of rooms.
 
 ``presence_redis.RedisPresence`` makes the round trips; this module names the keys and fields,
 encodes the entries, and decides what one read of a room's hash means (``read_room``).
@@ -26,6 +31,14 @@ INSTANCES_KEY: Final = "liveboard:instances"
 MARKER_PREFIX: Final = "liveboard:instance:"
 #: Seconds since its last heartbeat after which an instance is dead.
 INSTANCE_TTL: Final = 10.0
+#: Seconds after which a dead instance's member leaves the instances set (its entries were
+#: removed long before, by whichever instance read its rooms).
+PRUNE_AFTER: Final = 3600.0
+
+
+def key_of(room: str, *, cluster: bool = False) -> str:
+    """The presence hash of ``room`` (hash-tagged by the room on a Redis Cluster)."""
+    return f"{KEY_PREFIX}{{{room}}}" if cluster else KEY_PREFIX + room
 
 
 class Entry(msgspec.Struct, frozen=True, rename="camel"):

@@ -51,16 +51,23 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from liveboard.background import TaskSet
-from liveboard.realtime.brokers.redis_pools import REDIS_ERRORS, connection_pool
+from liveboard.realtime.brokers.redis_pools import (
+    REDIS_ERRORS,
+    cluster_client,
+    connection_pool,
+    is_cluster_url,
+)
 from liveboard.realtime.presence import PresenceListener, User, diff_users
 from liveboard.realtime.presence_layout import (
     INSTANCE_TTL,
     INSTANCES_KEY,
     KEY_PREFIX,
     MARKER_PREFIX,
+    PRUNE_AFTER,
     Entry,
     encode_entry,
     field_of,
+    key_of,
     read_room,
     text,
 )
@@ -93,8 +100,14 @@ class RedisPresence:
     ) -> None:
         # As before: no client name, and redis-py's protocol and retries (none) unless the URL
         # sets them.
-        pool = connection_pool(redis_url, max_connections=MAX_CONNECTIONS, timeout=2.0)
-        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self._redis: aioredis.Redis | aioredis.RedisCluster
+        self._cluster = is_cluster_url(redis_url)
+        if self._cluster:
+            # Pipelines are split per shard by the client; each room is one key on one shard.
+            self._redis = cluster_client(redis_url, max_connections=MAX_CONNECTIONS)
+        else:
+            pool = connection_pool(redis_url, max_connections=MAX_CONNECTIONS, timeout=2.0)
+            self._redis = aioredis.Redis(connection_pool=pool)
         self._listener = listener
         self._instance = instance_id
         self._active_rooms = active_rooms
@@ -206,7 +219,7 @@ class RedisPresence:
                     fields = [self._field(c) for c in self._local.get(room, {})]
                     fields += list(self._writes.get(room, {}))
                     if fields:
-                        pipe.hdel(KEY_PREFIX + room, *fields)
+                        pipe.hdel(self._key(room), *fields)
                 pipe.zrem(INSTANCES_KEY, self._instance)
                 pipe.delete(MARKER_PREFIX + self._instance)
                 await pipe.execute()
@@ -235,6 +248,9 @@ class RedisPresence:
         self._spawn(self._refresh([room]))
 
     # Writing
+
+    def _key(self, room: str) -> str:
+        return key_of(room, cluster=self._cluster)
 
     def _field(self, connection_id: str) -> str:
         return field_of(self._instance, connection_id)
@@ -276,9 +292,9 @@ class RedisPresence:
                         deleted = [f for f, entry in fields.items() if entry is None]
                         written = {f: entry for f, entry in fields.items() if entry is not None}
                         if deleted:
-                            pipe.hdel(KEY_PREFIX + room, *deleted)
+                            pipe.hdel(self._key(room), *deleted)
                         if written:
-                            pipe.hset(KEY_PREFIX + room, mapping=cast(Any, written))
+                            pipe.hset(self._key(room), mapping=cast(Any, written))
                     await pipe.execute()
             except REDIS_ERRORS:
                 self._unsynced.update(writes)
@@ -337,7 +353,7 @@ class RedisPresence:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.zrangebyscore(INSTANCES_KEY, now - INSTANCE_TTL, "+inf", withscores=True)
                 for room in rooms:
-                    pipe.hgetall(KEY_PREFIX + room)
+                    pipe.hgetall(self._key(room))
                 alive, *hashes = await pipe.execute()
         except REDIS_ERRORS:
             return
@@ -369,7 +385,7 @@ class RedisPresence:
             with contextlib.suppress(*REDIS_ERRORS):
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for room, fields in dead:
-                        pipe.hdel(KEY_PREFIX + room, *fields)
+                        pipe.hdel(self._key(room), *fields)
                     await pipe.execute()
 
     def _check_own(self, room: str, own: dict[str, bytes], written: set[str]) -> bool:
@@ -433,7 +449,10 @@ class RedisPresence:
         )
         if previous is None or self._unsynced:
             await self._reassert(restarted=previous is None)
-        await self._redis.zadd(INSTANCES_KEY, {self._instance: time.time()})
+        now = time.time()
+        await self._redis.zadd(INSTANCES_KEY, {self._instance: now})
+        # Kept small: instances dead for long leave the set (each restart is a new id).
+        await self._redis.zremrangebyscore(INSTANCES_KEY, "-inf", now - PRUNE_AFTER)
 
     async def _reassert(self, *, restarted: bool) -> None:
         """Make Redis hold exactly our local entries again: after a first start or a Redis
@@ -445,7 +464,7 @@ class RedisPresence:
             async with self._redis.pipeline(transaction=False) as pipe:
                 ordered = sorted(rooms)
                 for room in ordered:
-                    pipe.hkeys(KEY_PREFIX + room)
+                    pipe.hkeys(self._key(room))
                 keys = await pipe.execute()
         except REDIS_ERRORS:
             self._unsynced |= rooms

@@ -22,8 +22,9 @@ room's stream (``Hub``'s ``on_gap``) and each loss of continuity (its ``on_resyn
   committed before any of them ends the removed member's subscriptions first (CONTRACT §3):
   whatever the log held at the first read, the later read holds too.
 * Wake-up (``wake``): an event committed by another backend (``liveboard_emit``, announced by
-  ``realtime.wakeup``) is read from the log at once for a room active here, by ``catch_up``; at
-  most one such read runs per room, and a wake-up arriving during it makes it read once more.
+  ``realtime.brokers.wakeup``) is read from the log at once for a room active here, by
+  ``catch_up``; at most one such read runs per room, and a wake-up arriving during it makes it
+  read once more.
   A room whose first subscriber is still reading its position is read as soon as it has one
   (within ``WAKE_WAIT``; the audit covers a join slower than that).
 * Resync (``resync_room``): when a hole cannot be filled or the room's epoch changed, the

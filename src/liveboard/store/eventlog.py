@@ -18,7 +18,7 @@ from sqlalchemy import BigInteger, String, Text, bindparam, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard.protocol import BrokerEvent, Position
-from liveboard.store.schema import events, rooms
+from liveboard.store.schema import events, projects, rooms
 
 #: ``events.user_id`` of an event no user caused (``userId: null`` on the wire): no user id is
 #: empty (``liveboard.text``), and the column stays NOT NULL. NULL is read as null too.
@@ -26,6 +26,11 @@ NO_USER = ""
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def decode_event_data(text: str) -> dict[str, Any]:
+    """An event's ``data`` column (JSON text) as the object it holds."""
+    return _json_decode(text)
 
 
 def new_epoch() -> str:
@@ -201,6 +206,63 @@ async def read_events(
             user_id=r.user_id or None,
             data=_json_decode(r.data),
             origin=r.origin,
+        )
+        for r in result
+    ]
+
+
+# The head of a project room's workspace room, by the project's id: read in the same statement
+# as the project's events (one snapshot), for ``read_events_held``.
+_workspace_head = rooms.alias("workspace_head")
+_WORKSPACE_HEAD = (
+    select(_workspace_head.c.last_offset)
+    .where(
+        _workspace_head.c.room
+        == "workspace:"
+        + select(projects.c.workspace_id)
+        .where(projects.c.id == bindparam("project_id"))
+        .scalar_subquery()
+    )
+    .scalar_subquery()
+)
+_EVENTS_AND_WORKSPACE_HEAD = (
+    select(events, _WORKSPACE_HEAD.label("workspace_head"))
+    .where(
+        events.c.room == bindparam("log_room"),
+        events.c.offset > bindparam("after"),
+        events.c.offset <= bindparam("up_to"),
+    )
+    .order_by(events.c.offset)
+    .limit(bindparam("batch"))
+)
+
+
+async def read_events_held(
+    conn: AsyncConnection, room: str, *, after: int, up_to: int, limit: int
+) -> list[BrokerEvent]:
+    """Events of ``room`` with ``after`` < offset ≤ ``up_to``, in offset order, as a broker
+    hands them to the hub: those of a project room name its workspace room's head, read in the
+    same statement (``BrokerEvent.workspace_offset``). A membership change committed before any
+    of them is in that snapshot too, so the hub holds them until the workspace room has
+    released it (CONTRACT §3), as it holds a live event its writer published."""
+    kind, _, rid = room.partition(":")
+    if kind != "project":
+        return await read_events(conn, room, after=after, up_to=up_to, limit=limit)
+    result = await conn.execute(
+        _EVENTS_AND_WORKSPACE_HEAD,
+        {"log_room": room, "after": after, "up_to": up_to, "batch": limit, "project_id": rid},
+    )
+    return [
+        BrokerEvent(
+            type=str(r.type),
+            room=str(r.room),
+            offset=int(r.offset),
+            epoch=str(r.epoch),
+            ts=int(r.ts),
+            user_id=r.user_id or None,
+            data=_json_decode(r.data),
+            origin=r.origin,
+            workspace_offset=int(r.workspace_head or 0),
         )
         for r in result
     ]

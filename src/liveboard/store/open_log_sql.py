@@ -9,7 +9,7 @@ offset with it. The event's ``userId`` is null (stored as ``''``, as ``store.eve
 an event no user caused), its ``ts`` the time of the call in unix milliseconds. It then
 ``pg_notify``s ``wakeup_channel(schema)`` with ``"<room> <offset>"``: PostgreSQL delivers the
 notification when, and only if, the transaction commits, and every liveboard instance
-listening reads the room's log at once (``realtime.wakeup``).
+listening reads the room's log at once (``realtime.brokers.wakeup``).
 
 Rows locked: the room's head only (one row per call), the same lock a task change takes after
 its task's row and before its workspace room's: a transaction that emits to a project room and

@@ -150,18 +150,28 @@ class Outbox:
         return Position(offset=self._events[0].offset, epoch=self._events[0].epoch)
 
     async def publish(self, publisher: EventPublisher) -> None:
-        """Wait for this transaction's turn in each room, then hand its events over (if any).
+        """Wait for this transaction's turn in each room, then hand its events over (if any)
+        and wait until the publisher is done with them."""
+        handing = await self.hand_over(publisher)
+        if handing is not None:
+            await handing
 
-        The tickets are released once ``publish`` is called and before it is awaited: the next
-        transaction's wake-up runs only after this one's call first suspends.
+    async def hand_over(self, publisher: EventPublisher) -> asyncio.Task[None] | None:
+        """Wait for this transaction's turn in each room, then start handing its events over
+        and return that hand-over, running (None: no events).
+
+        The hand-over's task is created before the tickets are released, so its first step is
+        scheduled before the next transaction's wake-up (the event loop runs ready callbacks
+        in the order they were scheduled): its ``publish`` call still runs to its first
+        suspension before the next one's begins.
         """
         if not self._events:
-            return
+            return None
         for ticket in self._tickets.values():
             await self._order.turn(ticket)
-        handing = publisher.publish(self._events)
+        handing = asyncio.ensure_future(publisher.publish(self._events))
         self.abandon()
-        await handing
+        return handing
 
     def abandon(self) -> None:
         """Release every ticket (idempotent)."""

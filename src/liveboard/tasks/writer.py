@@ -8,6 +8,11 @@ a room's events are handed to the publisher in offset order whichever of them ap
 * ``transaction`` is one write transaction; the events ``append`` adds to it are published
   after it commits, each room's after the earlier transactions of this instance that appended
   to it, and never when it rolls back.
+* ``transaction`` returns once its events are handed to the publisher, not once the broker has
+  them: an answer never waits on a broker round trip (up to the broker's publish timeout during
+  an outage). The log is the truth: a publish that fails is repaired by the broker's re-send and
+  by every instance's audit, as before. ``drain`` waits for the hand-overs still running (at
+  shutdown, before the broker closes).
 * ``append`` takes the room's next offset inside the transaction (``store.eventlog``); an event
   of a project room names its workspace room's head, so no instance releases it before the
   membership changes committed before it.
@@ -15,6 +20,8 @@ a room's events are handed to the publisher in offset order whichever of them ap
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,6 +37,8 @@ from liveboard.tasks.publish_order import Outbox, PublishOrder
 
 __all__ = ["EventWriter"]
 
+log = logging.getLogger("liveboard.writer")
+
 
 class EventWriter:
     """The instance's write transactions with events (see the module). One per process."""
@@ -38,17 +47,39 @@ class EventWriter:
         self.db = db
         self.publisher = publisher
         self._order = PublishOrder()
+        self._handing: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[tuple[AsyncConnection, Outbox]]:
-        """A write transaction and the outbox of its events, published after it commits."""
+        """A write transaction and the outbox of its events, handed to the publisher after it
+        commits (returns without waiting for the broker: see the module)."""
         outbox = Outbox(self._order)
         try:
             async with self.db.write() as conn:
                 yield conn, outbox
-            await outbox.publish(self.publisher)
+            handing = await outbox.hand_over(self.publisher)
+            if handing is not None:
+                self._handing.add(handing)
+                handing.add_done_callback(self._handed)
         finally:
             outbox.abandon()  # rolled back, failed or cancelled: the room's line moves on
+
+    def _handed(self, handing: asyncio.Task[None]) -> None:
+        self._handing.discard(handing)
+        if not handing.cancelled() and handing.exception() is not None:
+            # Publishers do not raise for an outage; this is a bug. The events are in the log,
+            # so every instance's audit still delivers them.
+            log.error("publishing committed events failed", exc_info=handing.exception())
+
+    @property
+    def handing(self) -> int:
+        """Hand-overs to the publisher still running."""
+        return len(self._handing)
+
+    async def drain(self) -> None:
+        """Wait until every hand-over started so far has finished."""
+        while self._handing:
+            await asyncio.gather(*self._handing, return_exceptions=True)
 
     async def append(
         self,

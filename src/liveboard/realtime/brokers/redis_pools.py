@@ -10,6 +10,12 @@ the URL's own options win over them, and a caller's ``fixed`` options over the U
   is only its factory; it speaks RESP2, because the broker reads pub/sub replies itself;
 * presence's pool (``presence_redis``): its batched writes, its reads of rooms, its heartbeats.
 
+A Redis Cluster (``redis+cluster://host:port[,host:port…]``, ``rediss+cluster://`` for TLS)
+gives the same three, per node: the publisher and presence each get a ``RedisCluster`` client
+(``cluster_client``: a pool per node, commands routed by slot), and the broker (its own
+``brokers.redis_cluster``) one subscriber connection per master, made from
+``cluster_connection_options``.
+
 Presence does not share the publisher's pool, on purpose. Its pipelines can be long (every
 active room re-read every 2 s, all of an instance's entries written again after a Redis
 restart), and a publish that waits ``PUBLISH_TIMEOUT`` for a free connection is dropped and marks
@@ -22,13 +28,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Final
+from urllib.parse import unquote
 
 from redis.asyncio import BlockingConnectionPool
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import parse_url
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
-#: What an unreachable or misbehaving Redis raises (``asyncio.TimeoutError`` is ``TimeoutError``).
-REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
+#: What an unreachable or misbehaving Redis raises (``asyncio.TimeoutError`` is ``TimeoutError``;
+#: a cluster client that reaches no node raises ``RedisClusterException``, not a ``RedisError``).
+REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
+
+CLUSTER_SCHEMES: Final = ("redis+cluster://", "rediss+cluster://")
 
 # Timeouts (seconds); a URL may set its own (``?socket_timeout=…``).
 CONNECT_TIMEOUT: Final = 1.0
@@ -64,3 +75,80 @@ def connection_pool(
 def describe(exc: BaseException) -> str:
     """``exc`` for a log line: its type, and its message if it has one."""
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def is_cluster_url(redis_url: str) -> bool:
+    """Whether ``redis_url`` names a Redis Cluster (``redis+cluster://``)."""
+    return redis_url.startswith(CLUSTER_SCHEMES)
+
+
+def parse_cluster_url(redis_url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """The startup nodes of ``redis+cluster://[user:password@]host:port[,host:port…][?opts]``
+    and the connection options every node shares (credentials, TLS, the query's options, as
+    ``redis://`` URLs take them). A database number other than 0 is refused: a cluster has one.
+
+    Raises ``ValueError`` for a URL that names no node or a node without a valid port."""
+    scheme, _, rest = redis_url.partition("://")
+    if scheme not in ("redis+cluster", "rediss+cluster"):
+        raise ValueError(f"not a Redis Cluster URL: {redis_url!r}")
+    netloc, sep, tail = rest.partition("/")
+    if not sep:
+        netloc, sep, query = rest.partition("?")
+        tail = sep + query
+    userinfo, at, hosts = netloc.rpartition("@")
+    nodes: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"a Redis Cluster node must be host:port, got {item!r}")
+        nodes.append((unquote(host.strip("[]")), int(port)))
+    plain = "rediss" if scheme == "rediss+cluster" else "redis"
+    first = f"{nodes[0][0]}:{nodes[0][1]}"
+    options: dict[str, Any] = dict(parse_url(f"{plain}://{userinfo}{at}{first}/{tail}"))
+    if int(options.pop("db", 0) or 0) != 0:
+        raise ValueError("a Redis Cluster has database 0 only")
+    for key in ("host", "port", "connection_class"):
+        options.pop(key, None)
+    if plain == "rediss":
+        options["ssl"] = True
+    return nodes, options
+
+
+def cluster_connection_options(
+    redis_url: str, *, client_name: str | None = None, fixed: Mapping[str, Any] | None = None
+) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """The startup nodes of ``redis_url`` and the options of a single connection to one of its
+    nodes (``redis.asyncio.connection.Connection``): the defaults here, the URL's, ``fixed``."""
+    nodes, options = parse_cluster_url(redis_url)
+    defaults: dict[str, Any] = {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": SOCKET_TIMEOUT,
+    }
+    if client_name is not None:
+        defaults["client_name"] = client_name
+    options.pop("ssl", None)  # a plain Connection has no such option (TLS: see the broker)
+    return nodes, {**defaults, **options, **(fixed or {})}
+
+
+def cluster_client(
+    redis_url: str,
+    *,
+    max_connections: int,
+    client_name: str | None = None,
+    fixed: Mapping[str, Any] | None = None,
+) -> RedisCluster:
+    """A ``RedisCluster`` client of ``redis_url`` (``redis+cluster://``), at most
+    ``max_connections`` per node, with the same timeouts as ``connection_pool``. It learns the
+    slots from any reachable startup node and follows MOVED and failovers by itself."""
+    nodes, options = parse_cluster_url(redis_url)
+    defaults: dict[str, Any] = {
+        "max_connections": max_connections,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": SOCKET_TIMEOUT,
+    }
+    if client_name is not None:
+        defaults["client_name"] = client_name
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        **{**defaults, **options, **(fixed or {})},
+    )

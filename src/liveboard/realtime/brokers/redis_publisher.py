@@ -11,6 +11,12 @@ Guarantees (``RedisBroker`` relies on them for its own, see ``brokers.redis``):
   again once Redis answers (by ``watch``, or by ``flush``), so that other instances see the hole
   and fill it from the log even if their own connection never broke.
 * ``publish_presence`` is best effort: a lost signal is repaired by presence's periodic refresh.
+
+On a Redis Cluster (``redis+cluster://``) the same holds with SPUBLISH on each room's sharded
+channel (``cluster_channel_of``: the room is the hash tag, so a room's channel and its presence
+key live on one shard), through a ``RedisCluster`` client that routes each to its shard, follows
+MOVED after a slot moved and learns the new master after a failover; a pipeline of several
+rooms' events is split per shard, each shard's part in order.
 """
 
 from __future__ import annotations
@@ -21,12 +27,18 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from liveboard.protocol import BrokerEvent, encode_broker_event
-from liveboard.realtime.brokers.redis_pools import REDIS_ERRORS, connection_pool, describe
+from liveboard.realtime.brokers.redis_pools import (
+    REDIS_ERRORS,
+    cluster_client,
+    connection_pool,
+    describe,
+    is_cluster_url,
+)
 
 log = logging.getLogger("liveboard.broker.redis")
 
@@ -49,23 +61,50 @@ def channel_of(room: str) -> bytes:
     return (CHANNEL_PREFIX + room).encode()
 
 
+def cluster_channel_of(room: str) -> bytes:
+    """The sharded channel that carries ``room``'s events on a Redis Cluster:
+    ``liveboard:room:{R}``, whose slot is the room's (the hash tag)."""
+    return f"{CHANNEL_PREFIX}{{{room}}}".encode()
+
+
+def room_of(channel: bytes, *, cluster: bool) -> str:
+    """The room whose channel (``channel_of`` or ``cluster_channel_of``) is ``channel``."""
+    room = channel.decode(errors="replace").removeprefix(CHANNEL_PREFIX)
+    return room[1:-1] if cluster and room.startswith("{") and room.endswith("}") else room
+
+
 class RedisPublisher:
-    """PUBLISHes on the rooms' channels through a pool of its own; see the module docstring."""
+    """PUBLISHes (SPUBLISHes on a cluster) on the rooms' channels through a pool of its own;
+    see the module docstring."""
 
     def __init__(
         self, redis_url: str, *, instance_id: str, on_change: Callable[[str], None]
     ) -> None:
-        pool = connection_pool(
-            redis_url,
-            max_connections=PUBLISH_CONNECTIONS,
-            # Blocking: a burst of publishes waits for a free connection (bounded by the
-            # publish timeout) instead of failing when the pool is exhausted.
-            timeout=PUBLISH_TIMEOUT,
-            client_name=f"liveboard:{instance_id}:pub",
-            # One retry on a fresh connection: a pooled connection may be stale after a restart.
-            fixed={"protocol": 2, "retry": Retry(NoBackoff(), 1)},
-        )
-        self._redis = Redis(connection_pool=pool)
+        self._redis: Redis | RedisCluster
+        if is_cluster_url(redis_url):
+            self._redis = cluster_client(
+                redis_url,
+                max_connections=PUBLISH_CONNECTIONS,
+                client_name=f"liveboard:{instance_id}:pub",
+                fixed={"protocol": 2},
+            )
+            self._command = "SPUBLISH"
+            self._channel_of = cluster_channel_of
+        else:
+            pool = connection_pool(
+                redis_url,
+                max_connections=PUBLISH_CONNECTIONS,
+                # Blocking: a burst of publishes waits for a free connection (bounded by the
+                # publish timeout) instead of failing when the pool is exhausted.
+                timeout=PUBLISH_TIMEOUT,
+                client_name=f"liveboard:{instance_id}:pub",
+                # One retry on a fresh connection: a pooled connection may be stale after a
+                # restart.
+                fixed={"protocol": 2, "retry": Retry(NoBackoff(), 1)},
+            )
+            self._redis = Redis(connection_pool=pool)
+            self._command = "PUBLISH"
+            self._channel_of = channel_of
         self._on_change = on_change
         #: What this instance's presence signals carry (the broker ignores its own on receipt).
         self.presence_payload = PRESENCE_SIGNAL + instance_id.encode()
@@ -95,11 +134,15 @@ class RedisPublisher:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 if len(rooms) == 1:
-                    await self._redis.publish(channel_of(rooms[0]), self.presence_payload)
+                    await self._redis.execute_command(
+                        self._command, self._channel_of(rooms[0]), self.presence_payload
+                    )
                 else:
                     pipe = self._redis.pipeline(transaction=False)
                     for room in rooms:
-                        pipe.publish(channel_of(room), self.presence_payload)
+                        pipe.execute_command(
+                            self._command, self._channel_of(room), self.presence_payload
+                        )
                     await pipe.execute()
         except REDIS_ERRORS:
             pass  # the presence manager's periodic refresh repairs it
@@ -116,13 +159,19 @@ class RedisPublisher:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 if len(events) == 1:
-                    await self._redis.publish(
-                        channel_of(events[0].room), encode_broker_event(events[0])
+                    await self._redis.execute_command(
+                        self._command,
+                        self._channel_of(events[0].room),
+                        encode_broker_event(events[0]),
                     )
                 else:
                     pipe = self._redis.pipeline(transaction=False)
                     for event in events:
-                        pipe.publish(channel_of(event.room), encode_broker_event(event))
+                        pipe.execute_command(
+                            self._command,
+                            self._channel_of(event.room),
+                            encode_broker_event(event),
+                        )
                     await pipe.execute()
         except REDIS_ERRORS as exc:
             self.failures += 1
@@ -176,4 +225,7 @@ class RedisPublisher:
     async def aclose(self) -> None:
         """Close the pool; sends still in progress fail. Idempotent."""
         self._closed = True
-        await self._redis.aclose(close_connection_pool=True)
+        if isinstance(self._redis, Redis):
+            await self._redis.aclose(close_connection_pool=True)
+        else:
+            await self._redis.aclose()

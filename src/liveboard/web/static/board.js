@@ -187,34 +187,125 @@ function showPicker() {
 
 // ---- connection indicator and presence ------------------------------------------------------------
 
-function renderConnection(/** @type {any} */ info) {
-  const el = $("connection");
-  el.dataset.state = info.state;
-  $("connection-label").textContent = STATE_LABELS[info.state] ?? info.state;
-  let title = "";
-  if (info.state === "reconnecting" || info.state === "offline") {
-    title =
-      typeof info.retryIn === "number"
-        ? `Connection lost; next attempt in ${Math.ceil(info.retryIn / 1000)} s`
-        : "Connection lost; waiting for the network";
-  } else if (info.state === "connected") {
-    title = "Changes by others appear live";
+/** How long the connection may be down before the banner says so: a restart usually takes less. */
+const BANNER_AFTER_MS = 2000;
+
+/**
+ * What the top bar and the banner say about the connection (pure: the caller reads the clock
+ * and the browser's network flag).
+ * @param {{state: string, networkDown: boolean, downForMs: number, retryInMs: number|null}} c
+ *   retryInMs: time left until the next scheduled attempt (null: none scheduled).
+ * @returns {{label: string, cause: "" | "server" | "network", banner: string|null, retry: boolean}}
+ */
+function connectionView({ state, networkDown, downForMs, retryInMs }) {
+  if (state !== "reconnecting" && state !== "offline") {
+    return { label: STATE_LABELS[state] ?? state, cause: "", banner: null, retry: false };
   }
-  el.title = title;
-  document.body.classList.toggle("is-live", info.state === "connected");
+  // The client says `offline` after 5 failed attempts as well as when the browser has no
+  // network: only the second is "Offline". The first is a server that does not answer.
+  if (networkDown) {
+    return {
+      label: "Offline",
+      cause: "network",
+      banner: "You're offline — your changes are kept and sent when the network is back.",
+      retry: false,
+    };
+  }
+  const seconds = retryInMs === null ? 0 : Math.ceil(retryInMs / 1000);
+  return {
+    label: "Reconnecting…",
+    cause: "server",
+    banner:
+      downForMs < BANNER_AFTER_MS
+        ? null
+        : seconds > 0
+          ? `Can't reach the server — retrying in ${seconds} s`
+          : "Can't reach the server — retrying now…",
+    retry: true,
+  };
 }
+
+/** The connection as the client last reported it, and since when it is down. */
+const link = {
+  state: "idle",
+  /** ms timestamp of the end of the last connection (or of the page's first attempt) */
+  downSince: 0,
+  /** ms timestamp of the next scheduled attempt, or null */
+  retryAt: /** @type {number|null} */ (null),
+  ticker: /** @type {ReturnType<typeof setInterval>|null} */ (null),
+};
+
+function onConnectionState(/** @type {any} */ info) {
+  const wasDown = link.state === "reconnecting" || link.state === "offline";
+  const down = info.state === "reconnecting" || info.state === "offline";
+  if (down && !wasDown) link.downSince = Date.now();
+  link.state = info.state;
+  link.retryAt = down && typeof info.retryIn === "number" ? Date.now() + info.retryIn : null;
+  renderConnection();
+  // Count the seconds down while down; stop once connected (or closed).
+  if (down && !link.ticker) link.ticker = setInterval(renderConnection, 250);
+  if (!down && link.ticker) {
+    clearInterval(link.ticker);
+    link.ticker = null;
+  }
+}
+
+function renderConnection() {
+  const now = Date.now();
+  const view = connectionView({
+    state: link.state,
+    networkDown: navigator.onLine === false,
+    downForMs: now - link.downSince,
+    retryInMs: link.retryAt === null ? null : Math.max(0, link.retryAt - now),
+  });
+  const el = $("connection");
+  el.dataset.state = link.state;
+  el.dataset.cause = view.cause;
+  $("connection-label").textContent = view.label;
+  el.title =
+    link.state === "connected" ? "Changes by others appear live" : (view.banner ?? view.label);
+  document.body.classList.toggle("is-live", link.state === "connected");
+  const banner = $("conn-banner");
+  banner.hidden = view.banner === null;
+  banner.dataset.cause = view.cause;
+  const text = $("conn-banner-text");
+  if (view.banner !== null && text.textContent !== view.banner) text.textContent = view.banner;
+  $("retry-now").hidden = !view.retry;
+}
+
+/** "Retry now": the client's next attempt at once, and the page's own REST retries too. */
+function retryNow() {
+  client?.retryNow();
+  wakePatience();
+}
+
+/** At most this many avatars in the top bar; the others are counted in a "+N". */
+const MAX_AVATARS = 5;
 
 function renderPresence(/** @type {{userId: string, name: string}[]} */ users) {
   for (const u of users) names.set(u.userId, u.name);
   const stack = $("presence-avatars");
+  // You first, then the others in the server's order: a crowd never pushes you out of view.
+  const ordered = [...users.filter((u) => u.userId === me), ...users.filter((u) => u.userId !== me)];
+  const shown = ordered.length > MAX_AVATARS ? ordered.slice(0, MAX_AVATARS - 1) : ordered;
+  const hidden = ordered.slice(shown.length);
   stack.replaceChildren(
-    ...users.map((u) => {
+    ...shown.map((u) => {
       const el = avatar(u.userId, u.name, u.userId === me ? "is-me" : "");
       el.dataset.testid = "presence-avatar";
       el.title = u.userId === me ? `${u.name} (you)` : u.name;
       return el;
     }),
   );
+  if (hidden.length > 0) {
+    const more = h("span", {
+      class: "avatar avatar-more",
+      "data-testid": "presence-more",
+      title: hidden.map((u) => u.name).join(", "),
+    });
+    more.textContent = `+${hidden.length}`;
+    stack.append(more);
+  }
   const others = users.filter((u) => u.userId !== me).length;
   $("presence-label").textContent =
     others === 0 ? "Only you" : `${users.length} viewing`;
@@ -432,6 +523,7 @@ function render() {
   });
   for (const [id, card] of cards) {
     if (!seen.has(id)) {
+      if (touchDrag?.id === id) endTouchDrag(); // it is gone: nothing left to drop
       cards.delete(id);
       if (editing === id) editing = null;
       card.remove();
@@ -454,6 +546,7 @@ function flash(/** @type {string} */ id) {
 function leave(/** @type {string} */ id) {
   const card = cards.get(id);
   if (!card) return;
+  if (touchDrag?.id === id) endTouchDrag();
   cards.delete(id);
   card.classList.add("leaving");
   setTimeout(() => card.remove(), 350);
@@ -611,21 +704,17 @@ function dropIndex(/** @type {string} */ status, /** @type {number} */ y) {
   return { index, before: others[index] ?? null, list };
 }
 
-function onDragOver(/** @type {DragEvent} */ e, /** @type {string} */ status) {
-  if (!dragId) return;
-  e.preventDefault();
-  if (e.dataTransfer) e.dataTransfer.dropEffect = "move";
-  const { before, list } = dropIndex(status, e.clientY);
+/** Show where the dragged card would land in column `status` at clientY. */
+function markDrop(/** @type {string} */ status, /** @type {number} */ y) {
+  const { before, list } = dropIndex(status, y);
   clearDropMarks();
   if (before) before.classList.add("drop-before");
   else list.classList.add("drop-end");
 }
 
-function onDrop(/** @type {DragEvent} */ e, /** @type {string} */ status) {
-  const id = dragId ?? e.dataTransfer?.getData("text/plain");
-  if (!id) return;
-  e.preventDefault();
-  const { index } = dropIndex(status, e.clientY);
+/** Move card `id` to where clientY points in column `status` (a mouse drop or a touch drop). */
+function dropAt(/** @type {string} */ id, /** @type {string} */ status, /** @type {number} */ y) {
+  const { index } = dropIndex(status, y);
   clearDropMarks();
   dragId = null;
   const task = board.task(id);
@@ -636,23 +725,197 @@ function onDrop(/** @type {DragEvent} */ e, /** @type {string} */ status) {
   board.move(id, status, index).catch(() => {});
 }
 
+function onDragOver(/** @type {DragEvent} */ e, /** @type {string} */ status) {
+  if (!dragId) return;
+  e.preventDefault();
+  if (e.dataTransfer) e.dataTransfer.dropEffect = "move";
+  markDrop(status, e.clientY);
+}
+
+function onDrop(/** @type {DragEvent} */ e, /** @type {string} */ status) {
+  const id = dragId ?? e.dataTransfer?.getData("text/plain");
+  if (!id) return;
+  e.preventDefault();
+  dropAt(id, status, e.clientY);
+}
+
+// ---- touch: hold a card, then drag it ------------------------------------------------------------
+//
+// Browsers start no HTML drag and drop from a touch, so touch has its own: a finger held still
+// on a card for TOUCH_HOLD_MS picks it up (a finger that moves first is scrolling the page),
+// a copy of the card follows the finger, the drop marks show where it will land, and lifting
+// the finger drops it there. The board's touchmove listener is registered up front and not
+// passive: only then may it cancel the scrolling the finger would otherwise do while dragging.
+
+const TOUCH_HOLD_MS = 300;
+/** px a finger may wander during the hold (it trembles) before the hold counts as a scroll */
+const TOUCH_SLOP = 10;
+/** px from the board's edges (or the window's top and bottom) where a drag scrolls it */
+const EDGE = 36;
+
+/** @type {null | {id: string, card: HTMLElement, touchId: number, x: number, y: number,
+ *   startX: number, startY: number, timer: any, ghost: HTMLElement|null, dx: number, dy: number,
+ *   status: string|null, frame: number}} */
+let touchDrag = null;
+
+function onTouchStart(/** @type {TouchEvent} */ e) {
+  if (touchDrag || e.touches.length !== 1 || editing) return;
+  const target = /** @type {HTMLElement} */ (e.target);
+  const card = /** @type {HTMLElement|null} */ (target.closest(".card"));
+  if (!card || target.closest("button, input, textarea")) return;
+  const t = e.touches[0];
+  touchDrag = {
+    id: /** @type {string} */ (card.dataset.taskId),
+    card,
+    touchId: t.identifier,
+    x: t.clientX,
+    y: t.clientY,
+    startX: t.clientX,
+    startY: t.clientY,
+    timer: setTimeout(pickUp, TOUCH_HOLD_MS),
+    ghost: null,
+    dx: 0,
+    dy: 0,
+    status: null,
+    frame: 0,
+  };
+}
+
+function pickUp() {
+  const drag = touchDrag;
+  if (!drag || !drag.card.isConnected) return endTouchDrag();
+  const rect = drag.card.getBoundingClientRect();
+  const ghost = /** @type {HTMLElement} */ (drag.card.cloneNode(true));
+  ghost.classList.add("drag-ghost");
+  ghost.removeAttribute("data-testid");
+  ghost.setAttribute("aria-hidden", "true");
+  ghost.style.width = `${rect.width}px`;
+  drag.dx = drag.x - rect.left;
+  drag.dy = drag.y - rect.top;
+  drag.ghost = ghost;
+  document.body.append(ghost);
+  dragId = drag.id;
+  drag.card.classList.add("dragging");
+  $("board").classList.add("is-touch-dragging");
+  navigator.vibrate?.(15);
+  followFinger();
+  drag.frame = requestAnimationFrame(autoScroll);
+}
+
+function onTouchMove(/** @type {TouchEvent} */ e) {
+  const drag = touchDrag;
+  if (!drag) return;
+  const t = [...e.changedTouches].find((touch) => touch.identifier === drag.touchId);
+  if (!t) return;
+  drag.x = t.clientX;
+  drag.y = t.clientY;
+  if (!drag.ghost) {
+    // Moved before the hold ended: the finger is scrolling, not dragging.
+    if (Math.hypot(drag.x - drag.startX, drag.y - drag.startY) > TOUCH_SLOP) endTouchDrag();
+    return;
+  }
+  if (e.cancelable) e.preventDefault();
+  followFinger();
+}
+
+function onTouchEnd(/** @type {TouchEvent} */ e) {
+  const drag = touchDrag;
+  if (!drag || ![...e.changedTouches].some((t) => t.identifier === drag.touchId)) return;
+  if (drag.ghost) {
+    // No click after a drag (it would open the title's editor).
+    if (e.cancelable) e.preventDefault();
+    const status = columnAt(drag.x, drag.y);
+    if (status) dropAt(drag.id, status, drag.y);
+  }
+  endTouchDrag();
+}
+
+function endTouchDrag() {
+  const drag = touchDrag;
+  touchDrag = null;
+  if (!drag) return;
+  clearTimeout(drag.timer);
+  cancelAnimationFrame(drag.frame);
+  drag.ghost?.remove();
+  drag.card.classList.remove("dragging");
+  $("board").classList.remove("is-touch-dragging");
+  if (dragId === drag.id) dragId = null;
+  clearDropMarks();
+}
+
+/** The status of the column under the point, or null. */
+function columnAt(/** @type {number} */ x, /** @type {number} */ y) {
+  const el = document.elementFromPoint(x, y);
+  const column = /** @type {HTMLElement|null} */ (el?.closest(".column") ?? null);
+  return column?.dataset.status ?? null;
+}
+
+/** Move the copy under the finger and the drop marks to where it points. */
+function followFinger() {
+  const drag = touchDrag;
+  if (!drag?.ghost) return;
+  drag.ghost.style.transform = `translate(${drag.x - drag.dx}px, ${drag.y - drag.dy}px) rotate(2deg)`;
+  drag.status = columnAt(drag.x, drag.y);
+  if (drag.status) markDrop(drag.status, drag.y);
+  else clearDropMarks();
+}
+
+/** Near an edge the board scrolls, so that a card can reach a column out of view. */
+function autoScroll() {
+  const drag = touchDrag;
+  if (!drag?.ghost) return;
+  const boardEl = $("board");
+  const r = boardEl.getBoundingClientRect();
+  const speed = (/** @type {number} */ depth) => Math.ceil(12 * Math.min(1, depth / EDGE));
+  let moved = false;
+  if (drag.x < r.left + EDGE && boardEl.scrollLeft > 0) {
+    boardEl.scrollLeft -= speed(r.left + EDGE - drag.x);
+    moved = true;
+  } else if (drag.x > r.right - EDGE && boardEl.scrollLeft + boardEl.clientWidth < boardEl.scrollWidth) {
+    boardEl.scrollLeft += speed(drag.x - (r.right - EDGE));
+    moved = true;
+  }
+  // Vertically: the column's own list if it scrolls, else the page.
+  const list = drag.status ? columns.get(drag.status)?.list : null;
+  const scroller = list && list.scrollHeight > list.clientHeight ? list : document.scrollingElement;
+  if (scroller) {
+    const top = scroller === list ? list.getBoundingClientRect().top : 0;
+    const bottom = scroller === list ? list.getBoundingClientRect().bottom : innerHeight;
+    if (drag.y < top + EDGE) {
+      scroller.scrollTop -= speed(top + EDGE - drag.y);
+      moved = true;
+    } else if (drag.y > bottom - EDGE) {
+      scroller.scrollTop += speed(drag.y - (bottom - EDGE));
+      moved = true;
+    }
+  }
+  if (moved) followFinger();
+  drag.frame = requestAnimationFrame(autoScroll);
+}
+
 // ---- activity -----------------------------------------------------------------------------------
 
-function describe(/** @type {any} */ change) {
-  const { event, task, previous } = change;
-  const title = (task ?? previous)?.title ?? "a task";
+/**
+ * An event of the project room in words: [verb, title, rest], or null for events the panel
+ * does not show. `title` is the card's title as the caller knows it (the event alone does not
+ * always carry it: a move names the task by id).
+ * @param {any} event @param {string} title
+ * @returns {[string, string, string] | null}
+ */
+function describe(event, title) {
+  const data = event.data ?? {};
   switch (event.type) {
     case "task:created":
-      return ["added", title, `to ${statusLabel(task.status)}`];
+      return ["added", title, `to ${statusLabel(data.task?.status ?? "")}`];
     case "task:moved":
-      if (event.data.fromStatus === event.data.toStatus) {
-        return ["reordered", title, `in ${statusLabel(event.data.toStatus)}`];
+      if (data.fromStatus === data.toStatus) {
+        return ["reordered", title, `in ${statusLabel(data.toStatus)}`];
       }
-      return ["moved", title, `to ${statusLabel(event.data.toStatus)}`];
+      return ["moved", title, `to ${statusLabel(data.toStatus)}`];
     case "task:deleted":
       return ["deleted", title, ""];
     case "task:updated": {
-      const c = event.data.changes ?? {};
+      const c = data.changes ?? {};
       if (c.title) return ["renamed", c.title.from, `to “${c.title.to}”`];
       if (c.assigneeId) {
         const to = c.assigneeId.to;
@@ -665,24 +928,79 @@ function describe(/** @type {any} */ change) {
   }
 }
 
-function addActivity(/** @type {any} */ change) {
-  const words = describe(change);
+/** How many items the Activity panel keeps. */
+const ACTIVITY_MAX = 30;
+
+/**
+ * Show an event in the Activity panel, newest first, once: the history read at start and the
+ * live stream overlap, so an event already shown (same epoch and offset) is skipped, and one
+ * that arrives late (history) goes where its offset puts it.
+ * @param {any} event @param {string} title @param {boolean} own
+ */
+function addActivity(event, title, own) {
+  const words = describe(event, title);
   if (!words) return;
-  const [verb, title, rest] = words;
-  const { event, own } = change;
-  const who = event.userId === me ? "You" : nameOf(event.userId);
-  const time = new Date(event.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  const item = h("li", { class: `activity-item${own ? "" : " is-remote"}`, "data-testid": "activity-item" }, [
-    avatar(event.userId, nameOf(event.userId), "avatar-sm"),
-    h("div", { class: "activity-text" }, [
-      h("p", {}, [h("strong", {}, [who]), ` ${verb} `, h("em", {}, [`“${title}”`]), rest ? ` ${rest}` : ""]),
-      h("time", { datetime: new Date(event.ts).toISOString() }, [time]),
-    ]),
-  ]);
   const list = $("activity-list");
-  list.prepend(item);
-  while (list.children.length > 30) list.lastElementChild?.remove();
-  $("activity-empty").hidden = true;
+  const key = `${event.epoch}:${event.offset}`;
+  if (list.querySelector(`[data-key="${CSS.escape(key)}"]`)) return;
+  const [verb, what, rest] = words;
+  const who = event.userId === me ? "You" : event.userId ? nameOf(event.userId) : "A service";
+  const time = new Date(event.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const item = h(
+    "li",
+    {
+      class: `activity-item${own ? "" : " is-remote"}`,
+      "data-testid": "activity-item",
+      "data-key": key,
+      "data-offset": event.offset,
+    },
+    [
+      avatar(event.userId ?? "service", event.userId ? nameOf(event.userId) : who, "avatar-sm"),
+      h("div", { class: "activity-text" }, [
+        h("p", {}, [h("strong", {}, [who]), ` ${verb} `, h("em", {}, [`“${what}”`]), rest ? ` ${rest}` : ""]),
+        h("time", { datetime: new Date(event.ts).toISOString() }, [time]),
+      ]),
+    ],
+  );
+  // Newest first: before the first item of a lower offset (of the same epoch; an item of an
+  // older epoch is older whatever its offset).
+  const after = [...list.children].find(
+    (li) =>
+      !(li instanceof HTMLElement) ||
+      !li.dataset.key?.startsWith(`${event.epoch}:`) ||
+      Number(li.dataset.offset) < event.offset,
+  );
+  list.insertBefore(item, after ?? null);
+  while (list.children.length > ACTIVITY_MAX) list.lastElementChild?.remove();
+  $("activity-empty").hidden = list.children.length > 0;
+}
+
+/** A live change of the board in the Activity panel. */
+function showChange(/** @type {any} */ change) {
+  const title = (change.task ?? change.previous)?.title ?? "a task";
+  addActivity(change.event, title, change.own);
+}
+
+/** How many of the room's latest events the panel reads when the page opens. */
+const ACTIVITY_HISTORY = 100;
+
+/**
+ * Fill the Activity panel from the room's history (the open log): its latest events, so the
+ * panel shows what happened before this page opened, not only what happens while it is open.
+ * Titles come from the events themselves where they carry one, else from the board.
+ */
+async function loadActivity(/** @type {string} */ room) {
+  const head = (await client.history(room, 0, 1)).offset;
+  const page = await client.history(room, Math.max(0, head - ACTIVITY_HISTORY), ACTIVITY_HISTORY);
+  /** task id → its title as of the event being read (events are in offset order) */
+  const titles = new Map();
+  for (const event of page.events) {
+    const data = event.data ?? {};
+    const id = data.task?.id ?? data.taskId;
+    if (data.task?.title) titles.set(id, data.task.title);
+    const title = titles.get(id) ?? board?.task(id)?.title ?? "a task";
+    addActivity(event, title, false);
+  }
 }
 
 // ---- start --------------------------------------------------------------------------------------
@@ -693,6 +1011,9 @@ async function devToken(/** @type {string} */ user) {
   return (await response.json()).token;
 }
 
+/** Ends the wait of `patiently` early ("Retry now"). */
+let wakePatience = () => {};
+
 /** Retry `fn` until it succeeds (the server may be starting). */
 async function patiently(/** @type {() => Promise<any>} */ fn) {
   for (let attempt = 0; ; attempt++) {
@@ -700,8 +1021,15 @@ async function patiently(/** @type {() => Promise<any>} */ fn) {
       return await fn();
     } catch (err) {
       if (err?.status && err.status !== 0 && err.status < 500) throw err;
-      if (attempt === 1) showMessage("Cannot reach the server. Retrying…");
-      await new Promise((r) => setTimeout(r, Math.min(5000, 500 * 2 ** attempt)));
+      if (attempt === 1) showMessage("Can't reach the server. The board opens as soon as it answers.");
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, Math.min(5000, 500 * 2 ** attempt));
+        wakePatience = () => {
+          clearTimeout(timer);
+          resolve(undefined);
+        };
+      });
+      wakePatience = () => {};
     }
   }
 }
@@ -717,8 +1045,9 @@ async function start(/** @type {string} */ user) {
 
   const maxDelay = Number(params.get("maxDelay")) || 10000;
   client = new LiveboardClient({ token: () => devToken(user), backoffMax: maxDelay });
-  client.on("state", renderConnection);
-  renderConnection({ state: client.state });
+  client.on("state", onConnectionState);
+  onConnectionState({ state: client.state });
+  $("retry-now").addEventListener("click", retryNow);
   if (params.get("project")) {
     // Show the changes a previous visit left unsent, even while the server cannot be reached.
     board = new Board(client, /** @type {string} */ (params.get("project")), { user });
@@ -779,7 +1108,7 @@ async function start(/** @type {string} */ user) {
     if (change.type === "task:deleted" && !change.own) leave(change.taskId);
     render();
     if (change.event) {
-      addActivity(change);
+      showChange(change);
       if (!change.own && change.type !== "task:deleted") flash(change.taskId);
     }
   });
@@ -792,10 +1121,21 @@ async function start(/** @type {string} */ user) {
   buildColumns();
   render();
   followComments(project.id);
+  loadActivity(`project:${project.id}`).catch((err) =>
+    console.warn("could not read the room's history for the Activity panel", err),
+  );
   $("workspace").hidden = false;
   const boardEl = $("board");
   boardEl.addEventListener("click", onBoardClick);
   boardEl.addEventListener("keydown", onBoardKey);
+  boardEl.addEventListener("touchstart", onTouchStart, { passive: true });
+  boardEl.addEventListener("touchmove", onTouchMove, { passive: false });
+  boardEl.addEventListener("touchend", onTouchEnd, { passive: false });
+  boardEl.addEventListener("touchcancel", endTouchDrag);
+  // A long press would open the browser's menu over the card being picked up.
+  boardEl.addEventListener("contextmenu", (e) => {
+    if (touchDrag) e.preventDefault();
+  });
   // For debugging in the console.
   Object.assign(window, { liveboard: { client, board } });
 }

@@ -25,12 +25,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # (no type information shipped)
 
-__all__ = ["PING_INTERVAL", "PING_TIMEOUT", "RETRY_MAX", "RETRY_MIN", "LogWakeup", "parse"]
+__all__ = [
+    "PING_INTERVAL",
+    "PING_TIMEOUT",
+    "RETRY_MAX",
+    "RETRY_MIN",
+    "LogWakeup",
+    "parse",
+    "parse_sender",
+]
 
 log = logging.getLogger("liveboard.node")
 
@@ -41,16 +49,43 @@ PING_TIMEOUT = 3.0
 #: First wait before reconnecting, in seconds; doubled after each failure up to ``RETRY_MAX``.
 RETRY_MIN = 0.1
 RETRY_MAX = 2.0
+#: The listening connection's name in ``pg_stat_activity`` (for operators, and for the tests
+#: that end it with ``pg_terminate_backend``).
+LISTEN_SETTINGS = {"application_name": "liveboard listen"}
 #: Seconds a connection attempt may take.
 CONNECT_TIMEOUT = 5.0
 
 
 def parse(payload: str) -> tuple[str, int] | None:
-    """The room and offset a notification names (``"<room> <offset>"``), or None if malformed."""
-    room, _, offset = payload.rpartition(" ")
-    if not room or not offset.isdigit():
+    """The room and offset a notification names (``"<room> <offset>"``, or with the sender
+    and the first offset as the PostgreSQL broker sends it), or None if malformed."""
+    parsed = parse_sender(payload)
+    return None if parsed is None else (parsed[0], parsed[1])
+
+
+def parse_sender(payload: str) -> tuple[str, int, str | None, int] | None:
+    """The room, offset, sending instance (None: ``liveboard_emit``) and first offset of a
+    notification (``"<room> <offset>[ <instance> <first>]"``: the broker's publishes name the
+    range of offsets they carried), or None if malformed. Room names hold no space
+    (``liveboard.protocol.rooms``)."""
+    parts = payload.split(" ")
+    if len(parts) not in (2, 4) or not parts[0] or not parts[1].isdigit():
         return None
-    return room, int(offset)
+    offset = int(parts[1])
+    if len(parts) == 2:
+        return parts[0], offset, None, offset
+    if not parts[2] or not parts[3].isdigit() or int(parts[3]) > offset:
+        return None
+    return parts[0], offset, parts[2], int(parts[3])
+
+
+def _payload_only(callback: Callable[[str], None]) -> Callable[[Any, int, str, str], None]:
+    """An asyncpg listener that hands ``callback`` the payload only."""
+
+    def listener(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        callback(payload)
+
+    return listener
 
 
 def _on_termination(conn: Any) -> asyncio.Event:
@@ -70,11 +105,19 @@ class LogWakeup:
         channel: str,
         on_wake: Callable[[str, int], None],
         on_listening: Callable[[], None],
+        *,
+        on_payload: Callable[[str], None] | None = None,
+        extra: Mapping[str, Callable[[str], None]] | None = None,
     ) -> None:
+        """``on_payload``, when given, receives each notification of ``channel`` unparsed
+        instead of ``on_wake`` (the PostgreSQL broker parses the sender too); ``extra``: more
+        channels listened to on the same connection, each with its own callback (payloads)."""
         self._url = database_url
         self._channel = channel
         self._on_wake = on_wake
         self._on_listening = on_listening
+        self._on_payload = on_payload
+        self._extra = dict(extra or {})
         self._task: asyncio.Task[None] | None = None
         #: Set while a connection listens (for tests and /metrics-style checks).
         self.listening = asyncio.Event()
@@ -89,6 +132,9 @@ class LogWakeup:
             self._task = None
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if self._on_payload is not None:
+            self._on_payload(payload)
+            return
         parsed = parse(payload)
         if parsed is None:
             log.warning("ignored a malformed wake-up %r", payload[:200])
@@ -100,7 +146,9 @@ class LogWakeup:
         failing = False
         while True:
             try:
-                conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT)
+                conn = await asyncpg.connect(
+                    self._url, timeout=CONNECT_TIMEOUT, server_settings=LISTEN_SETTINGS
+                )
             except Exception as error:
                 if not failing:
                     log.warning("cannot listen for events from other backends: %s", error)
@@ -111,6 +159,8 @@ class LogWakeup:
             try:
                 lost = _on_termination(conn)
                 await conn.add_listener(self._channel, self._notified)
+                for channel, callback in self._extra.items():
+                    await conn.add_listener(channel, _payload_only(callback))
                 if failing:
                     log.info("listening for events from other backends again")
                 failing = False

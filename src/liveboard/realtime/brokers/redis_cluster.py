@@ -1,0 +1,500 @@
+"""The Redis Cluster broker: rooms over sharded pub/sub (SSUBSCRIBE/SPUBLISH), one connection
+per shard.
+
+Chosen for ``LIVEBOARD_REDIS_URL=redis+cluster://host:port[,host:port…]`` (any reachable node
+is enough: the others are discovered). Room ``R``'s channel is ``liveboard:room:{R}``
+(``redis_publisher.cluster_channel_of``): a sharded channel lives on the shard of its slot, so
+each event crosses one shard, not every node as a classic PUBLISH on a cluster does, and the
+room's presence key (``presence_layout.key_of``, same hash tag) is on that shard too.
+
+It gives every guarantee of ``brokers.redis.RedisBroker`` (publish delivers locally first,
+never raises for an outage, waits at most ``PUBLISH_TIMEOUT``, re-sends the last dropped event
+per room; ``subscribe`` returns once the SSUBSCRIBE is confirmed or at once while that shard
+is unreachable; lingering unsubscribes; malformed payloads skipped; ``on_broker_restored``
+once every wanted channel is subscribed again after any outage), and on top:
+
+* The slots are read (``CLUSTER SLOTS``) from any node that answers, the startup nodes and
+  every node seen so far, at start, after any subscriber connection breaks, after Redis says a
+  channel moved (an unsolicited ``sunsubscribe``: the slot was migrated or its node stopped
+  being its master; or a ``MOVED`` answer), and every ``TOPOLOGY_INTERVAL`` seconds.
+* One subscriber connection per master, subscribed to the wanted channels of that master's
+  slots. A connection that breaks is re-established alone (the other shards keep delivering);
+  when the slots map changes (a failover, a resharding), every connection is re-established
+  on the new map, since channels may have changed shard.
+* ``up`` is True when every master's connection is subscribed to all its wanted channels and
+  the last publish succeeded. After any shard was down, ``on_broker_restored`` follows once all
+  are up again, and the node reads every active room's missed events from the log: a failover
+  costs clients nothing, since the log in PostgreSQL, not Redis, is the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Sequence
+from typing import Final
+
+import msgspec
+from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from liveboard.background import TaskSet
+from liveboard.protocol import BrokerEvent, decode_broker_event
+from liveboard.realtime.brokers.base import BrokerHandler
+from liveboard.realtime.brokers.redis import (
+    BACKOFF_MIN,
+    CLOSE_TIMEOUT,
+    CONFIRM_TIMEOUT,
+    MAX_BATCH,
+    PING_INTERVAL,
+    PING_TIMEOUT,
+    START_TIMEOUT,
+    UNSUBSCRIBE_DELAY,
+)
+from liveboard.realtime.brokers.redis_pools import (
+    REDIS_ERRORS,
+    cluster_connection_options,
+    describe,
+)
+from liveboard.realtime.brokers.redis_publisher import (
+    PRESENCE_SIGNAL,
+    RedisPublisher,
+    cluster_channel_of,
+    room_of,
+)
+from liveboard.realtime.brokers.redis_slots import Address, Shard, SlotMap, ssubscribe_commands
+
+log = logging.getLogger("liveboard.broker.redis")
+
+__all__ = ["RedisClusterBroker"]
+
+#: Longest wait between two attempts of a broken shard. Shorter than the single Redis's: the
+#: attempt that matters is the first after the replica took over (``CLUSTER SLOTS`` is read
+#: again each time), and a refused connect costs nothing.
+BACKOFF_MAX: Final = 0.5
+#: The slots map is read again this often even when nothing broke (a resharding that moved
+#: no wanted channel is noticed this way).
+TOPOLOGY_INTERVAL: Final = 5.0
+
+
+class _MovedError(RedisConnectionError):
+    """Redis unsubscribed a wanted channel by itself: its slot is no longer this node's."""
+
+
+class RedisClusterBroker:
+    """Carries events between instances over a Redis Cluster's sharded pub/sub; see the module
+    docstring."""
+
+    name = "redis"  # CONTRACT §5.7's /readyz names the kind of broker, not its topology
+
+    def __init__(
+        self,
+        redis_url: str,
+        handler: BrokerHandler,
+        *,
+        instance_id: str,
+        unsubscribe_delay: float = UNSUBSCRIBE_DELAY,
+    ) -> None:
+        self._handler = handler
+        self._unsubscribe_delay = unsubscribe_delay
+        self._publisher = RedisPublisher(redis_url, instance_id=instance_id, on_change=self._report)
+        self._presence_payload = self._publisher.presence_payload
+        # No hidden retries: every reconnect goes through the supervisor.
+        self._seeds, self._options = cluster_connection_options(
+            redis_url,
+            client_name=f"liveboard:{instance_id}:sub",
+            fixed={"protocol": 2, "retry": Retry(NoBackoff(), 0)},  # the reader parses RESP2
+        )
+        self._connection_class = SSLConnection if redis_url.startswith("rediss+") else Connection
+        #: Times a shard's subscriber connection was re-established after being up.
+        self.reconnects = 0
+        #: Messages on a room channel that were not a valid event.
+        self.malformed_messages = 0
+        #: Times the slots map was found changed (a failover, a resharding).
+        self.topology_changes = 0
+
+        self._closed = False
+        self._closing = False
+        self._wanted: set[bytes] = set()
+        self._lingering: dict[bytes, asyncio.TimerHandle] = {}
+        self._unsubscribing = TaskSet(log)
+        self._slots: SlotMap | None = None
+        self._known: list[Address] = list(self._seeds)  # nodes to ask for the slots map
+        self._shards: dict[Address, Shard] = {}
+        self._changed = asyncio.Event()  # a shard broke or saw a channel move
+        self._needs_restore = False  # events may have been missed since the last time all up
+        self._all_up = False
+        self._progress = False  # a shard came up since the supervisor last looked
+        self._ever_up = False
+        self._started = asyncio.Event()
+        self._reported_up: bool | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def up(self) -> bool:
+        """True when every master's subscriber connection is up and the last publish (or
+        PING) succeeded."""
+        return self._all_up and not self._publisher.down and not self._closed
+
+    async def start(self) -> None:
+        """Start the subscribers and health tasks; wait up to ``START_TIMEOUT`` to be ``up``."""
+        if self._supervisor is not None or self._closed:
+            return
+        self._supervisor = asyncio.create_task(self._supervise(), name="redis-cluster-supervisor")
+        self._watcher = asyncio.create_task(self._publisher.watch(), name="redis-broker-watcher")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(START_TIMEOUT):
+                await self._started.wait()
+
+    # Publishing
+
+    async def publish(self, events: Sequence[BrokerEvent]) -> None:
+        """Deliver locally at once, then SPUBLISH; never raises for an outage."""
+        if self._closed or not events:
+            return
+        self._deliver(events)
+        await self._publisher.send(events)
+
+    async def publish_presence(self, rooms: Sequence[str]) -> None:
+        """Signal a presence change of each of ``rooms`` to the other instances (best effort)."""
+        if self._closed or not rooms:
+            return
+        await self._publisher.publish_presence(rooms)
+
+    async def flush(self, timeout: float) -> None:  # noqa: ASYNC109 (bounded by design)
+        """Wait (at most ``timeout`` s) for publishes in progress and re-send dropped events."""
+        await self._publisher.flush(timeout)
+
+    @property
+    def publish_failures(self) -> int:
+        """``publish`` calls (and re-sends) whose SPUBLISH failed."""
+        return self._publisher.failures
+
+    # Subscribing
+
+    def _shard_of(self, channel: bytes) -> Shard | None:
+        address = self._slots.address_of(channel) if self._slots is not None else None
+        return self._shards.get(address) if address is not None else None
+
+    async def subscribe(self, room: str) -> None:
+        """Returns once the shard confirmed the SSUBSCRIBE, or at once while that shard is
+        unreachable (or the channel is still subscribed: see ``unsubscribe``)."""
+        if self._closed:
+            return
+        channel = cluster_channel_of(room)
+        lingering = self._lingering.pop(channel, None)
+        if lingering is not None:
+            lingering.cancel()
+        shard = self._shard_of(channel)
+        if channel in self._wanted and shard is not None and channel in shard.confirmed:
+            return
+        self._wanted.add(channel)
+        # Shielded: a caller cancelled mid-command must not break the shared connection.
+        await asyncio.shield(self._command(b"ssubscribe", channel))
+
+    async def unsubscribe(self, room: str) -> None:
+        """Let go of ``room``'s channel ``unsubscribe_delay`` seconds from now, unless it is
+        subscribed again meanwhile; with no delay, returns once the shard confirmed the
+        SUNSUBSCRIBE, or at once while it is unreachable."""
+        if self._closed:
+            return
+        channel = cluster_channel_of(room)
+        if channel not in self._wanted or channel in self._lingering:
+            return
+        if self._unsubscribe_delay <= 0:
+            self._forget(channel)
+            await asyncio.shield(self._command(b"sunsubscribe", channel))
+            return
+        loop = asyncio.get_running_loop()
+        self._lingering[channel] = loop.call_later(self._unsubscribe_delay, self._let_go, channel)
+
+    def _forget(self, channel: bytes) -> None:
+        self._wanted.discard(channel)
+        for shard in self._shards.values():
+            shard.confirmed.discard(channel)
+
+    def _let_go(self, channel: bytes) -> None:
+        del self._lingering[channel]
+        self._forget(channel)
+        self._unsubscribing.spawn(self._command(b"sunsubscribe", channel))
+
+    async def _command(self, kind: bytes, channel: bytes) -> None:
+        shard = self._shard_of(channel)
+        if shard is None:
+            if kind == b"ssubscribe":
+                self._needs_restore = True  # subscribed by the next session, then caught up
+            return
+        async with shard.lock:
+            if (kind == b"ssubscribe") != (channel in self._wanted):
+                return  # overtaken by a later call for the same room, queued behind this one
+            conn = shard.conn
+            if conn is None or not conn.is_connected or self._shard_of(channel) is not shard:
+                if kind == b"ssubscribe":
+                    self._needs_restore = True
+                return  # the next session of the channel's shard subscribes it
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            shard.waiter = (kind, channel, future)
+            try:
+                await conn.send_command(kind.upper(), channel)
+                await asyncio.wait_for(future, CONFIRM_TIMEOUT)
+            except Exception:
+                # Not sent or not confirmed: the link is broken. End the session: a reconnect
+                # and a catch-up follow.
+                if shard.conn is conn and shard.task is not None:
+                    shard.task.cancel()
+            finally:
+                shard.waiter = None
+
+    # The slots map and the shards' sessions
+
+    async def _supervise(self) -> None:
+        """Forever: read the slots map, keep one session per master, wait for a change."""
+        delay = BACKOFF_MIN
+        while not self._closed:
+            try:
+                slots = await self._discover()
+            except REDIS_ERRORS as exc:
+                self._set_all_up(False, f"no cluster node answered: {describe(exc)}")
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            if slots != self._slots:
+                if self._slots is not None:
+                    self.topology_changes += 1
+                    log.info("Redis Cluster slots changed; subscribing again on the new map")
+                # Channels may have changed shard: every session starts again on the new map.
+                await self._stop_shards(list(self._shards.values()))
+                self._shards = {a: s for a, s in self._shards.items() if a in slots.masters}
+                self._slots = slots
+            self._changed.clear()
+            for address in slots.masters:
+                shard = self._shards.setdefault(address, Shard(address))
+                if shard.task is None or shard.task.done():
+                    shard.task = asyncio.create_task(
+                        self._session(shard), name=f"redis-cluster-shard-{address[1]}"
+                    )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TOPOLOGY_INTERVAL):
+                    await self._changed.wait()
+            if self._changed.is_set():
+                if self._progress:  # a shard came up since: this is a new outage
+                    self._progress = False
+                    delay = BACKOFF_MIN
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _discover(self) -> SlotMap:
+        """``CLUSTER SLOTS`` from the first node that answers (masters first)."""
+        known = list(dict.fromkeys([*sorted(self._shards), *self._known, *self._seeds]))
+        error: BaseException = RedisConnectionError("no Redis Cluster node to ask")
+        for host, port in known:
+            conn = self._connection_class(host=host, port=port, **self._options)
+            try:
+                await conn.connect()  # type: ignore[no-untyped-call]
+                await conn.send_command("CLUSTER", "SLOTS")
+                reply = await conn.read_response()
+                slots = SlotMap.parse(reply)
+                if not slots.ranges:
+                    raise RedisConnectionError(f"{host}:{port} serves no slot yet")
+                nodes = [
+                    (n[0].decode() if isinstance(n[0], bytes) else str(n[0]), int(n[1]))
+                    for r in reply
+                    for n in r[2:]
+                ]
+                self._known = list(dict.fromkeys([*nodes, *self._seeds]))
+                return slots
+            except REDIS_ERRORS as exc:
+                error = exc
+            finally:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await conn.disconnect(nowait=True)
+        raise error
+
+    async def _stop_shards(self, shards: list[Shard]) -> None:
+        tasks = [s.task for s in shards if s.task is not None and not s.task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _session(self, shard: Shard) -> None:
+        """One master's subscriber connection: subscribe its wanted channels, read until it
+        breaks."""
+        host, port = shard.address
+        conn: AbstractConnection = self._connection_class(host=host, port=port, **self._options)
+        reason = "subscriber connection closed"
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+            async with shard.lock:
+                # Snapshot and publication of ``conn`` together: a later subscribe sends its own.
+                channels = sorted(c for c in self._wanted if self._shard_of(c) is shard)
+                shard.conn = conn
+                if channels:  # all sent in one write
+                    commands = ssubscribe_commands(channels)
+                    await conn.send_packed_command(conn.pack_commands(commands))
+            await self._read(shard, conn, set(channels))
+        except REDIS_ERRORS as exc:
+            reason = f"{host}:{port}: {describe(exc)}"
+        finally:
+            self._end_session(shard, conn, reason)
+            with contextlib.suppress(*REDIS_ERRORS):
+                await conn.disconnect(nowait=True)
+
+    async def _read(self, shard: Shard, conn: AbstractConnection, pending: set[bytes]) -> None:
+        pinged = False
+        if not pending:
+            self._shard_up(shard)
+        while not self._closed:
+            reply = await conn.read_response(timeout=PING_TIMEOUT if pinged else PING_INTERVAL)
+            if reply is None:  # idle: make sure the link is alive
+                if pinged:
+                    raise RedisConnectionError("Redis did not answer PING")
+                pinged = True
+                await conn.send_command("PING")
+                continue
+            pinged = False
+            events: list[BrokerEvent] = []
+            try:
+                self._on_reply(shard, reply, events, pending)
+                while len(events) < MAX_BATCH:
+                    reply = await conn.read_response(timeout=0)
+                    if reply is None:
+                        break
+                    self._on_reply(shard, reply, events, pending)
+            finally:
+                if events:
+                    self._deliver(events)
+            if not shard.up and not pending:
+                self._shard_up(shard)
+
+    def _on_reply(
+        self, shard: Shard, reply: object, events: list[BrokerEvent], pending: set[bytes]
+    ) -> None:
+        if not isinstance(reply, list) or len(reply) != 3:
+            return  # PONG
+        kind, channel, payload = reply
+        if kind == b"smessage":
+            if channel not in self._wanted or channel in self._lingering:
+                return
+            if isinstance(payload, bytes) and payload.startswith(PRESENCE_SIGNAL):
+                if payload != self._presence_payload:
+                    try:
+                        self._handler.on_presence_signal(room_of(channel, cluster=True))
+                    except Exception:
+                        log.exception("on_presence_signal failed")
+                return
+            try:
+                event = decode_broker_event(payload)
+                if cluster_channel_of(event.room) != channel:
+                    raise ValueError(f"an event of room {event.room!r}")
+            except (msgspec.DecodeError, TypeError, ValueError) as exc:
+                self.malformed_messages += 1
+                log.warning("ignored a malformed message on %r: %s", channel, exc)
+            else:
+                events.append(event)
+            return
+        waiter = shard.waiter
+        answers = waiter is not None and waiter[:2] == (kind, channel)
+        if kind == b"ssubscribe":
+            pending.discard(channel)
+            shard.confirmed.add(channel)
+        elif kind == b"sunsubscribe":
+            shard.confirmed.discard(channel)
+            if not answers and channel in self._wanted:
+                # Not ours: Redis dropped it (its slot moved, or this node is no longer its
+                # master). Read the slots map again and subscribe it where it lives now.
+                raise _MovedError(f"channel {channel!r} left {shard.address[0]}:{shard.address[1]}")
+        if answers and waiter is not None and not waiter[2].done():
+            waiter[2].set_result(None)
+
+    def _shard_up(self, shard: Shard) -> None:
+        if shard.ever_up:
+            self.reconnects += 1
+        shard.up = shard.ever_up = self._progress = True
+        slots = self._slots
+        if slots is None or not all(
+            a in self._shards and self._shards[a].up for a in slots.masters
+        ):
+            return
+        self._set_all_up(True)
+        self._started.set()
+        if self._needs_restore or (not self._ever_up and self._wanted):
+            self._needs_restore = False
+            self._ever_up = True
+            try:
+                self._handler.on_broker_restored()
+            except Exception:
+                log.exception("on_broker_restored failed")
+        self._ever_up = True
+
+    def _end_session(self, shard: Shard, conn: AbstractConnection, reason: str) -> None:
+        log.debug("Redis Cluster subscriber session ended: %s", reason)
+        if shard.conn is conn:
+            shard.conn = None
+        shard.confirmed.clear()
+        waiter = shard.waiter
+        if waiter is not None and not waiter[2].done():
+            waiter[2].set_result(None)  # released: the room is subscribed on reconnection
+        if shard.up or self._ever_up:
+            self._needs_restore = True
+        shard.up = False
+        self._set_all_up(False, reason)
+        if not self._closed:
+            self._changed.set()
+
+    def _set_all_up(self, up: bool, reason: str = "") -> None:
+        self._all_up = up
+        self._report(reason)
+
+    # Shared
+
+    def _deliver(self, events: Sequence[BrokerEvent]) -> None:
+        try:
+            self._handler.on_events(events)
+        except Exception:
+            log.exception("the broker handler failed on %d events", len(events))
+
+    def _report(self, reason: str = "") -> None:
+        """Log each change of ``up`` once: one warning per outage, one line when it ends."""
+        up = self.up
+        if self._closed or up == self._reported_up:
+            return
+        if up:
+            log.info(
+                "Redis Cluster reachable: %d rooms subscribed on %d shards",
+                len(self._wanted),
+                len(self._shards),
+            )
+        else:
+            log.warning("Redis Cluster unreachable (%s); events are delivered locally", reason)
+        self._reported_up = up
+
+    async def aclose(self) -> None:
+        """Flush publishes in progress (at most ``CLOSE_TIMEOUT`` s), stop, close. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        await self.flush(CLOSE_TIMEOUT)
+        self._closed = True
+        for timer in self._lingering.values():
+            timer.cancel()
+        self._lingering.clear()
+        self._unsubscribing.cancel()
+        await self._unsubscribing.wait()
+        candidates = [self._supervisor, self._watcher, *(s.task for s in self._shards.values())]
+        tasks = {t for t in candidates if t is not None}
+        pending = {t for t in tasks if not t.done()}
+        while pending:
+            # Repeated: a cancellation can be swallowed by a library call completing meanwhile.
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
+        for task in tasks:
+            if not task.cancelled():
+                task.exception()
+        await self._publisher.aclose()
