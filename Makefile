@@ -136,12 +136,30 @@ WAIT_SECONDS ?= 300
 wait:
 	@$(PYTHON) -m tools.wait_for_server http://$(HOST):$(PORT)/healthz $(WAIT_SECONDS)
 
+# `make test` runs the suite on PYTEST_WORKERS processes (pytest-xdist): most tests wait on
+# servers, subprocesses, sockets and timeouts rather than the CPU, so 3 workers on 2 cores cut the
+# wall time without starving them. Whole modules go to one worker (--dist loadscope): a module's
+# tests run in file order, sharing its module-scoped server, database and browser as in a serial
+# run. Each worker has its own session (its own PostgreSQL database, servers and redis-servers on
+# free ports). Tests marked `alone` (bounds on how fast a server under attack still serves others,
+# which other workers' CPU use would break on 2 cores) run after that, serially, with nothing
+# beside them. `make test PYTEST_WORKERS=0` runs the whole suite serially in one process.
+PYTEST_WORKERS ?= 3
+ifeq ($(PYTEST_WORKERS),0)
+PYTEST_RUN = $(BIN)/python -m pytest $(PYTEST_ARGS)
+else
+# The serial pass selects nothing when PYTEST_ARGS leaves out every `alone` test: exit 5 is fine.
+PYTEST_RUN = $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope -m "not alone" \
+		$(PYTEST_ARGS) \
+	&& { $(BIN)/python -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]; }
+endif
+
 test: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.json $(EXAMPLE)/node_modules/.package-lock.json \
 		$(REACT)/node_modules/.package-lock.json $(BOARD)/node_modules/.package-lock.json
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST_RUN)
 
 test-unit: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.json
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
