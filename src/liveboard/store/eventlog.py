@@ -38,6 +38,11 @@ _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
+def decode_event_data(text: str) -> dict[str, Any]:
+    """An event's ``data`` column (JSON text) as the object it holds."""
+    return _json_decode(text)
+
+
 def new_epoch() -> str:
     return secrets.token_hex(4)
 
