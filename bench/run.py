@@ -49,6 +49,7 @@ from bench.floor import minimal_fanout_async, send_floor
 from bench.infra import ROOT, Postgres, RedisServer, Workers, raise_fd_limit
 from bench.targets import (
     LiveboardPostgresTarget,
+    LiveboardSourceTarget,
     LiveboardTarget,
     Room,
     SocketioTarget,
@@ -154,11 +155,20 @@ def percentiles(latency: np.ndarray, missing: int) -> dict[str, float | None]:
 
 class Bench:
     def __init__(
-        self, config: Config, workdir: Path, only: set[str], profile: bool, brokers: str = ""
+        self,
+        config: Config,
+        workdir: Path,
+        only: set[str],
+        profile: bool,
+        brokers: str = "",
+        against: tuple[Path, bool] | None = None,
     ) -> None:
         """``brokers``: compare liveboard's brokers (``redis-first`` / ``postgres-first``: liveboard
-        on Redis and on PostgreSQL's broker, in that order) instead of liveboard and the peer."""
+        on Redis and on PostgreSQL's broker, in that order) instead of liveboard and the peer.
+        ``against``: compare liveboard with liveboard from another source tree (``src``
+        directory, whether it runs first) instead."""
         self.brokers = brokers
+        self.against = against
         self.config = config
         self.workdir = workdir
         self.only = only
@@ -759,8 +769,12 @@ class Bench:
             sio = LiveboardPostgresTarget(self.workdir, self.redis, self.postgres)
             lb.ts_before_write = True
             targets = [sio, lb] if self.brokers == "postgres-first" else [lb, sio]
+        elif self.against:
+            src, base_first = self.against
+            sio = LiveboardSourceTarget(self.workdir, self.redis, self.postgres, src)
+            targets = [sio, lb] if base_first else [lb, sio]
         await lb.create_database(f"bench_lb_{self.stamp}")
-        if self.brokers:
+        if self.brokers or self.against:
             await sio.create_database(f"bench_lbpg_{self.stamp}")
         scenarios = {
             "A": self.scenario_a,
@@ -1170,6 +1184,14 @@ def main() -> int:
         help="niceness for the whole run (servers, Redis, load generators); default -10 for the"
         " full suite (when permitted), 0 for --quick",
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="another liveboard source tree (e.g. a checkout of main): liveboard from it"
+        " (target liveboard-base) instead of python-socketio",
+    )
+    parser.add_argument("--against-first", action="store_true", help="run the --against tree first")
     args = parser.parse_args()
     niceness = args.nice if args.nice is not None else (0 if args.quick else -10)
     restore_autogroup = prioritise(niceness) if niceness else None
@@ -1182,7 +1204,8 @@ def main() -> int:
     workdir = RESULTS / f"{stamp}.work"
     workdir.mkdir()
     started = time.monotonic()
-    bench = Bench(config, workdir, only, args.profile, args.brokers)
+    against = (args.against.resolve() / "src", args.against_first) if args.against else None
+    bench = Bench(config, workdir, only, args.profile, args.brokers, against)
     import uvloop
 
     try:

@@ -388,6 +388,17 @@ class LiveboardPostgresTarget(LiveboardTarget):
         )
 
 
+class LiveboardSourceTarget(LiveboardTarget):
+    """liveboard run from another source tree (its ``src`` first on ``PYTHONPATH``, the same
+    interpreter and dependencies), e.g. ``main`` against a branch in the same run."""
+
+    name = "liveboard-base"
+
+    def __init__(self, workdir: Path, redis: RedisServer, postgres: Postgres, src: Path) -> None:
+        super().__init__(workdir, redis, postgres)
+        self.extra_env["PYTHONPATH"] = str(src)
+
+
 class _CollectingManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     """A write-only AsyncRedisManager whose messages are collected, then pipelined."""
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Final, TypeVar
+from typing import Final, TypeVar, cast
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection
@@ -120,8 +120,8 @@ class SubscriberConnection(asyncio.Protocol):
         # Nothing is left unread after the handshake's answers (nothing is subscribed yet), so
         # no byte is lost by switching protocols here.
         self = cls(on_replies, ping_interval=ping_interval, ping_timeout=ping_timeout)
-        transport = writer.transport
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not ``asyncio.Transport`` subclasses, but have its methods.
+        transport = cast(asyncio.Transport, writer.transport)
         self._transport = transport
         # Kept: a StreamWriter closes its transport when collected (Python 3.11.5+).
         self._stream_writer = writer
