@@ -48,6 +48,7 @@ import numpy as np
 from bench.floor import minimal_fanout_async, send_floor
 from bench.infra import ROOT, Postgres, RedisServer, Workers, raise_fd_limit
 from bench.targets import (
+    LeanTarget,
     LiveboardPostgresTarget,
     LiveboardSourceTarget,
     LiveboardTarget,
@@ -773,6 +774,8 @@ class Bench:
             src, base_first = self.against
             sio = LiveboardSourceTarget(self.workdir, self.redis, self.postgres, src)
             targets = [sio, lb] if base_first else [lb, sio]
+            if "B" in self.only:  # the lean server (B only), between them
+                targets.insert(1, LeanTarget(self.workdir, self.redis, self.postgres))
         await lb.create_database(f"bench_lb_{self.stamp}")
         if self.brokers or self.against:
             await sio.create_database(f"bench_lbpg_{self.stamp}")
@@ -804,8 +807,8 @@ class Bench:
                     entry[target.name]["scenario_seconds"] = time.monotonic() - started
                 self.results["scenarios"][key] = entry
         finally:
-            await lb.stop()
-            await sio.stop()
+            for target in targets:
+                await target.stop()
             await self.workers.stop()
             self.redis.stop()
             await self.postgres.drop_all()
