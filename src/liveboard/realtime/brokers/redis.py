@@ -19,8 +19,10 @@ Each room ``R`` is the channel ``liveboard:room:R``; a message is one event's
   ``BACKOFF_MIN`` to ``BACKOFF_MAX`` seconds. Once every wanted channel is subscribed again the
   broker is ``up`` and calls ``handler.on_broker_restored()``, after which the node reads what it
   missed from the log. An idle connection is PINGed, so a silent network failure is noticed too.
-* Messages already received are delivered in one ``on_events`` call per read (at most
-  ``MAX_BATCH`` events), without waiting for more. Malformed payloads are logged and skipped.
+* Messages already received are delivered in one ``on_events`` call per socket read (at most
+  ``MAX_BATCH`` events a call), without waiting for more: the subscriber connection is read by
+  ``brokers.redis_subscriber`` (hiredis on the socket, no task woken per message). Malformed
+  payloads are logged and skipped.
 * ``unsubscribe`` lets go of a room's channel ``unsubscribe_delay`` seconds later (default
   ``UNSUBSCRIBE_DELAY``), unless the room is subscribed again meanwhile, which then costs no
   command and no wait: rooms that lose their last local subscriber and get one back soon (a

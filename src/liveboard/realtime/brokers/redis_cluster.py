@@ -17,10 +17,11 @@ once every wanted channel is subscribed again after any outage), and on top:
   every node seen so far, at start, after any subscriber connection breaks, after Redis says a
   channel moved (an unsolicited ``sunsubscribe``: the slot was migrated or its node stopped
   being its master; or a ``MOVED`` answer), and every ``TOPOLOGY_INTERVAL`` seconds.
-* One subscriber connection per master, subscribed to the wanted channels of that master's
-  slots. A connection that breaks is re-established alone (the other shards keep delivering);
-  when the slots map changes (a failover, a resharding), every connection is re-established
-  on the new map, since channels may have changed shard.
+* One subscriber connection per master (``brokers.redis_subscriber``, as the single Redis's),
+  subscribed to the wanted channels of that master's slots. A connection that breaks is
+  re-established alone (the other shards keep delivering); when the slots map changes (a
+  failover, a resharding), every connection is re-established on the new map, since channels
+  may have changed shard.
 * ``up`` is True when every master's connection is subscribed to all its wanted channels and
   the last publish succeeded. After any shard was down, ``on_broker_restored`` follows once all
   are up again, and the node reads every active room's missed events from the log: a failover
