@@ -86,6 +86,15 @@ dist-npm: $(JS)/node_modules/.package-lock.json $(REACT)/node_modules/.package-l
 	cd $(JS) && $(NPM) pack --pack-destination ../../dist
 	cd $(REACT) && $(NPM) pack --pack-destination ../../dist
 
+# The tarballs as files make can date: packed again when either package's source changes (the
+# React example, below, installs them).
+NPM_PACKED := dist/.npm-packed
+$(NPM_PACKED): $(JS)/package.json $(REACT)/package.json $(JS)/README.md $(REACT)/README.md \
+		$(wildcard $(JS)/src/*.ts $(JS)/scripts/*.mjs $(REACT)/src/*.ts $(REACT)/scripts/*.mjs) \
+		$(JS)/node_modules/.package-lock.json $(REACT)/node_modules/.package-lock.json
+	$(MAKE) dist-npm
+	@touch $@
+
 static-js: $(JS)/node_modules/.package-lock.json
 	cd $(JS) && $(NPM) run build:static
 
@@ -104,6 +113,14 @@ $(EXAMPLE)/node_modules/.package-lock.json: $(EXAMPLE)/package.json $(EXAMPLE)/p
 	cd $(EXAMPLE) && $(NPM) ci --no-audit --no-fund
 	@touch $@
 
+# The example React app (examples/react-board, Vite), whose browser test runs in `make test`:
+# React and Vite from its committed package-lock.json, @liveboard/client and @liveboard/react from
+# the tarballs in dist/ (`file:` dependencies: installed as from the registry, not linked).
+BOARD := examples/react-board
+$(BOARD)/node_modules/.package-lock.json: $(BOARD)/package.json $(BOARD)/package-lock.json $(NPM_PACKED)
+	cd $(BOARD) && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
 # Regenerate what liveboard.protocol generates: docs/asyncapi.json (the AsyncAPI document that
 # GET /asyncapi.json serves) and clients/js/src/protocol.ts (TypeScript declarations). A test
 # fails while either is stale.
@@ -119,12 +136,30 @@ WAIT_SECONDS ?= 300
 wait:
 	@$(PYTHON) -m tools.wait_for_server http://$(HOST):$(PORT)/healthz $(WAIT_SECONDS)
 
+# `make test` runs the suite on PYTEST_WORKERS processes (pytest-xdist): most tests wait on
+# servers, subprocesses, sockets and timeouts rather than the CPU, so 3 workers on 2 cores cut the
+# wall time without starving them. Whole modules go to one worker (--dist loadscope): a module's
+# tests run in file order, sharing its module-scoped server, database and browser as in a serial
+# run. Each worker has its own session (its own PostgreSQL database, servers and redis-servers on
+# free ports). Tests marked `alone` (bounds on how fast a server under attack still serves others,
+# which other workers' CPU use would break on 2 cores) run after that, serially, with nothing
+# beside them. `make test PYTEST_WORKERS=0` runs the whole suite serially in one process.
+PYTEST_WORKERS ?= 3
+ifeq ($(PYTEST_WORKERS),0)
+PYTEST_RUN = $(BIN)/python -m pytest $(PYTEST_ARGS)
+else
+# The serial pass selects nothing when PYTEST_ARGS leaves out every `alone` test: exit 5 is fine.
+PYTEST_RUN = $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope -m "not alone" \
+		$(PYTEST_ARGS) \
+	&& { $(BIN)/python -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]; }
+endif
+
 test: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.json $(EXAMPLE)/node_modules/.package-lock.json \
-		$(REACT)/node_modules/.package-lock.json
+		$(REACT)/node_modules/.package-lock.json $(BOARD)/node_modules/.package-lock.json
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST_RUN)
 
 test-unit: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.json
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
@@ -228,7 +263,7 @@ docs-python: $(BIN)/.runtime $(BIN)/.docs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(JS)/node_modules $(EXAMPLE)/node_modules \
-		$(REACT)/node_modules
+		$(REACT)/node_modules $(BOARD)/node_modules
 
 # Redis Cluster failovers mid-stream, many rounds (`make test` runs one CLUSTER FAILOVER and one
 # killed master; the killed node rejoins as a replica between rounds), on a private 3 + 3 cluster.

@@ -185,8 +185,11 @@ class Postgres:
 class Workers:
     """The load generator processes, driven over their stdin/stdout (JSON lines)."""
 
-    def __init__(self, count: int, tokens_file: Path, workdir: Path) -> None:
+    def __init__(
+        self, count: int, tokens_file: Path, workdir: Path, module: str = "bench.loadgen"
+    ) -> None:
         self.workdir = workdir
+        self.module = module
         self.procs: list[asyncio.subprocess.Process] = []
         self.count = count
         self.tokens_file = tokens_file
@@ -196,7 +199,7 @@ class Workers:
             proc = await asyncio.create_subprocess_exec(
                 PYTHON,
                 "-m",
-                "bench.loadgen",
+                self.module,
                 "--tokens",
                 str(self.tokens_file),
                 "--worker",

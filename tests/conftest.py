@@ -2,9 +2,10 @@
 
 PostgreSQL: tests marked ``postgres`` (or parametrised over the ``database_url`` fixture) use the
 server at ``LIVEBOARD_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``)
-and create a fresh database for the test run, dropped at the end (``module_postgres_url``: one
-for a module). When no server answers they are skipped with a one-line reason, unless
-``LIVEBOARD_REQUIRE_POSTGRES=1`` (set by CI), which turns that into a failure.
+and create a fresh database for the test run (one per pytest-xdist worker under ``make test``),
+dropped at the end (``module_postgres_url``: one for a module). When no server answers they are
+skipped with a one-line reason, unless ``LIVEBOARD_REQUIRE_POSTGRES=1`` (set by CI), which turns
+that into a failure.
 
 The helpers these fixtures are built from, and those the test modules import, are in
 ``tests/support/``.

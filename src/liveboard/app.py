@@ -252,6 +252,9 @@ def _components(
         pruning: list[asyncio.Task[None]] = []
         try:
             await prepare_database(db, settings.db_wait)
+            # Open the kept connections before listening: a restarted server's first second is
+            # a reconnect storm, which should not wait on (or pay for) connects.
+            await db.warm()
             node = (Node if tracing is None else tracing.node)(settings, db, app[METRICS_KEY])
             await node.start()
             # PostgreSQL: liveboard_emit's commits wake this instance (the postgres broker

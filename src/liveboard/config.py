@@ -66,6 +66,12 @@ class Settings:
     # 0: no cap (behind a reverse proxy every connection comes from the proxy's address).
     max_pending_per_address: int = 256
     history_size: int = 1000
+    #: Subscribes under way (a reconnect's recovery read included) past which new WebSocket
+    #: upgrades are refused with 503 and ``Retry-After`` (a storm queues at the client, not in
+    #: handshakes that time out); 0: no cap.
+    max_handshakes: int = 500
+    #: The ``Retry-After`` of that 503, seconds.
+    handshake_retry_after: int = 1
     #: Service keys (``Authorization: apikey <key>``, CONTRACT §6.3); empty: none accepted.
     api_keys: tuple[str, ...] = ()
     #: Largest ``data`` of an event published over HTTP, in bytes of its JSON.
@@ -380,6 +386,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         "max_connections_per_user": _int(env, "LIVEBOARD_MAX_CONNECTIONS_PER_USER", 50, minimum=1),
         "slow_consumer_bytes": _int(env, "LIVEBOARD_SLOW_CONSUMER_BYTES", 1 << 20, minimum=1024),
         "max_pending_per_address": _int(env, "LIVEBOARD_MAX_PENDING_PER_ADDRESS", 256, minimum=0),
+        "max_handshakes": _int(env, "LIVEBOARD_MAX_HANDSHAKES", 500, minimum=0),
+        "handshake_retry_after": _int(env, "LIVEBOARD_HANDSHAKE_RETRY_AFTER", 1, minimum=1),
         "api_keys": _api_keys(_str(env, "LIVEBOARD_API_KEYS")),
         "max_event_data_bytes": _int(env, "LIVEBOARD_MAX_EVENT_DATA_BYTES", 65536, minimum=2),
         "event_retention": _int(env, "LIVEBOARD_EVENT_RETENTION", 10000, minimum=1000),

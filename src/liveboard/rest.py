@@ -57,9 +57,15 @@ def json_response(
 
 
 def error_response(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    retry_after: int | None = None,
 ) -> web.Response:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(int(retry_after))
     return json_response(errors.error_body(code, message, details), status=status, headers=headers)
 
 

@@ -221,9 +221,10 @@ async def test_an_instance_killed_between_the_removal_and_its_publish(cluster: C
                 )
                 await removed_in_database(cluster, scene.wid, scene.carol)
                 remover.server.kill()  # committed; its PUBLISH waits on the pause
+                # Answered or not (an answer does not wait for the PUBLISH), the PUBLISH never
+                # went out: ``carried`` below proves it.
                 with contextlib.suppress(aiohttp.ClientError):
                     await removal
-                    raise AssertionError("the removal was answered before the kill")
             finally:
                 await redis.execute_command("CLIENT", "UNPAUSE")
             task = await scene.task(third, "written after the removal")

@@ -56,7 +56,9 @@ OTHERS = "127.0.0.2"
 #: ``LIVEBOARD_MAX_PENDING_PER_ADDRESS``'s default.
 DEFAULT_CAP = 256
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+# alone: thousands of held connections and "others are served within 10 s" bounds; the other
+# xdist workers' tests on the same 2 cores made a round miss its bound (make test runs it apart).
+pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(autouse=True, scope="module")

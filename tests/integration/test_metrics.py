@@ -142,6 +142,7 @@ async def test_every_documented_family_is_exported_with_its_labels(board: Board)
         "missing_token",
         "invalid_token",
         "user_limit",
+        "busy",
     }
 
 

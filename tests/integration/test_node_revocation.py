@@ -25,8 +25,8 @@ from liveboard import protocol
 from liveboard.auth import Actor, Principal
 from liveboard.events import RecordingPublisher
 from liveboard.protocol import BrokerEvent, ProtocolError, project_room, workspace_room
-from liveboard.realtime import node as node_module
 from liveboard.realtime import repair as repair_module
+from liveboard.realtime import subscribe_read
 from liveboard.realtime.node import Node
 from liveboard.realtime.session import Session
 from liveboard.store import eventlog
@@ -247,16 +247,25 @@ async def test_a_since_history_hole_read_after_the_removal_committed(
     read_events = eventlog.read_events
     reads = 0
 
-    async def history_then_removal(*args: Any, **kwargs: Any) -> list[BrokerEvent]:
+    async def after_read(result: Any) -> Any:
         nonlocal reads
-        events = await read_events(*args, **kwargs)
         reads += 1
         if reads == 1:  # Carol's history: the snapshot is taken
             await world.remove("carol")  # lost
             world.deliver([as_previous_version(await world.task("after the removal"))])
-        return events
+        return result
+
+    async def history_then_removal(*args: Any, **kwargs: Any) -> list[BrokerEvent]:
+        return await after_read(await read_events(*args, **kwargs))  # type: ignore[no-any-return]
+
+    # On PostgreSQL the history is read with the admission in one statement (``recover``).
+    recover = subscribe_read.recover
+
+    async def recovery_then_removal(*args: Any, **kwargs: Any) -> Any:
+        return await after_read(await recover(*args, **kwargs))
 
     monkeypatch.setattr(eventlog, "read_events", history_then_removal)
+    monkeypatch.setattr(subscribe_read, "recover", recovery_then_removal)
     carol, carol_socket = await world.subscribe("carol", protocol.Position(0, epoch))
     assert reads >= 2, "her history left no range to read from the log"
     assert dave_socket.tasks(world.project) == [1, 2, 3]
@@ -330,7 +339,17 @@ async def test_a_log_read_failing_after_the_subscription_is_registered(
             world.deliver([third])
         return events
 
+    # On PostgreSQL her history is read with the admission in one statement (``recover``).
+    recover = subscribe_read.recover
+
+    async def recover_then_hold(*args: Any, **kwargs: Any) -> Any:
+        rooms.append(kwargs["room"])
+        recovery = await recover(*args, **kwargs)
+        world.deliver([third])
+        return recovery
+
     monkeypatch.setattr(eventlog, "read_events", read_then_fail)
+    monkeypatch.setattr(subscribe_read, "recover", recover_then_hold)
     carol, _ = world.session("carol")
     subscribe = protocol.Subscribe(room=world.project, since=protocol.Position(0, epoch))
     with pytest.raises(ConnectionResetError):
@@ -370,7 +389,7 @@ async def test_a_resubscribe_refused_after_a_removal_released_while_it_read(
         world.deliver([removal])  # its publish arrives while she reads
         return admission
 
-    monkeypatch.setattr(node_module, "admit_project", with_removal)
+    monkeypatch.setattr(subscribe_read, "admit_project", with_removal)
     with pytest.raises(ProtocolError) as refused:
         await world.node.subscribe(carol, protocol.Subscribe(room=world.project, id=7))
     assert refused.value.code == "forbidden"

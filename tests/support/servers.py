@@ -10,6 +10,7 @@ for one test and kills them at its end; ``start_server`` starts one for a module
 from __future__ import annotations
 
 import os
+import random
 import resource
 import signal
 import socket
@@ -29,11 +30,46 @@ from tests.support.tokens import TEST_SECRET
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for ports it picks itself (outgoing connections, ``bind`` to 0)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_EPHEMERAL = _ephemeral_ports()
+#: Where ``free_port`` looks first: below the ephemeral range, never a well-known port.
+_PICK_FROM = (20000, _EPHEMERAL[0] - 1) if _EPHEMERAL[0] > 21000 else None
+_random = random.Random()  # its own generator: tests that seed ``random`` must not share ports
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing is bound to right now.
+
+    A port is chosen and then bound by a server later, so another socket may take it in between.
+    Ports the kernel hands out itself (to every outgoing connection, and to ``bind(0)``) come
+    from the ephemeral range, where that race is likely when several test processes run at once
+    (``make test`` runs pytest-xdist workers; other suites may share the machine). So a random
+    port below that range is tried first, checked by binding it; ``bind(0)`` is the fallback.
+    """
+    if _PICK_FROM is not None:
+        for _ in range(50):
+            port = _random.randint(*_PICK_FROM)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class _PortTakenError(RuntimeError):
+    """The server could not listen: its port was taken after ``free_port`` chose it."""
 
 
 class LiveboardProcess:
@@ -49,6 +85,7 @@ class LiveboardProcess:
         dev: bool = False,
         nofile: tuple[int, int] | None = None,
     ) -> None:
+        self._port_chosen = port is None  # chosen here, so another may be tried if it is taken
         self.port = port or free_port()
         self.nofile = nofile  # (soft, hard) RLIMIT_NOFILE to start the process with
         self.url = f"http://127.0.0.1:{self.port}"
@@ -67,7 +104,22 @@ class LiveboardProcess:
         base.update(env or {})
         self.env = base
 
-    def start(self, wait: float = 20.0) -> LiveboardProcess:
+    def start(self, wait: float = 60.0) -> LiveboardProcess:
+        """Start the server and wait until ``/healthz`` answers 200 (``wait`` seconds at most,
+        scaled by ``timeout``: it returns as soon as the server answers, so the bound only
+        matters on a machine loaded by other work). A port chosen by ``free_port`` that another
+        process took meanwhile (the server exits: address already in use) is replaced by a new
+        one, twice at most."""
+        for _attempt in range(2):
+            try:
+                return self._start(wait)
+            except _PortTakenError:
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.ws_url = f"ws://127.0.0.1:{self.port}/ws/connect"
+        return self._start(wait)
+
+    def _start(self, wait: float) -> LiveboardProcess:
         args = [sys.executable, "-m", "liveboard", "serve", "--port", str(self.port)]
         if self._dev:
             args.append("--dev")
@@ -90,7 +142,10 @@ class LiveboardProcess:
         deadline = time.monotonic() + timeout(wait)
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+                log = self.log()
+                if self._port_chosen and "address already in use" in log:
+                    raise _PortTakenError(log)
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{log}")
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
                     if response.status == 200:

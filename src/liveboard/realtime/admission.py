@@ -3,9 +3,11 @@
 ``admit`` returns the principal, or a ``Refusal`` answered before any handshake with the REST
 error body: 503 while the server shuts down, 403 for a forbidden ``Origin`` (or, in dev mode, a
 host that is not loopback), 401 for a missing or bad token, 429 for a user who holds
-``max_connections_per_user`` connections already. The token is looked for in
+``max_connections_per_user`` connections already, 503 with ``Retry-After`` while
+``max_handshakes`` subscribes are under way (a reconnect storm: the client comes back a moment
+later instead of waiting in a queue until its handshake times out). The token is looked for in
 ``Authorization: Bearer``, then a ``liveboard.token.<jwt>`` subprotocol (CONTRACT §6.5), then
-``?token=``. Every refusal but the 503 (and a 500 for a bug) is counted in
+``?token=``. Every refusal but the shutdown's 503 (and a 500 for a bug) is counted in
 ``connections_rejected`` under its reason (``metrics.REFUSAL_REASONS``).
 """
 
@@ -25,6 +27,7 @@ from liveboard.realtime.node import Node
 log = logging.getLogger("liveboard.ws")
 
 RESTARTING_MESSAGE = "server is restarting; reconnect shortly"
+BUSY_MESSAGE = "server busy with reconnects; retry after {seconds} s"
 MISSING_TOKEN_MESSAGE = (
     "missing token: send Authorization: Bearer <jwt>, "
     "Sec-WebSocket-Protocol: liveboard.v1, liveboard.token.<jwt>, or ?token=<jwt>"
@@ -38,6 +41,7 @@ class Refusal(NamedTuple):
     code: str
     message: str
     details: dict[str, Any] | None = None
+    retry_after: int | None = None  # seconds, sent as ``Retry-After``
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...] | None) -> bool:
@@ -84,6 +88,11 @@ async def admit(
     try:
         if not node.accepting:
             return Refusal(503, "unavailable", RESTARTING_MESSAGE)
+        if settings.max_handshakes and node.handshakes >= settings.max_handshakes:
+            # Before the token is verified: a refusal under load should cost next to nothing.
+            seconds = settings.handshake_retry_after
+            busy = Refusal(503, "unavailable", BUSY_MESSAGE.format(seconds=seconds), None, seconds)
+            return _rejected(node, "busy", busy)
         if settings.dev and not dev.is_loopback_host(host):  # DNS rebinding: see ``dev``
             return _rejected(node, "host", Refusal(403, "forbidden", dev.NOT_LOOPBACK_MESSAGE))
         if not origin_allowed(origin, host, settings.allowed_origins):

@@ -73,7 +73,14 @@ STATEMENT_BUCKETS: Final = (
 #: Room audit duration buckets, in seconds.
 AUDIT_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: Why a WebSocket upgrade was refused (``connections_rejected``'s ``reason``).
-REFUSAL_REASONS: Final = ("origin", "host", "missing_token", "invalid_token", "user_limit")
+REFUSAL_REASONS: Final = (
+    "origin",
+    "host",
+    "missing_token",
+    "invalid_token",
+    "user_limit",
+    "busy",
+)
 #: ``connections_closed``'s ``code`` for a connection the peer closed first, and for one that
 #: ended without any close frame from this side (lost, or dropped after an unanswered ping).
 PEER_CLOSED: Final = "peer"

@@ -54,12 +54,11 @@ from liveboard.realtime import repair, wiring
 from liveboard.realtime.brokers import Broker
 from liveboard.realtime.hub import Hub, Outlet, Room
 from liveboard.realtime.metrics import Metrics
-from liveboard.realtime.ordering import RecoveryBuffer, is_recovered
+from liveboard.realtime.ordering import RecoveryBuffer
 from liveboard.realtime.presence import PresenceDiff, PresenceManager
 from liveboard.realtime.session import Session
 from liveboard.realtime.shutdown import SHUTDOWN_BATCH, SHUTDOWN_SPREAD, shutdown_pauses
-from liveboard.store import eventlog
-from liveboard.store.admission import admit_project, admit_workspace
+from liveboard.realtime.subscribe_read import SubscribeReader
 from liveboard.store.database import Database
 
 log = logging.getLogger("liveboard.node")
@@ -97,11 +96,15 @@ class Node:
         self.by_user: dict[str, list[Session]] = {}
         self._reserved: dict[str, int] = {}  # see ``reservation``
         self.accepting = True
+        #: Subscribes under way: what ``max_handshakes`` caps (admission refuses upgrades with
+        #: 503 at the cap).
+        self.handshakes = 0
         self._interest: Counter[str] = Counter()
         self._tasks = TaskSet(log)
         self.repair = repair.LogRepair(
             self.hub, db, self.metrics, self._tasks, resync=self._resync_subscribers
         )
+        self.reader = SubscribeReader(db, settings.history_size)
         self.metrics.watch_node(self)
 
     # Lifecycle
@@ -205,7 +208,16 @@ class Node:
     # Subscriptions
 
     async def subscribe(self, session: Session, message: protocol.Subscribe) -> None:
-        """Answer a ``subscribe``: ``subscribed``, then history if asked, then live events."""
+        """Answer a ``subscribe``: ``subscribed``, then history if asked, then live events.
+
+        Counted in ``handshakes`` while under way."""
+        self.handshakes += 1
+        try:
+            await self._subscribe(session, message)
+        finally:
+            self.handshakes -= 1
+
+    async def _subscribe(self, session: Session, message: protocol.Subscribe) -> None:
         name = message.room
         kind, rid = protocol.parse_room(name)
         again = session.is_subscribed(name)
@@ -259,35 +271,14 @@ class Node:
         Returns what its stream starts from once registered; False when refused; True when
         there is nothing more to do (the session closed, or the room was reset, meanwhile)."""
         since = message.since
-        # Without ``since`` the admission is the only statement: no transaction needed.
-        reading = self.db.read() if since is not None else self.db.read_one()
-        async with reading as conn:
-            admit = admit_project if kind == "project" else admit_workspace
-            admission = await admit(conn, rid, room.name, session.user_id)
-            if admission is None:
-                return False
-            workspace_id, position = admission.workspace_id, admission.position
-            workspace_head = admission.workspace_head
-            workspace_name = workspace_room(workspace_id)
-            recovered: bool | None = None
-            history: list[BrokerEvent] = []
-            after = position.offset
-            if since is not None:
-                oldest = await eventlog.oldest_offset(conn, room.name)
-                recovered = (
-                    is_recovered(
-                        since,
-                        position.epoch,
-                        position.offset,
-                        position.offset + 1 if oldest is None else oldest,
-                    )
-                    and position.offset - since.offset <= self.settings.history_size
-                )
-                if recovered:
-                    after = since.offset
-                    history = await eventlog.read_events(
-                        conn, room.name, after=after, up_to=position.offset, limit=repair.READ_BATCH
-                    )
+        read = await self.reader.read(kind, rid, room.name, session.user_id, since)
+        if read is None:
+            return False
+        admission, recovered, history = read.admission, read.recovered, read.history
+        position = admission.position
+        workspace_id, workspace_head = admission.workspace_id, admission.workspace_head
+        workspace_name = workspace_room(workspace_id)
+        after = since.offset if recovered and since is not None else position.offset
         if session.closing:
             # Closed while we read: the session will not be told, and disconnect() only knows
             # the rooms the session is subscribed to, so leave this one here.

@@ -23,6 +23,7 @@ read-only snapshot. Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -113,6 +114,8 @@ class Database:
         else:
             _install_postgres_checkout_check(self.engine)
         self._closed = False
+        #: Connections kept open (PostgreSQL; 1 on SQLite, which has no pool).
+        self.pool_size = 1 if self.is_sqlite else pool_size
         #: Connections held through this object now, and callers waiting for one (metrics).
         self.in_use = 0
         self.waiting = 0
@@ -177,6 +180,36 @@ class Database:
         async with self._connection() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
+
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[Any]:
+        """PostgreSQL only: a pooled connection's asyncpg connection itself, outside any
+        transaction, for a statement that SQLAlchemy's compile and result layers would cost more
+        CPU than it does (a reconnect's recovery read). Its statements are prepared once per
+        connection and kept by asyncpg (unnamed each time under PgBouncer)."""
+        if self.is_sqlite:
+            raise RuntimeError("driver() is for PostgreSQL")
+        async with self._connection() as conn:
+            raw = await conn.get_raw_connection()
+            yield raw.driver_connection
+
+    async def warm(self) -> int:
+        """Open the pool's ``pool_size`` connections now (PostgreSQL; SQLite has no pool), so a
+        burst right after start (a restarted server's reconnect storm) does not pay for the
+        connects; the number opened. A failure here is left to the first real use."""
+        if self.is_sqlite:
+            return 0
+        size = self.pool_size
+        stack = contextlib.AsyncExitStack()
+        opened = 0
+        async with stack:
+            for _ in range(size):
+                try:
+                    await stack.enter_async_context(self._connection())
+                except Exception:
+                    break
+                opened += 1
+        return opened
 
     async def aclose(self) -> None:
         """Dispose of the pool. Idempotent."""

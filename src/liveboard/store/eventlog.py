@@ -11,10 +11,20 @@ that rolls back takes its offset with it.
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
-from sqlalchemy import BigInteger, String, Text, bindparam, delete, func, select
+from sqlalchemy import (
+    BigInteger,
+    String,
+    Text,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard.protocol import BrokerEvent, Position
@@ -26,6 +36,11 @@ NO_USER = ""
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def decode_event_data(text: str) -> dict[str, Any]:
+    """An event's ``data`` column (JSON text) as the object it holds."""
+    return _json_decode(text)
 
 
 def new_epoch() -> str:
@@ -70,26 +85,54 @@ _NEXT_OFFSET_AND_DEPENDED = (
 )
 _INSERT_EVENT = events.insert()
 _EVENT_COLUMNS = ["room", "offset", "epoch", "type", "ts", "user_id", "origin", "data"]
+
+
 # PostgreSQL: both in one statement, so one round trip instead of two while the writer holds
 # the room's (and its task's) row lock. SQLite has no data-modifying CTE, and no round trip.
-_head = _NEXT_OFFSET.cte("head")
-_APPEND_POSTGRES = _INSERT_EVENT.from_select(
-    _EVENT_COLUMNS,
-    select(
-        bindparam("head_room", type_=String),
-        _head.c.last_offset,
-        _head.c.epoch,
-        bindparam("event_type", type_=String),
-        bindparam("event_ts", type_=BigInteger),
-        bindparam("event_user_id", type_=String),
-        bindparam("event_origin", type_=String),
-        bindparam("event_data", type_=Text),
-    ),
-)
-_APPEND_POSTGRES_PLAIN = _APPEND_POSTGRES.returning(events.c.offset, events.c.epoch)
-_APPEND_POSTGRES_DEPENDENT = _APPEND_POSTGRES.returning(
-    events.c.offset, events.c.epoch, _DEPENDED_HEAD.label("depended")
-)
+def _append_postgres(change: Any = None) -> tuple[Any, Any]:
+    """The append as one PostgreSQL statement (plain, and naming the depended-on head); with
+    ``change`` (an UPDATE) that change too, in the same statement, the event appended only
+    if it changed a row (so an event never outlives its change: no row, no event, and
+    ``append_event`` raises)."""
+    head_update = _NEXT_OFFSET
+    if change is not None:
+        changed = change.returning(*change.table.primary_key.columns).cte("change")
+        head_update = head_update.where(exists(select(literal_column("1")).select_from(changed)))
+    head = head_update.cte("head")
+    statement = _INSERT_EVENT.from_select(
+        _EVENT_COLUMNS,
+        select(
+            bindparam("head_room", type_=String),
+            head.c.last_offset,
+            head.c.epoch,
+            bindparam("event_type", type_=String),
+            bindparam("event_ts", type_=BigInteger),
+            bindparam("event_user_id", type_=String),
+            bindparam("event_origin", type_=String),
+            bindparam("event_data", type_=Text),
+        ),
+    )
+    return (
+        statement.returning(events.c.offset, events.c.epoch),
+        statement.returning(events.c.offset, events.c.epoch, _DEPENDED_HEAD.label("depended")),
+    )
+
+
+_APPEND_POSTGRES_PLAIN, _APPEND_POSTGRES_DEPENDENT = _append_postgres()
+#: ``_append_postgres(change)`` by ``Change.key``: built once per kind of change (building a
+#: statement and its cache key per call costs more CPU than executing it).
+_APPEND_WITH: dict[tuple[str, ...], tuple[Any, Any]] = {}
+
+
+class Change(NamedTuple):
+    """A change of one row (an UPDATE of it, by primary key) for ``append_event`` to make in the
+    statement that appends its event (PostgreSQL; before it on SQLite): ``statement`` and its
+    ``params`` (named apart from the append's: not ``head_room``, ``depends_on``,
+    ``event_*``). ``key`` names the statement: the same key, the same statement object."""
+
+    key: tuple[str, ...]
+    statement: Any
+    params: dict[str, Any]
 
 
 async def append_event(
@@ -102,6 +145,7 @@ async def append_event(
     ts: int,
     origin: str | None = None,
     depends_on: str | None = None,
+    change: Change | None = None,
 ) -> BrokerEvent:
     """Append one event to ``room`` inside the caller's write transaction and return it.
 
@@ -112,7 +156,13 @@ async def append_event(
 
     ``user_id`` None: no user caused the event (a service's; ``userId: null``).
 
-    Raises ``sqlalchemy.exc.NoResultFound`` when the room does not exist.
+    ``change``: a change of the row the event describes, made in the same statement on
+    PostgreSQL, so that the row locks it takes (the room's head; the task's, when the caller
+    has not locked it already) are taken and the event appended in one round trip; on SQLite
+    it runs just before the append, as a separate statement (one writer at a time anyway).
+
+    Raises ``sqlalchemy.exc.NoResultFound`` when the room does not exist, or ``change``
+    changed no row (on PostgreSQL; nothing is appended then).
     """
     # (Parameter names differ from the column names: SQLAlchemy reserves those for VALUES.)
     values = {
@@ -127,10 +177,20 @@ async def append_event(
         heads["depends_on"] = depends_on
     if conn.dialect.name == "postgresql":
         params = {f"event_{key}": value for key, value in values.items()}
-        statement = _APPEND_POSTGRES_PLAIN if depends_on is None else _APPEND_POSTGRES_DEPENDENT
+        if change is None:
+            plain, dependent = _APPEND_POSTGRES_PLAIN, _APPEND_POSTGRES_DEPENDENT
+        else:
+            found = _APPEND_WITH.get(change.key)
+            if found is None:
+                found = _APPEND_WITH[change.key] = _append_postgres(change.statement)
+            plain, dependent = found
+            params.update(change.params)
+        statement = plain if depends_on is None else dependent
         appended = (await conn.execute(statement, {**heads, **params})).one()
         offset, epoch = int(appended.offset), str(appended.epoch)
     else:
+        if change is not None:
+            await conn.execute(change.statement, change.params)
         head = _NEXT_OFFSET if depends_on is None else _NEXT_OFFSET_AND_DEPENDED
         appended = (await conn.execute(head, heads)).one()
         offset, epoch = int(appended.last_offset), str(appended.epoch)

@@ -10,6 +10,7 @@ from sqlalchemy import Row, and_, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard.protocol import Member, Project, Role, Task, Workspace
+from liveboard.store import eventlog
 from liveboard.store.schema import (
     FIELD_VERSION_COLUMNS,
     MERGE_COLUMNS,
@@ -273,18 +274,49 @@ _TASK_COLUMNS: dict[str, str] = {
 }
 
 
+def _task_values(
+    task: Task, changed: Sequence[str], field_versions: Mapping[str, int]
+) -> dict[str, Any]:
+    """The columns ``save_task`` writes (see it), by column name."""
+    values: dict[str, Any] = {_TASK_COLUMNS[f]: getattr(task, f) for f in changed}
+    values.update({FIELD_VERSION_COLUMNS[f]: v for f, v in field_versions.items()})
+    values.update(fields_at=task.version, version=task.version, updated_at=task.updated_at)
+    return values
+
+
 async def save_task(
     conn: AsyncConnection, task: Task, changed: Sequence[str], field_versions: Mapping[str, int]
 ) -> None:
     """Write the named fields (``Task``'s attribute names) of ``task``, its version and
     ``updated_at``, and ``field_versions`` (editable field → the version it was set at) as
     recorded at ``task.version``."""
-    values: dict[str, Any] = {_TASK_COLUMNS[f]: getattr(task, f) for f in changed}
-    values.update({FIELD_VERSION_COLUMNS[f]: v for f, v in field_versions.items()})
-    values["fields_at"] = task.version
-    values.update(task_id=task.id, version=task.version, updated_at=task.updated_at)
-    await conn.execute(_SAVE_TASK, values)
+    await conn.execute(
+        _SAVE_TASK, {**_task_values(task, changed, field_versions), "task_id": task.id}
+    )
 
 
-async def delete_task(conn: AsyncConnection, task_id: str) -> None:
-    await conn.execute(delete(tasks).where(tasks.c.id == task_id))
+#: ``task_change``'s statements by the columns they set (a handful of combinations).
+_SAVE_TASK_SETTING: dict[tuple[str, ...], Any] = {}
+
+
+def task_change(
+    task: Task, changed: Sequence[str], field_versions: Mapping[str, int]
+) -> eventlog.Change:
+    """``save_task`` as a change for ``eventlog.append_event`` to make in the statement that
+    appends the task's event (same columns, same values)."""
+    values = _task_values(task, changed, field_versions)
+    columns = tuple(sorted(values))
+    statement = _SAVE_TASK_SETTING.get(columns)
+    if statement is None:
+        setting: dict[str, Any] = {c: bindparam(f"set_{c}") for c in columns}
+        statement = _SAVE_TASK_SETTING[columns] = _SAVE_TASK.values(setting)
+    params = {f"set_{column}": value for column, value in values.items()}
+    return eventlog.Change(("task", *columns), statement, {**params, "task_id": task.id})
+
+
+_DELETE_TASK = delete(tasks).where(tasks.c.id == bindparam("task_id"))
+
+
+def task_deletion(task_id: str) -> eventlog.Change:
+    """Deleting the task, as a change for ``eventlog.append_event`` (see ``task_change``)."""
+    return eventlog.Change(("task-deletion",), _DELETE_TASK, {"task_id": task_id})

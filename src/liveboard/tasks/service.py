@@ -369,8 +369,7 @@ class TaskService:
                 return kept
             updated = bumped(task, now.iso, **{field: new for field, (_, new) in found.items()})
             fields = merge.next_field_versions(fields, found, updated.version)
-            await records.save_task(conn, updated, list(found), fields)
-            await self._append(
+            await self._append(  # the task's change made by the same statement (one round trip)
                 conn,
                 outbox,
                 project_room(task.project_id),
@@ -379,6 +378,7 @@ class TaskService:
                 now,
                 {"task": to_builtins(updated), "changes": wire_changes(found)},
                 workspace_id=project.workspace_id,
+                change=records.task_change(updated, list(found), fields),
             )
             edited = merge.Edited(updated, verdict.merged)
             await settle(conn, outbox, receipt, edited)
@@ -439,8 +439,7 @@ class TaskService:
         async with self._write() as (conn, outbox):
             task, project, _ = await self._task_for_change(conn, task_id, actor, expected_version)
             now = self._clock()  # after the task's row lock: see _lock_task
-            await records.delete_task(conn, task.id)
-            await self._append(
+            await self._append(  # the task's deletion made by the same statement
                 conn,
                 outbox,
                 project_room(task.project_id),
@@ -449,6 +448,7 @@ class TaskService:
                 now,
                 {"taskId": task.id},
                 workspace_id=project.workspace_id,
+                change=records.task_deletion(task.id),
             )
             await settle(conn, outbox, receipt, None)
 
@@ -471,10 +471,11 @@ class TaskService:
         data: dict[str, Any],
         *,
         workspace_id: str | None = None,
+        change: eventlog.Change | None = None,
     ) -> None:
         """``EventWriter.append`` at ``now``."""
         await self.writer.append(
-            conn, outbox, room, type_, actor, now.ms, data, workspace_id=workspace_id
+            conn, outbox, room, type_, actor, now.ms, data, workspace_id=workspace_id, change=change
         )
 
     _require_member = staticmethod(access.require_member)

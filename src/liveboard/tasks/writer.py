@@ -92,10 +92,13 @@ class EventWriter:
         data: dict[str, Any],
         *,
         workspace_id: str | None = None,
+        change: eventlog.Change | None = None,
     ) -> BrokerEvent:
         """Append an event, to be published after the commit; one of a project room names its
         workspace (``workspace_id``), so that no instance releases it before the membership
-        changes committed before it. A service's event has no user (``userId: null``)."""
+        changes committed before it. A service's event has no user (``userId: null``).
+        ``change``: the row change the event describes, made by the same statement
+        (``eventlog.append_event``: one round trip on PostgreSQL)."""
         event = await eventlog.append_event(
             conn,
             room=room,
@@ -105,6 +108,7 @@ class EventWriter:
             ts=ts_ms,
             origin=actor.origin,
             depends_on=None if workspace_id is None else workspace_room(workspace_id),
+            change=change,
         )
         outbox.add(event)  # still holding the room's row lock: its place in the room's line
         return event

@@ -206,12 +206,18 @@ def switching_protocols(key: str, subprotocol: str | None = None) -> bytes:
 
 
 def error_response(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    retry_after: int | None = None,
 ) -> bytes:
     """A refusal with the REST error body (CONTRACT §3, as ``rest.error_response`` writes it),
-    closing the connection."""
+    closing the connection; ``retry_after`` (seconds) as ``Retry-After``."""
     body = _encode_json(error_body(code, message, details))
     extra = "WWW-Authenticate: Bearer\r\n" if status == 401 else ""
+    if retry_after is not None:
+        extra += f"Retry-After: {int(retry_after)}\r\n"
     head = (
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
         "Content-Type: application/json\r\n"
