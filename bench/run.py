@@ -48,7 +48,9 @@ import numpy as np
 from bench.floor import minimal_fanout_async, send_floor
 from bench.infra import ROOT, Postgres, RedisServer, Workers, raise_fd_limit
 from bench.targets import (
+    LeanTarget,
     LiveboardPostgresTarget,
+    LiveboardSourceTarget,
     LiveboardTarget,
     Room,
     SocketioTarget,
@@ -154,11 +156,20 @@ def percentiles(latency: np.ndarray, missing: int) -> dict[str, float | None]:
 
 class Bench:
     def __init__(
-        self, config: Config, workdir: Path, only: set[str], profile: bool, brokers: str = ""
+        self,
+        config: Config,
+        workdir: Path,
+        only: set[str],
+        profile: bool,
+        brokers: str = "",
+        against: tuple[Path, bool] | None = None,
     ) -> None:
         """``brokers``: compare liveboard's brokers (``redis-first`` / ``postgres-first``: liveboard
-        on Redis and on PostgreSQL's broker, in that order) instead of liveboard and the peer."""
+        on Redis and on PostgreSQL's broker, in that order) instead of liveboard and the peer.
+        ``against``: compare liveboard with liveboard from another source tree (``src``
+        directory, whether it runs first) instead."""
         self.brokers = brokers
+        self.against = against
         self.config = config
         self.workdir = workdir
         self.only = only
@@ -759,8 +770,14 @@ class Bench:
             sio = LiveboardPostgresTarget(self.workdir, self.redis, self.postgres)
             lb.ts_before_write = True
             targets = [sio, lb] if self.brokers == "postgres-first" else [lb, sio]
+        elif self.against:
+            src, base_first = self.against
+            sio = LiveboardSourceTarget(self.workdir, self.redis, self.postgres, src)
+            targets = [sio, lb] if base_first else [lb, sio]
+            if "B" in self.only:  # the lean server (B only), between them
+                targets.insert(1, LeanTarget(self.workdir, self.redis, self.postgres))
         await lb.create_database(f"bench_lb_{self.stamp}")
-        if self.brokers:
+        if self.brokers or self.against:
             await sio.create_database(f"bench_lbpg_{self.stamp}")
         scenarios = {
             "A": self.scenario_a,
@@ -790,8 +807,8 @@ class Bench:
                     entry[target.name]["scenario_seconds"] = time.monotonic() - started
                 self.results["scenarios"][key] = entry
         finally:
-            await lb.stop()
-            await sio.stop()
+            for target in targets:
+                await target.stop()
             await self.workers.stop()
             self.redis.stop()
             await self.postgres.drop_all()
@@ -1170,6 +1187,14 @@ def main() -> int:
         help="niceness for the whole run (servers, Redis, load generators); default -10 for the"
         " full suite (when permitted), 0 for --quick",
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="another liveboard source tree (e.g. a checkout of main): liveboard from it"
+        " (target liveboard-base) instead of python-socketio",
+    )
+    parser.add_argument("--against-first", action="store_true", help="run the --against tree first")
     args = parser.parse_args()
     niceness = args.nice if args.nice is not None else (0 if args.quick else -10)
     restore_autogroup = prioritise(niceness) if niceness else None
@@ -1182,7 +1207,8 @@ def main() -> int:
     workdir = RESULTS / f"{stamp}.work"
     workdir.mkdir()
     started = time.monotonic()
-    bench = Bench(config, workdir, only, args.profile, args.brokers)
+    against = (args.against.resolve() / "src", args.against_first) if args.against else None
+    bench = Bench(config, workdir, only, args.profile, args.brokers, against)
     import uvloop
 
     try:

@@ -388,6 +388,66 @@ class LiveboardPostgresTarget(LiveboardTarget):
         )
 
 
+class LiveboardSourceTarget(LiveboardTarget):
+    """liveboard run from another source tree (its ``src`` first on ``PYTHONPATH``, the same
+    interpreter and dependencies), e.g. ``main`` against a branch in the same run."""
+
+    name = "liveboard-base"
+
+    def __init__(self, workdir: Path, redis: RedisServer, postgres: Postgres, src: Path) -> None:
+        super().__init__(workdir, redis, postgres)
+        self.extra_env["PYTHONPATH"] = str(src)
+
+
+class LeanTarget(LiveboardTarget):
+    """The lean server (``bench/peers/lean_server.py``): raw hiredis read, room and offset
+    decoded, payload bytes forwarded, one write per socket. Events are PUBLISHed as liveboard's
+    direct path does (same JSON, same pipeline), without the log append (it has no log)."""
+
+    name = "lean"
+
+    async def start(self, count: int = 1) -> None:
+        assert count == 1, "the lean server runs one instance"
+        port = free_port()
+        argv = [PYTHON, "-m", "bench.peers.lean_server", "--port", str(port)]
+        argv += ["--redis", self.redis.url]
+        process = Process(f"lean:{port}", argv, self.workdir / "lean.log", {})
+        deadline = time.monotonic() + 30
+        while True:
+            if not process.alive():
+                raise RuntimeError(f"{process.name} exited; see {process.log_path}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    process.stop(kill=True)
+                    raise RuntimeError(f"{process.name} did not listen") from None
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            break
+        self.ports.append(port)
+        self.instances.append(process)
+
+    async def setup(self, projects: int, users: int) -> None:
+        self.rooms = [Room(f"lean{i}", f"t{i}", "e1", 0) for i in range(projects)]
+
+    async def publish(self, rooms: list[Room]) -> None:
+        rows = []
+        for room in rooms:
+            room.head += 1
+            title = f"Benchmark task, revision {room.head}"
+            data = {
+                "task": task_dict(room.task_id, room.project_id, title, room.head),
+                "changes": {"title": {"from": "previous title", "to": title}},
+            }
+            rows.append((room, room.head, data))
+        await self.carry(rows, int(time.time() * 1000))
+
+    async def mutate(self, http: aiohttp.ClientSession, room: Room, title: str) -> bool:
+        raise NotImplementedError("the lean server has no REST API")
+
+
 class _CollectingManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     """A write-only AsyncRedisManager whose messages are collected, then pipelined."""
 

@@ -19,8 +19,10 @@ Each room ``R`` is the channel ``liveboard:room:R``; a message is one event's
   ``BACKOFF_MIN`` to ``BACKOFF_MAX`` seconds. Once every wanted channel is subscribed again the
   broker is ``up`` and calls ``handler.on_broker_restored()``, after which the node reads what it
   missed from the log. An idle connection is PINGed, so a silent network failure is noticed too.
-* Messages already received are delivered in one ``on_events`` call per read (at most
-  ``MAX_BATCH`` events), without waiting for more. Malformed payloads are logged and skipped.
+* Messages already received are delivered in one ``on_events`` call per socket read (at most
+  ``MAX_BATCH`` events a call), without waiting for more: the subscriber connection is read by
+  ``brokers.redis_subscriber`` (hiredis on the socket, no task woken per message). Malformed
+  payloads are logged and skipped.
 * ``unsubscribe`` lets go of a room's channel ``unsubscribe_delay`` seconds later (default
   ``UNSUBSCRIBE_DELAY``), unless the room is subscribed again meanwhile, which then costs no
   command and no wait: rooms that lose their last local subscriber and get one back soon (a
@@ -37,11 +39,11 @@ import random
 from collections.abc import Sequence
 from typing import Final
 
+import hiredis
 import msgspec
-from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from liveboard.background import TaskSet
 from liveboard.protocol import BrokerEvent, decode_broker_event
@@ -53,6 +55,7 @@ from liveboard.realtime.brokers.redis_publisher import (
     RedisPublisher,
     channel_of,
 )
+from liveboard.realtime.brokers.redis_subscriber import SubscriberConnection, dispatch
 
 log = logging.getLogger("liveboard.broker.redis")
 
@@ -117,7 +120,7 @@ class RedisBroker:
         # Channels unsubscribed but not let go yet: their UNSUBSCRIBE is due at the timer.
         self._lingering: dict[bytes, asyncio.TimerHandle] = {}
         self._unsubscribing = TaskSet(log)
-        self._conn: AbstractConnection | None = None  # the subscriber connection, once open
+        self._conn: SubscriberConnection | None = None  # the subscriber connection, once open
         self._command_lock = asyncio.Lock()  # one SUBSCRIBE/UNSUBSCRIBE in flight at a time
         self._waiter: tuple[bytes, bytes, asyncio.Future[None]] | None = None
         self._subscriber_up = False
@@ -226,7 +229,7 @@ class RedisBroker:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiter = (kind, channel, future)
             try:
-                await conn.send_command(kind.upper(), channel)
+                conn.send((kind.upper(), channel))
                 await asyncio.wait_for(future, CONFIRM_TIMEOUT)
             except Exception:
                 # Not sent (the reader may even have closed the connection meanwhile) or not
@@ -261,53 +264,48 @@ class RedisBroker:
         """One subscriber connection: subscribe every wanted channel, read until it breaks."""
         self._session_was_up = False
         pool = self._subscriber_pool
-        conn: AbstractConnection = pool.make_connection()  # type: ignore[no-untyped-call]
+        pending: set[bytes] = set()
+        restore = False
+        sub: SubscriberConnection | None = None
+
+        def on_replies(replies: list[object]) -> None:
+            self._on_replies(replies, pending, restore)
+
         try:
-            await conn.connect()  # type: ignore[no-untyped-call]
+            sub = await SubscriberConnection.open(
+                pool.make_connection(),  # type: ignore[no-untyped-call]
+                on_replies,
+                ping_interval=PING_INTERVAL,
+                ping_timeout=PING_TIMEOUT,
+            )
             async with self._command_lock:
                 # Snapshot and publication of ``_conn`` together: a later subscribe sends its own.
                 channels = sorted(self._wanted)
-                self._conn = conn
+                pending.update(channels)
+                restore = self._ever_up or bool(channels)
+                self._conn = sub
                 if channels:
-                    await conn.send_command("SUBSCRIBE", *channels)
-            await self._read(conn, set(channels), restore=self._ever_up or bool(channels))
+                    sub.send(("SUBSCRIBE", *channels))
+            if not pending:
+                self._session_up(restore)
+            await sub.wait_closed()
         except REDIS_ERRORS as exc:
-            self._end_session(conn, describe(exc))
+            self._end_session(sub, describe(exc))
             raise
         finally:
-            self._end_session(conn, "subscriber connection closed")
-            with contextlib.suppress(*REDIS_ERRORS):
-                await conn.disconnect(nowait=True)
+            self._end_session(sub, "subscriber connection closed")
+            if sub is not None:
+                sub.close()
 
-    async def _read(self, conn: AbstractConnection, pending: set[bytes], *, restore: bool) -> None:
-        pinged = False
-        if not pending:
+    def _on_replies(self, replies: list[object], pending: set[bytes], restore: bool) -> None:
+        """Every reply of one socket read. Raises (ending the session) on an error reply."""
+        dispatch(replies, lambda r, ev: self._on_reply(r, ev, pending), self._deliver, MAX_BATCH)
+        if not self._subscriber_up and not pending:
             self._session_up(restore)
-        while not self._closed:
-            reply = await conn.read_response(timeout=PING_TIMEOUT if pinged else PING_INTERVAL)
-            if reply is None:  # idle: make sure the link is alive
-                if pinged:
-                    raise RedisConnectionError("Redis did not answer PING")
-                pinged = True
-                await conn.send_command("PING")
-                continue
-            pinged = False  # anything received proves the link alive
-            events: list[BrokerEvent] = []
-            try:
-                self._on_reply(reply, events, pending)
-                # Whatever has already arrived goes out in the same batch; never wait for more.
-                while len(events) < MAX_BATCH:
-                    reply = await conn.read_response(timeout=0)
-                    if reply is None:
-                        break
-                    self._on_reply(reply, events, pending)
-            finally:
-                if events:
-                    self._deliver(events)
-            if not self._subscriber_up and not pending:
-                self._session_up(restore)
 
     def _on_reply(self, reply: object, events: list[BrokerEvent], pending: set[bytes]) -> None:
+        if isinstance(reply, hiredis.ReplyError):
+            raise ResponseError(str(reply))
         if not isinstance(reply, list) or len(reply) != 3:
             return  # PONG
         kind, channel, payload = reply
@@ -353,8 +351,8 @@ class RedisBroker:
             except Exception:
                 log.exception("on_broker_restored failed")
 
-    def _end_session(self, conn: AbstractConnection, reason: str) -> None:
-        if self._conn is conn:
+    def _end_session(self, conn: SubscriberConnection | None, reason: str) -> None:
+        if conn is not None and self._conn is conn:
             self._conn = None
             self._confirmed.clear()
             waiter = self._waiter

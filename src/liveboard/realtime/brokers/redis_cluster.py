@@ -17,10 +17,11 @@ once every wanted channel is subscribed again after any outage), and on top:
   every node seen so far, at start, after any subscriber connection breaks, after Redis says a
   channel moved (an unsolicited ``sunsubscribe``: the slot was migrated or its node stopped
   being its master; or a ``MOVED`` answer), and every ``TOPOLOGY_INTERVAL`` seconds.
-* One subscriber connection per master, subscribed to the wanted channels of that master's
-  slots. A connection that breaks is re-established alone (the other shards keep delivering);
-  when the slots map changes (a failover, a resharding), every connection is re-established
-  on the new map, since channels may have changed shard.
+* One subscriber connection per master (``brokers.redis_subscriber``, as the single Redis's),
+  subscribed to the wanted channels of that master's slots. A connection that breaks is
+  re-established alone (the other shards keep delivering); when the slots map changes (a
+  failover, a resharding), every connection is re-established on the new map, since channels
+  may have changed shard.
 * ``up`` is True when every master's connection is subscribed to all its wanted channels and
   the last publish succeeded. After any shard was down, ``on_broker_restored`` follows once all
   are up again, and the node reads every active room's missed events from the log: a failover
@@ -36,11 +37,13 @@ import random
 from collections.abc import Sequence
 from typing import Final
 
+import hiredis
 import msgspec
-from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from liveboard.background import TaskSet
 from liveboard.protocol import BrokerEvent, decode_broker_event
@@ -67,6 +70,7 @@ from liveboard.realtime.brokers.redis_publisher import (
     room_of,
 )
 from liveboard.realtime.brokers.redis_slots import Address, Shard, SlotMap, ssubscribe_commands
+from liveboard.realtime.brokers.redis_subscriber import SubscriberConnection, dispatch
 
 log = logging.getLogger("liveboard.broker.redis")
 
@@ -240,7 +244,7 @@ class RedisClusterBroker:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             shard.waiter = (kind, channel, future)
             try:
-                await conn.send_command(kind.upper(), channel)
+                conn.send((kind.upper(), channel))
                 await asyncio.wait_for(future, CONFIRM_TIMEOUT)
             except Exception:
                 # Not sent or not confirmed: the link is broken. End the session: a reconnect
@@ -326,55 +330,51 @@ class RedisClusterBroker:
         """One master's subscriber connection: subscribe its wanted channels, read until it
         breaks."""
         host, port = shard.address
-        conn: AbstractConnection = self._connection_class(host=host, port=port, **self._options)
         reason = "subscriber connection closed"
+        pending: set[bytes] = set()
+        sub: SubscriberConnection | None = None
+
+        def on_replies(replies: list[object]) -> None:
+            self._on_replies(shard, replies, pending)
+
         try:
-            await conn.connect()  # type: ignore[no-untyped-call]
+            sub = await SubscriberConnection.open(
+                self._connection_class(host=host, port=port, **self._options),
+                on_replies,
+                ping_interval=PING_INTERVAL,
+                ping_timeout=PING_TIMEOUT,
+            )
             async with shard.lock:
-                # Snapshot and publication of ``conn`` together: a later subscribe sends its own.
+                # Snapshot and publication of ``sub`` together: a later subscribe sends its own.
                 channels = sorted(c for c in self._wanted if self._shard_of(c) is shard)
-                shard.conn = conn
+                pending.update(channels)
+                shard.conn = sub
                 if channels:  # all sent in one write
-                    commands = ssubscribe_commands(channels)
-                    await conn.send_packed_command(conn.pack_commands(commands))
-            await self._read(shard, conn, set(channels))
+                    sub.send(*ssubscribe_commands(channels))
+            if not pending:
+                self._shard_up(shard)
+            await sub.wait_closed()
         except REDIS_ERRORS as exc:
             reason = f"{host}:{port}: {describe(exc)}"
         finally:
-            self._end_session(shard, conn, reason)
-            with contextlib.suppress(*REDIS_ERRORS):
-                await conn.disconnect(nowait=True)
+            self._end_session(shard, sub, reason)
+            if sub is not None:
+                sub.close()
 
-    async def _read(self, shard: Shard, conn: AbstractConnection, pending: set[bytes]) -> None:
-        pinged = False
-        if not pending:
+    def _on_replies(self, shard: Shard, replies: list[object], pending: set[bytes]) -> None:
+        """Every reply of one socket read. Raises (ending the session) on an error reply or a
+        moved channel."""
+        dispatch(
+            replies, lambda r, ev: self._on_reply(shard, r, ev, pending), self._deliver, MAX_BATCH
+        )
+        if not shard.up and not pending:
             self._shard_up(shard)
-        while not self._closed:
-            reply = await conn.read_response(timeout=PING_TIMEOUT if pinged else PING_INTERVAL)
-            if reply is None:  # idle: make sure the link is alive
-                if pinged:
-                    raise RedisConnectionError("Redis did not answer PING")
-                pinged = True
-                await conn.send_command("PING")
-                continue
-            pinged = False
-            events: list[BrokerEvent] = []
-            try:
-                self._on_reply(shard, reply, events, pending)
-                while len(events) < MAX_BATCH:
-                    reply = await conn.read_response(timeout=0)
-                    if reply is None:
-                        break
-                    self._on_reply(shard, reply, events, pending)
-            finally:
-                if events:
-                    self._deliver(events)
-            if not shard.up and not pending:
-                self._shard_up(shard)
 
     def _on_reply(
         self, shard: Shard, reply: object, events: list[BrokerEvent], pending: set[bytes]
     ) -> None:
+        if isinstance(reply, hiredis.ReplyError):
+            raise ResponseError(str(reply))  # MOVED among others: the slots map is read again
         if not isinstance(reply, list) or len(reply) != 3:
             return  # PONG
         kind, channel, payload = reply
@@ -432,9 +432,9 @@ class RedisClusterBroker:
                 log.exception("on_broker_restored failed")
         self._ever_up = True
 
-    def _end_session(self, shard: Shard, conn: AbstractConnection, reason: str) -> None:
+    def _end_session(self, shard: Shard, conn: SubscriberConnection | None, reason: str) -> None:
         log.debug("Redis Cluster subscriber session ended: %s", reason)
-        if shard.conn is conn:
+        if conn is not None and shard.conn is conn:
             shard.conn = None
         shard.confirmed.clear()
         waiter = shard.waiter

@@ -11,8 +11,9 @@ import bisect
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
+
+from liveboard.realtime.brokers.redis_subscriber import SubscriberConnection
 
 __all__ = ["Address", "Shard", "SlotMap", "ssubscribe_commands"]
 
@@ -66,7 +67,7 @@ class Shard:
 
     def __init__(self, address: Address) -> None:
         self.address = address
-        self.conn: AbstractConnection | None = None
+        self.conn: SubscriberConnection | None = None
         self.confirmed: set[bytes] = set()
         self.lock = asyncio.Lock()  # one SSUBSCRIBE/SUNSUBSCRIBE in flight at a time
         self.waiter: tuple[bytes, bytes, asyncio.Future[None]] | None = None

@@ -1,0 +1,54 @@
+"""Summarise ``bench.run --only B --against DIR`` runs: server CPU per event of liveboard, of
+liveboard from ``DIR`` (``liveboard-base``) and of the lean server, all from the same run.
+
+Usage: ``python -m bench.event_cost bench/results/A.json bench/results/B.json …`` (alternate
+``--against-first`` between runs). Prints, per run and rate, µs of server CPU per event (an
+event of scenario B reaches the 10 sockets of its room) and the ratios liveboard ÷ lean and
+liveboard ÷ liveboard-base, then each ratio's range over the runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+TARGETS = ("liveboard", "liveboard-base", "lean")
+
+
+def per_event_us(run: dict[str, Any]) -> dict[float, dict[str, float]]:
+    """Rate → target → µs of server CPU per event, for one run's scenario B."""
+    b = run["scenarios"]["B"]
+    out: dict[float, dict[str, float]] = {}
+    for target in TARGETS:
+        entry = b.get(target, {})
+        fanout = entry.get("subscribers", 0) / max(entry.get("rooms", 1), 1)
+        for phase in entry.get("phases", []):
+            cpu = phase.get("cpu_per_100k")
+            if cpu is not None:
+                # s per 100k deliveries x deliveries per event → µs per event.
+                out.setdefault(float(phase["offered_rate"]), {})[target] = cpu * fanout * 10
+    return out
+
+
+def main(paths: list[str]) -> None:
+    ratios: dict[str, list[float]] = {}
+    for path in paths:
+        figures = per_event_us(json.loads(Path(path).read_text()))
+        print(Path(path).name)
+        for rate, by in sorted(figures.items()):
+            line = ", ".join(f"{t} {by[t]:.0f} µs" for t in TARGETS if t in by)
+            for num, den in (("liveboard", "lean"), ("liveboard", "liveboard-base")):
+                if num in by and den in by:
+                    value = by[num] / by[den]
+                    ratios.setdefault(f"{rate:g} ev/s {num} ÷ {den}", []).append(value)
+                    line += f"; {num} ÷ {den} {value:.2f}x"
+            print(f"  {rate:g} ev/s: {line}")
+    print("ranges:")
+    for label, values in ratios.items():
+        print(f"  {label}: {min(values):.2f}-{max(values):.2f}x over {len(values)} runs")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
