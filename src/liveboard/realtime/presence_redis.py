@@ -227,6 +227,7 @@ class RedisPresence:
         except REDIS_ERRORS:
             log.info("could not remove presence entries on shutdown; they expire on their own")
         finally:
+            self._tasks.cancel()  # re-reads, flushes and repairs under way: none is wanted now
             await self._redis.aclose()
 
     # Signals from other instances
@@ -421,7 +422,9 @@ class RedisPresence:
 
     async def _heartbeat_forever(self) -> None:
         last_refresh = 0.0
-        while True:
+        # Until ``aclose``, not forever: a cancellation that a Redis call turned into an error
+        # must not keep the loop running after the manager closed.
+        while not self._closed:
             if not self._available():
                 # Redis is away: look again soon, so that the heartbeat and a refresh (which
                 # finds the entries removed meanwhile) follow within ``UNAVAILABLE_POLL`` of
