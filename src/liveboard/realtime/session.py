@@ -10,8 +10,11 @@ and written at once. What it guarantees:
   than ``ABUSE_RATE`` per second) is closed with 1008.
 * Heartbeat: a ping frame every ``heartbeat_interval``; a peer silent for ``heartbeat_timeout``
   after a ping is dropped (its presence leaves with it).
-* Expiry: the socket is closed with 4001 at the token's ``exp`` (within the loop's timer
-  precision) unless a ``refresh`` with a later token arrived first.
+* Expiry: the socket is closed with 4001 at the token's ``exp`` (at most one tick of the shared
+  timer wheel later, ``timer_wheel.MAX_TICK`` = 0.25 s) unless a ``refresh`` with a later
+  token arrived first.
+* Heartbeat and expiry share one entry of the loop's timer wheel (``timer_wheel``): no timer
+  handle per connection; a ping may go out up to one tick late.
 * Its subscriptions (room → workspace id), the rooms it is present in and the removals of its
   user seen here change only through its methods; the node calls them and does the hub's,
   the broker's and presence's part.
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING
 from liveboard.auth import Principal
 from liveboard.protocol import CloseCode
 from liveboard.ratelimit import TokenBucket
+from liveboard.realtime import timer_wheel
 from liveboard.realtime.hub import Outlet
 from liveboard.realtime.metrics import NO_CLOSE_FRAME
 from liveboard.realtime.transport import Connection
@@ -47,8 +51,6 @@ ABUSE_RATE = 1.0
 ABUSE_BURST = 30.0
 #: The presence of a connection present nowhere (shared by all of them).
 NOWHERE: frozenset[str] = frozenset()
-#: A timer counts as due this much before its time (the loop's clock granularity), seconds.
-TIMER_SLACK = 0.001
 
 
 class Session:
@@ -72,7 +74,6 @@ class Session:
         "_revoked",
         "_settings",
         "_subscriptions",
-        "_timer",
         "busy",
         "closing",
         "connection",
@@ -80,6 +81,7 @@ class Session:
         "ended_with",
         "outlet",
         "principal",
+        "wheel_bucket",
     )
 
     def __init__(
@@ -112,9 +114,10 @@ class Session:
         self._abuse = TokenBucket(ABUSE_RATE, ABUSE_BURST, now)
         self._loop = asyncio.get_running_loop()
         self._last_seen = self._loop.time()
-        # One timer per connection serves both the heartbeat and the expiry (a timer handle is
-        # a few hundred bytes, times 20,000 sockets): it is set for whichever is due first.
-        self._timer: asyncio.TimerHandle | None = None
+        # Heartbeat and expiry share one entry in the loop's timer wheel (``timer_wheel``), set
+        # for whichever is due first: no timer handle per connection (a few hundred bytes,
+        # times 20,000 sockets).
+        self.wheel_bucket: int | None = None
         self._heartbeat_due = math.inf  # loop time of the next ping, or of its answer's deadline
         self._ping_sent_at: float | None = None  # a ping awaiting an answer, sent at
         self._expiry_due = math.inf  # loop time of the token's expiry
@@ -242,19 +245,25 @@ class Session:
         self._expiry_due = self._loop.time() + max(0.0, expires_at - time.time())
         self._arm()
 
+    def _tick(self) -> float:
+        settings = self._settings
+        return timer_wheel.tick_for(settings.heartbeat_interval, settings.heartbeat_timeout)
+
     def _arm(self) -> None:
         if self.closing:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(min(self._heartbeat_due, self._expiry_due), self._due)
+        due = min(self._heartbeat_due, self._expiry_due)
+        if due == math.inf:
+            self._cancel_timers()
+            return
+        timer_wheel.wheel_for(self._loop, self._tick()).schedule(self, due)
 
     def _due(self) -> None:
-        self._timer = None
+        """The wheel's callback: the heartbeat or the expiry (or both) may be due."""
         if self.closing:
             return
-        # A timer may fire a little before its time (the loop's clock granularity).
-        now = self._loop.time() + TIMER_SLACK
+        # The wheel calls at most SLACK before the time (the loop's clock granularity).
+        now = self._loop.time() + timer_wheel.SLACK
         if now >= self._expiry_due:
             self._expired()
             return
@@ -341,6 +350,5 @@ class Session:
         self._cancel_timers()
 
     def _cancel_timers(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self.wheel_bucket is not None:
+            timer_wheel.cancel(self._loop, self._tick(), self)
