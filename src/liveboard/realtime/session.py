@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from liveboard.auth import Principal
 from liveboard.protocol import CloseCode
-from liveboard.ratelimit import TokenBucket
+from liveboard.ratelimit import take_at
 from liveboard.realtime import timer_wheel
 from liveboard.realtime.hub import Outlet
 from liveboard.realtime.metrics import NO_CLOSE_FRAME
@@ -62,8 +62,7 @@ class Session:
 
     # Slots: thousands of these live at once (a few hundred bytes each saved).
     __slots__ = (
-        "_abuse",
-        "_bucket",
+        "_abuse_at",
         "_close_task",
         "_expiry_due",
         "_heartbeat_due",
@@ -71,6 +70,7 @@ class Session:
         "_loop",
         "_ping_sent_at",
         "_present_in",
+        "_rate_at",
         "_revoked",
         "_settings",
         "_subscriptions",
@@ -102,16 +102,17 @@ class Session:
         # in presence share one empty value (an empty set or frozenset is 216 bytes each).
         self._present_in: frozenset[str] = NOWHERE
         # workspace id → offset of the latest member:removed of this user seen in its room
-        self._revoked: dict[str, int] = {}
+        # (None until the first: most connections never see one)
+        self._revoked: dict[str, int] | None = None
         self.closing = False
         # How the connection ended, for ``connections_closed``: the close code this side sent
         # first, ``peer`` when the client closed first, ``none`` without a close frame.
         self.ended_with = NO_CLOSE_FRAME
         self.busy = False  # handling a message: frames wait, unread, meanwhile
         self._settings = settings
-        now = time.monotonic()
-        self._bucket = TokenBucket(RATE, BURST, now)
-        self._abuse = TokenBucket(ABUSE_RATE, ABUSE_BURST, now)
+        # The message rate and the abuse limits, one float each (``ratelimit.take_at``).
+        self._rate_at = 0.0
+        self._abuse_at = 0.0
         self._loop = asyncio.get_running_loop()
         self._last_seen = self._loop.time()
         # Heartbeat and expiry share one entry in the loop's timer wheel (``timer_wheel``), set
@@ -165,11 +166,15 @@ class Session:
 
     def note_revocation(self, workspace_id: str, offset: int) -> None:
         """This user was removed from ``workspace_id`` at ``offset`` of its room."""
-        self._revoked[workspace_id] = max(self._revoked.get(workspace_id, 0), offset)
+        revoked = self._revoked
+        if revoked is None:
+            revoked = self._revoked = {}
+        revoked[workspace_id] = max(revoked.get(workspace_id, 0), offset)
 
     def revoked_after(self, workspace_id: str, offset: int) -> bool:
         """Whether a removal from ``workspace_id`` later than ``offset`` of its room was seen."""
-        return self._revoked.get(workspace_id, 0) > offset
+        revoked = self._revoked
+        return revoked is not None and revoked.get(workspace_id, 0) > offset
 
     # Presence: the rooms where this connection is present
 
@@ -223,11 +228,19 @@ class Session:
 
     def allow_message(self) -> bool:
         """Spend one token of the message rate; False when over the limit."""
-        return self._bucket.take(time.monotonic())
+        at = take_at(self._rate_at, time.monotonic(), RATE, BURST)
+        if at is None:
+            return False
+        self._rate_at = at
+        return True
 
     def strike(self) -> bool:
         """Count a refused or invalid message; False when abuse is persistent (close 1008)."""
-        return self._abuse.take(time.monotonic())
+        at = take_at(self._abuse_at, time.monotonic(), ABUSE_RATE, ABUSE_BURST)
+        if at is None:
+            return False
+        self._abuse_at = at
+        return True
 
     # Timers: heartbeat and expiry
 

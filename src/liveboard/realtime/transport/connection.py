@@ -79,6 +79,7 @@ class _Ended(_Pull):
 
 
 _PULL = _Pull()
+_EMPTY: tuple[()] = ()
 _ENDED = _Ended()
 
 
@@ -107,7 +108,9 @@ class WebSocketConnection(asyncio.Protocol):
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self._reader = FrameReader(max_message_bytes)
-        self._inbox: list[Message] = []
+        # Messages parsed and not yet taken: the shared empty tuple while there are none (most
+        # of the time: an idle connection holds no list), a list otherwise.
+        self._inbox: list[Message] | tuple[()] = _EMPTY
         self._waiter: asyncio.Future[None] | None = None
         # Push mode (``listen``): messages go to the consumer as they are parsed, not to
         # ``receive``; while it holds them back (until ``resume``) they wait in the inbox.
@@ -209,7 +212,7 @@ class WebSocketConnection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
-        message = self._inbox.pop(0)
+        message = self._take()
         if len(self._inbox) <= INBOX_LOW:
             self._parse()  # what is buffered first (cheap when nothing is), then the socket
         return message
@@ -242,17 +245,16 @@ class WebSocketConnection(asyncio.Protocol):
         self._transport.write(close_frame(code, reason))
         # From here only the peer's close frame matters: read on until it comes (soon, not
         # here: this may run inside the hub's fan-out).
-        self._inbox.clear()
+        self._inbox = _EMPTY
         self._loop.call_soon(self._parse)
         return True
 
     def _parse(self) -> None:
         if self._transport.is_closing():
             return
-        inbox = self._inbox
         reader = self._reader
         try:
-            while len(inbox) < INBOX_HIGH and not self._done:
+            while len(self._inbox) < INBOX_HIGH and not self._done:
                 frame = reader.next_frame()
                 if frame is None:
                     break
@@ -289,24 +291,39 @@ class WebSocketConnection(asyncio.Protocol):
         consumer = self._consumer
         if consumer is not _PULL:
             if inbox or self._held:
-                inbox.append(message)  # behind what waits for the consumer
+                self._put(message)  # behind what waits for the consumer
             elif message is CLOSED_MESSAGE:
                 self._consumer = _ENDED  # nothing comes after it
                 consumer.on_message(message)
             elif not consumer.on_message(message):
                 self._held = True
             return
-        inbox.append(message)
+        self._put(message)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _put(self, message: Message) -> None:
+        inbox = self._inbox
+        if isinstance(inbox, list):
+            inbox.append(message)
+        else:
+            self._inbox = [message]
+
+    def _take(self) -> Message:
+        """The first waiting message (there is one)."""
+        inbox = self._inbox
+        assert isinstance(inbox, list)  # not empty
+        message = inbox.pop(0)
+        if not inbox:
+            self._inbox = _EMPTY
+        return message
+
     def _pump(self) -> None:
         """Push mode: hand waiting messages to the consumer until it holds them back."""
-        inbox = self._inbox
-        while inbox and not self._held:
+        while self._inbox and not self._held:
             consumer = self._consumer
-            message = inbox.pop(0)
+            message = self._take()
             if message is CLOSED_MESSAGE:
                 self._consumer = _ENDED  # nothing comes after it
             if not consumer.on_message(message):
