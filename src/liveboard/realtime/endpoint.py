@@ -147,6 +147,7 @@ class UpgradeAcceptor:
         if self._live:  # cut: each connection's end then runs (a task each)
             for session in list(self._app[NODE_KEY].sessions.values()):
                 session.abort()
+            await asyncio.sleep(0.01)  # the transports report the loss: the ends are spawned
         await self._tasks.wait(max(1.0, deadline - loop.time()))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:

@@ -132,8 +132,9 @@ class LoopWheel:
 
     def _arm(self) -> None:
         tick = self.wheel.tick
-        # On the tick boundary, so that a bucket's deadline has passed when it runs.
-        at = (math.floor(self._loop.time() / tick) + 1) * tick
+        # Just past the tick boundary, so that a bucket's deadlines have passed when it runs,
+        # even if the loop fires a timer a little early (its clock granularity).
+        at = (math.floor(self._loop.time() / tick) + 1) * tick + SLACK
         self._handle = self._loop.call_at(at, self._run)
 
     def _run(self) -> None:
