@@ -243,11 +243,17 @@ async def test_instance_killed_mid_burst_loses_nothing(cluster: Cluster, publish
         if publish == "paused":
             await cluster.unpause()
     await asyncio.sleep(QUIET)  # anything the dead instance left in Redis arrives now
+    # A COMMIT the dead instance had sent may still be applied by its database backend after
+    # ``committed`` was read (seen on a loaded machine): it must reach the survivors too, once.
+    final = await head(b2, owner, pid)
     for w in survivors:
-        assert_sequence(w.events(room), base + 1, committed, w.name)
+        await w.until_offset(room, final, wait=5)
+    for w in survivors:
+        assert_sequence(w.events(room), base + 1, final, w.name)
     print(
         f"{publish}: {len(burst.acked)} acknowledged, {unacknowledged} committed but never "
-        f"acknowledged; survivor complete {delivered:.2f}s after SIGKILL"
+        f"acknowledged ({final - committed} more after the head was read); survivor complete "
+        f"{delivered:.2f}s after SIGKILL"
     )
 
 
