@@ -114,7 +114,8 @@ async def test_one_turn_of_publishes_is_one_transaction_with_an_offset_each(
     batcher = batcher_of(setup)
     rooms = setup.projects
     answers = await settled(*(publish(batcher, rooms[n % 3], n) for n in range(30)))
-    assert batcher.batches == 1 and batcher.batched_events == 30
+    assert batcher.batches == 1
+    assert batcher.batched_events == 30
     for index, room in enumerate(rooms):
         mine = [a for n, a in enumerate(answers) if n % 3 == index]
         assert [a.offset for a in mine] == list(range(1, 11))  # in the order they came
@@ -136,13 +137,15 @@ async def test_a_member_whose_room_does_not_exist_takes_no_offset(setup: Setup) 
     answers = await settled(
         publish(batcher, room, 0), publish(batcher, missing, 1), publish(batcher, room, 2)
     )
-    assert isinstance(answers[1], ApiError) and answers[1].status == 404
+    assert isinstance(answers[1], ApiError)
+    assert answers[1].status == 404
     assert [answers[0].offset, answers[2].offset] == [1, 2]
     assert_gap_free(await log_of(setup.db, room))
     assert batcher.batches == 1
     # A batch of nothing but missing rooms commits nothing and answers 404.
     (alone,) = await settled(publish(batcher, RoomName("workspace", "nowhere"), 3))
-    assert isinstance(alone, ApiError) and alone.status == 404
+    assert isinstance(alone, ApiError)
+    assert alone.status == 404
 
 
 async def test_a_member_whose_key_is_taken_rolls_back_alone(setup: Setup) -> None:
@@ -152,7 +155,8 @@ async def test_a_member_whose_key_is_taken_rolls_back_alone(setup: Setup) -> Non
     room = setup.projects[0]
     first_receipt = receipt("k1")
     first = await publish(batcher, room, 0, first_receipt)
-    assert first.offset == 1 and first_receipt.answer is not None
+    assert first.offset == 1
+    assert first_receipt.answer is not None
     assert first_receipt.answer.headers["Liveboard-Offset"] == "1"
     (await handed_over(setup)).clear()
     again, other_receipt, plain = receipt("k1"), receipt("k2"), receipt()
@@ -161,7 +165,8 @@ async def test_a_member_whose_key_is_taken_rolls_back_alone(setup: Setup) -> Non
         publish(batcher, room, 2, other_receipt),
         publish(batcher, room, 3, plain),
     )
-    assert isinstance(answers[0], KeyTakenError) and again.answer is None
+    assert isinstance(answers[0], KeyTakenError)
+    assert again.answer is None
     assert [answers[1].offset, answers[2].offset] == [2, 3]
     logged = await log_of(setup.db, room)
     assert_gap_free(logged)
@@ -170,9 +175,12 @@ async def test_a_member_whose_key_is_taken_rolls_back_alone(setup: Setup) -> Non
     async with setup.db.read_one() as conn:
         kept = await store_idempotency.recall(conn, KEY_ID, "k1", service=True)
         stored = await store_idempotency.recall(conn, KEY_ID, "k2", service=True)
-    assert kept is not None and kept.body == first_receipt.answer.body
-    assert stored is not None and other_receipt.answer is not None
-    assert stored.body == other_receipt.answer.body and b'"offset":2' in stored.body
+    assert kept is not None
+    assert kept.body == first_receipt.answer.body
+    assert stored is not None
+    assert other_receipt.answer is not None
+    assert stored.body == other_receipt.answer.body
+    assert b'"offset":2' in stored.body
     assert stored.headers["Liveboard-Offset"] == "2"
 
 
@@ -218,8 +226,10 @@ async def test_publishes_interleaved_with_task_writes_stay_gap_free(setup: Setup
         asyncio.gather(burst(0), tasks(), burst(20), burst(40)), timeout(20)
     )
     answers = [a for r in results if isinstance(r, list) for a in r]
-    assert len(answers) == 60 and all(isinstance(a, Published) for a in answers)
-    assert batcher.batched_events == 60 and batcher.batches < 60
+    assert len(answers) == 60
+    assert all(isinstance(a, Published) for a in answers)
+    assert batcher.batched_events == 60
+    assert batcher.batches < 60
     for room in rooms:
         logged = await log_of(setup.db, room)
         assert_gap_free(logged)

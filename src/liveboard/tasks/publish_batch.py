@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -48,7 +49,6 @@ from liveboard.store.publish_batch import (
     lock_heads_sqlite,
     write_sqlite,
 )
-from liveboard.tasks.clock import Clock
 from liveboard.tasks.publish_order import Outbox
 from liveboard.tasks.publish_plan import plan_batch
 from liveboard.tasks.receipts import Answer, KeyTakenError, Receipt
@@ -240,7 +240,7 @@ class PublishBatcher:
             member.answer = member.event = member.failure = None
         names = sorted({m.name for m in members})
         project_ids = sorted({m.room.id for m in members if not m.room.is_workspace})
-        now_ms = Clock.now().ms
+        now_ms = time.time_ns() // 1_000_000
         outbox = self._writer.outbox()
         try:
             if self._sql is None:
