@@ -253,7 +253,7 @@ class PublishBatcher:
                         self._add(outbox, members)
             else:
                 sql = self._sql
-                async with self._db.driver() as conn, conn.transaction():
+                async with self._db.driver_write() as conn:
                     heads = await sql.lock_heads(conn, names, project_ids)
                     new_heads, rows, keys = self._place(members, heads, now_ms)
                     if rows:
