@@ -25,6 +25,7 @@ from liveboard.store import idempotency as store_idempotency
 from liveboard.store.database import Database
 from liveboard.store.idempotency import Claim
 from liveboard.store.migrations import migrate
+from liveboard.tasks import publish_batch
 from liveboard.tasks.publish_batch import PublishBatcher
 from liveboard.tasks.receipts import Answer, KeyTakenError, Receipt
 from liveboard.tasks.service import TaskService
@@ -129,6 +130,22 @@ async def test_one_turn_of_publishes_is_one_transaction_with_an_offset_each(
     # A project room's event names its workspace room's head, as liveboard's own writes do.
     workspace_head = await head_of(setup.db, setup.workspace)
     assert {e.workspace_offset for e in setup.publisher.events} == {workspace_head}
+
+
+async def test_a_batch_is_bounded_by_members_and_by_bytes(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    room = setup.projects[0]
+    batcher = PublishBatcher(setup.service.writer, max_batch=2, max_in_flight=1)
+    answers = await settled(*(publish(batcher, room, n) for n in range(5)))
+    assert [a.offset for a in answers] == [1, 2, 3, 4, 5]
+    assert batcher.batches == 3  # 2 + 2 + 1
+    monkeypatch.setattr(publish_batch, "MAX_BATCH_BYTES", 16)  # two of {"n":N} (7 bytes each)
+    batcher = batcher_of(setup)
+    answers = await settled(*(publish(batcher, room, n) for n in range(5, 10)))
+    assert [a.offset for a in answers] == [6, 7, 8, 9, 10]
+    assert batcher.batches == 3
+    assert_gap_free(await log_of(setup.db, room))
 
 
 async def test_a_member_whose_room_does_not_exist_takes_no_offset(setup: Setup) -> None:

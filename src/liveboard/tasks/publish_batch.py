@@ -4,9 +4,9 @@ transaction, each still answered with its own offset.
 A lone publish runs at once in a transaction of its own (it waits only for the event loop's
 current turn, so that the requests read in the same turn join it). Publishes that arrive while
 ``MAX_IN_FLIGHT`` transactions are running queue, and the next transaction takes the queue, up
-to ``MAX_BATCH`` of them: the busier the instance, the larger the batches, and the fewer
-BEGINs, COMMITs, statements and broker hand-overs per event (a fixed number per batch:
-``store.publish_batch``).
+to ``MAX_BATCH`` of them (and ``MAX_BATCH_BYTES`` of data): the busier the instance, the
+larger the batches, and the fewer BEGINs, COMMITs, statements and broker hand-overs per event
+(a fixed number per batch: ``store.publish_batch``).
 
 Guarantees, for every member of a batch as for a publish on its own:
 
@@ -54,12 +54,15 @@ from liveboard.tasks.publish_plan import plan_batch
 from liveboard.tasks.receipts import Answer, KeyTakenError, Receipt
 from liveboard.tasks.writer import EventWriter
 
-__all__ = ["MAX_BATCH", "MAX_IN_FLIGHT", "PublishBatcher"]
+__all__ = ["MAX_BATCH", "MAX_BATCH_BYTES", "MAX_IN_FLIGHT", "PublishBatcher"]
 
 log = logging.getLogger("liveboard.publish_batch")
 
 #: Members of one batch at most: bounds a statement's arrays and a batch's lock set.
 MAX_BATCH: Final = 256
+#: Bytes of ``data`` JSON in one batch at most (a member alone may exceed it): bounds the
+#: statement's size whatever ``max_event_data_bytes`` allows.
+MAX_BATCH_BYTES: Final = 4 * 1024 * 1024
 #: Batches running at once per instance. More overlap round trips; fewer make larger batches
 #: (less CPU per event). Two keep a room whose lock another transaction holds long from
 #: stopping every other room's publishes.
@@ -165,15 +168,18 @@ class PublishBatcher:
         taken: list[_Member] = []
         kept: deque[_Member] = deque()
         kind = None
+        size = 0
         for member in self._queue:
             if member.future.done():  # cancelled while queued: dropped
                 continue
             if (
                 len(taken) < self._max_batch
+                and (not taken or size + len(member.data_json) <= MAX_BATCH_BYTES)
                 and member.name not in self._busy
                 and (kind is None or member.room.kind == kind)
             ):
                 kind = member.room.kind
+                size += len(member.data_json)
                 taken.append(member)
             else:
                 kept.append(member)
@@ -242,6 +248,7 @@ class PublishBatcher:
         project_ids = sorted({m.room.id for m in members if not m.room.is_workspace})
         now_ms = time.time_ns() // 1_000_000
         outbox = self._writer.outbox()
+        committed = False
         try:
             if self._sql is None:
                 async with self._db.write() as conn:
@@ -260,10 +267,12 @@ class PublishBatcher:
                         stored = await sql.write_rows(conn, new_heads, rows, keys, now_ms)
                         self._check_keys(members, keys, stored)
                         self._add(outbox, members)
+            committed = True
             await self._writer.hand_over(outbox)
         except BaseException:
-            for member in members:
-                member.answer = member.event = None  # nothing of this run committed
+            if not committed:
+                for member in members:
+                    member.answer = member.event = None  # nothing of this run committed
             raise
         finally:
             outbox.abandon()
