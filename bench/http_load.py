@@ -9,8 +9,8 @@ could be written, so waiting in the generator counts as waiting (no coordinated 
 
 It parses only what it must: the status line and ``Content-Length`` (no chunked answers: the
 server under test sends neither). Its own CPU per request is measured with the run
-(``time.process_time``: this process; run it in a process of its own, as ``bench.publish_rate``
-does, so the figure is the generator's alone).
+(``time.process_time``: this process's; ``bench.publish_rate`` runs the servers, PostgreSQL and
+Redis as other processes, so during a run the figure is the generator's alone).
 """
 
 from __future__ import annotations
