@@ -82,6 +82,9 @@ class Target(abc.ABC):
     name = ""
     proto = ""
     instances: list[Process]
+    #: Seconds an instance may take to answer its readiness check after it was started (a
+    #: machine shared with other jobs can take tens of seconds just to import).
+    ready_timeout = 30.0
 
     def __init__(self, workdir: Path, redis: RedisServer, postgres: Postgres) -> None:
         self.workdir = workdir
@@ -139,7 +142,7 @@ class Target(abc.ABC):
         """Wait for every started instance to answer; on failure none is left running."""
         try:
             for port, process in started:
-                await wait_http(f"http://127.0.0.1:{port}{path}", 30, process)
+                await wait_http(f"http://127.0.0.1:{port}{path}", self.ready_timeout, process)
         except BaseException:
             for _port, process in started:
                 process.stop(kill=True)
