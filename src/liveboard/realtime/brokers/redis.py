@@ -1,7 +1,9 @@
 """The Redis broker: events travel between instances over Redis pub/sub, one channel per room.
 
 Each room ``R`` is the channel ``liveboard:room:R``; a message is one event's
-``encode_broker_event`` bytes. Guarantees, on top of those of ``base.Broker``:
+``encode_broker_event`` bytes, received as a ``WireEvent`` (``decode_wire_event``: only the
+fields sequencing uses are parsed, and the hub writes the message's client JSON to the sockets as
+it came; see ``protocol.events`` for the layout). Guarantees, on top of those of ``base.Broker``:
 
 * ``publish`` first hands the events to the local handler, so subscribers on this instance get
   them whatever the state of Redis (CONTRACT §5.4), then PUBLISHes them in one round trip
@@ -46,7 +48,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
 from liveboard.background import TaskSet
-from liveboard.protocol import BrokerEvent, decode_broker_event
+from liveboard.protocol import BrokerEvent, SequencedEvent, decode_wire_event
 from liveboard.realtime.brokers.base import BrokerHandler
 from liveboard.realtime.brokers.redis_pools import REDIS_ERRORS, connection_pool, describe
 from liveboard.realtime.brokers.redis_publisher import (
@@ -303,7 +305,7 @@ class RedisBroker:
         if not self._subscriber_up and not pending:
             self._session_up(restore)
 
-    def _on_reply(self, reply: object, events: list[BrokerEvent], pending: set[bytes]) -> None:
+    def _on_reply(self, reply: object, events: list[SequencedEvent], pending: set[bytes]) -> None:
         if isinstance(reply, hiredis.ReplyError):
             raise ResponseError(str(reply))
         if not isinstance(reply, list) or len(reply) != 3:
@@ -321,7 +323,7 @@ class RedisBroker:
                         log.exception("on_presence_signal failed")
                 return
             try:
-                event = decode_broker_event(payload)
+                event = decode_wire_event(payload)
                 if channel_of(event.room) != channel:
                     raise ValueError(f"an event of room {event.room!r}")
             except (msgspec.DecodeError, TypeError, ValueError) as exc:
@@ -363,7 +365,7 @@ class RedisBroker:
 
     # Shared
 
-    def _deliver(self, events: Sequence[BrokerEvent]) -> None:
+    def _deliver(self, events: Sequence[SequencedEvent]) -> None:
         try:
             self._handler.on_events(events)
         except Exception:

@@ -46,7 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from liveboard.background import TaskSet
-from liveboard.protocol import BrokerEvent, decode_broker_event
+from liveboard.protocol import BrokerEvent, SequencedEvent, decode_wire_event
 from liveboard.realtime.brokers.base import BrokerHandler
 from liveboard.realtime.brokers.redis import (
     BACKOFF_MIN,
@@ -371,7 +371,7 @@ class RedisClusterBroker:
             self._shard_up(shard)
 
     def _on_reply(
-        self, shard: Shard, reply: object, events: list[BrokerEvent], pending: set[bytes]
+        self, shard: Shard, reply: object, events: list[SequencedEvent], pending: set[bytes]
     ) -> None:
         if isinstance(reply, hiredis.ReplyError):
             raise ResponseError(str(reply))  # MOVED among others: the slots map is read again
@@ -389,7 +389,7 @@ class RedisClusterBroker:
                         log.exception("on_presence_signal failed")
                 return
             try:
-                event = decode_broker_event(payload)
+                event = decode_wire_event(payload)
                 if cluster_channel_of(event.room) != channel:
                     raise ValueError(f"an event of room {event.room!r}")
             except (msgspec.DecodeError, TypeError, ValueError) as exc:
@@ -453,7 +453,7 @@ class RedisClusterBroker:
 
     # Shared
 
-    def _deliver(self, events: Sequence[BrokerEvent]) -> None:
+    def _deliver(self, events: Sequence[SequencedEvent]) -> None:
         try:
             self._handler.on_events(events)
         except Exception:
