@@ -4,7 +4,10 @@ liveboard from ``DIR`` (``liveboard-base``) and of the lean server, all from the
 Usage: ``python -m bench.event_cost bench/results/A.json bench/results/B.json …`` (alternate
 ``--against-first`` between runs). Prints, per run and rate, µs of server CPU per event (an
 event of scenario B reaches the 10 sockets of its room) and the ratios liveboard ÷ lean and
-liveboard ÷ liveboard-base, then each ratio's range over the runs.
+liveboard ÷ liveboard-base, then each ratio's range over the runs. For a run that has scenario
+A too (``--only AB --a-rates 50 --no-ladder``), also A at 50 ev/s: server CPU per 100k
+deliveries of liveboard and of liveboard-base, each ÷ the bare design measured in that run
+(``minimal_fanout_s``: one ``transport.write`` per socket per event, a live receiver).
 """
 
 from __future__ import annotations
@@ -32,11 +35,32 @@ def per_event_us(run: dict[str, Any]) -> dict[float, dict[str, float]]:
     return out
 
 
+def a_versus_bare(run: dict[str, Any], rate: float = 50.0) -> dict[str, tuple[float, float]]:
+    """Target → (s of server CPU per 100k deliveries at ``rate`` in scenario A, ÷ the bare
+    design of the same run); empty without A or the bare design."""
+    bare = run.get("meta", {}).get("minimal_fanout_s")
+    a = run.get("scenarios", {}).get("A")
+    if not bare or not a:
+        return {}
+    out: dict[str, tuple[float, float]] = {}
+    for target in TARGETS:
+        for phase in a.get(target, {}).get("fixed", []):
+            cpu = phase.get("cpu_per_100k")
+            if float(phase["offered_rate"]) == rate and cpu is not None:
+                out[target] = (cpu, cpu / (bare * 1e5))
+    return out
+
+
 def main(paths: list[str]) -> None:
     ratios: dict[str, list[float]] = {}
     for path in paths:
-        figures = per_event_us(json.loads(Path(path).read_text()))
+        run = json.loads(Path(path).read_text())
+        figures = per_event_us(run)
         print(Path(path).name)
+        bare = run.get("meta", {}).get("minimal_fanout_s")
+        for target, (cpu, ratio) in a_versus_bare(run).items():
+            ratios.setdefault(f"A 50 ev/s {target} ÷ bare design", []).append(ratio)
+            print(f"  A 50 ev/s: {target} {cpu:.3f} s/100k, bare {bare * 1e5:.3f}: {ratio:.2f}x")
         for rate, by in sorted(figures.items()):
             line = ", ".join(f"{t} {by[t]:.0f} µs" for t in TARGETS if t in by)
             for num, den in (("liveboard", "lean"), ("liveboard", "liveboard-base")):

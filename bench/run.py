@@ -1195,6 +1195,16 @@ def main() -> int:
         " (target liveboard-base) instead of python-socketio",
     )
     parser.add_argument("--against-first", action="store_true", help="run the --against tree first")
+    parser.add_argument(
+        "--a-rates",
+        default="",
+        help="scenario A's fixed rates, comma-separated (e.g. 50), instead of 10,50,200",
+    )
+    parser.add_argument(
+        "--no-ladder",
+        action="store_true",
+        help="scenario A's fixed rates only: no ladder, no limit rates (bench.event_cost's A)",
+    )
     args = parser.parse_args()
     niceness = args.nice if args.nice is not None else (0 if args.quick else -10)
     restore_autogroup = prioritise(niceness) if niceness else None
@@ -1202,6 +1212,12 @@ def main() -> int:
     config = Config.make(args.quick, args.workers)
     if args.brokers:
         config = dataclasses.replace(config, ladder_max=1500.0, a_limit_rates=[])
+    if args.a_rates:
+        config = dataclasses.replace(
+            config, a_rates=[float(r) for r in args.a_rates.split(",") if r.strip()]
+        )
+    if args.no_ladder:
+        config = dataclasses.replace(config, ladder_max=0.0, a_limit_rates=[])
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = RESULTS / f"{stamp}.work"
