@@ -468,18 +468,23 @@ class Bench:
         return out
 
     async def profile_server(
-        self, target: Target, action: Callable[[int], Awaitable[None]]
+        self,
+        target: Target,
+        action: Callable[[int], Awaitable[None]],
+        rates: tuple[float, ...] = (50.0, 200.0),
+        scenario: str = "A",
     ) -> dict[str, Any]:
-        """py-spy the server for 10 s at the scenario's middle fixed rate (50 ev/s = 50k
-        deliveries/s) and at 200 ev/s."""
+        """py-spy the server for 10 s at each of ``rates``: by default A's middle fixed rate
+        (50 ev/s = 50k deliveries/s) and 200 ev/s; B's 2,000 ev/s with ``--profile`` and
+        ``--only B``."""
         spy = Path(sys.executable).parent / "py-spy"
         out: dict[str, Any] = {}
-        for rate in (50.0, 200.0):
-            raw = self.workdir / f"profile-{rate:g}.txt"
+        for rate in rates:
+            raw = self.workdir / f"profile-{scenario}-{rate:g}.txt"
             svg = (
                 ROOT / "docs" / "bench-profile.svg"
-                if rate == 50.0
-                else RESULTS / f"{self.stamp}-profile-{rate:g}.svg"
+                if rate == 50.0 and scenario == "A"
+                else RESULTS / f"{self.stamp}-profile-{scenario}-{rate:g}.svg"
             )
             argv = [
                 str(spy),
@@ -504,7 +509,9 @@ class Bench:
             rec_svg = await asyncio.create_subprocess_exec(
                 *argv, "-o", str(svg), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            phase = await self.phase(target, f"A profiled {rate:g} ev/s", rate, 10.0, action)
+            phase = await self.phase(
+                target, f"{scenario} profiled {rate:g} ev/s", rate, 10.0, action
+            )
             await rec_raw.wait()
             await rec_svg.wait()
             out[f"{rate:g}"] = {
@@ -535,6 +542,10 @@ class Bench:
             if r["undrained_connections"] or r["closed"]:
                 await self.reset_target(target, specs)
         out["phases"] = phases
+        if self.profile and target.name == "liveboard":
+            out["profile"] = await self.profile_server(
+                target, action, rates=(max(cfg.b_rates),), scenario="B"
+            )
         await self.disconnect()
         await target.stop()
         return out
