@@ -174,6 +174,8 @@ class Bench:
         self.workdir = workdir
         self.only = only
         self.profile = profile
+        #: py-spy ``--native``: C frames (uvloop, msgspec, the kernel calls) in the profile.
+        self.native_profile = False
         self.redis = RedisServer(workdir)
         self.postgres = Postgres(
             os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -496,6 +498,7 @@ class Bench:
                 "-p",
                 str(target.pid),
                 "--nonblocking",
+                *(["--native"] if self.native_profile else []),
             ]
             rec_raw = await asyncio.create_subprocess_exec(
                 *argv,
@@ -1181,6 +1184,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="load generator processes")
     parser.add_argument("--profile", action="store_true", help="py-spy the liveboard server in A")
     parser.add_argument(
+        "--native", action="store_true", help="with --profile: py-spy --native (C frames too)"
+    )
+    parser.add_argument(
         "--update-docs", action="store_true", help="rewrite docs/benchmarks.md's table"
     )
     parser.add_argument("--no-plot", action="store_true", help="skip docs/bench-latency.png")
@@ -1236,6 +1242,7 @@ def main() -> int:
     started = time.monotonic()
     against = (args.against.resolve() / "src", args.against_first) if args.against else None
     bench = Bench(config, workdir, only, args.profile, args.brokers, against)
+    bench.native_profile = args.native
     import uvloop
 
     try:
