@@ -497,8 +497,8 @@ class Bench:
                 "100",
                 "-p",
                 str(target.pid),
-                "--nonblocking",
-                *(["--native"] if self.native_profile else []),
+                # py-spy cannot read C frames without stopping the process for each sample.
+                *(["--native"] if self.native_profile else ["--nonblocking"]),
             ]
             rec_raw = await asyncio.create_subprocess_exec(
                 *argv,
