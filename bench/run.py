@@ -52,6 +52,7 @@ from bench.targets import (
     LiveboardPostgresTarget,
     LiveboardSourceTarget,
     LiveboardTarget,
+    LiveboardWorkersTarget,
     Room,
     SocketioTarget,
     Target,
@@ -163,11 +164,14 @@ class Bench:
         profile: bool,
         brokers: str = "",
         against: tuple[Path, bool] | None = None,
+        server_workers: str = "",
     ) -> None:
         """``brokers``: compare liveboard's brokers (``redis-first`` / ``postgres-first``: liveboard
         on Redis and on PostgreSQL's broker, in that order) instead of liveboard and the peer.
         ``against``: compare liveboard with liveboard from another source tree (``src``
-        directory, whether it runs first) instead."""
+        directory, whether it runs first) instead. ``server_workers``: ``1-first`` / ``2-first``:
+        liveboard as one process against ``serve --workers 2``, in that order, instead."""
+        self.server_workers = server_workers
         self.brokers = brokers
         self.against = against
         self.config = config
@@ -385,6 +389,9 @@ class Bench:
             "subscribers": cfg.subs,
             "connect": await self.connect(target, specs),
         }
+        if isinstance(target, LiveboardWorkersTarget):
+            out["worker_spread"] = target.spread()
+            self.log(f"  {target.name}: subscribers per worker {out['worker_spread']}")
         action = self.publisher(target, [room])
         fixed = []
         for rate in cfg.a_rates:
@@ -768,6 +775,7 @@ class Bench:
         write_tokens(self.workdir / "tokens.json", self.users)
         await self.workers.start()
         self.results["meta"] = environment(cfg, self.redis.port)
+        self.results["meta"]["server_workers"] = self.server_workers
         if "A" in self.only:
             # Before any server runs: the kernel's price of one write, and of the bare design
             # (one transport.write per socket, a live receiver), for reading A against.
@@ -784,6 +792,11 @@ class Bench:
             sio = LiveboardPostgresTarget(self.workdir, self.redis, self.postgres)
             lb.ts_before_write = True
             targets = [sio, lb] if self.brokers == "postgres-first" else [lb, sio]
+        elif self.server_workers:
+            # One process against two workers on one port, both on Redis (alternated between
+            # runs); the second's CPU is its supervisor's and both workers'.
+            sio = LiveboardWorkersTarget(self.workdir, self.redis, self.postgres, 2)
+            targets = [sio, lb] if self.server_workers == "2-first" else [lb, sio]
         elif self.against:
             src, base_first = self.against
             sio = LiveboardSourceTarget(self.workdir, self.redis, self.postgres, src)
@@ -791,7 +804,7 @@ class Bench:
             if "B" in self.only:  # the lean server (B only), between them
                 targets.insert(1, LeanTarget(self.workdir, self.redis, self.postgres))
         await lb.create_database(f"bench_lb_{self.stamp}")
-        if self.brokers or self.against:
+        if self.brokers or self.against or self.server_workers:
             await sio.create_database(f"bench_lbpg_{self.stamp}")
         scenarios = {
             "A": self.scenario_a,
@@ -1213,6 +1226,13 @@ def main() -> int:
     )
     parser.add_argument("--against-first", action="store_true", help="run the --against tree first")
     parser.add_argument(
+        "--server-workers",
+        choices=["1-first", "2-first"],
+        default="",
+        help="liveboard as one process against `serve --workers 2` (in this order), both on"
+        " Redis, instead of against python-socketio; no limit rates (bench.workers_compare)",
+    )
+    parser.add_argument(
         "--a-rates",
         default="",
         help="scenario A's fixed rates, comma-separated (e.g. 50), instead of 10,50,200",
@@ -1229,6 +1249,8 @@ def main() -> int:
     config = Config.make(args.quick, args.workers)
     if args.brokers:
         config = dataclasses.replace(config, ladder_max=1500.0, a_limit_rates=[])
+    if args.server_workers:
+        config = dataclasses.replace(config, a_limit_rates=[])
     if args.a_rates:
         config = dataclasses.replace(
             config, a_rates=[float(r) for r in args.a_rates.split(",") if r.strip()]
@@ -1241,7 +1263,7 @@ def main() -> int:
     workdir.mkdir()
     started = time.monotonic()
     against = (args.against.resolve() / "src", args.against_first) if args.against else None
-    bench = Bench(config, workdir, only, args.profile, args.brokers, against)
+    bench = Bench(config, workdir, only, args.profile, args.brokers, against, args.server_workers)
     bench.native_profile = args.native
     import uvloop
 
