@@ -4,7 +4,10 @@ liveboard from ``DIR`` (``liveboard-base``) and of the lean server, all from the
 Usage: ``python -m bench.event_cost bench/results/A.json bench/results/B.json …`` (alternate
 ``--against-first`` between runs). Prints, per run and rate, µs of server CPU per event (an
 event of scenario B reaches the 10 sockets of its room) and the ratios liveboard ÷ lean and
-liveboard ÷ liveboard-base, then each ratio's range over the runs.
+liveboard ÷ liveboard-base, then each ratio's range over the runs. For a run that has scenario
+A too (``--only AB --a-rates 50 --no-ladder``), also A at 50 ev/s: server CPU per 100k
+deliveries of liveboard and of liveboard-base, each ÷ the bare design measured in that run
+(``minimal_fanout_s``: one ``transport.write`` per socket per event, a live receiver).
 """
 
 from __future__ import annotations
@@ -32,13 +35,53 @@ def per_event_us(run: dict[str, Any]) -> dict[float, dict[str, float]]:
     return out
 
 
+def a_versus_bare(run: dict[str, Any], rate: float = 50.0) -> dict[str, tuple[float, float, float]]:
+    """Target → (s of server CPU per 100k deliveries at ``rate`` in scenario A, that ÷ the
+    bare design of the same run, the phase's p99 in ms); empty without A or the bare design."""
+    bare = run.get("meta", {}).get("minimal_fanout_s")
+    a = run.get("scenarios", {}).get("A")
+    if not bare or not a:
+        return {}
+    out: dict[str, tuple[float, float, float]] = {}
+    for target in TARGETS:
+        for phase in a.get(target, {}).get("fixed", []):
+            cpu = phase.get("cpu_per_100k")
+            if float(phase["offered_rate"]) == rate and cpu is not None:
+                out[target] = (cpu, cpu / (bare * 1e5), phase.get("p99_ms") or float("nan"))
+    return out
+
+
+def p99s(run: dict[str, Any]) -> dict[float, dict[str, float]]:
+    """Rate → target → B's p99 (ms): a server that fell behind batches more events per write,
+    which lowers its CPU per event, so a ratio is read beside both p99s."""
+    out: dict[float, dict[str, float]] = {}
+    for target in TARGETS:
+        for phase in run["scenarios"]["B"].get(target, {}).get("phases", []):
+            if phase.get("p99_ms") is not None:
+                out.setdefault(float(phase["offered_rate"]), {})[target] = phase["p99_ms"]
+    return out
+
+
 def main(paths: list[str]) -> None:
     ratios: dict[str, list[float]] = {}
     for path in paths:
-        figures = per_event_us(json.loads(Path(path).read_text()))
+        run = json.loads(Path(path).read_text())
+        figures = per_event_us(run)
         print(Path(path).name)
+        bare = run.get("meta", {}).get("minimal_fanout_s")
+        for target, (cpu, ratio, p99) in a_versus_bare(run).items():
+            ratios.setdefault(f"A 50 ev/s {target} ÷ bare design", []).append(ratio)
+            print(
+                f"  A 50 ev/s: {target} {cpu:.3f} s/100k (p99 {p99:.0f} ms),"
+                f" bare {bare * 1e5:.3f}: {ratio:.2f}x"
+            )
         for rate, by in sorted(figures.items()):
-            line = ", ".join(f"{t} {by[t]:.0f} µs" for t in TARGETS if t in by)
+            late = p99s(run).get(rate, {})
+            line = ", ".join(
+                f"{t} {by[t]:.0f} µs (p99 {late.get(t, float('nan')):.0f} ms)"
+                for t in TARGETS
+                if t in by
+            )
             for num, den in (("liveboard", "lean"), ("liveboard", "liveboard-base")):
                 if num in by and den in by:
                     value = by[num] / by[den]

@@ -49,7 +49,6 @@ class _NullTransport:
 def _hub(rooms: int, per_room: int) -> tuple[Hub, list[str]]:
     hub = Hub(
         Metrics(),
-        slow_consumer_bytes=1 << 20,
         on_slow_consumer=lambda outlet: None,
         on_gap=lambda room: None,
         on_resync=lambda room: None,

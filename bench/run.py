@@ -179,6 +179,8 @@ class Bench:
         self.workdir = workdir
         self.only = only
         self.profile = profile
+        #: py-spy ``--native``: C frames (uvloop, msgspec, the kernel calls) in the profile.
+        self.native_profile = False
         self.redis = RedisServer(workdir)
         self.postgres = Postgres(
             os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -476,18 +478,23 @@ class Bench:
         return out
 
     async def profile_server(
-        self, target: Target, action: Callable[[int], Awaitable[None]]
+        self,
+        target: Target,
+        action: Callable[[int], Awaitable[None]],
+        rates: tuple[float, ...] = (50.0, 200.0),
+        scenario: str = "A",
     ) -> dict[str, Any]:
-        """py-spy the server for 10 s at the scenario's middle fixed rate (50 ev/s = 50k
-        deliveries/s) and at 200 ev/s."""
+        """py-spy the server for 10 s at each of ``rates``: by default A's middle fixed rate
+        (50 ev/s = 50k deliveries/s) and 200 ev/s; B's 2,000 ev/s with ``--profile`` and
+        ``--only B``."""
         spy = Path(sys.executable).parent / "py-spy"
         out: dict[str, Any] = {}
-        for rate in (50.0, 200.0):
-            raw = self.workdir / f"profile-{rate:g}.txt"
+        for rate in rates:
+            raw = self.workdir / f"profile-{scenario}-{rate:g}.txt"
             svg = (
                 ROOT / "docs" / "bench-profile.svg"
-                if rate == 50.0
-                else RESULTS / f"{self.stamp}-profile-{rate:g}.svg"
+                if rate == 50.0 and scenario == "A"
+                else RESULTS / f"{self.stamp}-profile-{scenario}-{rate:g}.svg"
             )
             argv = [
                 str(spy),
@@ -498,7 +505,8 @@ class Bench:
                 "100",
                 "-p",
                 str(target.pid),
-                "--nonblocking",
+                # py-spy cannot read C frames without stopping the process for each sample.
+                *(["--native"] if self.native_profile else ["--nonblocking"]),
             ]
             rec_raw = await asyncio.create_subprocess_exec(
                 *argv,
@@ -512,7 +520,9 @@ class Bench:
             rec_svg = await asyncio.create_subprocess_exec(
                 *argv, "-o", str(svg), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            phase = await self.phase(target, f"A profiled {rate:g} ev/s", rate, 10.0, action)
+            phase = await self.phase(
+                target, f"{scenario} profiled {rate:g} ev/s", rate, 10.0, action
+            )
             await rec_raw.wait()
             await rec_svg.wait()
             out[f"{rate:g}"] = {
@@ -543,6 +553,10 @@ class Bench:
             if r["undrained_connections"] or r["closed"]:
                 await self.reset_target(target, specs)
         out["phases"] = phases
+        if self.profile and target.name == "liveboard":
+            out["profile"] = await self.profile_server(
+                target, action, rates=(max(cfg.b_rates),), scenario="B"
+            )
         await self.disconnect()
         await target.stop()
         return out
@@ -1205,6 +1219,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="load generator processes")
     parser.add_argument("--profile", action="store_true", help="py-spy the liveboard server in A")
     parser.add_argument(
+        "--native", action="store_true", help="with --profile: py-spy --native (C frames too)"
+    )
+    parser.add_argument(
         "--update-docs", action="store_true", help="rewrite docs/benchmarks.md's table"
     )
     parser.add_argument("--no-plot", action="store_true", help="skip docs/bench-latency.png")
@@ -1242,6 +1259,16 @@ def main() -> int:
         default="",
         help="scenario D's connection counts, comma-separated (default 1000,10000,19900)",
     )
+    parser.add_argument(
+        "--a-rates",
+        default="",
+        help="scenario A's fixed rates, comma-separated (e.g. 50), instead of 10,50,200",
+    )
+    parser.add_argument(
+        "--no-ladder",
+        action="store_true",
+        help="scenario A's fixed rates only: no ladder, no limit rates (bench.event_cost's A)",
+    )
     args = parser.parse_args()
     niceness = args.nice if args.nice is not None else (0 if args.quick else -10)
     restore_autogroup = prioritise(niceness) if niceness else None
@@ -1254,6 +1281,12 @@ def main() -> int:
     if args.d_steps:
         steps = [int(step) for step in args.d_steps.split(",")]
         config = dataclasses.replace(config, d_steps=steps)
+    if args.a_rates:
+        config = dataclasses.replace(
+            config, a_rates=[float(r) for r in args.a_rates.split(",") if r.strip()]
+        )
+    if args.no_ladder:
+        config = dataclasses.replace(config, ladder_max=0.0, a_limit_rates=[])
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = RESULTS / f"{stamp}.work"
@@ -1261,6 +1294,7 @@ def main() -> int:
     started = time.monotonic()
     against = (args.against.resolve() / "src", args.against_first) if args.against else None
     bench = Bench(config, workdir, only, args.profile, args.brokers, against, args.server_workers)
+    bench.native_profile = args.native
     import uvloop
 
     try:

@@ -49,7 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard import __version__, log_context
 from liveboard.events import EventPublisher
-from liveboard.protocol import BrokerEvent
+from liveboard.protocol import BrokerEvent, SequencedEvent
 from liveboard.realtime.node import Node
 from liveboard.store.database import Database
 from liveboard.tracing_settings import TracingSettings
@@ -199,7 +199,7 @@ class Tracing:
             yield
 
     @contextmanager
-    def delivering(self, events: Sequence[BrokerEvent]) -> Iterator[None]:
+    def delivering(self, events: Sequence[SequencedEvent]) -> Iterator[None]:
         """One ``liveboard.deliver`` span per event of a broker read, around its hand-over to
         the hub."""
         publishing = get_current_span().get_span_context()
@@ -284,7 +284,7 @@ class _TracedNode(Node):
 
     tracing: Tracing
 
-    def on_events(self, events: Sequence[BrokerEvent]) -> None:
+    def on_events(self, events: Sequence[SequencedEvent]) -> None:
         with self.tracing.delivering(events):
             super().on_events(events)
 

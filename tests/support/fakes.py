@@ -14,7 +14,7 @@ import json
 
 from liveboard.protocol import BrokerEvent
 from liveboard.realtime.hub import Outlet, Room
-from liveboard.realtime.transport import CLOSED_MESSAGE, Message
+from liveboard.realtime.transport import CLOSED_MESSAGE, Message, WriteWatcher
 from liveboard.realtime.transport.frames import close_frame
 
 
@@ -75,6 +75,9 @@ class FakeConnection(FakeTransport):
     def close_now(self, code: int, reason: str) -> bool:
         self.write(close_frame(code, reason))
         return True
+
+    def watch_writes(self, watcher: WriteWatcher, limit: int) -> bool:
+        return False  # the session's outlet asks this transport (``hub.PolledOutlet``)
 
 
 def ev(offset: int, room: str = "project:p1", epoch: str = "e1") -> BrokerEvent:

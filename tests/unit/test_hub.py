@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from liveboard.protocol import BrokerEvent
+from liveboard.protocol import BrokerEvent, SequencedEvent
 from liveboard.realtime import hub as hub_module
-from liveboard.realtime.hub import Hub, Outlet, Room
+from liveboard.realtime.hub import Hub, Outlet, PolledOutlet, Room
 from liveboard.realtime.metrics import Metrics
 from tests.support.fakes import FakeTransport, Recorder, ev
 
@@ -21,7 +21,6 @@ def recorder() -> Recorder:
 def hub(recorder: Recorder) -> Hub:
     return Hub(
         Metrics(),
-        slow_consumer_bytes=1000,
         on_slow_consumer=recorder.slow_consumer,
         on_gap=recorder.gap,
         on_resync=recorder.resync,
@@ -30,7 +29,7 @@ def hub(recorder: Recorder) -> Hub:
 
 def live_subscriber(hub: Hub, name: str, room: str = "project:p1", at: int = 0) -> FakeTransport:
     transport = FakeTransport()
-    outlet = Outlet(transport, name, "u")
+    outlet = PolledOutlet(transport, name, "u", 1000)
     joined = hub.join(room, outlet)
     hub.start_sequence(joined, "e1", at)
     assert hub.take_held(joined, outlet) == []
@@ -73,7 +72,7 @@ def test_a_broker_read_is_joined_once_for_every_socket(hub: Hub) -> None:
 def test_a_joiner_promoted_during_a_read_gets_each_event_once_in_order(hub: Hub) -> None:
     live = live_subscriber(hub, "live", at=4)
     transport = FakeTransport()
-    outlet = Outlet(transport, "joiner", "u")
+    outlet = PolledOutlet(transport, "joiner", "u", 1000)
     room = hub.join("project:p1", outlet)
     hub.complete_join(room, outlet, 5)  # its history read reached 5; the room released 4
     # 6 waits for 5; 5 releases both (6 is the joiner's first), then it goes live for 7.
@@ -86,7 +85,7 @@ def test_a_joiner_promoted_during_a_read_gets_each_event_once_in_order(hub: Hub)
 def test_joiners_promoted_one_after_the_other_keep_their_order(hub: Hub) -> None:
     live = live_subscriber(hub, "live", at=3)
     first, second = FakeTransport(), FakeTransport()
-    x, y = Outlet(first, "x", "u"), Outlet(second, "y", "u")
+    x, y = PolledOutlet(first, "x", "u", 1000), PolledOutlet(second, "y", "u", 1000)
     room = hub.join("project:p1", x)
     hub.complete_join(room, x, 5)  # x read its history up to 5; the room released 3
     hub.join("project:p1", y)  # y is still reading its own
@@ -102,7 +101,6 @@ def test_a_failing_callback_does_not_lose_what_was_released(recorder: Recorder) 
 
     hub = Hub(
         Metrics(),
-        slow_consumer_bytes=1000,
         on_slow_consumer=recorder.slow_consumer,
         on_gap=failing_gap,
         on_resync=recorder.resync,
@@ -133,7 +131,7 @@ def test_other_rooms_are_ignored(hub: Hub) -> None:
 
 def test_events_before_the_position_is_known_are_held_then_released(hub: Hub) -> None:
     transport = FakeTransport()
-    outlet = Outlet(transport, "a", "u")
+    outlet = PolledOutlet(transport, "a", "u", 1000)
     room = hub.join("project:p1", outlet)
     hub.deliver([ev(5), ev(6)])  # arrive while the log is being read
     hub.start_sequence(room, "e1", 5)  # the log said: last offset 5
@@ -146,7 +144,7 @@ def test_events_before_the_position_is_known_are_held_then_released(hub: Hub) ->
 def test_a_joiner_ahead_of_the_room_skips_what_it_was_sent(hub: Hub) -> None:
     live = live_subscriber(hub, "live", at=3)
     transport = FakeTransport()
-    outlet = Outlet(transport, "joiner", "u")
+    outlet = PolledOutlet(transport, "joiner", "u", 1000)
     room = hub.join("project:p1", outlet)
     # The joiner's history read reached offset 5 while the broker has delivered only 3.
     hub.complete_join(room, outlet, 5)
@@ -175,7 +173,7 @@ def test_epoch_change_asks_for_resync(hub: Hub, recorder: Recorder) -> None:
 
 def test_leave_drops_the_empty_room(hub: Hub) -> None:
     transport = FakeTransport()
-    outlet = Outlet(transport, "a", "u")
+    outlet = PolledOutlet(transport, "a", "u", 1000)
     hub.join("project:p1", outlet)
     assert hub.subscription_count() == 1
     assert hub.leave("project:p1", outlet) is True
@@ -186,7 +184,7 @@ def test_leave_drops_the_empty_room(hub: Hub) -> None:
 def test_send_to_room_reaches_live_subscribers_only(hub: Hub) -> None:
     live = live_subscriber(hub, "a")
     joining = FakeTransport()
-    hub.join("project:p1", Outlet(joining, "b", "u"))
+    hub.join("project:p1", PolledOutlet(joining, "b", "u", 1000))
     hub.send_to_room("project:p1", b'{"type":"presence:update"}')
     assert live.messages() == [{"type": "presence:update"}]
     assert joining.writes == []
@@ -208,7 +206,6 @@ def test_a_watched_workspace_room_is_sequenced_and_reported(recorder: Recorder) 
     seen: list[list[int]] = []
     hub = Hub(
         Metrics(),
-        slow_consumer_bytes=1000,
         on_slow_consumer=recorder.slow_consumer,
         on_gap=recorder.gap,
         on_resync=recorder.resync,
@@ -250,9 +247,10 @@ def revoking_hub(recorder: Recorder, outlets: dict[str, Outlet]) -> Hub:
     does; ``outlets`` maps user ids to their outlet."""
     hub: Hub
 
-    def revoke(room: Room, events: list[BrokerEvent]) -> None:
+    def revoke(room: Room, events: list[SequencedEvent]) -> None:
         for event in events:
             if event.type == "member:removed":
+                assert isinstance(event, BrokerEvent)
                 outlet = outlets.get(event.data["userId"])
                 if outlet is None:
                     continue
@@ -261,7 +259,6 @@ def revoking_hub(recorder: Recorder, outlets: dict[str, Outlet]) -> Hub:
 
     hub = Hub(
         Metrics(),
-        slow_consumer_bytes=1000,
         on_slow_consumer=recorder.slow_consumer,
         on_gap=recorder.gap,
         on_resync=recorder.resync,
@@ -273,7 +270,7 @@ def revoking_hub(recorder: Recorder, outlets: dict[str, Outlet]) -> Hub:
 def project_subscriber(hub: Hub, name: str) -> tuple[Outlet, FakeTransport]:
     """A live subscriber of project:p1 whose workspace room (workspace:w1, at 0) is watched."""
     transport = FakeTransport()
-    outlet = Outlet(transport, name, name)
+    outlet = PolledOutlet(transport, name, name, 1000)
     room = hub.join("project:p1", outlet)
     room.workspace_id = "w1"
     if "workspace:w1" not in hub.rooms:
@@ -352,12 +349,12 @@ def test_a_removal_ends_a_ready_joiner_before_later_events_are_queued(
     outlets: dict[str, Outlet] = {}
     hub = revoking_hub(recorder, outlets)
     transport = FakeTransport()
-    outlets["carol"] = outlet = Outlet(transport, "carol", "carol")
+    outlets["carol"] = outlet = PolledOutlet(transport, "carol", "carol", 1000)
     room = hub.join("workspace:w1", outlet)
     hub.start_sequence(room, "e1", 0)
     hub.complete_join(room, outlet, 0)  # live at once: the room has released 0
     joiner = FakeTransport()
-    outlets["dave"] = late = Outlet(joiner, "dave", "dave")
+    outlets["dave"] = late = PolledOutlet(joiner, "dave", "dave", 1000)
     hub.join("workspace:w1", late)
     hub.complete_join(room, late, 1)  # sent up to 1 from the log; the room is at 0
     # 2-4 wait behind a hole, then the log fills it: one release of 1-4

@@ -114,7 +114,6 @@ def hub_with_rooms() -> tuple[Hub, Room]:
     recorder = Recorder()
     hub = Hub(
         Metrics(),
-        slow_consumer_bytes=1 << 20,
         on_slow_consumer=recorder.slow_consumer,
         on_gap=recorder.gap,
         on_resync=recorder.resync,

@@ -16,11 +16,26 @@ room's event names the head of its workspace room as its transaction read it, so
 does not release the event before it has applied every membership change committed before it
 (a ``member:removed`` whose publish was lost, or is still on its way, ends the subscription
 first: CONTRACT §3).
+
+The broker message layout (``encode_broker_event``) is the event's client JSON exactly as
+``encode_event`` writes it, with, only when ``workspace_offset`` is not 0, the field
+``"workspaceOffset":N`` as the object's last member::
+
+    {"type":…,"room":…,…,"data":{…},"origin":…}                       (workspace_offset 0)
+    {"type":…,"room":…,…,"data":{…},"origin":…,"workspaceOffset":12}  (otherwise)
+
+So a receiver needs to parse only what sequencing uses (``decode_wire_event``: the routing
+fields; ``data`` is skipped, not built) and can write the message to the sockets as it came, cut
+before the trailing member when there is one (``WireEvent.wire``). Every version of liveboard
+has published this layout (msgspec writes a subclass's fields last), so a rolling upgrade needs
+nothing: an older instance decodes the whole message as before, and a message that does not
+have the layout (a trailing member missing, another ``workspaceOffset`` key left in it) is
+decoded whole and encoded again (``BrokerEvent``), so no layout can leak the field to a client.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import msgspec
 
@@ -36,8 +51,12 @@ __all__ = [
     "TASK_UPDATED",
     "BrokerEvent",
     "Event",
+    "SequencedEvent",
+    "WireEvent",
+    "client_json",
     "decode_broker_event",
     "decode_event",
+    "decode_wire_event",
     "encode_broker_event",
     "encode_event",
 ]
@@ -105,9 +124,61 @@ INTERNAL_EVENT_FIELDS: Final = frozenset({"workspaceOffset"})
 """Wire names of the fields ``BrokerEvent`` adds to ``Event``: only servers exchange them, and
 no client ever receives them (a schema generator leaves them out of a client's ``Event``)."""
 
+
+class WireEvent(msgspec.Struct, frozen=True):
+    """An event received from a broker, ready for the sockets (``decode_wire_event``).
+
+    Only what sequencing and the hub use was parsed (``type``, ``room``, ``offset``, ``epoch``,
+    ``ts``, ``workspace_offset``); ``wire`` is the event's client JSON, exactly the bytes
+    ``encode_event`` would write for it, taken from the broker message without parsing
+    ``data``. ``full()`` parses the rest (a workspace room's ``member:removed``, whose
+    ``data.userId`` a revocation needs).
+    """
+
+    type: str
+    room: str
+    offset: int
+    epoch: str
+    ts: int
+    workspace_offset: int
+    wire: bytes
+
+    def full(self) -> BrokerEvent:
+        """The whole event, ``data`` included."""
+        event = _broker_decoder.decode(self.wire)
+        if self.workspace_offset:
+            event = msgspec.structs.replace(event, workspace_offset=self.workspace_offset)
+        return event
+
+
+SequencedEvent: TypeAlias = BrokerEvent | WireEvent
+"""What the hub sequences and fans out: an event from a broker message (``WireEvent``) or one
+built whole (read from the log, published by this instance, or a message decoded whole)."""
+
+
+class _Route(
+    msgspec.Struct, frozen=True, rename={"user_id": "userId", "workspace_offset": "workspaceOffset"}
+):
+    """The fields of a broker message that sequencing reads; ``data`` is checked to be one JSON
+    value and skipped (``Raw``: no dict is built), ``user_id`` and ``origin`` type-checked, as
+    a whole decode would, so a malformed message is refused either way."""
+
+    type: str
+    room: str
+    offset: int
+    epoch: str
+    ts: int
+    user_id: str | None
+    data: msgspec.Raw
+    origin: str | None = None
+    workspace_offset: int | msgspec.UnsetType = msgspec.UNSET
+
+
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(Event)
 _broker_decoder: Final = msgspec.json.Decoder(BrokerEvent)
+_route_decoder: Final = msgspec.json.Decoder(_Route)
+_INTERNAL_KEY: Final = b'"workspaceOffset"'
 
 
 def encode_event(event: Event) -> bytes:
@@ -127,9 +198,37 @@ def encode_event(event: Event) -> bytes:
 
 def encode_broker_event(event: BrokerEvent) -> bytes:
     """The event as server instances send it to each other: the wire JSON plus
-    ``workspaceOffset``. An instance of an older version ignores the extra field (unknown
-    fields are skipped)."""
+    ``workspaceOffset`` as its last member (the layout of the module docstring; msgspec writes
+    a subclass's own fields after its base's). An instance of an older version ignores the
+    extra field (unknown fields are skipped)."""
     return _encoder.encode(event)
+
+
+def client_json(event: SequencedEvent) -> bytes:
+    """The event's client wire JSON: a ``WireEvent``'s bytes as received, or ``encode_event``."""
+    if isinstance(event, WireEvent):
+        return event.wire
+    return encode_event(event)
+
+
+def decode_wire_event(raw: bytes) -> SequencedEvent:
+    """Parse a broker message (``encode_broker_event``): a ``WireEvent`` carrying its client
+    JSON, or, for a message without the layout of the module docstring, the ``BrokerEvent``
+    decoded whole. Raises ``msgspec.DecodeError`` or ``msgspec.ValidationError`` (a
+    ``DecodeError``) for a malformed message, as ``decode_broker_event`` does."""
+    route = _route_decoder.decode(raw)
+    dependent = route.workspace_offset
+    if dependent is msgspec.UNSET:
+        wire = raw  # no top-level workspaceOffset: the message is the client JSON
+        dependent = 0
+    else:
+        tail = b',"workspaceOffset":%d}' % dependent
+        if not raw.endswith(tail):
+            return _broker_decoder.decode(raw)
+        wire = raw[: -len(tail)] + b"}"
+        if _INTERNAL_KEY in wire:  # a second one (or a nested key: decoding whole is safe)
+            return _broker_decoder.decode(raw)
+    return WireEvent(route.type, route.room, route.offset, route.epoch, route.ts, dependent, wire)
 
 
 def decode_event(raw: bytes | str) -> Event:

@@ -13,11 +13,15 @@ Guarantees:
 * Each subscriber gets a room's events in offset order: frames queued for a joiner before it goes
   live are written before the room's buffer.
 * A socket whose unsent bytes pass the bound is handed to ``on_slow_consumer`` (closed with 4008)
-  and gets nothing more; memory per socket stays bounded.
+  and gets nothing more; memory per socket stays bounded. The hub asks no socket for its buffer
+  size or state: per socket it reads two flags of the ``Outlet`` (``closed``, ``blocked``) that
+  the connection keeps up to date from the transport's own ``pause_writing`` /
+  ``resume_writing`` and its end (``outlet_for``); only a connection that cannot do that (one
+  aiohttp upgraded) gets a ``PolledOutlet``, which asks the transport as before.
 * A subscriber that is joining (its snapshot or history is being read) is not written to: the
   events released meanwhile are held for it, and the node merges them with what it read.
 * Membership first: a project room's live event that names a workspace offset
-  (``BrokerEvent.workspace_offset``) is not released before its workspace room has released that
+  (``workspace_offset``) is not released before its workspace room has released that
   offset. It waits (``Room.waiting``), the workspace room reports the hole (``on_gap``), and
   it is filled from the log; the ``member:removed`` events among them end subscriptions
   (``on_workspace_events``, called as each is released) before the waiting events go out.
@@ -31,10 +35,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from liveboard.protocol import BrokerEvent, RoomName, encode_event
+from liveboard.protocol import RoomName, SequencedEvent, client_json
 from liveboard.protocol.rooms import WORKSPACE_ROOM_PREFIX
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import OfferResult, RoomSequencer
+from liveboard.realtime.transport import Connection
 from liveboard.realtime.transport.frames import text_frame
 
 #: Events held for a room before its position is known (first subscriber still reading).
@@ -56,9 +61,15 @@ class Transport(Protocol):
 
 
 class Outlet:
-    """One connection's writing end: frames queued during a delivery, written in one call."""
+    """One connection's writing end: frames queued during a delivery, written in one call.
 
-    __slots__ = ("closed", "connection_id", "pending", "transport", "user_id")
+    ``closed``: nothing may be written any more (a close frame went out, the socket is closing
+    or gone, or the session ended). ``blocked``: more than the slow-consumer bound waits unsent
+    in the transport. Both are set from outside, by the connection (``transport.WriteWatcher``)
+    and the session, so reading them costs an attribute load, not a call into the transport.
+    """
+
+    __slots__ = ("blocked", "closed", "connection_id", "pending", "transport", "user_id")
 
     def __init__(self, transport: Transport, connection_id: str, user_id: str) -> None:
         self.transport = transport
@@ -66,14 +77,54 @@ class Outlet:
         self.user_id = user_id
         self.pending: list[bytes] = []
         self.closed = False
+        self.blocked = False
 
     def flush(self) -> int:
         """Write what is queued; return the number of bytes still unsent in the transport."""
         frames = self.pending
-        if frames and not self.closed and not self.transport.is_closing():
+        if frames and not self.closed:
             self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
         frames.clear()
         return self.transport.get_write_buffer_size()
+
+
+class PolledOutlet(Outlet):
+    """An ``Outlet`` whose connection does not report its transport's state: ``closed`` and
+    ``blocked`` ask the transport (``is_closing()``, ``get_write_buffer_size()`` against
+    ``limit``) each time they are read."""
+
+    __slots__ = ("_closed", "_limit")
+
+    def __init__(self, transport: Transport, connection_id: str, user_id: str, limit: int) -> None:
+        self._limit = limit
+        self._closed = False
+        super().__init__(transport, connection_id, user_id)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self.transport.is_closing()
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        self._closed = value
+
+    @property
+    def blocked(self) -> bool:
+        return self.transport.get_write_buffer_size() > self._limit
+
+    @blocked.setter
+    def blocked(self, value: bool) -> None:
+        pass  # computed from the transport each time
+
+
+def outlet_for(connection: Connection, connection_id: str, user_id: str, limit: int) -> Outlet:
+    """The writing end of ``connection``, whose ``blocked`` means more than ``limit`` bytes
+    unsent: an ``Outlet`` the connection keeps up to date, or a ``PolledOutlet`` when it
+    cannot (``Connection.watch_writes``)."""
+    outlet = Outlet(connection.transport, connection_id, user_id)
+    if connection.watch_writes(outlet, limit):
+        return outlet
+    return PolledOutlet(connection.transport, connection_id, user_id, limit)
 
 
 class Joiner:
@@ -88,7 +139,7 @@ class Joiner:
     __slots__ = ("held", "ready_at")
 
     def __init__(self) -> None:
-        self.held: list[BrokerEvent] = []
+        self.held: list[SequencedEvent] = []
         self.ready_at: int | None = None
 
 
@@ -115,10 +166,10 @@ class Room:
         self.watchers = 0
         self.workspace_id: str | None = None  # known once the first subscriber is admitted
         self.sequencer: RoomSequencer | None = None  # None until the log's position is known
-        self.prebuffer: list[BrokerEvent] = []
+        self.prebuffer: list[SequencedEvent] = []
         # Of a workspace room: its project rooms' events that depend on an offset it has not
         # released yet, in arrival order (see the module docstring).
-        self.waiting: list[tuple[Room, BrokerEvent]] = []
+        self.waiting: list[tuple[Room, SequencedEvent]] = []
         self.live: dict[Outlet, None] = {}  # an ordered set
         self.joining: dict[Outlet, Joiner] = {}
 
@@ -139,17 +190,17 @@ class Hub:
         self,
         metrics: Metrics,
         *,
-        slow_consumer_bytes: int,
         on_slow_consumer: Callable[[Outlet], None],
         on_gap: Callable[[Room], None],
         on_resync: Callable[[Room], None],
-        on_workspace_events: Callable[[Room, list[BrokerEvent]], None] = lambda room, events: None,
+        on_workspace_events: Callable[[Room, list[SequencedEvent]], None] = lambda room, events: (
+            None
+        ),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rooms: dict[str, Room] = {}
         self._metrics = metrics
         self._tally = metrics.fan_out
-        self._limit = slow_consumer_bytes
         self._on_slow_consumer = on_slow_consumer
         self._on_gap = on_gap
         self._on_resync = on_resync
@@ -167,7 +218,7 @@ class Hub:
         room.joining[outlet] = Joiner()
         return room
 
-    def take_held(self, room: Room, outlet: Outlet) -> list[BrokerEvent]:
+    def take_held(self, room: Room, outlet: Outlet) -> list[SequencedEvent]:
         """The events held for a joining subscriber since the last call."""
         joiner = room.joining.get(outlet)
         if joiner is None:
@@ -232,11 +283,11 @@ class Hub:
 
     # Delivery
 
-    def deliver(self, events: Sequence[BrokerEvent]) -> None:
+    def deliver(self, events: Sequence[SequencedEvent]) -> None:
         """Events from the broker (any rooms, any order): release each room's in order."""
         batch: dict[Room, list[bytes]] = {}
         dirty: list[Outlet] = []
-        released: list[BrokerEvent] = []
+        released: list[SequencedEvent] = []
         now = self._clock()
         try:
             for event in events:
@@ -255,7 +306,7 @@ class Hub:
             # Even if a callback raised: the sequencer has moved past what is queued here.
             self._flush(batch, dirty, released)
 
-    def fill(self, room: Room, events: Iterable[BrokerEvent]) -> None:
+    def fill(self, room: Room, events: Iterable[SequencedEvent]) -> None:
         """Events read from the log to close a hole of ``room``.
 
         They are not held for their workspace room: the caller reads a project room's events
@@ -281,7 +332,7 @@ class Hub:
         finally:
             self._flush(batch, dirty, released)
 
-    def _waits(self, room: Room, event: BrokerEvent, now: float) -> bool:
+    def _waits(self, room: Room, event: SequencedEvent, now: float) -> bool:
         """Whether a project room's live ``event`` must wait for its workspace room: True when
         it was parked there (or dropped past ``MAX_WAITING``: the log has it)."""
         need = event.workspace_offset
@@ -304,7 +355,7 @@ class Hub:
 
     def _release_waiting(
         self, workspace: Room, batch: dict[Room, list[bytes]], dirty: list[Outlet]
-    ) -> list[BrokerEvent]:
+    ) -> list[SequencedEvent]:
         """Offer to their project rooms the waiting events the workspace room has now reached."""
         released = workspace.released
         ready = [pair for pair in workspace.waiting if pair[1].workspace_offset <= released]
@@ -312,7 +363,7 @@ class Hub:
             return []
         workspace.waiting = [p for p in workspace.waiting if p[1].workspace_offset > released]
         now = self._clock()
-        delivered: list[BrokerEvent] = []
+        delivered: list[SequencedEvent] = []
         for room, event in ready:
             sequencer = room.sequencer
             if sequencer is None or self.rooms.get(room.name) is not room:
@@ -322,14 +373,14 @@ class Hub:
 
     def _fan_out(
         self, room: Room, result: OfferResult, batch: dict[Room, list[bytes]], dirty: list[Outlet]
-    ) -> list[BrokerEvent]:
+    ) -> list[SequencedEvent]:
         """Queue ``result``'s events: in ``batch`` for the live subscribers, per outlet for
         joiners that are ready for them. Returns the events released, with those of project
         rooms that were waiting for this (workspace) room."""
         frames = batch.get(room)
         workspace = room.is_workspace
         for event in result.deliver:
-            frame = text_frame(encode_event(event))
+            frame = text_frame(client_json(event))
             if room.live:
                 if frames is None:
                     frames = batch[room] = []
@@ -372,7 +423,8 @@ class Hub:
             pending = outlet.pending
             if pending and not outlet.closed:
                 self._count(len(pending), sum(map(len, pending)))
-                if outlet.flush() > self._limit:
+                outlet.flush()
+                if outlet.blocked:
                     self._on_slow_consumer(outlet)
             pending.clear()
             del room.joining[outlet]
@@ -384,16 +436,16 @@ class Hub:
         if not frames:
             return 0, 0
         data = frames[0] if len(frames) == 1 else b"".join(frames)
-        limit = self._limit
         written = 0
         slow: list[Outlet] = []
         for outlet in room.live:
-            transport = outlet.transport
-            if outlet.closed or transport.is_closing():
+            if outlet.closed:
                 continue
-            transport.write(data)
+            outlet.transport.write(data)
             written += 1
-            if transport.get_write_buffer_size() > limit:
+            # Set by the transport's pause_writing during that write when it went past the
+            # bound (the connection's high-water mark is the bound: ``watch_writes``).
+            if outlet.blocked:
                 slow.append(outlet)
         for outlet in slow:  # after the loop: closing one may change the room
             self._on_slow_consumer(outlet)
@@ -406,7 +458,7 @@ class Hub:
         tally.bytes += size
 
     def _flush(
-        self, batch: dict[Room, list[bytes]], dirty: list[Outlet], released: list[BrokerEvent]
+        self, batch: dict[Room, list[bytes]], dirty: list[Outlet], released: list[SequencedEvent]
     ) -> None:
         sent = size = 0
         # Joiners' own frames first: a joiner promoted during this call also gets the room's
@@ -418,7 +470,8 @@ class Hub:
                 continue
             sent += len(pending)
             size += sum(map(len, pending))
-            if outlet.flush() > self._limit:
+            outlet.flush()
+            if outlet.blocked:
                 self._on_slow_consumer(outlet)
         for room, frames in batch.items():
             room_sent, room_size = self._write_room(room, frames)

@@ -54,7 +54,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import event
 
 from liveboard import __version__
-from liveboard.protocol import BrokerEvent
+from liveboard.protocol import SequencedEvent
 from liveboard.store.database import Database
 
 # Process-wide in prometheus-client; liveboard exports no ``_created`` series (see above).
@@ -104,7 +104,7 @@ class FanOutTally:
         self.latency_sum = 0.0
         self.latency_count = 0
 
-    def delivered(self, now_ms: float, events: Iterable[BrokerEvent]) -> None:
+    def delivered(self, now_ms: float, events: Iterable[SequencedEvent]) -> None:
         """Observe, for each event, commit time (``ts``, ms) to ``now_ms``."""
         buckets = self.latency_buckets
         total = 0.0

@@ -47,7 +47,9 @@ from liveboard.protocol import (
     Position,
     ProtocolError,
     RoomName,
-    encode_event,
+    SequencedEvent,
+    WireEvent,
+    client_json,
     workspace_room,
 )
 from liveboard.realtime import repair, wiring
@@ -83,7 +85,6 @@ class Node:
         self.metrics = metrics or Metrics()
         self.hub = Hub(
             self.metrics,
-            slow_consumer_bytes=settings.slow_consumer_bytes,
             on_slow_consumer=self.close_slow_consumer,
             on_gap=lambda room: self.repair.fill_later(room),
             on_resync=lambda room: self.repair.resync_room(room),
@@ -141,7 +142,7 @@ class Node:
 
     # BrokerHandler
 
-    def on_events(self, events: Sequence[BrokerEvent]) -> None:
+    def on_events(self, events: Sequence[SequencedEvent]) -> None:
         self.hub.deliver(events)
 
     def on_broker_restored(self) -> None:
@@ -324,7 +325,7 @@ class Node:
             for event in self.hub.take_held(room, outlet):
                 merger.add_live(event)
             result = merger.merge(pending)
-            session.send_many([encode_event(e) for e in result.deliver])
+            session.send_many([client_json(e) for e in result.deliver])
             if result.resync:
                 self._end_subscription(session, room.name, None)
                 session.send(protocol.encode_resync(room.name, "epoch_changed"))
@@ -391,14 +392,16 @@ class Node:
 
     # Revocation
 
-    def _on_workspace_events(self, room: Room, events: list[BrokerEvent]) -> None:
+    def _on_workspace_events(self, room: Room, events: list[SequencedEvent]) -> None:
         """Released events of a workspace room (in order, once, each as it is released, before
         anything after it): apply revocations."""
         for event in events:
             if event.type == MEMBER_REMOVED:
                 self._revoke(event)
 
-    def _revoke(self, event: BrokerEvent) -> None:
+    def _revoke(self, event: SequencedEvent) -> None:
+        if isinstance(event, WireEvent):
+            event = event.full()  # (a membership change: the one kind of event read whole)
         user_id = event.data.get("userId")
         if not isinstance(user_id, str):
             return

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from liveboard.protocol import BrokerEvent, Position
+from liveboard.protocol import Position, SequencedEvent
 
 __all__ = [
     "DEFAULT_MAX_BUFFERED",
@@ -62,7 +62,7 @@ class OfferResult:
     still covers them and a log read recovers them.
     """
 
-    deliver: list[BrokerEvent] = field(default_factory=list)
+    deliver: list[SequencedEvent] = field(default_factory=list)
     resync: bool = False
     overflow: bool = False
 
@@ -111,7 +111,7 @@ class RoomSequencer:
     def _set_position(self, epoch: str, next_offset: int) -> None:
         self._epoch = epoch
         self._next_offset = next_offset
-        self._buffer: dict[int, BrokerEvent] = {}
+        self._buffer: dict[int, SequencedEvent] = {}
         # The buffer's smallest and largest keys, kept so that no call scans the buffer except
         # when a hole closes (smallest) or an overflow evicts (largest).
         self._first_buffered: int | None = None
@@ -168,9 +168,9 @@ class RoomSequencer:
         """
         return self._gap_since
 
-    def offer(self, event: BrokerEvent, *, now: float) -> OfferResult:
+    def offer(self, event: SequencedEvent, *, now: float) -> OfferResult:
         """Take one live event; return what became deliverable (see ``OfferResult``)."""
-        deliver: list[BrokerEvent] = []
+        deliver: list[SequencedEvent] = []
         resync, overflow = self._take(event, deliver)
         self._track_gap(now)
         return OfferResult(deliver, resync, overflow)
@@ -182,13 +182,13 @@ class RoomSequencer:
             self._highest_seen = offset
         self._track_gap(now)
 
-    def fill(self, events: Iterable[BrokerEvent], *, now: float) -> OfferResult:
+    def fill(self, events: Iterable[SequencedEvent], *, now: float) -> OfferResult:
         """Take many events (typically read from the log), in any order; same rules as ``offer``.
 
         Processing stops at an epoch change; the events after it are not taken (they are
         still in the log, and the subscribers are about to resync).
         """
-        deliver: list[BrokerEvent] = []
+        deliver: list[SequencedEvent] = []
         resync = overflow = False
         for event in events:
             resync, dropped = self._take(event, deliver)
@@ -198,7 +198,7 @@ class RoomSequencer:
         self._track_gap(now)
         return OfferResult(deliver, resync, overflow)
 
-    def _take(self, event: BrokerEvent, deliver: list[BrokerEvent]) -> tuple[bool, bool]:
+    def _take(self, event: SequencedEvent, deliver: list[SequencedEvent]) -> tuple[bool, bool]:
         """Place one event; append what it unblocks to ``deliver``. Returns (resync, overflow)."""
         if event.epoch != self._epoch:
             if event.epoch in self._retired:
@@ -229,7 +229,7 @@ class RoomSequencer:
             self._highest_seen = offset
         return False, not self._buffer_ahead(event)
 
-    def _buffer_ahead(self, event: BrokerEvent) -> bool:
+    def _buffer_ahead(self, event: SequencedEvent) -> bool:
         """Keep an event that waits behind a hole; False when it or another had to be dropped."""
         offset = event.offset
         buffer = self._buffer
@@ -277,7 +277,7 @@ class RecoveryResult:
     ``overflow``: held live events were dropped for the bound; ``missing`` covers them.
     """
 
-    deliver: list[BrokerEvent]
+    deliver: list[SequencedEvent]
     missing: tuple[int, int] | None
     resync: bool = False
     overflow: bool = False
@@ -308,7 +308,7 @@ class RecoveryBuffer:
 
     def __init__(self, since: Position, *, max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
         self._sequencer = RoomSequencer(since.epoch, since.offset + 1, max_buffered=max_buffered)
-        self._held: list[BrokerEvent] = []
+        self._held: list[SequencedEvent] = []
         self._resync = False
         self._overflow = False
 
@@ -322,14 +322,14 @@ class RecoveryBuffer:
         """As in ``RecoveryResult``: what must be read from the log before more can be released."""
         return self._sequencer.missing
 
-    def add_live(self, event: BrokerEvent) -> None:
+    def add_live(self, event: SequencedEvent) -> None:
         """Hold one live event of the room until the next ``merge``."""
         if self._resync:
             return
         result = self._sequencer.offer(event, now=0.0)
         self._absorb(result)
 
-    def merge(self, history: Iterable[BrokerEvent]) -> RecoveryResult:
+    def merge(self, history: Iterable[SequencedEvent]) -> RecoveryResult:
         """Add events read from the log; release all that are now contiguous, history first."""
         if not self._resync:
             self._absorb(self._sequencer.fill(history, now=0.0))

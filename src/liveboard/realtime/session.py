@@ -34,7 +34,7 @@ from liveboard.auth import Principal
 from liveboard.protocol import CloseCode
 from liveboard.ratelimit import take_at
 from liveboard.realtime import timer_wheel
-from liveboard.realtime.hub import Outlet
+from liveboard.realtime.hub import outlet_for
 from liveboard.realtime.metrics import NO_CLOSE_FRAME
 from liveboard.realtime.transport import Connection
 from liveboard.realtime.transport.frames import PING_FRAME, pong_frame, text_frame
@@ -94,8 +94,11 @@ class Session:
         self.connection = connection
         self.connection_id = connection_id
         self.principal = principal
-        # The hub writes to the socket itself: no layer between a frame and its write.
-        self.outlet = Outlet(connection.transport, connection_id, principal.user_id)
+        # The hub writes to the socket itself: no layer between a frame and its write. The
+        # connection tells the outlet when the socket is over the slow-consumer bound or closed.
+        self.outlet = outlet_for(
+            connection, connection_id, principal.user_id, settings.slow_consumer_bytes
+        )
         # room → workspace id, for revocation when a member is removed
         self._subscriptions: dict[str, str] = {}
         # Rooms where this connection is present. Immutable, so that the many connections never

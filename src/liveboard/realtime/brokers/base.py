@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from liveboard.protocol import BrokerEvent
+from liveboard.protocol import BrokerEvent, SequencedEvent
 
 
 class BrokerHandler(Protocol):
     """Implemented by the node; called by the broker on the event loop."""
 
-    def on_events(self, events: Sequence[BrokerEvent]) -> None:
+    def on_events(self, events: Sequence[SequencedEvent]) -> None:
         """Events from the broker (one read's worth), possibly for several rooms."""
         ...
 

@@ -42,7 +42,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
-from liveboard.protocol import BrokerEvent
+from liveboard.protocol import SequencedEvent
 from liveboard.realtime.brokers.base import BrokerHandler
 from liveboard.realtime.brokers.redis_base import (
     CLOSE_TIMEOUT,
@@ -226,7 +226,7 @@ class RedisBroker(RedisBrokerBase):
         if not self._subscriber_up and not pending:
             self._session_up(restore)
 
-    def _on_reply(self, reply: object, events: list[BrokerEvent], pending: set[bytes]) -> None:
+    def _on_reply(self, reply: object, events: list[SequencedEvent], pending: set[bytes]) -> None:
         if isinstance(reply, hiredis.ReplyError):
             raise ResponseError(str(reply))
         if not isinstance(reply, list) or len(reply) != 3:

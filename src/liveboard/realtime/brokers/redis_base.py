@@ -10,9 +10,11 @@ and their lingering unsubscribes, reading a channel's messages, the outage log, 
   and otherwise once the subclass's ``_command`` returns (confirmed, or Redis unreachable);
 * ``unsubscribe`` lets go of a channel ``unsubscribe_delay`` seconds later unless subscribed
   again meanwhile; a lingering channel's messages are dropped unread;
-* a message is an event (``decode_broker_event``) of the channel's own room, or a presence
-  signal (another instance's only: this instance's own are ignored); anything else is counted
-  in ``malformed_messages``, logged and skipped;
+* a message is an event of the channel's own room, received as a ``WireEvent``
+  (``decode_wire_event``: only the fields sequencing uses are parsed, and the hub writes the
+  message's client JSON to the sockets as it came; see ``protocol.events`` for the layout), or
+  a presence signal (another instance's only: this instance's own are ignored); anything else
+  is counted in ``malformed_messages``, logged and skipped;
 * ``up`` changes are logged once each (one warning per outage); ``aclose`` flushes publishes in
   progress for at most ``CLOSE_TIMEOUT`` s and cancels every task of the broker.
 
@@ -33,7 +35,7 @@ from typing import ClassVar, Final
 import msgspec
 
 from liveboard.background import TaskSet
-from liveboard.protocol import BrokerEvent, decode_broker_event
+from liveboard.protocol import BrokerEvent, SequencedEvent, decode_wire_event
 from liveboard.realtime.brokers.base import BrokerHandler
 from liveboard.realtime.brokers.redis_publisher import PRESENCE_SIGNAL, RedisPublisher, room_of
 
@@ -200,7 +202,7 @@ class RedisBrokerBase(abc.ABC):
         self._forget(channel)
         self._unsubscribing.spawn(self._command(self.UNSUBSCRIBE, channel))
 
-    def _message(self, channel: bytes, payload: object, events: list[BrokerEvent]) -> None:
+    def _message(self, channel: bytes, payload: object, events: list[SequencedEvent]) -> None:
         """A message pushed on ``channel``: an event is appended to ``events``, a presence
         signal handed on at once; dropped when the channel is not wanted or lingering."""
         if channel not in self._wanted or channel in self._lingering:
@@ -213,7 +215,7 @@ class RedisBrokerBase(abc.ABC):
                     log.exception("on_presence_signal failed")
             return
         try:
-            event = decode_broker_event(payload)  # type: ignore[arg-type]
+            event = decode_wire_event(payload)  # type: ignore[arg-type]
             if self._channel_of(event.room) != channel:
                 raise ValueError(f"an event of room {event.room!r}")
         except (msgspec.DecodeError, TypeError, ValueError) as exc:
@@ -222,7 +224,7 @@ class RedisBrokerBase(abc.ABC):
         else:
             events.append(event)
 
-    def _deliver(self, events: Sequence[BrokerEvent]) -> None:
+    def _deliver(self, events: Sequence[SequencedEvent]) -> None:
         try:
             self._handler.on_events(events)
         except Exception:

@@ -43,7 +43,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from liveboard.protocol import BrokerEvent
+from liveboard.protocol import SequencedEvent
 from liveboard.realtime.brokers.base import BrokerHandler
 from liveboard.realtime.brokers.redis import (
     BACKOFF_MIN,
@@ -296,7 +296,7 @@ class RedisClusterBroker(RedisBrokerBase):
             self._shard_up(shard)
 
     def _on_reply(
-        self, shard: Shard, reply: object, events: list[BrokerEvent], pending: set[bytes]
+        self, shard: Shard, reply: object, events: list[SequencedEvent], pending: set[bytes]
     ) -> None:
         if isinstance(reply, hiredis.ReplyError):
             raise ResponseError(str(reply))  # MOVED among others: the slots map is read again

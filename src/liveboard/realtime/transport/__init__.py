@@ -42,7 +42,10 @@ an event's frame once and writes the same bytes to every subscriber's ``transpor
 ``write`` per socket (``hub.Outlet``). A method of the connection in between would cost a call
 per delivery for nothing: a server frame is the same bytes on both paths. So ``transport`` is the
 socket itself, and anything written to it goes out after what is queued, as is. Whoever writes
-must stop once a close frame was written (the session's ``closing``).
+must stop once a close frame was written (the session's ``closing``). For the same reason the
+writer does not ask the transport for its state per write: ``watch_writes`` has the connection
+set two flags on the writer (``WriteWatcher``: over the write limit, closed) from the
+transport's ``pause_writing`` / ``resume_writing`` and its own closing, as they happen.
 """
 
 from liveboard.realtime.transport.base import (
@@ -51,6 +54,7 @@ from liveboard.realtime.transport.base import (
     Consumer,
     Message,
     MessageKind,
+    WriteWatcher,
 )
 
-__all__ = ["CLOSED_MESSAGE", "Connection", "Consumer", "Message", "MessageKind"]
+__all__ = ["CLOSED_MESSAGE", "Connection", "Consumer", "Message", "MessageKind", "WriteWatcher"]

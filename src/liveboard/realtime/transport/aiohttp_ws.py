@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from liveboard.realtime.transport.base import CLOSED_MESSAGE, Message, MessageKind
+from liveboard.realtime.transport.base import CLOSED_MESSAGE, Message, MessageKind, WriteWatcher
 from liveboard.realtime.transport.frames import close_frame
 from liveboard.realtime.transport.rfc6455 import valid_close_code
 
@@ -117,6 +117,9 @@ class AiohttpConnection:
     def abort(self) -> None:
         if not self._transport.is_closing():
             self._transport.abort()
+
+    def watch_writes(self, watcher: WriteWatcher, limit: int) -> bool:
+        return False  # the transport's protocol is aiohttp's: it gets pause_writing, not us
 
 
 class MaskScanner:

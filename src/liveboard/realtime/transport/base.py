@@ -43,6 +43,16 @@ class Message(NamedTuple):
 CLOSED_MESSAGE = Message(MessageKind.CLOSED, None)
 
 
+class WriteWatcher(Protocol):
+    """Whoever writes to a connection's transport, told its state (``watch_writes``)."""
+
+    #: More than the limit given to ``watch_writes`` waits unsent in the transport.
+    blocked: bool
+    #: Nothing may be written any more: a close frame was written, or the socket is closing or
+    #: gone. Never set back to False by the connection.
+    closed: bool
+
+
 class Connection(Protocol):
     """An upgraded WebSocket, as the core sees it, whichever server read its handshake.
 
@@ -73,6 +83,13 @@ class Connection(Protocol):
 
     def abort(self) -> None:
         """Drop the socket at once, without a close frame (a dead peer). Idempotent."""
+        ...
+
+    def watch_writes(self, watcher: WriteWatcher, limit: int) -> bool:
+        """Keep ``watcher.blocked`` (more than ``limit`` bytes unsent) and ``watcher.closed``
+        up to date from now on, from the transport's ``pause_writing`` / ``resume_writing``
+        and the connection's own closing, as they happen; True. False if this connection cannot
+        (its transport's protocol is not its own): the caller asks the transport instead."""
         ...
 
 

@@ -18,6 +18,11 @@ serves both. What it guarantees beyond the seam's:
 * ``close(code, reason)`` sends one close frame, stops delivering messages and reads on until
   the peer's close frame arrives or the socket is gone (the caller bounds the wait); then the
   socket closes. No frame is written after a close frame.
+* ``watch_writes(watcher, limit)``: from then on ``watcher.blocked`` is True exactly while more
+  than ``limit`` bytes wait unsent (set by the transport's ``pause_writing`` inside the write
+  that passed it, cleared by ``resume_writing`` once at most ``limit`` wait: the low-water
+  mark is the high one), and ``watcher.closed`` becomes True when this side writes its close
+  frame or closes the socket, and when the socket is gone, whichever comes first.
 
 Read either way: one consumer calls ``receive()`` in a task, or a ``Consumer`` is handed each
 message by this protocol's callbacks (``listen``), so that an idle connection holds this object,
@@ -29,7 +34,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from liveboard.realtime.transport.base import CLOSED_MESSAGE, Consumer, Message, MessageKind
+from liveboard.realtime.transport.base import (
+    CLOSED_MESSAGE,
+    Consumer,
+    Message,
+    MessageKind,
+    WriteWatcher,
+)
 from liveboard.realtime.transport.frames import close_frame
 from liveboard.realtime.transport.rfc6455 import (
     OP_BINARY,
@@ -99,6 +110,8 @@ class WebSocketConnection(asyncio.Protocol):
         "_reading_paused",
         "_transport",
         "_waiter",
+        "_watcher",
+        "_write_limit",
         "_writes_blocked",
     )
 
@@ -122,8 +135,12 @@ class WebSocketConnection(asyncio.Protocol):
         self._close_done: asyncio.Future[None] | None = None
         self._done = False  # no more messages: closing, failed or gone
         self._lingering = False
-        # pause_writing() comes when more than ``write_limit`` bytes wait to be sent.
-        transport.set_write_buffer_limits(high=write_limit)
+        self._watcher: WriteWatcher | None = None
+        # pause_writing() comes when more than ``write_limit`` bytes wait to be sent, and
+        # resume_writing() once no more than that do (low = high): ``_writes_blocked`` is
+        # "more than write_limit unsent", what ``watch_writes`` promises.
+        transport.set_write_buffer_limits(high=write_limit, low=write_limit)
+        self._write_limit = write_limit
 
     @property
     def transport(self) -> asyncio.Transport:
@@ -171,6 +188,7 @@ class WebSocketConnection(asyncio.Protocol):
         that wait)."""
         if self._lingering or (self._close_sent and not self._done):
             return
+        self._stop_writes()
         if not self._transport.is_closing():
             self._transport.close()
 
@@ -187,17 +205,33 @@ class WebSocketConnection(asyncio.Protocol):
         return False  # the peer will send nothing more: let the transport close
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_writes()
         self._done = True
         self._settle_close()
         self._deliver(CLOSED_MESSAGE)
 
     def pause_writing(self) -> None:
         self._writes_blocked = True
+        if self._watcher is not None:
+            self._watcher.blocked = True
         self._update_reading()
 
     def resume_writing(self) -> None:
         self._writes_blocked = False
+        if self._watcher is not None:
+            self._watcher.blocked = False
         self._parse()
+
+    def watch_writes(self, watcher: WriteWatcher, limit: int) -> bool:
+        """See the module docstring. ``limit`` must be this connection's ``write_limit``
+        (the transport's high-water mark); False for another one."""
+        if limit != self._write_limit:
+            return False
+        self._watcher = watcher
+        watcher.blocked = self._writes_blocked
+        if self._close_sent or self._transport.is_closing():
+            watcher.closed = True
+        return True
 
     # For the message loop
 
@@ -233,14 +267,21 @@ class WebSocketConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the socket without a close frame."""
+        self._stop_writes()
         if not self._transport.is_closing():
             self._transport.abort()
 
     # Internals
 
+    def _stop_writes(self) -> None:
+        """Nothing more may be written (a close frame goes out, or the socket closes)."""
+        if self._watcher is not None:
+            self._watcher.closed = True
+
     def _write_close(self, code: int, reason: str) -> bool:
         if self._close_sent or self._transport.is_closing():
             return False
+        self._stop_writes()
         self._close_sent = True
         self._transport.write(close_frame(code, reason))
         # From here only the peer's close frame matters: read on until it comes (soon, not
@@ -331,6 +372,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _peer_closed(self, code: int) -> None:
         self._done = True
+        self._stop_writes()
         if not self._close_sent:  # the peer began: answer (RFC 6455 §5.5.1), then close first
             self._consumer.on_closing()
             self._close_sent = True
@@ -351,6 +393,7 @@ class WebSocketConnection(asyncio.Protocol):
         the peer drop the close frame and its code.
         """
         self._done = True
+        self._stop_writes()
         if not self._close_sent:
             self._consumer.on_closing()
             self._close_sent = True
@@ -363,6 +406,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._deliver(Message(MessageKind.ERROR, FrameError(code, reason)))
 
     def _end_linger(self) -> None:
+        self._stop_writes()
         transport = self._transport
         if transport.is_closing():
             return
