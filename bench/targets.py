@@ -35,7 +35,16 @@ import msgspec
 import socketio
 from redis.asyncio import Redis
 
-from bench.infra import PYTHON, Postgres, Process, RedisServer, cpu_split, free_port, wait_http
+from bench.infra import (
+    PYTHON,
+    Postgres,
+    Process,
+    RedisServer,
+    cpu_split,
+    free_port,
+    wait_http,
+    write_calls,
+)
 
 SECRET = "bench-secret-not-for-production"
 OWNER = "owner"
@@ -461,6 +470,14 @@ class LiveboardWorkersTarget(LiveboardTarget):
 
     def cpu_system(self, index: int = 0) -> float:
         return process_tree_cpu(self.instances[index].pid)[1]
+
+    def write_calls(self, index: int = 0) -> int:
+        pid = self.instances[index].pid
+        total = 0
+        for one in (pid, *children(pid)):
+            with contextlib.suppress(OSError):
+                total += write_calls(one)
+        return total
 
     def worker_pids(self, index: int = 0) -> list[int]:
         return children(self.instances[index].pid)
