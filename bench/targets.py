@@ -91,6 +91,9 @@ class Target(abc.ABC):
     name = ""
     proto = ""
     instances: list[Process]
+    #: Seconds an instance may take to answer its readiness check after it was started (a
+    #: machine shared with other jobs can take tens of seconds just to import).
+    ready_timeout = 30.0
 
     def __init__(self, workdir: Path, redis: RedisServer, postgres: Postgres) -> None:
         self.workdir = workdir
@@ -151,7 +154,7 @@ class Target(abc.ABC):
         """Wait for every started instance to answer; on failure none is left running."""
         try:
             for port, process in started:
-                await wait_http(f"http://127.0.0.1:{port}{path}", 30, process)
+                await wait_http(f"http://127.0.0.1:{port}{path}", self.ready_timeout, process)
         except BaseException:
             for _port, process in started:
                 process.stop(kill=True)
@@ -500,13 +503,14 @@ class LeanTarget(LiveboardTarget):
     direct path does (same JSON, same pipeline), without the log append (it has no log)."""
 
     name = "lean"
+    module = "bench.peers.lean_server"
 
     async def start(self, count: int = 1) -> None:
-        assert count == 1, "the lean server runs one instance"
+        assert count == 1, f"the {self.name} server runs one instance"
         port = free_port()
-        argv = [PYTHON, "-m", "bench.peers.lean_server", "--port", str(port)]
+        argv = [PYTHON, "-m", self.module, "--port", str(port)]
         argv += ["--redis", self.redis.url]
-        process = Process(f"lean:{port}", argv, self.workdir / "lean.log", {})
+        process = Process(f"{self.name}:{port}", argv, self.workdir / f"{self.name}.log", {})
         deadline = time.monotonic() + 30
         while True:
             if not process.alive():
@@ -541,6 +545,14 @@ class LeanTarget(LiveboardTarget):
 
     async def mutate(self, http: aiohttp.ClientSession, room: Room, title: str) -> bool:
         raise NotImplementedError("the lean server has no REST API")
+
+
+class BareTarget(LeanTarget):
+    """The bare server (``bench/peers/bare_server.py``): a uvloop transport and one slotted
+    protocol object per socket, a set of transports per room; scenario D's memory baseline."""
+
+    name = "bare"
+    module = "bench.peers.bare_server"
 
 
 class _CollectingManager(socketio.AsyncRedisManager):  # type: ignore[misc]

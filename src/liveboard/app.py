@@ -296,6 +296,8 @@ def _components(
             await asyncio.gather(*pruning, return_exceptions=True)
             if wakeup is not None:
                 await wakeup.aclose()
+            if ROOM_LOG_KEY in app:
+                await app[ROOM_LOG_KEY].batcher.drain()  # publishes still queued commit first
             if service is not None:
                 await service.writer.drain()  # committed events reach the broker before it closes
             if node is not None:
