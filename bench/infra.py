@@ -53,6 +53,18 @@ def cpu_seconds(pid: int) -> float:
     return user + system
 
 
+def write_calls(pid: int) -> int:
+    """``write``/``writev`` system calls a process has made so far (``syscw`` in
+    ``/proc/<pid>/io``). uvloop (libuv) writes to a socket with these, one call per
+    ``transport.write`` that is not queued, so the count tells how many frames each write carried;
+    ``send``/``sendmsg`` (asyncio's own loop) are not counted."""
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("syscw:"):
+                return int(line.split()[1])
+    return 0
+
+
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -90,6 +102,9 @@ class Process:
 
     def rss_kb(self) -> int:
         return rss_kb(self.pid)
+
+    def write_calls(self) -> int:
+        return write_calls(self.pid)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -259,6 +259,7 @@ class Bench:
         counters0 = [await target.counters(i) for i in instances]
         cpu0 = [target.cpu(i) for i in instances]
         sys0 = [target.cpu_system(i) for i in instances]
+        writes0 = [target.write_calls(i) for i in instances]
         client0, redis0, machine0 = self.workers.cpu(), self.redis.process.cpu(), Machine.snapshot()
         harness0 = own_cpu()
         start = loop.time()
@@ -281,6 +282,7 @@ class Bench:
         window = loop.time() - start
         server_cpu = sum(target.cpu(i) - c for i, c in zip(instances, cpu0, strict=True))
         server_sys = sum(target.cpu_system(i) - c for i, c in zip(instances, sys0, strict=True))
+        writes = sum(target.write_calls(i) - w for i, w in zip(instances, writes0, strict=True))
         client_cpu, redis_cpu = self.workers.cpu() - client0, self.redis.process.cpu() - redis0
         busy = Machine.busy_cores(machine0, Machine.snapshot())
         harness_cpu = own_cpu() - harness0
@@ -321,6 +323,11 @@ class Bench:
             "cpu_per_100k": server_cpu / deliveries * 1e5 if deliveries else None,
             "server_cpu_util": server_cpu / window,
             "server_system_share": server_sys / server_cpu if server_cpu else None,
+            # Frames per socket write: above 1 the server fell behind and joined events into
+            # one write per socket, which makes each delivery cheaper (see docs/benchmarks.md,
+            # "Metrics through prometheus-client"); compare CPU per delivery at equal values.
+            "server_write_calls": writes,
+            "deliveries_per_write": deliveries / writes if writes else None,
             "client_cpu_s": client_cpu,
             "redis_cpu_s": redis_cpu,
             "harness_cpu_s": harness_cpu,
@@ -357,7 +364,13 @@ class Bench:
         self.log(
             f"  {target.name} {label}: {result['deliveries_per_s']:,.0f} deliv/s, "
             f"p50 {fmt_ms(result['p50_ms'])} p99 {fmt_ms(result['p99_ms'])}, "
-            f"CPU {fmt(result['cpu_per_100k'])} s/100k ({server_cpu:.2f} s), client {client_cpu:.2f} s, "
+            f"CPU {fmt(result['cpu_per_100k'])} s/100k ({server_cpu:.2f} s)"
+            + (
+                f", {result['deliveries_per_write']:.2f} deliv/write"
+                if result["deliveries_per_write"]
+                else ""
+            )
+            + f", client {client_cpu:.2f} s, "
             f"missing {missing} dups {dups} reordered {reordered} closed {closed}, other load {result['other_load_cores']:.2f} cores"
             + ("" if result["ok"] else "  ✗")
         )

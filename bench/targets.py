@@ -35,7 +35,16 @@ import msgspec
 import socketio
 from redis.asyncio import Redis
 
-from bench.infra import PYTHON, Postgres, Process, RedisServer, cpu_split, free_port, wait_http
+from bench.infra import (
+    PYTHON,
+    Postgres,
+    Process,
+    RedisServer,
+    cpu_split,
+    free_port,
+    wait_http,
+    write_calls,
+)
 
 SECRET = "bench-secret-not-for-production"
 OWNER = "owner"
@@ -119,6 +128,9 @@ class Target(abc.ABC):
     def rss_kb(self, index: int = 0) -> int:
         return self.instances[index].rss_kb()
 
+    def write_calls(self, index: int = 0) -> int:
+        return self.instances[index].write_calls()
+
     @property
     def pid(self) -> int:
         return self.instances[0].pid
@@ -195,6 +207,7 @@ class LiveboardTarget(Target):
         #: Stamp Redis events with the time before the append (see ``carry``).
         self.ts_before_write = False
         self._db: asyncpg.Connection | None = None
+        self.schema = "liveboard"
         self._encode = msgspec.json.Encoder().encode
 
     async def start(self, count: int = 1) -> None:
@@ -242,8 +255,17 @@ class LiveboardTarget(Target):
         return out
 
     async def db(self) -> asyncpg.Connection:
+        """The harness's connection, its ``search_path`` on the schema liveboard's tables are in
+        (``liveboard`` today; ``public`` in trees older than ``LIVEBOARD_DB_SCHEMA``, which
+        ``--against`` may run)."""
         if self._db is None:
             self._db = await asyncpg.connect(self.database_url)
+            self.schema = await self._db.fetchval(
+                "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.relname = 'members' AND c.relkind = 'r'"
+                " ORDER BY n.nspname = 'liveboard' DESC LIMIT 1"
+            )
+            await self._db.execute(f'SET search_path TO "{self.schema}"')
         return self._db
 
     async def setup(self, projects: int, users: int) -> None:
@@ -275,17 +297,17 @@ class LiveboardTarget(Target):
                 self.rooms.append(Room(pid, tid, snapshot["epoch"], snapshot["offset"]))
         db = await self.db()
         present = await db.fetchval(
-            "SELECT count(*) FROM liveboard.members WHERE workspace_id = $1", self.workspace_id
+            "SELECT count(*) FROM members WHERE workspace_id = $1", self.workspace_id
         )
         if present < users + 1:
             now = iso_now()
             await db.execute(
-                "DELETE FROM liveboard.members WHERE workspace_id = $1 AND user_id LIKE 'u%'",
+                "DELETE FROM members WHERE workspace_id = $1 AND user_id LIKE 'u%'",
                 self.workspace_id,
             )
             await db.copy_records_to_table(
                 "members",
-                schema_name="liveboard",
+                schema_name=self.schema,
                 records=[(self.workspace_id, f"u{i}", "member", now) for i in range(users)],
                 columns=["workspace_id", "user_id", "role", "created_at"],
             )
@@ -310,10 +332,10 @@ class LiveboardTarget(Target):
         # harness and PostgreSQL from competing with the server for the 2 cores.
         await db.execute(
             "WITH appended AS ("
-            ' INSERT INTO liveboard.events (room, "offset", epoch, type, ts, user_id, origin, data)'
+            ' INSERT INTO events (room, "offset", epoch, type, ts, user_id, origin, data)'
             " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[],"
             " $5::bigint[], $6::text[], $7::text[], $8::text[]))"
-            " UPDATE liveboard.rooms SET last_offset = v.o FROM unnest($9::text[], $10::bigint[])"
+            " UPDATE rooms SET last_offset = v.o FROM unnest($9::text[], $10::bigint[])"
             " AS v(r, o) WHERE rooms.room = v.r",
             names,
             offsets,
@@ -451,6 +473,14 @@ class LiveboardWorkersTarget(LiveboardTarget):
 
     def cpu_system(self, index: int = 0) -> float:
         return process_tree_cpu(self.instances[index].pid)[1]
+
+    def write_calls(self, index: int = 0) -> int:
+        pid = self.instances[index].pid
+        total = 0
+        for one in (pid, *children(pid)):
+            with contextlib.suppress(OSError):
+                total += write_calls(one)
+        return total
 
     def worker_pids(self, index: int = 0) -> list[int]:
         return children(self.instances[index].pid)
