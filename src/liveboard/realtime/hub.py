@@ -28,6 +28,7 @@ Guarantees:
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -43,6 +44,9 @@ MAX_PREBUFFER = 10_000
 #: the project room is told of the hole at once and reads them from the log (after its
 #: workspace room). A count, not bytes: each holds one event already decoded.
 MAX_WAITING = 10_000
+#: Events a sequenced room keeps of what it released last (``Room.recent``): what a reconnect
+#: whose ``since`` is that close to the head is sent without reading the log.
+RECENT = 16
 
 
 class Transport(Protocol):
@@ -99,8 +103,10 @@ class Room:
         "is_workspace",
         "joining",
         "live",
+        "members",
         "name",
         "prebuffer",
+        "recent",
         "sequencer",
         "waiting",
         "watchers",
@@ -121,6 +127,11 @@ class Room:
         self.waiting: list[tuple[Room, BrokerEvent]] = []
         self.live: dict[Outlet, None] = {}  # an ordered set
         self.joining: dict[Outlet, Joiner] = {}
+        # The last ``RECENT`` events released (in the sequencer's epoch), from the first
+        # released (or read with the position) on; None until sequenced. See ``admit_cache``.
+        self.recent: deque[BrokerEvent] | None = None
+        # Of a workspace room: users known to be members (``admit_cache``), None when none.
+        self.members: set[str] | None = None
 
     @property
     def empty(self) -> bool:
@@ -201,6 +212,14 @@ class Hub:
         if room.empty:
             del self.rooms[name]
 
+    @staticmethod
+    def forget_recent(room: Room) -> None:
+        """The room's continuity is lost (a resync): what it remembers for reconnects and
+        whom it knows as members may be wrong; keep only what it releases from now on."""
+        if room.recent is not None:
+            room.recent.clear()
+        room.members = None
+
     def drop_waiting(self, workspace: Room) -> None:
         """Forget the events parked for ``workspace`` (its continuity is lost; the node has
         ended the subscriptions they were for). A project room that still has subscribers
@@ -219,11 +238,17 @@ class Hub:
             return True
         return False
 
-    def start_sequence(self, room: Room, epoch: str, last_offset: int) -> None:
-        """Set a new room's position from the log; release what arrived meanwhile, in order."""
+    def start_sequence(
+        self, room: Room, epoch: str, last_offset: int, recent: Sequence[BrokerEvent] = ()
+    ) -> None:
+        """Set a new room's position from the log; release what arrived meanwhile, in order.
+
+        ``recent``: events of ``epoch`` read with the position, ending at ``last_offset``
+        without a hole (the caller checks), kept as the start of ``Room.recent``."""
         if room.sequencer is not None:
             return
         room.sequencer = RoomSequencer(epoch, last_offset + 1)
+        room.recent = deque(recent, maxlen=RECENT)
         early, room.prebuffer = room.prebuffer, []
         if early:
             now = self._clock()
@@ -328,6 +353,8 @@ class Hub:
         rooms that were waiting for this (workspace) room."""
         frames = batch.get(room)
         workspace = room.is_workspace
+        if room.recent is not None:
+            room.recent.extend(result.deliver)  # (a resync clears it: ``forget_recent``)
         for event in result.deliver:
             frame = text_frame(encode_event(event))
             if room.live:
