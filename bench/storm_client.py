@@ -102,7 +102,7 @@ class Client(WSListener):
         if frame.msg_type != TEXT:
             if frame.msg_type == CLOSE:
                 self.close_code = frame.get_close_code()
-                if not transport.is_close_frame_sent:  # (an attribute in picows 1.x)
+                if not transport.is_close_frame_sent:  # (a property in picows 2)
                     transport.send_close(WSCloseCode.OK)
                 transport.disconnect()
             return
