@@ -48,10 +48,12 @@ import numpy as np
 from bench.floor import minimal_fanout_async, send_floor
 from bench.infra import ROOT, Postgres, RedisServer, Workers, raise_fd_limit
 from bench.targets import (
+    BareTarget,
     LeanTarget,
     LiveboardPostgresTarget,
     LiveboardSourceTarget,
     LiveboardTarget,
+    LiveboardWorkersTarget,
     Room,
     SocketioTarget,
     Target,
@@ -163,11 +165,14 @@ class Bench:
         profile: bool,
         brokers: str = "",
         against: tuple[Path, bool] | None = None,
+        server_workers: str = "",
     ) -> None:
         """``brokers``: compare liveboard's brokers (``redis-first`` / ``postgres-first``: liveboard
         on Redis and on PostgreSQL's broker, in that order) instead of liveboard and the peer.
         ``against``: compare liveboard with liveboard from another source tree (``src``
-        directory, whether it runs first) instead."""
+        directory, whether it runs first) instead. ``server_workers``: ``1-first`` / ``2-first``:
+        liveboard as one process against ``serve --workers 2``, in that order, instead."""
+        self.server_workers = server_workers
         self.brokers = brokers
         self.against = against
         self.config = config
@@ -383,6 +388,9 @@ class Bench:
             "subscribers": cfg.subs,
             "connect": await self.connect(target, specs),
         }
+        if isinstance(target, LiveboardWorkersTarget):
+            out["worker_spread"] = target.spread()
+            self.log(f"  {target.name}: subscribers per worker {out['worker_spread']}")
         action = self.publisher(target, [room])
         fixed = []
         for rate in cfg.a_rates:
@@ -754,6 +762,7 @@ class Bench:
         write_tokens(self.workdir / "tokens.json", self.users)
         await self.workers.start()
         self.results["meta"] = environment(cfg, self.redis.port)
+        self.results["meta"]["server_workers"] = self.server_workers
         if "A" in self.only:
             # Before any server runs: the kernel's price of one write, and of the bare design
             # (one transport.write per socket, a live receiver), for reading A against.
@@ -770,14 +779,21 @@ class Bench:
             sio = LiveboardPostgresTarget(self.workdir, self.redis, self.postgres)
             lb.ts_before_write = True
             targets = [sio, lb] if self.brokers == "postgres-first" else [lb, sio]
+        elif self.server_workers:
+            # One process against two workers on one port, both on Redis (alternated between
+            # runs); the second's CPU is its supervisor's and both workers'.
+            sio = LiveboardWorkersTarget(self.workdir, self.redis, self.postgres, 2)
+            targets = [sio, lb] if self.server_workers == "2-first" else [lb, sio]
         elif self.against:
             src, base_first = self.against
             sio = LiveboardSourceTarget(self.workdir, self.redis, self.postgres, src)
             targets = [sio, lb] if base_first else [lb, sio]
             if "B" in self.only:  # the lean server (B only), between them
                 targets.insert(1, LeanTarget(self.workdir, self.redis, self.postgres))
+            if "D" in self.only:  # the bare uvloop transport + protocol (D only), between them
+                targets.insert(1, BareTarget(self.workdir, self.redis, self.postgres))
         await lb.create_database(f"bench_lb_{self.stamp}")
-        if self.brokers or self.against:
+        if self.brokers or self.against or self.server_workers:
             await sio.create_database(f"bench_lbpg_{self.stamp}")
         scenarios = {
             "A": self.scenario_a,
@@ -1115,6 +1131,25 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {s['connections']:,} (socketio {o.get('connections', 0):,}) | {fmt(s['kb_per_conn'], 1)} | {s['rss_kb'] / 1024:.0f} MB | "
                 f"{fmt(o.get('kb_per_conn'), 1)} | {o.get('rss_kb', 0) / 1024:.0f} MB | {ratio(s['kb_per_conn'], o.get('kb_per_conn'))} |"
             )
+        d_bare = get("D", "bare")
+        if d_bare.get("steps"):
+            # Issue 20 item 7: every liveboard tree of the run against the bare uvloop
+            # transport + protocol measured in the same run.
+            bare_steps = {s["target"]: s for s in d_bare["steps"]}
+            lines += [
+                "",
+                "| connections | bare KB/conn | server | KB/conn | × bare |",
+                "| --- | --- | --- | --- | --- |",
+            ]
+            for name, d in sc["D"].items():
+                if name == "bare":
+                    continue
+                for s in d.get("steps", []):
+                    b = bare_steps.get(s["target"], {})
+                    lines.append(
+                        f"| {s['connections']:,} | {fmt(b.get('kb_per_conn'), 2)} | {name} | "
+                        f"{fmt(s['kb_per_conn'], 2)} | {ratio(s['kb_per_conn'], b.get('kb_per_conn'), higher_is_better=True)} |"
+                    )
         for name, d in ((lb, d_lb), (sio, d_sio)):
             served = d.get("served")
             if served:
@@ -1195,6 +1230,18 @@ def main() -> int:
         " (target liveboard-base) instead of python-socketio",
     )
     parser.add_argument("--against-first", action="store_true", help="run the --against tree first")
+    parser.add_argument(
+        "--server-workers",
+        choices=["1-first", "2-first"],
+        default="",
+        help="liveboard as one process against `serve --workers 2` (in this order), both on"
+        " Redis, instead of against python-socketio; no limit rates (bench.workers_compare)",
+    )
+    parser.add_argument(
+        "--d-steps",
+        default="",
+        help="scenario D's connection counts, comma-separated (default 1000,10000,19900)",
+    )
     args = parser.parse_args()
     niceness = args.nice if args.nice is not None else (0 if args.quick else -10)
     restore_autogroup = prioritise(niceness) if niceness else None
@@ -1202,13 +1249,18 @@ def main() -> int:
     config = Config.make(args.quick, args.workers)
     if args.brokers:
         config = dataclasses.replace(config, ladder_max=1500.0, a_limit_rates=[])
+    if args.server_workers:
+        config = dataclasses.replace(config, a_limit_rates=[])
+    if args.d_steps:
+        steps = [int(step) for step in args.d_steps.split(",")]
+        config = dataclasses.replace(config, d_steps=steps)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = RESULTS / f"{stamp}.work"
     workdir.mkdir()
     started = time.monotonic()
     against = (args.against.resolve() / "src", args.against_first) if args.against else None
-    bench = Bench(config, workdir, only, args.profile, args.brokers, against)
+    bench = Bench(config, workdir, only, args.profile, args.brokers, against, args.server_workers)
     import uvloop
 
     try:

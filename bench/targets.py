@@ -35,7 +35,7 @@ import msgspec
 import socketio
 from redis.asyncio import Redis
 
-from bench.infra import PYTHON, Postgres, Process, RedisServer, free_port, wait_http
+from bench.infra import PYTHON, Postgres, Process, RedisServer, cpu_split, free_port, wait_http
 
 SECRET = "bench-secret-not-for-production"
 OWNER = "owner"
@@ -82,6 +82,9 @@ class Target(abc.ABC):
     name = ""
     proto = ""
     instances: list[Process]
+    #: Seconds an instance may take to answer its readiness check after it was started (a
+    #: machine shared with other jobs can take tens of seconds just to import).
+    ready_timeout = 30.0
 
     def __init__(self, workdir: Path, redis: RedisServer, postgres: Postgres) -> None:
         self.workdir = workdir
@@ -139,7 +142,7 @@ class Target(abc.ABC):
         """Wait for every started instance to answer; on failure none is left running."""
         try:
             for port, process in started:
-                await wait_http(f"http://127.0.0.1:{port}{path}", 30, process)
+                await wait_http(f"http://127.0.0.1:{port}{path}", self.ready_timeout, process)
         except BaseException:
             for _port, process in started:
                 process.stop(kill=True)
@@ -187,6 +190,8 @@ class LiveboardTarget(Target):
         self.workspace_id = ""
         #: More environment for the instances (e.g. ``LIVEBOARD_API_KEYS``).
         self.extra_env: dict[str, str] = {}
+        #: More ``liveboard serve`` arguments (e.g. ``--workers 2``).
+        self.serve_args: list[str] = []
         #: Stamp Redis events with the time before the append (see ``carry``).
         self.ts_before_write = False
         self._db: asyncpg.Connection | None = None
@@ -207,7 +212,7 @@ class LiveboardTarget(Target):
         started = []
         for index in range(count):
             port = free_port()
-            argv = [PYTHON, "-m", "liveboard", "serve", "--port", str(port)]
+            argv = [PYTHON, "-m", "liveboard", "serve", "--port", str(port), *self.serve_args]
             log = self.workdir / f"liveboard-{len(self.instances) + index}.log"
             started.append((port, Process(f"liveboard:{port}", argv, log, env)))
             if index == 0 and count > 1:  # let the first one apply the migrations alone
@@ -388,6 +393,69 @@ class LiveboardPostgresTarget(LiveboardTarget):
         )
 
 
+def process_tree_cpu(pid: int) -> tuple[float, float]:
+    """(utime + stime, stime) of ``pid`` and its living children (``serve --workers``: the
+    supervisor and its workers), in seconds."""
+    total, system = 0.0, 0.0
+    for one in (pid, *children(pid)):
+        with contextlib.suppress(OSError):
+            user, sys_ = cpu_split(one)
+            total, system = total + user + sys_, system + sys_
+    return total, system
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (from every thread's ``/proc/…/children``)."""
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+class LiveboardWorkersTarget(LiveboardTarget):
+    """``liveboard serve --workers N`` on Redis: N processes on one port (SO_REUSEPORT), each a
+    full instance. Its CPU is the supervisor's and every worker's."""
+
+    def __init__(
+        self, workdir: Path, redis: RedisServer, postgres: Postgres, workers: int = 2
+    ) -> None:
+        super().__init__(workdir, redis, postgres)
+        self.name = f"liveboard-w{workers}"
+        self.server_workers = workers
+        self.serve_args = ["--workers", str(workers)]
+
+    async def start(self, count: int = 1) -> None:
+        """Start, then wait until every worker listens (until then the kernel spreads new
+        connections over the workers already listening only)."""
+        from tests.support.workers import listening_workers
+
+        await super().start(count)
+        for index, port in enumerate(self.ports):
+            deadline = time.monotonic() + 60
+            while len(listening_workers(self.worker_pids(index), port)) < self.server_workers:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name}: not every worker listens after 60 s")
+                await asyncio.sleep(0.1)
+
+    def spread(self, index: int = 0) -> list[int]:
+        """Established connections per worker (sorted, largest first)."""
+        from tests.support.workers import worker_of_client_ports
+
+        owners = worker_of_client_ports(self.worker_pids(index), self.ports[index]).values()
+        return sorted((list(owners).count(pid) for pid in set(owners)), reverse=True)
+
+    def cpu(self, index: int = 0) -> float:
+        return process_tree_cpu(self.instances[index].pid)[0]
+
+    def cpu_system(self, index: int = 0) -> float:
+        return process_tree_cpu(self.instances[index].pid)[1]
+
+    def worker_pids(self, index: int = 0) -> list[int]:
+        return children(self.instances[index].pid)
+
+
 class LiveboardSourceTarget(LiveboardTarget):
     """liveboard run from another source tree (its ``src`` first on ``PYTHONPATH``, the same
     interpreter and dependencies), e.g. ``main`` against a branch in the same run."""
@@ -405,13 +473,14 @@ class LeanTarget(LiveboardTarget):
     direct path does (same JSON, same pipeline), without the log append (it has no log)."""
 
     name = "lean"
+    module = "bench.peers.lean_server"
 
     async def start(self, count: int = 1) -> None:
-        assert count == 1, "the lean server runs one instance"
+        assert count == 1, f"the {self.name} server runs one instance"
         port = free_port()
-        argv = [PYTHON, "-m", "bench.peers.lean_server", "--port", str(port)]
+        argv = [PYTHON, "-m", self.module, "--port", str(port)]
         argv += ["--redis", self.redis.url]
-        process = Process(f"lean:{port}", argv, self.workdir / "lean.log", {})
+        process = Process(f"{self.name}:{port}", argv, self.workdir / f"{self.name}.log", {})
         deadline = time.monotonic() + 30
         while True:
             if not process.alive():
@@ -446,6 +515,14 @@ class LeanTarget(LiveboardTarget):
 
     async def mutate(self, http: aiohttp.ClientSession, room: Room, title: str) -> bool:
         raise NotImplementedError("the lean server has no REST API")
+
+
+class BareTarget(LeanTarget):
+    """The bare server (``bench/peers/bare_server.py``): a uvloop transport and one slotted
+    protocol object per socket, a set of transports per room; scenario D's memory baseline."""
+
+    name = "bare"
+    module = "bench.peers.bare_server"
 
 
 class _CollectingManager(socketio.AsyncRedisManager):  # type: ignore[misc]

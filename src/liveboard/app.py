@@ -296,6 +296,8 @@ def _components(
             await asyncio.gather(*pruning, return_exceptions=True)
             if wakeup is not None:
                 await wakeup.aclose()
+            if ROOM_LOG_KEY in app:
+                await app[ROOM_LOG_KEY].batcher.drain()  # publishes still queued commit first
             if service is not None:
                 await service.writer.drain()  # committed events reach the broker before it closes
             if node is not None:
@@ -361,7 +363,11 @@ async def readyz(request: web.Request) -> web.StreamResponse:
             ),
             status=503,
         )
-    return json_response({"status": "ready", "broker": broker.name, "degraded": not broker.up})
+    body: dict[str, object] = {"status": "ready", "broker": broker.name, "degraded": not broker.up}
+    if getattr(broker, "redis_mode", None) == "cluster":
+        # "broker" keeps naming the kind (CONTRACT §3: memory|redis); the topology is a detail.
+        body["redisMode"] = "cluster"
+    return json_response(body)
 
 
 async def serve_metrics_alone(app: web.Application, host: str, port: int) -> web.AppRunner:

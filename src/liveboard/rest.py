@@ -108,6 +108,9 @@ async def read_raw(request: web.Request) -> bytes:
     ``cli.serve``) and closes the connection if the rest has not arrived by then. Broken
     chunked framing or undecodable gzip/deflate is a 400.
     """
+    if request.content.is_eof() and not request.content.exception():
+        # Already here whole (a small body comes with its head): nothing to wait for.
+        return await request.read()
     guard = request.app[GUARD_KEY]
     try:
         async with asyncio.timeout(guard.body_timeout):

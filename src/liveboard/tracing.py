@@ -259,6 +259,12 @@ class _TracedDatabase(Database):
             async with super().write() as conn:
                 yield conn
 
+    @asynccontextmanager
+    async def driver_write(self) -> AsyncIterator[Any]:
+        with self.tracing.transaction("postgresql"):
+            async with super().driver_write() as conn:
+                yield conn
+
 
 class _TracedPublisher:
     def __init__(self, tracing: Tracing, publisher: EventPublisher) -> None:

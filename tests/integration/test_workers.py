@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from functools import partial
@@ -90,16 +89,25 @@ class Supervised:
     def pids(self) -> list[int]:
         return worker_pids(self.server.pid)
 
-    def worker_of(self, client: WsClient) -> int:
-        client_port = client.ws.get_extra_info("sockname")[1]
+    async def workers_of(self, clients: list[WsClient]) -> list[int]:
+        """The pid of the worker holding each client's connection, in ``clients``' order.
+
+        One read of ``/proc/net/tcp`` answers for every client, off the event loop (a blocking
+        read per client stalled the loop long enough under load for the server to drop
+        sockets for unanswered pings)."""
+        client_ports = [client.ws.get_extra_info("sockname")[1] for client in clients]
+        owners: dict[int, int] = {}
         # /proc/net/tcp is read in chunks and can skip rows while other sockets come and go:
-        # read it again before deciding the connection is nowhere.
+        # read it again before deciding a connection is nowhere.
         for _ in range(50):
-            owner = worker_of_client_ports(self.pids(), self.server.port).get(client_port)
-            if owner is not None:
-                return owner
-            time.sleep(0.02)
-        raise AssertionError(f"no worker holds the connection from port {client_port}")
+            owners.update(
+                await asyncio.to_thread(worker_of_client_ports, self.pids(), self.server.port)
+            )
+            if all(port in owners for port in client_ports):
+                return [owners[port] for port in client_ports]
+            await asyncio.sleep(0.02)
+        missing = [port for port in client_ports if port not in owners]
+        raise AssertionError(f"no worker holds the connections from ports {missing}")
 
 
 def free_ports_in_a_row(count: int) -> int:
@@ -190,7 +198,7 @@ async def test_connections_spread_and_events_and_presence_cross_workers(
     _, pid = await board.board(alice, bob)
     room = project_room(pid)
     clients = [await board.connect(alice if i % 2 else bob) for i in range(40)]
-    spread = Counter(supervised.worker_of(client) for client in clients)
+    spread = Counter(await supervised.workers_of(clients))
     print(f"40 connections over {WORKERS} workers: {sorted(spread.values())}")
     assert len(spread) == WORKERS, spread  # all on one worker: 2 ** -39 by chance
     for client in clients:
@@ -205,9 +213,10 @@ async def test_connections_spread_and_events_and_presence_cross_workers(
     assert len(offsets) == 1  # one event, one offset, on every worker
     # Presence: alice joins on one worker, bob on the other; both see both.
     by_worker: dict[int, dict[str, Watcher]] = {}
-    for client, watcher in zip(clients, watchers, strict=True):
-        user = alice if clients.index(client) % 2 else bob
-        by_worker.setdefault(supervised.worker_of(client), {}).setdefault(user, watcher)
+    owners = await supervised.workers_of(clients)
+    for index, (owner, watcher) in enumerate(zip(owners, watchers, strict=True)):
+        user = alice if index % 2 else bob
+        by_worker.setdefault(owner, {}).setdefault(user, watcher)
     first, second = list(by_worker.values())[:2]
     joiners = [first[alice], second[bob]] if bob in second else [first[bob], second[alice]]
     for watcher in joiners:
@@ -219,7 +228,7 @@ async def test_connections_spread_and_events_and_presence_cross_workers(
 async def test_each_worker_is_scraped_on_its_own_metrics_port(supervised: Supervised) -> None:
     board = supervised.board
     clients = [await board.connect(board.user("alice")) for _ in range(10)]
-    spread = Counter(supervised.worker_of(client) for client in clients)
+    spread = Counter(await supervised.workers_of(clients))
     scraped = []
     for index in range(WORKERS):
         url = f"http://127.0.0.1:{supervised.metrics_port + index}/metrics"
@@ -243,8 +252,9 @@ async def test_a_killed_worker_is_replaced_and_its_clients_recover(
     _, pid = await board.board(alice)
     room = project_room(pid)
     clients = [await board.connect(alice) for _ in range(12)]
-    victim = supervised.worker_of(clients[0])
-    on_victim = [c for c in clients if supervised.worker_of(c) == victim]
+    owners = await supervised.workers_of(clients)
+    victim = owners[0]
+    on_victim = [c for c, owner in zip(clients, owners, strict=True) if owner == victim]
     for client in clients:
         await client.subscribe(room)
     await board.task(alice, pid, "before the kill")
@@ -280,7 +290,7 @@ async def test_sigterm_drains_every_worker_and_the_supervisor_exits_0(
 ) -> None:
     board = supervised.board
     clients = [await board.connect(board.user("alice")) for _ in range(10)]
-    assert len({supervised.worker_of(c) for c in clients}) >= 1
+    assert len(set(await supervised.workers_of(clients))) >= 1
     pids = supervised.pids()
     code = await asyncio.to_thread(supervised.server.terminate, 60.0)
     assert code == 0, supervised.server.log()

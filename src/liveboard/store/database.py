@@ -193,6 +193,14 @@ class Database:
             raw = await conn.get_raw_connection()
             yield raw.driver_connection
 
+    @asynccontextmanager
+    async def driver_write(self) -> AsyncIterator[Any]:
+        """PostgreSQL only: ``driver``'s asyncpg connection in a write transaction, committed
+        when the block exits without an exception (rolled back otherwise), for a write whose
+        statements are prepared once per connection (``tasks.publish_batch``)."""
+        async with self.driver() as conn, conn.transaction():
+            yield conn
+
     async def warm(self) -> int:
         """Open the pool's ``pool_size`` connections now (PostgreSQL; SQLite has no pool), so a
         burst right after start (a restarted server's reconnect storm) does not pay for the

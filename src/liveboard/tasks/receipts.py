@@ -60,12 +60,17 @@ class Receipt:
         self.claim = claim
         self.answer: Answer | None = None
 
-    async def settle(self, conn: AsyncConnection, result: Any, position: Position | None) -> None:
-        """Render the answer to ``result`` and, with a claim, store it (see the module)."""
+    def render(self, result: Any, position: Position | None) -> Answer:
+        """The answer to ``result``, naming the event at ``position`` (if any), not stored."""
         answer = self._render(result)
         if position is not None:
             answer.headers[OFFSET_HEADER] = str(position.offset)
             answer.headers[EPOCH_HEADER] = position.epoch
+        return answer
+
+    async def settle(self, conn: AsyncConnection, result: Any, position: Position | None) -> None:
+        """Render the answer to ``result`` and, with a claim, store it (see the module)."""
+        answer = self.render(result, position)
         if self.claim is not None:
             stored = await idempotency.record(
                 conn,

@@ -2,11 +2,13 @@
 
 Guarantees:
 
-* ``publish`` appends the event through the instance's ``EventWriter``, the one the task
-  service writes with: it takes the room's next offset under the room's row lock, commits with
-  its idempotency record (if any) and is handed to the publisher in offset order with every
-  other event of the room. An event of a project room names its workspace room's head, as a
-  task change does, so a member removed before it never receives it. Its ``userId`` is null.
+* ``publish`` appends the event in a batch of the publishes that arrive together
+  (``tasks.publish_batch``: group commit), in the order of the instance's ``EventWriter``, the
+  one the task service writes with: it takes the room's next offset under the room's row lock,
+  commits with its idempotency record (if any) and is handed to the publisher in offset order
+  with every other event of the room. An event of a project room names its workspace room's
+  head, as a task change does, so a member removed before it never receives it. Its
+  ``userId`` is null.
 * ``history`` reads the room's head, the oldest event kept and up to ``limit`` events after
   ``after`` in one snapshot: the page reflects the log at one instant, its events are
   consecutive offsets, and ``truncated`` is true exactly when some event after ``after`` and
@@ -22,15 +24,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from liveboard import errors
 from liveboard.auth import Actor
 from liveboard.protocol import Position, Published, RoomHistory, RoomName
-from liveboard.store import admission, eventlog, records
-from liveboard.tasks.clock import Clock
-from liveboard.tasks.receipts import Receipt, settle
+from liveboard.store import admission, eventlog
+from liveboard.tasks.publish_batch import PublishBatcher
+from liveboard.tasks.receipts import Receipt
 from liveboard.tasks.writer import EventWriter
+
+_encode = msgspec.json.Encoder().encode
 
 __all__ = ["RoomLog"]
 
@@ -39,8 +44,13 @@ class RoomLog:
     """Publishing into rooms and reading their history (see the module)."""
 
     def __init__(self, writer: EventWriter) -> None:
-        self._writer = writer
+        self._batcher = PublishBatcher(writer)
         self._db = writer.db
+
+    @property
+    def batcher(self) -> PublishBatcher:
+        """Where publishes are grouped into transactions."""
+        return self._batcher
 
     async def publish(
         self,
@@ -50,23 +60,15 @@ class RoomLog:
         data: dict[str, Any],
         *,
         receipt: Receipt | None = None,
+        data_json: bytes | None = None,
     ) -> Published:
-        """Append ``type_``/``data`` to ``room`` (which must exist: not found otherwise)."""
-        async with self._writer.transaction() as (conn, outbox):
-            workspace_id = await self._workspace_of(conn, room)
-            event = await self._writer.append(
-                conn,
-                outbox,
-                str(room),
-                type_,
-                actor,
-                Clock.now().ms,
-                data,
-                workspace_id=None if room.is_workspace else workspace_id,
-            )
-            published = Published(room=event.room, offset=event.offset, epoch=event.epoch)
-            await settle(conn, outbox, receipt, published)
-        return published
+        """Append ``type_``/``data`` to ``room`` (which must exist: not found otherwise).
+        ``data_json``: ``data`` already encoded, if the caller has it. Only a service
+        publishes (``actor.user_id`` None): its event has no user."""
+        if actor.user_id is not None:
+            raise errors.forbidden("this call needs an API key (Authorization: apikey <key>)")
+        encoded = _encode(data) if data_json is None else data_json
+        return await self._batcher.publish(room, type_, data, encoded.decode(), receipt)
 
     async def history(self, actor: Actor, room: RoomName, *, after: int, limit: int) -> RoomHistory:
         """Up to ``limit`` events of ``room`` with offset > ``after`` (see the module)."""
@@ -82,17 +84,6 @@ class RoomLog:
         return RoomHistory(
             events=list(events), offset=head.offset, epoch=head.epoch, truncated=truncated
         )
-
-    async def _workspace_of(self, conn: AsyncConnection, room: RoomName) -> str:
-        """The workspace a room belongs to; not found when the room does not exist."""
-        if room.is_workspace:
-            if await records.get_workspace(conn, room.id) is None:
-                raise errors.not_found("room not found")
-            return room.id
-        project = await records.get_project(conn, room.id)
-        if project is None:
-            raise errors.not_found("room not found")
-        return project.workspace_id
 
     async def _readable_head(self, conn: AsyncConnection, actor: Actor, room: RoomName) -> Position:
         """The room's head if the actor may read it; not found otherwise (see the module)."""

@@ -114,13 +114,14 @@ async def publish_event(request: web.Request) -> web.StreamResponse:
     if problem is not None:
         raise errors.validation_error("type", problem)
     limit = request.app[MAX_EVENT_DATA_KEY]
-    if len(_encode(body.data)) > limit:
+    data_json = _encode(body.data)
+    if len(data_json) > limit:
         raise errors.ApiError(
             413, "payload_too_large", f"data must be at most {limit} bytes of JSON"
         )
     receipt = receipt_for(request, _json_answer(201))
     await request.app[ROOM_LOG_KEY].publish(
-        actor(request), room, body.type, body.data, receipt=receipt
+        actor(request), room, body.type, body.data, receipt=receipt, data_json=data_json
     )
     return answered(receipt)
 

@@ -53,16 +53,27 @@ class EventWriter:
     async def transaction(self) -> AsyncIterator[tuple[AsyncConnection, Outbox]]:
         """A write transaction and the outbox of its events, handed to the publisher after it
         commits (returns without waiting for the broker: see the module)."""
-        outbox = Outbox(self._order)
+        outbox = self.outbox()
         try:
             async with self.db.write() as conn:
                 yield conn, outbox
-            handing = await outbox.hand_over(self.publisher)
-            if handing is not None:
-                self._handing.add(handing)
-                handing.add_done_callback(self._handed)
+            await self.hand_over(outbox)
         finally:
             outbox.abandon()  # rolled back, failed or cancelled: the room's line moves on
+
+    def outbox(self) -> Outbox:
+        """An outbox in this instance's publish order, for a write transaction run elsewhere
+        (``tasks.publish_batch``): ``Outbox.add`` each event while the transaction holds its
+        room's row lock, ``hand_over`` once it committed, ``Outbox.abandon`` in a ``finally``."""
+        return Outbox(self._order)
+
+    async def hand_over(self, outbox: Outbox) -> None:
+        """After ``outbox``'s transaction committed: wait for its turn in each room, then start
+        handing its events to the publisher (not waiting for the broker: see the module)."""
+        handing = await outbox.hand_over(self.publisher)
+        if handing is not None:
+            self._handing.add(handing)
+            handing.add_done_callback(self._handed)
 
     def _handed(self, handing: asyncio.Task[None]) -> None:
         self._handing.discard(handing)
