@@ -24,8 +24,9 @@ import gc
 import time
 
 from liveboard.protocol import BrokerEvent
-from liveboard.realtime.hub import Hub, Outlet
+from liveboard.realtime.hub import Hub
 from liveboard.realtime.metrics import Metrics
+from liveboard.realtime.outlet import Outlet
 
 #: Shapes: label → (rooms, subscribers per room, events per run).
 SHAPES = {"one room": (1, 1000, 3000), "small rooms": (100, 10, 30000)}

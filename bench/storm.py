@@ -149,6 +149,32 @@ async def listening(url: str, process: Process, timeout: float = 60.0) -> float:
             await asyncio.sleep(0.01)
 
 
+def listen_drops() -> int:
+    """The machine's TCP listen-queue overflows so far (``/proc/net/netstat``, TcpExt
+    ListenOverflows): connects the kernel dropped because a listener's accept queue was full."""
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=False):
+            if names.startswith("TcpExt:"):
+                row = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+                return int(row.get("ListenOverflows", 0))
+    return 0
+
+
+async def recoveries(port: int) -> dict[str, float]:
+    """``liveboard_recoveries_total`` by source, from the server's /metrics ({} without it)."""
+    found: dict[str, float] = {}
+    with contextlib.suppress(Exception):
+        url = f"http://127.0.0.1:{port}/metrics"
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            text = await response.text()
+        for line in text.splitlines():
+            if line.startswith("liveboard_recoveries_total{"):
+                source = line.split('source="', 1)[1].split('"', 1)[0]
+                found[source] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
 def free_port() -> int:
     from bench.infra import free_port as pick
 
@@ -213,6 +239,8 @@ async def storm(
         code = await asyncio.to_thread(server.proc.wait, 60)
         server.stop()
         stopped = time.time()
+        drops_before = listen_drops()
+        load = os.getloadavg()[0]
         again = build.spawn(port, f"run{run}-restarted")
         listen_at = await listening(f"http://127.0.0.1:{port}/healthz", again)
         await workers.all({"cmd": "release"})  # --delay 0: all at once, now
@@ -236,6 +264,8 @@ async def storm(
             await asyncio.sleep(0.25)
         caught_wall = time.time()
         cpu_storm = cpu_seconds(again.pid) - cpu_at_listen
+        drops = listen_drops() - drops_before
+        from_where = await recoveries(port)
         storm_seconds = caught_wall - listen_at
         steady_from = cpu_seconds(again.pid)
         await asyncio.sleep(STEADY)
@@ -286,6 +316,9 @@ async def storm(
         "not_recovered": sum(r["not_recovered"] for r in results),
         "behind_at_end": sum(r["behind"] for r in results),
         "events_written": written,
+        "load_1m": load,
+        "listen_overflows": drops,
+        "recoveries": from_where,
     }
     if profile:
         out["profile_top"] = top_frames(raw, 25)
@@ -323,15 +356,17 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
     lines = [
         "| run | build | p50 s | p99 s | 100 % s | not caught | CPU/reconnect ms | reconnects "
-        "| refusals | gaps | dups | not recovered |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| refusals | gaps | dups | not recovered | from memory / read | listen overflows | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['run']} | {r['build']} | {fmt(r['caught_p50_s'])} | {fmt(r['caught_p99_s'])} "
             f"| {fmt(r['caught_all_s'])} | {r['not_caught']} | {fmt(r['cpu_per_reconnect_ms'])} "
             f"| {r['reconnects']} | {r['refusals']} | {r['gaps']} | {r['dups']} "
-            f"| {r['not_recovered']} |"
+            f"| {r['not_recovered']} | {r['recoveries'].get('memory', '-')} / "
+            f"{r['recoveries'].get('database', '-')} | {r['listen_overflows']} "
+            f"| {r['load_1m']:.1f} |"
         )
     return "\n".join(lines)
 

@@ -9,11 +9,11 @@ comes back by itself: it waits ``uniform(0, delay)``, connects, and subscribes w
 server listens, then every client at once, and a refused one again after ``uniform(RETRY_FLOOR,
 1)`` s, the 503's ``Retry-After``); a connect refused (the server is down, or answers
 503) or a handshake that times out is counted by kind and retried after another
-``uniform(0, delay)`` (at least ``RETRY_FLOOR``), as the SDK does in its restart window (a
-503's ``Retry-After`` is not read, as the SDK does not). Each reconnect records when its
-``subscribed`` came, whether it said ``recovered: true``, and the arrival time
-(``time.time()``) of every event after it, so the orchestrator can tell when the client held
-its room's head as of the moment the restarted server listened.
+``uniform(0, delay)`` (at least ``RETRY_FLOOR``), as the SDK does in its restart window; a 503
+after ``RETRY_AFTER`` plus that, as the Python SDK honours the server's ``Retry-After``. Each
+reconnect records when its ``subscribed`` came, whether it said ``recovered: true``, and the
+arrival time (``time.time()``) of every event after it, so the orchestrator can tell when the
+client held its room's head as of the moment the restarted server listened.
 
 Commands: ``connect``, ``arm``, ``collect``, ``close``, ``ping``, ``exit``.
 """
@@ -40,6 +40,9 @@ CLOSE = WSMsgType.CLOSE
 #: The shortest pause between two attempts of one client, so a client refused at once does not
 #: spin (the SDK's own policy never waits less than its jitter either).
 RETRY_FLOOR = 0.05
+#: The server's ``Retry-After`` on a 503 (``LIVEBOARD_HANDSHAKE_RETRY_AFTER``, default 1), honoured
+#: with ``--delay`` as the Python SDK does (seconds).
+RETRY_AFTER = 1.0
 
 
 class Head(msgspec.Struct):
@@ -99,7 +102,7 @@ class Client(WSListener):
         if frame.msg_type != TEXT:
             if frame.msg_type == CLOSE:
                 self.close_code = frame.get_close_code()
-                if not transport.is_close_frame_sent():
+                if not transport.is_close_frame_sent:  # (a property in picows 2)
                     transport.send_close(WSCloseCode.OK)
                 transport.disconnect()
             return
@@ -204,6 +207,8 @@ class Worker:
                     self.refusals[self._kind(exc)] += 1
                     if at_once:
                         await asyncio.sleep(self._rng.uniform(RETRY_FLOOR, 1.0))
+                    elif self._kind(exc) == "http_503":
+                        await asyncio.sleep(RETRY_AFTER)  # then the jittered pace, above
                     if client.transport is not None and not client.gone.done():
                         client.transport.disconnect()
                     client.transport = None

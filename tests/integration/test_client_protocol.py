@@ -110,6 +110,7 @@ class FakeServer:
         self.new_connection: asyncio.Queue[FakeConnection] = asyncio.Queue()
         self.script: Script | None = None
         self.refuse_with: int | None = None
+        self.retry_after: str | None = None  # the refusal's Retry-After header, if any
         app = web.Application()
         app.router.add_get("/ws/connect", self._handle)
         self.server = TestServer(app)
@@ -123,8 +124,11 @@ class FakeServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self.refuse_with is not None:
+            headers = {} if self.retry_after is None else {"Retry-After": self.retry_after}
             return web.json_response(
-                {"error": {"code": "unauthorized", "message": "no"}}, status=self.refuse_with
+                {"error": {"code": "unauthorized", "message": "no"}},
+                status=self.refuse_with,
+                headers=headers,
             )
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
@@ -454,6 +458,34 @@ async def test_503_and_429_at_upgrade_are_retried(fake: FakeServer) -> None:
         await asyncio.wait_for(connecting, timeout(5))
     finally:
         await client.aclose()
+
+
+async def test_a_503_with_retry_after_waits_that_long_plus_jitter(
+    fake: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server busy with a storm says when to come back: each refused attempt waits
+    ``Retry-After`` plus ``uniform(0, restart_delay)`` (here its top), inside a restart window
+    too, instead of the restart pace or the backoff; without the header, the backoff."""
+    caplog.set_level(logging.INFO, logger=CONNECTION_LOGGER)
+    fake.script = _idle
+    options = {"backoff_base": 0.05, "backoff_cap": 5.0, "restart_delay": 0.1}
+    async with _client(fake, rng=Top(), **options):
+        conn = await fake.next_connection()
+        fake.refuse_with, fake.retry_after = 503, "1"
+        closed_at = time.monotonic()
+        await conn.close(1012)
+        await wait_until(lambda: len(_reconnect_delays(caplog.records)) >= 3, wait=10)
+        fake.refuse_with = None
+        conn = await fake.next_connection()
+        # The 1012's restart delay, then twice Retry-After (1 s) plus the jitter's top.
+        assert _reconnect_delays(caplog.records)[:3] == [0.1, 1.1, 1.1]
+        assert conn.opened_at - closed_at >= 0.1 + 1.1 + 1.1
+        caplog.clear()
+        fake.refuse_with, fake.retry_after = 429, None
+        await conn.close(1011)
+        await wait_until(lambda: len(_reconnect_delays(caplog.records)) >= 3, wait=10)
+        assert _reconnect_delays(caplog.records)[:3] == [0.05, 0.1, 0.2]
+        fake.refuse_with = None
 
 
 async def test_a_server_that_stops_answering_pings_is_dropped(fake: FakeServer) -> None:

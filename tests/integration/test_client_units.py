@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from liveboard import protocol
 from liveboard.client import Backoff, CloseAction, Event, close_action, full_jitter, jwt_expiry
-from liveboard.client.backoff import backoff_ceiling
+from liveboard.client.backoff import MAX_RETRY_AFTER, backoff_ceiling, parse_retry_after
 from liveboard.client.board import iso_from_ms
 from liveboard.client.connection import websocket_url
 from liveboard.client.tail import format_event, summarize
@@ -110,6 +110,37 @@ def test_restart_delays_are_spread_over_the_whole_range() -> None:
     assert 0.0 <= min(delays) < 0.05
     assert 1.45 < max(delays) <= 1.5
     assert 0.70 < sum(delays) / len(delays) < 0.80  # uniform: mean = restart_delay / 2
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("1", 1.0),
+        (" 5 ", 5.0),
+        ("0", 0.0),
+        ("3600", MAX_RETRY_AFTER),
+        ("Sun, 06 Nov 1994 08:49:37 GMT", MAX_RETRY_AFTER),
+        (None, None),
+        ("", None),
+        ("-1", None),
+        ("1.5", None),
+        ("soon", None),
+        ("\u0661", None),  # a digit, but not ASCII
+    ],
+)
+def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header) == seconds
+
+
+def test_retry_after_waits_at_least_what_was_asked_with_jitter_and_counts_no_attempt() -> None:
+    backoff = Backoff(0.5, 8.0, random.Random(3), restart_delay=1.5)
+    backoff.next_delay()
+    delays = [backoff.retry_after(2.0) for _ in range(2000)]
+    assert all(2.0 <= d <= 3.5 for d in delays)
+    assert 2.7 < sum(delays) / len(delays) < 2.8  # spread over the jitter: mean 2 + 0.75
+    assert backoff.attempt == 1
+    assert backoff.retry_after(1e9) <= MAX_RETRY_AFTER + 1.5
+    assert backoff.retry_after(-5.0) <= 1.5
 
 
 def test_backoff_rejects_negative_parameters() -> None:

@@ -24,8 +24,9 @@ import pytest
 import uvloop
 
 from liveboard.protocol import BrokerEvent
-from liveboard.realtime.hub import Hub, Outlet, PolledOutlet, Room, outlet_for
+from liveboard.realtime.hub import Hub, Room
 from liveboard.realtime.metrics import Metrics
+from liveboard.realtime.outlet import Outlet, PolledOutlet, outlet_for
 from liveboard.realtime.transport.connection import WebSocketConnection
 from tests.support.fakes import FakeConnection
 from tests.support.frames import OP_CLOSE, close_payload

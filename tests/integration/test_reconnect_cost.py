@@ -39,12 +39,15 @@ from tests.support.timing import wait_until
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
 HISTORY = 5
+#: Events before the head read as well (the hub's recent events).
+RECENT = 2
 
 
 async def _classic(
     db: Database, kind: str, rid: str, room: str, user: str, since: Position
 ) -> Recovery | None:
-    """The read the one statement replaced: admission, oldest offset, history, in a snapshot."""
+    """The read the one statement replaced: admission, oldest offset, history, in a snapshot;
+    and, as ``read``, the history with up to ``RECENT`` events before it."""
     async with db.read() as conn:
         admit = admit_project if kind == "project" else admit_workspace
         admission = await admit(conn, rid, room, user)
@@ -52,12 +55,14 @@ async def _classic(
             return None
         oldest = await eventlog.oldest_offset(conn, room)
         head = admission.position
-        history = []
+        read = []
         if since.epoch == head.epoch and head.offset - since.offset <= HISTORY:
-            history = await eventlog.read_events(
-                conn, room, after=since.offset, up_to=head.offset, limit=1000
+            after = min(since.offset, head.offset - RECENT)
+            read = await eventlog.read_events(
+                conn, room, after=after, up_to=head.offset, limit=1000 + RECENT
             )
-    return Recovery(admission=admission, oldest=oldest, history=history)
+    history = [e for e in read if e.offset > since.offset]
+    return Recovery(admission=admission, oldest=oldest, history=history, read=read)
 
 
 async def test_one_statement_reads_what_the_snapshot_did_and_storms_are_capped(
@@ -99,6 +104,7 @@ async def test_one_statement_reads_what_the_snapshot_did_and_storms_are_capped(
                             since=since,
                             history_size=HISTORY,
                             limit=1000,
+                            recent=RECENT,
                         )
                     classic = await _classic(db, kind, rid, room, user, since)
                     assert one == classic, (kind, since, user)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 
 from liveboard.protocol import BrokerEvent
-from liveboard.realtime.hub import Outlet, Room
+from liveboard.realtime.hub import Room
+from liveboard.realtime.outlet import Outlet
 from liveboard.realtime.transport import CLOSED_MESSAGE, Message, WriteWatcher
 from liveboard.realtime.transport.frames import close_frame
 
@@ -77,7 +78,7 @@ class FakeConnection(FakeTransport):
         return True
 
     def watch_writes(self, watcher: WriteWatcher, limit: int) -> bool:
-        return False  # the session's outlet asks this transport (``hub.PolledOutlet``)
+        return False  # the session's outlet asks this transport (``outlet.PolledOutlet``)
 
 
 def ev(offset: int, room: str = "project:p1", epoch: str = "e1") -> BrokerEvent:

@@ -7,8 +7,9 @@ import pytest
 
 from liveboard.protocol import BrokerEvent, SequencedEvent
 from liveboard.realtime import hub as hub_module
-from liveboard.realtime.hub import Hub, Outlet, PolledOutlet, Room
+from liveboard.realtime.hub import Hub, Room
 from liveboard.realtime.metrics import Metrics
+from liveboard.realtime.outlet import Outlet, PolledOutlet
 from tests.support.fakes import FakeTransport, Recorder, ev
 
 

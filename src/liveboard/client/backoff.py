@@ -11,6 +11,11 @@ used to double the delay each time, which pushed a client's return far past the 
 server listened (issue 20 measured a 46-67 s tail for 10,000 clients). The window is known from
 the clock the caller passes in; nothing here reads one.
 
+An upgrade answered 503 with ``Retry-After`` (a server busy with a reconnect storm,
+``LIVEBOARD_MAX_HANDSHAKES``) is retried after what it asked, bounded by ``MAX_RETRY_AFTER``,
+plus ``uniform(0, restart_delay)`` so that the clients it refused together do not come back
+together (``Backoff.retry_after``); it does not count as a failed attempt.
+
 What each close code means (reconnect, later, with a new token, or never) is the protocol's
 policy: ``liveboard.protocol.close_action``.
 """
@@ -23,6 +28,22 @@ from typing import Final
 
 #: The exponent stops growing here (``2**attempt`` would otherwise overflow a float one day).
 MAX_EXPONENT: Final = 62
+#: The longest ``Retry-After`` honoured, seconds: a longer one (or a date) waits this long.
+MAX_RETRY_AFTER: Final = 60.0
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """The seconds of a ``Retry-After`` header: its delta-seconds form, capped at
+    ``MAX_RETRY_AFTER``; an HTTP date counts as ``MAX_RETRY_AFTER`` (no clock here); None when
+    there is no header or it is neither."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        return min(float(text), MAX_RETRY_AFTER)
+    if "," in text and text.endswith("GMT"):  # an IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT")
+        return MAX_RETRY_AFTER
+    return None
 
 
 def backoff_ceiling(attempt: int, base: float, cap: float) -> float:
@@ -90,6 +111,13 @@ class Backoff:
         delay = full_jitter(self.attempt, self.base, self.cap, self._rng.uniform)
         self.attempt += 1
         return delay
+
+    def retry_after(self, seconds: float) -> float:
+        """The delay after an upgrade refused with ``Retry-After: seconds`` (already parsed):
+        ``seconds`` (at most ``MAX_RETRY_AFTER``) plus ``uniform(0, restart_delay)``. Not counted
+        as a failed attempt: the server is up and said when to come back."""
+        wait = min(max(0.0, seconds), MAX_RETRY_AFTER)
+        return wait + self._rng.uniform(0.0, self.restart_delay)
 
     def reset(self) -> None:
         self.attempt = 0

@@ -9,6 +9,9 @@ Guarantees of ``ConnectionManager``:
 * **Comes back soon after a server restart**: after 1012 (or 1013) every attempt for
   ``restart_window`` seconds waits ``uniform(0, restart_delay)``, not doubled by the connects
   refused while the server is down; then the backoff above resumes.
+* **Honours ``Retry-After``**: an upgrade refused with 503 (or 429) and ``Retry-After: n`` is
+  tried again after ``n`` seconds (at most 60) plus ``uniform(0, restart_delay)``, instead of
+  the backoff, and not counted as a failed attempt (a server busy with a reconnect storm).
 * **Stops for good** (state ``closed``, ``error`` set, ``on_stop(error)`` called) on close
   codes that mean a client bug (1002, 1003, 1007, 1008, 1009), on 4001 with a *static* token
   (it has expired and cannot be renewed) and on HTTP 401 at upgrade with a static token. With
@@ -39,7 +42,7 @@ import aiohttp
 import msgspec
 from aiohttp import WSMsgType
 
-from liveboard.client.backoff import Backoff
+from liveboard.client.backoff import Backoff, parse_retry_after
 from liveboard.client.errors import (
     ClientClosedError,
     ConnectionLostError,
@@ -105,6 +108,7 @@ class _LinkEnd:
     close_code: int | None
     reason: str
     duration: float = 0.0
+    retry_after: float | None = None  # seconds, from a refused upgrade's ``Retry-After``
 
 
 class ConnectionManager:
@@ -273,7 +277,10 @@ class ConnectionManager:
                 # NEW_TOKEN with a provider: the next attempt asks it for a token, as each does.
                 if action is CloseAction.RECONNECT_LATER:
                     backoff.server_restarting(clock())
-                delay = backoff.next_delay(clock())
+                if end.retry_after is not None:
+                    delay = backoff.retry_after(end.retry_after)
+                else:
+                    delay = backoff.next_delay(clock())
                 log.info(
                     "connection %s (%s); reconnecting in %.2fs",
                     "closed" if end.connected else "failed",
@@ -316,7 +323,10 @@ class ConnectionManager:
                     "the server refused the token (HTTP 401); a fixed token cannot be renewed:"
                     " pass a token provider",
                 ) from None
-            return _LinkEnd(False, None, f"upgrade refused: HTTP {exc.status}")
+            retry_after = None
+            if exc.status in (429, 503) and exc.headers is not None:
+                retry_after = parse_retry_after(exc.headers.get("Retry-After"))
+            return _LinkEnd(False, None, f"upgrade refused: HTTP {exc.status}", 0.0, retry_after)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             return _LinkEnd(False, None, f"cannot connect: {exc!r}")
         try:

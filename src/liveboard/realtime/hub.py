@@ -32,14 +32,14 @@ Guarantees:
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
 
 from liveboard.protocol import RoomName, SequencedEvent, client_json
 from liveboard.protocol.rooms import WORKSPACE_ROOM_PREFIX
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import OfferResult, RoomSequencer
-from liveboard.realtime.transport import Connection
+from liveboard.realtime.outlet import Outlet
 from liveboard.realtime.transport.frames import text_frame
 
 #: Events held for a room before its position is known (first subscriber still reading).
@@ -48,83 +48,9 @@ MAX_PREBUFFER = 10_000
 #: the project room is told of the hole at once and reads them from the log (after its
 #: workspace room). A count, not bytes: each holds one event already decoded.
 MAX_WAITING = 10_000
-
-
-class Transport(Protocol):
-    """The part of ``asyncio.Transport`` the hub uses."""
-
-    def write(self, data: bytes) -> None: ...
-
-    def get_write_buffer_size(self) -> int: ...
-
-    def is_closing(self) -> bool: ...
-
-
-class Outlet:
-    """One connection's writing end: frames queued during a delivery, written in one call.
-
-    ``closed``: nothing may be written any more (a close frame went out, the socket is closing
-    or gone, or the session ended). ``blocked``: more than the slow-consumer bound waits unsent
-    in the transport. Both are set from outside, by the connection (``transport.WriteWatcher``)
-    and the session, so reading them costs an attribute load, not a call into the transport.
-    """
-
-    __slots__ = ("blocked", "closed", "connection_id", "pending", "transport", "user_id")
-
-    def __init__(self, transport: Transport, connection_id: str, user_id: str) -> None:
-        self.transport = transport
-        self.connection_id = connection_id
-        self.user_id = user_id
-        self.pending: list[bytes] = []
-        self.closed = False
-        self.blocked = False
-
-    def flush(self) -> int:
-        """Write what is queued; return the number of bytes still unsent in the transport."""
-        frames = self.pending
-        if frames and not self.closed:
-            self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
-        frames.clear()
-        return self.transport.get_write_buffer_size()
-
-
-class PolledOutlet(Outlet):
-    """An ``Outlet`` whose connection does not report its transport's state: ``closed`` and
-    ``blocked`` ask the transport (``is_closing()``, ``get_write_buffer_size()`` against
-    ``limit``) each time they are read."""
-
-    __slots__ = ("_closed", "_limit")
-
-    def __init__(self, transport: Transport, connection_id: str, user_id: str, limit: int) -> None:
-        self._limit = limit
-        self._closed = False
-        super().__init__(transport, connection_id, user_id)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed or self.transport.is_closing()
-
-    @closed.setter
-    def closed(self, value: bool) -> None:
-        self._closed = value
-
-    @property
-    def blocked(self) -> bool:
-        return self.transport.get_write_buffer_size() > self._limit
-
-    @blocked.setter
-    def blocked(self, value: bool) -> None:
-        pass  # computed from the transport each time
-
-
-def outlet_for(connection: Connection, connection_id: str, user_id: str, limit: int) -> Outlet:
-    """The writing end of ``connection``, whose ``blocked`` means more than ``limit`` bytes
-    unsent: an ``Outlet`` the connection keeps up to date, or a ``PolledOutlet`` when it
-    cannot (``Connection.watch_writes``)."""
-    outlet = Outlet(connection.transport, connection_id, user_id)
-    if connection.watch_writes(outlet, limit):
-        return outlet
-    return PolledOutlet(connection.transport, connection_id, user_id, limit)
+#: Events a sequenced room keeps of what it released last (``Room.recent``): what a reconnect
+#: whose ``since`` is that close to the head is sent without reading the log.
+RECENT = 16
 
 
 class Joiner:
@@ -150,8 +76,10 @@ class Room:
         "is_workspace",
         "joining",
         "live",
+        "members",
         "name",
         "prebuffer",
+        "recent",
         "sequencer",
         "waiting",
         "watchers",
@@ -172,6 +100,11 @@ class Room:
         self.waiting: list[tuple[Room, SequencedEvent]] = []
         self.live: dict[Outlet, None] = {}  # an ordered set
         self.joining: dict[Outlet, Joiner] = {}
+        # The last ``RECENT`` events released (in the sequencer's epoch), from the first
+        # released (or read with the position) on; None until sequenced. See ``admit_cache``.
+        self.recent: deque[SequencedEvent] | None = None
+        # Of a workspace room: users known to be members (``admit_cache``), None when none.
+        self.members: set[str] | None = None
 
     @property
     def empty(self) -> bool:
@@ -252,6 +185,14 @@ class Hub:
         if room.empty:
             del self.rooms[name]
 
+    @staticmethod
+    def forget_recent(room: Room) -> None:
+        """The room's continuity is lost (a resync): what it remembers for reconnects and
+        whom it knows as members may be wrong; keep only what it releases from now on."""
+        if room.recent is not None:
+            room.recent.clear()
+        room.members = None
+
     def drop_waiting(self, workspace: Room) -> None:
         """Forget the events parked for ``workspace`` (its continuity is lost; the node has
         ended the subscriptions they were for). A project room that still has subscribers
@@ -270,11 +211,17 @@ class Hub:
             return True
         return False
 
-    def start_sequence(self, room: Room, epoch: str, last_offset: int) -> None:
-        """Set a new room's position from the log; release what arrived meanwhile, in order."""
+    def start_sequence(
+        self, room: Room, epoch: str, last_offset: int, recent: Sequence[SequencedEvent] = ()
+    ) -> None:
+        """Set a new room's position from the log; release what arrived meanwhile, in order.
+
+        ``recent``: events of ``epoch`` read with the position, ending at ``last_offset``
+        without a hole (the caller checks), kept as the start of ``Room.recent``."""
         if room.sequencer is not None:
             return
         room.sequencer = RoomSequencer(epoch, last_offset + 1)
+        room.recent = deque(recent, maxlen=RECENT)
         early, room.prebuffer = room.prebuffer, []
         if early:
             now = self._clock()
@@ -379,6 +326,8 @@ class Hub:
         rooms that were waiting for this (workspace) room."""
         frames = batch.get(room)
         workspace = room.is_workspace
+        if room.recent is not None:
+            room.recent.extend(result.deliver)  # (a resync clears it: ``forget_recent``)
         for event in result.deliver:
             frame = text_frame(client_json(event))
             if room.live:

@@ -228,6 +228,13 @@ class Metrics:
             "liveboard_slow_consumer_closes", "Sockets closed with 4008."
         )
         self.gap_fills = counter("liveboard_gap_fills", "Gaps filled from the event log.")
+        self.recoveries = counter(
+            "liveboard_recoveries",
+            "Subscribes with since answered, by where from (memory: no database read).",
+            ("source",),
+        )
+        for source in ("memory", "database"):
+            self.recoveries.labels(source)
         self.resyncs = counter("liveboard_resyncs", "Rooms whose continuity was lost here.")
         self.broker_reconnects = counter(
             "liveboard_broker_reconnects", "Broker reconnections.", ("broker",)

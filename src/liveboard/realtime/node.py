@@ -52,15 +52,16 @@ from liveboard.protocol import (
     client_json,
     workspace_room,
 )
-from liveboard.realtime import repair, wiring
+from liveboard.realtime import admit_cache, repair, wiring
 from liveboard.realtime.brokers import Broker
-from liveboard.realtime.hub import Hub, Outlet, Room
+from liveboard.realtime.hub import Hub, Room
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import RecoveryBuffer
+from liveboard.realtime.outlet import Outlet
 from liveboard.realtime.presence import PresenceDiff, PresenceManager
 from liveboard.realtime.session import Session
 from liveboard.realtime.shutdown import SHUTDOWN_BATCH, SHUTDOWN_SPREAD, shutdown_pauses
-from liveboard.realtime.subscribe_read import SubscribeReader
+from liveboard.realtime.subscribe_read import SubscribeRead, SubscribeReader
 from liveboard.store.database import Database
 
 log = logging.getLogger("liveboard.node")
@@ -72,8 +73,16 @@ class _Admitted:
     read with it, and the workspace room it began to watch (whose broker interest to take)."""
 
     start: Position
-    history: list[BrokerEvent]
+    history: Sequence[SequencedEvent]
     watches: str | None
+
+
+def _from_memory(
+    hub: Hub, room: Room, user_id: str, since: Position, size: int
+) -> SubscribeRead | None:
+    """A reconnect answered from what the hub holds (``admit_cache``), or None."""
+    found = admit_cache.cached_recovery(hub.rooms, room, user_id, since, size)
+    return None if found is None else SubscribeRead(found[0], True, found[1])
 
 
 class Node:
@@ -272,9 +281,15 @@ class Node:
         Returns what its stream starts from once registered; False when refused; True when
         there is nothing more to do (the session closed, or the room was reset, meanwhile)."""
         since = message.since
-        read = await self.reader.read(kind, rid, room.name, session.user_id, since)
+        size = self.settings.history_size
+        read = None if since is None else _from_memory(self.hub, room, session.user_id, since, size)
+        cached = read is not None
+        if read is None:
+            read = await self.reader.read(kind, rid, room.name, session.user_id, since)
         if read is None:
             return False
+        if since is not None:
+            self.metrics.recoveries.labels("memory" if cached else "database").inc()
         admission, recovered, history = read.admission, read.recovered, read.history
         position = admission.position
         workspace_id, workspace_head = admission.workspace_id, admission.workspace_head
@@ -302,7 +317,9 @@ class Node:
         if first and kind == "project":
             watched = self.hub.watch(workspace_name)
             self.hub.start_sequence(watched, workspace_head.epoch, workspace_head.offset)
-        self.hub.start_sequence(room, position.epoch, position.offset)
+        self.hub.start_sequence(room, position.epoch, position.offset, read.recent)
+        if not cached:
+            admit_cache.remember_member(self.hub.rooms, session.user_id, admission)
         session.send(
             protocol.encode_subscribed(
                 room.name, position.offset, position.epoch, id=message.id, recovered=recovered
@@ -315,12 +332,12 @@ class Node:
         )
 
     async def _stream_from(
-        self, session: Session, room: Room, start: Position, history: list[BrokerEvent]
+        self, session: Session, room: Room, start: Position, history: Sequence[SequencedEvent]
     ) -> None:
         """Send ``history`` and the events held meanwhile, merged; then make the subscriber live."""
         outlet = session.outlet
         merger = RecoveryBuffer(start)
-        pending = history
+        pending: Sequence[SequencedEvent] = history
         while True:
             for event in self.hub.take_held(room, outlet):
                 merger.add_live(event)
@@ -397,14 +414,15 @@ class Node:
         anything after it): apply revocations."""
         for event in events:
             if event.type == MEMBER_REMOVED:
-                self._revoke(event)
+                self._revoke(room, event)
 
-    def _revoke(self, event: SequencedEvent) -> None:
+    def _revoke(self, workspace: Room, event: SequencedEvent) -> None:
         if isinstance(event, WireEvent):
             event = event.full()  # (a membership change: the one kind of event read whole)
         user_id = event.data.get("userId")
         if not isinstance(user_id, str):
             return
+        admit_cache.forget_member(workspace, user_id)  # first: no subscribe from memory after it
         workspace_id = RoomName.of(event.room).id
         for session in list(self.by_user.get(user_id, ())):
             # Remembered so that a subscription being admitted from an older snapshot is refused.
@@ -431,6 +449,7 @@ class Node:
         """``LogRepair``'s resync: send ``room``'s subscribers here ``resync`` and end their
         subscriptions."""
         payload = protocol.encode_resync(room.name, "continuity_lost")
+        self.hub.forget_recent(room)
         outlets = [*room.live, *room.joining]
         for outlet in outlets:
             session = self.sessions.get(outlet.connection_id)

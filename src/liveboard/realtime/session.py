@@ -34,8 +34,8 @@ from liveboard.auth import Principal
 from liveboard.protocol import CloseCode
 from liveboard.ratelimit import take_at
 from liveboard.realtime import timer_wheel
-from liveboard.realtime.hub import outlet_for
 from liveboard.realtime.metrics import NO_CLOSE_FRAME
+from liveboard.realtime.outlet import outlet_for
 from liveboard.realtime.transport import Connection
 from liveboard.realtime.transport.frames import PING_FRAME, pong_frame, text_frame
 

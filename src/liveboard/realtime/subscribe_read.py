@@ -21,10 +21,11 @@ How, per database:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from liveboard.protocol import BrokerEvent, Position
-from liveboard.realtime import repair
+from liveboard.protocol import BrokerEvent, Position, SequencedEvent
+from liveboard.realtime import hub, repair
 from liveboard.realtime.ordering import is_recovered
 from liveboard.store import eventlog
 from liveboard.store.admission import (
@@ -44,7 +45,10 @@ class SubscribeRead:
 
     admission: Admission
     recovered: bool | None
-    history: list[BrokerEvent]
+    history: Sequence[SequencedEvent]
+    #: Events up to the room's head, without a hole, of its epoch (possibly none): what the
+    #: hub keeps as the room's recent events if this read starts its sequence.
+    recent: Sequence[BrokerEvent] = ()
 
 
 def may_recover(since: Position, position: Position, oldest: int | None, history_size: int) -> bool:
@@ -86,10 +90,12 @@ class SubscribeReader:
                     since=since,
                     history_size=self.history_size,
                     limit=repair.READ_BATCH,
+                    recent=hub.RECENT,
                 )
             if found is None:
                 return None
             admission, oldest, history = found.admission, found.oldest, found.history
+            recent = _tail(found.read, admission.position)
         else:
             # Without ``since`` the admission is the only statement: no transaction needed.
             reading = self.db.read() if since is not None else self.db.read_one()
@@ -98,7 +104,7 @@ class SubscribeReader:
                 found_one = await admit(conn, rid, room, user_id)
                 if found_one is None:
                     return None
-                admission, oldest, history = found_one, None, []
+                admission, oldest, history, recent = found_one, None, [], []
                 if since is not None:
                     oldest = await eventlog.oldest_offset(conn, room)
                     head = admission.position
@@ -113,4 +119,17 @@ class SubscribeReader:
         if since is None:
             return SubscribeRead(admission, None, [])
         recovered = may_recover(since, admission.position, oldest, self.history_size)
-        return SubscribeRead(admission, recovered, history if recovered else [])
+        return SubscribeRead(admission, recovered, history if recovered else [], recent)
+
+
+def _tail(events: list[BrokerEvent], head: Position) -> list[BrokerEvent]:
+    """The last events of ``events`` that end at ``head`` without a hole, in its epoch."""
+    tail: list[BrokerEvent] = []
+    expected = head.offset
+    for event in reversed(events[-hub.RECENT :]):
+        if event.offset != expected or event.epoch != head.epoch:
+            break
+        tail.append(event)
+        expected -= 1
+    tail.reverse()
+    return tail

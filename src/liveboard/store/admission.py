@@ -103,6 +103,8 @@ class Recovery:
     admission: Admission
     oldest: int | None
     history: list[BrokerEvent]
+    #: ``history`` and up to ``recent`` events before it, when the epoch matched (see ``recover``)
+    read: list[BrokerEvent]
 
 
 # The whole read of a reconnect with ``since``, as one statement on PostgreSQL: membership,
@@ -113,12 +115,14 @@ class Recovery:
 # SQLAlchemy's compile and result layers cost more CPU than the query did (issue 20: 28 % of a
 # reconnect). ``{…}`` are table names (``Database.table``); ``$1`` the room's id, ``$2`` the
 # room, ``$3`` the user, ``$4``/``$5`` since's offset/epoch, ``$6`` the history size, ``$7``
-# the most events read.
+# the most events read, ``$8`` how many events before the head to read at least (the start of
+# the hub's ``Room.recent``, for the room's later reconnects; see ``realtime.admit_cache``).
 _HISTORY = """
 LEFT JOIN LATERAL (
   SELECT e."offset", e.epoch, e.type, e.ts, e.user_id, e.origin, e.data
   FROM {events} e
-  WHERE e.room = $2 AND e."offset" > $4 AND e."offset" <= a.last_offset
+  WHERE e.room = $2 AND e."offset" > LEAST($4, a.last_offset - $8)
+    AND e."offset" <= a.last_offset
     AND a.epoch = $5 AND a.last_offset - $4 <= $6
   ORDER BY e."offset"
   LIMIT $7
@@ -174,11 +178,23 @@ async def recover(
     since: Position,
     history_size: int,
     limit: int,
+    recent: int = 0,
 ) -> Recovery | None:
     """Run a recovery statement (``recovery_statements``) on an asyncpg connection: None
-    unless the user may subscribe to ``room`` (as ``admit_project``/``admit_workspace``)."""
+    unless the user may subscribe to ``room`` (as ``admit_project``/``admit_workspace``).
+
+    With ``recent``, up to that many events before the head are read as well (``Recovery.read``;
+    ``history`` is still at most ``limit`` events after ``since``), ``limit + recent`` in all."""
     rows = await driver.fetch(
-        statement, rid, room, user_id, since.offset, since.epoch, history_size, limit
+        statement,
+        rid,
+        room,
+        user_id,
+        since.offset,
+        since.epoch,
+        history_size,
+        limit + recent,
+        recent,
     )
     if not rows:
         return None
@@ -189,7 +205,7 @@ async def recover(
         workspace_head=Position(offset=int(first[3]), epoch=str(first[4])),
     )
     oldest = None if first[5] is None else int(first[5])
-    history = [
+    read = [
         BrokerEvent(
             type=str(r[8]),
             room=room,
@@ -203,4 +219,5 @@ async def recover(
         for r in rows
         if r[6] is not None
     ]
-    return Recovery(admission=admission, oldest=oldest, history=history)
+    history = [e for e in read if e.offset > since.offset][:limit]
+    return Recovery(admission=admission, oldest=oldest, history=history, read=read)

@@ -39,7 +39,7 @@ after other requests on a keep-alive connection). Both implementations guarantee
 
 Why the raw ``asyncio.Transport`` is part of the seam: fan-out is the hot path. The hub encodes
 an event's frame once and writes the same bytes to every subscriber's ``transport`` in one
-``write`` per socket (``hub.Outlet``). A method of the connection in between would cost a call
+``write`` per socket (``outlet.Outlet``). A method of the connection in between would cost a call
 per delivery for nothing: a server frame is the same bytes on both paths. So ``transport`` is the
 socket itself, and anything written to it goes out after what is queued, as is. Whoever writes
 must stop once a close frame was written (the session's ``closing``). For the same reason the
