@@ -60,12 +60,18 @@ class Receipt:
         self.claim = claim
         self.answer: Answer | None = None
 
+    def render(self, result: Any) -> Answer:
+        """The answer to ``result``, without the event's position yet (``complete`` adds it):
+        for a write that stores it under its key itself (``tasks.single_write``)."""
+        return self._render(result)
+
+    def complete(self, answer: Answer, position: Position | None) -> None:
+        """``answer`` naming the event at ``position`` (if any) is this receipt's answer."""
+        self.answer = _positioned(answer, position)
+
     async def settle(self, conn: AsyncConnection, result: Any, position: Position | None) -> None:
         """Render the answer to ``result`` and, with a claim, store it (see the module)."""
-        answer = self._render(result)
-        if position is not None:
-            answer.headers[OFFSET_HEADER] = str(position.offset)
-            answer.headers[EPOCH_HEADER] = position.epoch
+        answer = _positioned(self._render(result), position)
         if self.claim is not None:
             stored = await idempotency.record(
                 conn,
@@ -78,6 +84,14 @@ class Receipt:
             if not stored:
                 raise KeyTakenError
         self.answer = answer
+
+
+def _positioned(answer: Answer, position: Position | None) -> Answer:
+    """``answer`` with the headers naming the event at ``position`` (if any)."""
+    if position is not None:
+        answer.headers[OFFSET_HEADER] = str(position.offset)
+        answer.headers[EPOCH_HEADER] = position.epoch
+    return answer
 
 
 async def settle(

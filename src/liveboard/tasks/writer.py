@@ -57,12 +57,29 @@ class EventWriter:
         try:
             async with self.db.write() as conn:
                 yield conn, outbox
-            handing = await outbox.hand_over(self.publisher)
-            if handing is not None:
-                self._handing.add(handing)
-                handing.add_done_callback(self._handed)
+            await self._hand_over(outbox)
         finally:
             outbox.abandon()  # rolled back, failed or cancelled: the room's line moves on
+
+    @asynccontextmanager
+    async def statement(self) -> AsyncIterator[tuple[Any, Outbox]]:
+        """PostgreSQL: a pooled asyncpg connection outside any transaction, for a write that is
+        one statement (``tasks.single_write``), and the outbox of its events: ``reserve`` the
+        room before sending it, ``add`` the event it appended. Handed to the publisher after
+        the block, as ``transaction``'s."""
+        outbox = Outbox(self._order)
+        try:
+            async with self.db.driver() as driver:
+                yield driver, outbox
+            await self._hand_over(outbox)
+        finally:
+            outbox.abandon()  # failed, cancelled or changed nothing: the room's line moves on
+
+    async def _hand_over(self, outbox: Outbox) -> None:
+        handing = await outbox.hand_over(self.publisher)
+        if handing is not None:
+            self._handing.add(handing)
+            handing.add_done_callback(self._handed)
 
     def _handed(self, handing: asyncio.Task[None]) -> None:
         self._handing.discard(handing)
