@@ -59,7 +59,7 @@ from liveboard.tasks.changes import TaskChanges, bumped, diff, wire_changes
 from liveboard.tasks.clock import Clock, new_id
 from liveboard.tasks.placement import END, Slot, place
 from liveboard.tasks.receipts import Receipt, settle
-from liveboard.tasks.single_write import SingleWrites
+from liveboard.tasks.single_write import ATTEMPTS, SingleWrites
 from liveboard.tasks.writer import EventWriter
 
 
@@ -79,8 +79,10 @@ class TaskService:
         #: Shared with every other writer of the event log on this instance (``rooms.api``).
         self.writer = EventWriter(db, publisher)
         self._write = self.writer.transaction
-        #: PostgreSQL: edits and deletions as one statement first (``tasks.single_write``).
+        #: PostgreSQL: edits and deletions as one statement first (``tasks.single_write``),
+        #: tried ``ATTEMPTS`` times; SQLite: none, the transaction at once.
         self._single = None if db.is_sqlite else SingleWrites(self.writer, lambda: self._clock())
+        self._singles = () if self._single is None else (self._single,) * ATTEMPTS
 
     # Workspaces and members
 
@@ -356,11 +358,9 @@ class TaskService:
         since (``tasks.merge``: read from the locked row, so no concurrent edit can slip in
         between); ``Edited.merged`` then names them. Else a conflict naming the fields.
         On PostgreSQL one statement, without a lock held across a round trip, unless the task
-        changed between its read and its write (``tasks.single_write``)."""
-        if self._single is not None:
-            edited = await self._single.update_task(
-                actor, task_id, changes, expected_version, receipt
-            )
+        changed between its read and its write ``ATTEMPTS`` times (``tasks.single_write``)."""
+        for single in self._singles:
+            edited = await single.update_task(actor, task_id, changes, expected_version, receipt)
             if edited is not None:
                 return edited
         async with self._write() as (conn, outbox):
@@ -448,10 +448,9 @@ class TaskService:
         receipt: Receipt | None = None,
     ) -> None:
         """Delete a task (one statement on PostgreSQL, as ``update_task``)."""
-        if self._single is not None and await self._single.delete_task(
-            actor, task_id, expected_version, receipt
-        ):
-            return
+        for single in self._singles:
+            if await single.delete_task(actor, task_id, expected_version, receipt):
+                return
         async with self._write() as (conn, outbox):
             task, project, _ = await self._task_for_change(conn, task_id, actor, expected_version)
             now = self._clock()  # after the task's row lock: see _lock_task

@@ -13,9 +13,9 @@ Guarantees, the locked path's (``TaskService``):
 
 * The verdict is the locked path's: ``merge.decide`` on the row as ``read`` saw it, and the
   write applies only if the row is still at that version, so what was decided is what the
-  row was when it changed. A write that finds the task changed since returns None
-  (``NotApplied``) and the caller takes the locked path, which decides again on the locked
-  row: nothing is written twice, nothing is lost.
+  row was when it changed. A write that finds the task changed since writes nothing and
+  returns None (``NOT_APPLIED``); the caller tries again (``ATTEMPTS``), then takes the locked
+  path, which decides again on the locked row: nothing is written twice, nothing is lost.
 * The change, its event (gap-free offset, the workspace head it depends on) and the key's
   answer commit in one statement or not at all; a key the caller already holds undoes it all
   (``KeyTakenError``, as ``Receipt.settle``).
@@ -52,10 +52,14 @@ from liveboard.tasks.publish_order import Outbox
 from liveboard.tasks.receipts import Answer, KeyTakenError, Receipt
 from liveboard.tasks.writer import EventWriter
 
-__all__ = ["NOT_APPLIED", "SingleWrites"]
+__all__ = ["ATTEMPTS", "NOT_APPLIED", "SingleWrites"]
 
 #: What a single write returns when the locked path must run instead.
 NOT_APPLIED: Final = None
+#: Reads and writes tried before the locked path. Another try costs two round trips, the
+#: locked path four (BEGIN, lock, change and event, COMMIT); a second miss in a row means the
+#: task is busy, where the lock's queue serves its writers in turn.
+ATTEMPTS: Final = 2
 
 
 class SingleWrites:
