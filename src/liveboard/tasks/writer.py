@@ -69,7 +69,7 @@ class EventWriter:
         the block, as ``transaction``'s."""
         outbox = Outbox(self._order)
         try:
-            async with self.db.driver() as driver:
+            async with self.db.write_driver() as driver:
                 yield driver, outbox
             await self._hand_over(outbox)
         finally:
