@@ -209,14 +209,16 @@ soak-placement: $(BIN)/.test $(JS)/node_modules/.package-lock.json
 	LIVEBOARD_PLACEMENT_INSERTS=10000 LIVEBOARD_PLACEMENT_PAIRS=1000 $(BIN)/python -m pytest -s \
 		tests/integration/test_placement.py -k "insertions or simultaneous" $(PYTEST_ARGS)
 
-# Several instances on the postgres broker, no Redis, in full: also the Redis cluster's
-# events-in-order, presence and dead-instance tests and `--workers 2`, run on this broker
-# (~1.5 min more than `make test`, which runs the kills, with presence across them).
-.PHONY: soak-pg-broker
-soak: soak-pg-broker
-soak-pg-broker: $(BIN)/.test
-	LIVEBOARD_PG_BROKER_FULL=1 $(BIN)/python -m pytest tests/integration/test_cluster_postgres.py \
-		-s $(PYTEST_ARGS)
+# The multi-instance tests' variants on other brokers that `make test` leaves out for their time
+# (~3 min): on the Redis Cluster and the postgres broker, events in order on three instances,
+# presence across them, stalled instances' presence healing; on the postgres broker a dead
+# instance's users leaving and `--workers 2`. `make test` runs the outage and kill tests on both.
+.PHONY: soak-brokers
+soak: soak-brokers
+soak-brokers: $(BIN)/.test
+	LIVEBOARD_BROKERS_FULL=1 $(BIN)/python -m pytest tests/integration/test_cluster_events.py \
+		tests/integration/test_cluster_presence.py tests/integration/test_presence_outages.py \
+		tests/integration/test_cluster_postgres.py -m soak -s $(PYTEST_ARGS)
 
 # Presence across every outage of docs/reliability.md (stalls of 5-45 s, partitions from Redis),
 # all at once, ~1.5 min; part of `make fuzz` (`make test` runs a 15 s stall and a 15 s pause).

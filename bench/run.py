@@ -52,6 +52,7 @@ from bench.targets import (
     LiveboardPostgresTarget,
     LiveboardSourceTarget,
     LiveboardTarget,
+    LiveboardWorkersTarget,
     Room,
     SocketioTarget,
     Target,
@@ -163,11 +164,14 @@ class Bench:
         profile: bool,
         brokers: str = "",
         against: tuple[Path, bool] | None = None,
+        server_workers: str = "",
     ) -> None:
         """``brokers``: compare liveboard's brokers (``redis-first`` / ``postgres-first``: liveboard
         on Redis and on PostgreSQL's broker, in that order) instead of liveboard and the peer.
         ``against``: compare liveboard with liveboard from another source tree (``src``
-        directory, whether it runs first) instead."""
+        directory, whether it runs first) instead. ``server_workers``: ``1-first`` / ``2-first``:
+        liveboard as one process against ``serve --workers 2``, in that order, instead."""
+        self.server_workers = server_workers
         self.brokers = brokers
         self.against = against
         self.config = config
@@ -383,6 +387,9 @@ class Bench:
             "subscribers": cfg.subs,
             "connect": await self.connect(target, specs),
         }
+        if isinstance(target, LiveboardWorkersTarget):
+            out["worker_spread"] = target.spread()
+            self.log(f"  {target.name}: subscribers per worker {out['worker_spread']}")
         action = self.publisher(target, [room])
         fixed = []
         for rate in cfg.a_rates:
@@ -754,6 +761,7 @@ class Bench:
         write_tokens(self.workdir / "tokens.json", self.users)
         await self.workers.start()
         self.results["meta"] = environment(cfg, self.redis.port)
+        self.results["meta"]["server_workers"] = self.server_workers
         if "A" in self.only:
             # Before any server runs: the kernel's price of one write, and of the bare design
             # (one transport.write per socket, a live receiver), for reading A against.
@@ -770,6 +778,11 @@ class Bench:
             sio = LiveboardPostgresTarget(self.workdir, self.redis, self.postgres)
             lb.ts_before_write = True
             targets = [sio, lb] if self.brokers == "postgres-first" else [lb, sio]
+        elif self.server_workers:
+            # One process against two workers on one port, both on Redis (alternated between
+            # runs); the second's CPU is its supervisor's and both workers'.
+            sio = LiveboardWorkersTarget(self.workdir, self.redis, self.postgres, 2)
+            targets = [sio, lb] if self.server_workers == "2-first" else [lb, sio]
         elif self.against:
             src, base_first = self.against
             sio = LiveboardSourceTarget(self.workdir, self.redis, self.postgres, src)
@@ -777,7 +790,7 @@ class Bench:
             if "B" in self.only:  # the lean server (B only), between them
                 targets.insert(1, LeanTarget(self.workdir, self.redis, self.postgres))
         await lb.create_database(f"bench_lb_{self.stamp}")
-        if self.brokers or self.against:
+        if self.brokers or self.against or self.server_workers:
             await sio.create_database(f"bench_lbpg_{self.stamp}")
         scenarios = {
             "A": self.scenario_a,
@@ -1195,6 +1208,13 @@ def main() -> int:
         " (target liveboard-base) instead of python-socketio",
     )
     parser.add_argument("--against-first", action="store_true", help="run the --against tree first")
+    parser.add_argument(
+        "--server-workers",
+        choices=["1-first", "2-first"],
+        default="",
+        help="liveboard as one process against `serve --workers 2` (in this order), both on"
+        " Redis, instead of against python-socketio; no limit rates (bench.workers_compare)",
+    )
     args = parser.parse_args()
     niceness = args.nice if args.nice is not None else (0 if args.quick else -10)
     restore_autogroup = prioritise(niceness) if niceness else None
@@ -1202,13 +1222,15 @@ def main() -> int:
     config = Config.make(args.quick, args.workers)
     if args.brokers:
         config = dataclasses.replace(config, ladder_max=1500.0, a_limit_rates=[])
+    if args.server_workers:
+        config = dataclasses.replace(config, a_limit_rates=[])
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = RESULTS / f"{stamp}.work"
     workdir.mkdir()
     started = time.monotonic()
     against = (args.against.resolve() / "src", args.against_first) if args.against else None
-    bench = Bench(config, workdir, only, args.profile, args.brokers, against)
+    bench = Bench(config, workdir, only, args.profile, args.brokers, against, args.server_workers)
     import uvloop
 
     try:

@@ -35,7 +35,7 @@ import msgspec
 import socketio
 from redis.asyncio import Redis
 
-from bench.infra import PYTHON, Postgres, Process, RedisServer, free_port, wait_http
+from bench.infra import PYTHON, Postgres, Process, RedisServer, cpu_split, free_port, wait_http
 
 SECRET = "bench-secret-not-for-production"
 OWNER = "owner"
@@ -187,6 +187,8 @@ class LiveboardTarget(Target):
         self.workspace_id = ""
         #: More environment for the instances (e.g. ``LIVEBOARD_API_KEYS``).
         self.extra_env: dict[str, str] = {}
+        #: More ``liveboard serve`` arguments (e.g. ``--workers 2``).
+        self.serve_args: list[str] = []
         #: Stamp Redis events with the time before the append (see ``carry``).
         self.ts_before_write = False
         self._db: asyncpg.Connection | None = None
@@ -207,7 +209,7 @@ class LiveboardTarget(Target):
         started = []
         for index in range(count):
             port = free_port()
-            argv = [PYTHON, "-m", "liveboard", "serve", "--port", str(port)]
+            argv = [PYTHON, "-m", "liveboard", "serve", "--port", str(port), *self.serve_args]
             log = self.workdir / f"liveboard-{len(self.instances) + index}.log"
             started.append((port, Process(f"liveboard:{port}", argv, log, env)))
             if index == 0 and count > 1:  # let the first one apply the migrations alone
@@ -386,6 +388,69 @@ class LiveboardPostgresTarget(LiveboardTarget):
             "SELECT pg_notify('liveboard_events', p) FROM unnest($1::text[]) AS p",
             [payload_of(name, first, last, "bench") for name, (first, last) in spans.items()],
         )
+
+
+def process_tree_cpu(pid: int) -> tuple[float, float]:
+    """(utime + stime, stime) of ``pid`` and its living children (``serve --workers``: the
+    supervisor and its workers), in seconds."""
+    total, system = 0.0, 0.0
+    for one in (pid, *children(pid)):
+        with contextlib.suppress(OSError):
+            user, sys_ = cpu_split(one)
+            total, system = total + user + sys_, system + sys_
+    return total, system
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (from every thread's ``/proc/…/children``)."""
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+class LiveboardWorkersTarget(LiveboardTarget):
+    """``liveboard serve --workers N`` on Redis: N processes on one port (SO_REUSEPORT), each a
+    full instance. Its CPU is the supervisor's and every worker's."""
+
+    def __init__(
+        self, workdir: Path, redis: RedisServer, postgres: Postgres, workers: int = 2
+    ) -> None:
+        super().__init__(workdir, redis, postgres)
+        self.name = f"liveboard-w{workers}"
+        self.server_workers = workers
+        self.serve_args = ["--workers", str(workers)]
+
+    async def start(self, count: int = 1) -> None:
+        """Start, then wait until every worker listens (until then the kernel spreads new
+        connections over the workers already listening only)."""
+        from tests.support.workers import listening_workers
+
+        await super().start(count)
+        for index, port in enumerate(self.ports):
+            deadline = time.monotonic() + 60
+            while len(listening_workers(self.worker_pids(index), port)) < self.server_workers:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.name}: not every worker listens after 60 s")
+                await asyncio.sleep(0.1)
+
+    def spread(self, index: int = 0) -> list[int]:
+        """Established connections per worker (sorted, largest first)."""
+        from tests.support.workers import worker_of_client_ports
+
+        owners = worker_of_client_ports(self.worker_pids(index), self.ports[index]).values()
+        return sorted((list(owners).count(pid) for pid in set(owners)), reverse=True)
+
+    def cpu(self, index: int = 0) -> float:
+        return process_tree_cpu(self.instances[index].pid)[0]
+
+    def cpu_system(self, index: int = 0) -> float:
+        return process_tree_cpu(self.instances[index].pid)[1]
+
+    def worker_pids(self, index: int = 0) -> list[int]:
+        return children(self.instances[index].pid)
 
 
 class LiveboardSourceTarget(LiveboardTarget):

@@ -37,6 +37,15 @@ from tests.support.postgres import (
 )
 from tests.support.servers import server_factory
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "soak: a variant `make test` leaves out for its time, collected only with "
+        "LIVEBOARD_BROKERS_FULL=1 (`make soak-brokers`, which selects these with -m soak)",
+    )
+
+
 __all__ = ["server_factory"]
 
 # Hypothesis's per-example deadline (200 ms) measures the machine, not the code: on a shared

@@ -361,7 +361,11 @@ async def readyz(request: web.Request) -> web.StreamResponse:
             ),
             status=503,
         )
-    return json_response({"status": "ready", "broker": broker.name, "degraded": not broker.up})
+    body: dict[str, object] = {"status": "ready", "broker": broker.name, "degraded": not broker.up}
+    if getattr(broker, "redis_mode", None) == "cluster":
+        # "broker" keeps naming the kind (CONTRACT §3: memory|redis); the topology is a detail.
+        body["redisMode"] = "cluster"
+    return json_response(body)
 
 
 async def serve_metrics_alone(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -9,7 +9,10 @@ created; the removal reaches instance 1 late or only from the event log:
   of the event log is what delivers both the removal and the task;
 * the removal's PUBLISH is lost (the removing instance is cut from Redis), the task's arrives;
 * the removing instance is SIGKILLed after the removal committed and before it was published
-  (Redis accepts no PUBLISH meanwhile: ``CLIENT PAUSE … WRITE``), the task's arrives.
+  (Redis accepts no PUBLISH meanwhile: ``CLIENT PAUSE … WRITE``), the task's arrives; also on a
+  Redis Cluster (``[redis-cluster]``: every node paused, the room's sharded channel watched).
+  The two partitions go through a TCP proxy in front of the one Redis, which a cluster client
+  would not stay behind (it connects to the addresses the nodes announce).
 
 Instance 1 is stopped (SIGSTOP) from before the removal until the task is committed, so it can
 apply neither in between: when it resumes, the task waits in its Redis socket (unless it is cut
@@ -32,11 +35,14 @@ import aiohttp
 import asyncpg
 import pytest
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
+from liveboard.realtime.brokers.redis_publisher import channel_of, cluster_channel_of
 from tests.support.board import Board
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, on_brokers
 from tests.support.cluster_setup import subscriber
 from tests.support.contract import Json, project_room, workspace_room
+from tests.support.redis_cluster import RedisClusterNodes
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.timing import timeout
 from tests.support.watcher import Watcher
@@ -132,23 +138,35 @@ async def removed_in_database(cluster: Cluster, wid: str, user: str, wait: float
 
 
 class ChannelLog:
-    """Every message Redis carries on one room's channel, from ``start`` on."""
+    """Every message Redis carries on one room's channel, from ``start`` on (on a cluster, the
+    room's sharded channel, on the master of its slot)."""
 
     def __init__(self, cluster: Cluster, room: str) -> None:
-        self.redis = Redis.from_url(cluster.redis.url)
-        self.pubsub = self.redis.pubsub()
-        self.channel = f"liveboard:room:{room}"
+        self.cluster = cluster
+        self.sharded = cluster.kind == "redis-cluster"
+        self.channel = cluster_channel_of(room) if self.sharded else channel_of(room)
+        self.redis: Redis | None = None
         self.messages: list[bytes] = []
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> ChannelLog:
-        await self.pubsub.subscribe(self.channel)
+        nodes = self.cluster.redis
+        if isinstance(nodes, RedisClusterNodes):
+            master = await asyncio.to_thread(nodes.master_of_slot, key_slot(self.channel))
+            self.redis = Redis(port=master.port)
+        else:
+            self.redis = Redis.from_url(nodes.url)
+        self.pubsub = self.redis.pubsub()
+        if self.sharded:
+            await self.pubsub.ssubscribe(self.channel)
+        else:
+            await self.pubsub.subscribe(self.channel)
         self._task = asyncio.create_task(self._read())
         return self
 
     async def _read(self) -> None:
         async for message in self.pubsub.listen():
-            if message["type"] == "message":
+            if message["type"] in ("message", "smessage"):
                 self.messages.append(message["data"])
 
     async def aclose(self) -> None:
@@ -157,7 +175,8 @@ class ChannelLog:
             with contextlib.suppress(BaseException):
                 await self._task
         await self.pubsub.aclose()
-        await self.redis.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
 
 
 async def test_partitioned_instance_applies_the_removal_before_later_events(
@@ -205,16 +224,16 @@ async def test_a_lost_publish_of_the_removal_does_not_let_later_events_through(
         await carried.aclose()
 
 
+@on_brokers("redis", "redis-cluster")
 async def test_an_instance_killed_between_the_removal_and_its_publish(cluster: Cluster) -> None:
     """The removing instance dies after the commit, before its PUBLISH went out."""
     [home, remover, third] = await cluster.start(3)
     scene = Scene(cluster, home)
     await scene.set_up()
     carried = await ChannelLog(cluster, workspace_room(scene.wid)).start()
-    redis = Redis.from_url(cluster.redis.url)
     try:
         with scene.home_stopped():
-            await redis.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+            await cluster.pause_writes(10_000)
             try:
                 removal = asyncio.create_task(
                     remover.remove_member(scene.owner, scene.wid, scene.carol)
@@ -226,12 +245,11 @@ async def test_an_instance_killed_between_the_removal_and_its_publish(cluster: C
                 with contextlib.suppress(aiohttp.ClientError):
                     await removal
             finally:
-                await redis.execute_command("CLIENT", "UNPAUSE")
+                await cluster.unpause()
             task = await scene.task(third, "written after the removal")
         await scene.check(task, "killed before publish")
         assert carried.messages == [], "the removal was published after all"
     finally:
-        await redis.aclose()
         await carried.aclose()
 
 

@@ -1,11 +1,16 @@
-"""A cluster for tests: two or three ``liveboard serve`` processes on one database and one Redis.
+"""A cluster for tests: two or three ``liveboard serve`` processes on one database and one broker.
 
 The instances share a PostgreSQL database (a fresh one per test module: the ``cluster_database``
-fixture) and a private ``redis-server`` (a fresh one per test: ``redis_server``). The ``cluster``
-fixture gives an empty ``Cluster``; ``await cluster.start(n)`` starts ``n`` instances in parallel
-and waits until every ``/readyz`` says the Redis broker is up. The fixtures are registered for
-every integration module in ``tests/integration/conftest.py``; the instances' logs are printed
-at teardown (pytest shows them when the test failed).
+fixture) and a broker: by default a private ``redis-server`` (a fresh one per test:
+``redis_server``). The ``cluster`` fixture gives an empty ``Cluster``; ``await cluster.start(n)``
+starts ``n`` instances in parallel and waits until every ``/readyz`` says the broker is up. A
+test parametrised with ``on_brokers("redis", "redis-cluster", "postgres")`` runs on each: the
+session's Redis Cluster (3 masters + 3 replicas, ``redis_cluster``; left healthy after each
+test) or PostgreSQL's broker (no Redis). The ``Cluster`` methods that act on the broker (kill
+its subscriber connections, pause its writes, read its presence keys) work on every kind that
+has the thing. The fixtures are registered for every integration module in
+``tests/integration/conftest.py``; the instances' logs are printed at teardown (pytest shows
+them when the test failed).
 
 Watching connections: ``tests.support.watcher``; setting up rooms across the instances:
 ``tests.support.cluster_setup``; a burst of mutations: ``tests.support.writers``.
@@ -14,14 +19,22 @@ Watching connections: ``tests.support.watcher``; setting up rooms across the ins
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
+from liveboard.realtime.brokers.redis_publisher import channel_of, cluster_channel_of
+from liveboard.realtime.presence_layout import INSTANCES_KEY, key_of
 from tests.support.board import Board
 from tests.support.contract import Json
 from tests.support.postgres import fresh_postgres_database
@@ -30,6 +43,23 @@ from tests.support.redis_cluster import RedisClusterNodes
 from tests.support.redis_server import RedisServer
 from tests.support.servers import LiveboardProcess
 from tests.support.timing import timeout
+
+#: The brokers a cluster test can run on.
+BROKERS = ("redis", "redis-cluster", "postgres")
+#: ``LIVEBOARD_BROKERS_FULL=1`` (``make soak-brokers``): also the variants kept out of
+#: ``make test`` for their time (``on_brokers(…, soak=…)``).
+FULL = os.environ.get("LIVEBOARD_BROKERS_FULL") == "1"
+
+
+def on_brokers(*kinds: str, soak: tuple[str, ...] = ()) -> pytest.MarkDecorator:
+    """Run the test once per broker of ``kinds`` (and of ``soak``, marked ``soak``, under
+    ``make soak-brokers``); the ``cluster`` fixture is then on that broker."""
+    assert set(kinds) | set(soak) <= set(BROKERS), (kinds, soak)
+    chosen = [
+        *kinds,
+        *(pytest.param(kind, marks=pytest.mark.soak) for kind in soak if FULL),
+    ]
+    return pytest.mark.parametrize("cluster", chosen, indirect=True)
 
 
 @pytest.fixture(scope="module", name="cluster_database")
@@ -52,7 +82,16 @@ class Cluster:
         """``broker="postgres"``: the instances use PostgreSQL's broker and no Redis at all."""
         self.database_url = database_url
         self._redis = redis
+        #: What ``/readyz`` names: "redis" (a single Redis or a cluster) or "postgres".
         self.broker = broker
+        #: Which broker: "redis", "redis-cluster" or "postgres".
+        self.kind = (
+            "postgres"
+            if broker == "postgres"
+            else "redis-cluster"
+            if isinstance(redis, RedisClusterNodes)
+            else "redis"
+        )
         self.directory = directory
         self.servers: list[LiveboardProcess] = []
         self.boards: list[Board] = []
@@ -108,15 +147,102 @@ class Cluster:
             bodies = [await self.readyz(board) for board in boards]
             if all(b["degraded"] is degraded for b in bodies):
                 for body in bodies:
-                    assert body == {
-                        "status": "ready",
-                        "broker": self.broker,
-                        "degraded": degraded,
-                    }
+                    assert body == self.ready_body(degraded=degraded)
                 return time.monotonic() - started
             if time.monotonic() > deadline:
                 raise AssertionError(f"/readyz never said degraded={degraded} in {wait}s: {bodies}")
             await asyncio.sleep(0.05)
+
+    def ready_body(self, *, degraded: bool) -> Json:
+        """``/readyz``'s body on this broker (a cluster's names its mode)."""
+        body: Json = {"status": "ready", "broker": self.broker, "degraded": degraded}
+        if self.kind == "redis-cluster":
+            body["redisMode"] = "cluster"
+        return body
+
+    # The broker, whichever it is
+
+    def _redis_ports(self) -> list[int]:
+        """The ports of every running Redis process (every node of a cluster)."""
+        redis = self.redis
+        if isinstance(redis, RedisClusterNodes):
+            return redis.running_ports()
+        return [redis.port]
+
+    def redis_client(self) -> Any:
+        """A client for the broker's keys (a cluster client on a cluster); close it after."""
+        redis = self.redis
+        if isinstance(redis, RedisClusterNodes):
+            return RedisCluster(host="127.0.0.1", port=redis.running_ports()[0])
+        return Redis.from_url(redis.url)
+
+    def presence_key(self, room: str) -> str:
+        return key_of(room, cluster=self.kind == "redis-cluster")
+
+    instances_key = INSTANCES_KEY
+
+    async def kill_subscriber_connections(self) -> int:
+        """End every instance's subscriber connections from the broker's side: ``CLIENT KILL
+        TYPE pubsub`` on every Redis node, or ``pg_terminate_backend`` of the listening
+        connections. Returns how many were killed."""
+        if self.kind == "postgres":
+            conn = await asyncpg.connect(self.database_url)
+            try:
+                return int(
+                    await conn.fetchval(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE application_name = 'liveboard listen'"
+                        " AND datname = current_database()"
+                    )
+                )
+            finally:
+                await conn.close()
+        killed = 0
+        for port in self._redis_ports():
+            node = Redis(port=port)
+            try:
+                killed += int(await node.execute_command("CLIENT", "KILL", "TYPE", "pubsub"))
+            finally:
+                await node.aclose()
+        return killed
+
+    async def channel_subscribers(self, room: str) -> int | None:
+        """How many connections subscribe ``room``'s channel (``PUBSUB NUMSUB``, or ``PUBSUB
+        SHARDNUMSUB`` on the shard that owns it); None on PostgreSQL (one LISTEN for all)."""
+        redis = self._redis
+        if self.kind == "postgres" or redis is None:
+            return None
+        if isinstance(redis, RedisClusterNodes):
+            channel = cluster_channel_of(room)
+            port = (await asyncio.to_thread(redis.master_of_slot, key_slot(channel))).port
+            command = ("PUBSUB", "SHARDNUMSUB", channel)
+        else:
+            port, command = redis.port, ("PUBSUB", "NUMSUB", channel_of(room))
+        node = Redis(port=port)
+        try:
+            reply = await node.execute_command(*command)
+        finally:
+            await node.aclose()
+        pairs = reply if isinstance(reply, list) else list(reply.items())
+        flat = [x for pair in pairs for x in (pair if isinstance(pair, list | tuple) else [pair])]
+        return int(flat[1])
+
+    async def pause_writes(self, milliseconds: int) -> None:
+        """``CLIENT PAUSE … WRITE`` on every Redis node: no PUBLISH is carried meanwhile."""
+        for port in self._redis_ports():
+            node = Redis(port=port)
+            try:
+                await node.execute_command("CLIENT", "PAUSE", milliseconds, "WRITE")
+            finally:
+                await node.aclose()
+
+    async def unpause(self) -> None:
+        for port in self._redis_ports():
+            node = Redis(port=port)
+            try:
+                await node.execute_command("CLIENT", "UNPAUSE")
+            finally:
+                await node.aclose()
 
     async def metrics(self, board: Board) -> dict[str, float]:
         async with self.http.get(board.url + "/metrics") as response:
@@ -139,15 +265,27 @@ class Cluster:
 
 @pytest.fixture(name="cluster")
 async def cluster_fixture(
-    cluster_database: str, redis_server: RedisServer, tmp_path: Path
+    request: pytest.FixtureRequest, cluster_database: str, tmp_path: Path
 ) -> AsyncIterator[Cluster]:
-    """An empty cluster on the module's database and the test's Redis: ``await cluster.start(n)``.
+    """An empty cluster on the module's database and the broker the test is parametrised with
+    (``on_brokers``; by default the test's own Redis): ``await cluster.start(n)``.
 
-    The instances' logs are printed at teardown (pytest shows them when the test failed).
+    The instances' logs are printed at teardown (pytest shows them when the test failed). On
+    the session's Redis Cluster, every node stopped by the test is started again afterwards.
     """
-    c = Cluster(cluster_database, redis_server, tmp_path)
+    kind = getattr(request, "param", "redis")
+    redis: RedisServer | RedisClusterNodes | None = None
+    if kind == "redis":
+        redis = request.getfixturevalue("redis_server")
+    elif kind == "redis-cluster":
+        redis = request.getfixturevalue("redis_cluster")
+    c = Cluster(
+        cluster_database, redis, tmp_path, broker="postgres" if kind == "postgres" else "redis"
+    )
     try:
         yield c
     finally:
         await c.aclose()
         print(c.logs())
+        if isinstance(redis, RedisClusterNodes):
+            await asyncio.to_thread(redis.restart_stopped)

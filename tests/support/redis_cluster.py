@@ -181,6 +181,15 @@ class RedisClusterNodes:
         for node in self.nodes:
             self.stop_node(node)
 
+    def restart(self) -> None:
+        """Every node stopped, then started again: the cluster comes back as it was (each
+        ``nodes.conf`` kept) but empty, as a single Redis restarted without persistence."""
+        self.stop()
+        self.start()
+
+    def running_ports(self) -> list[int]:
+        return [n.port for n in self.nodes if n.running]
+
     # Roles
 
     def role(self, node: Node) -> str:

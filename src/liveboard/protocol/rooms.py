@@ -10,8 +10,8 @@ rooms up by it); its kind and id are read from it here and nowhere else:
 - ``project_room(id)`` / ``workspace_room(id)`` build names; ``str(RoomName)`` is the name.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: NamedTuple builds ``__new__`` outside this
+# module, so a string annotation ``RoomKind`` could not be resolved by doc tools (pdoc).
 import re
 from typing import Final, Literal, NamedTuple, TypeAlias
 
@@ -59,7 +59,7 @@ class RoomName(NamedTuple):
         return self.kind == "workspace"
 
     @classmethod
-    def of(cls, name: str) -> RoomName:
+    def of(cls, name: str) -> "RoomName":
         """Split a name the server already holds as valid; ``ValueError`` if it has no kind."""
         kind, _, rid = name.partition(":")
         if kind == "project":

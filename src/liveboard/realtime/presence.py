@@ -11,12 +11,15 @@ Semantics (CONTRACT §4 ``presence:update``):
 * Presence is ephemeral: never written to the event log. Across instances it is eventually
   consistent (``brokers``/Redis manager); here, on one instance, it is exact and immediate.
 
-``RoomPresence`` is the pure model; ``MemoryPresence`` is the single-instance manager.
+``RoomPresence`` is the pure model; ``MemoryPresence`` is the single-instance manager;
+``SharedViews`` is what the managers shared between instances (``presence_redis``,
+``presence_postgres``) have in common: this instance's entries, the view each room last showed,
+and the update sent when that view changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -179,3 +182,56 @@ class MemoryPresence:
 
     async def aclose(self) -> None:
         self._rooms.clear()
+
+
+class SharedViews:
+    """This instance's own entries and the merged view of each room (all instances' users), for
+    the managers whose rooms span instances.
+
+    ``_show_view(room, remote)`` merges the other instances' users of ``room`` with this
+    instance's (this instance's names win for a user present on both), records the result as
+    the room's view, and sends the listener one update when the set of users or a name changed:
+    the only place a view changes, so subscribers see every change once and no non-change.
+    """
+
+    def __init__(self, listener: PresenceListener) -> None:
+        self._listener = listener
+        # room → connection id → (user id, name): this instance's entries, the authority for them
+        self._local: dict[str, dict[str, tuple[str, str]]] = {}
+        # room → user id → name: the merged view this instance last showed its subscribers
+        self._views: dict[str, dict[str, str]] = {}
+
+    def _show_view(self, room: str, remote: Iterable[Mapping[str, str]]) -> bool:
+        """Recompute ``room``'s view from ``remote`` (each other instance's users) and the local
+        entries; tell local subscribers if it changed; True if it did."""
+        merged: dict[str, str] = {}
+        for users in remote:
+            merged.update(users)
+        for user_id, name in self._local.get(room, {}).values():
+            merged[user_id] = name
+        before = self._views.get(room, {})
+        if merged:
+            self._views[room] = merged
+        else:
+            self._views.pop(room, None)
+        change = diff_users(room, before, merged)
+        if change is not None:
+            self._listener.presence_changed(change)
+        return change is not None
+
+    async def leave(self, room: str, connection_id: str) -> None: ...
+
+    async def leave_rooms(self, rooms: Iterable[str], connection_id: str) -> None:
+        """Remove a connection from several rooms (on disconnect)."""
+        for room in list(rooms):
+            await self.leave(room, connection_id)
+
+    def users(self, room: str) -> list[User]:
+        return sorted(self._views.get(room, {}).items())
+
+    def room_count(self) -> int:
+        return len(self._views)
+
+    def user_count(self) -> int:
+        """Present users summed over rooms (a user in two rooms counts twice)."""
+        return sum(len(view) for view in self._views.values())

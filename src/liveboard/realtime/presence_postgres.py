@@ -43,7 +43,7 @@ from typing import Any
 import msgspec
 
 from liveboard.background import TaskSet
-from liveboard.realtime.presence import PresenceListener, User, diff_users
+from liveboard.realtime.presence import PresenceListener, SharedViews, User
 
 log = logging.getLogger("liveboard.presence")
 
@@ -110,7 +110,7 @@ def pack_states(
     return messages
 
 
-class PostgresPresence:
+class PostgresPresence(SharedViews):
     """A ``PresenceManager`` for many instances on the postgres broker (see the module).
 
     ``send(payloads)`` sends messages on the presence channel (False: not sent);
@@ -126,18 +126,15 @@ class PostgresPresence:
         send: Callable[[Sequence[str]], Awaitable[bool]],
         available: Callable[[], bool],
     ) -> None:
-        self._listener = listener
+        super().__init__(listener)
         self._instance = instance_id
         self._active_rooms = active_rooms
         self._send = send
         self._available = available
-        # room → connection id → (user id, name): this instance's own entries
-        self._local: dict[str, dict[str, tuple[str, str]]] = {}
         # room → instance → (user id → name, when it expires (monotonic))
         self._remote: dict[str, dict[str, tuple[dict[str, str], float]]] = {}
         # (room, instance) → parts received of a split state
         self._parts: dict[tuple[str, str], dict[int, dict[str, str]]] = {}
-        self._views: dict[str, dict[str, str]] = {}
         # instance → when it was last heard from (monotonic)
         self._seen: dict[str, float] = {}
         # rooms asked about → instances that answered, and the waiters
@@ -178,21 +175,8 @@ class PostgresPresence:
         self._changed(room)
         self._show(room)
 
-    async def leave_rooms(self, rooms: Iterable[str], connection_id: str) -> None:
-        for room in list(rooms):
-            await self.leave(room, connection_id)
-
     def on_signal(self, room: str) -> None:
         return None  # the broker carries no presence signal: messages come on their channel
-
-    def users(self, room: str) -> list[User]:
-        return sorted(self._views.get(room, {}).items())
-
-    def room_count(self) -> int:
-        return len(self._views)
-
-    def user_count(self) -> int:
-        return sum(len(view) for view in self._views.values())
 
     async def aclose(self) -> None:
         """Tell the others this instance's users leave, and stop. Idempotent."""
@@ -332,22 +316,11 @@ class PostgresPresence:
 
     def _show(self, room: str) -> bool:
         """Recompute ``room``'s view; tell local subscribers if it changed; True if it did."""
-        merged: dict[str, str] = {}
-        for users, _expires in self._remote.get(room, {}).values():
-            merged.update(users)
-        for user_id, name in self._local.get(room, {}).values():
-            merged[user_id] = name
-        before = self._views.get(room, {})
-        if merged:
-            self._views[room] = merged
-        else:
-            self._views.pop(room, None)
-            if room not in self._local and not any(self._remote.get(room, {}).values()):
-                self._remote.pop(room, None)
-        change = diff_users(room, before, merged)
-        if change is not None:
-            self._listener.presence_changed(change)
-        return change is not None
+        states = self._remote.get(room, {})
+        changed = self._show_view(room, [users for users, _expires in states.values()])
+        if room not in self._views and room not in self._local and not any(states.values()):
+            self._remote.pop(room, None)
+        return changed
 
     def _expire(self, now: float) -> None:
         for room, states in list(self._remote.items()):

@@ -57,7 +57,7 @@ from liveboard.realtime.brokers.redis_pools import (
     connection_pool,
     is_cluster_url,
 )
-from liveboard.realtime.presence import PresenceListener, User, diff_users
+from liveboard.realtime.presence import PresenceListener, SharedViews, User
 from liveboard.realtime.presence_layout import (
     INSTANCE_TTL,
     INSTANCES_KEY,
@@ -85,7 +85,7 @@ COALESCE = 0.05
 MAX_CONNECTIONS = 8
 
 
-class RedisPresence:
+class RedisPresence(SharedViews):
     """A ``PresenceManager`` for many instances."""
 
     def __init__(
@@ -108,20 +108,16 @@ class RedisPresence:
         else:
             pool = connection_pool(redis_url, max_connections=MAX_CONNECTIONS, timeout=2.0)
             self._redis = aioredis.Redis(connection_pool=pool)
-        self._listener = listener
+        super().__init__(listener)
         self._instance = instance_id
         self._active_rooms = active_rooms
         self._signal = signal
         # While the broker knows Redis is down, skip Redis instead of waiting on timeouts.
         self._available = available
-        # room → connection id → (user id, name): this instance's entries, the authority for them
-        self._local: dict[str, dict[str, tuple[str, str]]] = {}
         # room → field → JSON entry: the same entries as Redis should hold them (to compare)
         self._own: dict[str, dict[str, bytes]] = {}
         # room → instance → user id → name: the other instances' entries as last read
         self._remote: dict[str, dict[str, dict[str, str]]] = {}
-        # room → user id → name: the merged view this instance last showed its subscribers
-        self._views: dict[str, dict[str, str]] = {}
         # instance → its last heartbeat (unix time) seen in the instances set
         self._seen: dict[str, float] = {}
         # Writes not made yet: room → field → JSON entry (None: delete)
@@ -182,19 +178,6 @@ class RedisPresence:
             del self._own[room]
         self._write(room, connection_id, None)
         self._show(room)
-
-    async def leave_rooms(self, rooms: Iterable[str], connection_id: str) -> None:
-        for room in list(rooms):
-            await self.leave(room, connection_id)
-
-    def users(self, room: str) -> list[User]:
-        return sorted(self._views.get(room, {}).items())
-
-    def room_count(self) -> int:
-        return len(self._views)
-
-    def user_count(self) -> int:
-        return sum(len(view) for view in self._views.values())
 
     async def aclose(self) -> None:
         """Remove this instance's entries and stop. Idempotent."""
@@ -325,22 +308,10 @@ class RedisPresence:
 
     def _show(self, room: str) -> bool:
         """Recompute ``room``'s view; tell local subscribers if it changed; True if it did."""
-        merged: dict[str, str] = {}
-        for users in self._remote.get(room, {}).values():
-            merged.update(users)
-        for user_id, name in self._local.get(room, {}).values():
-            merged[user_id] = name
-        before = self._views.get(room, {})
-        if merged:
-            self._views[room] = merged
-        else:
-            self._views.pop(room, None)
-            if room not in self._local:
-                self._remote.pop(room, None)
-        change = diff_users(room, before, merged)
-        if change is not None:
-            self._listener.presence_changed(change)
-        return change is not None
+        changed = self._show_view(room, self._remote.get(room, {}).values())
+        if room not in self._views and room not in self._local:
+            self._remote.pop(room, None)
+        return changed
 
     async def _read_rooms(self, rooms: list[str]) -> None:
         """Read the other instances' entries of ``rooms`` (one round trip)."""

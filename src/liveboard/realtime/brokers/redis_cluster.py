@@ -34,41 +34,31 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
 from typing import Final
 
 import hiredis
-import msgspec
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from liveboard.background import TaskSet
-from liveboard.protocol import BrokerEvent, decode_broker_event
+from liveboard.protocol import BrokerEvent
 from liveboard.realtime.brokers.base import BrokerHandler
 from liveboard.realtime.brokers.redis import (
     BACKOFF_MIN,
-    CLOSE_TIMEOUT,
     CONFIRM_TIMEOUT,
     MAX_BATCH,
     PING_INTERVAL,
     PING_TIMEOUT,
-    START_TIMEOUT,
-    UNSUBSCRIBE_DELAY,
 )
+from liveboard.realtime.brokers.redis_base import UNSUBSCRIBE_DELAY, RedisBrokerBase
 from liveboard.realtime.brokers.redis_pools import (
     REDIS_ERRORS,
     cluster_connection_options,
     describe,
 )
-from liveboard.realtime.brokers.redis_publisher import (
-    PRESENCE_SIGNAL,
-    RedisPublisher,
-    cluster_channel_of,
-    room_of,
-)
+from liveboard.realtime.brokers.redis_publisher import cluster_channel_of
 from liveboard.realtime.brokers.redis_slots import Address, Shard, SlotMap, ssubscribe_commands
 from liveboard.realtime.brokers.redis_subscriber import SubscriberConnection, dispatch
 
@@ -89,11 +79,15 @@ class _MovedError(RedisConnectionError):
     """Redis unsubscribed a wanted channel by itself: its slot is no longer this node's."""
 
 
-class RedisClusterBroker:
+class RedisClusterBroker(RedisBrokerBase):
     """Carries events between instances over a Redis Cluster's sharded pub/sub; see the module
     docstring."""
 
-    name = "redis"  # CONTRACT §5.7's /readyz names the kind of broker, not its topology
+    # /readyz's "broker" names the kind (CONTRACT §3: memory|redis), its "redisMode" the topology.
+    redis_mode = "cluster"
+    SUBSCRIBE = b"ssubscribe"
+    UNSUBSCRIBE = b"sunsubscribe"
+    CLUSTER = True
 
     def __init__(
         self,
@@ -103,10 +97,9 @@ class RedisClusterBroker:
         instance_id: str,
         unsubscribe_delay: float = UNSUBSCRIBE_DELAY,
     ) -> None:
-        self._handler = handler
-        self._unsubscribe_delay = unsubscribe_delay
-        self._publisher = RedisPublisher(redis_url, instance_id=instance_id, on_change=self._report)
-        self._presence_payload = self._publisher.presence_payload
+        super().__init__(
+            redis_url, handler, instance_id=instance_id, unsubscribe_delay=unsubscribe_delay
+        )
         # No hidden retries: every reconnect goes through the supervisor.
         self._seeds, self._options = cluster_connection_options(
             redis_url,
@@ -114,18 +107,8 @@ class RedisClusterBroker:
             fixed={"protocol": 2, "retry": Retry(NoBackoff(), 0)},  # the reader parses RESP2
         )
         self._connection_class = SSLConnection if redis_url.startswith("rediss+") else Connection
-        #: Times a shard's subscriber connection was re-established after being up.
-        self.reconnects = 0
-        #: Messages on a room channel that were not a valid event.
-        self.malformed_messages = 0
         #: Times the slots map was found changed (a failover, a resharding).
         self.topology_changes = 0
-
-        self._closed = False
-        self._closing = False
-        self._wanted: set[bytes] = set()
-        self._lingering: dict[bytes, asyncio.TimerHandle] = {}
-        self._unsubscribing = TaskSet(log)
         self._slots: SlotMap | None = None
         self._known: list[Address] = list(self._seeds)  # nodes to ask for the slots map
         self._shards: dict[Address, Shard] = {}
@@ -134,98 +117,40 @@ class RedisClusterBroker:
         self._all_up = False
         self._progress = False  # a shard came up since the supervisor last looked
         self._ever_up = False
-        self._started = asyncio.Event()
-        self._reported_up: bool | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._watcher: asyncio.Task[None] | None = None
 
-    @property
-    def up(self) -> bool:
-        """True when every master's subscriber connection is up and the last publish (or
-        PING) succeeded."""
-        return self._all_up and not self._publisher.down and not self._closed
+    def _subscribers_up(self) -> bool:
+        """Every master's subscriber connection is up and subscribed to its wanted channels."""
+        return self._all_up
 
-    async def start(self) -> None:
-        """Start the subscribers and health tasks; wait up to ``START_TIMEOUT`` to be ``up``."""
-        if self._supervisor is not None or self._closed:
-            return
-        self._supervisor = asyncio.create_task(self._supervise(), name="redis-cluster-supervisor")
-        self._watcher = asyncio.create_task(self._publisher.watch(), name="redis-broker-watcher")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(START_TIMEOUT):
-                await self._started.wait()
+    def _tasks(self) -> list[asyncio.Task[None] | None]:
+        return [s.task for s in self._shards.values()]
 
-    # Publishing
+    async def _close_connections(self) -> None:
+        """Nothing left: each shard's session closes its own connection when cancelled."""
 
-    async def publish(self, events: Sequence[BrokerEvent]) -> None:
-        """Deliver locally at once, then SPUBLISH; never raises for an outage."""
-        if self._closed or not events:
-            return
-        self._deliver(events)
-        await self._publisher.send(events)
-
-    async def publish_presence(self, rooms: Sequence[str]) -> None:
-        """Signal a presence change of each of ``rooms`` to the other instances (best effort)."""
-        if self._closed or not rooms:
-            return
-        await self._publisher.publish_presence(rooms)
-
-    async def flush(self, timeout: float) -> None:  # noqa: ASYNC109 (bounded by design)
-        """Wait (at most ``timeout`` s) for publishes in progress and re-send dropped events."""
-        await self._publisher.flush(timeout)
-
-    @property
-    def publish_failures(self) -> int:
-        """``publish`` calls (and re-sends) whose SPUBLISH failed."""
-        return self._publisher.failures
+    def _up_message(self) -> str:
+        return (
+            f"Redis Cluster reachable: {len(self._wanted)} rooms subscribed on "
+            f"{len(self._shards)} shards"
+        )
 
     # Subscribing
+
+    def _channel_of(self, room: str) -> bytes:
+        return cluster_channel_of(room)
 
     def _shard_of(self, channel: bytes) -> Shard | None:
         address = self._slots.address_of(channel) if self._slots is not None else None
         return self._shards.get(address) if address is not None else None
 
-    async def subscribe(self, room: str) -> None:
-        """Returns once the shard confirmed the SSUBSCRIBE, or at once while that shard is
-        unreachable (or the channel is still subscribed: see ``unsubscribe``)."""
-        if self._closed:
-            return
-        channel = cluster_channel_of(room)
-        lingering = self._lingering.pop(channel, None)
-        if lingering is not None:
-            lingering.cancel()
+    def _is_confirmed(self, channel: bytes) -> bool:
         shard = self._shard_of(channel)
-        if channel in self._wanted and shard is not None and channel in shard.confirmed:
-            return
-        self._wanted.add(channel)
-        # Shielded: a caller cancelled mid-command must not break the shared connection.
-        await asyncio.shield(self._command(b"ssubscribe", channel))
-
-    async def unsubscribe(self, room: str) -> None:
-        """Let go of ``room``'s channel ``unsubscribe_delay`` seconds from now, unless it is
-        subscribed again meanwhile; with no delay, returns once the shard confirmed the
-        SUNSUBSCRIBE, or at once while it is unreachable."""
-        if self._closed:
-            return
-        channel = cluster_channel_of(room)
-        if channel not in self._wanted or channel in self._lingering:
-            return
-        if self._unsubscribe_delay <= 0:
-            self._forget(channel)
-            await asyncio.shield(self._command(b"sunsubscribe", channel))
-            return
-        loop = asyncio.get_running_loop()
-        self._lingering[channel] = loop.call_later(self._unsubscribe_delay, self._let_go, channel)
+        return shard is not None and channel in shard.confirmed
 
     def _forget(self, channel: bytes) -> None:
         self._wanted.discard(channel)
         for shard in self._shards.values():
             shard.confirmed.discard(channel)
-
-    def _let_go(self, channel: bytes) -> None:
-        del self._lingering[channel]
-        self._forget(channel)
-        self._unsubscribing.spawn(self._command(b"sunsubscribe", channel))
 
     async def _command(self, kind: bytes, channel: bytes) -> None:
         shard = self._shard_of(channel)
@@ -379,24 +304,7 @@ class RedisClusterBroker:
             return  # PONG
         kind, channel, payload = reply
         if kind == b"smessage":
-            if channel not in self._wanted or channel in self._lingering:
-                return
-            if isinstance(payload, bytes) and payload.startswith(PRESENCE_SIGNAL):
-                if payload != self._presence_payload:
-                    try:
-                        self._handler.on_presence_signal(room_of(channel, cluster=True))
-                    except Exception:
-                        log.exception("on_presence_signal failed")
-                return
-            try:
-                event = decode_broker_event(payload)
-                if cluster_channel_of(event.room) != channel:
-                    raise ValueError(f"an event of room {event.room!r}")
-            except (msgspec.DecodeError, TypeError, ValueError) as exc:
-                self.malformed_messages += 1
-                log.warning("ignored a malformed message on %r: %s", channel, exc)
-            else:
-                events.append(event)
+            self._message(channel, payload, events)
             return
         waiter = shard.waiter
         answers = waiter is not None and waiter[:2] == (kind, channel)
@@ -426,10 +334,7 @@ class RedisClusterBroker:
         if self._needs_restore or (not self._ever_up and self._wanted):
             self._needs_restore = False
             self._ever_up = True
-            try:
-                self._handler.on_broker_restored()
-            except Exception:
-                log.exception("on_broker_restored failed")
+            self._restored()
         self._ever_up = True
 
     def _end_session(self, shard: Shard, conn: SubscriberConnection | None, reason: str) -> None:
@@ -450,51 +355,3 @@ class RedisClusterBroker:
     def _set_all_up(self, up: bool, reason: str = "") -> None:
         self._all_up = up
         self._report(reason)
-
-    # Shared
-
-    def _deliver(self, events: Sequence[BrokerEvent]) -> None:
-        try:
-            self._handler.on_events(events)
-        except Exception:
-            log.exception("the broker handler failed on %d events", len(events))
-
-    def _report(self, reason: str = "") -> None:
-        """Log each change of ``up`` once: one warning per outage, one line when it ends."""
-        up = self.up
-        if self._closed or up == self._reported_up:
-            return
-        if up:
-            log.info(
-                "Redis Cluster reachable: %d rooms subscribed on %d shards",
-                len(self._wanted),
-                len(self._shards),
-            )
-        else:
-            log.warning("Redis Cluster unreachable (%s); events are delivered locally", reason)
-        self._reported_up = up
-
-    async def aclose(self) -> None:
-        """Flush publishes in progress (at most ``CLOSE_TIMEOUT`` s), stop, close. Idempotent."""
-        if self._closing:
-            return
-        self._closing = True
-        await self.flush(CLOSE_TIMEOUT)
-        self._closed = True
-        for timer in self._lingering.values():
-            timer.cancel()
-        self._lingering.clear()
-        self._unsubscribing.cancel()
-        await self._unsubscribing.wait()
-        candidates = [self._supervisor, self._watcher, *(s.task for s in self._shards.values())]
-        tasks = {t for t in candidates if t is not None}
-        pending = {t for t in tasks if not t.done()}
-        while pending:
-            # Repeated: a cancellation can be swallowed by a library call completing meanwhile.
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.1)
-        for task in tasks:
-            if not task.cancelled():
-                task.exception()
-        await self._publisher.aclose()
