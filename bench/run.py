@@ -48,6 +48,7 @@ import numpy as np
 from bench.floor import minimal_fanout_async, send_floor
 from bench.infra import ROOT, Postgres, RedisServer, Workers, raise_fd_limit
 from bench.targets import (
+    BareTarget,
     LeanTarget,
     LiveboardPostgresTarget,
     LiveboardSourceTarget,
@@ -789,6 +790,8 @@ class Bench:
             targets = [sio, lb] if base_first else [lb, sio]
             if "B" in self.only:  # the lean server (B only), between them
                 targets.insert(1, LeanTarget(self.workdir, self.redis, self.postgres))
+            if "D" in self.only:  # the bare uvloop transport + protocol (D only), between them
+                targets.insert(1, BareTarget(self.workdir, self.redis, self.postgres))
         await lb.create_database(f"bench_lb_{self.stamp}")
         if self.brokers or self.against or self.server_workers:
             await sio.create_database(f"bench_lbpg_{self.stamp}")
@@ -1128,6 +1131,25 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {s['connections']:,} (socketio {o.get('connections', 0):,}) | {fmt(s['kb_per_conn'], 1)} | {s['rss_kb'] / 1024:.0f} MB | "
                 f"{fmt(o.get('kb_per_conn'), 1)} | {o.get('rss_kb', 0) / 1024:.0f} MB | {ratio(s['kb_per_conn'], o.get('kb_per_conn'))} |"
             )
+        d_bare = get("D", "bare")
+        if d_bare.get("steps"):
+            # Issue 20 item 7: every liveboard tree of the run against the bare uvloop
+            # transport + protocol measured in the same run.
+            bare_steps = {s["target"]: s for s in d_bare["steps"]}
+            lines += [
+                "",
+                "| connections | bare KB/conn | server | KB/conn | × bare |",
+                "| --- | --- | --- | --- | --- |",
+            ]
+            for name, d in sc["D"].items():
+                if name == "bare":
+                    continue
+                for s in d.get("steps", []):
+                    b = bare_steps.get(s["target"], {})
+                    lines.append(
+                        f"| {s['connections']:,} | {fmt(b.get('kb_per_conn'), 2)} | {name} | "
+                        f"{fmt(s['kb_per_conn'], 2)} | {ratio(s['kb_per_conn'], b.get('kb_per_conn'), higher_is_better=True)} |"
+                    )
         for name, d in ((lb, d_lb), (sio, d_sio)):
             served = d.get("served")
             if served:
@@ -1215,6 +1237,11 @@ def main() -> int:
         help="liveboard as one process against `serve --workers 2` (in this order), both on"
         " Redis, instead of against python-socketio; no limit rates (bench.workers_compare)",
     )
+    parser.add_argument(
+        "--d-steps",
+        default="",
+        help="scenario D's connection counts, comma-separated (default 1000,10000,19900)",
+    )
     args = parser.parse_args()
     niceness = args.nice if args.nice is not None else (0 if args.quick else -10)
     restore_autogroup = prioritise(niceness) if niceness else None
@@ -1224,6 +1251,9 @@ def main() -> int:
         config = dataclasses.replace(config, ladder_max=1500.0, a_limit_rates=[])
     if args.server_workers:
         config = dataclasses.replace(config, a_limit_rates=[])
+    if args.d_steps:
+        steps = [int(step) for step in args.d_steps.split(",")]
+        config = dataclasses.replace(config, d_steps=steps)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = RESULTS / f"{stamp}.work"

@@ -470,13 +470,14 @@ class LeanTarget(LiveboardTarget):
     direct path does (same JSON, same pipeline), without the log append (it has no log)."""
 
     name = "lean"
+    module = "bench.peers.lean_server"
 
     async def start(self, count: int = 1) -> None:
-        assert count == 1, "the lean server runs one instance"
+        assert count == 1, f"the {self.name} server runs one instance"
         port = free_port()
-        argv = [PYTHON, "-m", "bench.peers.lean_server", "--port", str(port)]
+        argv = [PYTHON, "-m", self.module, "--port", str(port)]
         argv += ["--redis", self.redis.url]
-        process = Process(f"lean:{port}", argv, self.workdir / "lean.log", {})
+        process = Process(f"{self.name}:{port}", argv, self.workdir / f"{self.name}.log", {})
         deadline = time.monotonic() + 30
         while True:
             if not process.alive():
@@ -511,6 +512,14 @@ class LeanTarget(LiveboardTarget):
 
     async def mutate(self, http: aiohttp.ClientSession, room: Room, title: str) -> bool:
         raise NotImplementedError("the lean server has no REST API")
+
+
+class BareTarget(LeanTarget):
+    """The bare server (``bench/peers/bare_server.py``): a uvloop transport and one slotted
+    protocol object per socket, a set of transports per room; scenario D's memory baseline."""
+
+    name = "bare"
+    module = "bench.peers.bare_server"
 
 
 class _CollectingManager(socketio.AsyncRedisManager):  # type: ignore[misc]

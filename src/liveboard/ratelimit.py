@@ -30,3 +30,17 @@ class TokenBucket:
     def full(self, now: float) -> bool:
         """True when the bucket has refilled completely (the caller may forget it)."""
         return self._tokens + max(0.0, now - self._stamp) * self.rate >= self.burst
+
+
+def take_at(tat: float, now: float, rate: float, burst: float) -> float | None:
+    """The same limit as ``TokenBucket(rate, burst)``, held in one float (GCRA).
+
+    ``tat`` is the limit's state: the time at which it would be full again (``0.0`` for a new,
+    full one). Returns the new state when the action is allowed, None when it is refused (the
+    state is then unchanged). For the many WebSocket connections: one float each instead of an
+    object and its four.
+    """
+    start = tat if tat > now else now
+    if start - now > (burst - 1.0) / rate:
+        return None
+    return start + 1.0 / rate

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from liveboard.realtime.metrics import Metrics
-from liveboard.realtime.transport import MessageKind
+from liveboard.realtime.transport import Consumer, Message, MessageKind
 from liveboard.realtime.transport.connection import INBOX_HIGH, WebSocketConnection
 from liveboard.realtime.transport.frames import pong_frame
 from liveboard.realtime.transport.guard import ConnectionGuard
@@ -48,7 +48,9 @@ class Pair:
 
 
 @contextlib.asynccontextmanager
-async def _pair(tail: bytes = b"", write_limit: int = 1 << 20) -> AsyncIterator[Pair]:
+async def _pair(
+    tail: bytes = b"", write_limit: int = 1 << 20, consumer: Consumer | None = None
+) -> AsyncIterator[Pair]:
     accepted: asyncio.Queue[asyncio.Transport] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _Accepted(accepted), "127.0.0.1", 0)
@@ -56,6 +58,8 @@ async def _pair(tail: bytes = b"", write_limit: int = 1 << 20) -> AsyncIterator[
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     transport = await asyncio.wait_for(accepted.get(), timeout(5))
     connection = WebSocketConnection(transport, LIMIT, write_limit)
+    if consumer is not None:
+        connection.listen(consumer)
     connection.start(tail)
     try:
         yield Pair(connection, reader, writer)
@@ -314,3 +318,81 @@ async def test_the_guard_refuses_an_address_past_its_cap_until_one_of_its_connec
         other.close()
     finally:
         server.close()
+
+
+# Push mode (``listen``): the message loop of the router's path, with no task per connection
+
+
+class Recorder:
+    """A consumer that records what it is handed and holds back after the texts in ``hold``."""
+
+    def __init__(self, hold: frozenset[str] = frozenset()) -> None:
+        self.hold = hold
+        self.got: list[Message] = []
+        self.activity = 0
+        self.closing = 0
+
+    def on_message(self, message: Message) -> bool:
+        self.got.append(message)
+        return message.data not in self.hold
+
+    def on_activity(self) -> None:
+        self.activity += 1
+
+    def on_closing(self) -> None:
+        self.closing += 1
+
+    def texts(self) -> list[str]:
+        return [m.data for m in self.got if m.kind is MessageKind.TEXT]
+
+
+async def test_pushed_messages_arrive_in_order_and_a_held_one_stops_the_rest() -> None:
+    consumer = Recorder(hold=frozenset({"5"}))
+    async with _pair(tail=_texts(3), consumer=consumer) as pair:
+        connection = pair.connection
+        assert consumer.texts() == ["0", "1", "2"]  # handed over inside ``start``: no task
+        pair.writer.write(_texts(2000, start=3))
+        await pair.writer.drain()
+        # "5" is being handled (a database read, say): what follows waits, then stays unread.
+        await _until(lambda: connection.queued == INBOX_HIGH)
+        await asyncio.sleep(0.1)
+        assert consumer.texts() == [str(i) for i in range(6)]
+        assert connection.queued == INBOX_HIGH
+        assert consumer.activity >= 1
+        connection.resume()
+        await _until(lambda: len(consumer.texts()) == 2003)
+        assert consumer.texts() == [str(i) for i in range(2003)]
+        assert connection.queued == 0
+
+
+async def test_the_peers_close_is_pushed_once_then_nothing_more() -> None:
+    consumer = Recorder()
+    async with _pair(consumer=consumer) as pair:
+        pair.writer.write(_texts(2) + encode_frame(OP_CLOSE, close_payload(1000)) + _texts(2))
+        assert await _server_frame(pair.reader) == (OP_CLOSE, close_payload(1000))
+        await _until(lambda: consumer.got[-1].kind is MessageKind.CLOSED)
+        await asyncio.sleep(0.05)
+        kinds = [m.kind for m in consumer.got]
+        assert kinds == [MessageKind.TEXT] * 2 + [MessageKind.CLOSE, MessageKind.CLOSED]
+        assert consumer.closing == 1  # told before the answer was written
+
+
+async def test_a_close_while_held_drops_the_waiting_messages_and_pushes_the_answer() -> None:
+    consumer = Recorder(hold=frozenset({"0"}))
+    async with _pair(consumer=consumer) as pair:
+        connection = pair.connection
+        pair.writer.write(_texts(10))
+        await _until(lambda: connection.queued == 9)
+        assert connection.close_now(4001, "token expired")
+        assert await _server_frame(pair.reader) == (
+            OP_CLOSE,
+            close_payload(4001, b"token expired"),
+        )
+        pair.writer.write(encode_frame(OP_CLOSE, close_payload(4001)))
+        # The answer (and the end), behind the held message; the texts were dropped.
+        await _until(lambda: connection.transport.is_closing())
+        connection.resume()
+        await _until(lambda: consumer.got[-1].kind is MessageKind.CLOSED)
+        kinds = [m.kind for m in consumer.got]
+        assert kinds == [MessageKind.TEXT, MessageKind.CLOSE, MessageKind.CLOSED]
+        assert consumer.closing == 0  # this side began the close

@@ -6,15 +6,18 @@ an upgrade after other requests on a keep-alive connection. Both run the same ad
 (``admission.admit``: a bad token is HTTP 401, a forbidden ``Origin`` 403, too many connections
 of one user 429, a server shutting down 503 — each with the REST error body), register the
 session with the node in the step that ends the per-user check, and serve it with the same
-message loop (``message_loop.serve``) through the transport seam (``transport.Connection``).
+message loop (``message_loop.MessageLoop``) through the transport seam (``transport.Connection``):
+pulled by a task on aiohttp's path, pushed by the connection's callbacks on the router's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sys
 from collections.abc import Coroutine
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from aiohttp import web
 
@@ -27,7 +30,7 @@ from liveboard.forwarded import client_address
 from liveboard.protocol import CloseCode
 from liveboard.protocol.subprotocols import SUBPROTOCOL, selected_subprotocol
 from liveboard.realtime.admission import RESTARTING_MESSAGE, Refusal, admit
-from liveboard.realtime.message_loop import serve
+from liveboard.realtime.message_loop import MessageLoop, serve
 from liveboard.realtime.node import Node
 from liveboard.realtime.session import Session
 from liveboard.realtime.transport import aiohttp_ws, handshake
@@ -115,13 +118,17 @@ class UpgradeAcceptor:
     Called with the transport (reading paused), the parsed request and any bytes that followed
     its head. Admission runs in a short task that holds the request; a refusal is answered with
     the contract's error body and the connection closed. An admitted connection gets the 101,
-    becomes a ``WebSocketConnection`` and is served by ``serve`` in a task of its own, which holds
-    neither the request nor aiohttp's per-request state: about 10 KB less per connection.
+    becomes a ``WebSocketConnection`` and is served by a ``MessageLoop`` driven by the
+    connection's own callbacks: no task while it is idle, none of the request's or aiohttp's
+    per-request state. A message that must await, and each connection's end, run in tasks of
+    this acceptor's.
     """
 
     def __init__(self, app: web.Application) -> None:
         self._app = app
         self._tasks = TaskSet(log)
+        self._live = 0  # connections served and not yet ended
+        self._all_ended: asyncio.Event | None = None  # set up by ``wait_closed``
 
     def __call__(
         self, transport: asyncio.Transport, upgrade: handshake.Upgrade, tail: bytes
@@ -130,11 +137,26 @@ class UpgradeAcceptor:
 
     async def wait_closed(self, grace: float) -> None:
         """Wait for every connection it serves to end (the node closes them at shutdown);
-        after ``grace`` seconds, cancel what is left."""
-        await self._tasks.wait(grace)
+        after ``grace`` seconds, cut what is left and cancel the work still running."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        if self._live:
+            self._all_ended = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_ended.wait(), grace)
+        if self._live:  # cut: each connection's end then runs (a task each)
+            for session in list(self._app[NODE_KEY].sessions.values()):
+                session.abort()
+            await asyncio.sleep(0.01)  # the transports report the loss: the ends are spawned
+        await self._tasks.wait(max(1.0, deadline - loop.time()))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         self._tasks.spawn(work)
+
+    def _ended(self) -> None:
+        self._live -= 1
+        if not self._live and self._all_ended is not None:
+            self._all_ended.set()
 
     async def _admit(
         self, transport: asyncio.Transport, upgrade: handshake.Upgrade, tail: bytes
@@ -169,33 +191,47 @@ class UpgradeAcceptor:
         transport.write(handshake.switching_protocols(upgrade.key, selected))
         connection_id = new_connection_id(principal.user_id)
         session = Session(connection, connection_id, principal, settings)
-        connection.on_activity = session.touch
-        connection.on_closing = session.abort_timers
+        served = _Served(node, verifier, session, self, sys.intern(upgrade.path), remote, started)
+        served.listen(connection)
         # In the same step as admission's last check, so that upgrades of one user arriving
         # together cannot all pass the per-user limit.
         node.register(session)
+        self._live += 1
+        served.begin()  # ``connected`` before any reply to what ``tail`` holds
+        if session.closing:  # shutdown began (begin closed it): no message will end it
+            served.stop()
         connection.start(tail)
-        self._spawn(
-            _serve_upgraded(node, verifier, session, connection, upgrade.path, remote, started)
-        )
 
 
-async def _serve_upgraded(
-    node: Node,
-    verifier: TokenVerifier,
-    session: Session,
-    connection: WebSocketConnection,
-    path: str,
-    remote: str | None,
-    started: float,
-) -> None:
-    try:
-        await serve(node, verifier, session)
-    except Exception:  # serve handles its own failures; this is for a bug in the cleanup
-        log.exception("connection %s failed", session.connection_id)
-    finally:
-        connection.finish()
-        _access(path, remote, 101, started, session)
+class _Served(MessageLoop):
+    """A ``MessageLoop`` of the router's path, with what its end needs: the access log line."""
+
+    __slots__ = ("_acceptor", "_path", "_remote", "_started")
+
+    def __init__(
+        self,
+        node: Node,
+        verifier: TokenVerifier,
+        session: Session,
+        acceptor: UpgradeAcceptor,
+        path: str,
+        remote: str | None,
+        started: float,
+    ) -> None:
+        super().__init__(node, verifier, session)
+        self._acceptor = acceptor
+        self._path = path
+        self._remote = remote
+        self._started = started
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        self._acceptor._spawn(work)
+
+    def ended(self) -> None:
+        """The connection's end is done: close the socket, write the access line."""
+        self._acceptor._ended()
+        cast(WebSocketConnection, self.session.connection).finish()
+        _access(self._path, self._remote, 101, self._started, self.session)
 
 
 def _client(upgrade: handshake.Upgrade, peer: str | None, settings: Settings) -> str | None:

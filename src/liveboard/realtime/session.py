@@ -10,8 +10,11 @@ and written at once. What it guarantees:
   than ``ABUSE_RATE`` per second) is closed with 1008.
 * Heartbeat: a ping frame every ``heartbeat_interval``; a peer silent for ``heartbeat_timeout``
   after a ping is dropped (its presence leaves with it).
-* Expiry: the socket is closed with 4001 at the token's ``exp`` (within the loop's timer
-  precision) unless a ``refresh`` with a later token arrived first.
+* Expiry: the socket is closed with 4001 at the token's ``exp`` (at most one tick of the shared
+  timer wheel later, ``timer_wheel.MAX_TICK`` = 0.25 s) unless a ``refresh`` with a later
+  token arrived first.
+* Heartbeat and expiry share one entry of the loop's timer wheel (``timer_wheel``): no timer
+  handle per connection; a ping may go out up to one tick late.
 * Its subscriptions (room → workspace id), the rooms it is present in and the removals of its
   user seen here change only through its methods; the node calls them and does the hub's,
   the broker's and presence's part.
@@ -29,7 +32,8 @@ from typing import TYPE_CHECKING
 
 from liveboard.auth import Principal
 from liveboard.protocol import CloseCode
-from liveboard.ratelimit import TokenBucket
+from liveboard.ratelimit import take_at
+from liveboard.realtime import timer_wheel
 from liveboard.realtime.hub import Outlet
 from liveboard.realtime.metrics import NO_CLOSE_FRAME
 from liveboard.realtime.transport import Connection
@@ -47,8 +51,6 @@ ABUSE_RATE = 1.0
 ABUSE_BURST = 30.0
 #: The presence of a connection present nowhere (shared by all of them).
 NOWHERE: frozenset[str] = frozenset()
-#: A timer counts as due this much before its time (the loop's clock granularity), seconds.
-TIMER_SLACK = 0.001
 
 
 class Session:
@@ -60,8 +62,7 @@ class Session:
 
     # Slots: thousands of these live at once (a few hundred bytes each saved).
     __slots__ = (
-        "_abuse",
-        "_bucket",
+        "_abuse_at",
         "_close_task",
         "_expiry_due",
         "_heartbeat_due",
@@ -69,10 +70,10 @@ class Session:
         "_loop",
         "_ping_sent_at",
         "_present_in",
+        "_rate_at",
         "_revoked",
         "_settings",
         "_subscriptions",
-        "_timer",
         "busy",
         "closing",
         "connection",
@@ -80,6 +81,7 @@ class Session:
         "ended_with",
         "outlet",
         "principal",
+        "wheel_bucket",
     )
 
     def __init__(
@@ -100,21 +102,23 @@ class Session:
         # in presence share one empty value (an empty set or frozenset is 216 bytes each).
         self._present_in: frozenset[str] = NOWHERE
         # workspace id → offset of the latest member:removed of this user seen in its room
-        self._revoked: dict[str, int] = {}
+        # (None until the first: most connections never see one)
+        self._revoked: dict[str, int] | None = None
         self.closing = False
         # How the connection ended, for ``connections_closed``: the close code this side sent
         # first, ``peer`` when the client closed first, ``none`` without a close frame.
         self.ended_with = NO_CLOSE_FRAME
         self.busy = False  # handling a message: frames wait, unread, meanwhile
         self._settings = settings
-        now = time.monotonic()
-        self._bucket = TokenBucket(RATE, BURST, now)
-        self._abuse = TokenBucket(ABUSE_RATE, ABUSE_BURST, now)
+        # The message rate and the abuse limits, one float each (``ratelimit.take_at``).
+        self._rate_at = 0.0
+        self._abuse_at = 0.0
         self._loop = asyncio.get_running_loop()
         self._last_seen = self._loop.time()
-        # One timer per connection serves both the heartbeat and the expiry (a timer handle is
-        # a few hundred bytes, times 20,000 sockets): it is set for whichever is due first.
-        self._timer: asyncio.TimerHandle | None = None
+        # Heartbeat and expiry share one entry in the loop's timer wheel (``timer_wheel``), set
+        # for whichever is due first: no timer handle per connection (a few hundred bytes,
+        # times 20,000 sockets).
+        self.wheel_bucket: int | None = None
         self._heartbeat_due = math.inf  # loop time of the next ping, or of its answer's deadline
         self._ping_sent_at: float | None = None  # a ping awaiting an answer, sent at
         self._expiry_due = math.inf  # loop time of the token's expiry
@@ -162,11 +166,15 @@ class Session:
 
     def note_revocation(self, workspace_id: str, offset: int) -> None:
         """This user was removed from ``workspace_id`` at ``offset`` of its room."""
-        self._revoked[workspace_id] = max(self._revoked.get(workspace_id, 0), offset)
+        revoked = self._revoked
+        if revoked is None:
+            revoked = self._revoked = {}
+        revoked[workspace_id] = max(revoked.get(workspace_id, 0), offset)
 
     def revoked_after(self, workspace_id: str, offset: int) -> bool:
         """Whether a removal from ``workspace_id`` later than ``offset`` of its room was seen."""
-        return self._revoked.get(workspace_id, 0) > offset
+        revoked = self._revoked
+        return revoked is not None and revoked.get(workspace_id, 0) > offset
 
     # Presence: the rooms where this connection is present
 
@@ -220,11 +228,19 @@ class Session:
 
     def allow_message(self) -> bool:
         """Spend one token of the message rate; False when over the limit."""
-        return self._bucket.take(time.monotonic())
+        at = take_at(self._rate_at, time.monotonic(), RATE, BURST)
+        if at is None:
+            return False
+        self._rate_at = at
+        return True
 
     def strike(self) -> bool:
         """Count a refused or invalid message; False when abuse is persistent (close 1008)."""
-        return self._abuse.take(time.monotonic())
+        at = take_at(self._abuse_at, time.monotonic(), ABUSE_RATE, ABUSE_BURST)
+        if at is None:
+            return False
+        self._abuse_at = at
+        return True
 
     # Timers: heartbeat and expiry
 
@@ -242,19 +258,25 @@ class Session:
         self._expiry_due = self._loop.time() + max(0.0, expires_at - time.time())
         self._arm()
 
+    def _tick(self) -> float:
+        settings = self._settings
+        return timer_wheel.tick_for(settings.heartbeat_interval, settings.heartbeat_timeout)
+
     def _arm(self) -> None:
         if self.closing:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(min(self._heartbeat_due, self._expiry_due), self._due)
+        due = min(self._heartbeat_due, self._expiry_due)
+        if due == math.inf:
+            self._cancel_timers()
+            return
+        timer_wheel.wheel_for(self._loop, self._tick()).schedule(self, due)
 
     def _due(self) -> None:
-        self._timer = None
+        """The wheel's callback: the heartbeat or the expiry (or both) may be due."""
         if self.closing:
             return
-        # A timer may fire a little before its time (the loop's clock granularity).
-        now = self._loop.time() + TIMER_SLACK
+        # The wheel calls at most SLACK before the time (the loop's clock granularity).
+        now = self._loop.time() + timer_wheel.SLACK
         if now >= self._expiry_due:
             self._expired()
             return
@@ -341,6 +363,5 @@ class Session:
         self._cancel_timers()
 
     def _cancel_timers(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self.wheel_bucket is not None:
+            timer_wheel.cancel(self._loop, self._tick(), self)

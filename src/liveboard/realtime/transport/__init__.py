@@ -45,6 +45,12 @@ socket itself, and anything written to it goes out after what is queued, as is. 
 must stop once a close frame was written (the session's ``closing``).
 """
 
-from liveboard.realtime.transport.base import CLOSED_MESSAGE, Connection, Message, MessageKind
+from liveboard.realtime.transport.base import (
+    CLOSED_MESSAGE,
+    Connection,
+    Consumer,
+    Message,
+    MessageKind,
+)
 
-__all__ = ["CLOSED_MESSAGE", "Connection", "Message", "MessageKind"]
+__all__ = ["CLOSED_MESSAGE", "Connection", "Consumer", "Message", "MessageKind"]

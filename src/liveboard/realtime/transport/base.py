@@ -74,3 +74,23 @@ class Connection(Protocol):
     def abort(self) -> None:
         """Drop the socket at once, without a close frame (a dead peer). Idempotent."""
         ...
+
+
+class Consumer(Protocol):
+    """Who an upgraded socket hands its messages to as they arrive, instead of ``receive``
+    (``WebSocketConnection.listen``): no task waits on an idle socket. Called inside the
+    protocol's callbacks; none of them may block."""
+
+    def on_message(self, message: Message) -> bool:
+        """Handle ``message`` (in arrival order): True when done with it, False when the next
+        ones must wait until the consumer calls the connection's ``resume``."""
+        ...
+
+    def on_activity(self) -> None:
+        """Bytes arrived from the peer (before they are parsed): it is alive."""
+        ...
+
+    def on_closing(self) -> None:
+        """The connection closes on its own (a violation, or the answer to the peer's close
+        frame), before the close frame is written: nothing may be sent after it."""
+        ...

@@ -19,16 +19,17 @@ serves both. What it guarantees beyond the seam's:
   the peer's close frame arrives or the socket is gone (the caller bounds the wait); then the
   socket closes. No frame is written after a close frame.
 
-An idle connection holds this object, a frame reader and an empty list: no task, no buffers.
+Read either way: one consumer calls ``receive()`` in a task, or a ``Consumer`` is handed each
+message by this protocol's callbacks (``listen``), so that an idle connection holds this object,
+a frame reader and an empty list: no task, no future, no buffers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
-from liveboard.realtime.transport.base import CLOSED_MESSAGE, Message, MessageKind
+from liveboard.realtime.transport.base import CLOSED_MESSAGE, Consumer, Message, MessageKind
 from liveboard.realtime.transport.frames import close_frame
 from liveboard.realtime.transport.rfc6455 import (
     OP_BINARY,
@@ -53,8 +54,33 @@ _KINDS = {
 }
 
 
-def _nothing() -> None:
-    return None
+class _Pull:
+    """The consumer of a connection read with ``receive``: it hears of nothing."""
+
+    __slots__ = ()
+
+    def on_message(self, message: Message) -> bool:
+        raise AssertionError("a connection read with receive() pushes no message")
+
+    def on_activity(self) -> None:
+        return None
+
+    def on_closing(self) -> None:
+        return None
+
+
+class _Ended(_Pull):
+    """The consumer after ``CLOSED``: it takes nothing more."""
+
+    __slots__ = ()
+
+    def on_message(self, message: Message) -> bool:
+        return True
+
+
+_PULL = _Pull()
+_EMPTY: tuple[()] = ()
+_ENDED = _Ended()
 
 
 class WebSocketConnection(asyncio.Protocol):
@@ -63,7 +89,9 @@ class WebSocketConnection(asyncio.Protocol):
     __slots__ = (
         "_close_done",
         "_close_sent",
+        "_consumer",
         "_done",
+        "_held",
         "_inbox",
         "_lingering",
         "_loop",
@@ -72,8 +100,6 @@ class WebSocketConnection(asyncio.Protocol):
         "_transport",
         "_waiter",
         "_writes_blocked",
-        "on_activity",
-        "on_closing",
     )
 
     def __init__(
@@ -82,8 +108,14 @@ class WebSocketConnection(asyncio.Protocol):
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         self._reader = FrameReader(max_message_bytes)
-        self._inbox: list[Message] = []
+        # Messages parsed and not yet taken: the shared empty tuple while there are none (most
+        # of the time: an idle connection holds no list), a list otherwise.
+        self._inbox: list[Message] | tuple[()] = _EMPTY
         self._waiter: asyncio.Future[None] | None = None
+        # Push mode (``listen``): messages go to the consumer as they are parsed, not to
+        # ``receive``; while it holds them back (until ``resume``) they wait in the inbox.
+        self._consumer: Consumer = _PULL
+        self._held = False
         self._reading_paused = True  # the router paused it until ``start``
         self._writes_blocked = False
         self._close_sent = False
@@ -92,11 +124,6 @@ class WebSocketConnection(asyncio.Protocol):
         self._lingering = False
         # pause_writing() comes when more than ``write_limit`` bytes wait to be sent.
         transport.set_write_buffer_limits(high=write_limit)
-        #: Called for every chunk received, so that a peer busy sending is never taken for dead.
-        self.on_activity: Callable[[], None] = _nothing
-        #: Called when this side closes on its own (a violation, or the answer to the peer's
-        #: close frame), before the close frame is written: nothing may be sent after it.
-        self.on_closing: Callable[[], None] = _nothing
 
     @property
     def transport(self) -> asyncio.Transport:
@@ -115,6 +142,29 @@ class WebSocketConnection(asyncio.Protocol):
         else:
             self._update_reading()
 
+    def listen(self, consumer: Consumer) -> None:
+        """Hand every message to ``consumer.on_message`` as it is parsed, in arrival order,
+        instead of through ``receive`` (which must not be used then): no task waits on an idle
+        socket. Also tell it of every chunk received (``on_activity``, so that a peer busy
+        sending is never taken for dead) and of a close this side begins on its own
+        (``on_closing``, before the close frame is written).
+
+        ``on_message`` returns True when it is done with the message, or False when it must
+        finish something first (a database read): then the next messages wait (at most
+        ``INBOX_HIGH``, then reading pauses, as for ``receive``) until it calls ``resume``.
+        ``CLOSE``, ``ERROR`` and ``CLOSED`` reach it as they reach ``receive``; after ``CLOSED``
+        it gets nothing more. Call before ``start``.
+        """
+        self._consumer = consumer
+
+    def resume(self) -> None:
+        """The consumer is ready for more (after it returned False): hand over what waited,
+        then read on."""
+        self._held = False
+        self._pump()
+        if not self._held and len(self._inbox) <= INBOX_LOW:
+            self._parse()
+
     def finish(self) -> None:
         """The consumer is done: close the socket, unless its end is already under way (a
         violation's linger, or a close frame sent and its answer awaited: the session bounds
@@ -129,7 +179,7 @@ class WebSocketConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._done:
             return  # after a close or a violation: dropped
-        self.on_activity()
+        self._consumer.on_activity()
         self._reader.feed(data)
         self._parse()
 
@@ -162,7 +212,7 @@ class WebSocketConnection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
-        message = self._inbox.pop(0)
+        message = self._take()
         if len(self._inbox) <= INBOX_LOW:
             self._parse()  # what is buffered first (cheap when nothing is), then the socket
         return message
@@ -195,17 +245,16 @@ class WebSocketConnection(asyncio.Protocol):
         self._transport.write(close_frame(code, reason))
         # From here only the peer's close frame matters: read on until it comes (soon, not
         # here: this may run inside the hub's fan-out).
-        self._inbox.clear()
+        self._inbox = _EMPTY
         self._loop.call_soon(self._parse)
         return True
 
     def _parse(self) -> None:
         if self._transport.is_closing():
             return
-        inbox = self._inbox
         reader = self._reader
         try:
-            while len(inbox) < INBOX_HIGH and not self._done:
+            while len(self._inbox) < INBOX_HIGH and not self._done:
                 frame = reader.next_frame()
                 if frame is None:
                     break
@@ -239,15 +288,51 @@ class WebSocketConnection(asyncio.Protocol):
         inbox = self._inbox
         if inbox and inbox[-1] is CLOSED_MESSAGE:
             return
-        inbox.append(message)
+        consumer = self._consumer
+        if consumer is not _PULL:
+            if inbox or self._held:
+                self._put(message)  # behind what waits for the consumer
+            elif message is CLOSED_MESSAGE:
+                self._consumer = _ENDED  # nothing comes after it
+                consumer.on_message(message)
+            elif not consumer.on_message(message):
+                self._held = True
+            return
+        self._put(message)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _put(self, message: Message) -> None:
+        inbox = self._inbox
+        if isinstance(inbox, list):
+            inbox.append(message)
+        else:
+            self._inbox = [message]
+
+    def _take(self) -> Message:
+        """The first waiting message (there is one)."""
+        inbox = self._inbox
+        assert isinstance(inbox, list)  # not empty
+        message = inbox.pop(0)
+        if not inbox:
+            self._inbox = _EMPTY
+        return message
+
+    def _pump(self) -> None:
+        """Push mode: hand waiting messages to the consumer until it holds them back."""
+        while self._inbox and not self._held:
+            consumer = self._consumer
+            message = self._take()
+            if message is CLOSED_MESSAGE:
+                self._consumer = _ENDED  # nothing comes after it
+            if not consumer.on_message(message):
+                self._held = True
+
     def _peer_closed(self, code: int) -> None:
         self._done = True
         if not self._close_sent:  # the peer began: answer (RFC 6455 §5.5.1), then close first
-            self.on_closing()
+            self._consumer.on_closing()
             self._close_sent = True
             self._transport.write(close_frame(1000))
         self._settle_close()
@@ -267,7 +352,7 @@ class WebSocketConnection(asyncio.Protocol):
         """
         self._done = True
         if not self._close_sent:
-            self.on_closing()
+            self._consumer.on_closing()
             self._close_sent = True
             self._transport.write(close_frame(code, reason))
         if self._transport.can_write_eof():

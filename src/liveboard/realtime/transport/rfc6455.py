@@ -93,12 +93,15 @@ class FrameReader:
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._buffer = bytearray()
+        # What arrived and is not parsed yet. The shared empty ``bytes`` while there is
+        # nothing (an idle connection holds no buffer), a ``bytearray`` otherwise.
+        self._buffer: bytes | bytearray = b""
         self._position = 0  # start of the first unparsed frame in ``_buffer``
         self._need = 2  # bytes from ``_position`` needed before parsing is worth trying
         self._closed = False  # a close frame was read: nothing after it is (§5.5.1)
-        # The message being continued: one buffer, so that empty fragments cost nothing.
-        self._fragments = bytearray()
+        # The message being continued: one buffer, so that empty fragments cost nothing
+        # (the shared empty ``bytes`` when there is none).
+        self._fragments: bytes | bytearray = b""
         self._fragment_opcode = 0  # opcode of the message being continued, 0 when none
         self._fragment_size = 0
         # A fragmented text message is checked fragment by fragment, so that invalid UTF-8
@@ -107,8 +110,12 @@ class FrameReader:
 
     def feed(self, data: bytes) -> None:
         """Buffer bytes received from the peer (ignored after a close frame)."""
-        if not self._closed:
-            self._buffer += data
+        if self._closed:
+            return
+        if self._buffer:
+            self._buffer += data  # a bytearray: appended in place
+        else:
+            self._buffer = bytearray(data)
 
     def next_frame(self) -> Frame | None:
         """The next whole message or control frame, or None until more bytes arrive.
@@ -149,17 +156,19 @@ class FrameReader:
             if frame is not None:
                 if opcode == OP_CLOSE:
                     self._closed = True
-                    self._buffer = bytearray()
+                    self._buffer = b""
                 return frame
         return None
 
     def _advance(self, position: int) -> None:
         self._need = 2
-        if position == len(self._buffer):
-            self._buffer.clear()
+        buffer = self._buffer
+        if position == len(buffer):
+            self._buffer = b""
             self._position = 0
         elif position > 1 << 16:  # drop what was parsed, now and then rather than per frame
-            del self._buffer[:position]
+            assert isinstance(buffer, bytearray)  # not empty
+            del buffer[:position]
             self._position = 0
         else:
             self._position = position
@@ -201,7 +210,7 @@ class FrameReader:
                 return None
             opcode = self._fragment_opcode
             payload = bytes(self._fragments)
-            self._fragments = bytearray()
+            self._fragments = b""
             self._fragment_opcode = self._fragment_size = 0
             self._decoder = None
         elif not final:
