@@ -6,7 +6,9 @@ statements (so the SQL is the same, not a copy that could drift): BEGIN; the tas
 with its project and the caller's role (``records._LOCK_TASK_FOR_CHANGE``); the task's UPDATE
 (``records._SAVE_TASK`` with the columns liveboard writes for a title change) and the event's
 append (``eventlog``), one statement or two as the liveboard it is run with does; COMMIT.
-It answers the task as JSON. What it leaves out is what liveboard adds around that SQL:
+It answers the task as JSON. With a liveboard that has ``tasks.single_write``, it runs what that
+runs instead: the read (no lock) and the one write statement of ``store.task_writes``, no
+transaction. What it leaves out is what liveboard adds around that SQL:
 token verification, the rules (merge, access), SQLAlchemy's execution path, the publish, the
 request's middlewares.
 
@@ -61,6 +63,80 @@ SAVE_AND_APPEND: _Statement | None = None
 if hasattr(records, "task_change"):
     _set = {c: bindparam(f"set_{c}") for c in _SAVE_COLUMNS}
     SAVE_AND_APPEND = _Statement(eventlog._append_postgres(records._SAVE_TASK.values(_set))[1])
+
+
+#: The read and the one compare-and-set write of ``tasks.single_write`` (no transaction), as
+#: liveboard runs a PATCH on PostgreSQL since then; None with a liveboard from before (a
+#: before/after comparison), which runs the transaction above.
+SINGLE: Any = None
+try:
+    from liveboard.store.task_writes import Statements
+except ImportError:  # a liveboard from before tasks.single_write
+    pass
+else:
+    SINGLE = Statements
+
+
+async def patch_single(request: web.Request) -> web.Response:
+    """The PATCH as ``tasks.single_write`` runs it: read (no lock), one write statement."""
+    pool: asyncpg.Pool = request.app["pool"]
+    sql = request.app["single"]
+    body = _decode(await request.read())
+    task_id = request.match_info["task_id"]
+    user = request.app["user"]
+    async with pool.acquire() as conn:
+        while True:  # until the write finds the task at the version read (liveboard: locked)
+            task = await _single_attempt(conn, sql, task_id, user, body["title"])
+            if task is not None:
+                return web.Response(body=_encode(task), content_type="application/json")
+
+
+async def _single_attempt(
+    conn: asyncpg.Connection, sql: Any, task_id: str, user: str, title: str
+) -> dict[str, Any] | None:
+    """One read and one write; None if the task changed in between (nothing written)."""
+    row = await conn.fetchrow(sql._read, task_id, user, None)
+    if row is None or row["role"] is None:
+        raise web.HTTPNotFound()
+    version = row["version"] + 1
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    task = {
+        "id": task_id,
+        "projectId": row["project_id"],
+        "title": title,
+        "description": row["description"],
+        "status": row["status"],
+        "order": row["sort_order"],
+        "rank": row["sort_rank"],
+        "assigneeId": row["assignee_id"],
+        "createdById": row["created_by_id"],
+        "version": version,
+        "createdAt": row["created_at"],
+        "updatedAt": now,
+    }
+    data = {"task": task, "changes": {"title": {"from": row["title"], "to": title}}}
+    kept = row["version"] if row["fields_at"] != row["version"] else None
+    written = await conn.fetchrow(
+        sql._edit,
+        project_room(row["project_id"]),
+        workspace_room(row["workspace_id"]),
+        task_id,
+        row["version"],
+        "task:updated",
+        time.time_ns() // 1_000_000,
+        user,
+        None,
+        _encode(data).decode(),
+        title,
+        row["description"],
+        row["assignee_id"],
+        version,
+        kept or row["description_version"] or row["version"],
+        kept or row["assignee_version"] or row["version"],
+        version,
+        now,
+    )
+    return None if written is None else task
 
 
 async def patch(request: web.Request) -> web.Response:
@@ -134,7 +210,9 @@ def main() -> None:
 
     app = web.Application()
     app["user"] = args.user
-    app.router.add_patch("/api/tasks/{task_id}", patch)
+    if SINGLE is not None:
+        app["single"] = SINGLE(lambda name: f"{args.schema}.{name}")
+    app.router.add_patch("/api/tasks/{task_id}", patch if SINGLE is None else patch_single)
     app.router.add_get("/healthz", healthz)
     app.on_startup.append(startup)
     app.on_cleanup.append(cleanup)

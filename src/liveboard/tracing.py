@@ -11,7 +11,9 @@ with tracing off the untraced classes run, and the hot path checks nothing at al
   request id of the log lines (``liveboard.request_id``), the client address. Its lines carry
   its trace id (``log_context.trace_id``).
 * ``liveboard.transaction``: a write transaction, from ``BEGIN`` (on SQLite, from the wait for
-  the write lock) to its commit or rollback.
+  the write lock) to its commit or rollback; for a PATCH or DELETE on PostgreSQL, its read and
+  its one write statement (``tasks.single_write``), from the connection's checkout to its
+  return.
 * ``liveboard.publish`` (producer): handing one transaction's committed events to the broker
   (once its turn in the room's line came, ``tasks/publish_order.py``); the first event's
   ``liveboard.room``, ``liveboard.offset`` and ``liveboard.epoch``, and ``liveboard.event_count``.
@@ -264,6 +266,12 @@ class _TracedDatabase(Database):
         with self.tracing.transaction("postgresql"):
             async with super().driver_write() as conn:
                 yield conn
+
+    @asynccontextmanager
+    async def write_driver(self) -> AsyncIterator[Any]:
+        with self.tracing.transaction("postgresql"):
+            async with super().write_driver() as driver:
+                yield driver
 
 
 class _TracedPublisher:

@@ -47,7 +47,7 @@ class Recorder:
 
 def test_a_ticket_with_nobody_ahead_has_its_turn_without_suspending() -> None:
     order = PublishOrder()
-    ticket = order.register("project:p1")
+    ticket = order.register("project:p1", 1)
     turn = order.turn(ticket)
     with pytest.raises(StopIteration):  # the coroutine finished at its first step
         turn.send(None)
@@ -57,7 +57,7 @@ def test_a_ticket_with_nobody_ahead_has_its_turn_without_suspending() -> None:
 
 async def test_a_later_ticket_waits_for_the_earlier_one_to_be_released() -> None:
     order = PublishOrder()
-    first, second = order.register("project:p1"), order.register("project:p1")
+    first, second = order.register("project:p1", 1), order.register("project:p1", 2)
     waiting = asyncio.create_task(order.turn(second))
     for _ in range(5):
         await asyncio.sleep(0)
@@ -71,7 +71,7 @@ async def test_a_later_ticket_waits_for_the_earlier_one_to_be_released() -> None
 
 async def test_releases_out_of_order_free_the_line_only_up_to_the_first_unreleased() -> None:
     order = PublishOrder()
-    t1, t2, t3 = (order.register("project:p1") for _ in range(3))
+    t1, t2, t3 = (order.register("project:p1", n) for n in (1, 2, 3))
     waiting = asyncio.create_task(order.turn(t3))
     order.release(t2)  # rolled back
     await asyncio.sleep(0)
@@ -87,8 +87,8 @@ async def test_releases_out_of_order_free_the_line_only_up_to_the_first_unreleas
 
 async def test_rooms_have_independent_lines() -> None:
     order = PublishOrder()
-    busy = order.register("project:p1")
-    other = order.register("project:p2")
+    busy = order.register("project:p1", 1)
+    other = order.register("project:p2", 1)
     await asyncio.wait_for(order.turn(other), 1)
     order.release(other)
     order.release(busy)
@@ -97,7 +97,7 @@ async def test_rooms_have_independent_lines() -> None:
 
 async def test_a_cancelled_waiter_that_releases_lets_the_next_one_go() -> None:
     order = PublishOrder()
-    t1, t2, t3 = (order.register("project:p1") for _ in range(3))
+    t1, t2, t3 = (order.register("project:p1", n) for n in (1, 2, 3))
 
     async def after_commit(ticket: object) -> None:
         assert ticket is t2
@@ -277,3 +277,131 @@ async def test_a_hand_over_returns_before_the_broker_is_done_and_keeps_the_room_
     assert order.waiting_rooms() == 0  # the line moved on without waiting for the broker
     broker.done.set()
     await asyncio.wait_for(asyncio.gather(earlier, handing), 1)
+
+
+async def test_a_reserved_ticket_holds_back_a_later_placed_one_until_placed_below_it() -> None:
+    """A statement sent before another write's event was placed may land below it."""
+    order = PublishOrder()
+    recorder = Recorder()
+    statement, transaction = Outbox(order), Outbox(order)
+    statement.reserve("project:p1")  # sent; its answer has not come back
+    transaction.add(ev("project:p1", 2))  # appended after the statement committed offset 1
+    later = asyncio.create_task(transaction.publish(recorder))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not later.done()
+    statement.add(ev("project:p1", 1))  # the answer: offset 1
+    await asyncio.wait_for(statement.publish(recorder), 1)
+    await asyncio.wait_for(later, 1)
+    assert recorder.offsets("project:p1") == [1, 2]
+    assert order.waiting_rooms() == 0
+
+
+async def test_a_ticket_reserved_after_one_was_placed_does_not_hold_it_back() -> None:
+    order = PublishOrder()
+    recorder = Recorder()
+    placed, reserved = Outbox(order), Outbox(order)
+    placed.add(ev("project:p1", 1))
+    reserved.reserve("project:p1")  # sent after: it can only land above 1
+    await asyncio.wait_for(placed.publish(recorder), 1)
+    assert recorder.offsets("project:p1") == [1]
+    reserved.abandon()  # its statement changed nothing
+    assert order.waiting_rooms() == 0
+
+
+async def test_a_reservation_given_up_lets_the_line_move_on() -> None:
+    order = PublishOrder()
+    recorder = Recorder()
+    given_up, placed = Outbox(order), Outbox(order)
+    given_up.reserve("project:p1")
+    placed.add(ev("project:p1", 1))
+    waiting = asyncio.create_task(placed.publish(recorder))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    given_up.abandon()  # the statement failed, or appended nothing
+    await asyncio.wait_for(waiting, 1)
+    assert recorder.offsets("project:p1") == [1]
+    assert order.waiting_rooms() == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(ROOMS[:2]), st.booleans(), st.booleans()), max_size=20),
+    st.data(),
+)
+def test_statements_and_transactions_mixed_publish_in_offset_order(
+    writes: list[tuple[str, bool, bool]], data: st.DataObject
+) -> None:
+    """Writes that are one autocommitted statement (reserve when sent, place when answered)
+    and writes in transactions (register under the row lock, commit later) interleaved in
+    any order the rooms' row locks allow, their answers and commits resuming in any order:
+    every committed event is published once, in offset order."""
+
+    async def run() -> tuple[Recorder, dict[str, list[int]], PublishOrder]:
+        order = PublishOrder()
+        recorder = Recorder()
+        heads = dict.fromkeys(ROOMS, 0)
+        holder: dict[str, int | None] = dict.fromkeys(ROOMS, None)  # the row lock's holder
+        committed: dict[str, list[int]] = {room: [] for room in ROOMS}
+        outboxes = [Outbox(order) for _ in writes]
+        # Each write's steps, in order: statement = send, execute (commits), answer;
+        # transaction = append (takes the lock), end (commit or roll back), resume.
+        step = [0] * len(writes)
+        answers: dict[int, BrokerEvent | None] = {}
+        tasks: list[asyncio.Task[None]] = []
+
+        async def finish(i: int, commits: bool) -> None:
+            try:
+                if commits:
+                    await outboxes[i].publish(recorder)
+            finally:
+                outboxes[i].abandon()
+
+        while True:
+            ready = [
+                i
+                for i, (room, single, _) in enumerate(writes)
+                if step[i] < 3
+                and not (step[i] == 1 and single and holder[room] is not None)
+                and not (step[i] == 0 and not single and holder[room] is not None)
+            ]
+            if not ready:
+                break
+            i = data.draw(st.sampled_from(ready))
+            room, single, commits = writes[i]
+            if single and step[i] == 0:
+                outboxes[i].reserve(room)
+            elif single and step[i] == 1:  # executes and commits at once (or changes nothing)
+                answers[i] = None
+                if commits:
+                    heads[room] += 1
+                    committed[room].append(heads[room])
+                    answers[i] = ev(room, heads[room])
+            elif single:
+                answer = answers[i]
+                if answer is not None:
+                    outboxes[i].add(answer)
+                tasks.append(asyncio.create_task(finish(i, answer is not None)))
+            elif step[i] == 0:
+                heads[room] += 1
+                holder[room] = i
+                outboxes[i].add(ev(room, heads[room]))
+            elif step[i] == 1:
+                holder[room] = None
+                if commits:
+                    committed[room].append(heads[room])
+                else:
+                    heads[room] -= 1  # rolled back: the next writer takes the offset again
+            else:
+                tasks.append(asyncio.create_task(finish(i, commits)))
+            step[i] += 1
+            for _ in range(data.draw(st.integers(0, 2))):
+                await asyncio.sleep(0)
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        return recorder, committed, order
+
+    recorder, committed, order = asyncio.run(run())
+    for room in ROOMS:
+        assert recorder.offsets(room) == committed[room]
+        assert committed[room] == list(range(1, len(committed[room]) + 1))
+    assert order.waiting_rooms() == 0

@@ -201,6 +201,13 @@ class Database:
         async with self.driver() as conn, conn.transaction():
             yield conn
 
+    @asynccontextmanager
+    async def write_driver(self) -> AsyncIterator[Any]:
+        """PostgreSQL only: ``driver`` for writes that are each one autocommitted statement
+        (``tasks.single_write``): what tracing shows as a write transaction."""
+        async with self.driver() as driver:
+            yield driver
+
     async def warm(self) -> int:
         """Open the pool's ``pool_size`` connections now (PostgreSQL; SQLite has no pool), so a
         burst right after start (a restarted server's reconnect storm) does not pay for the

@@ -43,6 +43,11 @@ def decode_event_data(text: str) -> dict[str, Any]:
     return _json_decode(text)
 
 
+def encode_event_data(data: dict[str, Any]) -> str:
+    """An event's ``data`` as its column holds it (JSON text)."""
+    return _json_encode(data).decode()
+
+
 def new_epoch() -> str:
     return secrets.token_hex(4)
 
@@ -170,7 +175,7 @@ async def append_event(
         "ts": ts,
         "user_id": user_id or NO_USER,
         "origin": origin,
-        "data": _json_encode(data).decode(),
+        "data": encode_event_data(data),
     }
     heads = {"head_room": room}
     if depends_on is not None:

@@ -60,13 +60,15 @@ class Receipt:
         self.claim = claim
         self.answer: Answer | None = None
 
-    def render(self, result: Any, position: Position | None) -> Answer:
-        """The answer to ``result``, naming the event at ``position`` (if any), not stored."""
-        answer = self._render(result)
-        if position is not None:
-            answer.headers[OFFSET_HEADER] = str(position.offset)
-            answer.headers[EPOCH_HEADER] = position.epoch
-        return answer
+    def render(self, result: Any, position: Position | None = None) -> Answer:
+        """The answer to ``result``, naming the event at ``position`` (if any), not stored: for
+        a write that stores it under its key itself (``tasks.single_write``, which names the
+        position later with ``complete``) or answers it itself (``tasks.publish_batch``)."""
+        return _positioned(self._render(result), position)
+
+    def complete(self, answer: Answer, position: Position | None) -> None:
+        """``answer`` naming the event at ``position`` (if any) is this receipt's answer."""
+        self.answer = _positioned(answer, position)
 
     async def settle(self, conn: AsyncConnection, result: Any, position: Position | None) -> None:
         """Render the answer to ``result`` and, with a claim, store it (see the module)."""
@@ -83,6 +85,14 @@ class Receipt:
             if not stored:
                 raise KeyTakenError
         self.answer = answer
+
+
+def _positioned(answer: Answer, position: Position | None) -> Answer:
+    """``answer`` with the headers naming the event at ``position`` (if any)."""
+    if position is not None:
+        answer.headers[OFFSET_HEADER] = str(position.offset)
+        answer.headers[EPOCH_HEADER] = position.epoch
+    return answer
 
 
 async def settle(

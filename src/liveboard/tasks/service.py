@@ -25,7 +25,6 @@ A service may also create workspaces and projects with ids of its own (``put_wor
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -59,8 +58,8 @@ from liveboard.tasks.access import MANAGER_ROLES
 from liveboard.tasks.changes import TaskChanges, bumped, diff, wire_changes
 from liveboard.tasks.clock import Clock, new_id
 from liveboard.tasks.placement import END, Slot, place
-from liveboard.tasks.publish_order import Outbox
 from liveboard.tasks.receipts import Receipt, settle
+from liveboard.tasks.single_write import ATTEMPTS, SingleWrites
 from liveboard.tasks.writer import EventWriter
 
 
@@ -80,6 +79,10 @@ class TaskService:
         #: Shared with every other writer of the event log on this instance (``rooms.api``).
         self.writer = EventWriter(db, publisher)
         self._write = self.writer.transaction
+        #: PostgreSQL: edits and deletions as one statement first (``tasks.single_write``),
+        #: tried ``ATTEMPTS`` times; SQLite: none, the transaction at once.
+        self._single = None if db.is_sqlite else SingleWrites(self.writer, lambda: self._clock())
+        self._singles = () if self._single is None else (self._single,) * ATTEMPTS
 
     # Workspaces and members
 
@@ -136,13 +139,13 @@ class TaskService:
                 raise errors.conflict(f"{user_id} is already a member of this workspace")
             await records.insert_member(conn, workspace_id, user_id, role, now.iso)
             member = Member(user_id=user_id, role=role)
-            await self._append(
+            await self.writer.append(
                 conn,
                 outbox,
                 workspace_room(workspace_id),
                 MEMBER_ADDED,
                 actor,
-                now,
+                now.ms,
                 to_builtins(member),
             )
             await settle(conn, outbox, receipt, member)
@@ -167,13 +170,13 @@ class TaskService:
             if target_role == "owner":
                 raise errors.conflict("the workspace owner cannot be removed")
             await records.delete_member(conn, workspace_id, user_id)
-            await self._append(
+            await self.writer.append(
                 conn,
                 outbox,
                 workspace_room(workspace_id),
                 MEMBER_REMOVED,
                 actor,
-                now,
+                now.ms,
                 {"userId": user_id},
             )
             await settle(conn, outbox, receipt, None)
@@ -241,13 +244,13 @@ class TaskService:
                 return found, False
             await records.insert_project(conn, project)
             await eventlog.create_room(conn, project_room(project.id))
-            await self._append(
+            await self.writer.append(
                 conn,
                 outbox,
                 workspace_room(workspace_id),
                 PROJECT_CREATED,
                 actor,
-                now,
+                now.ms,
                 {"project": to_builtins(project)},
             )
             await settle(conn, outbox, receipt, (project, True) if reuse else project)
@@ -298,8 +301,8 @@ class TaskService:
             placed = await place(conn, project_id, status, slot, now=now.iso)
             for data in placed.rerank_events():  # a rebalance's, before the change that caused it
                 room, ws = project_room(project_id), project.workspace_id
-                await self._append(
-                    conn, outbox, room, TASK_MOVED, actor, now, data, workspace_id=ws
+                await self.writer.append(
+                    conn, outbox, room, TASK_MOVED, actor, now.ms, data, workspace_id=ws
                 )
             task = Task(
                 id=new_id("tsk"),
@@ -316,13 +319,13 @@ class TaskService:
                 updated_at=now.iso,
             )
             await records.insert_task(conn, task)
-            await self._append(
+            await self.writer.append(
                 conn,
                 outbox,
                 project_room(project_id),
                 TASK_CREATED,
                 actor,
-                now,
+                now.ms,
                 {"task": to_builtins(task), "afterId": placed.after_id},
                 workspace_id=project.workspace_id,
             )
@@ -353,7 +356,13 @@ class TaskService:
 
         From a stale ``expected_version``, the changes apply if none of their fields changed
         since (``tasks.merge``: read from the locked row, so no concurrent edit can slip in
-        between); ``Edited.merged`` then names them. Else a conflict naming the fields."""
+        between); ``Edited.merged`` then names them. Else a conflict naming the fields.
+        On PostgreSQL one statement, without a lock held across a round trip, unless the task
+        changed between its read and its write ``ATTEMPTS`` times (``tasks.single_write``)."""
+        for single in self._singles:
+            edited = await single.update_task(actor, task_id, changes, expected_version, receipt)
+            if edited is not None:
+                return edited
         async with self._write() as (conn, outbox):
             task, project, fields = await self._lock_task(conn, task_id, actor)
             now = self._clock()  # after the task's row lock: see _lock_task
@@ -369,16 +378,18 @@ class TaskService:
                 return kept
             updated = bumped(task, now.iso, **{field: new for field, (_, new) in found.items()})
             fields = merge.next_field_versions(fields, found, updated.version)
-            await self._append(  # the task's change made by the same statement (one round trip)
-                conn,
-                outbox,
-                project_room(task.project_id),
-                TASK_UPDATED,
-                actor,
-                now,
-                {"task": to_builtins(updated), "changes": wire_changes(found)},
-                workspace_id=project.workspace_id,
-                change=records.task_change(updated, list(found), fields),
+            await (
+                self.writer.append(  # the task's change made by the same statement (one round trip)
+                    conn,
+                    outbox,
+                    project_room(task.project_id),
+                    TASK_UPDATED,
+                    actor,
+                    now.ms,
+                    {"task": to_builtins(updated), "changes": wire_changes(found)},
+                    workspace_id=project.workspace_id,
+                    change=records.task_change(updated, list(found), fields),
+                )
             )
             edited = merge.Edited(updated, verdict.merged)
             await settle(conn, outbox, receipt, edited)
@@ -408,20 +419,20 @@ class TaskService:
                 return task
             for data in placed.rerank_events():  # a rebalance's, before the change that caused it
                 room, ws = project_room(project.id), project.workspace_id
-                await self._append(
-                    conn, outbox, room, TASK_MOVED, actor, now, data, workspace_id=ws
+                await self.writer.append(
+                    conn, outbox, room, TASK_MOVED, actor, now.ms, data, workspace_id=ws
                 )
             if any(r.task_id == task.id for r in placed.reranked):  # its version grew by one
                 task = bumped(task, now.iso)
             moved = bumped(task, now.iso, status=to_status, order=placed.order, rank=placed.rank)
             await records.save_task(conn, moved, ["status", "order", "rank"], fields)
-            await self._append(
+            await self.writer.append(
                 conn,
                 outbox,
                 project_room(task.project_id),
                 TASK_MOVED,
                 actor,
-                now,
+                now.ms,
                 placed.moved_data(task.id, task.status, to_status),
                 workspace_id=project.workspace_id,
             )
@@ -436,16 +447,20 @@ class TaskService:
         expected_version: int | None = None,
         receipt: Receipt | None = None,
     ) -> None:
+        """Delete a task (one statement on PostgreSQL, as ``update_task``)."""
+        for single in self._singles:
+            if await single.delete_task(actor, task_id, expected_version, receipt):
+                return
         async with self._write() as (conn, outbox):
             task, project, _ = await self._task_for_change(conn, task_id, actor, expected_version)
             now = self._clock()  # after the task's row lock: see _lock_task
-            await self._append(  # the task's deletion made by the same statement
+            await self.writer.append(  # the task's deletion made by the same statement
                 conn,
                 outbox,
                 project_room(task.project_id),
                 TASK_DELETED,
                 actor,
-                now,
+                now.ms,
                 {"taskId": task.id},
                 workspace_id=project.workspace_id,
                 change=records.task_deletion(task.id),
@@ -459,24 +474,6 @@ class TaskService:
             return await records.role_of(conn, workspace_id, user_id)
 
     # Helpers
-
-    async def _append(
-        self,
-        conn: AsyncConnection,
-        outbox: Outbox,
-        room: str,
-        type_: str,
-        actor: Actor,
-        now: Clock,
-        data: dict[str, Any],
-        *,
-        workspace_id: str | None = None,
-        change: eventlog.Change | None = None,
-    ) -> None:
-        """``EventWriter.append`` at ``now``."""
-        await self.writer.append(
-            conn, outbox, room, type_, actor, now.ms, data, workspace_id=workspace_id, change=change
-        )
 
     _require_member = staticmethod(access.require_member)
     _require_role = staticmethod(access.require_role)

@@ -67,6 +67,20 @@ class EventWriter:
         room's row lock, ``hand_over`` once it committed, ``Outbox.abandon`` in a ``finally``."""
         return Outbox(self._order)
 
+    @asynccontextmanager
+    async def statement(self) -> AsyncIterator[tuple[Any, Outbox]]:
+        """PostgreSQL: a pooled asyncpg connection outside any transaction, for a write that is
+        one statement (``tasks.single_write``), and the outbox of its events: ``reserve`` the
+        room before sending it, ``add`` the event it appended. Handed to the publisher after
+        the block, as ``transaction``'s."""
+        outbox = Outbox(self._order)
+        try:
+            async with self.db.write_driver() as driver:
+                yield driver, outbox
+            await self.hand_over(outbox)
+        finally:
+            outbox.abandon()  # failed, cancelled or changed nothing: the room's line moves on
+
     async def hand_over(self, outbox: Outbox) -> None:
         """After ``outbox``'s transaction committed: wait for its turn in each room, then start
         handing its events to the publisher (not waiting for the broker: see the module)."""
