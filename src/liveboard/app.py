@@ -195,8 +195,20 @@ class Listener:
         await self._acceptor.wait_closed(grace)
 
 
+#: Connections the kernel queues for ``accept`` (it caps the figure at ``net.core.somaxconn``,
+#: 4,096 by default on Linux since 5.4). A restart's reconnect storm arrives all at once: with
+#: 1,024, a 10,000-client storm overflowed the queue and the dropped handshakes came back 1, 3
+#: and 7 s later (docs/benchmarks.md, scenario G).
+LISTEN_BACKLOG = 4096
+
+
 async def listen(
-    runner: web.AppRunner, host: str, port: int, backlog: int = 1024, *, reuse_port: bool = False
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    backlog: int = LISTEN_BACKLOG,
+    *,
+    reuse_port: bool = False,
 ) -> Listener:
     """Accept connections for ``runner``'s application (set up) on ``host``:``port``; with
     ``reuse_port``, beside the other workers of a supervisor (``liveboard.workers``)."""
