@@ -149,7 +149,11 @@ async def _intruders(board: Board, b: dict[str, Any]) -> dict[str, str]:
 async def test_cross_workspace_rest_matrix(board: Board) -> None:
     b = await _victim_workspace(board)
     intruders = await _intruders(board, b)
-    await b["ws"].barrier()  # member:added/removed of the set-up
+    # The set-up's member:added and member:removed: an answer does not wait for its event's
+    # publish, so wait for them by name (a ping barrier alone could pass before them).
+    await b["ws"].next("member:added")
+    await b["ws"].next("member:removed")
+    await b["ws"].barrier()
     before = await _state(board, b)
     real = {"wid": b["wid"], "pid": b["pids"][0], "tid": b["tids"][0]}
     failures: list[str] = []
