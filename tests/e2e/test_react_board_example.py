@@ -202,6 +202,12 @@ def test_two_users_move_cards_see_each_other_and_come_back_after_a_restart(
         moved = _card(_column(alice, "in_progress"), title)
         expect(moved).to_have_attribute("data-pending", "true", timeout=WAIT_MS)
         expect(_card(_column(alice, "todo"), title)).to_have_count(0)
+        # The card is marked before the route handler runs: Playwright calls it when it next
+        # dispatches the page's events, so give it the chance (the request itself is held).
+        for _ in range(int(WAIT_MS // 50)):
+            if held:
+                break
+            alice.wait_for_timeout(50)
         assert len(held) == 1, "the move's request is on the wire, unanswered"
         expect(_card(_column(bob, "todo"), title)).to_have_count(1)  # not on the server yet
         # Confirmed: the request goes through; the mark goes once the server's event is in.
