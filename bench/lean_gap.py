@@ -308,6 +308,7 @@ class LeanGap:
             "ok": r["ok"],
             "other_load_cores": r["other_load_cores"],
             "deliveries_per_write": r["deliveries_per_write"],
+            "server_counters": r["server_counters"],  # liveboard's /metrics: catch-ups, fills
             "counted": {"events": events, "window_s": window, "ok": counted["ok"]},
             "raw": counts,
             "per_event": per_event,
