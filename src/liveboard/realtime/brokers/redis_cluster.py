@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Sequence
 from typing import Final
 
 import hiredis
@@ -61,6 +62,7 @@ from liveboard.realtime.brokers.redis_pools import (
 from liveboard.realtime.brokers.redis_publisher import cluster_channel_of
 from liveboard.realtime.brokers.redis_slots import Address, Shard, SlotMap, ssubscribe_commands
 from liveboard.realtime.brokers.redis_subscriber import SubscriberConnection, dispatch
+from liveboard.redis_address_map import AddressMapping, address_remap
 
 log = logging.getLogger("liveboard.broker.redis")
 
@@ -96,10 +98,20 @@ class RedisClusterBroker(RedisBrokerBase):
         *,
         instance_id: str,
         unsubscribe_delay: float = UNSUBSCRIBE_DELAY,
+        address_map: Sequence[AddressMapping] = (),
     ) -> None:
+        """``address_map`` (``LIVEBOARD_REDIS_ADDRESS_MAP``): every node address this broker and
+        its publisher connect to, the URL's and the announced ones, is mapped through it."""
         super().__init__(
-            redis_url, handler, instance_id=instance_id, unsubscribe_delay=unsubscribe_delay
+            redis_url,
+            handler,
+            instance_id=instance_id,
+            unsubscribe_delay=unsubscribe_delay,
+            address_map=address_map,
         )
+        # The slots map and the shards keep the announced addresses (what CLUSTER SLOTS and the
+        # nodes' replies name); only the connections go to the mapped ones.
+        self._remap = address_remap(address_map)
         # No hidden retries: every reconnect goes through the supervisor.
         self._seeds, self._options = cluster_connection_options(
             redis_url,
@@ -221,7 +233,8 @@ class RedisClusterBroker(RedisBrokerBase):
         """``CLUSTER SLOTS`` from the first node that answers (masters first)."""
         known = list(dict.fromkeys([*sorted(self._shards), *self._known, *self._seeds]))
         error: BaseException = RedisConnectionError("no Redis Cluster node to ask")
-        for host, port in known:
+        for address in known:
+            host, port = self._remap(address)
             conn = self._connection_class(host=host, port=port, **self._options)
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
@@ -254,7 +267,7 @@ class RedisClusterBroker(RedisBrokerBase):
     async def _session(self, shard: Shard) -> None:
         """One master's subscriber connection: subscribe its wanted channels, read until it
         breaks."""
-        host, port = shard.address
+        host, port = self._remap(shard.address)
         reason = "subscriber connection closed"
         pending: set[bytes] = set()
         sub: SubscriberConnection | None = None

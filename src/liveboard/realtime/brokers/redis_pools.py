@@ -14,7 +14,9 @@ A Redis Cluster (``redis+cluster://host:port[,host:port…]``, ``rediss+cluster:
 gives the same three, per node: the publisher and presence each get a ``RedisCluster`` client
 (``cluster_client``: a pool per node, commands routed by slot), and the broker (its own
 ``brokers.redis_cluster``) one subscriber connection per master, made from
-``cluster_connection_options``.
+``cluster_connection_options``. ``LIVEBOARD_REDIS_ADDRESS_MAP`` (``liveboard.redis_address_map``)
+applies to all of them: the cluster clients get it as redis-py's ``address_remap`` (and the
+URL's nodes are mapped before they are handed over), the broker maps each address it connects to.
 
 Presence does not share the publisher's pool, on purpose. Its pipelines can be long (every
 active room re-read every 2 s, all of an instance's entries written again after a Redis
@@ -26,7 +28,7 @@ side's bound is its own, and each closes its own pool in its ``aclose``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -34,6 +36,8 @@ from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisClusterException, RedisError
+
+from liveboard.redis_address_map import AddressMapping, address_remap
 
 #: What an unreachable or misbehaving Redis raises (``asyncio.TimeoutError`` is ``TimeoutError``;
 #: a cluster client that reaches no node raises ``RedisClusterException``, not a ``RedisError``).
@@ -136,11 +140,14 @@ def cluster_client(
     max_connections: int,
     client_name: str | None = None,
     fixed: Mapping[str, Any] | None = None,
+    address_map: Sequence[AddressMapping] = (),
 ) -> RedisCluster:
     """A ``RedisCluster`` client of ``redis_url`` (``redis+cluster://``), at most
     ``max_connections`` per node, with the same timeouts as ``connection_pool``. It learns the
-    slots from any reachable startup node and follows MOVED and failovers by itself."""
+    slots from any reachable startup node and follows MOVED and failovers by itself. Every node
+    address, the URL's and the announced ones, is mapped through ``address_map`` first."""
     nodes, options = parse_cluster_url(redis_url)
+    remap = address_remap(address_map)
     defaults: dict[str, Any] = {
         "max_connections": max_connections,
         "socket_connect_timeout": CONNECT_TIMEOUT,
@@ -149,6 +156,8 @@ def cluster_client(
     if client_name is not None:
         defaults["client_name"] = client_name
     return RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        startup_nodes=[ClusterNode(*remap(node)) for node in nodes],
+        # None when there is no map: redis-py then leaves the announced addresses alone.
+        address_remap=remap if address_map else None,
         **{**defaults, **options, **(fixed or {})},
     )
