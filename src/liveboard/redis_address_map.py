@@ -14,10 +14,9 @@ Guarantees:
   brackets, ``[::1]:6379``), ports 1-65535, no empty item, no announced address twice. Anything
   else raises ``ValueError`` naming the item by its position and text.
 * ``address_remap``'s function sends an address the map names to its target and leaves every
-  other one as it is, once (a target is not looked up again). liveboard applies it to every
-  address it connects to for the cluster: the ``redis+cluster://`` URL's nodes and those the
-  cluster announces in ``CLUSTER SLOTS``. (A ``MOVED`` or ``ASK`` redirection's address is
-  followed by redis-py unmapped; see docs/operations.md.)
+  other one as it is, once (a target is not looked up again). liveboard applies it where it
+  dials a cluster node (``brokers.redis_pools.mapped_connection_class``), whatever named the
+  node: the ``redis+cluster://`` URL, ``CLUSTER SLOTS``, or a ``MOVED``/``ASK`` reply.
 * ``str`` of a mapping is its item as written (normalised), so ``check-config`` shows the map
   the way it is set.
 """

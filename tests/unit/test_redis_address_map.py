@@ -9,13 +9,17 @@ proxy must have carried connections.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 
 import pytest
+from redis.asyncio.connection import Connection, SSLConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from liveboard.config import load_settings
 from liveboard.errors import ConfigError
-from liveboard.realtime.brokers.redis_pools import cluster_client
+from liveboard.realtime.brokers.redis_pools import cluster_client, mapped_connection_class
 from liveboard.redis_address_map import AddressMapping, address_remap, parse_address_map
 from liveboard.settings_report import effective_settings
 
@@ -106,19 +110,52 @@ def test_check_config_shows_the_map_as_set() -> None:
     assert "LIVEBOARD_REDIS_ADDRESS_MAP=  # default" in effective_settings(load_settings({}))
 
 
-async def test_a_cluster_client_maps_its_startup_nodes_and_the_announced_addresses() -> None:
-    mappings = parse_address_map("10.0.0.6:6379=127.0.0.1:7000,10.0.0.9:6379=127.0.0.1:7009")
+async def test_a_mapped_connection_dials_the_mapped_address_and_keeps_the_announced_one() -> None:
+    accepted: list[int] = []
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer.get_extra_info("sockname")[1])
+        writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        # 192.0.2.1 (TEST-NET-1) is never reachable: only the map gets this connection anywhere.
+        mapped = mapped_connection_class(
+            Connection, parse_address_map(f"192.0.2.1:6379=127.0.0.1:{port}")
+        )
+        conn = mapped(host="192.0.2.1", port=6379, socket_connect_timeout=2.0)
+        with contextlib.suppress(ConnectionError, RedisConnectionError):
+            await conn.connect()  # the fake server closes at once: the handshake fails
+        await conn.disconnect()
+        assert accepted == [port]
+        assert (conn.host, conn.port) == ("192.0.2.1", 6379)  # its name: the announced address
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert mapped_connection_class(Connection, ()) is Connection
+    assert issubclass(
+        mapped_connection_class(SSLConnection, parse_address_map("a:1=b:2")), SSLConnection
+    )
+
+
+async def test_a_cluster_client_makes_every_node_with_the_mapped_connection_class() -> None:
+    """Startup nodes, and the nodes redis-py adds later (from CLUSTER SLOTS, or from a MOVED it
+    follows), are made from the options of its nodes manager: all get the mapped class."""
+    mappings = parse_address_map("10.0.0.6:6379=127.0.0.1:7000")
     client = cluster_client(CLUSTER + ",10.0.0.7:6379", max_connections=2, address_map=mappings)
     try:
-        startup = [(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()]
-        assert startup == [("127.0.0.1", 7000), ("10.0.0.7", 6379)]
         manager = client.nodes_manager
-        assert manager.remap_host_port("10.0.0.9", 6379) == ("127.0.0.1", 7009)
-        assert manager.remap_host_port("10.0.0.8", 6379) == ("10.0.0.8", 6379)
+        mapped = manager.connection_kwargs["connection_class"]
+        assert mapped.__name__ == "MappedConnection"
+        assert issubclass(mapped, Connection)
+        startup = {name: node.connection_class for name, node in manager.startup_nodes.items()}
+        assert startup == {"10.0.0.6:6379": mapped, "10.0.0.7:6379": mapped}
+        assert manager.address_remap is None  # names stay the announced addresses
     finally:
         await client.aclose()
     plain = cluster_client(CLUSTER, max_connections=2)
     try:
-        assert plain.nodes_manager.address_remap is None
+        assert plain.nodes_manager.connection_kwargs["connection_class"] is Connection
     finally:
         await plain.aclose()

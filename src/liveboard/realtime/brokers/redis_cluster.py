@@ -58,11 +58,12 @@ from liveboard.realtime.brokers.redis_pools import (
     REDIS_ERRORS,
     cluster_connection_options,
     describe,
+    mapped_connection_class,
 )
 from liveboard.realtime.brokers.redis_publisher import cluster_channel_of
 from liveboard.realtime.brokers.redis_slots import Address, Shard, SlotMap, ssubscribe_commands
 from liveboard.realtime.brokers.redis_subscriber import SubscriberConnection, dispatch
-from liveboard.redis_address_map import AddressMapping, address_remap
+from liveboard.redis_address_map import AddressMapping
 
 log = logging.getLogger("liveboard.broker.redis")
 
@@ -109,16 +110,17 @@ class RedisClusterBroker(RedisBrokerBase):
             unsubscribe_delay=unsubscribe_delay,
             address_map=address_map,
         )
-        # The slots map and the shards keep the announced addresses (what CLUSTER SLOTS and the
-        # nodes' replies name); only the connections go to the mapped ones.
-        self._remap = address_remap(address_map)
         # No hidden retries: every reconnect goes through the supervisor.
         self._seeds, self._options = cluster_connection_options(
             redis_url,
             client_name=f"liveboard:{instance_id}:sub",
             fixed={"protocol": 2, "retry": Retry(NoBackoff(), 0)},  # the reader parses RESP2
         )
-        self._connection_class = SSLConnection if redis_url.startswith("rediss+") else Connection
+        # The slots map and the shards keep the announced addresses (what CLUSTER SLOTS and the
+        # nodes' replies name); only the connections dial the mapped ones.
+        self._connection_class = mapped_connection_class(
+            SSLConnection if redis_url.startswith("rediss+") else Connection, address_map
+        )
         #: Times the slots map was found changed (a failover, a resharding).
         self.topology_changes = 0
         self._slots: SlotMap | None = None
@@ -233,8 +235,7 @@ class RedisClusterBroker(RedisBrokerBase):
         """``CLUSTER SLOTS`` from the first node that answers (masters first)."""
         known = list(dict.fromkeys([*sorted(self._shards), *self._known, *self._seeds]))
         error: BaseException = RedisConnectionError("no Redis Cluster node to ask")
-        for address in known:
-            host, port = self._remap(address)
+        for host, port in known:
             conn = self._connection_class(host=host, port=port, **self._options)
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
@@ -267,7 +268,7 @@ class RedisClusterBroker(RedisBrokerBase):
     async def _session(self, shard: Shard) -> None:
         """One master's subscriber connection: subscribe its wanted channels, read until it
         breaks."""
-        host, port = self._remap(shard.address)
+        host, port = shard.address
         reason = "subscriber connection closed"
         pending: set[bytes] = set()
         sub: SubscriberConnection | None = None
