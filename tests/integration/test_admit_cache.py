@@ -57,7 +57,7 @@ class Reads:
 
 
 def recoveries(node: Node, source: str) -> float:
-    return node.metrics.recoveries.labels(source)._value.get()
+    return float(node.metrics.recoveries.labels(source)._value.get())
 
 
 async def held_board(world: World) -> tuple[list[BrokerEvent], str, Socket]:
