@@ -48,7 +48,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # (no type information shipped)
 import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
@@ -190,7 +190,7 @@ class ChannelLog:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
-        await self.pubsub.aclose()
+        await self.pubsub.aclose()  # type: ignore[no-untyped-call]  # (redis-py leaves it untyped)
         if self.redis is not None:
             await self.redis.aclose()
 

@@ -126,7 +126,7 @@ async def test_a_mapped_connection_dials_the_mapped_address_and_keeps_the_announ
         )
         conn = mapped(host="192.0.2.1", port=6379, socket_connect_timeout=2.0)
         with contextlib.suppress(ConnectionError, RedisConnectionError):
-            await conn.connect()  # the fake server closes at once: the handshake fails
+            await conn.connect()  # type: ignore[no-untyped-call]  # (closed at once: it fails)
         await conn.disconnect()
         assert accepted == [port]
         assert (conn.host, conn.port) == ("192.0.2.1", 6379)  # its name: the announced address
