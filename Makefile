@@ -164,7 +164,7 @@ test: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.j
 test-unit: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.json
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: $(BIN)/.test $(BIN)/.docs
+lint: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
