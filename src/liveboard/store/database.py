@@ -201,10 +201,10 @@ class Database:
         a check-in through SQLAlchemy's pool cost three greenlet switches, a new greenlet each,
         about a tenth of a ``PATCH``'s CPU (docs/benchmarks.md). What the pool guarantees holds
         for them too: a kept connection counts against ``pool_size + max_overflow`` (it is
-        checked out), is given back to the pool as soon as another caller would have to wait
-        for one, and is handed out again only if it is still open and was used within
-        ``IDLE_PING_SECONDS`` (else it goes back to the pool, whose checkout pings it).
-        ``in_use`` does not count it while it is kept."""
+        checked out), is not kept while another caller waits for a connection, is given back
+        to the pool as soon as one would have to, and is handed out again only if it is still
+        open and was used within ``IDLE_PING_SECONDS`` (else it goes back to the pool, whose
+        checkout pings it). ``in_use`` does not count it while it is kept."""
         if self.is_sqlite:
             raise RuntimeError("driver() is for PostgreSQL")
         spare = await self._take_spare()
@@ -235,7 +235,7 @@ class Database:
                 and not self._closed
                 and not driver.is_closed()
                 and not driver.is_in_transaction()
-                and not self._pool_exhausted()
+                and not self.waiting  # nobody waits for a connection it could have
             ):
                 self._spares.append((conn, driver, time.monotonic()))
             else:
@@ -252,7 +252,7 @@ class Database:
 
     def _pool_exhausted(self) -> bool:
         """Whether every connection the pool may open is checked out (a kept one included)."""
-        checked_out: int = self.engine.pool.checkedout()  # type: ignore[attr-defined]
+        checked_out: int = self.engine.sync_engine.pool.checkedout()  # type: ignore[attr-defined]
         return checked_out >= self._max_checkouts
 
     async def _drop_spares(self) -> None:

@@ -54,6 +54,12 @@ PUBLISH_TIMEOUT: Final = 1.0
 #: A publisher known to be down is PINGed this often.
 PING_INTERVAL: Final = 1.0
 MAX_UNSENT_ROOMS: Final = 10_000
+#: The publisher's connections have no socket timeout of their own (unless the URL sets one):
+#: every command it sends is bounded by ``PUBLISH_TIMEOUT``, shorter, which cancels it and
+#: drops the connection as the socket timeout would. With one, redis-py wraps each write in
+#: ``asyncio.wait_for`` and each read in a timeout: a task and two timers per PUBLISH, about
+#: 20 µs of CPU per ``PATCH`` (docs/benchmarks.md).
+PUBLISH_SOCKET_TIMEOUT: Final = None
 
 
 def channel_of(room: str) -> bytes:
@@ -101,6 +107,7 @@ class RedisPublisher:
                 # One retry on a fresh connection: a pooled connection may be stale after a
                 # restart.
                 fixed={"protocol": 2, "retry": Retry(NoBackoff(), 1)},
+                socket_timeout=PUBLISH_SOCKET_TIMEOUT,
             )
             self._redis = Redis(connection_pool=pool)
             self._command = "PUBLISH"
