@@ -32,6 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from liveboard.protocol import BrokerEvent, encode_broker_event
+from liveboard.realtime.brokers.redis_direct import DirectCommands
 from liveboard.realtime.brokers.redis_pools import (
     REDIS_ERRORS,
     cluster_client,
@@ -87,6 +88,8 @@ class RedisPublisher:
         self, redis_url: str, *, instance_id: str, on_change: Callable[[str], None]
     ) -> None:
         self._redis: Redis | RedisCluster
+        #: A single event's PUBLISH goes here (not on a cluster: its client routes per shard).
+        self._direct: DirectCommands | None = None
         if is_cluster_url(redis_url):
             self._redis = cluster_client(
                 redis_url,
@@ -110,6 +113,7 @@ class RedisPublisher:
                 socket_timeout=PUBLISH_SOCKET_TIMEOUT,
             )
             self._redis = Redis(connection_pool=pool)
+            self._direct = DirectCommands(self._redis, pool)
             self._command = "PUBLISH"
             self._channel_of = channel_of
         self._on_change = on_change
@@ -166,7 +170,8 @@ class RedisPublisher:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 if len(events) == 1:
-                    await self._redis.execute_command(
+                    direct = self._direct
+                    await (self._redis.execute_command if direct is None else direct.execute)(
                         self._command,
                         self._channel_of(events[0].room),
                         encode_broker_event(events[0]),
@@ -232,6 +237,8 @@ class RedisPublisher:
     async def aclose(self) -> None:
         """Close the pool; sends still in progress fail. Idempotent."""
         self._closed = True
+        if self._direct is not None:
+            await self._direct.aclose()
         if isinstance(self._redis, Redis):
             await self._redis.aclose(close_connection_pool=True)
         else:
