@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, exc
@@ -269,12 +269,11 @@ class Database:
         async with self.driver() as conn, conn.transaction():
             yield conn
 
-    @asynccontextmanager
-    async def write_driver(self) -> AsyncIterator[Any]:
+    def write_driver(self) -> AbstractAsyncContextManager[Any]:
         """PostgreSQL only: ``driver`` for writes that are each one autocommitted statement
-        (``tasks.single_write``): what tracing shows as a write transaction."""
-        async with self.driver() as driver:
-            yield driver
+        (``tasks.single_write``): what tracing shows as a write transaction. ``driver``'s own
+        context manager here (no layer of its own)."""
+        return self.driver()
 
     async def warm(self) -> int:
         """Open the pool's ``pool_size`` connections now (PostgreSQL; SQLite has no pool), so a
