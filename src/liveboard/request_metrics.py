@@ -51,11 +51,11 @@ def timing_middleware(histogram: Histogram) -> Middleware:
 
 
 class _Series:
-    """``histogram``'s labelled series, each looked up once: ``Histogram.labels`` validates and
-    locks on every call, about 20 µs, six times what the observation costs. The same series
-    objects ``labels`` returns (it keeps one per label set), so nothing observed differs. The
-    label sets are bounded: the standard methods and ``other``, the routes and ``unmatched``,
-    the status codes."""
+    """``histogram``'s labelled series, each looked up once: ``Histogram.labels`` checks and
+    locks on every call (1.7 µs with the observation, against 0.9 µs: ``bench.patch_parts``).
+    The same series objects ``labels`` returns (it keeps one per label set), so nothing
+    observed differs. The label sets are bounded: the standard methods and ``other``, the
+    routes and ``unmatched``, the status codes."""
 
     __slots__ = ("_histogram", "_series")
 
