@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # (no type information shipped)
 import hypothesis
 import pytest
 from aiohttp.test_utils import TestClient, TestServer

@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable
 from unittest import mock
 
-import atheris
+import atheris  # type: ignore[import-untyped]  # (no type information shipped)
 
 with atheris.instrument_imports():
     from liveboard.realtime.transport import handshake, rfc6455

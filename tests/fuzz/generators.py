@@ -292,7 +292,7 @@ def _wrong_type(rng: random.Random, base: dict[str, Any]) -> str:
 
 
 def _weird_since(rng: random.Random, base: dict[str, Any]) -> str:
-    since = rng.choice(
+    since: object = rng.choice(
         [
             {"offset": -1, "epoch": "e"},
             {"offset": 2**63, "epoch": "e"},

@@ -169,7 +169,7 @@ def test_operation(api: Api, method: str, path: str, mode: GenerationMode) -> No
         print_blob=True,
     )
     @given(case=operation.as_strategy(generation_mode=mode))
-    def run(case: schemathesis.Case) -> None:
+    def run(case: schemathesis.Case[Any]) -> None:
         if case.path_parameters and rng.random() < 0.5:
             for name in case.path_parameters:
                 if name in api.ids:

@@ -8,6 +8,7 @@ lost, or found later by the gap fill.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from liveboard import protocol
 from liveboard.events import RecordingPublisher
 from liveboard.protocol import BrokerEvent
 from liveboard.realtime import admit_cache, subscribe_read
+from liveboard.realtime.hub import Hub
 from liveboard.realtime.node import Node
 from liveboard.store.database import Database
 from liveboard.store.migrations import migrate
@@ -57,7 +59,7 @@ class Reads:
 
 
 def recoveries(node: Node, source: str) -> float:
-    return node.metrics.recoveries.labels(source)._value.get()
+    return float(node.metrics.recoveries.labels(source)._value.get())
 
 
 async def held_board(world: World) -> tuple[list[BrokerEvent], str, Socket]:
@@ -107,7 +109,9 @@ async def test_what_memory_cannot_answer_is_read(
     assert socket.of(world.project)[0]["recovered"] is False
     _, socket = await world.subscribe("carol", protocol.Position(tasks[-1].offset + 1, epoch))
     assert socket.of(world.project)[0]["recovered"] is False
-    world.node.hub.rooms[world.workspace].members = set()
+    workspace = world.node.hub.rooms[world.workspace]
+    await until(lambda: workspace.members_read, "the workspace's members read")  # (cold_reads)
+    workspace.members = set()
     _, socket = await world.subscribe("carol", protocol.Position(tasks[-1].offset, epoch))
     assert socket.of(world.project)[0]["recovered"] is True
     assert reads.count == 3
@@ -170,7 +174,7 @@ async def test_the_first_reconnect_keeps_what_it_read_for_the_next(
 ) -> None:
     """A restarted instance: the first reconnect to a room reads its history and the events
     before it; the next reconnects of that room, from further back, come from memory (once
-    their user is known: a member is read once per workspace room here)."""
+    their user is known: the workspace's members are read after the first, ``cold_reads``)."""
     await world.set_up("carol", "dave")
     for title in ("one", "two", "three", "four"):
         await world.task(title)
@@ -181,12 +185,13 @@ async def test_the_first_reconnect_keeps_what_it_read_for_the_next(
     assert first.tasks(world.project) == [head]
     await world.node.disconnect(dave)
     reads = Reads(monkeypatch)
+    from_memory = recoveries(world.node, "memory")
     _, second = await world.subscribe("dave", protocol.Position(head - 3, epoch))
     assert second.tasks(world.project) == [head - 2, head - 1, head]
     assert carol.tasks(world.project) == []
     if "postgres" in database_url:  # SQLite reads no events before the history
         assert reads.count == 0
-        assert recoveries(world.node, "memory") == 1
+        assert recoveries(world.node, "memory") == from_memory + 1
 
 
 def test_a_member_is_remembered_only_from_a_read_not_older_than_the_room(
@@ -216,3 +221,79 @@ def test_a_member_is_remembered_only_from_a_read_not_older_than_the_room(
     monkeypatch.setattr(admit_cache, "MAX_MEMBERS", 1)
     admit_cache.remember_member(rooms, "one too many", admission(10))
     assert workspace.members == {"ahead"}
+
+
+async def test_after_one_reconnect_every_member_is_answered_from_memory(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first reconnect memory cannot answer reads the database; then the workspace's
+    members are read at once, so another member this instance never saw is answered from
+    memory; a member removed later is forgotten and refused by the database."""
+    tasks, epoch, _ = await held_board(world)
+    for name in ("erin", "frank"):  # members this instance has not seen
+        await world.service.add_member(world.owner, world.wid, world.user(name), "member")
+    world.deliver(await world.published())  # their member:added
+    since = protocol.Position(tasks[0].offset, epoch)
+    reads = Reads(monkeypatch)
+    await world.subscribe("erin", since)
+    assert reads.count == 1
+    workspace = world.node.hub.rooms[world.workspace]
+    await until(lambda: workspace.members_read, "the workspace's members read")
+    assert {world.user(name) for name in ("erin", "frank")} <= (workspace.members or set())
+    _, socket = await world.subscribe("frank", since)
+    assert reads.count == 1
+    assert recoveries(world.node, "memory") == 1
+    assert socket.of(world.project)[0]["recovered"] is True
+    assert socket.tasks(world.project) == [e.offset for e in tasks[1:]]
+    world.deliver([await world.remove("frank")])
+    assert world.user("frank") not in (workspace.members or set())
+    session, _ = world.session("frank")
+    with pytest.raises(protocol.ProtocolError) as refused:
+        await world.node.subscribe(session, protocol.Subscribe(room=world.project, since=since))
+    assert refused.value.code == "forbidden"
+    assert reads.count == 2
+
+
+async def test_reconnects_to_a_cold_room_wait_for_its_one_read(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restarted instance: members reconnect to a room nobody holds here, all at once. One
+    reads the database; the others wait for it and are answered from memory."""
+    names = [f"user-{n}" for n in range(6)]
+    await world.set_up(*names)
+    for title in ("one", "two", "three"):
+        await world.task(title)
+    snapshot = await world.service.snapshot(world.owner, world.pid)
+    # (At the head: SQLite keeps no events before a history for later reconnects.)
+    since = protocol.Position(snapshot.offset, snapshot.epoch)
+    reads = Reads(monkeypatch)
+    sessions = [world.session(name) for name in names]
+    again = protocol.Subscribe(room=world.project, since=since)
+    await asyncio.gather(*(world.node.subscribe(session, again) for session, _ in sessions))
+    assert reads.count == 1
+    assert recoveries(world.node, "database") == 1
+    assert recoveries(world.node, "memory") == len(names) - 1
+    for _, socket in sessions:
+        assert socket.of(world.project)[0]["recovered"] is True
+        assert socket.of(world.project)[0]["offset"] == snapshot.offset
+
+
+def test_members_read_at_once_are_remembered_only_from_a_read_not_older_than_the_room() -> None:
+    """``remember_members``: as ``remember_member``, for a whole read of the workspace."""
+    from liveboard.realtime.hub import Room
+    from liveboard.realtime.ordering import RoomSequencer
+
+    workspace = Room("workspace:w")
+    workspace.sequencer = RoomSequencer("e", 11)  # released up to 10
+    rooms = {workspace.name: workspace}
+    assert not admit_cache.remember_members(rooms, "w", protocol.Position(9, "e"), ["old"])
+    assert not admit_cache.remember_members(rooms, "w", protocol.Position(10, "f"), ["epoch"])
+    assert not admit_cache.remember_members(rooms, "x", protocol.Position(10, "e"), ["other"])
+    assert workspace.members is None
+    assert not workspace.members_read
+    assert admit_cache.remember_members(rooms, "w", protocol.Position(10, "e"), ["a", "b"])
+    assert workspace.members == {"a", "b"}
+    assert workspace.members_read
+    Hub.forget_recent(workspace)
+    assert workspace.members is None
+    assert not workspace.members_read

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 import aiohttp
@@ -46,7 +47,7 @@ async def test_the_served_document_is_the_generated_one(server: LiveboardProcess
         await client.close()
 
 
-async def _collect(client: WsClient, wanted: set[str], wait: float = 10.0) -> list[Json]:
+async def _collect(client: WsClient, wanted: AbstractSet[str], wait: float = 10.0) -> list[Json]:
     """Everything ``client`` receives until it has had each type of ``wanted`` (read in
     rounds ended by a ping's pong, which is kept too)."""
     found: list[Json] = []

@@ -48,7 +48,8 @@ class Proxied:
 async def proxied(board: Board) -> AsyncIterator[Proxied]:
     losses = Losses()
     server = board.client.server
-    proxy = await LossyHttpProxy(str(server.host), int(server.port), losses).start()
+    assert server.port is not None
+    proxy = await LossyHttpProxy(str(server.host), server.port, losses).start()
     session = aiohttp.ClientSession(
         headers={"Connection": "close"}, connector=aiohttp.TCPConnector(force_close=True)
     )

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import WSMsgType, web
@@ -361,7 +361,7 @@ async def test_1012_reconnects_after_a_short_random_restart_delay(fake: FakeServ
 
 def _reconnect_delays(records: list[logging.LogRecord]) -> list[float]:
     return [
-        float(record.args[2])  # type: ignore[index]
+        float(cast(float, cast(tuple[object, ...], record.args)[2]))
         for record in records
         if record.name == CONNECTION_LOGGER and "reconnecting in" in record.msg
     ]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
@@ -248,7 +249,10 @@ async def test_an_instance_killed_between_the_removal_and_its_publish(cluster: C
                 await cluster.unpause()
             task = await scene.task(third, "written after the removal")
         await scene.check(task, "killed before publish")
-        assert carried.messages == [], "the removal was published after all"
+        # (Only the removal counts: the set-up's member:added may reach the channel after the
+        # log started, since an answer does not wait for its publish.)
+        removals = [m for m in carried.messages if json.loads(m)["type"] == "member:removed"]
+        assert removals == [], "the removal was published after all"
     finally:
         await carried.aclose()
 

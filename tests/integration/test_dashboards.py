@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]  # (types-PyYAML is not a test dependency)
 from prometheus_client.parser import text_string_to_metric_families
 
 from liveboard.protocol import project_room

@@ -33,6 +33,7 @@ async def _in_transaction(conn: AsyncConnection) -> bool:
     """Whether the server reports this connection inside a transaction block right now."""
     await conn.execute(text("SELECT 1"))
     driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
     return bool(driver.is_in_transaction())
 
 

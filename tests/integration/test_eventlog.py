@@ -140,6 +140,7 @@ async def test_concurrent_mutations_get_offsets_1_to_50(
     versions, *_ = await asyncio.gather(writers(), *(reader(user) for user in READERS))
 
     # Each task's versions grew by exactly one per change, whatever the interleaving.
+    assert versions is not None
     for k, seen in enumerate(versions):
         assert seen == list(range(1, len(seen) + 1)), (k, seen)
 

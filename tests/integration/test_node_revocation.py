@@ -16,7 +16,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -29,6 +29,8 @@ from liveboard.realtime import repair as repair_module
 from liveboard.realtime import subscribe_read
 from liveboard.realtime.node import Node
 from liveboard.realtime.session import Session
+from liveboard.realtime.transport import Connection
+from liveboard.store import admission as store_admission
 from liveboard.store import eventlog
 from liveboard.store.admission import admit_project
 from liveboard.store.database import Database
@@ -87,7 +89,7 @@ class World:
         socket = Socket()
         user = self.user(name)
         principal = Principal(user_id=user, name=name, expires_at=time.time() + 3600)
-        session = Session(socket, f"c-{name}", principal, self.node.settings)
+        session = Session(cast(Connection, socket), f"c-{name}", principal, self.node.settings)
         self.node.register(session)
         return session, socket
 
@@ -259,7 +261,7 @@ async def test_a_since_history_hole_read_after_the_removal_committed(
         return await after_read(await read_events(*args, **kwargs))  # type: ignore[no-any-return]
 
     # On PostgreSQL the history is read with the admission in one statement (``recover``).
-    recover = subscribe_read.recover
+    recover = store_admission.recover
 
     async def recovery_then_removal(*args: Any, **kwargs: Any) -> Any:
         return await after_read(await recover(*args, **kwargs))
@@ -340,7 +342,7 @@ async def test_a_log_read_failing_after_the_subscription_is_registered(
         return events
 
     # On PostgreSQL her history is read with the admission in one statement (``recover``).
-    recover = subscribe_read.recover
+    recover = store_admission.recover
 
     async def recover_then_hold(*args: Any, **kwargs: Any) -> Any:
         rooms.append(kwargs["room"])

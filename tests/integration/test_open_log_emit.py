@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # (no type information shipped)
 import pytest
 
 from tests.support.cluster import Cluster

@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # (no type information shipped)
 import msgspec
 import pytest
 
 from liveboard.actor import Actor
 from liveboard.errors import ApiError
 from liveboard.events import RecordingPublisher
-from liveboard.protocol import Published, RoomName
+from liveboard.protocol import BrokerEvent, Published, RoomName
 from liveboard.store import eventlog
 from liveboard.store import idempotency as store_idempotency
 from liveboard.store.database import Database
@@ -81,7 +81,7 @@ async def publish(
     return await batcher.publish(room, "test:event", data, _encode(data).decode(), answer)
 
 
-async def log_of(db: Database, room: RoomName) -> list[eventlog.BrokerEvent]:
+async def log_of(db: Database, room: RoomName) -> list[BrokerEvent]:
     async with db.read() as conn:
         return await eventlog.read_events(conn, str(room), after=0, limit=10_000)
 
@@ -99,13 +99,13 @@ async def settled(*calls: Any) -> list[Any]:
     return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout(10))
 
 
-async def handed_over(setup: Setup) -> list[eventlog.BrokerEvent]:
+async def handed_over(setup: Setup) -> list[BrokerEvent]:
     """What reached the publisher, once every hand-over started has run."""
     await setup.service.writer.drain()
     return setup.publisher.events
 
 
-def assert_gap_free(events: list[eventlog.BrokerEvent]) -> None:
+def assert_gap_free(events: list[BrokerEvent]) -> None:
     assert [e.offset for e in events] == list(range(1, len(events) + 1))
 
 

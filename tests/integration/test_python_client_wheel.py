@@ -77,7 +77,7 @@ def venv_python_fixture(wheels: list[Path], tmp_path_factory: pytest.TempPathFac
     python = venv / "bin" / "python"
     requirements = where / "requirements.txt"
     requirements.write_text(client_requirements(wheels))
-    install = [UV, "--quiet", "pip", "install", "--python", python]
+    install: list[str | Path] = [UV, "--quiet", "pip", "install", "--python", python]
     run([*install, "--require-hashes", "-r", requirements], where)
     run([*install, "--no-deps", "--no-index", *wheels], where)
     run([UV, "--quiet", "pip", "check", "--python", python], where)
@@ -142,7 +142,13 @@ def test_an_app_type_checks_against_the_installed_wheels(venv_python: Path, tmp_
     shutil.copy(APP, tmp_path / "app.py")
     mypy = Path(sys.executable).with_name("mypy")
     # The virtualenv's site-packages are the only place liveboard.client can come from.
-    args = ["--strict", "--python-executable", venv_python, "--config-file", os.devnull]
+    args: list[str | Path] = [
+        "--strict",
+        "--python-executable",
+        venv_python,
+        "--config-file",
+        os.devnull,
+    ]
     result = run([mypy, *args, "--cache-dir", tmp_path / "cache", "app.py"], tmp_path)
     assert "Success" in result.stdout
 

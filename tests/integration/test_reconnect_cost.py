@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 
 import aiohttp
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # (no type information shipped)
 import pytest
 
 from liveboard.protocol import Position

@@ -91,9 +91,10 @@ async def test_lost_answers_retried_with_their_keys_apply_each_change_once(board
     project = await board.project(wid)
     pid = project["id"]
     server = board.client.server
+    assert server.port is not None
     rng = random.Random(17)
     proxy = await LossyHttpProxy(
-        str(server.host), int(server.port), lambda _n: rng.random() < DROP_RATE
+        str(server.host), server.port, lambda _n: rng.random() < DROP_RATE
     ).start()
     room = f"project:{pid}"
     ws = await board.client.ws_connect(f"/ws?token={make_token('alice')}")

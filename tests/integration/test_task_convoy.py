@@ -142,7 +142,7 @@ async def test_a_task_changed_between_the_read_and_the_write_is_tried_again_then
             await request(other, "PATCH", path, "alice", meddle.pop(0))
         return found
 
-    single._read = read_then_meddle  # type: ignore[method-assign]
+    single._read = read_then_meddle
     # A stale edit of the title from version 1; the description changes after its first read:
     # its second try merges it over that change.
     meddle[:] = [{"description": "theirs"}]

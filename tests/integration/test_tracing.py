@@ -197,8 +197,8 @@ async def test_a_failed_request_is_marked_and_a_404_is_not(
     finished = spans.get_finished_spans()
     [post] = _named(finished, "POST /api/workspaces")
     children = [span for span in finished if span.parent is not None]
-    assert not [span for span in children if span.parent.span_id == task.context.span_id]
-    [transaction] = [span for span in children if span.parent.span_id == post.context.span_id]
+    assert not [s for s in children if s.parent and s.parent.span_id == task.context.span_id]
+    [transaction] = [s for s in children if s.parent and s.parent.span_id == post.context.span_id]
     assert transaction.name == "liveboard.transaction"
     assert transaction.attributes == {"db.system.name": "sqlite"}
 

@@ -16,7 +16,7 @@ import ssl
 import subprocess
 from pathlib import Path
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # (no type information shipped)
 
 from tests.support.servers import free_port
 from tests.support.system_tools import (

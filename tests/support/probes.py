@@ -71,7 +71,7 @@ def metrics(base_url: str) -> dict[str, float]:
 def healthy(base_url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{base_url}/healthz", timeout=5) as response:
-            return response.status == 200 and json.loads(response.read()) == {"status": "ok"}
+            return response.status == 200 and bool(json.loads(response.read()) == {"status": "ok"})
     except OSError:
         return False
 

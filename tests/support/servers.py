@@ -142,10 +142,10 @@ class LiveboardProcess:
         deadline = time.monotonic() + timeout(wait)
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                log = self.log()
-                if self._port_chosen and "address already in use" in log:
-                    raise _PortTakenError(log)
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{log}")
+                output = self.log()
+                if self._port_chosen and "address already in use" in output:
+                    raise _PortTakenError(output)
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{output}")
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
                     if response.status == 200:

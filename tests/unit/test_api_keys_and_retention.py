@@ -66,22 +66,31 @@ def test_keys_are_redacted_from_log_text() -> None:
 
 
 # Retention: head 20,000, recovery window 1,000, keep 10,000.
-COMMON = {"head": 20_000, "keep": 10_000, "recovery_window": 1_000}
+def prune(oldest: int, first_young: int | None = None, age_configured: bool = False) -> int:
+    """``prune_through`` at head 20,000, recovery window 1,000, keep 10,000."""
+    return prune_through(
+        oldest=oldest,
+        head=20_000,
+        keep=10_000,
+        recovery_window=1_000,
+        first_young=first_young,
+        age_configured=age_configured,
+    )
 
 
 def test_count_retention_keeps_the_last_n() -> None:
-    assert prune_through(oldest=1, **COMMON) == 10_000
-    assert prune_through(oldest=10_001, **COMMON) == 10_000  # nothing more: oldest - 1
+    assert prune(oldest=1) == 10_000
+    assert prune(oldest=10_001) == 10_000  # nothing more: oldest - 1
     assert prune_through(oldest=1, head=9_000, keep=10_000, recovery_window=1_000) == 0
 
 
 def test_age_prunes_more_but_never_the_recovery_window() -> None:
     # Everything older than the age up to offset 15,000: pruned beyond the count.
-    assert prune_through(oldest=1, first_young=15_001, age_configured=True, **COMMON) == 15_000
+    assert prune(oldest=1, first_young=15_001, age_configured=True) == 15_000
     # All events old: only the recovery window stays.
-    assert prune_through(oldest=1, first_young=None, age_configured=True, **COMMON) == 19_000
+    assert prune(oldest=1, first_young=None, age_configured=True) == 19_000
     # All young: the count still applies.
-    assert prune_through(oldest=1, first_young=1, age_configured=True, **COMMON) == 10_000
+    assert prune(oldest=1, first_young=1, age_configured=True) == 10_000
 
 
 def test_never_past_the_recovery_window_nor_before_the_oldest() -> None:

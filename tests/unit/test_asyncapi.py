@@ -276,7 +276,7 @@ def test_every_encoded_server_message_validates() -> None:
 
 
 def test_every_encoded_client_message_validates() -> None:
-    messages = [
+    messages: list[protocol.ClientMessage] = [
         Subscribe(room="project:p1"),
         Subscribe(room="project:p1", since=Position(offset=4, epoch="e1"), id=1),
         protocol.Unsubscribe(room="workspace:w1", id="u"),

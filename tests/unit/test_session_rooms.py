@@ -7,19 +7,20 @@ the node in ``tests/integration/test_node_revocation.py`` and the WebSocket test
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from liveboard.auth import Principal
 from liveboard.realtime.session import NOWHERE, Session
+from liveboard.realtime.transport import Connection
 from tests.support.app import make_settings
 from tests.support.fakes import FakeConnection
 
 
 def new_session() -> Session:
     principal = Principal(user_id="carol", name="Carol", expires_at=time.time() + 3600)
-    return Session(FakeConnection(), "c-1", principal, make_settings("sqlite://"))
+    return Session(cast(Connection, FakeConnection()), "c-1", principal, make_settings("sqlite://"))
 
 
 async def test_a_subscription_is_recorded_once_with_its_workspace() -> None:

@@ -23,6 +23,11 @@ workspace room's released offset R, and the subscription admitted from it is rec
 anything after R is released: a removal after R ends it as it ends any other. On every
 instance alike: each learns removals from the same workspace room's stream, whoever made them.
 
+A workspace's members may also be read all at once (``remember_members``: one statement gives
+the workspace room's head W and the members as of W), under the same condition, so each of them
+is a member as of W exactly as above. ``cold_reads.ColdReads`` does it once per workspace room,
+after the first reconnect of one of its rooms that memory could not answer.
+
 What forgets: the ``member:removed`` of the user (above); a resync of the workspace room
 (``Hub.forget_recent``: continuity lost, a removal may be in what was skipped); the workspace
 room dropped from the hub (nobody here subscribed to it or its projects any more: it is no
@@ -102,6 +107,26 @@ def remember_member(rooms: dict[str, Room], user_id: str, admission: Admission) 
         workspace.members = set()
     if len(workspace.members) < MAX_MEMBERS:
         workspace.members.add(user_id)
+
+
+def remember_members(
+    rooms: dict[str, Room], workspace_id: str, head: Position, user_ids: list[str]
+) -> bool:
+    """After a read of the workspace's members as of its room's ``head`` (one snapshot):
+    remember them all, under the same condition as ``remember_member`` (the workspace room
+    sequenced in that epoch, nothing released after ``head``), and mark the workspace read.
+    False when the condition failed and nothing was remembered."""
+    workspace = rooms.get(WORKSPACE_ROOM_PREFIX + workspace_id)
+    if workspace is None or workspace.sequencer is None:
+        return False
+    if workspace.sequencer.epoch != head.epoch or workspace.released > head.offset:
+        return False
+    if workspace.members is None:
+        workspace.members = set()
+    room_for = MAX_MEMBERS - len(workspace.members)
+    workspace.members.update(user_ids[: max(0, room_for)])
+    workspace.members_read = True
+    return True
 
 
 def forget_member(workspace: Room | None, user_id: str) -> None:

@@ -16,8 +16,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Coroutine
-from typing import Any, Final, cast
+from typing import Final
 
 from aiohttp import web
 
@@ -30,7 +29,7 @@ from liveboard.forwarded import client_address
 from liveboard.protocol import CloseCode
 from liveboard.protocol.subprotocols import SUBPROTOCOL, selected_subprotocol
 from liveboard.realtime.admission import RESTARTING_MESSAGE, Refusal, admit
-from liveboard.realtime.message_loop import MessageLoop, serve
+from liveboard.realtime.message_loop import PushedMessageLoop, serve
 from liveboard.realtime.node import Node
 from liveboard.realtime.session import Session
 from liveboard.realtime.transport import aiohttp_ws, handshake
@@ -118,7 +117,7 @@ class UpgradeAcceptor:
     Called with the transport (reading paused), the parsed request and any bytes that followed
     its head. Admission runs in a short task that holds the request; a refusal is answered with
     the contract's error body and the connection closed. An admitted connection gets the 101,
-    becomes a ``WebSocketConnection`` and is served by a ``MessageLoop`` driven by the
+    becomes a ``WebSocketConnection`` and is served by a ``PushedMessageLoop`` driven by the
     connection's own callbacks: no task while it is idle, none of the request's or aiohttp's
     per-request state. A message that must await, and each connection's end, run in tasks of
     this acceptor's.
@@ -133,7 +132,7 @@ class UpgradeAcceptor:
     def __call__(
         self, transport: asyncio.Transport, upgrade: handshake.Upgrade, tail: bytes
     ) -> None:
-        self._spawn(self._admit(transport, upgrade, tail))
+        self._tasks.spawn(self._admit(transport, upgrade, tail))
 
     async def wait_closed(self, grace: float) -> None:
         """Wait for every connection it serves to end (the node closes them at shutdown);
@@ -149,9 +148,6 @@ class UpgradeAcceptor:
                 session.abort()
             await asyncio.sleep(0.01)  # the transports report the loss: the ends are spawned
         await self._tasks.wait(max(1.0, deadline - loop.time()))
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        self._tasks.spawn(work)
 
     def _ended(self) -> None:
         self._live -= 1
@@ -203,8 +199,9 @@ class UpgradeAcceptor:
         connection.start(tail)
 
 
-class _Served(MessageLoop):
-    """A ``MessageLoop`` of the router's path, with what its end needs: the access log line."""
+class _Served(PushedMessageLoop):
+    """A ``PushedMessageLoop`` of the router's path, with what its end needs: the acceptor's
+    count of live connections and the access log line."""
 
     __slots__ = ("_acceptor", "_path", "_remote", "_started")
 
@@ -218,19 +215,16 @@ class _Served(MessageLoop):
         remote: str | None,
         started: float,
     ) -> None:
-        super().__init__(node, verifier, session)
+        super().__init__(node, verifier, session, acceptor._tasks)
         self._acceptor = acceptor
         self._path = path
         self._remote = remote
         self._started = started
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        self._acceptor._spawn(work)
-
     def ended(self) -> None:
         """The connection's end is done: close the socket, write the access line."""
         self._acceptor._ended()
-        cast(WebSocketConnection, self.session.connection).finish()
+        super().ended()
         _access(self._path, self._remote, 101, self._started, self.session)
 
 

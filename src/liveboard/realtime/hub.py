@@ -77,6 +77,7 @@ class Room:
         "joining",
         "live",
         "members",
+        "members_read",
         "name",
         "prebuffer",
         "recent",
@@ -105,6 +106,8 @@ class Room:
         self.recent: deque[SequencedEvent] | None = None
         # Of a workspace room: users known to be members (``admit_cache``), None when none.
         self.members: set[str] | None = None
+        # Of a workspace room: its members were read all at once (``admit_cache``).
+        self.members_read = False
 
     @property
     def empty(self) -> bool:
@@ -192,6 +195,7 @@ class Hub:
         if room.recent is not None:
             room.recent.clear()
         room.members = None
+        room.members_read = False
 
     def drop_waiting(self, workspace: Room) -> None:
         """Forget the events parked for ``workspace`` (its continuity is lost; the node has

@@ -10,7 +10,7 @@ Two drivers share one ``MessageLoop.step``:
 
 * ``serve`` pulls messages with ``Connection.receive`` in a task (aiohttp's path: aiohttp's
   request task is there anyway).
-* ``MessageLoop.listen`` is pushed each message by the connection's own callbacks
+* ``PushedMessageLoop`` is pushed each message by the connection's own callbacks
   (``WebSocketConnection.listen``, the router's path): no task exists while the socket is idle.
   A message that must await (a subscribe's database read, a presence change, a refresh's token
   check) runs in a task of its own, and the next messages wait, unparsed, until it is done, so
@@ -30,6 +30,7 @@ from typing import Any, Final, cast
 
 from liveboard import log_context, protocol
 from liveboard.auth import TokenVerifier
+from liveboard.background import TaskSet
 from liveboard.errors import AuthError
 from liveboard.protocol import CloseCode, ProtocolError
 from liveboard.realtime.metrics import NO_CLOSE_FRAME, PEER_CLOSED
@@ -63,18 +64,17 @@ END_LINGER: Final = _End(linger=True)
 
 
 class MessageLoop:
-    """Handles one session's messages. ``step`` is the shared part; ``listen`` drives it from
-    the connection's callbacks (see the module docstring)."""
+    """Handles one session's messages: ``begin``, then ``step`` per message, then ``finish``.
+    ``serve`` drives it by pulling messages; ``PushedMessageLoop`` from the connection's
+    callbacks (see the module docstring)."""
 
-    # Slots, and hooks as methods rather than callables held per instance: one of these lives
-    # per idle connection.
-    __slots__ = ("_ended", "node", "session", "verifier")
+    # Slots: one of these lives per idle connection.
+    __slots__ = ("node", "session", "verifier")
 
     def __init__(self, node: Node, verifier: TokenVerifier, session: Session) -> None:
         self.node = node
         self.verifier = verifier
         self.session = session
-        self._ended = False
 
     def begin(self) -> None:
         """Send ``connected`` and start the heartbeat and expiry timers."""
@@ -176,19 +176,33 @@ class MessageLoop:
                 # connection's objects 5 s longer, only for sockets that had bytes queued.)
                 asyncio.get_running_loop().call_later(CLOSE_DRAIN_SECONDS, transport.abort)
 
-    # Push mode: driven by the connection's callbacks (a ``transport.Consumer``)
+
+class PushedMessageLoop(MessageLoop):
+    """A ``MessageLoop`` driven by its connection's callbacks (a ``transport.Consumer``).
+
+    A message that must await, and the connection's end, run as tasks of ``tasks``: the set
+    its owner (the upgrade acceptor) waits for at shutdown, so no work of a connection escapes
+    the drain's accounting. ``ended`` runs once, after the end is done; subclasses add what
+    their path needs there (the access log line) and call it.
+    """
+
+    __slots__ = ("_ended", "_tasks")
+
+    def __init__(
+        self, node: Node, verifier: TokenVerifier, session: Session, tasks: TaskSet
+    ) -> None:
+        super().__init__(node, verifier, session)
+        self._tasks = tasks
+        self._ended = False
 
     def listen(self, connection: WebSocketConnection) -> None:
         """Be ``connection``'s consumer (``WebSocketConnection.listen``). Call before the
         connection starts reading; ``begin`` after this."""
         connection.listen(self)
 
-    def spawn(self, work: Work) -> None:
-        """Run ``work`` (a message that must await, or the end) in a task that is held."""
-        raise NotImplementedError
-
     def ended(self) -> None:
-        """Called once the end (``finish``) is done, in push mode."""
+        """The end (``finish``) is done: close the socket (after what is still queued)."""
+        cast(WebSocketConnection, self.session.connection).finish()
 
     def stop(self) -> None:
         """End the connection's service now (its session is closing and no message will say
@@ -223,7 +237,7 @@ class MessageLoop:
                 self._end(linger=False)
             return True
         session.busy = True  # a slow handler (a stalled database) is not a dead peer
-        self.spawn(self._run(result))
+        self._tasks.spawn(self._run(result))
         return False
 
     async def _run(self, work: Work) -> None:
@@ -239,14 +253,13 @@ class MessageLoop:
         if session.closing:
             self._end(linger=False)
         else:
-            # Only ``listen`` runs this: the connection is the one it listens to.
             cast(WebSocketConnection, session.connection).resume()
 
     def _end(self, linger: bool) -> None:
         if self._ended:
             return
         self._ended = True
-        self.spawn(self._finish(linger))
+        self._tasks.spawn(self._finish(linger))
 
     async def _finish(self, linger_first: bool) -> None:
         session = self.session

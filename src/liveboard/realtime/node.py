@@ -54,6 +54,7 @@ from liveboard.protocol import (
 )
 from liveboard.realtime import admit_cache, repair, wiring
 from liveboard.realtime.brokers import Broker
+from liveboard.realtime.cold_reads import ColdReads
 from liveboard.realtime.hub import Hub, Room
 from liveboard.realtime.metrics import Metrics
 from liveboard.realtime.ordering import RecoveryBuffer
@@ -75,14 +76,6 @@ class _Admitted:
     start: Position
     history: Sequence[SequencedEvent]
     watches: str | None
-
-
-def _from_memory(
-    hub: Hub, room: Room, user_id: str, since: Position, size: int
-) -> SubscribeRead | None:
-    """A reconnect answered from what the hub holds (``admit_cache``), or None."""
-    found = admit_cache.cached_recovery(hub.rooms, room, user_id, since, size)
-    return None if found is None else SubscribeRead(found[0], True, found[1])
 
 
 class Node:
@@ -115,6 +108,7 @@ class Node:
             self.hub, db, self.metrics, self._tasks, resync=self._resync_subscribers
         )
         self.reader = SubscribeReader(db, settings.history_size)
+        self.cold_reads = ColdReads(self.hub, db, self._tasks)
         self.metrics.watch_node(self)
 
     # Lifecycle
@@ -279,10 +273,35 @@ class Node:
         """Check membership, read the position (and history) and register the subscription.
 
         Returns what its stream starts from once registered; False when refused; True when
-        there is nothing more to do (the session closed, or the room was reset, meanwhile)."""
+        there is nothing more to do (the session closed, or the room was reset, meanwhile).
+
+        A reconnect is answered from memory when it can be; one that finds its room's first
+        read under way waits for it and asks memory again (``cold_reads``)."""
         since = message.since
+        if since is None:
+            return await self._admit_read(session, room, kind, rid, message, None)
         size = self.settings.history_size
-        read = None if since is None else _from_memory(self.hub, room, session.user_id, since, size)
+        read = await self.cold_reads.from_memory(room, session.user_id, since, size)
+        if read is not None:
+            return await self._admit_read(session, room, kind, rid, message, read)
+        claimed = self.cold_reads.claim(room.name)
+        try:
+            return await self._admit_read(session, room, kind, rid, message, None)
+        finally:
+            if claimed is not None:
+                self.cold_reads.release(room, claimed)
+
+    async def _admit_read(
+        self,
+        session: Session,
+        room: Room,
+        kind: str,
+        rid: str,
+        message: protocol.Subscribe,
+        read: SubscribeRead | None,
+    ) -> _Admitted | bool:
+        """``_admit`` with what memory answered (``read``), or reading the database."""
+        since = message.since
         cached = read is not None
         if read is None:
             read = await self.reader.read(kind, rid, room.name, session.user_id, since)

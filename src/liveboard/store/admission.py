@@ -95,6 +95,41 @@ async def admit_workspace(
 
 
 @dataclass(frozen=True, slots=True)
+class WorkspaceMembers:
+    """A workspace's members and its room's head, read in one snapshot (``read_members``)."""
+
+    head: Position
+    user_ids: list[str]
+
+
+# One statement, so one snapshot: the workspace room's head and the members as of it. A left
+# join, so that a workspace without members still gives its head.
+_MEMBERS = (
+    select(rooms.c.last_offset, rooms.c.epoch, members.c.user_id)
+    .select_from(rooms.outerjoin(members, members.c.workspace_id == bindparam("workspace_id")))
+    .where(rooms.c.room == bindparam("room_name"))
+    .limit(bindparam("most"))
+)
+
+
+async def read_members(
+    conn: AsyncConnection, workspace_id: str, most: int
+) -> WorkspaceMembers | None:
+    """Up to ``most`` members of ``workspace_id`` and its room's head as of the same snapshot
+    (one statement); None if the workspace's room does not exist."""
+    params = {
+        "workspace_id": workspace_id,
+        "room_name": WORKSPACE_ROOM_PREFIX + workspace_id,
+        "most": most,
+    }
+    rows = (await conn.execute(_MEMBERS, params)).all()
+    if not rows:
+        return None
+    head = Position(offset=int(rows[0][0]), epoch=str(rows[0][1]))
+    return WorkspaceMembers(head=head, user_ids=[str(r[2]) for r in rows if r[2] is not None])
+
+
+@dataclass(frozen=True, slots=True)
 class Recovery:
     """A subscription with ``since`` the database allows: its admission, the lowest offset its
     room's log still holds (None: none), and the events after ``since`` up to the room's head
