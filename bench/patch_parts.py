@@ -10,6 +10,10 @@ too coarse (10 ms clock ticks, a shared machine) to show a few microseconds each
   ``execute_command`` with a socket timeout (as before), without one, and
   ``redis_direct.DirectCommands``.
 * The request histogram: ``labels(...).observe`` against the cached series.
+* The access line (text format, to ``/dev/null``): ``logs.log_access`` as it was (a copy)
+  against now, both through today's formatter; ``redact`` of the line against the
+  substitution it skips.
+* An empty ``async with`` block: ``asynccontextmanager`` against a class.
 
 Run: ``.venv/bin/python -m bench.patch_parts`` (prints µs of CPU per operation).
 """
@@ -17,17 +21,20 @@ Run: ``.venv/bin/python -m bench.patch_parts`` (prints µs of CPU per operation)
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import resource
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
 from bench.infra import Postgres, RedisServer
+from liveboard import logs
 from liveboard.realtime.brokers.redis_direct import DirectCommands
 from liveboard.realtime.brokers.redis_pools import connection_pool
 from liveboard.realtime.metrics import Metrics
@@ -107,6 +114,78 @@ def _histogram(n: int) -> None:
         print(f"request histogram, {name}: {(time.process_time() - started) * 1e6 / n:.1f} us")
 
 
+def _log_access_before(
+    logger: logging.Logger,
+    method: str,
+    path: str,
+    status: int,
+    seconds: float,
+    remote: str | None,
+    **ids: str | None,
+) -> None:
+    """``logs.log_access`` as it was before (a copy, for the comparison)."""
+    extra: dict[str, Any] = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "ms": round(seconds * 1000, 2),
+        "remote": remote,
+    }
+    extra.update((name, value) for name, value in ids.items() if value is not None)
+    logger.info("%s %s %d %.1fms", method, path, status, seconds * 1000, extra=extra)
+
+
+def _access_line(n: int) -> None:
+    logs.configure_logging("text", "INFO")
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    with open(os.devnull, "w") as devnull:
+        handler.setStream(devnull)
+        logger = logs.access_log
+        ids = {"request_id": "0123456789abcdef0123456789abcdef", "user_id": "owner"}
+
+        def before() -> None:
+            _log_access_before(logger, "PATCH", "/api/tasks/t1", 200, 0.0031, "127.0.0.1", **ids)
+
+        def after() -> None:
+            logs.log_access(logger, "PATCH", "/api/tasks/t1", 200, 0.0031, "127.0.0.1", **ids)
+
+        line = "2026-12-06 20:30:01,123 INFO aiohttp.access: PATCH /api/tasks/t1 200 3.1ms"
+        for name, call in (
+            ("log_access as before", before),
+            ("log_access", after),
+            ("redact's substitution", lambda: logs._SECRETS.sub("[redacted]", line)),
+            ("redact", lambda: logs.redact(line)),
+        ):
+            started = time.process_time()
+            for _ in range(n):
+                call()
+            print(f"access line, {name}: {(time.process_time() - started) * 1e6 / n:.1f} us")
+
+
+@asynccontextmanager
+async def _generator_block() -> AsyncIterator[None]:
+    yield
+
+
+class _ClassBlock:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+async def _blocks(n: int) -> None:
+    for name, block in (("asynccontextmanager", _generator_block), ("class", _ClassBlock)):
+
+        async def one(block: Callable[[], AbstractAsyncContextManager[None]] = block) -> None:
+            async with block():
+                pass
+
+        print(f"empty async with, {name}: {await _per_call(one, n):.1f} us")
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="liveboard-patch-parts-") as tmp:
         redis = RedisServer(Path(tmp))
@@ -117,6 +196,8 @@ async def main() -> None:
             await _driver(url, 3000)
             await _publish(redis.url, 5000)
             _histogram(50_000)
+            _access_line(20_000)
+            await _blocks(100_000)
         finally:
             redis.stop()
             await postgres.drop_all()
