@@ -164,7 +164,7 @@ test: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.j
 test-unit: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs $(JS)/node_modules/.package-lock.json
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: $(BIN)/.test $(BIN)/.docs
+lint: $(BIN)/.test $(BIN)/.bench $(BIN)/.docs
 	$(BIN)/ruff check src tests bench tools
 	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/mypy
@@ -211,8 +211,9 @@ soak-placement: $(BIN)/.test $(JS)/node_modules/.package-lock.json
 
 # The multi-instance tests' variants on other brokers that `make test` leaves out for their time
 # (~3 min): on the Redis Cluster and the postgres broker, events in order on three instances,
-# presence across them, stalled instances' presence healing; on the postgres broker a dead
-# instance's users leaving and `--workers 2`. `make test` runs the outage and kill tests on both.
+# presence across them, presence healing after an instance's stall, pause and cut (a partition:
+# proxies between it and the broker); on the postgres broker a dead instance's users leaving and
+# `--workers 2`. `make test` runs the outage, kill and member-removal partition tests on both.
 .PHONY: soak-brokers
 soak: soak-brokers
 soak-brokers: $(BIN)/.test

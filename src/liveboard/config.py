@@ -15,6 +15,7 @@ from typing import Any
 
 from liveboard.errors import ConfigError
 from liveboard.forwarded import Network, parse_trusted_proxies
+from liveboard.redis_address_map import AddressMapping, parse_address_map
 from liveboard.store.database_url import parse_database_url
 from liveboard.tracing_settings import TracingSettings, tracing_settings
 
@@ -32,6 +33,9 @@ class Settings:
     #: The PostgreSQL schema of liveboard's tables and functions (ignored on SQLite).
     db_schema: str = "liveboard"
     redis_url: str | None = None
+    #: Where to connect for a Redis Cluster node's announced address (``redis_address_map``);
+    #: empty: the addresses the nodes announce.
+    redis_address_map: tuple[AddressMapping, ...] = ()
     #: Which broker carries events between instances: ``auto`` (Redis when
     #: ``LIVEBOARD_REDIS_URL`` is set, else memory: one instance), ``memory``, ``redis``, or
     #: ``postgres`` (PostgreSQL's NOTIFY and the log; several instances without Redis).
@@ -328,6 +332,15 @@ def _check_redis_url(url: str | None) -> str | None:
     )
 
 
+def _address_map(raw: str | None) -> tuple[AddressMapping, ...]:
+    if raw is None:
+        return ()
+    try:
+        return parse_address_map(raw)
+    except ValueError as exc:
+        raise ConfigError(f"LIVEBOARD_REDIS_ADDRESS_MAP: {exc}") from None
+
+
 def _log_level(env: Mapping[str, str]) -> str:
     raw = env.get("LIVEBOARD_LOG_LEVEL") or "INFO"
     if raw.upper() not in LOG_LEVELS:
@@ -365,6 +378,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         ),
         "db_schema": _check_db_schema(env.get("LIVEBOARD_DB_SCHEMA") or "liveboard"),
         "redis_url": _check_redis_url(_str(env, "LIVEBOARD_REDIS_URL")),
+        "redis_address_map": _address_map(_str(env, "LIVEBOARD_REDIS_ADDRESS_MAP")),
         "broker": _choice(env, "LIVEBOARD_BROKER", BROKERS),
         "jwt_secret": _str(env, "LIVEBOARD_JWT_SECRET"),
         "jwt_public_key": _str(env, "LIVEBOARD_JWT_PUBLIC_KEY"),
@@ -417,6 +431,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if "database_url" in overrides and overrides["database_url"] is not None:
         _check_database_url(values["database_url"])
     _check_broker(values["broker"], values["database_url"], values["redis_url"])
+    if values["redis_address_map"] and not (values["redis_url"] or "").startswith(
+        ("redis+cluster://", "rediss+cluster://")
+    ):
+        raise ConfigError(
+            "LIVEBOARD_REDIS_ADDRESS_MAP applies to a Redis Cluster only: it needs"
+            " LIVEBOARD_REDIS_URL=redis+cluster://…"
+        )
     return Settings(**values)
 
 

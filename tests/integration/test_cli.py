@@ -161,6 +161,18 @@ def test_invalid_heartbeat_interval_exits_2(tmp_path: Path) -> None:
     assert "LIVEBOARD_HEARTBEAT_INTERVAL" in one_line(result.stderr)
 
 
+def test_an_invalid_redis_address_map_exits_2(tmp_path: Path) -> None:
+    result = run(
+        ["serve", "--dev", "--port", str(free_port())],
+        tmp_path,
+        LIVEBOARD_DATABASE_URL=sqlite_url(tmp_path),
+        LIVEBOARD_REDIS_URL="redis+cluster://127.0.0.1:7000",
+        LIVEBOARD_REDIS_ADDRESS_MAP="127.0.0.1:7000=127.0.0.1:7001,",
+    )
+    assert result.returncode == 2, result
+    assert "LIVEBOARD_REDIS_ADDRESS_MAP: item 2 is empty" in one_line(result.stderr)
+
+
 def test_invalid_database_url_exits_2(tmp_path: Path) -> None:
     result = run(
         ["serve", "--port", str(free_port())],
@@ -234,6 +246,13 @@ def test_check_config_prints_the_effective_settings_masked(tmp_path: Path) -> No
             "LIVEBOARD_DATABASE_URL: sslmode must be one of",
         ),
         ({"LIVEBOARD_JWT_SECRET": ""}, "no JWT key configured"),
+        (
+            {
+                "LIVEBOARD_REDIS_URL": "redis+cluster://127.0.0.1:7000",
+                "LIVEBOARD_REDIS_ADDRESS_MAP": "127.0.0.1:7000=127.0.0.1",
+            },
+            "LIVEBOARD_REDIS_ADDRESS_MAP: item 1 ('127.0.0.1:7000=127.0.0.1') must be",
+        ),
     ],
 )
 def test_check_config_refuses_an_invalid_setting_with_one_line(

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]  # (no type information shipped)
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -49,6 +49,15 @@ BROKERS = ("redis", "redis-cluster", "postgres")
 #: ``LIVEBOARD_BROKERS_FULL=1`` (``make soak-brokers``): also the variants kept out of
 #: ``make test`` for their time (``on_brokers(…, soak=…)``).
 FULL = os.environ.get("LIVEBOARD_BROKERS_FULL") == "1"
+
+
+async def _on_node(port: int, *command: str | bytes | int) -> Any:
+    """The reply to one command on one local Redis node, on a connection of its own."""
+    node = Redis(port=port)
+    try:
+        return await node.execute_command(*command)  # type: ignore[no-untyped-call]
+    finally:
+        await node.aclose()
 
 
 def on_brokers(*kinds: str, soak: tuple[str, ...] = ()) -> pytest.MarkDecorator:
@@ -199,11 +208,7 @@ class Cluster:
                 await conn.close()
         killed = 0
         for port in self._redis_ports():
-            node = Redis(port=port)
-            try:
-                killed += int(await node.execute_command("CLIENT", "KILL", "TYPE", "pubsub"))
-            finally:
-                await node.aclose()
+            killed += int(await _on_node(port, "CLIENT", "KILL", "TYPE", "pubsub"))
         return killed
 
     async def channel_subscribers(self, room: str) -> int | None:
@@ -218,11 +223,7 @@ class Cluster:
             command = ("PUBSUB", "SHARDNUMSUB", channel)
         else:
             port, command = redis.port, ("PUBSUB", "NUMSUB", channel_of(room))
-        node = Redis(port=port)
-        try:
-            reply = await node.execute_command(*command)
-        finally:
-            await node.aclose()
+        reply = await _on_node(port, *command)
         pairs = reply if isinstance(reply, list) else list(reply.items())
         flat = [x for pair in pairs for x in (pair if isinstance(pair, list | tuple) else [pair])]
         return int(flat[1])
@@ -230,19 +231,11 @@ class Cluster:
     async def pause_writes(self, milliseconds: int) -> None:
         """``CLIENT PAUSE … WRITE`` on every Redis node: no PUBLISH is carried meanwhile."""
         for port in self._redis_ports():
-            node = Redis(port=port)
-            try:
-                await node.execute_command("CLIENT", "PAUSE", milliseconds, "WRITE")
-            finally:
-                await node.aclose()
+            await _on_node(port, "CLIENT", "PAUSE", milliseconds, "WRITE")
 
     async def unpause(self) -> None:
         for port in self._redis_ports():
-            node = Redis(port=port)
-            try:
-                await node.execute_command("CLIENT", "UNPAUSE")
-            finally:
-                await node.aclose()
+            await _on_node(port, "CLIENT", "UNPAUSE")
 
     async def metrics(self, board: Board) -> dict[str, float]:
         async with self.http.get(board.url + "/metrics") as response:

@@ -71,6 +71,7 @@ from liveboard.realtime.presence_layout import (
     read_room,
     text,
 )
+from liveboard.redis_address_map import AddressMapping
 
 log = logging.getLogger("liveboard.presence")
 
@@ -97,14 +98,19 @@ class RedisPresence(SharedViews):
         active_rooms: Callable[[], Iterable[str]],
         signal: Callable[[Sequence[str]], Awaitable[None]],
         available: Callable[[], bool] = lambda: True,
+        address_map: Sequence[AddressMapping] = (),
     ) -> None:
+        """``address_map`` (``LIVEBOARD_REDIS_ADDRESS_MAP``): where a Redis Cluster's nodes are
+        reached."""
         # As before: no client name, and redis-py's protocol and retries (none) unless the URL
         # sets them.
         self._redis: aioredis.Redis | aioredis.RedisCluster
         self._cluster = is_cluster_url(redis_url)
         if self._cluster:
             # Pipelines are split per shard by the client; each room is one key on one shard.
-            self._redis = cluster_client(redis_url, max_connections=MAX_CONNECTIONS)
+            self._redis = cluster_client(
+                redis_url, max_connections=MAX_CONNECTIONS, address_map=address_map
+            )
         else:
             pool = connection_pool(redis_url, max_connections=MAX_CONNECTIONS, timeout=2.0)
             self._redis = aioredis.Redis(connection_pool=pool)

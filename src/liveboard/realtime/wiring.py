@@ -40,6 +40,7 @@ def make_broker(node: Node, settings: Settings, db: Database) -> Broker:
         db=db,
         database_url=settings.database_url,
         extra_channels=extra,
+        address_map=settings.redis_address_map,
     )
 
 
@@ -81,4 +82,5 @@ def make_presence(node: Node, settings: Settings) -> PresenceManager:
         active_rooms=lambda: node.hub.rooms.keys(),
         signal=broker.publish_presence,
         available=lambda: broker.up,
+        address_map=settings.redis_address_map,
     )

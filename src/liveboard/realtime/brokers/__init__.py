@@ -3,10 +3,11 @@ imported lazily."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from liveboard.realtime.brokers.base import Broker, BrokerHandler
+from liveboard.redis_address_map import AddressMapping
 
 if TYPE_CHECKING:
     from liveboard.store.database import Database
@@ -21,12 +22,14 @@ def create_broker(
     db: Database | None = None,
     database_url: str | None = None,
     extra_channels: dict[str, Callable[[str], None]] | None = None,
+    address_map: Sequence[AddressMapping] = (),
 ) -> Broker:
     """The broker of ``kind`` (``memory``, ``redis``, ``postgres``); without a kind, the Redis
     broker when ``redis_url`` is set, else the in-memory one. ``redis`` with a
     ``redis+cluster://`` URL is the Redis Cluster broker. ``postgres`` needs ``db`` (its
     log is the payload) and ``database_url``; ``extra_channels`` are more channels its listening
-    connection takes (presence)."""
+    connection takes (presence). ``address_map`` (``LIVEBOARD_REDIS_ADDRESS_MAP``): where the
+    Redis Cluster broker reaches the cluster's nodes."""
     if kind is None:
         kind = "memory" if redis_url is None else "redis"
     if kind == "memory":
@@ -54,7 +57,9 @@ def create_broker(
     if is_cluster_url(redis_url):
         from liveboard.realtime.brokers.redis_cluster import RedisClusterBroker
 
-        return RedisClusterBroker(redis_url, handler, instance_id=instance_id)
+        return RedisClusterBroker(
+            redis_url, handler, instance_id=instance_id, address_map=address_map
+        )
     from liveboard.realtime.brokers.redis import RedisBroker
 
     return RedisBroker(redis_url, handler, instance_id=instance_id)

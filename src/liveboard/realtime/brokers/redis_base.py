@@ -38,6 +38,7 @@ from liveboard.background import TaskSet
 from liveboard.protocol import BrokerEvent, SequencedEvent, decode_wire_event
 from liveboard.realtime.brokers.base import BrokerHandler
 from liveboard.realtime.brokers.redis_publisher import PRESENCE_SIGNAL, RedisPublisher, room_of
+from liveboard.redis_address_map import AddressMapping
 
 log = logging.getLogger("liveboard.broker.redis")
 
@@ -66,10 +67,14 @@ class RedisBrokerBase(abc.ABC):
         *,
         instance_id: str,
         unsubscribe_delay: float = UNSUBSCRIBE_DELAY,
+        address_map: Sequence[AddressMapping] = (),
     ) -> None:
+        """``address_map``: where to reach a Redis Cluster's nodes (``redis_address_map``)."""
         self._handler = handler
         self._unsubscribe_delay = unsubscribe_delay
-        self._publisher = RedisPublisher(redis_url, instance_id=instance_id, on_change=self._report)
+        self._publisher = RedisPublisher(
+            redis_url, instance_id=instance_id, on_change=self._report, address_map=address_map
+        )
         self._presence_payload = self._publisher.presence_payload
         #: Times a subscriber connection was re-established after being up.
         self.reconnects = 0

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Sequence
 from typing import Final
 
 import hiredis
@@ -57,10 +58,12 @@ from liveboard.realtime.brokers.redis_pools import (
     REDIS_ERRORS,
     cluster_connection_options,
     describe,
+    mapped_connection_class,
 )
 from liveboard.realtime.brokers.redis_publisher import cluster_channel_of
 from liveboard.realtime.brokers.redis_slots import Address, Shard, SlotMap, ssubscribe_commands
 from liveboard.realtime.brokers.redis_subscriber import SubscriberConnection, dispatch
+from liveboard.redis_address_map import AddressMapping
 
 log = logging.getLogger("liveboard.broker.redis")
 
@@ -96,9 +99,16 @@ class RedisClusterBroker(RedisBrokerBase):
         *,
         instance_id: str,
         unsubscribe_delay: float = UNSUBSCRIBE_DELAY,
+        address_map: Sequence[AddressMapping] = (),
     ) -> None:
+        """``address_map`` (``LIVEBOARD_REDIS_ADDRESS_MAP``): every node address this broker and
+        its publisher connect to, the URL's and the announced ones, is mapped through it."""
         super().__init__(
-            redis_url, handler, instance_id=instance_id, unsubscribe_delay=unsubscribe_delay
+            redis_url,
+            handler,
+            instance_id=instance_id,
+            unsubscribe_delay=unsubscribe_delay,
+            address_map=address_map,
         )
         # No hidden retries: every reconnect goes through the supervisor.
         self._seeds, self._options = cluster_connection_options(
@@ -106,7 +116,11 @@ class RedisClusterBroker(RedisBrokerBase):
             client_name=f"liveboard:{instance_id}:sub",
             fixed={"protocol": 2, "retry": Retry(NoBackoff(), 0)},  # the reader parses RESP2
         )
-        self._connection_class = SSLConnection if redis_url.startswith("rediss+") else Connection
+        # The slots map and the shards keep the announced addresses (what CLUSTER SLOTS and the
+        # nodes' replies name); only the connections dial the mapped ones.
+        self._connection_class = mapped_connection_class(
+            SSLConnection if redis_url.startswith("rediss+") else Connection, address_map
+        )
         #: Times the slots map was found changed (a failover, a resharding).
         self.topology_changes = 0
         self._slots: SlotMap | None = None

@@ -14,7 +14,13 @@ A Redis Cluster (``redis+cluster://host:port[,host:port…]``, ``rediss+cluster:
 gives the same three, per node: the publisher and presence each get a ``RedisCluster`` client
 (``cluster_client``: a pool per node, commands routed by slot), and the broker (its own
 ``brokers.redis_cluster``) one subscriber connection per master, made from
-``cluster_connection_options``.
+``cluster_connection_options``. ``LIVEBOARD_REDIS_ADDRESS_MAP`` (``liveboard.redis_address_map``)
+applies to all of them, through one connection class (``mapped_connection_class``): every node
+keeps the address it announces as its identity (slots maps, ``MOVED`` and ``ASK`` replies name
+it), and each connection to it dials the mapped address. (redis-py's own ``address_remap``
+renames the nodes of ``CLUSTER SLOTS`` only: a ``MOVED`` then names a node it does not know,
+which it adds unmapped. redis-py 8.1 sends a fresh client's first command to the default node,
+so that happens at every start.)
 
 Presence does not share the publisher's pool, on purpose. Its pipelines can be long (every
 active room re-read every 2 s, all of an instance's entries written again after a Redis
@@ -26,14 +32,16 @@ side's bound is its own, and each closes its own pool in its ``aclose``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import unquote
 
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import Connection, parse_url
 from redis.exceptions import RedisClusterException, RedisError
+
+from liveboard.redis_address_map import AddressMapping, address_remap
 
 #: What an unreachable or misbehaving Redis raises (``asyncio.TimeoutError`` is ``TimeoutError``;
 #: a cluster client that reaches no node raises ``RedisClusterException``, not a ``RedisError``).
@@ -139,10 +147,12 @@ def cluster_client(
     max_connections: int,
     client_name: str | None = None,
     fixed: Mapping[str, Any] | None = None,
+    address_map: Sequence[AddressMapping] = (),
 ) -> RedisCluster:
     """A ``RedisCluster`` client of ``redis_url`` (``redis+cluster://``), at most
     ``max_connections`` per node, with the same timeouts as ``connection_pool``. It learns the
-    slots from any reachable startup node and follows MOVED and failovers by itself."""
+    slots from any reachable startup node and follows MOVED and failovers by itself. Every node
+    address, the URL's and the announced ones, is mapped through ``address_map`` first."""
     nodes, options = parse_cluster_url(redis_url)
     defaults: dict[str, Any] = {
         "max_connections": max_connections,
@@ -151,7 +161,36 @@ def cluster_client(
     }
     if client_name is not None:
         defaults["client_name"] = client_name
-    return RedisCluster(
+    client = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in nodes],
         **{**defaults, **options, **(fixed or {})},
     )
+    if address_map:
+        # RedisCluster takes no connection class: it makes every node (the startup ones now,
+        # the others as it discovers them) with the class in its connection options, the
+        # dict its nodes manager shares.
+        kwargs = client.nodes_manager.connection_kwargs
+        mapped = mapped_connection_class(kwargs["connection_class"], address_map)
+        kwargs["connection_class"] = mapped
+        for node in client.nodes_manager.startup_nodes.values():
+            node.connection_class = mapped
+    return client
+
+
+def mapped_connection_class(
+    base: type[Connection], address_map: Sequence[AddressMapping]
+) -> type[Connection]:
+    """``base`` (a TCP or TLS connection), dialling the address ``address_map`` maps its
+    ``host:port`` to (the address itself when the map does not name it). ``host`` and ``port``
+    stay the announced ones: the node's name, and what error messages say. With TLS, the
+    certificate is checked against the mapped host, as with redis-py's ``address_remap``."""
+    if not address_map:
+        return base
+    remap = address_remap(address_map)
+
+    def _connection_arguments(self: Connection) -> Mapping[str, Any]:
+        arguments = dict(base._connection_arguments(self))
+        arguments["host"], arguments["port"] = remap((self.host, self.port))
+        return arguments
+
+    return type(f"Mapped{base.__name__}", (base,), {"_connection_arguments": _connection_arguments})

@@ -40,6 +40,7 @@ from liveboard.realtime.brokers.redis_pools import (
     describe,
     is_cluster_url,
 )
+from liveboard.redis_address_map import AddressMapping
 
 log = logging.getLogger("liveboard.broker.redis")
 
@@ -85,7 +86,12 @@ class RedisPublisher:
     see the module docstring."""
 
     def __init__(
-        self, redis_url: str, *, instance_id: str, on_change: Callable[[str], None]
+        self,
+        redis_url: str,
+        *,
+        instance_id: str,
+        on_change: Callable[[str], None],
+        address_map: Sequence[AddressMapping] = (),
     ) -> None:
         self._redis: Redis | RedisCluster
         #: A single event's PUBLISH goes here (not on a cluster: its client routes per shard).
@@ -96,6 +102,7 @@ class RedisPublisher:
                 max_connections=PUBLISH_CONNECTIONS,
                 client_name=f"liveboard:{instance_id}:pub",
                 fixed={"protocol": 2},
+                address_map=address_map,
             )
             self._command = "SPUBLISH"
             self._channel_of = cluster_channel_of
