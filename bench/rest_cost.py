@@ -38,7 +38,7 @@ from bench.infra import (
     Postgres,
     Process,
     RedisServer,
-    cpu_seconds,
+    cpu_split,
     free_port,
     wait_http,
 )
@@ -70,6 +70,16 @@ async def bare_patch(http: aiohttp.ClientSession, url: str, title: str) -> bool:
 Send = Callable[[str], Awaitable[bool]]
 
 
+def _syscalls(pid: int) -> tuple[int, int]:
+    """The read and write system calls process ``pid`` has made so far (``/proc/<pid>/io``)."""
+    counts = {}
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            counts[name] = int(value)
+    return counts["syscr"], counts["syscw"]
+
+
 async def load(
     send: Send, pid: int, requests: int, rate: float, profile: Path | None
 ) -> dict[str, float]:
@@ -95,7 +105,8 @@ async def load(
             raise RuntimeError(f"PATCH {number} failed")
         answered_ms.append((time.perf_counter() - started) * 1000.0)
 
-    cpu_before = cpu_seconds(pid)
+    user_before, system_before = cpu_split(pid)
+    calls_before = _syscalls(pid)
     begun = time.perf_counter()
     sent = []
     for number in range(requests):
@@ -104,12 +115,19 @@ async def load(
             await asyncio.sleep(delay)
         sent.append(asyncio.create_task(one(number)))
     await asyncio.gather(*sent)
-    cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000.0 / requests
+    user_after, system_after = cpu_split(pid)
+    user_ms = (user_after - user_before) * 1000.0 / requests
+    system_ms = (system_after - system_before) * 1000.0 / requests
+    calls = [(a - b) / requests for a, b in zip(_syscalls(pid), calls_before, strict=True)]
     if spy is not None:
         await spy.wait()
     latencies = np.array(answered_ms)
     return {
-        "cpu_ms_per_request": cpu_ms,
+        "cpu_ms_per_request": user_ms + system_ms,
+        "user_ms_per_request": user_ms,
+        "system_ms_per_request": system_ms,
+        "reads_per_request": calls[0],
+        "writes_per_request": calls[1],
         "p50_ms": float(np.percentile(latencies, 50)),
         "p99_ms": float(np.percentile(latencies, 99)),
     }
@@ -196,6 +214,13 @@ def main() -> None:
             f"(p50 {lb['p50_ms']:.1f} ms, p99 {lb['p99_ms']:.1f} ms); bare asyncpg "
             f"{bare['cpu_ms_per_request']:.2f} ms (p50 {bare['p50_ms']:.1f} ms, "
             f"p99 {bare['p99_ms']:.1f} ms); ratio {ratio:.2f}x"
+        )
+        print(
+            "       user + system ms, read + write calls per PATCH: liveboard "
+            f"{lb['user_ms_per_request']:.2f} + {lb['system_ms_per_request']:.2f}, "
+            f"{lb['reads_per_request']:.1f} + {lb['writes_per_request']:.1f}; bare "
+            f"{bare['user_ms_per_request']:.2f} + {bare['system_ms_per_request']:.2f}, "
+            f"{bare['reads_per_request']:.1f} + {bare['writes_per_request']:.1f}"
         )
     lbs = [r["liveboard"]["cpu_ms_per_request"] for r in results]
     bares = [r["bare"]["cpu_ms_per_request"] for r in results]

@@ -39,18 +39,39 @@ def timing_middleware(histogram: Histogram) -> Middleware:
     """A middleware observing each request's duration into ``histogram`` (labels ``method``,
     ``route``, ``status``). Place it outside the error middleware, so it sees the status sent."""
 
+    series = _Series(histogram)
+
     @web.middleware
     def timed(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
         if request.method == "GET" and request.path in WEBSOCKET_PATHS:
             return handler(request)
-        return _observe(histogram, request, handler)
+        return _observe(series, request, handler)
 
     return timed
 
 
-async def _observe(
-    histogram: Histogram, request: web.Request, handler: Handler
-) -> web.StreamResponse:
+class _Series:
+    """``histogram``'s labelled series, each looked up once: ``Histogram.labels`` checks and
+    locks on every call (1.7 µs with the observation, against 0.9 µs: ``bench.patch_parts``).
+    The same series objects ``labels`` returns (it keeps one per label set), so nothing
+    observed differs. The label sets are bounded: the standard methods and ``other``, the
+    routes and ``unmatched``, the status codes."""
+
+    __slots__ = ("_histogram", "_series")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._series: dict[tuple[str, str, str], Histogram] = {}
+
+    def observe(self, method: str, route: str, status: str, seconds: float) -> None:
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._histogram.labels(method, route, status)
+        series.observe(seconds)
+
+
+async def _observe(series: _Series, request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     status = "500"
     try:
@@ -65,4 +86,4 @@ async def _observe(
         raise
     finally:
         method = request.method if request.method in METHODS else "other"
-        histogram.labels(method, route_of(request), status).observe(time.perf_counter() - started)
+        series.observe(method, route_of(request), status, time.perf_counter() - started)

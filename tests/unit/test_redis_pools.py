@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -57,3 +57,18 @@ def test_presences_pool_has_the_options_from_url_gave_it() -> None:
 def _plain(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The options that are values (each pool has its own helper objects: not comparable)."""
     return {k: v for k, v in kwargs.items() if v is None or isinstance(v, str | int | float)}
+
+
+def test_the_publishers_connections_have_no_socket_timeout_unless_the_url_sets_one() -> None:
+    from liveboard.realtime.brokers.redis_publisher import RedisPublisher
+
+    def socket_timeout(url: str) -> Any:
+        publisher = RedisPublisher(url, instance_id="i", on_change=lambda _reason: None)
+        client = publisher._redis
+        assert isinstance(client, Redis)
+        return client.connection_pool.connection_kwargs["socket_timeout"]
+
+    assert socket_timeout(URL) is None  # every command is bounded by PUBLISH_TIMEOUT instead
+    assert socket_timeout(URL + "?socket_timeout=0.5") == 0.5
+    pool = connection_pool(URL, max_connections=1, timeout=1.0, socket_timeout=None)
+    assert pool.connection_kwargs["socket_timeout"] is None

@@ -132,7 +132,10 @@ class PublishOrder:
         """Whether ``ticket`` is placed and no ticket of its room must go before it."""
         if ticket.released or ticket.offset is None:
             return False
-        return not any(self._ahead(other, ticket) for other in self._lines[ticket.room])
+        line = self._lines[ticket.room]
+        if len(line) == 1:  # alone in its line (the usual case): nobody can be ahead
+            return True
+        return not any(self._ahead(other, ticket) for other in line)
 
     async def turn(self, ticket: Ticket) -> None:
         """Return once ``ticket`` (placed) is first in its line (at once, without suspending,

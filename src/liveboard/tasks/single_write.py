@@ -30,8 +30,7 @@ Guarantees, the locked path's (``TaskService``):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from liveboard import errors
@@ -76,24 +75,45 @@ class Turns:
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
-    @asynccontextmanager
-    async def of(self, key: str) -> AsyncIterator[None]:
-        entry = self._locks.get(key)
-        if entry is None:
-            entry = self._locks[key] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._locks[key]
+    def of(self, key: str) -> _Turn:
+        """``async with turns.of(key):`` the block runs in ``key``'s turn."""
+        return _Turn(self._locks, key)
 
     def __len__(self) -> int:
         """Keys with a writer in or waiting (for tests: 0 when all are done)."""
         return len(self._locks)
+
+
+class _Turn:
+    """One writer's turn of ``Turns.of`` (a class, not ``asynccontextmanager``: a few µs less
+    per write)."""
+
+    __slots__ = ("_key", "_lock", "_locks", "_users")
+
+    def __init__(self, locks: dict[str, tuple[asyncio.Lock, list[int]]], key: str) -> None:
+        self._locks = locks
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        entry = self._locks.get(self._key)
+        if entry is None:
+            entry = self._locks[self._key] = (asyncio.Lock(), [0])
+        self._lock, self._users = entry
+        self._users[0] += 1
+        try:
+            await self._lock.acquire()
+        except BaseException:  # cancelled while waiting: no turn, leave
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self._users[0] -= 1
+        if not self._users[0]:
+            del self._locks[self._key]
 
 
 class SingleWrites:

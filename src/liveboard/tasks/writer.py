@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -67,19 +68,13 @@ class EventWriter:
         room's row lock, ``hand_over`` once it committed, ``Outbox.abandon`` in a ``finally``."""
         return Outbox(self._order)
 
-    @asynccontextmanager
-    async def statement(self) -> AsyncIterator[tuple[Any, Outbox]]:
-        """PostgreSQL: a pooled asyncpg connection outside any transaction, for a write that is
-        one statement (``tasks.single_write``), and the outbox of its events: ``reserve`` the
-        room before sending it, ``add`` the event it appended. Handed to the publisher after
-        the block, as ``transaction``'s."""
-        outbox = Outbox(self._order)
-        try:
-            async with self.db.write_driver() as driver:
-                yield driver, outbox
-            await self.hand_over(outbox)
-        finally:
-            outbox.abandon()  # failed, cancelled or changed nothing: the room's line moves on
+    def statement(self) -> _Statement:
+        """PostgreSQL: ``async with writer.statement() as (driver, outbox)``: a pooled asyncpg
+        connection outside any transaction, for a write that is one statement
+        (``tasks.single_write``), and the outbox of its events: ``reserve`` the room before
+        sending it, ``add`` the event it appended. Handed to the publisher after the block, as
+        ``transaction``'s."""
+        return _Statement(self)
 
     async def hand_over(self, outbox: Outbox) -> None:
         """After ``outbox``'s transaction committed: wait for its turn in each room, then start
@@ -137,3 +132,35 @@ class EventWriter:
         )
         outbox.add(event)  # still holding the room's row lock: its place in the room's line
         return event
+
+
+class _Statement:
+    """``EventWriter.statement``'s block (a class, not ``asynccontextmanager``: a few µs less
+    per write)."""
+
+    __slots__ = ("_driver", "_outbox", "_writer")
+
+    def __init__(self, writer: EventWriter) -> None:
+        self._writer = writer
+        self._outbox = Outbox(writer._order)
+        self._driver: AbstractAsyncContextManager[Any] = writer.db.write_driver()
+
+    async def __aenter__(self) -> tuple[Any, Outbox]:
+        try:
+            return await self._driver.__aenter__(), self._outbox
+        except BaseException:
+            self._outbox.abandon()
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await self._driver.__aexit__(exc_type, exc, traceback)
+            if exc_type is None:
+                await self._writer.hand_over(self._outbox)
+        finally:
+            self._outbox.abandon()  # failed, cancelled or changed nothing: the line moves on

@@ -61,6 +61,7 @@ def connection_pool(
     timeout: float,
     client_name: str | None = None,
     fixed: Mapping[str, Any] | None = None,
+    socket_timeout: float | None = SOCKET_TIMEOUT,
 ) -> BlockingConnectionPool:
     """A pool of at most ``max_connections`` to ``redis_url``.
 
@@ -68,12 +69,14 @@ def connection_pool(
     seconds, instead of failing at once (then ``redis.exceptions.ConnectionError``). Options
     come from the defaults here, then the URL's, then ``fixed``: what the caller's code relies
     on (a protocol, a retry policy), which no URL may change. ``client_name`` names the
-    connections in ``CLIENT LIST`` (none if None)."""
+    connections in ``CLIENT LIST`` (none if None). ``socket_timeout``: the default of the
+    connections' read and write timeout (None: none, for a caller bounding each command
+    itself)."""
     defaults: dict[str, Any] = {
         "max_connections": max_connections,
         "timeout": timeout,
         "socket_connect_timeout": CONNECT_TIMEOUT,
-        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_timeout": socket_timeout,
     }
     if client_name is not None:
         defaults["client_name"] = client_name

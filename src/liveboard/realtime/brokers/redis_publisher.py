@@ -32,6 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from liveboard.protocol import BrokerEvent, encode_broker_event
+from liveboard.realtime.brokers.redis_direct import DirectCommands
 from liveboard.realtime.brokers.redis_pools import (
     REDIS_ERRORS,
     cluster_client,
@@ -55,6 +56,12 @@ PUBLISH_TIMEOUT: Final = 1.0
 #: A publisher known to be down is PINGed this often.
 PING_INTERVAL: Final = 1.0
 MAX_UNSENT_ROOMS: Final = 10_000
+#: The publisher's connections have no socket timeout of their own (unless the URL sets one):
+#: every command it sends is bounded by ``PUBLISH_TIMEOUT``, shorter, which cancels it and
+#: drops the connection as the socket timeout would. With one, redis-py wraps each write in
+#: ``asyncio.wait_for`` and each read in a timeout: a task and two timers per PUBLISH, about
+#: 20 µs of CPU per ``PATCH`` (docs/benchmarks.md).
+PUBLISH_SOCKET_TIMEOUT: Final = None
 
 
 def channel_of(room: str) -> bytes:
@@ -87,6 +94,8 @@ class RedisPublisher:
         address_map: Sequence[AddressMapping] = (),
     ) -> None:
         self._redis: Redis | RedisCluster
+        #: A single event's PUBLISH goes here (not on a cluster: its client routes per shard).
+        self._direct: DirectCommands | None = None
         if is_cluster_url(redis_url):
             self._redis = cluster_client(
                 redis_url,
@@ -108,8 +117,10 @@ class RedisPublisher:
                 # One retry on a fresh connection: a pooled connection may be stale after a
                 # restart.
                 fixed={"protocol": 2, "retry": Retry(NoBackoff(), 1)},
+                socket_timeout=PUBLISH_SOCKET_TIMEOUT,
             )
             self._redis = Redis(connection_pool=pool)
+            self._direct = DirectCommands(self._redis, pool)
             self._command = "PUBLISH"
             self._channel_of = channel_of
         self._on_change = on_change
@@ -166,7 +177,8 @@ class RedisPublisher:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 if len(events) == 1:
-                    await self._redis.execute_command(
+                    direct = self._direct
+                    await (self._redis.execute_command if direct is None else direct.execute)(
                         self._command,
                         self._channel_of(events[0].room),
                         encode_broker_event(events[0]),
@@ -232,6 +244,8 @@ class RedisPublisher:
     async def aclose(self) -> None:
         """Close the pool; sends still in progress fail. Idempotent."""
         self._closed = True
+        if self._direct is not None:
+            await self._direct.aclose()
         if isinstance(self._redis, Redis):
             await self._redis.aclose(close_connection_pool=True)
         else:
