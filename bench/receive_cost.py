@@ -45,8 +45,13 @@ class _NullTransport:
         return False
 
 
-def measure(batch: int) -> float:
-    """µs of process CPU per event through decode + ``Hub.deliver`` (the tree on sys.path)."""
+def measure(batch: int, cold_mb: int = 0) -> float:
+    """µs of process CPU per event through decode + ``Hub.deliver`` (the tree on sys.path).
+
+    ``cold_mb``: before each ``deliver``, write that many MiB (out of the timing) so that it
+    finds the caches as a server does between two socket reads (after ten sends and other
+    processes ran); each ``deliver`` is then timed alone with the thread's CPU clock, less
+    what reading that clock costs."""
     from liveboard import protocol
     from liveboard.realtime.hub import Hub
     from liveboard.realtime.metrics import Metrics
@@ -102,16 +107,38 @@ def measure(batch: int) -> float:
         for k in range(EVENTS)
     ]
     gc.collect()
+    if cold_mb:
+        return _cold(hub, decode, payloads, batch, cold_mb)
     started = time.process_time()
     for start in range(0, EVENTS, batch):
         hub.deliver([decode(p) for p in payloads[start : start + batch]])
     return (time.process_time() - started) / EVENTS * 1e6
 
 
-def _child(src: Path, batch: int) -> float:
+def _cold(hub: Any, decode: Any, payloads: list[bytes], batch: int, cold_mb: int) -> float:
+    """See ``measure``: 1/10 of the events (the rest would take minutes of thrashing)."""
+    thrash = bytearray(cold_mb << 20)
+    clock = time.thread_time_ns
+    spent = 0
+    reads = 0
+    events = payloads[: len(payloads) // 10]
+    for start in range(0, len(events), batch):
+        thrash[::64] = bytes(len(thrash[::64]))  # one write per cache line
+        t0 = clock()
+        hub.deliver([decode(p) for p in events[start : start + batch]])
+        spent += clock() - t0
+        reads += 1
+    t0 = clock()
+    for _ in range(reads):
+        clock()
+    overhead = clock() - t0
+    return (spent - overhead) / len(events) / 1000
+
+
+def _child(src: Path, batch: int, cold_mb: int) -> float:
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{ROOT}"}
     out = subprocess.run(
-        [sys.executable, "-m", "bench.receive_cost", "--child", str(batch)],
+        [sys.executable, "-m", "bench.receive_cost", "--child", str(batch), "--cold", str(cold_mb)],
         env=env,
         check=True,
         capture_output=True,
@@ -124,10 +151,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", type=Path, help="another checkout (its src is the base)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--cold", type=int, default=0, help="MiB written before each deliver (0: warm caches)"
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps({"us": measure(args.child)}))
+        print(json.dumps({"us": measure(args.child, args.cold)}))
         return
     if args.against is None:
         parser.error("--against DIR is required")
@@ -139,7 +169,7 @@ def main() -> None:
             order = [(base, "base"), (mine, "this")] if first_base else [(mine, "this")]
             if not first_base:
                 order.append((base, "base"))
-            figures = {label: _child(src, batch) for src, label in order}
+            figures = {label: _child(src, batch, args.cold) for src, label in order}
             ratio = figures["this"] / figures["base"]
             ratios[batch].append(ratio)
             print(

@@ -509,7 +509,7 @@ class LeanTarget(LiveboardTarget):
         assert count == 1, f"the {self.name} server runs one instance"
         port = free_port()
         argv = [PYTHON, "-m", self.module, "--port", str(port)]
-        argv += ["--redis", self.redis.url]
+        argv += ["--redis", self.redis.url, *self.serve_args]
         process = Process(f"{self.name}:{port}", argv, self.workdir / f"{self.name}.log", {})
         deadline = time.monotonic() + 30
         while True:

@@ -125,7 +125,7 @@ class Client(WSListener):  # type: ignore[misc]
             ROOMS.get(room, set()).discard(transport)
 
 
-async def serve(port: int, redis_url: str) -> None:
+async def serve(port: int, redis_url: str, *, tune_sockets: bool = False) -> None:
     url = urlparse(redis_url)
     loop = asyncio.get_running_loop()
     _, redis = await loop.create_connection(
@@ -136,6 +136,11 @@ async def serve(port: int, redis_url: str) -> None:
         return Client(redis)
 
     server = await ws_create_server(listener, "127.0.0.1", port, websocket_handshake_timeout=30)
+    if tune_sockets:  # liveboard's socket options, inherited by every accepted socket
+        from liveboard.realtime.transport.sockets import tune_socket
+
+        for sock in server.sockets:
+            tune_socket(sock)  # type: ignore[arg-type]
     async with server:
         await server.serve_forever()
 
@@ -144,8 +149,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis", required=True)
+    parser.add_argument(
+        "--tune-sockets",
+        action="store_true",
+        help="liveboard's socket options (256 KiB send buffer, keepalive) on every socket",
+    )
     args = parser.parse_args()
-    uvloop.run(serve(args.port, args.redis))
+    uvloop.run(serve(args.port, args.redis, tune_sockets=args.tune_sockets))
 
 
 if __name__ == "__main__":

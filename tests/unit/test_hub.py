@@ -203,6 +203,31 @@ def test_metrics_count_deliveries_and_latency(hub: Hub) -> None:
     assert metrics.sample("liveboard_delivery_latency_seconds_count") == 2
 
 
+def test_in_order_events_skip_no_bookkeeping(hub: Hub, recorder: Recorder) -> None:
+    """The next event of a room with only live subscribers takes the short way
+    (``RoomSequencer.take_next``): it is remembered in ``recent``, counted, and written to the
+    open sockets only; a hole still goes through ``offer`` and is reported."""
+    a, b = live_subscriber(hub, "a"), live_subscriber(hub, "b")
+    room = hub.rooms["project:p1"]
+    closed = next(o for o in room.live if o.transport is b)
+    closed.closed = True
+    hub.deliver([ev(1), ev(2)])
+    assert a.offsets() == [1, 2]
+    assert b.writes == []
+    assert room.recent is not None
+    assert [e.offset for e in room.recent] == [1, 2]
+    assert room.released == 2
+    metrics = hub._metrics
+    assert metrics.sample("liveboard_messages_sent_total") == 2  # two frames, one open socket
+    assert metrics.sample("liveboard_bytes_sent_total") == sum(map(len, a.writes))
+    assert metrics.sample("liveboard_delivery_latency_seconds_count") == 2
+    hub.deliver([ev(4)])  # 3 is missing: held, reported
+    assert recorder.gaps == ["project:p1"]
+    hub.deliver([ev(3), ev(5)])
+    assert a.offsets() == [1, 2, 3, 4, 5]
+    assert [e.offset for e in room.recent] == [1, 2, 3, 4, 5]
+
+
 def test_a_watched_workspace_room_is_sequenced_and_reported(recorder: Recorder) -> None:
     seen: list[list[int]] = []
     hub = Hub(

@@ -167,6 +167,61 @@ def test_any_arrival_order_yields_each_offset_once_in_order(n: int, data: st.Dat
     assert (seq.missing, seq.gap_since) == (None, None)
 
 
+def state(seq: RoomSequencer) -> tuple[object, ...]:
+    return (seq.epoch, seq.next_offset, seq.position, seq.missing, seq.gap_since, seq.buffered)
+
+
+@given(data=st.data())
+def test_take_next_is_offer_when_it_takes(data: st.DataObject) -> None:
+    """Whatever came before (holes, buffered events, expected offsets, epoch changes, log
+    fills), ``take_next`` takes an event only when ``offer`` would release it alone and leave
+    no hole, and then leaves the sequencer as ``offer`` does; otherwise it changes nothing.
+    It declines such an event only when a hole was known before it."""
+    max_buffered = data.draw(st.sampled_from([0, 2, 10_000]))
+    plain = RoomSequencer("e1", max_buffered=max_buffered)
+    fast = RoomSequencer("e1", max_buffered=max_buffered)
+    for step in range(data.draw(st.integers(1, 40))):
+        now = float(step)
+        action = data.draw(st.sampled_from(["event", "event", "event", "expect", "fill"]))
+        if action == "expect":
+            offset = data.draw(st.integers(1, 30))
+            plain.expect(offset, now=now)
+            fast.expect(offset, now=now)
+        elif action == "fill" and plain.missing is not None:
+            first, last = plain.missing
+            reads = [ev(o, plain.epoch) for o in range(first, last + 1)]
+            assert plain.fill(reads, now=now) == fast.fill(reads, now=now)
+        else:
+            epoch = data.draw(st.sampled_from(["e1", "e1", "e1", "e2"]))
+            event = ev(data.draw(st.integers(1, 30)), epoch)
+            before = state(fast)
+            took = fast.take_next(event)
+            expected = plain.offer(event, now=now)
+            if took:
+                assert expected == OfferResult([event])
+                assert plain.missing is None
+            else:
+                assert state(fast) == before
+                assert fast.offer(event, now=now) == expected
+            if not took and expected == OfferResult([event]) and plain.missing is None:
+                assert before[3] is not None  # left to offer only because a hole was known
+        assert state(fast) == state(plain)
+
+
+def test_take_next_takes_the_next_event_only() -> None:
+    seq = RoomSequencer("e1", next_offset=5)
+    assert not seq.take_next(ev(4))  # a duplicate
+    assert not seq.take_next(ev(6))  # ahead of a hole
+    assert not seq.take_next(ev(5, "e2"))  # another epoch
+    assert state(seq) == ("e1", 5, Position(4, "e1"), None, None, 0)
+    assert seq.take_next(ev(5))
+    assert state(seq) == ("e1", 6, Position(5, "e1"), None, None, 0)
+    seq.expect(7, now=1.0)  # a hole is known: offer decides
+    assert not seq.take_next(ev(6))
+    assert seq.offer(ev(6), now=2.0) == OfferResult([ev(6)])
+    assert seq.missing == (7, 7)
+
+
 def test_epoch_change_asks_for_resync_and_adopts_the_new_epoch() -> None:
     seq = RoomSequencer("e1")
     seq.offer(ev(1), now=0)

@@ -251,6 +251,18 @@ class Hub:
                     continue
                 if event.workspace_offset and self._waits(room, event, now):
                     continue
+                if not room.joining and not room.is_workspace and room.sequencer.take_next(event):
+                    # The common case, as ``_fan_out`` would queue it: the next event of a room
+                    # whose subscribers are all live, no hole, nothing waiting on this room.
+                    if room.recent is not None:
+                        room.recent.append(event)
+                    if room.live:
+                        frames = batch.get(room)
+                        if frames is None:
+                            frames = batch[room] = []
+                        frames.append(text_frame(client_json(event)))
+                    released.append(event)
+                    continue
                 result = room.sequencer.offer(event, now=now)
                 released += self._fan_out(room, result, batch, dirty)
         finally:
@@ -389,13 +401,14 @@ class Hub:
         if not frames:
             return 0, 0
         data = frames[0] if len(frames) == 1 else b"".join(frames)
-        written = 0
+        live = room.live
+        written = len(live)  # less the closed ones, counted as skipped (rare)
         slow: list[Outlet] = []
-        for outlet in room.live:
+        for outlet in live:
             if outlet.closed:
+                written -= 1
                 continue
             outlet.transport.write(data)
-            written += 1
             # Set by the transport's pause_writing during that write when it went past the
             # bound (the connection's high-water mark is the bound: ``watch_writes``).
             if outlet.blocked:

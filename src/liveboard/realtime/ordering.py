@@ -175,6 +175,26 @@ class RoomSequencer:
         self._track_gap(now)
         return OfferResult(deliver, resync, overflow)
 
+    def take_next(self, event: SequencedEvent) -> bool:
+        """The common case of ``offer``, without building a result: when ``event`` is the next
+        offset of the current epoch and no hole is known (nothing buffered, nothing expected
+        ahead), take it and return True; the sequencer is then exactly where ``offer`` would
+        have left it, and ``offer`` would have returned ``OfferResult([event])`` with no hole
+        left. Otherwise take nothing and return False: call ``offer``."""
+        offset = event.offset
+        if (
+            offset != self._next_offset
+            or self._highest_seen >= offset
+            or event.epoch != self._epoch
+        ):
+            return False
+        # No hole known: ``_highest_seen`` is ``offset - 1`` and the buffer is empty (an event
+        # is buffered only above a hole, after ``_highest_seen`` was raised to it), and so
+        # ``_gap_since`` is None already (``_track_gap`` ends every call that changes them).
+        self._next_offset = offset + 1
+        self._highest_seen = offset
+        return True
+
     def expect(self, offset: int, *, now: float) -> None:
         """Offsets up to ``offset`` are known to exist (another room's event depends on them):
         until they are delivered, ``missing`` names those not delivered yet."""
