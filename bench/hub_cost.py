@@ -23,6 +23,7 @@ import argparse
 import gc
 import time
 
+from bench.null_transport import NullTransport
 from liveboard.protocol import BrokerEvent
 from liveboard.realtime.hub import Hub
 from liveboard.realtime.metrics import Metrics
@@ -30,21 +31,6 @@ from liveboard.realtime.outlet import Outlet
 
 #: Shapes: label → (rooms, subscribers per room, events per run).
 SHAPES = {"one room": (1, 1000, 3000), "small rooms": (100, 10, 30000)}
-
-
-class _NullTransport:
-    """A transport that takes every write and never has anything buffered."""
-
-    __slots__ = ()
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return False
 
 
 def _hub(rooms: int, per_room: int) -> tuple[Hub, list[str]]:
@@ -57,7 +43,7 @@ def _hub(rooms: int, per_room: int) -> tuple[Hub, list[str]]:
     names = [f"project:p{r}" for r in range(rooms)]
     for name in names:
         for index in range(per_room):
-            outlet = Outlet(_NullTransport(), f"{name}-{index}", "u")
+            outlet = Outlet(NullTransport(), f"{name}-{index}", "u")
             room = hub.join(name, outlet)
             hub.start_sequence(room, "e1", 0)
             hub.complete_join(room, outlet, 0)

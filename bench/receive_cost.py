@@ -26,23 +26,12 @@ from typing import Any
 
 import msgspec
 
+from bench.null_transport import NullTransport
+
 ROOT = Path(__file__).resolve().parent.parent
 ROOMS = 100
 PER_ROOM = 10
 EVENTS = 40_000
-
-
-class _NullTransport:
-    __slots__ = ()
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return False
 
 
 def measure(batch: int, cold_mb: int = 0) -> float:
@@ -73,7 +62,7 @@ def measure(batch: int, cold_mb: int = 0) -> float:
     hub = Hub(Metrics(), **options)
     for r in range(ROOMS):
         for i in range(PER_ROOM):
-            outlet = Outlet(_NullTransport(), f"c{r}-{i}", "u")
+            outlet = Outlet(NullTransport(), f"c{r}-{i}", "u")
             room = hub.join(f"project:p{r}", outlet)
             hub.start_sequence(room, "e1", 0)
             hub.complete_join(room, outlet, 0)

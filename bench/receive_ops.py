@@ -33,22 +33,11 @@ from typing import Any
 import msgspec
 import uvloop
 
+from bench.null_transport import NullTransport
+
 ROOT = Path(__file__).resolve().parent.parent
 ROOMS = 100
 PER_ROOM = 10
-
-
-class _NullTransport:
-    __slots__ = ()
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return False
 
 
 class _Counter:
@@ -136,7 +125,7 @@ async def _liveboard() -> dict[str, Any]:
     rooms = [f"project:p{r}" for r in range(ROOMS)]
     for name in rooms:
         for i in range(PER_ROOM):
-            outlet = Outlet(_NullTransport(), f"c{i}", "u")
+            outlet = Outlet(NullTransport(), f"c{i}", "u")
             room = hub.join(name, outlet)
             hub.start_sequence(room, "e1", 0)
             hub.complete_join(room, outlet, 0)
@@ -205,7 +194,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(uvloop.run(_liveboard())))
         return
-    print(_report("liveboard (this tree)", uvloop.run(_liveboard()), "_NullTransport.write"))
+    print(_report("liveboard (this tree)", uvloop.run(_liveboard()), "NullTransport.write"))
     if args.against:
         env = {**os.environ, "PYTHONPATH": f"{args.against.resolve() / 'src'}{os.pathsep}{ROOT}"}
         out = subprocess.run(
@@ -215,7 +204,7 @@ def main() -> None:
             capture_output=True,
             text=True,
         ).stdout
-        print(_report(f"liveboard ({args.against})", json.loads(out), "_NullTransport.write"))
+        print(_report(f"liveboard ({args.against})", json.loads(out), "NullTransport.write"))
     print(_report("lean server", _lean(), "Socket.send"))
 
 
