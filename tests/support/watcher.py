@@ -126,11 +126,21 @@ class Watcher:
 
     async def until_users(self, room: str, users: list[str], wait: float) -> float:
         expected = sorted(users)
-        return await self.until(
-            lambda: self.users(room) == expected,
-            wait,
-            f"presence {len(expected)} users {expected[:5]}... in {room}",
-        )
+        try:
+            return await self.until(
+                lambda: self.users(room) == expected,
+                wait,
+                f"presence {len(expected)} users {expected[:5]}... in {room}",
+            )
+        except AssertionError as failed:
+            # What the socket held instead, for the failure's diagnosis: each update's arrival
+            # (relative to the wait's end) and its users.
+            now = time.monotonic()
+            seen = [
+                (round(u.at - now, 3), [v["userId"] for v in u.message["users"]])
+                for u in self.presence_updates(room)[-5:]
+            ]
+            raise AssertionError(f"{failed}; its last presence updates: {seen}") from None
 
 
 def assert_sequence(events: list[Json], first: int, last: int, who: str = "") -> None:
